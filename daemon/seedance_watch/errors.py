@@ -1,0 +1,246 @@
+"""The exception tree of seedance-watch.
+
+Every error the daemon can meet is translated, at the edge where it happens
+(``storage.py`` for boto3, ``gateway.py`` for httpx, ``ledger.py`` for the
+file system), into one of these classes.  Each class says how far it reaches:
+a *transient* error is retried, a *job* error fails one job (its ``code`` goes
+into ``NAME.error.json``), a *pause* stops all submissions without failing
+anything, and a *daemon* error stops the process.
+
+    SeedanceWatchError
+    ├── ConfigError                  daemon: bad config or missing secret (exit 2)
+    ├── StateError                   daemon: the state directory cannot be trusted
+    │   ├── LedgerLocked             another daemon holds the state (exit 2)
+    │   ├── LedgerCorrupt            damage before the last record
+    │   └── DurabilityError          fsync/write/rename failed: data may be lost
+    ├── TransientError               retry later (``retry_after`` when the peer said)
+    │   ├── GatewayUnavailable       5xx, connection refused/reset, read errors
+    │   │   └── SubmitNotSent        a submit that provably never reached the server
+    │   ├── RateLimited              HTTP 429
+    │   ├── StorageTransient         S3 throttling, 5xx, connection errors
+    │   └── DownloadIncomplete       truncated / wrong length / not an mp4 / too big
+    ├── PipelinePaused               pause all submissions; nothing is failed
+    │   ├── CredentialsRefused       HTTP 401, 402, 403 from the gateway
+    │   └── StorageUnavailable       no such bucket, access denied
+    └── JobError                     this job fails; ``code`` is stable snake_case
+        ├── InvalidSidecar           invalid_sidecar
+        ├── InvalidImage             invalid_image
+        ├── MissingSidecar           missing_sidecar
+        ├── MissingImage             missing_image
+        ├── UnsafePath               unsafe_path
+        ├── GatewayRejected          gateway_rejected (400, 404)
+        ├── SubmitAmbiguous          submit_ambiguous
+        ├── TaskFailed               task_failed
+        ├── TaskExpired              task_expired
+        ├── TaskCancelled            task_cancelled
+        ├── TaskTimeout              task_timeout
+        ├── TaskNotFound             task_not_found
+        └── DownloadFailed           download_failed
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SeedanceWatchError(Exception):
+    """Base of every error raised by seedance-watch."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- daemon-fatal ---------------------------------------------------------------------
+
+
+class ConfigError(SeedanceWatchError):
+    """The configuration (or a secret it refers to) is unusable.
+
+    ``key`` names the offending key, dotted (``gateway.base_url``), when there is one.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class StateError(SeedanceWatchError):
+    """The state directory cannot be used safely; the daemon stops."""
+
+
+class LedgerLocked(StateError):
+    """Another process holds the lock on the state directory."""
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LedgerCorrupt(StateError):
+    """The ledger is damaged somewhere other than its last record."""
+
+
+class DurabilityError(StateError):
+    """A write, fsync or rename of state failed; the kernel may have dropped data."""
+
+
+# --- transient ------------------------------------------------------------------------
+
+
+class TransientError(SeedanceWatchError):
+    """Worth retrying later.  ``retry_after`` is the peer's own hint, in seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.http_status = http_status
+
+
+class GatewayUnavailable(TransientError):
+    """The gateway answered 5xx, or the connection failed."""
+
+
+class SubmitNotSent(GatewayUnavailable):
+    """A submit that provably never reached the gateway (safe to send again)."""
+
+
+class RateLimited(TransientError):
+    """The gateway answered 429."""
+
+
+class StorageTransient(TransientError):
+    """A passing S3 failure (throttling, 5xx, network)."""
+
+
+class DownloadIncomplete(TransientError):
+    """The video body was broken; the URL stays valid for 24 hours, so try again."""
+
+
+# --- pause ------------------------------------------------------------------------------
+
+
+class PipelinePaused(SeedanceWatchError):
+    """Nothing can be submitted until an operator fixes something outside the daemon."""
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class CredentialsRefused(PipelinePaused):
+    """The gateway refused the API key (401), the account (402) or the access (403)."""
+
+
+class StorageUnavailable(PipelinePaused):
+    """The bucket is missing or refuses us; every upload would fail the same way."""
+
+
+# --- job-fatal --------------------------------------------------------------------------
+
+
+class JobError(SeedanceWatchError):
+    """This job cannot succeed.  The attributes become ``NAME.error.json``."""
+
+    code: ClassVar[str] = "job_failed"
+    default_hint: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        http_status: int | None = None,
+        task_id: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.hint = hint if hint is not None else self.default_hint
+        self.http_status = http_status
+        self.task_id = task_id
+        self.key = key
+
+    def report(self) -> dict[str, Any]:
+        """The fields of the error report this error contributes."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message, "hint": self.hint}
+        if self.http_status is not None:
+            out["http_status"] = self.http_status
+        if self.task_id is not None:
+            out["task_id"] = self.task_id
+        if self.key is not None:
+            out["key"] = self.key
+        return out
+
+
+class InvalidSidecar(JobError):
+    code = "invalid_sidecar"
+    default_hint = "Fix the sidecar YAML, then move the pair back into the inbox."
+
+
+class InvalidImage(JobError):
+    code = "invalid_image"
+    default_hint = "Use a JPEG/PNG/WebP/BMP/TIFF/GIF image within the model's limits."
+
+
+class MissingSidecar(JobError):
+    code = "missing_sidecar"
+    default_hint = "Drop NAME.yaml (with a prompt) beside the image, in the same folder."
+
+
+class MissingImage(JobError):
+    code = "missing_image"
+    default_hint = "Drop the image with the same name beside the sidecar."
+
+
+class UnsafePath(JobError):
+    code = "unsafe_path"
+    default_hint = "Copy the file into the inbox instead of linking to it."
+
+
+class GatewayRejected(JobError):
+    code = "gateway_rejected"
+    default_hint = "Check the request parameters and the model name."
+
+
+class SubmitAmbiguous(JobError):
+    code = "submit_ambiguous"
+    default_hint = (
+        "The submit may have reached the gateway and may be billed. Check your Pixazo "
+        "dashboard; to submit again on purpose run: seedance-watch retry JOB_ID"
+    )
+
+
+class TaskFailed(JobError):
+    code = "task_failed"
+    default_hint = "The model refused or failed the task; adjust the prompt or image and retry."
+
+
+class TaskExpired(JobError):
+    code = "task_expired"
+    default_hint = "The task expired in the gateway's queue; retry it."
+
+
+class TaskCancelled(JobError):
+    code = "task_cancelled"
+    default_hint = "The task was cancelled at the gateway; retry it if that was not intended."
+
+
+class TaskTimeout(JobError):
+    code = "task_timeout"
+    default_hint = "The task did not finish within gateway.task_timeout; look it up by task_id."
+
+
+class TaskNotFound(JobError):
+    code = "task_not_found"
+    default_hint = "The gateway no longer knows this task; retry the job."
+
+
+class DownloadFailed(JobError):
+    code = "download_failed"
+    default_hint = "The video could not be downloaded (its URL lasts 24 hours); retry the job."

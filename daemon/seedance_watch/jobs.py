@@ -1,0 +1,296 @@
+"""The job record and its state machine: pure data and pure functions, no I/O.
+
+A job is one drop (an image and its sidecar).  Its life is a chain of states,
+each made durable in the ledger *before* the external action that follows it:
+
+    NEW ──Uploaded──▶ UPLOADED ──SubmitIntent──▶ SUBMITTING ──Submitted──▶ SUBMITTED
+     │                   ▲                           │                         │
+     │                   └──────SubmitNotSent────────┘                  TaskSucceeded
+     │                                                                         ▼
+     └──────────────Placing (duplicate)──────────▶ PLACING ◀──Placing──── SUCCEEDED
+                                                      │    ──Redownload──▶    ▲
+                                                   Finished                   │
+                                                      ▼
+                                                    DONE
+
+    any non-terminal state ──Fail──▶ FAILING ──Finished──▶ FAILED
+
+* ``SUBMITTING`` is the intent to submit.  Found on restart, the outcome of the
+  submit is unknown and the job fails as ``submit_ambiguous`` (never resubmitted).
+* ``PLACING`` records where the output goes and the video's hash before any file
+  under a final name appears, so a restart can finish placement without writing
+  a second output.  ``FAILING`` likewise records the report before inputs move.
+* ``DONE`` and ``FAILED`` are terminal.  A retry is a new drop, hence a new job.
+
+As in h11's ``_state.py``, every legal transition is in one table and anything
+else raises :class:`IllegalTransition`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "Event",
+    "Fail",
+    "Finished",
+    "IllegalTransition",
+    "Job",
+    "Placing",
+    "Redownload",
+    "State",
+    "SubmitIntent",
+    "SubmitNotSent",
+    "Submitted",
+    "TaskSucceeded",
+    "Uploaded",
+    "apply",
+    "content_key",
+    "make_job_id",
+]
+
+
+class State(enum.StrEnum):
+    NEW = "new"
+    UPLOADED = "uploaded"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    PLACING = "placing"
+    FAILING = "failing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = frozenset({State.DONE, State.FAILED})
+ACTIVE_STATES = frozenset(State) - TERMINAL_STATES
+
+
+class IllegalTransition(Exception):
+    """An event that the job's current state does not allow (a bug, never user input)."""
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """The image is in the bucket under ``s3_key``."""
+
+    s3_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitIntent:
+    """We are about to send the submit request (made durable first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitNotSent:
+    """The submit provably never reached the gateway; it may be sent again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The gateway accepted the task."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSucceeded:
+    """The task ended well; the video waits at ``video_url`` (valid for 24 hours)."""
+
+    video_url: str
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Placing:
+    """The verified video goes to ``output`` (relative to the outbox); inputs to ``moved_to``.
+
+    ``duplicate_of`` is set when the video is a copy of an earlier job's output.
+    """
+
+    output: str
+    video_sha256: str
+    video_bytes: int
+    moved_to: tuple[tuple[str, str], ...]
+    duplicate_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redownload:
+    """Placement found neither the output nor the staged video: download again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """The job fails with ``error`` (the report's fields); inputs go to ``moved_to``."""
+
+    error: dict[str, Any]
+    moved_to: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The outputs (or the report) and the moved inputs are durable."""
+
+
+Event = (
+    Uploaded
+    | SubmitIntent
+    | SubmitNotSent
+    | Submitted
+    | TaskSucceeded
+    | Placing
+    | Redownload
+    | Fail
+    | Finished
+)
+
+_S = State
+_TRANSITIONS: dict[tuple[State, type[Any]], State] = {
+    (_S.NEW, Uploaded): _S.UPLOADED,
+    (_S.UPLOADED, Uploaded): _S.UPLOADED,  # re-upload after a restart (new key, same job)
+    (_S.UPLOADED, SubmitIntent): _S.SUBMITTING,
+    (_S.SUBMITTING, SubmitNotSent): _S.UPLOADED,
+    (_S.SUBMITTING, Submitted): _S.SUBMITTED,
+    (_S.SUBMITTED, TaskSucceeded): _S.SUCCEEDED,
+    (_S.SUCCEEDED, Placing): _S.PLACING,
+    (_S.NEW, Placing): _S.PLACING,  # a duplicate: the earlier job's video is copied
+    (_S.PLACING, Redownload): _S.SUCCEEDED,
+    (_S.PLACING, Finished): _S.DONE,
+    (_S.FAILING, Finished): _S.FAILED,
+}
+for _state in ACTIVE_STATES - {State.FAILING}:
+    _TRANSITIONS[(_state, Fail)] = State.FAILING
+
+
+# --- the record -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One drop and everything known about it.  Immutable: transitions return a copy.
+
+    Paths are POSIX strings relative to their root folder (``source`` and ``sidecar``
+    to the inbox, ``output`` to the outbox, ``moved_to`` pairs from the inbox to
+    done/ or failed/, written as ``done/sub/NAME.jpg``).  Times are Unix seconds.
+    """
+
+    job_id: str
+    state: State
+    source: str
+    sidecar: str | None
+    created_at: float
+    updated_at: float
+    image_sha256: str | None = None
+    content_key: str | None = None
+    model: str | None = None
+    prompt: str | None = None
+    text: str | None = None
+    s3_key: str | None = None
+    task_id: str | None = None
+    submitted_at: float | None = None
+    video_url: str | None = None
+    usage: dict[str, Any] | None = None
+    completed_at: float | None = None
+    output: str | None = None
+    video_sha256: str | None = None
+    video_bytes: int | None = None
+    duplicate_of: str | None = None
+    error: dict[str, Any] | None = None
+    moved_to: tuple[tuple[str, str], ...] = field(default=())
+    seq: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """A compact JSON-ready dict (fields that are None or empty are left out)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == ():
+                continue
+            if f.name == "moved_to":
+                value = [list(pair) for pair in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Inverse of :meth:`to_dict`.  Raises ``KeyError``/``ValueError``/``TypeError``."""
+        data = dict(data)
+        data["state"] = State(data["state"])
+        if "moved_to" in data:
+            data["moved_to"] = tuple((str(a), str(b)) for a, b in data["moved_to"])
+        return cls(**data)
+
+
+def apply(job: Job, event: Event, now: float) -> Job:
+    """Return ``job`` after ``event`` at time ``now``; raise if the table forbids it."""
+    try:
+        target = _TRANSITIONS[(job.state, type(event))]
+    except KeyError:
+        raise IllegalTransition(
+            f"job {job.job_id}: {type(event).__name__} is not allowed in state {job.state}"
+        ) from None
+    changes: dict[str, Any] = {"state": target, "updated_at": now, "seq": job.seq + 1}
+    match event:
+        case Uploaded(s3_key=key):
+            changes["s3_key"] = key
+        case Submitted(task_id=task_id):
+            changes["task_id"] = task_id
+            changes["submitted_at"] = now
+        case TaskSucceeded(video_url=url, usage=usage):
+            changes["video_url"] = url
+            changes["usage"] = usage
+            changes["completed_at"] = now
+        case Placing():
+            changes.update(
+                output=event.output,
+                video_sha256=event.video_sha256,
+                video_bytes=event.video_bytes,
+                moved_to=event.moved_to,
+                duplicate_of=event.duplicate_of,
+            )
+        case Redownload():
+            changes.update(output=None, video_sha256=None, video_bytes=None, moved_to=())
+        case Fail(error=error, moved_to=moved_to):
+            error = dict(error)
+            error.setdefault("stage", job.state.value)
+            if job.task_id is not None:
+                error.setdefault("task_id", job.task_id)
+            changes["error"] = error
+            changes["moved_to"] = moved_to
+        case _:
+            pass
+    return dataclasses.replace(job, **changes)
+
+
+def content_key(image_sha256: str, model: str, text: str) -> str:
+    """The identity of a request: the image bytes and the effective (model, text)."""
+    h = hashlib.sha256()
+    for part in (image_sha256, model, text):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def make_job_id(source: str, image_sha256: str, sidecar_sha256: str, ctime_ns: int) -> str:
+    """A job id derived from the drop: what was dropped, where, and when.
+
+    The same files dropped again (or moved back by ``retry``) have a new ctime,
+    hence a new id; a rescan of the very same drop finds the same id.
+    """
+    h = hashlib.sha256(f"{source}\0{image_sha256}\0{sidecar_sha256}\0{ctime_ns}".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,41 @@
+"""File-name rules of the inbox, shared by the watcher and ``validate``.
+
+An input is an image ``NAME.EXT`` plus its sidecar ``NAME.yaml`` (or ``.yml``) in
+the same folder.  Temporary and hidden names are ignored until renamed.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SIDECAR_SUFFIXES",
+    "is_ignored",
+    "is_image",
+    "is_sidecar",
+    "pair_stem",
+]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+SIDECAR_SUFFIXES = frozenset({".yaml", ".yml"})
+IGNORED_ENDINGS = (".part", ".tmp", ".crdownload", ".partial", ".swp")
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden, editor and partial-download names (matched case-insensitively)."""
+    return name.startswith((".", "~")) or name.lower().endswith(IGNORED_ENDINGS)
+
+
+def is_image(name: str) -> bool:
+    return not is_ignored(name) and PurePath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_sidecar(name: str) -> bool:
+    return not is_ignored(name) and PurePath(name).suffix.lower() in SIDECAR_SUFFIXES
+
+
+def pair_stem(rel_path: str) -> str:
+    """The pairing key of an inbox-relative POSIX path: ``sub/beach.JPG`` → ``sub/beach``."""
+    path = PurePath(rel_path)
+    return str(path.with_suffix("")) if path.suffix else rel_path

@@ -1,0 +1,67 @@
+"""Shared fixtures: a real S3 emulator on loopback and sample images."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from seedance_watch.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
+
+BUCKET = "test-bucket"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Emulator]:
+    """moto's server on a free loopback port, with the ``test-bucket`` bucket."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in EMULATOR_CREDENTIALS.items():
+            mp.setenv(key, value)
+        with S3Emulator(BUCKET) as emulator:
+            yield emulator
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator's placeholder credentials in boto3's standard chain."""
+    for key, value in EMULATOR_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+
+
+def make_image_bytes(
+    width: int = 640, height: int = 480, fmt: str = "JPEG", color: tuple[int, int, int] = (40, 120, 200)
+) -> bytes:
+    """A decodable image with a gradient (so encoders have something to chew on)."""
+    img = Image.new("RGB", (width, height), color)
+    for x in range(0, width, 8):
+        for y in range(0, height, 8):
+            img.putpixel((x, y), ((x * 255) // width, (y * 255) // height, 128))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def write_pair() -> object:
+    """``write_pair(folder, "beach", prompt=..., **options)`` writes beach.jpg + beach.yaml."""
+
+    def _write(
+        folder: Path,
+        stem: str,
+        *,
+        ext: str = ".jpg",
+        fmt: str = "JPEG",
+        sidecar: str | None = None,
+        size: tuple[int, int] = (640, 480),
+    ) -> tuple[Path, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        image = folder / f"{stem}{ext}"
+        image.write_bytes(make_image_bytes(*size, fmt=fmt))
+        side = folder / f"{stem}.yaml"
+        side.write_text(sidecar if sidecar is not None else f'prompt: "A calm scene: {stem}"\n')
+        return image, side
+
+    return _write
