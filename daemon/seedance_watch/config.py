@@ -1,0 +1,543 @@
+"""The daemon's configuration: frozen models, the loader, env overrides and the API key.
+
+Validated once at start-up (SPEC §9).  ``load_config`` reads one YAML file (with
+YAML 1.2 scalars, so ``ratio: 16:9`` stays a string), applies the
+``SEEDANCE_WATCH_<SECTION>__<KEY>`` environment overrides and returns a frozen
+``Config``.  Every problem is a ``ConfigError`` whose message names the dotted key,
+the bad value, what is allowed and where the value came from.  Nothing here exits,
+creates folders or logs: the caller decides what to do with an error.
+
+The API key is never part of the config; ``load_api_key`` finds it in the four
+places SPEC §9 lists and wraps it in ``ApiKey``, which refuses to print it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from seedance_watch.errors import ConfigError
+from seedance_watch.options import GenerationOptions
+from seedance_watch.yaml12 import load_yaml
+
+__all__ = [
+    "API_KEY_FILE_NAME",
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "ApiKey",
+    "Config",
+    "GatewayConfig",
+    "HealthConfig",
+    "LogConfig",
+    "PathsConfig",
+    "StorageConfig",
+    "WatchConfig",
+    "load_api_key",
+    "load_config",
+]
+
+ENV_PREFIX = "SEEDANCE_WATCH_"
+CONFIG_ENV = "SEEDANCE_WATCH_CONFIG"
+API_KEY_FILE_NAME = "pixazo-api-key"
+
+PositiveFloat = Annotated[StrictFloat, Field(gt=0)]
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host, without its trailing slash."""
+    if not re.match(r"^https?://[^/\s?#]+", value):
+        raise PydanticCustomError("http_url", "must be an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+class PathsConfig(BaseModel):
+    """The five folders.  Relative paths resolve against the config file's folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    done: Path = Path("done")
+    failed: Path = Path("failed")
+    state: Path = Path("state")
+
+    @field_validator("inbox", "outbox", "done", "failed", "state", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path, info: ValidationInfo) -> Path:
+        context = info.context if isinstance(info.context, dict) else {}
+        base = Path(context.get("base_dir") or Path.cwd())
+        # normpath, not resolve(): config code must not touch the file system.
+        return Path(os.path.normpath(base / value.expanduser()))
+
+    @model_validator(mode="after")
+    def _separate(self) -> Self:
+        # done/ or outbox/ inside the inbox would feed the daemon its own output.
+        names = ("inbox", "outbox", "done", "failed", "state")
+        for i, name in enumerate(names):
+            for other in names[i + 1 :]:
+                a, b = getattr(self, name), getattr(self, other)
+                if a == b:
+                    raise PydanticCustomError(
+                        "paths_overlap",
+                        "paths.{name} and paths.{other} are the same folder; "
+                        "each path needs its own folder",
+                        {"key": other, "name": name, "other": other},
+                    )
+                if name == "inbox" and self.inbox in b.parents:
+                    raise PydanticCustomError(
+                        "paths_overlap",
+                        "paths.{other} is inside paths.inbox; the daemon would read "
+                        "its own output, so keep it outside the inbox",
+                        {"key": other, "other": other},
+                    )
+        return self
+
+
+class GatewayConfig(BaseModel):
+    """The Pixazo gateway: where, which model, how often, how much at once."""
+
+    model_config = _FROZEN
+
+    base_url: StrictStr = "https://gateway.pixazo.ai"
+    model: Annotated[StrictStr, Field(min_length=1)] = "seedance-1-0-lite-i2v-250428"
+    poll_interval: PositiveFloat = 5.0
+    task_timeout: PositiveFloat = 1800.0
+    max_in_flight: Annotated[StrictInt, Field(ge=1)] = 10
+    requests_per_minute: Annotated[StrictInt, Field(ge=1)] = 60
+    request_timeout: PositiveFloat = 30.0
+    max_video_bytes: Annotated[StrictInt, Field(gt=0)] = 2147483648
+
+    @field_validator("base_url", mode="after")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class StorageConfig(BaseModel):
+    """The S3 (or S3-compatible) bucket the images go through."""
+
+    model_config = _FROZEN
+
+    bucket: Annotated[StrictStr, Field(min_length=1)]
+    prefix: StrictStr = "seedance-watch/"
+    endpoint_url: StrictStr | None = None
+    region: StrictStr | None = None
+    url_mode: Literal["presigned", "public"] = "presigned"
+    public_base_url: StrictStr | None = None
+    presign_expires: Annotated[StrictInt, Field(ge=1, le=604800)] = 86400
+    delete_after: StrictBool = True
+
+    @field_validator("endpoint_url", "public_base_url", mode="after")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _public_needs_base(self) -> Self:
+        if self.url_mode == "public" and not self.public_base_url:
+            raise PydanticCustomError(
+                "missing_public_base_url",
+                "storage.url_mode 'public' requires storage.public_base_url "
+                "(the URL under which the bucket's objects are readable)",
+                {"key": "public_base_url"},
+            )
+        return self
+
+
+class WatchConfig(BaseModel):
+    """How the inbox is watched."""
+
+    model_config = _FROZEN
+
+    mode: Literal["auto", "native", "polling"] = "auto"
+    settle_seconds: Annotated[StrictFloat, Field(ge=0)] = 2.0
+    rescan_seconds: PositiveFloat = 60.0
+    pair_timeout: PositiveFloat = 300.0
+
+
+class LogConfig(BaseModel):
+    """Log format and level; ``auto`` is console on a TTY, JSON lines otherwise."""
+
+    model_config = _FROZEN
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class HealthConfig(BaseModel):
+    """Where ``/healthz`` and ``/metrics`` are served (``None``: not at all)."""
+
+    model_config = _FROZEN
+
+    listen: StrictStr | None = None
+
+    @field_validator("listen", mode="after")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_listen(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to bind (IPv6 without brackets), or ``None``."""
+        return None if self.listen is None else _split_listen(self.listen)
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\]:(\d{1,5})|([^\s:\[\]]+):(\d{1,5})", value)
+    if match is None or int(match.group(2) or match.group(4)) > 65535:
+        raise PydanticCustomError(
+            "listen",
+            "must be HOST:PORT with a port 0..65535 (IPv6 in brackets: [::1]:9464)",
+        )
+    host = match.group(1) or match.group(3)
+    return host, int(match.group(2) or match.group(4))
+
+
+_BUILTIN_DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
+
+
+class Config(BaseModel):
+    """The whole configuration, validated once and frozen."""
+
+    model_config = _FROZEN
+
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    storage: StorageConfig
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    defaults: GenerationOptions = _BUILTIN_DEFAULTS
+    dedupe: StrictBool = True
+    log: LogConfig = Field(default_factory=LogConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    #: The file this came from (not a key users write).
+    source: Path | None = None
+
+    @field_validator("defaults", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        # A partial defaults: section (or one env override) adds to the built-in
+        # defaults instead of silently dropping them; `key: null` unsets one.
+        if isinstance(value, Mapping):
+            return {**_BUILTIN_DEFAULTS.model_dump(), **value}
+        return value
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "paths": PathsConfig,
+    "gateway": GatewayConfig,
+    "storage": StorageConfig,
+    "watch": WatchConfig,
+    "defaults": GenerationOptions,
+    "log": LogConfig,
+    "health": HealthConfig,
+}
+_SCALARS = ("dedupe",)
+_TOP_KEYS = (*_SECTIONS, *_SCALARS)
+
+
+def _known(section: str) -> list[str]:
+    return list(_SECTIONS[section].model_fields)
+
+
+def _suggest(word: str, choices: list[str], spell: str = "{}", *, env: bool = False) -> str:
+    """`` (did you mean 'x'?)`` for the closest known key, ``spell`` shaping its name."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    if not close:
+        return ""
+    return f" (did you mean {spell.format(close[0].upper() if env else close[0])!r}?)"
+
+
+def _is_text_field(section: str, key: str) -> bool:
+    """True when the field takes only text (or null): env values stay strings there."""
+    leaves: list[Any] = []
+    pending: list[Any] = [_SECTIONS[section].model_fields[key].annotation]
+    while pending:
+        tp = pending.pop()
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            pending.append(typing.get_args(tp)[0])
+        elif origin in (typing.Union, types.UnionType):
+            pending.extend(typing.get_args(tp))
+        else:
+            leaves.append(tp)
+    return all(leaf in (str, Path, type(None)) for leaf in leaves)
+
+
+def _env_value(raw: str, text_only: bool) -> Any:
+    try:
+        value = load_yaml(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict | list):
+        return raw
+    if text_only and value is not None and not isinstance(value, str):
+        return raw  # a bucket named 2024 is the string "2024"
+    return value
+
+
+class _Loader:
+    """One load: the merged raw data, and where each dotted key came from."""
+
+    def __init__(self, source: Path | None) -> None:
+        self.source = source
+        self.origin: dict[str, str] = {}
+        self.data: dict[str, Any] = {}
+
+    def where(self, key: str | None) -> str:
+        if key is not None and key in self.origin:
+            return self.origin[key]
+        return f"config file {self.source}" if self.source else "config (no file)"
+
+    def fail(self, message: str, key: str | None) -> NoReturn:
+        raise ConfigError(f"{self.where(key)}: {message}", key=key)
+
+    def read_file(self, path: Path) -> None:
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            self.fail(f"cannot read the config file: {exc.strerror or exc}", None)
+        try:
+            data = load_yaml(text)
+        except yaml.YAMLError as exc:
+            self.fail(f"not valid YAML: {exc}", None)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.fail(f"the top level must be a mapping of sections, got {data!r}", None)
+        for top, value in data.items():
+            if top not in _TOP_KEYS:
+                self.fail(
+                    f"unknown key {top!r}{_suggest(str(top), list(_TOP_KEYS))}; "
+                    f"known keys: {', '.join(_TOP_KEYS)}",
+                    str(top),
+                )
+            if top in _SCALARS:
+                self.data[top] = value
+                continue
+            if value is None:  # a section whose keys are all commented out
+                value = {}
+            if not isinstance(value, dict):
+                self.fail(f"{top} must be a mapping of keys, got {value!r}", top)
+            for key in value:
+                if key not in _known(top):
+                    self.fail(
+                        f"unknown key '{top}.{key}'"
+                        f"{_suggest(str(key), _known(top), top + '.{}')}; "
+                        f"known keys in {top}: {', '.join(_known(top))}",
+                        f"{top}.{key}",
+                    )
+            self.data[top] = dict(value)
+
+    def apply_env(self, environ: Mapping[str, str]) -> None:
+        for name in sorted(environ):
+            if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+                continue
+            rest = name[len(ENV_PREFIX) :].lower()
+            section, sep, key = rest.partition("__")
+            self.origin[section if not sep else f"{section}.{key}"] = f"environment variable {name}"
+            if not sep:
+                self._env_top(name, section, environ[name])
+                continue
+            if section not in _SECTIONS:
+                hint = _suggest(
+                    section, list(_SECTIONS), f"{ENV_PREFIX}{{}}__{key.upper()}", env=True
+                )
+                self.fail(
+                    f"names no config section {section!r}{hint}; sections: {', '.join(_SECTIONS)}",
+                    f"{section}.{key}",
+                )
+            if key not in _known(section):
+                self.fail(
+                    f"names no key '{section}.{key}'"
+                    f"{_suggest(key, _known(section), f'{name[: -len(key)]}{{}}', env=True)}; "
+                    f"known keys in {section}: {', '.join(_known(section))}",
+                    f"{section}.{key}",
+                )
+            value = _env_value(environ[name], _is_text_field(section, key))
+            self.data.setdefault(section, {})[key] = value
+
+    def _env_top(self, name: str, key: str, raw: str) -> None:
+        if key in _SECTIONS:
+            self.fail(
+                f"{key} is a section; set one of its keys with {ENV_PREFIX}{key.upper()}__<KEY>",
+                key,
+            )
+        if key not in _SCALARS:
+            hint = _suggest(key, list(_SCALARS), ENV_PREFIX + "{}", env=True)
+            self.fail(
+                f"names no config key {key!r}{hint}; "
+                f"use {ENV_PREFIX}<SECTION>__<KEY> or one of: "
+                + ", ".join(ENV_PREFIX + s.upper() for s in _SCALARS),
+                key,
+            )
+        self.data[key] = _env_value(raw, text_only=False)
+
+    def build(self) -> Config:
+        # Every section is validated with the context (so default paths resolve
+        # against the config file's folder), and a missing bucket names storage.bucket.
+        for section in _SECTIONS:
+            if section != "defaults":
+                self.data.setdefault(section, {})
+        base = self.source.parent if self.source else Path.cwd()
+        try:
+            config = Config.model_validate(self.data, context={"base_dir": base})
+        except ValidationError as exc:
+            self._raise_validation(exc)
+        return config.model_copy(update={"source": self.source})
+
+    def _raise_validation(self, exc: ValidationError) -> NoReturn:
+        errors = exc.errors()
+        first = errors[0]
+        parts = [str(p) for p in first["loc"] if isinstance(p, str)]
+        ctx = first.get("ctx") or {}
+        if "key" in ctx and len(parts) == 1:
+            parts.append(str(ctx["key"]))
+        key = ".".join(parts[:2]) if parts else None
+        if first["type"] == "missing":
+            env = ENV_PREFIX + "__".join(p.upper() for p in parts[:2])
+            message = f"{key} is required; set it in the config file or with {env}"
+        elif first["type"].startswith(("paths_overlap", "missing_public")):
+            message = first["msg"]
+        else:
+            message = f"{key} = {first['input']!r} is invalid: {first['msg']}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem(s))"
+        self.fail(message, key)
+
+
+def load_config(path: Path | None, environ: Mapping[str, str]) -> Config:
+    """Load, override from ``environ``, validate; raise ``ConfigError`` on any problem.
+
+    ``path`` None means ``$SEEDANCE_WATCH_CONFIG`` when set, else no file (defaults
+    only, relative paths against the current directory).
+    """
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    source = None if path is None else Path(os.path.normpath(Path.cwd() / path.expanduser()))
+    loader = _Loader(source)
+    if source is not None:
+        loader.read_file(source)
+    loader.apply_env(environ)
+    return loader.build()
+
+
+# --- the API key -----------------------------------------------------------------------
+
+
+class ApiKey:
+    """The Pixazo API key and where it came from.  Printing it never shows it."""
+
+    __slots__ = ("__value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self.__value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        """The key itself: only for the request header."""
+        return self.__value
+
+    def __repr__(self) -> str:
+        return f"ApiKey(source={self.source!r}, value='***')"
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol: typing.SupportsIndex) -> NoReturn:
+        # A pickled key would land in the clear wherever the pickle goes.
+        raise TypeError("ApiKey cannot be pickled")
+
+    def __copy__(self) -> ApiKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ApiKey:
+        return self
+
+
+_HOME_KEY = "~/.pixazo/api-key"
+
+
+def _key_from_file(path: Path, source: str, *, must_exist: bool) -> ApiKey | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if not must_exist:
+            return None
+        raise ConfigError(f"API key file from {source} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"API key file from {source} cannot be read: {exc.strerror or type(exc).__name__}"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"API key from {source} is not UTF-8 text") from None
+    return _checked(text.strip(), source)
+
+
+def _checked(value: str, source: str) -> ApiKey:
+    if not value:
+        raise ConfigError(f"API key from {source} is empty")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        # It goes into an HTTP header; a stray newline would corrupt the request.
+        raise ConfigError(f"API key from {source} contains whitespace or control characters")
+    return ApiKey(value, source)
+
+
+def load_api_key(environ: Mapping[str, str], home: Path | None = None) -> ApiKey:
+    """Find the API key: systemd credential, key file, env var, then ``~/.pixazo``."""
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        key = _key_from_file(
+            Path(cred_dir) / API_KEY_FILE_NAME,
+            f"$CREDENTIALS_DIRECTORY/{API_KEY_FILE_NAME}",
+            must_exist=False,
+        )
+        if key is not None:
+            return key
+    if "PIXAZO_API_KEY_FILE" in environ:
+        named = environ["PIXAZO_API_KEY_FILE"]
+        if not named:
+            raise ConfigError("PIXAZO_API_KEY_FILE is set but empty; it must name a file")
+        key = _key_from_file(
+            Path(named).expanduser(), f"PIXAZO_API_KEY_FILE ({named})", must_exist=True
+        )
+        assert key is not None
+        return key
+    if "PIXAZO_API_KEY" in environ:
+        return _checked(environ["PIXAZO_API_KEY"].strip(), "PIXAZO_API_KEY")
+    home_dir = home if home is not None else Path.home()
+    key = _key_from_file(home_dir / ".pixazo" / "api-key", _HOME_KEY, must_exist=False)
+    if key is not None:
+        return key
+    raise ConfigError(
+        "no Pixazo API key found; looked in $CREDENTIALS_DIRECTORY/"
+        f"{API_KEY_FILE_NAME} (systemd LoadCredential=), the file named by "
+        f"PIXAZO_API_KEY_FILE, the PIXAZO_API_KEY variable, and {_HOME_KEY}"
+    )

@@ -1,0 +1,672 @@
+"""The durable job ledger: checksummed JSON lines, crash recovery, compaction, a lock.
+
+The state folder (``paths.state``) holds::
+
+    LOCK                      flock()ed for the daemon's life; JSON naming the holder
+    snapshot-<N>.jsonl        every live record as of the end of segment N
+    ledger-<N+1>.jsonl ...    records appended since, one per state change
+
+Each line is ``{"crc":"<8 hex>","job":<compact JSON of Job.to_dict()>}`` where the
+crc is ``zlib.crc32`` of the exact bytes of the job JSON.  The prefix has a fixed
+length, so a checker slices the raw line instead of re-serialising it, and ``jq``
+reads every file as it is.
+
+Why this shape: one ``put()`` is one ``os.write`` on an ``O_APPEND`` descriptor and
+one ``fsync`` -- its cost does not depend on the number of jobs.  The log is kept
+short by compaction: when the segments since the last snapshot hold more than
+``max(10_000, live jobs)`` lines, appends move to a fresh segment and a
+background thread writes the next snapshot (temp file, fsync, rename, directory
+fsync) from a shallow copy of the in-memory records (they are immutable), then
+deletes what it covers.  The amortised cost of compaction per change is O(1), and
+start-up replays at most about one record per live job beyond the snapshot.
+
+Recovery reads the newest snapshot and replays the later segments.  A torn last
+record (a crash in the middle of an append) is dropped and the file truncated;
+damage anywhere else raises :class:`LedgerCorrupt` -- it is never guessed around.
+A failed write or fsync raises :class:`DurabilityError` and the ledger refuses
+further writes: after a failed fsync the kernel may have dropped the data, so
+retrying could report a record durable that is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import gc
+import json
+import os
+import re
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+
+import structlog
+
+from seedance_watch.errors import DurabilityError, LedgerCorrupt, LedgerLocked, StateError
+from seedance_watch.jobs import TERMINAL_STATES, Job, State
+
+__all__ = ["LOCK_NAME", "Ledger", "decode_record", "encode_record", "read_jobs"]
+
+log = structlog.get_logger(__name__)
+
+LOCK_NAME = "LOCK"
+_SEGMENT_RE = re.compile(r"ledger-(\d{8})\.jsonl")
+_SNAPSHOT_RE = re.compile(r"snapshot-(\d{8})\.jsonl")
+_SNAPSHOT_TMP_RE = re.compile(r"snapshot-\d{8}\.jsonl\.tmp")
+_PROBE_NAME = ".writable-probe"
+_HEAD = b'{"crc":"'
+_MID = b'","job":'
+_BODY = len(_HEAD) + 8 + len(_MID)
+_CLOSE = ord("}")
+_ID_HEAD = b'{"job_id":"'
+_RECORD_START = re.compile(rb'\{"crc":"[0-9a-f]{8}","job":')
+_DEFAULT_COMPACT = 10_000
+_SNAPSHOT_BATCH = 32
+_SNAPSHOT_SYNC_BYTES = 4 << 20
+_READ_ATTEMPTS = 5
+_WHAT_TO_DO = (
+    "restore the state folder from a backup, or move it aside to start with an empty "
+    "ledger (the jobs it holds will be forgotten)"
+)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+# --- the record format ------------------------------------------------------------------
+
+
+def encode_record(job: Job) -> bytes:
+    """One ledger line for ``job``, newline included (pure ASCII)."""
+    body = _ENCODER.encode(job.to_dict()).encode("ascii")
+    return b'{"crc":"%08x","job":%b}\n' % (zlib.crc32(body), body)
+
+
+def _check(data: bytes, start: int, end: int) -> bytes:
+    """The job JSON of the ledger line ``data[start:end]`` (no newline) if its checksum holds.
+
+    Slices the raw bytes once: this runs for every line of the log at start-up.
+    """
+    if (
+        end - start <= _BODY
+        or not data.startswith(_HEAD, start)
+        or not data.startswith(_MID, start + 16)
+        or data[end - 1] != _CLOSE
+    ):
+        raise ValueError("not a ledger record")
+    body = data[start + _BODY : end - 1]
+    if data[start + 8 : start + 16] != b"%08x" % zlib.crc32(body):
+        raise ValueError("checksum mismatch")
+    return body
+
+
+def _decode_body(body: bytes) -> Job:
+    try:
+        return Job.from_dict(json.loads(body))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"invalid job record: {exc!r}") from None
+
+
+def decode_record(line: bytes) -> Job:
+    """The job in one ledger line (without its newline); ``ValueError`` says what is wrong."""
+    return _decode_body(_check(line, 0, len(line)))
+
+
+def _job_id_of(body: bytes) -> str:
+    """The job id of a checksummed body, without parsing the whole record.
+
+    ``job_id`` is the first field ``to_dict`` writes; only an id with escapes needs
+    the full JSON parser.
+    """
+    if body.startswith(_ID_HEAD):
+        end = body.find(b'"', len(_ID_HEAD))
+        if end > 0 and b"\\" not in body[len(_ID_HEAD) : end]:
+            return body[len(_ID_HEAD) : end].decode()
+    data = json.loads(body)
+    job_id = data.get("job_id") if isinstance(data, dict) else None
+    if not isinstance(job_id, str):
+        raise ValueError("record without a job_id")
+    return job_id
+
+
+def _corrupt(path: Path, line_no: int, offset: int, reason: str) -> LedgerCorrupt:
+    return LedgerCorrupt(
+        f"ledger damaged: {path}, line {line_no} (byte offset {offset}): {reason}. "
+        f"Refusing to guess; {_WHAT_TO_DO}."
+    )
+
+
+#: job id -> where its latest record is (file, line number, byte offset) and its JSON.
+_Latest = dict[str, tuple[Path, int, int, bytes]]
+
+
+def _scan(data: bytes, path: Path, latest: _Latest, *, tail_ok: bool) -> tuple[int, int | None]:
+    """Check every line of one file and note the latest record of each job in ``latest``.
+
+    Returns the number of good lines and where a torn last line starts (if any).  A
+    bad last line is a torn append when ``tail_ok`` (the newest segment); any other
+    bad line raises :class:`LedgerCorrupt`.  Only checksums are verified here: the
+    JSON of the records that stay latest is parsed once, by :func:`_decode_latest`,
+    so replaying a long log costs little more than reading it.
+    """
+    pos, line_no, size = 0, 0, len(data)
+    while pos < size:
+        line_no += 1
+        end = data.find(b"\n", pos)
+        try:
+            if end == -1:
+                raise ValueError("no end of line (an interrupted write)")
+            body = _check(data, pos, end)
+            latest[_job_id_of(body)] = (path, line_no, pos, body)
+        except ValueError as exc:
+            reason = str(exc)
+            if tail_ok and (end == -1 or end == size - 1):
+                # One torn append holds one record; a second header means a lost line
+                # break merged an acknowledged record into the tail: that is damage.
+                if _RECORD_START.search(data, pos + 1) is None:
+                    return line_no - 1, pos
+                reason += ", and another record follows it on the same line"
+            raise _corrupt(path, line_no, pos, reason) from None
+        pos = end + 1
+    return line_no, None
+
+
+def _decode_latest(latest: _Latest) -> Iterator[Job]:
+    """Parse the latest record of each job."""
+    for job_id, (path, line_no, offset, body) in latest.items():
+        try:
+            job = _decode_body(body)
+        except ValueError as exc:
+            raise _corrupt(path, line_no, offset, str(exc)) from None
+        if job.job_id != job_id:
+            raise _corrupt(path, line_no, offset, "job_id does not match the record")
+        yield job
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while loading: bulk allocation of objects that all stay
+    alive makes it rescan the growing heap again and again (a third of start-up)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# --- the folder layout ------------------------------------------------------------------
+
+
+def _segment_path(state_dir: Path, number: int) -> Path:
+    return state_dir / f"ledger-{number:08d}.jsonl"
+
+
+def _snapshot_path(state_dir: Path, number: int) -> Path:
+    return state_dir / f"snapshot-{number:08d}.jsonl"
+
+
+@dataclass(slots=True)
+class _Layout:
+    """What a directory listing says: the newest snapshot, the segments after it."""
+
+    snapshot: int | None
+    segments: list[int]
+    leftovers: list[Path] = field(default_factory=list)  # covered, superseded or temp files
+    gap: str | None = None
+
+
+def _layout(state_dir: Path) -> _Layout:
+    snapshots: list[int] = []
+    segments: list[int] = []
+    temps: list[Path] = []
+    for entry in state_dir.iterdir():
+        name = entry.name
+        if m := _SEGMENT_RE.fullmatch(name):
+            segments.append(int(m[1]))
+        elif m := _SNAPSHOT_RE.fullmatch(name):
+            snapshots.append(int(m[1]))
+        elif _SNAPSHOT_TMP_RE.fullmatch(name):
+            temps.append(state_dir / name)
+    snapshot = max(snapshots, default=None)
+    floor = 0 if snapshot is None else snapshot
+    live = sorted(n for n in segments if n > floor)
+    out = _Layout(snapshot, live, temps)
+    out.leftovers += [_snapshot_path(state_dir, n) for n in snapshots if n != snapshot]
+    out.leftovers += [_segment_path(state_dir, n) for n in segments if n <= floor]
+    expected = list(range(floor + 1, floor + 1 + len(live)))
+    if live != expected:
+        missing = sorted(set(range(floor + 1, live[-1] + 1)) - set(live))
+        out.gap = (
+            f"ledger damaged: {state_dir}: segment "
+            f"{_segment_path(state_dir, missing[0]).name} is missing "
+            f"(after {'no snapshot' if snapshot is None else f'snapshot {snapshot:08d}'}). "
+            f"Refusing to guess; {_WHAT_TO_DO}."
+        )
+    return out
+
+
+def _scan_all(state_dir: Path, layout: _Layout) -> tuple[_Latest, int, int | None]:
+    """Scan the snapshot and the segments after it, in order.
+
+    Returns the latest record of each job, the number of lines in the segments, and
+    where the newest segment's torn last line starts (None when it is whole).
+    """
+    latest: _Latest = {}
+    if layout.snapshot is not None:
+        path = _snapshot_path(state_dir, layout.snapshot)
+        _scan(path.read_bytes(), path, latest, tail_ok=False)
+    lines, torn_at = 0, None
+    for number in layout.segments:
+        path = _segment_path(state_dir, number)
+        last = number == layout.segments[-1]
+        count, torn_at = _scan(path.read_bytes(), path, latest, tail_ok=last)
+        lines += count
+    return latest, lines, torn_at
+
+
+def _fsync_dir(state_dir: Path) -> None:
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One ``os.write``; a short write is an error (on a regular file it means ENOSPC)."""
+    written = os.write(fd, data)
+    if written != len(data):
+        raise OSError(errno.ENOSPC, f"short write: {written} of {len(data)} bytes")
+
+
+# --- the lock ---------------------------------------------------------------------------
+
+
+def _describe_holder(raw: bytes) -> str:
+    try:
+        info = json.loads(raw)
+        return f"pid {info['pid']} on host {info['host']}, started {info['started_at']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown (the LOCK file names no process yet)"
+
+
+def _acquire_lock(state_dir: Path) -> int:
+    path = state_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe_holder(os.pread(fd, 4096, 0))
+        os.close(fd)
+        raise LedgerLocked(
+            f"the state folder {state_dir} is in use by another seedance-watch daemon "
+            f"({holder}); stop it first, or give this one its own paths.state",
+            holder=holder,
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise StateError(f"cannot lock the state folder {state_dir}: {exc}") from exc
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    return fd
+
+
+# --- the ledger -------------------------------------------------------------------------
+
+
+class Ledger:
+    """The latest record of every job, durable on disk, indexed in memory.
+
+    Open it with :meth:`Ledger.open`.  ``put`` may be called from any one thread
+    at a time (it takes an internal lock); reads return the in-memory state.
+    """
+
+    def __init__(self, state_dir: Path, lock_fd: int, compact_threshold: int | None) -> None:
+        self._dir = state_dir
+        self._lock_fd: int | None = lock_fd
+        self._min_compact = compact_threshold or _DEFAULT_COMPACT
+        self._mutex = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._active: dict[str, Job] = {}
+        self._done_by_key: dict[str, Job] = {}
+        self._counts: dict[State, int] = dict.fromkeys(State, 0)
+        self._segment = 0
+        self._fd: int | None = None
+        self._lines = 0  # records appended since the last rotation (or in the replayed log)
+        self._compactor: threading.Thread | None = None
+        self._fatal: BaseException | None = None
+
+    # --- opening and recovery ---
+
+    @classmethod
+    def open(cls, state_dir: Path, *, compact_threshold: int | None = None) -> Ledger:
+        """Create the folder if needed, take its lock, recover the records.
+
+        Raises :class:`LedgerLocked`, :class:`LedgerCorrupt` or :class:`DurabilityError`.
+        ``compact_threshold`` replaces the 10,000-line floor of the compaction rule.
+        """
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ledger = cls(state_dir, _acquire_lock(state_dir), compact_threshold)
+        try:
+            ledger._recover()
+        except BaseException:
+            ledger._release()
+            raise
+        return ledger
+
+    def _recover(self) -> None:
+        started = time.perf_counter()
+        layout = _layout(self._dir)
+        if layout.gap is not None:
+            raise LedgerCorrupt(layout.gap)
+        for path in layout.leftovers:
+            path.unlink(missing_ok=True)
+        with _gc_paused():
+            latest, self._lines, torn_at = _scan_all(self._dir, layout)
+            if torn_at is not None:
+                self._truncate(_segment_path(self._dir, layout.segments[-1]), torn_at)
+            for job in _decode_latest(latest):
+                self._index(job)
+            del latest
+        if layout.segments:
+            self._segment = layout.segments[-1]
+            self._fd = self._open_segment(self._segment, create=False)
+        else:
+            self._segment = (layout.snapshot or 0) + 1
+            self._fd = self._open_segment(self._segment, create=True)
+        if self._lines > self._threshold():
+            # Left long by a crash during a compaction: compact now, in the background
+            # like any other time, so that start-up stays fast.
+            self._rotate_and_compact(background=True)
+        log.info(
+            "ledger.opened",
+            state=str(self._dir),
+            jobs=len(self._jobs),
+            seconds=round(time.perf_counter() - started, 3),
+            segments=len(layout.segments),
+        )
+
+    def _truncate(self, path: Path, offset: int) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise DurabilityError(f"cannot drop the torn tail of {path}: {exc}") from exc
+        log.warning("ledger.torn_tail_dropped", file=str(path), offset=offset)
+
+    def _open_segment(self, number: int, *, create: bool) -> int:
+        path = _segment_path(self._dir, number)
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        try:
+            fd = os.open(path, flags, 0o644)
+            if create:
+                # The new name must survive a crash before the records appended to it.
+                _fsync_dir(self._dir)
+        except OSError as exc:
+            raise DurabilityError(f"cannot open ledger segment {path}: {exc}") from exc
+        return fd
+
+    # --- reads ---
+
+    def get(self, job_id: str) -> Job | None:
+        """The latest record of ``job_id``, or None."""
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> Mapping[str, Job]:
+        """A live read-only view of the latest record of every job."""
+        return MappingProxyType(self._jobs)
+
+    def active(self) -> list[Job]:
+        """The jobs not yet DONE or FAILED (from an index, not a scan)."""
+        return list(self._active.values())
+
+    def find_done_by_content_key(self, content_key: str) -> Job | None:
+        """The DONE job with this ``content_key`` updated last, or None."""
+        return self._done_by_key.get(content_key)
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state value, every state present (zeros included)."""
+        return {state.value: n for state, n in self._counts.items()}
+
+    @property
+    def compacting(self) -> bool:
+        """True while a background compaction runs."""
+        return self._compactor is not None and self._compactor.is_alive()
+
+    def writable(self) -> bool:
+        """For /healthz: no write has failed and the folder accepts a small write now."""
+        if self._fatal is not None or self._fd is None:
+            return False
+        probe = self._dir / _PROBE_NAME
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, b"ok")
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError:
+            return False
+        return True
+
+    # --- writes ---
+
+    def put(self, job: Job) -> None:
+        """Append ``job`` as its latest record; durable (fsynced) when this returns.
+
+        Raises :class:`DurabilityError` when the write or fsync fails (or failed
+        before): the daemon must stop.
+        """
+        line = encode_record(job)
+        with self._mutex:
+            if self._fd is None:
+                raise StateError("the ledger is closed")
+            if self._fatal is not None:
+                raise DurabilityError(
+                    "the ledger refuses writes after an earlier write or fsync failure "
+                    f"({self._fatal}); restart the daemon once the disk is healthy"
+                ) from self._fatal
+            try:
+                _write_all(self._fd, line)
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._fatal = exc
+                path = _segment_path(self._dir, self._segment)
+                log.error("ledger.write_failed", file=str(path), job_id=job.job_id, error=str(exc))
+                raise DurabilityError(
+                    f"cannot make the record of job {job.job_id} durable in {path}: {exc}; "
+                    "the kernel may have dropped data, so the daemon stops"
+                ) from exc
+            self._index(job)
+            self._lines += 1
+            if self._lines > self._threshold() and not self.compacting:
+                self._rotate_and_compact(background=True)
+
+    def compact(self, *, wait: bool = False) -> None:
+        """Start a compaction now (unless one runs); with ``wait``, return when it ended."""
+        with self._mutex:
+            if self._fd is not None and self._fatal is None and not self.compacting:
+                self._rotate_and_compact(background=True)
+            compactor = self._compactor
+        if wait and compactor is not None:
+            compactor.join()
+
+    def close(self) -> None:
+        """Wait for a running compaction, close the files, release the lock."""
+        compactor = self._compactor
+        if compactor is not None:
+            compactor.join()
+        with self._mutex:
+            self._release()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- internals ---
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def _threshold(self) -> int:
+        return max(self._min_compact, len(self._jobs))
+
+    def _index(self, job: Job) -> None:
+        old = self._jobs.get(job.job_id)
+        if old is not None:
+            self._counts[old.state] -= 1
+            self._active.pop(old.job_id, None)
+            if old.content_key is not None and self._done_by_key.get(old.content_key) is old:
+                del self._done_by_key[old.content_key]
+        self._jobs[job.job_id] = job
+        self._counts[job.state] += 1
+        if job.state not in TERMINAL_STATES:
+            self._active[job.job_id] = job
+        elif job.state is State.DONE and job.content_key is not None:
+            best = self._done_by_key.get(job.content_key)
+            if best is None or job.updated_at >= best.updated_at:
+                self._done_by_key[job.content_key] = job
+
+    def _rotate_and_compact(self, *, background: bool) -> None:
+        """Move appends to a new segment, then snapshot everything before it.
+
+        Called with the mutex held (or during recovery).  A failure to create the new
+        segment leaves appends where they were; a failed fsync is fatal.
+        """
+        assert self._fd is not None
+        path = _segment_path(self._dir, self._segment + 1)
+        try:
+            new_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            log.error("ledger.compaction_failed", stage="rotate", file=str(path), error=str(exc))
+            self._lines = 0  # try again after another threshold's worth of changes
+            return
+        try:
+            _fsync_dir(self._dir)
+        except OSError as exc:
+            os.close(new_fd)
+            self._fatal = exc
+            log.error("ledger.compaction_failed", stage="fsync", file=str(path), error=str(exc))
+            return
+        os.close(self._fd)
+        self._fd = new_fd
+        self._segment += 1
+        self._lines = 0
+        covered, records = self._segment - 1, dict(self._jobs)
+        if background:
+            self._compactor = threading.Thread(
+                target=self._write_snapshot, args=(covered, records), name="ledger-compactor"
+            )
+            self._compactor.start()
+        else:
+            self._write_snapshot(covered, records)
+
+    def _write_snapshot(self, number: int, records: dict[str, Job]) -> None:
+        """Write snapshot ``number`` (all ``records``), then delete what it covers."""
+        started = time.perf_counter()
+        final = _snapshot_path(self._dir, number)
+        tmp = final.with_name(final.name + ".tmp")
+        stage = "write"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                batch: list[bytes] = []
+                unsynced = 0
+                for job in records.values():
+                    batch.append(encode_record(job))
+                    # Small batches: each os.write releases the GIL, so put() never waits long.
+                    if len(batch) == _SNAPSHOT_BATCH:
+                        chunk = b"".join(batch)
+                        batch.clear()
+                        _write_all(fd, chunk)
+                        unsynced += len(chunk)
+                        if unsynced >= _SNAPSHOT_SYNC_BYTES:
+                            # Flushing as we go keeps put()'s own fsync from queueing
+                            # behind one huge flush of the whole snapshot.
+                            stage, unsynced = "fsync", 0
+                            os.fsync(fd)
+                            stage = "write"
+                _write_all(fd, b"".join(batch))
+                stage = "fsync"
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            stage = "rename"
+            tmp.rename(final)
+            stage = "fsync"
+            _fsync_dir(self._dir)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.error("ledger.compaction_failed", stage=stage, file=str(final), error=str(exc))
+            if stage == "fsync":
+                self._fatal = exc  # one attribute store: atomic, put() reads it under the mutex
+            return
+        try:
+            for path in _layout(self._dir).leftovers:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            # Harmless: the next open (or compaction) deletes what the snapshot covers.
+            log.warning("ledger.cleanup_failed", error=str(exc))
+        log.info(
+            "ledger.compacted",
+            jobs=len(records),
+            snapshot=final.name,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+
+# --- reading without the lock -----------------------------------------------------------
+
+
+def read_jobs(state_dir: Path) -> dict[str, Job]:
+    """The latest record of every job, read without the lock and without writing.
+
+    For ``seedance-watch status`` while the daemon runs: a torn last record (an
+    append in progress) is ignored, and a file that vanishes mid-read (a
+    compaction) restarts the read.  Damage elsewhere raises :class:`LedgerCorrupt`.
+    """
+    if not state_dir.is_dir():
+        return {}
+    reason = ""
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            layout = _layout(state_dir)
+            if layout.gap is not None:
+                reason = layout.gap  # may be a listing that raced a compaction
+                continue
+            with _gc_paused():
+                latest = _scan_all(state_dir, layout)[0]
+                return {job.job_id: job for job in _decode_latest(latest)}
+        except FileNotFoundError as exc:
+            reason = f"{exc.filename} vanished while reading"
+    raise LedgerCorrupt(
+        f"cannot read a consistent ledger in {state_dir} after {_READ_ATTEMPTS} attempts: {reason}"
+    )

@@ -1,0 +1,255 @@
+"""Logging set-up: structlog events, stdlib logs through the same pipeline, redaction.
+
+One event per line (SPEC §12): JSON lines for machines, a plain console renderer
+for people.  Libraries that log through the standard ``logging`` module (httpx,
+botocore, watchdog...) are rendered by the same processors, so every line, ours or
+theirs, goes through one redaction step before it is written:
+
+- registered secrets (the API key) are replaced by ``***`` in every string, even
+  inside rendered tracebacks;
+- fields named like secrets (``api_key``, ``authorization``, ``*token*``...) are masked;
+- signed URLs (``X-Amz-...``, ``...Signature=``) lose their query string, which is
+  a bearer credential for as long as it is valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = [
+    "CHATTY_LOGGERS",
+    "clear_secrets",
+    "configure_logging",
+    "redact_event",
+    "redact_text",
+    "redact_url",
+    "register_secret",
+]
+
+#: Libraries quieted to WARNING unless the level is debug.
+CHATTY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "watchdog",
+    "werkzeug",
+    "asyncio",
+    "moto",
+)
+
+MASK = "***"
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+# --- redaction ---------------------------------------------------------------------------
+
+_secrets_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()
+
+
+def register_secret(value: str) -> None:
+    """Redact ``value`` from every log line from now on (empty strings are ignored)."""
+    global _secrets
+    if not value:
+        return
+    with _secrets_lock:
+        if value not in _secrets:
+            # Longest first, so a secret containing another is masked whole.
+            _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
+
+
+def clear_secrets() -> None:
+    """Forget every registered secret (for tests)."""
+    global _secrets
+    with _secrets_lock:
+        _secrets = ()
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\\]+")
+_SIGNED_QUERY = re.compile(r"x-amz-|signature=", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query string when that query signs it (presigned URLs).
+
+    Also masks a password in the URL's user-info part.  Other URLs are unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+    query, fragment = parts.query, parts.fragment
+    if _SIGNED_QUERY.search(query) or _SIGNED_QUERY.search(fragment):
+        query, fragment = "", ""
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with registered secrets masked and signed URLs cut short."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "://" in text:
+        text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    return text
+
+
+# Deliberately not bare "key": job_id, s3_key and content_key are not secrets.
+_SECRET_NAME = re.compile(
+    r"secret|passw|credential|authoriz|cookie|token|api_?key|subscription_key|private_key"
+)
+
+
+def _is_secret_name(name: str) -> bool:
+    """True for field names that carry credentials (``total_tokens`` is a count)."""
+    normal = name.lower().replace("-", "_")
+    if normal.endswith("tokens"):
+        return False
+    return bool(_SECRET_NAME.search(normal))
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth > 8:
+        return MASK
+    if isinstance(value, Mapping):
+        return {
+            (redact_text(k) if isinstance(k, str) else k): (
+                MASK if isinstance(k, str) and _is_secret_name(k) else _redact_value(v, depth + 1)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, depth + 1) for v in value]
+    if isinstance(value, PurePath):
+        return redact_text(str(value))
+    # Renderers would repr() it anyway; do it here so the text can be redacted.
+    return redact_text(repr(value))
+
+
+def redact_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: mask secrets in every value of the event."""
+    out: EventDict = {}
+    for key, value in event_dict.items():
+        if key.startswith("_"):  # _record, _from_structlog: structlog's plumbing
+            out[key] = value
+        elif _is_secret_name(key):
+            out[key] = MASK
+        else:
+            out[key] = _redact_value(value)
+    return out
+
+
+def _stack_info_to_text(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # stdlib records carry stack_info as text; structlog's renderers expect "stack".
+    stack = event_dict.pop("stack_info", None)
+    if isinstance(stack, str):
+        event_dict["stack"] = stack
+    return event_dict
+
+
+# --- configuration ---------------------------------------------------------------------
+
+_HANDLER_MARK = "_seedance_watch_handler"
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def configure_logging(
+    *, fmt: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Set up structlog and stdlib logging to write one redacted event per line.
+
+    ``fmt`` is ``json``, ``console`` or ``auto`` (console on a TTY, JSON otherwise);
+    ``level`` is ``debug``, ``info``, ``warning`` or ``error``.  Safe to call again
+    (SIGHUP): the previous handler is replaced, never duplicated.
+    """
+    if fmt not in ("auto", "json", "console"):
+        raise ValueError(f"log format must be auto, json or console, not {fmt!r}")
+    if level not in _LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(_LEVELS)}, not {level!r}")
+    out = stream if stream is not None else sys.stderr
+    tty = _is_tty(out)
+    as_json = fmt == "json" or (fmt == "auto" and not tty)
+
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        timestamper,
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=tty)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _stack_info_to_text,
+            # Tracebacks become text *before* redaction, so a secret in an
+            # exception message or a local repr is masked too.
+            structlog.processors.format_exc_info,
+            redact_event,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, _HANDLER_MARK, False):
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level])
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            # Resolve exc_info=True now, while the exception is still current.
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: a reload (SIGHUP) must reach loggers created at import time.
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,449 @@
+"""Carrying out a job's file plans: outputs into the outbox, inputs to done/ or failed/.
+
+The engine first makes a *plan* durable in the ledger (``PLACING``: the output
+name, the video's hash and the input moves; ``FAILING``: the report and the
+moves), then calls the functions here to carry it out.  Each of them is
+idempotent: after a crash at any point (``kill -9``) the engine simply calls it
+again and it finishes the work from wherever the disk says it stopped.  None of
+them ever overwrites a file it did not plan (SPEC §6, §7).
+
+Names: the staging file of a download is ``outbox/<subdir>/.seedance-<job_id>.mp4.part``
+(hidden, same folder hence same file system as the final mp4, so placing it is a
+link or rename).  Paths given as strings are POSIX and relative to their root.
+
+All functions do blocking file I/O (hashing a video reads it whole): run them in
+a worker thread from asyncio code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Container, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import structlog
+
+from seedance_watch import fsutil
+from seedance_watch.errors import SeedanceWatchError
+from seedance_watch.names import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+
+__all__ = [
+    "OutputConflict",
+    "StagingMissing",
+    "cleanup_staging",
+    "copy_for_duplicate",
+    "error_report_rel",
+    "finish_moves",
+    "iso_utc",
+    "place_output",
+    "plan_moves",
+    "plan_output",
+    "sha256_file",
+    "staging_path",
+    "write_error_report",
+]
+
+log = structlog.get_logger(__name__)
+
+_CHUNK = 1 << 20
+_STAGING_RE = re.compile(r"^\.seedance-(.+)\.mp4\.part$", re.DOTALL)
+_DEST_KINDS = ("done", "failed")
+
+
+class OutputConflict(SeedanceWatchError):
+    """A name this job planned is held by a file that is not this job's: never overwritten.
+
+    ``path`` is the contested path, relative to its root (``sub/beach.mp4`` or
+    ``done/sub/beach.jpg``).
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StagingMissing(SeedanceWatchError):
+    """Neither the final video nor an intact staged copy exists: download again."""
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p and p != ".")
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    """``root/rel`` for a relative POSIX path that stays inside ``root``."""
+    if rel in ("", "."):
+        return root
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ValueError(f"path {rel!r} escapes its root")
+    return root.joinpath(*pure.parts)
+
+
+class _Planned:
+    """``Container`` view: is stem ``s`` taken by a planned path ``prefix/s+suffix``?"""
+
+    def __init__(self, taken: Container[str], prefix: str, suffixes: Sequence[str]) -> None:
+        self._taken = taken
+        self._prefix = prefix
+        self._suffixes = tuple(suffixes)
+
+    def __contains__(self, stem: object) -> bool:
+        return isinstance(stem, str) and any(
+            _join(self._prefix, stem + suffix) in self._taken for suffix in self._suffixes
+        )
+
+
+def staging_path(outbox: Path, output_rel_dir: str, job_id: str) -> Path:
+    """The hidden staging file of ``job_id``'s video: ``outbox/<dir>/.seedance-<id>.mp4.part``.
+
+    The folder may not exist yet: create it with :func:`fsutil.make_dirs`.
+    """
+    return _resolve(outbox, output_rel_dir) / f".seedance-{job_id}.mp4.part"
+
+
+def plan_output(outbox: Path, subdir: str, stem: str, *, taken: Container[str] = ()) -> str:
+    """The outbox-relative path for a new video: ``sub/beach.mp4``, else ``sub/beach-2.mp4``...
+
+    A name is free when neither ``NAME.mp4`` nor ``NAME.json`` exists and no other
+    job has planned it: ``taken`` holds other jobs' planned (not yet placed)
+    outputs, in the form this function returns (``sub/beach.mp4``).
+    """
+    folder = _resolve(outbox, subdir)
+    free = fsutil.next_free_name(
+        folder, stem, (".mp4", ".json"), taken=_Planned(taken, subdir, (".mp4",))
+    )
+    return _join(subdir, f"{free}.mp4")
+
+
+def plan_moves(
+    root: Path,
+    subdir: str,
+    files: Sequence[str],
+    dest_kind: Literal["done", "failed"],
+    dest_root: Path,
+    *,
+    taken: Container[str] = (),
+) -> tuple[tuple[str, str], ...]:
+    """Destinations for the files of one drop, sharing one free stem in ``dest_root/subdir``.
+
+    ``root`` is the inbox (the files' root; not read).  ``files`` are the drop's
+    inbox-relative paths (image and/or sidecar), all in ``subdir`` with one stem.
+    ``beach.jpg`` + ``beach.yaml`` become ``beach-2.jpg`` + ``beach-2.yaml``
+    together when any of them (or, for ``failed``, ``beach.error.json``) is taken.
+    ``taken`` holds destinations other jobs planned, as returned here
+    (``done/sub/beach.jpg``).  Returns ``(src_rel, "<dest_kind>/<subdir>/<name>")`` pairs.
+    """
+    del root
+    if dest_kind not in _DEST_KINDS:
+        raise ValueError(f"dest_kind must be one of {_DEST_KINDS}, not {dest_kind!r}")
+    if not files:
+        raise ValueError("a drop has at least one file")
+    paths = [PurePosixPath(f) for f in files]
+    stem = paths[0].stem
+    for path in paths:
+        if _join(str(path.parent)) != _join(subdir) or path.stem != stem:
+            raise ValueError(f"{str(path)!r} is not a file of the drop {_join(subdir, stem)!r}")
+    suffixes = [p.suffix for p in paths]
+    if dest_kind == "failed":
+        suffixes.append(".error.json")
+    free = fsutil.next_free_name(
+        _resolve(dest_root, subdir),
+        stem,
+        suffixes,
+        taken=_Planned(taken, _join(dest_kind, subdir), suffixes),
+    )
+    return tuple(
+        (f, _join(dest_kind, subdir, free + p.suffix)) for f, p in zip(files, paths, strict=True)
+    )
+
+
+def error_report_rel(moves: Sequence[tuple[str, str]]) -> str:
+    """The report's path relative to failed/: ``sub/beach-2.error.json``.
+
+    Derived from the planned destination of the image, else of the sidecar, else
+    of the first file (the one stem :func:`plan_moves` kept free for the report).
+    """
+    if not moves:
+        raise ValueError("no planned moves to name the report after")
+
+    def rank(move: tuple[str, str]) -> int:
+        suffix = PurePosixPath(move[0]).suffix.lower()
+        return 0 if suffix in IMAGE_SUFFIXES else 1 if suffix in SIDECAR_SUFFIXES else 2
+
+    dst = PurePosixPath(min(moves, key=rank)[1])
+    rest = PurePosixPath(*dst.parts[1:])
+    return _join(str(rest.parent), f"{rest.stem}.error.json")
+
+
+def iso_utc(ts: float) -> str:
+    """Unix time as ISO 8601 UTC with whole seconds (truncated): ``2025-09-10T20:10:45Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- content ----------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """The SHA-256 (hex) and size in bytes of the file at ``path``."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _has_video(path: Path, sha256: str, size: int | None) -> bool:
+    """Is ``path`` a regular file with these bytes?  The size is compared first (cheap)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
+        return False
+    return sha256_file(path)[0] == sha256
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Equal symlinks (same target text) or equal regular files (same bytes)."""
+    sa, sb = os.lstat(a), os.lstat(b)
+    if stat.S_ISLNK(sa.st_mode) and stat.S_ISLNK(sb.st_mode):
+        return a.readlink() == b.readlink()
+    if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)) or sa.st_size != sb.st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(_CHUNK), fb.read(_CHUNK)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _ensure_json(path: Path, obj: Any) -> bool:
+    """Make ``path`` hold ``obj`` durably; rewrite only when it differs.  True if written."""
+    try:
+        current: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current == _json_bytes(obj):
+        # It may predate a crash that came before its folder's fsync.
+        fsutil.fsync_file(path)
+        fsutil.fsync_dir(path.parent)
+        return False
+    fsutil.make_dirs(path.parent)
+    fsutil.atomic_write_json(path, obj)
+    return True
+
+
+def _remove(path: Path) -> None:
+    path.unlink()
+    fsutil.fsync_dir(path.parent)
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+def place_output(
+    *,
+    outbox: Path,
+    staging: Path,
+    output_rel: str,
+    video_sha256: str,
+    metadata: dict[str, Any],
+) -> None:
+    """Make ``outbox/output_rel`` (the mp4 with ``video_sha256``) and its ``.json`` exist.
+
+    Idempotent.  If the mp4 is already there with that hash, only the JSON is
+    ensured (and a leftover staging file removed); with other bytes it raises
+    :class:`OutputConflict`.  Otherwise the staged video, if intact, is placed
+    after its JSON (so the mp4 never appears without it).  If there is no intact
+    staged video it raises :class:`StagingMissing`, after removing a corrupt
+    staging file and this job's own JSON (so the name can be planned again).
+    ``metadata["video_bytes"]``, when an int, lets a wrong size fail fast.
+    """
+    final = _resolve(outbox, output_rel)
+    meta_path = final.with_suffix(".json")
+    job_id = metadata.get("job_id")
+    size = metadata.get("video_bytes")
+    expected_size = size if isinstance(size, int) else None
+
+    if os.path.lexists(final):
+        if not _has_video(final, video_sha256, expected_size):
+            log.error("outbox.output_conflict", job_id=job_id, output=output_rel)
+            raise OutputConflict(
+                f"{output_rel} already exists with other content; it is not overwritten",
+                path=output_rel,
+            )
+        _ensure_json(meta_path, metadata)
+        if os.path.lexists(staging):
+            _remove(staging)  # a crash came between placing and unlinking it
+        fsutil.fsync_dir(final.parent)
+        log.info("outbox.placed", job_id=job_id, output=output_rel, resumed=True)
+        return
+
+    if not _has_video(staging, video_sha256, expected_size):
+        if os.path.lexists(staging):
+            _remove(staging)
+        if meta_path.is_file() and _is_own_metadata(meta_path, metadata):
+            _remove(meta_path)
+        log.warning("outbox.staging_missing", job_id=job_id, output=output_rel)
+        raise StagingMissing(f"no intact staged video for {output_rel}; download it again")
+
+    _ensure_json(meta_path, metadata)
+    try:
+        fsutil.move_file(staging, final)
+    except FileExistsError as exc:
+        log.error("outbox.output_conflict", job_id=job_id, output=output_rel)
+        raise OutputConflict(
+            f"{output_rel} appeared while placing; it is not overwritten", path=output_rel
+        ) from exc
+    log.info("outbox.placed", job_id=job_id, output=output_rel, resumed=False)
+
+
+def _is_own_metadata(path: Path, metadata: dict[str, Any]) -> bool:
+    """Was the JSON at ``path`` written for this job (same ``job_id``, or same content)?"""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    if "job_id" in metadata:
+        return isinstance(data, dict) and data.get("job_id") == metadata["job_id"]
+    return path.read_bytes() == _json_bytes(metadata)
+
+
+def copy_for_duplicate(src_mp4: Path, staging: Path) -> tuple[str, int]:
+    """Copy an earlier job's video to ``staging`` (fsynced); return its (sha256, size).
+
+    Any previous staging file is unlinked first, never written through (it could
+    be a hard link to a placed output).  On failure no staging file is left.
+    """
+    fsutil.make_dirs(staging.parent)
+    if os.path.lexists(staging):
+        _remove(staging)
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(src_mp4, "rb") as src:
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                while chunk := src.read(_CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    fsutil.fsync_dir(staging.parent)
+    return h.hexdigest(), size
+
+
+# --- inputs and reports -----------------------------------------------------------------
+
+
+def finish_moves(
+    *,
+    roots: Mapping[str, Path],
+    moves: Sequence[tuple[str, str]],
+    job_id: str | None = None,
+) -> None:
+    """Carry out planned input moves (inbox-relative source → ``done/...`` or ``failed/...``).
+
+    Idempotent.  ``roots`` maps ``inbox``, ``done`` and ``failed`` to folders.  Per
+    move: source only → moved; destination only → already done; neither → the
+    user removed the input (warning ``outbox.input_vanished``); both → if they are
+    one file or identical (a crash in the middle of a move) the source is
+    dropped, else :class:`OutputConflict` (the destination is someone else's).
+    """
+    inbox = roots["inbox"]
+    for src_rel, dst_rel in moves:
+        kind, _, rest = dst_rel.partition("/")
+        if kind not in _DEST_KINDS or kind not in roots:
+            raise ValueError(f"move destination {dst_rel!r} is not under done/ or failed/")
+        src = _resolve(inbox, src_rel)
+        dst = _resolve(roots[kind], rest)
+        src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
+        if src_there and not dst_there:
+            try:
+                fsutil.move_file(src, dst)
+            except FileExistsError as exc:
+                raise OutputConflict(f"{dst_rel} appeared while moving", path=dst_rel) from exc
+            log.info("outbox.input_moved", job_id=job_id, source=src_rel, to=dst_rel)
+        elif dst_there and not src_there:
+            fsutil.fsync_dir(dst.parent)
+        elif not src_there:
+            log.warning("outbox.input_vanished", job_id=job_id, source=src_rel, to=dst_rel)
+        elif fsutil.same_entry(src, dst) or _same_content(src, dst):
+            _remove(src)
+            log.info("outbox.move_resumed", job_id=job_id, source=src_rel, to=dst_rel)
+        else:
+            log.error("outbox.move_conflict", job_id=job_id, source=src_rel, to=dst_rel)
+            raise OutputConflict(
+                f"{dst_rel} already exists with other content; {src_rel} stays in the inbox",
+                path=dst_rel,
+            )
+
+
+def write_error_report(
+    *,
+    failed_root: Path,
+    report_rel: str,
+    report: dict[str, Any],
+    job_id: str | None = None,
+) -> None:
+    """Write ``failed/<report_rel>`` (``sub/NAME.error.json``) atomically; idempotent."""
+    path = _resolve(failed_root, report_rel)
+    if _ensure_json(path, report):
+        log.info(
+            "outbox.error_report_written",
+            job_id=job_id if job_id is not None else report.get("job_id"),
+            report=report_rel,
+        )
+
+
+def cleanup_staging(outbox: Path, job_ids_alive: Container[str]) -> int:
+    """Start-up sweep: remove dead jobs' staging files and all atomic-write temp files.
+
+    Removes ``.seedance-<job_id>.mp4.part`` under ``outbox`` when ``job_id`` is not
+    in ``job_ids_alive``, and every ``.NAME.<random>.tmp`` (no write runs yet at
+    start-up).  Symlinked folders are not followed.  Returns how many files went.
+    """
+    removed = 0
+    for folder, _dirs, files in os.walk(outbox):
+        for name in files:
+            match = _STAGING_RE.match(name)
+            if match and match.group(1) in job_ids_alive:
+                continue
+            if match or fsutil.TEMP_RE.match(name):
+                path = Path(folder, name)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                log.info(
+                    "outbox.staging_removed",
+                    job_id=match.group(1) if match else None,
+                    path=str(path.relative_to(outbox)),
+                )
+    return removed

@@ -1,0 +1,308 @@
+"""The S3 seam: upload an image, hand out a URL the gateway can fetch, delete it later.
+
+This is the only module that imports boto3 and botocore.  Every failure they raise
+is translated here, at the edge, into the daemon's own tree (``errors.py``):
+
+* ``StorageTransient`` -- throttling, 5xx, connection/endpoint errors, timeouts,
+  raised once boto3's own retries (``standard`` mode) are exhausted;
+* ``StorageUnavailable`` -- the bucket is missing or refuses us (NoSuchBucket,
+  AccessDenied, bad or missing credentials, 403/404 on the bucket...): every upload
+  would fail the same way, so the engine pauses the pipeline instead of failing
+  jobs one by one;
+* ``StorageRejected`` -- S3 refuses this one object (key too long, entity too
+  large): only this job fails.
+
+Messages name the bucket and the endpoint, never a credential.  All methods are
+synchronous and thread-safe (one boto3 client, which is thread-safe, created once);
+the engine runs them with ``asyncio.to_thread`` in a bounded pool.  ``OSError``
+from reading the local file (e.g. it vanished) propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+import boto3
+import structlog
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProxyConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from .errors import (
+    ConfigError,
+    SeedanceWatchError,
+    StorageRejected,
+    StorageTransient,
+    StorageUnavailable,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = [
+    "MIB",
+    "MULTIPART_CHUNKSIZE",
+    "MULTIPART_THRESHOLD",
+    "Storage",
+    "StorageRejected",
+    "StorageSettings",
+    "redact_url",
+]
+
+log = structlog.get_logger(__name__)
+
+MIB = 1024 * 1024
+MULTIPART_THRESHOLD = 8 * MIB
+MULTIPART_CHUNKSIZE = 8 * MIB
+#: SigV4 presigned URLs cannot outlive seven days.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+DEFAULT_REGION = "us-east-1"
+
+# S3 error codes that mean "try again later" (on top of any 5xx or 429).
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+    }
+)
+# S3 error codes about one object: only the job that owns it fails.
+_OBJECT_CODES = frozenset({"KeyTooLongError", "EntityTooLarge"})
+# Anything else S3 refuses (NoSuchBucket, AccessDenied, InvalidAccessKeyId,
+# SignatureDoesNotMatch, AllAccessDisabled, a bare 403/404 from head_bucket, a
+# redirect to another region...) is about the bucket or the credentials, so it
+# pauses the pipeline: failing each job in turn would lose nothing but the inputs.
+
+
+class StorageSettings(Protocol):
+    """What ``Storage`` reads from the ``storage:`` config section (read-only)."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def endpoint_url(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def url_mode(self) -> str: ...
+    @property
+    def public_base_url(self) -> str | None: ...
+    @property
+    def presign_expires(self) -> float: ...
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its query string, so a presigned URL's signature is never logged."""
+    return url.split("?", 1)[0]
+
+
+class Storage:
+    """Uploads, URLs and deletes against one bucket, with errors in our own tree."""
+
+    def __init__(
+        self,
+        config: StorageSettings,
+        *,
+        max_retries: int = 5,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+    ) -> None:
+        """Build the one boto3 client.  Credentials come only from boto3's standard chain.
+
+        ``max_retries`` is botocore's ``retries.max_attempts``: retries *after* the first
+        attempt (standard mode, exponential backoff with jitter).  It, the timeouts and
+        ``multipart_threshold`` are knobs for tests and benchmarks.
+        """
+        if config.url_mode not in ("presigned", "public"):
+            raise ConfigError(
+                f"storage.url_mode must be 'presigned' or 'public', not {config.url_mode!r}",
+                key="storage.url_mode",
+            )
+        if config.url_mode == "public" and not config.public_base_url:
+            raise ConfigError(
+                "storage.public_base_url is required when storage.url_mode is 'public'",
+                key="storage.public_base_url",
+            )
+        if (
+            config.url_mode == "presigned"
+            and not 1 <= config.presign_expires <= MAX_PRESIGN_SECONDS
+        ):
+            raise ConfigError(
+                f"storage.presign_expires must be between 1 and {MAX_PRESIGN_SECONDS} seconds "
+                f"(S3 signatures last 7 days at most), not {config.presign_expires}",
+                key="storage.presign_expires",
+            )
+        self._settings = config
+        self.bucket = config.bucket
+        self.prefix = config.prefix
+        # A private session: boto3's default session is not safe to share across threads.
+        session = boto3.session.Session()
+        region = config.region or session.region_name or DEFAULT_REGION
+        client_config = Config(
+            region_name=region,
+            retries={"mode": "standard", "max_attempts": max_retries},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=16,
+            signature_version="s3v4",
+            # S3-compatible stores (MinIO, Ceph, moto) rarely resolve bucket subdomains.
+            s3={"addressing_style": "path" if config.endpoint_url else "auto"},
+        )
+        self._client: S3Client = session.client(
+            "s3", endpoint_url=config.endpoint_url or None, config=client_config
+        )
+        self.endpoint: str = config.endpoint_url or self._client.meta.endpoint_url
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=MULTIPART_CHUNKSIZE,
+            max_concurrency=4,
+        )
+
+    def key_for(self, job_id: str, file_name: str) -> str:
+        """The object key of a job's image: ``{prefix}{job_id}/{file_name}``."""
+        return f"{self.prefix}{job_id}/{file_name}"
+
+    def upload(self, path: Path, key: str, *, content_type: str) -> int:
+        """Upload ``path`` to ``key`` with ``content_type``; return the bytes uploaded.
+
+        Files above the multipart threshold (8 MiB) go up in 8 MiB parts, four at once.
+        """
+        size = path.stat().st_size
+        started = time.monotonic()
+        with self._translated("upload", key):
+            self._client.upload_file(
+                str(path),
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type},
+                Config=self._transfer,
+            )
+        seconds = time.monotonic() - started
+        log.info("storage.uploaded", key=key, bytes=size, seconds=round(seconds, 3))
+        return size
+
+    def url_for(self, key: str) -> str:
+        """The URL the gateway fetches: presigned GET, or under ``public_base_url``."""
+        if self._settings.url_mode == "public":
+            base = self._settings.public_base_url or ""
+            return f"{base.rstrip('/')}/{quote(key)}"
+        with self._translated("presign", key):
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=int(self._settings.presign_expires),
+            )
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; a missing object is fine (S3 deletes are idempotent)."""
+        with self._translated("delete", key):
+            try:
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                # S3 answers 204 for a missing key; some compatible stores say NoSuchKey.
+                if _error_code(exc) != "NoSuchKey":
+                    raise
+        log.info("storage.deleted", key=key)
+
+    def check(self) -> None:
+        """Prove the bucket exists and answers us (``head_bucket``), or raise."""
+        with self._translated("check", None):
+            self._client.head_bucket(Bucket=self.bucket)
+
+    def close(self) -> None:
+        """Release the client's connection pool."""
+        self._client.close()
+
+    # --- the edge ---------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self, action: str, key: str | None) -> Iterator[None]:
+        """Turn boto3/botocore exceptions raised inside into our own tree."""
+        try:
+            yield
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise self._translate(exc, action, key) from exc
+
+    def _where(self, key: str | None) -> str:
+        target = f"s3://{self.bucket}/{key}" if key else f"bucket {self.bucket!r}"
+        return f"{target} at {self.endpoint}"
+
+    def _translate(self, exc: Exception, action: str, key: str | None) -> SeedanceWatchError:
+        where = self._where(key)
+        if isinstance(exc, S3UploadFailedError):
+            # boto3 flattens the ClientError into a string; the original is its context.
+            inner = exc.__cause__ or exc.__context__
+            if isinstance(inner, (ClientError, BotoCoreError)):
+                return self._translate(inner, action, key)
+            return StorageTransient(f"S3 {action} failed for {where}: {exc}")
+        if isinstance(exc, ClientError):
+            return self._translate_client_error(exc, action, where)
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return StorageUnavailable(
+                f"S3 {action} impossible for {where}: no usable AWS credentials in boto3's "
+                "standard chain (environment, shared config files, instance role)"
+            )
+        if isinstance(exc, ProxyConnectionError):
+            # The proxy URL may carry a user:password; name the failure, not the URL.
+            return StorageTransient(f"S3 {action} failed for {where}: the proxy refused us")
+        if isinstance(exc, SSLError):
+            return StorageUnavailable(f"S3 {action} failed for {where}: TLS error: {exc}")
+        if isinstance(
+            exc,
+            (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError),
+        ):
+            return StorageTransient(f"S3 {action} failed for {where}: {exc}")
+        return StorageTransient(f"S3 {action} failed for {where}: {type(exc).__name__}: {exc}")
+
+    def _translate_client_error(
+        self, exc: ClientError, action: str, where: str
+    ) -> SeedanceWatchError:
+        response: Any = exc.response
+        code = _error_code(exc)
+        # S3's own sentence; it never contains the key id or the signature.
+        detail = str(response.get("Error", {}).get("Message") or "")
+        status_raw = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = int(status_raw) if status_raw is not None else None
+        text = f"S3 {action} failed for {where}: {code}" + (f" ({detail})" if detail else "")
+        if code in _TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429)):
+            return StorageTransient(text, http_status=status)
+        if code in _OBJECT_CODES:
+            return StorageRejected(text, http_status=status)
+        if code in ("404", "NoSuchBucket"):
+            text = f"S3 bucket not found: {where} ({code})"
+        elif code in ("403", "AccessDenied"):
+            text = f"S3 access denied: {where} ({code}" + (f": {detail})" if detail else ")")
+        return StorageUnavailable(text, http_status=status)
+
+
+def _error_code(exc: ClientError) -> str:
+    """The S3 error code of ``exc`` (``"404"`` for a body-less HEAD answer)."""
+    error: Any = exc.response.get("Error", {})
+    return str(error.get("Code", "Unknown"))

@@ -1,0 +1,413 @@
+"""Tests for the config model, its loader, env overrides and the API key."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from seedance_watch.config import (
+    ApiKey,
+    Config,
+    GatewayConfig,
+    HealthConfig,
+    PathsConfig,
+    load_api_key,
+    load_config,
+)
+from seedance_watch.errors import ConfigError
+from seedance_watch.options import GenerationOptions
+from seedance_watch.yaml12 import load_yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BUCKET_ENV = {"SEEDANCE_WATCH_STORAGE__BUCKET": "b"}
+
+
+def write(tmp_path: Path, text: str, name: str = "sw.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def config_error(path: Path | None, environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ)
+    return info.value
+
+
+# --- loading and defaults ----------------------------------------------------------------
+
+
+def test_defaults_match_the_spec(tmp_path: Path) -> None:
+    """A file with only a bucket yields the documented defaults."""
+    cfg = load_config(write(tmp_path, "storage: {bucket: b}\n"), {})
+    assert cfg.gateway == GatewayConfig()
+    assert cfg.gateway.base_url == "https://gateway.pixazo.ai"
+    assert cfg.gateway.model == "seedance-1-0-lite-i2v-250428"
+    assert (cfg.gateway.poll_interval, cfg.gateway.task_timeout) == (5, 1800)
+    assert (cfg.gateway.max_in_flight, cfg.gateway.requests_per_minute) == (10, 60)
+    assert (cfg.gateway.request_timeout, cfg.gateway.max_video_bytes) == (30, 2**31)
+    s = cfg.storage
+    assert (s.prefix, s.endpoint_url, s.region, s.url_mode) == (
+        "seedance-watch/",
+        None,
+        None,
+        "presigned",
+    )
+    assert (s.public_base_url, s.presign_expires, s.delete_after) == (None, 86400, True)
+    w = cfg.watch
+    assert (w.mode, w.settle_seconds, w.rescan_seconds, w.pair_timeout) == ("auto", 2, 60, 300)
+    assert cfg.defaults == GenerationOptions(resolution="720p", duration=5, camerafixed=False)
+    assert cfg.dedupe is True
+    assert (cfg.log.format, cfg.log.level) == ("auto", "info")
+    assert cfg.health.listen is None and cfg.health.address is None
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    """Relative paths, including defaults, are absolute under the config file's folder."""
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    cfg = load_config(write(sub, "storage: {bucket: b}\npaths: {inbox: ../in}\n"), {})
+    assert cfg.paths.inbox == tmp_path / "in"
+    assert cfg.paths.outbox == sub / "outbox"
+    assert cfg.paths.state == sub / "state"
+    assert cfg.source == sub / "sw.yaml"
+    assert not (sub / "outbox").exists(), "config code must not create folders"
+
+
+def test_without_a_file_paths_resolve_against_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no file, relative paths resolve against the current directory."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, BUCKET_ENV)
+    assert cfg.source is None
+    assert cfg.paths.inbox == tmp_path / "inbox"
+    assert cfg.paths.done.is_absolute()
+
+
+def test_config_env_var_names_the_file(tmp_path: Path) -> None:
+    """path None uses $SEEDANCE_WATCH_CONFIG, which is not itself an override."""
+    path = write(tmp_path, "storage: {bucket: from-file}\n")
+    cfg = load_config(None, {"SEEDANCE_WATCH_CONFIG": str(path)})
+    assert cfg.storage.bucket == "from-file"
+    assert cfg.source == path
+
+
+def test_missing_bucket_names_storage_bucket(tmp_path: Path) -> None:
+    """Without a file or a bucket, the error names storage.bucket."""
+    err = config_error(None, {})
+    assert err.key == "storage.bucket"
+    assert "storage.bucket" in str(err)
+    assert "SEEDANCE_WATCH_STORAGE__BUCKET" in str(err)
+
+
+def test_empty_file_is_an_empty_mapping(tmp_path: Path) -> None:
+    """An empty file loads as defaults (plus env)."""
+    cfg = load_config(write(tmp_path, ""), BUCKET_ENV)
+    assert cfg.storage.bucket == "b"
+
+
+def test_non_mapping_top_level_is_an_error(tmp_path: Path) -> None:
+    """A list at the top level is rejected, naming the file."""
+    path = write(tmp_path, "- a\n- b\n")
+    err = config_error(path, BUCKET_ENV)
+    assert str(path) in str(err) and "mapping" in str(err)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    """A missing file and broken YAML are ConfigErrors naming the file."""
+    missing = tmp_path / "nope.yaml"
+    assert str(missing) in str(config_error(missing, BUCKET_ENV))
+    broken = write(tmp_path, "gateway: {base_url: [\n")
+    err = config_error(broken, BUCKET_ENV)
+    assert str(broken) in str(err) and "YAML" in str(err)
+
+
+def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
+    """A typo in a section is an error naming the key, the file and the likely key."""
+    path = write(tmp_path, "storage: {bucket: b}\ngateway: {pol_interval: 3}\n")
+    err = config_error(path, {})
+    assert err.key == "gateway.pol_interval"
+    assert str(path) in str(err)
+    assert "did you mean 'gateway.poll_interval'" in str(err)
+
+
+def test_unknown_top_level_key_and_source_key(tmp_path: Path) -> None:
+    """Unknown sections are errors; `source` is not a key users can write."""
+    err = config_error(write(tmp_path, "storage: {bucket: b}\ngatway: {}\n"), {})
+    assert err.key == "gatway" and "did you mean 'gateway'" in str(err)
+    err = config_error(write(tmp_path, "storage: {bucket: b}\nsource: /x\n"), {})
+    assert err.key == "source"
+
+
+def test_invalid_value_names_key_value_allowed_and_file(tmp_path: Path) -> None:
+    """A bad value's message names the dotted key, the value, the rule and the file."""
+    path = write(tmp_path, "storage: {bucket: b}\nwatch: {mode: inotify}\n")
+    err = config_error(path, {})
+    assert err.key == "watch.mode"
+    msg = str(err)
+    assert "'inotify'" in msg and "polling" in msg and str(path) in msg
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("gateway: {poll_interval: 0}", "gateway.poll_interval"),
+        ("gateway: {max_in_flight: 0}", "gateway.max_in_flight"),
+        ("gateway: {requests_per_minute: 1.5}", "gateway.requests_per_minute"),
+        ("gateway: {base_url: 'ftp://x'}", "gateway.base_url"),
+        ("storage: {bucket: b, presign_expires: 604801}", "storage.presign_expires"),
+        ("storage: {bucket: ''}", "storage.bucket"),
+        ("storage: {bucket: b, delete_after: 'yes'}", "storage.delete_after"),
+        ("watch: {settle_seconds: -1}", "watch.settle_seconds"),
+        ("defaults: {ratio: '17:9'}", "defaults.ratio"),
+        ("defaults: {duration: 13}", "defaults.duration"),
+        ("log: {level: trace}", "log.level"),
+        ("health: {listen: 'localhost'}", "health.listen"),
+        ("health: {listen: '127.0.0.1:65536'}", "health.listen"),
+        ("dedupe: 'no'", "dedupe"),
+    ],
+)
+def test_out_of_range_values_are_rejected(tmp_path: Path, yaml_text: str, key: str) -> None:
+    """Each invalid value is a ConfigError whose key is the offending dotted key."""
+    text = yaml_text if yaml_text.startswith("storage") else f"storage: {{bucket: b}}\n{yaml_text}"
+    err = config_error(write(tmp_path, text + "\n"), {})
+    assert err.key == key
+    assert key in str(err)
+
+
+def test_public_url_mode_requires_public_base_url(tmp_path: Path) -> None:
+    """url_mode public without public_base_url names storage.public_base_url."""
+    err = config_error(write(tmp_path, "storage: {bucket: b, url_mode: public}\n"), {})
+    assert err.key == "storage.public_base_url"
+    cfg = load_config(
+        write(
+            tmp_path,
+            "storage: {bucket: b, url_mode: public, public_base_url: 'https://cdn.x/'}\n",
+        ),
+        {},
+    )
+    assert cfg.storage.public_base_url == "https://cdn.x"
+
+
+def test_base_url_loses_its_trailing_slash() -> None:
+    """base_url is stored without a trailing slash."""
+    assert GatewayConfig(base_url="http://127.0.0.1:8080/").base_url == "http://127.0.0.1:8080"
+
+
+def test_health_listen_forms() -> None:
+    """host:port and [v6]:port parse; the address is (host, port)."""
+    assert HealthConfig(listen="127.0.0.1:9464").address == ("127.0.0.1", 9464)
+    assert HealthConfig(listen="[::1]:0").address == ("::1", 0)
+    assert HealthConfig(listen="localhost:65535").address == ("localhost", 65535)
+
+
+def test_paths_must_not_overlap(tmp_path: Path) -> None:
+    """done/ inside the inbox, or two paths on one folder, is an error naming the key."""
+    err = config_error(write(tmp_path, "storage: {bucket: b}\npaths: {done: inbox/done}\n"), {})
+    assert err.key == "paths.done"
+    err = config_error(write(tmp_path, "storage: {bucket: b}\npaths: {failed: ./done}\n"), {})
+    assert err.key == "paths.failed"
+
+
+def test_partial_defaults_add_to_builtin_defaults(tmp_path: Path) -> None:
+    """defaults: {ratio: 16:9} keeps resolution/duration/camerafixed; null unsets one."""
+    path = write(tmp_path, "storage: {bucket: b}\ndefaults: {ratio: 16:9, resolution: null}\n")
+    cfg = load_config(path, {})
+    assert cfg.defaults == GenerationOptions(ratio="16:9", duration=5, camerafixed=False)
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    """The models cannot be changed after validation."""
+    cfg = load_config(None, BUCKET_ENV)
+    with pytest.raises(ValueError):
+        cfg.gateway.poll_interval = 1  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        PathsConfig(inbox=Path("/a")).inbox = Path("/b")  # type: ignore[misc]
+
+
+# --- environment overrides ---------------------------------------------------------------
+
+
+def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:
+    """SECTION__KEY and top-level overrides are parsed as YAML 1.2 scalars."""
+    path = write(tmp_path, "storage: {bucket: b}\ngateway: {max_in_flight: 3}\n")
+    cfg = load_config(
+        path,
+        {
+            "SEEDANCE_WATCH_GATEWAY__BASE_URL": "http://127.0.0.1:9/",
+            "SEEDANCE_WATCH_GATEWAY__MAX_IN_FLIGHT": "10",
+            "SEEDANCE_WATCH_gateway__poll_interval": "0.5",
+            "SEEDANCE_WATCH_DEFAULTS__RATIO": "16:9",
+            "SEEDANCE_WATCH_STORAGE__ENDPOINT_URL": "null",
+            "SEEDANCE_WATCH_DEDUPE": "false",
+            "SEEDANCE_WATCH_PATHS__INBOX": "drop",
+            "UNRELATED": "x",
+        },
+    )
+    assert cfg.gateway.base_url == "http://127.0.0.1:9"
+    assert cfg.gateway.max_in_flight == 10
+    assert cfg.gateway.poll_interval == 0.5
+    assert cfg.defaults.ratio == "16:9"
+    assert cfg.defaults.resolution == "720p"
+    assert cfg.storage.endpoint_url is None
+    assert cfg.dedupe is False
+    assert cfg.paths.inbox == tmp_path / "drop"
+
+
+def test_env_text_fields_keep_numeric_looking_values() -> None:
+    """A bucket named 2024 from the environment stays the string "2024"."""
+    cfg = load_config(None, {"SEEDANCE_WATCH_STORAGE__BUCKET": "2024"})
+    assert cfg.storage.bucket == "2024"
+
+
+def test_env_unknown_name_is_an_error() -> None:
+    """A prefixed variable naming no key is an error naming the variable."""
+    err = config_error(None, {**BUCKET_ENV, "SEEDANCE_WATCH_GATEWAY__POLL_INTERVL": "3"})
+    assert "SEEDANCE_WATCH_GATEWAY__POLL_INTERVL" in str(err)
+    assert "SEEDANCE_WATCH_GATEWAY__POLL_INTERVAL" in str(err)
+    err = config_error(None, {**BUCKET_ENV, "SEEDANCE_WATCH_NOPE__X": "3"})
+    assert "SEEDANCE_WATCH_NOPE__X" in str(err)
+    err = config_error(None, {**BUCKET_ENV, "SEEDANCE_WATCH_GATEWAY": "x"})
+    assert "SEEDANCE_WATCH_GATEWAY__<KEY>" in str(err)
+
+
+def test_env_invalid_value_names_the_variable() -> None:
+    """A bad override's message names the variable, the key and the value."""
+    err = config_error(None, {**BUCKET_ENV, "SEEDANCE_WATCH_WATCH__MODE": "fast"})
+    assert err.key == "watch.mode"
+    assert "SEEDANCE_WATCH_WATCH__MODE" in str(err) and "'fast'" in str(err)
+
+
+# --- shipped files -----------------------------------------------------------------------
+
+
+def test_example_config_loads_and_documents_every_key(tmp_path: Path) -> None:
+    """config/seedance-watch.yaml loads as is and mentions every key of every section."""
+    example = REPO / "config" / "seedance-watch.yaml"
+    cfg = load_config(example, {})
+    assert cfg.storage.bucket == "my-bucket"
+    assert cfg.paths.inbox == example.parent / "inbox"
+    text = example.read_text()
+    for section, model in (
+        ("paths", cfg.paths),
+        ("gateway", cfg.gateway),
+        ("storage", cfg.storage),
+        ("watch", cfg.watch),
+        ("defaults", cfg.defaults),
+        ("log", cfg.log),
+        ("health", cfg.health),
+    ):
+        assert f"\n{section}:" in text
+        for key in type(model).model_fields:
+            assert f"{key}:" in text, f"{section}.{key} is not documented"
+    assert "\ndedupe:" in text
+    for source in ("CREDENTIALS_DIRECTORY", "PIXAZO_API_KEY_FILE", "PIXAZO_API_KEY", ".pixazo"):
+        assert source in text
+    assert cfg.model_dump(exclude={"source", "paths", "storage"}) == Config(
+        storage={"bucket": "my-bucket"}  # type: ignore[arg-type]
+    ).model_dump(exclude={"source", "paths", "storage"})
+
+
+@pytest.mark.parametrize("name", ["beach.yaml", "minimal.yaml", "portrait.yaml"])
+def test_example_sidecars_are_valid(name: str) -> None:
+    """Each example sidecar has a prompt and valid options (ratio stays a string)."""
+    data = load_yaml((REPO / "config" / "examples" / name).read_text())
+    prompt = data.pop("prompt")
+    assert isinstance(prompt, str) and prompt.strip()
+    data.pop("model", None)
+    options = GenerationOptions.model_validate(data)
+    if name == "portrait.yaml":
+        assert options.ratio == "9:16"
+    if name == "beach.yaml":
+        assert options.ratio == "16:9"
+
+
+# --- the API key -------------------------------------------------------------------------
+
+KEY = "pk-CANARY-0123456789"
+
+
+def test_api_key_order(tmp_path: Path) -> None:
+    """Credentials dir beats the key file, which beats the env var, which beats ~/.pixazo."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "pixazo-api-key").write_text("from-creds\n")
+    keyfile = write(tmp_path, "  from-file \n", "key")
+    home = tmp_path / "home"
+    (home / ".pixazo").mkdir(parents=True)
+    (home / ".pixazo" / "api-key").write_text("from-home")
+    env = {
+        "CREDENTIALS_DIRECTORY": str(creds),
+        "PIXAZO_API_KEY_FILE": str(keyfile),
+        "PIXAZO_API_KEY": "from-env",
+    }
+    key = load_api_key(env, home=home)
+    assert (key.reveal(), key.source) == ("from-creds", "$CREDENTIALS_DIRECTORY/pixazo-api-key")
+    (creds / "pixazo-api-key").unlink()
+    key = load_api_key(env, home=home)
+    assert key.reveal() == "from-file" and key.source == f"PIXAZO_API_KEY_FILE ({keyfile})"
+    del env["PIXAZO_API_KEY_FILE"]
+    assert load_api_key(env, home=home).source == "PIXAZO_API_KEY"
+    del env["PIXAZO_API_KEY"]
+    key = load_api_key(env, home=home)
+    assert (key.reveal(), key.source) == ("from-home", "~/.pixazo/api-key")
+
+
+def test_no_api_key_names_all_four_sources(tmp_path: Path) -> None:
+    """Nothing found: the error lists every place looked at."""
+    with pytest.raises(ConfigError) as info:
+        load_api_key({}, home=tmp_path)
+    msg = str(info.value)
+    for source in ("CREDENTIALS_DIRECTORY", "PIXAZO_API_KEY_FILE", "PIXAZO_API_KEY", ".pixazo"):
+        assert source in msg
+
+
+def test_bad_api_key_sources(tmp_path: Path) -> None:
+    """An empty key, a missing named file or an unreadable file say which source."""
+    with pytest.raises(ConfigError, match="PIXAZO_API_KEY is empty"):
+        load_api_key({"PIXAZO_API_KEY": "  "}, home=tmp_path)
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError, match="PIXAZO_API_KEY_FILE"):
+        load_api_key({"PIXAZO_API_KEY_FILE": str(missing)}, home=tmp_path)
+    empty = write(tmp_path, "\n", "empty")
+    with pytest.raises(ConfigError, match="empty"):
+        load_api_key({"PIXAZO_API_KEY_FILE": str(empty)}, home=tmp_path)
+    with pytest.raises(ConfigError, match="PIXAZO_API_KEY_FILE"):
+        load_api_key({"PIXAZO_API_KEY_FILE": str(tmp_path)}, home=tmp_path)  # a directory
+    if os.geteuid() != 0:  # root reads anything
+        locked = write(tmp_path, KEY, "locked")
+        locked.chmod(0)
+        with pytest.raises(ConfigError, match="cannot be read"):
+            load_api_key({"PIXAZO_API_KEY_FILE": str(locked)}, home=tmp_path)
+
+
+def test_api_key_with_inner_whitespace_is_rejected_without_showing_it(tmp_path: Path) -> None:
+    """A key that would break the header is refused, and the message omits it."""
+    with pytest.raises(ConfigError) as info:
+        load_api_key({"PIXAZO_API_KEY": "abc\ndef-secret"}, home=tmp_path)
+    assert "def-secret" not in str(info.value)
+
+
+def test_api_key_is_masked_and_not_picklable() -> None:
+    """repr/str never show the key; pickling refuses; copies are the same object."""
+    key = ApiKey(KEY, "PIXAZO_API_KEY")
+    for text in (repr(key), str(key), f"{key}", repr([key])):
+        assert KEY not in text
+    assert repr(key) == "ApiKey(source='PIXAZO_API_KEY', value='***')"
+    with pytest.raises(TypeError):
+        pickle.dumps(key)
+    assert copy.deepcopy(key) is key
+    assert key.reveal() == KEY
+
+
+def test_api_key_never_in_error_messages(tmp_path: Path) -> None:
+    """No ConfigError about a key source contains the key itself."""
+    bad = write(tmp_path, KEY + " trailing-part", "bad")
+    with pytest.raises(ConfigError) as info:
+        load_api_key({"PIXAZO_API_KEY_FILE": str(bad)}, home=tmp_path)
+    assert KEY not in str(info.value) and "trailing-part" not in str(info.value)

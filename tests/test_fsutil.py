@@ -1,0 +1,396 @@
+"""Durable file primitives on real files: atomic writes, no-clobber moves, free names."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seedance_watch import fsutil
+
+
+def listing(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root``: file bytes, or ``-> target`` for a symlink."""
+    out: dict[str, bytes | str] = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder, name)
+            rel = str(path.relative_to(root))
+            out[rel] = f"-> {path.readlink()}" if path.is_symlink() else path.read_bytes()
+    return out
+
+
+def exdev_from(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend ``root`` is another file system: link/rename out of it fail with EXDEV."""
+    real_link, real_rename = os.link, os.rename
+
+    def outside(src: Any, dst: Any) -> bool:
+        return Path(src).is_relative_to(root) and not Path(dst).is_relative_to(root)
+
+    def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if outside(src, dst):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        real_link(src, dst, *args, **kwargs)
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if outside(src, dst):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "rename", rename)
+
+
+# --- atomic writes ----------------------------------------------------------------------
+
+
+def test_atomic_write_json_format_and_no_temp_left(tmp_path: Path) -> None:
+    """JSON is UTF-8, indent 2, non-ASCII kept, newline-terminated; no temp file remains."""
+    target = tmp_path / "plage d'été 🌊.json"
+    fsutil.atomic_write_json(target, {"prompt": "vagues à l'aube", "n": [1, 2]})
+    raw = target.read_bytes()
+    assert raw == ('{\n  "prompt": "vagues à l\'aube",\n  "n": [\n    1,\n    2\n  ]\n}\n'.encode())
+    assert json.loads(raw) == {"prompt": "vagues à l'aube", "n": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_atomic_write_bytes_replaces_content_and_sets_mode(tmp_path: Path) -> None:
+    """An existing file is replaced whole, and the new file gets the requested mode."""
+    target = tmp_path / "state.bin"
+    target.write_bytes(b"old" * 1000)
+    old_umask = os.umask(0o022)
+    try:
+        fsutil.atomic_write_bytes(target, b"new", mode=0o600)
+    finally:
+        os.umask(old_umask)
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_atomic_write_enospc_on_fsync_leaves_no_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existed: bool
+) -> None:
+    """ENOSPC at fsync re-raises; the final name is absent or keeps its old content; no temp."""
+    target = tmp_path / "out.json"
+    if existed:
+        target.write_text('{"old": true}\n')
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError) as info:
+        fsutil.atomic_write_json(target, {"new": "x" * 10_000})
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    if existed:
+        assert target.read_text() == '{"old": true}\n'
+        assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_real_write_failure_leaves_no_partial(tmp_path: Path) -> None:
+    """A real short write (file-size limit: EFBIG) mid-write leaves no file and no temp."""
+    script = textwrap.dedent(
+        """
+        import errno, resource, sys
+        from pathlib import Path
+        from seedance_watch import fsutil
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        try:
+            fsutil.atomic_write_bytes(Path(sys.argv[1]), b"x" * 100_000)
+        except OSError as exc:
+            sys.exit(0 if exc.errno == errno.EFBIG else 1)
+        sys.exit(2)
+        """
+    )
+    target = tmp_path / "big.bin"
+    done = subprocess.run([sys.executable, "-c", script, str(target)], timeout=60, check=False)
+    assert done.returncode == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+class Crash(BaseException):
+    """Stands for kill -9: raised at one file-system call, and at every call after it."""
+
+
+@pytest.fixture
+def crash_at() -> Iterator[Callable[[int], pytest.MonkeyPatch]]:
+    """``crash_at(k)``: the k-th durable-state syscall (and all later ones) raise Crash.
+
+    Returns the patch so the test can undo it (the "restart").
+    """
+    patch = pytest.MonkeyPatch()
+    names = ("fsync", "link", "unlink", "rename", "replace", "mkdir", "symlink", "write")
+    state = {"left": -1}
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if state["left"] == 0:
+                raise Crash
+            state["left"] -= 1
+            return func(*args, **kwargs)
+
+        return call
+
+    def arm(k: int) -> pytest.MonkeyPatch:
+        state["left"] = k
+        for name in names:
+            patch.setattr(os, name, wrap(getattr(os, name)))
+        return patch
+
+    yield arm
+    patch.undo()
+
+
+def test_atomic_write_crash_at_every_step_never_tears(
+    tmp_path: Path, crash_at: Callable[[int], pytest.MonkeyPatch]
+) -> None:
+    """Killed at any step, the file holds the old or the new JSON, never a torn mix."""
+    target = tmp_path / "ledger.json"
+    old, new = {"v": 1, "pad": "o" * 5000}, {"v": 2, "pad": "n" * 5000}
+    for k in range(20):
+        fsutil.atomic_write_json(target, old)
+        patch = crash_at(k)
+        try:
+            fsutil.atomic_write_json(target, new)
+        except Crash:
+            patch.undo()
+            assert json.loads(target.read_bytes()) in (old, new)
+            fsutil.remove_stale_temps(tmp_path)
+            assert [p.name for p in tmp_path.iterdir()] == ["ledger.json"]
+            continue
+        patch.undo()
+        assert json.loads(target.read_bytes()) == new
+        assert k > 2
+        break
+    else:
+        pytest.fail("the write never completed")
+
+
+# --- folders ----------------------------------------------------------------------------
+
+
+def test_make_dirs_fsyncs_each_created_folders_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every folder created gets its parent fsynced, so the new entry survives a power cut."""
+    synced: list[Path] = []
+    real = fsutil.fsync_dir
+
+    def record(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", record)
+    (tmp_path / "a").mkdir()
+    fsutil.make_dirs(tmp_path / "a" / "b c" / "ü")
+    assert (tmp_path / "a" / "b c" / "ü").is_dir()
+    assert synced == [tmp_path / "a", tmp_path / "a" / "b c"]
+    synced.clear()
+    fsutil.make_dirs(tmp_path / "a" / "b c")
+    assert synced == []
+
+
+# --- moves ------------------------------------------------------------------------------
+
+
+def test_move_file_creates_parents_and_moves(tmp_path: Path) -> None:
+    """The file arrives under dst (new parents created) with its bytes; src is gone."""
+    src = tmp_path / "inbox" / "mon image 1.jpg"
+    src.parent.mkdir()
+    src.write_bytes(b"\xff\xd8jpeg")
+    dst = tmp_path / "done" / "sub dir" / "mon image 1.jpg"
+    fsutil.move_file(src, dst)
+    assert not src.exists()
+    assert dst.read_bytes() == b"\xff\xd8jpeg"
+
+
+def test_move_file_never_overwrites(tmp_path: Path) -> None:
+    """An existing dst raises FileExistsError and both files keep their bytes."""
+    src, dst = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    src.write_bytes(b"mine")
+    dst.write_bytes(b"theirs")
+    with pytest.raises(FileExistsError):
+        fsutil.move_file(src, dst)
+    assert (src.read_bytes(), dst.read_bytes()) == (b"mine", b"theirs")
+
+
+def test_move_file_missing_source_creates_nothing(tmp_path: Path) -> None:
+    """A missing src raises FileNotFoundError before any destination folder is made."""
+    with pytest.raises(FileNotFoundError):
+        fsutil.move_file(tmp_path / "gone.jpg", tmp_path / "done" / "gone.jpg")
+    assert not (tmp_path / "done").exists()
+
+
+@pytest.mark.parametrize("cross_fs", [False, True])
+def test_move_file_moves_symlink_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cross_fs: bool
+) -> None:
+    """A symlink is moved as a link (same target text); its target is neither read nor moved."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    target = tmp_path / "secret.jpg"
+    target.write_bytes(b"outside")
+    (inbox / "link.jpg").symlink_to(target)
+    (inbox / "dangling.jpg").symlink_to("../nowhere.jpg")
+    if cross_fs:
+        exdev_from(inbox, monkeypatch)
+    for name in ("link.jpg", "dangling.jpg"):
+        fsutil.move_file(inbox / name, tmp_path / "failed" / name)
+    assert (tmp_path / "failed" / "link.jpg").readlink() == target
+    assert (tmp_path / "failed" / "dangling.jpg").readlink() == Path("../nowhere.jpg")
+    assert target.read_bytes() == b"outside"
+    assert list(inbox.iterdir()) == []
+    assert sorted(listing(tmp_path / "failed")) == ["dangling.jpg", "link.jpg"]
+
+
+def test_move_file_across_file_systems_copies_then_unlinks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On EXDEV the bytes, mode and mtime arrive under dst, src goes, no temp file remains."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    src = inbox / "été.png"
+    src.write_bytes(os.urandom(3 << 20))
+    src.chmod(0o640)
+    os.utime(src, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
+    data = src.read_bytes()
+    exdev_from(inbox, monkeypatch)
+    dst = tmp_path / "done" / "été.png"
+    fsutil.move_file(src, dst)
+    assert dst.read_bytes() == data
+    assert dst.stat().st_mode & 0o777 == 0o640
+    assert dst.stat().st_mtime_ns == 1_600_000_000_123_456_789
+    assert not src.exists()
+    assert [p.name for p in dst.parent.iterdir()] == ["été.png"]
+
+
+def test_move_file_across_file_systems_write_failure_leaves_no_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC in the middle of a cross-FS copy: no file under dst, no temp, src intact."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    src = inbox / "big.jpg"
+    src.write_bytes(os.urandom(3 << 20))
+    data = src.read_bytes()
+    (tmp_path / "done").mkdir()
+    exdev_from(inbox, monkeypatch)
+    real_write = os.write
+    written = {"n": 0}
+
+    def write(fd: int, buf: Any) -> int:
+        if Path(f"/proc/self/fd/{fd}").readlink().is_relative_to(tmp_path / "done"):
+            if written["n"] > (1 << 20):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written["n"] += len(buf)
+        return real_write(fd, buf)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError) as info:
+        fsutil.move_file(src, tmp_path / "done" / "big.jpg")
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    assert written["n"] > 0
+    assert list((tmp_path / "done").iterdir()) == []
+    assert src.read_bytes() == data
+
+
+def test_move_file_without_hard_links_falls_back_to_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where link() is refused (EPERM), the move renames, and still never overwrites."""
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.jpg").write_bytes(b"a")
+    (tmp_path / "b.jpg").write_bytes(b"b")
+    fsutil.move_file(tmp_path / "a.jpg", tmp_path / "x" / "a.jpg")
+    assert (tmp_path / "x" / "a.jpg").read_bytes() == b"a"
+    assert not (tmp_path / "a.jpg").exists()
+    with pytest.raises(FileExistsError):
+        fsutil.move_file(tmp_path / "b.jpg", tmp_path / "x" / "a.jpg")
+    assert (tmp_path / "x" / "a.jpg").read_bytes() == b"a"
+    assert (tmp_path / "b.jpg").read_bytes() == b"b"
+
+
+def _other_fs_dir() -> Path | None:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    return None
+
+
+@pytest.mark.skipif(_other_fs_dir() is None, reason="no writable tmpfs at /dev/shm")
+def test_move_file_real_cross_device(tmp_path: Path) -> None:
+    """A real move from tmpfs to tmp_path lands intact, whatever the devices are."""
+    shm = _other_fs_dir()
+    assert shm is not None
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        src = Path(other) / "clip.jpg"
+        src.write_bytes(b"bytes from another device")
+        fsutil.move_file(src, tmp_path / "done" / "clip.jpg")
+        assert not src.exists()
+    assert (tmp_path / "done" / "clip.jpg").read_bytes() == b"bytes from another device"
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def test_next_free_name_skips_names_taken_by_any_suffix(tmp_path: Path) -> None:
+    """beach → beach-2 when beach.mp4 exists, beach-3 when beach-2.json exists, then taken."""
+    suffixes = (".mp4", ".json")
+    assert fsutil.next_free_name(tmp_path, "beach", suffixes) == "beach"
+    (tmp_path / "beach.mp4").write_bytes(b"x")
+    assert fsutil.next_free_name(tmp_path, "beach", suffixes) == "beach-2"
+    (tmp_path / "beach-2.json").write_bytes(b"{}")
+    assert fsutil.next_free_name(tmp_path, "beach", suffixes) == "beach-3"
+    assert fsutil.next_free_name(tmp_path, "beach", suffixes, taken={"beach-3"}) == "beach-4"
+
+
+def test_next_free_name_counts_dangling_symlinks_and_is_case_sensitive(tmp_path: Path) -> None:
+    """A dangling symlink occupies its name; ``Beach.mp4`` does not occupy ``beach``."""
+    (tmp_path / "plage été.mp4").symlink_to("missing-target")
+    assert fsutil.next_free_name(tmp_path, "plage été", [".mp4"]) == "plage été-2"
+    (tmp_path / "Beach.mp4").write_bytes(b"x")
+    assert fsutil.next_free_name(tmp_path, "beach", [".mp4"]) == "beach"
+
+
+def test_temp_path_is_hidden_and_fits_name_limit(tmp_path: Path) -> None:
+    """Temp names are ``.NAME.<hex>.tmp`` and stay under 255 bytes even for long names."""
+    short = fsutil.temp_path(tmp_path / "a.json")
+    assert short.parent == tmp_path
+    assert fsutil.TEMP_RE.match(short.name)
+    assert short.name.startswith(".a.json.")
+    long = fsutil.temp_path(tmp_path / ("é" * 127 + ".json"))
+    assert len(long.name.encode()) <= 255
+    assert fsutil.TEMP_RE.match(long.name)
+
+
+def test_remove_stale_temps_removes_only_temp_files(tmp_path: Path) -> None:
+    """Only ``.NAME.<12 hex>.tmp`` files go; user files that merely look similar stay."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    stale = [fsutil.temp_path(tmp_path / "x.json"), fsutil.temp_path(sub / "y.jpg")]
+    for path in stale:
+        path.write_bytes(b"partial")
+    keep = ["notes.tmp", ".hidden", ".draft.tmp", "z.json"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"user")
+    assert fsutil.remove_stale_temps(tmp_path) == 2
+    assert sorted(listing(tmp_path)) == sorted(keep)

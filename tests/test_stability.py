@@ -1,0 +1,231 @@
+"""The pure core of the inbox, with a fake clock: no files, no threads, no sleeps."""
+
+from __future__ import annotations
+
+from seedance_watch.stability import (
+    AmbiguousPair,
+    Candidate,
+    FileSig,
+    Orphan,
+    Pairer,
+    PairReady,
+    StabilityTracker,
+    Unsafe,
+    is_watched_path,
+)
+
+NOW = 1_000_000.0
+OLD = NOW - 3600
+
+
+def sig(
+    size: int = 10, mtime: float = NOW, ctime: float | None = None, link: bool = False
+) -> FileSig:
+    ctime = mtime if ctime is None else ctime
+    return FileSig(size, int(mtime * 1e9), int(ctime * 1e9), 7, link)
+
+
+# --- StabilityTracker ------------------------------------------------------------------
+
+
+def test_unchanged_sig_for_settle_is_ready() -> None:
+    """A file observed with the same sig settle_seconds apart becomes ready, once."""
+    t = StabilityTracker(2.0, trust_file_times=False)
+    t.observe("a.jpg", sig(), NOW)
+    assert t.ready(NOW + 1.9) == []
+    assert t.due(NOW + 2.0) == ["a.jpg"]  # the shell must look again before trusting it
+    assert t.ready(NOW + 2.0) == []
+    t.observe("a.jpg", sig(), NOW + 2.0)
+    assert t.due(NOW + 2.0) == []
+    assert t.ready(NOW + 2.0) == ["a.jpg"]
+    assert t.is_stable("a.jpg")
+    assert t.ready(NOW + 10) == []
+
+
+def test_change_resets_the_wait() -> None:
+    """A changed size or mtime starts the settle period again from that observation."""
+    t = StabilityTracker(2.0, trust_file_times=False)
+    t.observe("a.jpg", sig(10), NOW)
+    t.observe("a.jpg", sig(20), NOW + 1.5)
+    t.observe("a.jpg", sig(20), NOW + 2.5)
+    assert t.ready(NOW + 2.5) == []
+    assert t.next_deadline() == NOW + 3.5
+    t.observe("a.jpg", sig(20), NOW + 3.5)
+    assert t.ready(NOW + 3.5) == ["a.jpg"]
+
+
+def test_change_after_stable_makes_it_pending_again() -> None:
+    """A stable file that changes is no longer stable and is reported again once it settles."""
+    t = StabilityTracker(1.0, trust_file_times=False)
+    t.observe("a.jpg", sig(10), NOW)
+    t.observe("a.jpg", sig(10), NOW + 1)
+    assert t.ready(NOW + 1) == ["a.jpg"]
+    t.observe("a.jpg", sig(11), NOW + 2)
+    assert not t.is_stable("a.jpg")
+    assert t.pending() == ["a.jpg"]
+    t.observe("a.jpg", sig(11), NOW + 3)
+    assert t.ready(NOW + 3) == ["a.jpg"]
+
+
+def test_vanished_file_is_dropped() -> None:
+    """Observing None forgets the file: it never becomes ready and has no deadline."""
+    t = StabilityTracker(1.0, trust_file_times=False)
+    t.observe("a.jpg", sig(), NOW)
+    t.observe("a.jpg", None, NOW + 0.5)
+    assert "a.jpg" not in t
+    assert t.next_deadline() is None
+    assert t.due(NOW + 5) == []
+    assert t.ready(NOW + 5) == []
+
+
+def test_trusted_old_file_is_ready_at_once() -> None:
+    """With trust_file_times, a file first seen with old mtime and ctime is stable immediately."""
+    t = StabilityTracker(2.0, trust_file_times=True)
+    t.observe("old.jpg", sig(mtime=OLD), NOW)
+    t.observe("fresh.jpg", sig(mtime=NOW - 0.5), NOW)
+    assert t.due(NOW) == []
+    assert t.ready(NOW) == ["old.jpg"]
+    assert t.next_deadline() == NOW + 2.0
+
+
+def test_recent_ctime_defeats_the_shortcut() -> None:
+    """An old mtime with a fresh ctime (copy tool preserving times) still waits for settle."""
+    t = StabilityTracker(2.0, trust_file_times=True)
+    t.observe("copied.jpg", sig(mtime=OLD, ctime=NOW - 0.1), NOW)
+    assert t.ready(NOW) == []
+
+
+def test_without_trust_old_files_still_wait() -> None:
+    """Without trust (polling, network FS) only observation counts, however old the mtime."""
+    t = StabilityTracker(2.0, trust_file_times=False)
+    t.observe("old.jpg", sig(mtime=OLD), NOW)
+    assert t.ready(NOW) == []
+    assert t.next_deadline() == NOW + 2.0
+
+
+def test_next_deadline_is_the_earliest_pending_file() -> None:
+    """next_deadline is the earliest time a pending file could be ready; None when idle."""
+    t = StabilityTracker(2.0, trust_file_times=False)
+    assert t.next_deadline() is None
+    t.observe("b.jpg", sig(), NOW + 1)
+    t.observe("a.jpg", sig(), NOW)
+    assert t.next_deadline() == NOW + 2
+    t.forget("a.jpg")
+    assert t.next_deadline() == NOW + 3
+    t.observe("b.jpg", sig(), NOW + 3)
+    assert t.ready(NOW + 3) == ["b.jpg"]
+    assert t.next_deadline() is None
+
+
+# --- Pairer ----------------------------------------------------------------------------
+
+
+def stable(mtime: float = NOW) -> Candidate:
+    return Candidate(mtime, True)
+
+
+def test_pair_ready_needs_both_stable() -> None:
+    """Image and sidecar pair only when both are stable; either may have come first."""
+    p = Pairer(300)
+    out = p.evaluate({"a.jpg": stable(), "a.yaml": Candidate(NOW, False)}, NOW)
+    assert out.events == []
+    assert out.waiting == []  # a partner that is still being written counts as a partner
+    out = p.evaluate({"a.jpg": Candidate(NOW, False), "a.yaml": stable()}, NOW)
+    assert out.events == []
+    out = p.evaluate({"a.yaml": stable(), "a.jpg": stable()}, NOW)
+    assert out.events == [PairReady("a", "a.jpg", "a.yaml")]
+
+
+def test_pairs_in_subfolders_case_insensitive_and_yml() -> None:
+    """Pairing is by stem within a folder, with any-case image extensions and .yml sidecars."""
+    p = Pairer(300)
+    files = {
+        "sub/dir/beach.JPG": stable(),
+        "sub/dir/beach.yml": stable(),
+        "other/beach.yaml": stable(),
+        "x.PnG": stable(),
+        "x.yaml": stable(),
+    }
+    out = p.evaluate(files, NOW)
+    assert PairReady("sub/dir/beach", "sub/dir/beach.JPG", "sub/dir/beach.yml") in out.events
+    assert PairReady("x", "x.PnG", "x.yaml") in out.events
+    # other/beach.yaml does not pair with sub/dir/beach.JPG: different folder.
+    assert [e for e in out.events if not isinstance(e, PairReady)] == []
+    assert out.waiting == [("other/beach.yaml", NOW + 300)]
+    assert out.next_deadline == NOW + 300
+
+
+def test_two_sidecar_spellings_are_ambiguous() -> None:
+    """NAME.yaml beside NAME.yml is an error for that pair, not a guess."""
+    out = Pairer(300).evaluate({"a.jpg": stable(), "a.yaml": stable(), "a.yml": stable()}, NOW)
+    assert len(out.events) == 1
+    event = out.events[0]
+    assert isinstance(event, AmbiguousPair)
+    assert event.paths == ("a.jpg", "a.yaml", "a.yml")
+    assert "a.yaml" in event.message and "a.yml" in event.message
+
+
+def test_two_images_with_one_stem_are_ambiguous() -> None:
+    """NAME.jpg and NAME.png with one sidecar is ambiguous, once all of them are stable."""
+    p = Pairer(300)
+    files = {"a.jpg": stable(), "a.png": Candidate(NOW, False), "a.yaml": stable()}
+    assert p.evaluate(files, NOW).events == []
+    files["a.png"] = stable()
+    (event,) = p.evaluate(files, NOW).events
+    assert isinstance(event, AmbiguousPair)
+    assert event.paths == ("a.jpg", "a.png", "a.yaml")
+    assert "image" in event.message
+
+
+def test_orphans_after_pair_timeout_by_mtime() -> None:
+    """A lone stable file becomes an orphan when its mtime is pair_timeout old, not before."""
+    p = Pairer(300)
+    files = {"img.jpg": stable(NOW - 299), "side.yaml": stable(NOW - 299)}
+    out = p.evaluate(files, NOW)
+    assert out.events == []
+    assert out.next_deadline == NOW + 1
+    out = p.evaluate(files, NOW + 1)
+    assert out.events == [
+        Orphan("img.jpg", "missing_sidecar"),
+        Orphan("side.yaml", "missing_image"),
+    ]
+
+
+def test_unstable_lone_file_is_not_an_orphan() -> None:
+    """A file still being written is never reported as an orphan, however old its mtime."""
+    out = Pairer(300).evaluate({"img.jpg": Candidate(OLD, False)}, NOW)
+    assert out.events == []
+
+
+def test_symlinks_are_unsafe_and_never_pair() -> None:
+    """A symlink (file or folder) is reported Unsafe and does not serve as a partner."""
+    files = {
+        "a.jpg": Candidate(NOW, True, is_symlink=True),
+        "a.yaml": stable(NOW),
+        "linked-dir": Candidate(NOW, True, is_symlink=True),
+        "b.jpg": Candidate(NOW, False, is_symlink=True),
+    }
+    out = Pairer(300).evaluate(files, NOW)
+    assert out.events == [Unsafe("a.jpg"), Unsafe("linked-dir")]
+    assert out.waiting == [("a.yaml", NOW + 300)]
+
+
+def test_ignored_names_never_appear() -> None:
+    """Hidden, temp and partial names, files in hidden folders and non-inputs are skipped."""
+    names_ = [
+        ".a.jpg",
+        "~a.yaml",
+        "a.jpg.part",
+        "a.tmp",
+        "b.jpg.crdownload",
+        "b.partial",
+        "b.yaml.swp",
+        ".hidden/c.jpg",
+        ".hidden/c.yaml",
+        "notes.txt",
+    ]
+    out = Pairer(0).evaluate({n: stable(OLD) for n in names_}, NOW)
+    assert out.events == []
+    assert out.waiting == []
+    assert not is_watched_path(".hidden/c.jpg")
+    assert is_watched_path("sub/c.jpg")
