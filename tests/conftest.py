@@ -32,7 +32,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_image_bytes(
-    width: int = 640, height: int = 480, fmt: str = "JPEG", color: tuple[int, int, int] = (40, 120, 200)
+    width: int = 640,
+    height: int = 480,
+    fmt: str = "JPEG",
+    color: tuple[int, int, int] = (40, 120, 200),
 ) -> bytes:
     """A decodable image with a gradient (so encoders have something to chew on)."""
     img = Image.new("RGB", (width, height), color)

@@ -15,10 +15,11 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from .conftest import BUCKET, make_image_bytes
 from seedance_watch.errors import ConfigError, StorageTransient, StorageUnavailable
 from seedance_watch.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 from seedance_watch.storage import MIB, Storage, StorageRejected, redact_url
+
+from .conftest import BUCKET, make_image_bytes
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ anything, and a *daemon* error stops the process.
         ├── MissingSidecar           missing_sidecar
         ├── MissingImage             missing_image
         ├── UnsafePath               unsafe_path
+        ├── AmbiguousPair            ambiguous_pair (two sidecars or two images, one stem)
+        ├── InputVanished            input_vanished (removed from the inbox mid-job)
+        ├── StorageRejected          storage_rejected (S3 refused this one object)
         ├── GatewayRejected          gateway_rejected (400, 404)
         ├── SubmitAmbiguous          submit_ambiguous
         ├── TaskFailed               task_failed
@@ -201,6 +204,21 @@ class MissingImage(JobError):
 class UnsafePath(JobError):
     code = "unsafe_path"
     default_hint = "Copy the file into the inbox instead of linking to it."
+
+
+class AmbiguousPair(JobError):
+    code = "ambiguous_pair"
+    default_hint = "Keep one image and one sidecar per name (NAME.yaml or NAME.yml, not both)."
+
+
+class InputVanished(JobError):
+    code = "input_vanished"
+    default_hint = "The file was removed from the inbox while its job ran; drop it again."
+
+
+class StorageRejected(JobError):
+    code = "storage_rejected"
+    default_hint = "S3 refused this object (name too long or file too large); rename or shrink it."
 
 
 class GatewayRejected(JobError):

@@ -56,4 +56,4 @@ Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 def load_yaml(text: str | bytes) -> Any:
     """Parse one YAML document with 1.2 scalars.  Raises ``yaml.YAMLError``."""
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=Yaml12Loader)

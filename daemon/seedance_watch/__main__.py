@@ -1,0 +1,9 @@
+"""``python -m seedance_watch`` is the ``seedance-watch`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""The ``seedance-watch`` command line: parses arguments, loads config, calls the rest.
+
+Exit codes (SPEC §10): 0 success, 1 the bucket refused us (``--once``), 2 usage or
+config error, 3 the gateway refused our credentials, 4 ``--once`` finished with
+failed jobs, 130 SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, LedgerLocked, StateError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seedance-watch",
+        description="Turn images dropped in a folder into Seedance 1.0 videos.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="config file (default: $SEEDANCE_WATCH_CONFIG)",
+        )
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    with_config(run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="process the inbox and every unfinished job, then exit",
+    )
+
+    status = sub.add_parser("status", help="jobs by state, from the ledger")
+    with_config(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    retry = sub.add_parser("retry", help="move failed jobs' inputs back to the inbox")
+    with_config(retry)
+    retry.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    retry.add_argument("--failed", action="store_true", help="every failed job")
+
+    validate = sub.add_parser("validate", help="check images and sidecars offline")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    validate.add_argument(
+        "--config", type=Path, default=None, help="use this config's defaults and model"
+    )
+    validate.add_argument(
+        "--strict", action="store_true", help="refuse model names the daemon does not know"
+    )
+
+    demo = sub.add_parser("demo", help="the whole flow offline, with a built-in simulator")
+    demo.add_argument("--folder", type=Path, default=Path("demo"), help="default: ./demo")
+
+    sub.add_parser("simulator", help="run the built-in Pixazo simulator", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "simulator":
+        from .simulator import main as simulator_main
+
+        return simulator_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"seedance-watch: config error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except LedgerLocked as exc:
+        print(f"seedance-watch: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateError as exc:
+        print(f"seedance-watch: state error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.folder)
+    if args.command == "validate":
+        return _validate(args)
+    config = load_config(args.config, os.environ)
+    if args.command == "run":
+        return _run(config, once=args.once)
+    if args.command == "status":
+        from .status import format_status, status_report
+
+        report = status_report(config.paths.state)
+        print(json.dumps(report, indent=2) if args.json else format_status(report))
+        return 0
+    if args.command == "retry":
+        return _retry(config, args)
+    raise AssertionError(args.command)
+
+
+def _run(config: object, *, once: bool) -> int:
+    from .config import Config, load_api_key
+    from .logs import configure_logging, register_secret
+    from .service import run_service
+
+    assert isinstance(config, Config)
+    configure_logging(fmt=config.log.format, level=config.log.level)
+    api_key = load_api_key(os.environ)
+    register_secret(api_key.reveal())
+    try:
+        result = asyncio.run(run_service(config, api_key, once=once))
+    except KeyboardInterrupt:
+        return 130
+    return result.exit_code
+
+
+def _retry(config: object, args: argparse.Namespace) -> int:
+    from .config import Config
+    from .requeue import requeue
+
+    assert isinstance(config, Config)
+    if not args.job_ids and not args.failed:
+        print("seedance-watch retry: give JOB_ID... or --failed", file=sys.stderr)
+        return EXIT_USAGE
+    result = requeue(config, args.job_ids, all_failed=args.failed)
+    for job_id, paths in result.moved.items():
+        print(f"{job_id}: back in the inbox as {', '.join(paths)}")
+    for job_id, why in result.problems.items():
+        print(f"{job_id}: not retried: {why}", file=sys.stderr)
+    if not result.moved and not result.problems:
+        print("no failed jobs to retry")
+    return 1 if result.problems and not result.moved else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .config import GatewayConfig, load_config
+    from .options import GenerationOptions
+    from .validate import validate_paths
+
+    if args.config is not None:
+        config = load_config(args.config, os.environ)
+        defaults, model = config.defaults, config.gateway.model
+    else:
+        defaults = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
+        model = GatewayConfig().model
+    pairs, problems = validate_paths(
+        args.paths, defaults=defaults, default_model=model, strict_model=args.strict
+    )
+    for problem in problems:
+        print(f"{problem.path}: {problem.code}: {problem.message}")
+    print(f"{pairs} pair(s) checked, {len(problems)} problem(s)")
+    return 1 if problems else 0

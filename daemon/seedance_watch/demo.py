@@ -1,0 +1,133 @@
+"""``seedance-watch demo``: the whole flow offline, with no account.
+
+Starts the built-in Pixazo simulator and an S3 emulator (moto) on free loopback
+ports, lays out ``./demo/`` (inbox, outbox, done, failed, state and a config
+file), drops a generated sample image with its sidecar, runs the daemon once
+until the video is written, and prints where it is.  The daemon is the real one:
+it only sees a config whose gateway and bucket happen to be local.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["run_demo"]
+
+DEMO_BUCKET = "seedance-demo"
+#: The simulator's placeholder key: not a secret, it only opens the local simulator.
+DEMO_KEY = "demo-key"
+
+SIDECAR = """\
+# A sidecar: the prompt, and options that become text commands (see config/examples/).
+prompt: "The sun sinks into a calm sea, soft waves roll towards the shore"
+resolution: 720p
+ratio: 16:9
+duration: 5
+camerafixed: false
+"""
+
+
+def _sample_image(path: Path) -> None:
+    """A 1280x720 sunset drawn with Pillow: sky gradient, sun, striped sea."""
+    from PIL import Image, ImageDraw
+
+    width, height, horizon = 1280, 720, 430
+    img = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(img)
+    for y in range(horizon):
+        t = y / horizon
+        draw.line(
+            [(0, y), (width, y)], fill=(int(40 + 215 * t), int(60 + 110 * t), int(140 - 60 * t))
+        )
+    draw.ellipse([560, horizon - 110, 720, horizon + 50], fill=(255, 214, 120))
+    for y in range(horizon, height):
+        t = (y - horizon) / (height - horizon)
+        shade = 18 if (y // 9) % 2 else 0
+        draw.line(
+            [(0, y), (width, y)],
+            fill=(int(30 + 40 * (1 - t)) + shade, int(70 + 50 * (1 - t)) + shade, 130 + shade),
+        )
+    img.save(path, format="JPEG", quality=90)
+
+
+def _write_config(folder: Path, endpoint_url: str, base_url: str) -> Path:
+    config = folder / "seedance-watch.yaml"
+    config.write_text(
+        "# Written by `seedance-watch demo`: a local simulator and S3 emulator stand in\n"
+        "# for the Pixazo gateway and the bucket.  See config/seedance-watch.yaml.\n"
+        "paths: {inbox: ./inbox, outbox: ./outbox, done: ./done, failed: ./failed, "
+        "state: ./state}\n"
+        f"gateway: {{base_url: '{base_url}', poll_interval: 0.5, task_timeout: 120}}\n"
+        f"storage: {{bucket: {DEMO_BUCKET}, endpoint_url: '{endpoint_url}', region: us-east-1}}\n"
+        "watch: {settle_seconds: 0.5}\n"
+        "log: {format: console}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def run_demo(folder: Path) -> int:
+    """Run the demo in ``folder``; returns the process exit code."""
+    try:
+        from .s3emulator import S3Emulator
+        from .simulator import Simulator, SimulatorConfig
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        print(
+            f"The demo needs the 'demo' extra ({exc.name} is missing): "
+            "pip install 'seedance-watch[demo]'",
+            file=sys.stderr,
+        )
+        return 2
+    from .config import load_api_key, load_config
+    from .ledger import read_jobs
+    from .logs import configure_logging
+    from .service import run_service
+
+    folder = folder.resolve()
+    inbox = folder / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    S3Emulator.install_credentials()
+    sim_config = SimulatorConfig(
+        api_key=DEMO_KEY,
+        queued_seconds=0.5,
+        running_seconds=2.0,
+        video_seconds=2.0,
+        video_fps=12,
+        video_max_side=640,
+    )
+    with S3Emulator(DEMO_BUCKET) as s3, Simulator(sim_config) as sim:
+        config_path = _write_config(folder, s3.endpoint_url, sim.base_url)
+        _sample_image(inbox / "sunset.jpg")
+        (inbox / "sunset.yaml").write_text(SIDECAR, encoding="utf-8")
+        print(f"Simulator: {sim.base_url}   S3 emulator: {s3.endpoint_url}")
+        print(f"Dropped {inbox / 'sunset.jpg'} and sunset.yaml; running the daemon once...")
+        config = load_config(config_path, {})
+        api_key = load_api_key({"PIXAZO_API_KEY": DEMO_KEY})
+        configure_logging(fmt=config.log.format, level=config.log.level)
+        result = asyncio.run(run_service(config, api_key, once=True, environ=os.environ))
+        leftovers = s3.keys(DEMO_BUCKET)
+    jobs = read_jobs(config.paths.state)
+    print()
+    for job_id in result.summary.done:
+        job = jobs[job_id]
+        assert job.output is not None
+        video = config.paths.outbox / job.output
+        print(f"Video written: {video}")
+        print(f"Details:       {video.with_suffix('.json')}")
+        if job.duplicate_of:
+            print(f"(identical to job {job.duplicate_of}: copied, not paid for again)")
+    for job_id in result.summary.failed:
+        error = jobs[job_id].error or {}
+        print(f"Job {job_id} failed: {error.get('code')}: {error.get('message')}")
+    summary = {
+        "done": len(result.summary.done),
+        "failed": len(result.summary.failed),
+        "objects_left_in_bucket": len(leftovers),
+    }
+    print("Summary:", json.dumps(summary))
+    print(f"Config used: {config_path}  (try: seedance-watch status --config {config_path})")
+    return result.exit_code

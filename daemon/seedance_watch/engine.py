@@ -1,0 +1,942 @@
+"""The asyncio orchestrator that drives jobs through their stages.
+
+The engine owns the clock, the queues and the I/O; the decisions live in the pure
+parts (``jobs.apply`` for the state machine, ``scheduling`` for timers, limits and
+backoff).  Every state change is written to the ledger *before* the external
+action that depends on it, so a crash at any point is recovered by
+:meth:`Engine.recover`.
+
+Stages and their bounds::
+
+    inbox ─▶ intake ─▶ upload pool ─▶ ready queue ─▶ submitter ─▶ timer heap ─▶ poll pool
+                                      (uploaded)     (slots, token         (one entry     │
+                                                     bucket, breaker)      per task)      ▼
+                                                                          download pool ─▶ done/
+
+A job has at most one pending timer; when it fires, the job's ledger state says
+which stage it re-enters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import structlog
+
+from . import errors as E
+from .config import Config
+from .fsutil import make_dirs, remove_stale_temps
+from .gateway import Gateway
+from .inbox import AmbiguousPair, Inbox, InboxEvent, Orphan, PairReady, Unsafe
+from .intake import examine_drop
+from .jobs import (
+    Fail,
+    Finished,
+    Job,
+    Placing,
+    Redownload,
+    State,
+    SubmitIntent,
+    SubmitNotSent,
+    Submitted,
+    TaskSucceeded,
+    Uploaded,
+    apply,
+)
+from .ledger import Ledger
+from .metrics import Metrics
+from .outbox import (
+    OutputConflict,
+    StagingMissing,
+    cleanup_staging,
+    copy_for_duplicate,
+    error_report_rel,
+    finish_moves,
+    iso_utc,
+    place_output,
+    plan_moves,
+    plan_output,
+    staging_path,
+    write_error_report,
+)
+from .scheduling import Backoff, CircuitBreaker, TaskTimeEstimator, TimerHeap, TokenBucket
+from .storage import Storage
+
+__all__ = ["Engine", "RunSummary"]
+
+log = structlog.get_logger(__name__)
+
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".gif": "image/gif",
+}
+
+#: A poll answered 404 for a task we submitted this many times fails the job.
+TASK_NOT_FOUND_LIMIT = 3
+#: Broken downloads are retried this many times (the URL lasts 24 hours).
+DOWNLOAD_ATTEMPTS = 8
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for ``run --once`` exit codes and the demo's output."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    credentials_refused: str | None = None
+    storage_unavailable: str | None = None
+
+
+class Engine:
+    """Drives every job from the inbox to done/ or failed/."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        ledger: Ledger,
+        storage: Storage,
+        gateway: Gateway,
+        inbox: Inbox,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        key_source: str = "",
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.storage = storage
+        self.gateway = gateway
+        self.inbox = inbox
+        self.metrics = metrics or Metrics(job_counts=ledger.counts)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.key_source = key_source
+        paths = config.paths
+        self.roots = {"inbox": paths.inbox, "done": paths.done, "failed": paths.failed}
+        gw = config.gateway
+        self.bucket = TokenBucket(gw.requests_per_minute, burst=min(10.0, gw.max_in_flight))
+        self.credentials = CircuitBreaker()
+        self.store_breaker = CircuitBreaker()
+        self.backoff = Backoff(initial=1.0, cap=60.0)
+        self.estimator = TaskTimeEstimator()
+        self.summary = RunSummary()
+
+        self._timers = TimerHeap()
+        self._ready: deque[str] = deque()
+        self._uploads: asyncio.Queue[str] = asyncio.Queue()
+        self._polls: asyncio.Queue[str] = asyncio.Queue()
+        self._downloads: asyncio.Queue[str] = asyncio.Queue()
+        self._intakes: asyncio.Queue[tuple[InboxEvent, list[str]]] = asyncio.Queue()
+        self._intake_pending = 0
+        self._in_flight: set[str] = set()
+        self._attempts: dict[str, int] = {}
+        self._planned_outputs: set[str] = set()
+        self._claims: dict[str, str] = {}
+        self._submit_wake = asyncio.Event()  # the submitter's: a slot or a job is ready
+        self._timer_wake = asyncio.Event()  # the timer loop's: a new due time
+        self._idle = asyncio.Event()
+        self._busy = 0
+        self._stopping = False
+        self._once = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Take up every unfinished job of the ledger, as SPEC §7 says."""
+        alive = {job.job_id for job in self.ledger.active()}
+        removed = await asyncio.to_thread(cleanup_staging, self.config.paths.outbox, alive)
+        for root in (self.roots["done"], self.roots["failed"]):
+            removed += await asyncio.to_thread(remove_stale_temps, root)
+        if removed:
+            log.info("engine.leftovers_removed", files=removed)
+        for job in self.ledger.active():
+            self._claim(job)
+            bound = log.bind(job_id=job.job_id, state=job.state.value)
+            bound.info("job.recovered")
+            match job.state:
+                case State.NEW:
+                    self._uploads.put_nowait(job.job_id)
+                case State.UPLOADED:
+                    self._ready.append(job.job_id)
+                case State.SUBMITTING:
+                    await self._fail(
+                        job,
+                        E.SubmitAmbiguous(
+                            "The daemon stopped while this job's submit was in flight, so "
+                            "whether the gateway created (and bills) a task is unknown."
+                        ),
+                    )
+                case State.SUBMITTED:
+                    self._in_flight.add(job.job_id)
+                    self._schedule(job.job_id, self.clock())
+                case State.SUCCEEDED:
+                    self._downloads.put_nowait(job.job_id)
+                case State.PLACING:
+                    await self._finish_placing(job)
+                case State.FAILING:
+                    await self._finish_failing(job)
+        self._submit_wake.set()
+
+    def start_workers(self) -> None:
+        """Start the stage workers (idempotent per engine)."""
+        spawn = self._spawn_worker
+        spawn(self._dispatch_timers(), "timers")
+        spawn(self._submitter(), "submitter")
+        for i in range(2):
+            spawn(self._intake_worker(), f"intake-{i}")
+        for i in range(4):
+            spawn(self._worker(self._uploads, self._upload), f"upload-{i}")
+        for i in range(min(64, max(4, self.config.gateway.max_in_flight))):
+            spawn(self._worker(self._polls, self._poll), f"poll-{i}")
+        for i in range(4):
+            spawn(self._worker(self._downloads, self._download), f"download-{i}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The daemon: watch the inbox until ``stop`` is set, then drain."""
+        await self.recover()
+        self.start_workers()
+        watcher = asyncio.create_task(self.inbox.run(self.handle_event), name="inbox")
+        try:
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({watcher, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done() and not watcher.cancelled() and watcher.exception():
+                raise watcher.exception()  # type: ignore[misc]
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def run_once(self) -> RunSummary:
+        """``run --once``: everything in the inbox and the ledger, then return."""
+        self._once = True
+        await self.recover()
+        self.start_workers()
+        for event in await self.inbox.scan_once():
+            await self.handle_event(event)
+        while not self._stopping and (self._intake_pending or self.ledger.active()):
+            self._idle.clear()
+            await self._idle.wait()
+        return self.summary
+
+    async def shutdown(self, grace: float = 20.0) -> None:
+        """Stop taking work, let running uploads/submits/downloads finish (bounded), stop."""
+        self._stopping = True
+        self._submit_wake.set()
+        deadline = time.monotonic() + grace
+        if self._side_tasks:  # submits in flight and object deletions
+            await asyncio.wait(set(self._side_tasks), timeout=grace)
+        while self._busy and time.monotonic() < deadline:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=deadline - time.monotonic())
+        if self._busy:
+            log.warning("engine.drain_timeout", busy=self._busy, grace=grace)
+        for task in [*self._tasks, *self._side_tasks]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
+
+    def _spawn_worker(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _spawn_side(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _stop_for(self, reason: str) -> None:
+        """In ``--once`` mode, end the run (a pause cannot resolve itself there)."""
+        self._stopping = True
+        self._idle.set()
+        log.error("engine.stopping", reason=reason)
+
+    @contextlib.contextmanager
+    def _critical(self) -> Any:
+        """Mark a step that shutdown lets finish (an upload, a submit, a download)."""
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._idle.set()
+
+    # --- intake -----------------------------------------------------------------------------
+
+    async def handle_event(self, event: InboxEvent) -> None:
+        """Queue one inbox event for intake (quick: the inbox loop awaits this)."""
+        if self._stopping:
+            return
+        files = _event_files(event)
+        if any(path in self._claims for path in files):
+            return
+        self.inbox.claim(files)
+        for path in files:
+            self._claims[path] = "?"
+        self._intake_pending += 1
+        self._intakes.put_nowait((event, files))
+
+    async def _intake_worker(self) -> None:
+        while True:
+            event, files = await self._intakes.get()
+            try:
+                await self._intake(event, files)
+            except E.StateError:
+                raise
+            except Exception:
+                log.exception("engine.intake_error", files=files)
+                self._release(files)
+            finally:
+                self._intake_pending -= 1
+                self._idle.set()
+
+    async def _intake(self, event: InboxEvent, files: list[str]) -> None:
+        now = self.clock()
+        cfg = self.config
+        if isinstance(event, PairReady):
+            drop = await asyncio.to_thread(
+                examine_drop,
+                self.roots["inbox"],
+                event.image,
+                event.sidecar,
+                defaults=cfg.defaults,
+                default_model=cfg.gateway.model,
+                now=now,
+            )
+            job, error = drop.job, drop.error
+        else:
+            job = _bare_job(event, now)
+            error = _event_error(event)
+        for path in files:
+            self._claims[path] = job.job_id
+        if self.ledger.get(job.job_id) is not None:
+            log.info("job.already_known", job_id=job.job_id, source=job.source)
+            return
+        log.info("job.created", job_id=job.job_id, source=job.source)
+        if error is not None:
+            await self._fail(job, error)
+            return
+        if cfg.dedupe and job.content_key is not None and await self._dedupe(job):
+            return
+        self.ledger.put(job)
+        await self._uploads.put(job.job_id)
+
+    async def _dedupe(self, job: Job) -> bool:
+        """Copy an earlier identical job's video instead of paying again."""
+        assert job.content_key is not None
+        earlier = self.ledger.find_done_by_content_key(job.content_key)
+        if earlier is None or earlier.output is None or earlier.video_sha256 is None:
+            return False
+        video = self.config.paths.outbox / earlier.output
+        if not video.is_file() or video.stat().st_size != earlier.video_bytes:
+            return False
+        staging = self._staging(job)
+        sha, size = await asyncio.to_thread(copy_for_duplicate, video, staging)
+        if sha != earlier.video_sha256:
+            staging.unlink(missing_ok=True)
+            log.warning("job.dedupe_mismatch", job_id=job.job_id, earlier=earlier.job_id)
+            return False
+        job = _with(
+            job,
+            task_id=earlier.task_id,
+            submitted_at=earlier.submitted_at,
+            completed_at=earlier.completed_at,
+            usage=earlier.usage,
+        )
+        await self._place(job, sha, size, duplicate_of=earlier.job_id)
+        log.info("job.duplicate", job_id=job.job_id, duplicate_of=earlier.job_id)
+        return True
+
+    # --- upload -----------------------------------------------------------------------------
+
+    async def _upload(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if job is None or job.state is not State.NEW:
+            return
+        wait = self.store_breaker.wait(self.clock())
+        if wait > 0:
+            self._schedule(job_id, self.clock() + wait)
+            return
+        path = self.roots["inbox"] / job.source
+        key = self.storage.key_for(job.job_id, PurePosixPath(job.source).name)
+        content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        started = time.monotonic()
+        try:
+            with self._critical():
+                size = await asyncio.to_thread(
+                    self.storage.upload, path, key, content_type=content_type
+                )
+        except FileNotFoundError:
+            await self._fail(job, E.InputVanished("The image left the inbox before its upload."))
+            return
+        except E.StorageUnavailable as exc:
+            self._pause_storage(str(exc))
+            self._schedule(job_id, self.store_breaker.probe_at)
+            return
+        except E.StorageTransient as exc:
+            self._retry_later(job_id, "upload", exc.retry_after)
+            return
+        except E.JobError as exc:
+            await self._fail(job, exc)
+            return
+        if self.store_breaker.success():
+            log.info("storage.resumed")
+            self.metrics.paused.labels(reason="storage").set(0)
+        self.metrics.upload_bytes.inc(size)
+        self.metrics.upload_seconds.inc(time.monotonic() - started)
+        self._attempts.pop(job_id, None)
+        self._put(job, Uploaded(s3_key=key))
+        log.info("job.uploaded", job_id=job_id, s3_key=key, bytes=size)
+        self._ready.append(job_id)
+        self._submit_wake.set()
+
+    def _pause_storage(self, reason: str) -> None:
+        if not self.store_breaker.is_open:
+            log.error("storage.paused", reason=reason)
+        self.store_breaker.trip(reason, self.clock())
+        self.metrics.paused.labels(reason="storage").set(1)
+        if self._once:
+            self.summary.storage_unavailable = reason
+            self._stop_for("storage_unavailable")
+
+    # --- submit -----------------------------------------------------------------------------
+
+    async def _submitter(self) -> None:
+        """Send submits while a slot, a token and the breaker allow (uploads run ahead)."""
+        max_in_flight = self.config.gateway.max_in_flight
+        while True:
+            while self._stopping or not self._ready or len(self._in_flight) >= max_in_flight:
+                self._submit_wake.clear()
+                await self._submit_wake.wait()
+            wait = self.credentials.wait(self.clock())
+            if wait > 0:
+                await self._sleep_or_wake(self._submit_wake, wait)
+                continue
+            job_id = self._ready.popleft()
+            job = self._job(job_id)
+            if job is None or job.state is not State.UPLOADED:
+                continue
+            self._in_flight.add(job_id)
+            delay = self.bucket.reserve(self.clock())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.credentials.is_open:
+                # This submit is the probe; hold the others until it answers.
+                await self._submit(job_id)
+            else:
+                self._spawn_side(self._submit(job_id))
+
+    @staticmethod
+    async def _sleep_or_wake(event: asyncio.Event, seconds: float) -> None:
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+
+    async def _submit(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if job is None or job.state is not State.UPLOADED or job.s3_key is None:
+            self._in_flight.discard(job_id)
+            return
+        with self._critical():
+            try:
+                url = await asyncio.to_thread(self.storage.url_for, job.s3_key)
+            except (E.StorageTransient, E.StorageUnavailable) as exc:
+                self._in_flight.discard(job_id)
+                self._retry_later(job_id, "presign", getattr(exc, "retry_after", None))
+                return
+            model, text = job.model, job.text
+            assert model is not None and text is not None
+            job = self._put(job, SubmitIntent())
+            self.metrics.submit_attempts.inc()
+            try:
+                task_id = await self.gateway.submit(model=model, text=text, image_url=url)
+            except (E.SubmitNotSent, E.RateLimited) as exc:
+                self._put(job, SubmitNotSent())
+                self._in_flight.discard(job_id)
+                if isinstance(exc, E.RateLimited):
+                    self.bucket.slow_down()
+                self._retry_later(job_id, "submit", exc.retry_after, ready=True)
+                return
+            except E.CredentialsRefused as exc:
+                self._put(job, SubmitNotSent())
+                self._in_flight.discard(job_id)
+                self._ready.appendleft(job_id)
+                self._pause_credentials(exc)
+                return
+            except E.JobError as exc:
+                self._in_flight.discard(job_id)
+                await self._fail(self._job_or(job), exc)
+                return
+            except Exception as exc:  # the outcome of this submit is unknown
+                self._in_flight.discard(job_id)
+                log.exception("job.submit_error", job_id=job_id)
+                await self._fail(
+                    self._job_or(job),
+                    E.SubmitAmbiguous(f"The submit ended with an unexpected error: {exc!r}"),
+                )
+                return
+            self._gateway_ok()
+            self.bucket.recover(self.config.gateway.requests_per_minute)
+            self.metrics.submits.inc()
+            job = self._put(job, Submitted(task_id=task_id))
+            log.info("job.submitted", job_id=job_id, task_id=task_id)
+            delay = self.estimator.first_poll_delay(
+                _task_kind(job.text), self.config.gateway.poll_interval
+            )
+            self._schedule(job_id, self.clock() + delay)
+            self._submit_wake.set()
+
+    def _pause_credentials(self, exc: E.CredentialsRefused) -> None:
+        probe = self.credentials.trip(exc.message, self.clock())
+        self.metrics.paused.labels(reason="credentials").set(1)
+        log.error(
+            "gateway.credentials_refused",
+            http_status=exc.http_status,
+            reason=exc.message,
+            key_source=self.key_source,
+            next_probe_in=round(probe - self.clock(), 1),
+        )
+        if self._once:
+            self.summary.credentials_refused = exc.message
+            self._stop_for("credentials_refused")
+
+    def _gateway_ok(self) -> None:
+        self.metrics.gateway_ok()
+        if self.credentials.success():
+            self.metrics.paused.labels(reason="credentials").set(0)
+            log.info("gateway.credentials_accepted")
+            self._submit_wake.set()
+
+    # --- poll -------------------------------------------------------------------------------
+
+    async def _dispatch_timers(self) -> None:
+        """One timer heap for every waiting job; due jobs re-enter their stage."""
+        while True:
+            now = self.clock()
+            for job_id in list(self._timers.pop_due(now)):
+                self._enter_stage(job_id)
+            due = self._timers.next_due()
+            if due is None:
+                self._timer_wake.clear()
+                await self._timer_wake.wait()
+            else:
+                await self._sleep_or_wake(self._timer_wake, max(0.0, due - self.clock()))
+
+    def _enter_stage(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if job is None:
+            return
+        match job.state:
+            case State.NEW:
+                self._uploads.put_nowait(job_id)
+            case State.UPLOADED:
+                self._ready.append(job_id)
+                self._submit_wake.set()
+            case State.SUBMITTED:
+                wait = self.credentials.wait(self.clock())
+                if wait > 0:
+                    self._schedule(job_id, self.clock() + wait)
+                else:
+                    self._polls.put_nowait(job_id)
+            case State.SUCCEEDED:
+                self._downloads.put_nowait(job_id)
+            case _:
+                pass
+
+    async def _poll(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if job is None or job.state is not State.SUBMITTED or job.task_id is None:
+            return
+        if self._stopping:
+            return
+        cfg = self.config.gateway
+        self.metrics.polls.inc()
+        try:
+            status = await self.gateway.poll(job.task_id)
+        except E.TaskNotFound as exc:
+            if self._bump(job_id) >= TASK_NOT_FOUND_LIMIT:
+                await self._end_task(job, exc)
+            else:
+                self._retry_later(job_id, "poll")
+            return
+        except E.CredentialsRefused as exc:
+            self._pause_credentials(exc)
+            self._schedule(job_id, self.credentials.probe_at)
+            return
+        except E.TransientError as exc:
+            self._retry_later(job_id, "poll", exc.retry_after)
+            return
+        self._gateway_ok()
+        self._attempts.pop(job_id, None)
+        now = self.clock()
+        bound = log.bind(job_id=job_id, task_id=job.task_id)
+        bound.debug("task.polled", status=status.raw_status)
+        elapsed = now - (job.submitted_at or now)
+        if status.state == "pending":
+            if elapsed > cfg.task_timeout:
+                await self._end_task(
+                    job,
+                    E.TaskTimeout(
+                        f"Task {job.task_id} did not finish within {cfg.task_timeout:g} s "
+                        f"(last status {status.raw_status!r}).",
+                        task_id=job.task_id,
+                    ),
+                )
+            else:
+                self._schedule(job_id, now + cfg.poll_interval)
+            return
+        if status.state == "succeeded":
+            assert status.video_url is not None
+            self._in_flight.discard(job_id)
+            self._submit_wake.set()
+            self.estimator.observe(_task_kind(job.text), elapsed)
+            self._put(job, TaskSucceeded(video_url=status.video_url, usage=status.usage))
+            bound.info("task.succeeded", seconds=round(elapsed, 3))
+            await self._downloads.put(job_id)
+            return
+        detail = ": ".join(p for p in (status.error_code, status.error_message) if p)
+        error: E.JobError
+        if status.state == "failed":
+            error = E.TaskFailed(
+                f"The gateway reports task {job.task_id} failed"
+                + (f" ({detail})." if detail else "."),
+                task_id=job.task_id,
+            )
+        elif status.state == "expired":
+            error = E.TaskExpired(
+                f"Task {job.task_id} expired before it ran" + (f" ({detail})." if detail else "."),
+                task_id=job.task_id,
+            )
+        else:
+            error = E.TaskCancelled(f"Task {job.task_id} was cancelled.", task_id=job.task_id)
+        await self._end_task(job, error)
+
+    async def _end_task(self, job: Job, error: E.JobError) -> None:
+        self._in_flight.discard(job.job_id)
+        self._submit_wake.set()
+        await self._fail(job, error)
+
+    # --- download & placement -----------------------------------------------------------------
+
+    async def _download(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if job is None or job.state is not State.SUCCEEDED or job.video_url is None:
+            return
+        staging = self._staging(job)
+        # The staging name may be a hard link to a placed video after a crash mid-move:
+        # unlink it rather than truncate it.
+        staging.unlink(missing_ok=True)
+        await asyncio.to_thread(make_dirs, staging.parent)
+        started = time.monotonic()
+        try:
+            with self._critical():
+                result = await self.gateway.download(
+                    job.video_url, staging, max_bytes=self.config.gateway.max_video_bytes
+                )
+        except E.DownloadIncomplete as exc:
+            if self._bump(job_id) >= DOWNLOAD_ATTEMPTS:
+                await self._fail(
+                    job,
+                    E.DownloadFailed(
+                        f"The video of task {job.task_id} could not be downloaded after "
+                        f"{DOWNLOAD_ATTEMPTS} attempts: {exc.message}",
+                        task_id=job.task_id,
+                    ),
+                )
+            else:
+                self._retry_later(job_id, "download", exc.retry_after)
+            return
+        except E.DownloadFailed as exc:
+            exc.task_id = exc.task_id or job.task_id
+            await self._fail(job, exc)
+            return
+        self.metrics.download_bytes.inc(result.size)
+        self.metrics.download_seconds.inc(time.monotonic() - started)
+        self._attempts.pop(job_id, None)
+        await self._place(job, result.sha256, result.size)
+
+    async def _place(
+        self, job: Job, sha: str, size: int, *, duplicate_of: str | None = None
+    ) -> None:
+        sub, stem = _split(job.source)
+        outbox = self.config.paths.outbox
+        output = plan_output(outbox, sub, stem, taken=self._planned_outputs)
+        moves = plan_moves(self.roots["inbox"], sub, _job_files(job), "done", self.roots["done"])
+        event = Placing(
+            output=output,
+            video_sha256=sha,
+            video_bytes=size,
+            moved_to=moves,
+            duplicate_of=duplicate_of,
+        )
+        job = self._put(job, event)
+        await self._finish_placing(job)
+
+    async def _finish_placing(self, job: Job) -> None:
+        """Carry out a PLACING record (idempotent: also the crash-recovery path)."""
+        assert job.output is not None and job.video_sha256 is not None
+        self._planned_outputs.add(job.output)
+        try:
+            await asyncio.to_thread(
+                place_output,
+                outbox=self.config.paths.outbox,
+                staging=self._staging(job),
+                output_rel=job.output,
+                video_sha256=job.video_sha256,
+                metadata=self._output_metadata(job),
+            )
+            await asyncio.to_thread(
+                finish_moves, roots=self.roots, moves=job.moved_to, job_id=job.job_id
+            )
+        except StagingMissing:
+            self._planned_outputs.discard(job.output)
+            if job.duplicate_of is not None or job.video_url is None:
+                await self._fail(
+                    job, E.DownloadFailed("The earlier video to copy vanished during placement.")
+                )
+                return
+            job = self._put(job, Redownload())
+            await self._downloads.put(job.job_id)
+            return
+        except OutputConflict as exc:
+            self._planned_outputs.discard(job.output)
+            await self._fail(job, E.DownloadFailed(f"Could not place the output: {exc}"))
+            return
+        self._planned_outputs.discard(job.output)
+        job = self._put(job, Finished())
+        self._finished(job)
+        log.info(
+            "job.done",
+            job_id=job.job_id,
+            output=job.output,
+            duplicate_of=job.duplicate_of,
+        )
+
+    def _output_metadata(self, job: Job) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "job_id": job.job_id,
+            "task_id": job.task_id,
+            "model": job.model,
+            "prompt": job.prompt,
+            "text": job.text,
+            "source": job.source,
+            "source_sha256": job.image_sha256,
+            "video_sha256": job.video_sha256,
+            "video_bytes": job.video_bytes,
+            "usage": job.usage,
+            "submitted_at": iso_utc(job.submitted_at) if job.submitted_at else None,
+            "completed_at": iso_utc(job.completed_at) if job.completed_at else None,
+        }
+        if job.duplicate_of is not None:
+            meta["duplicate_of"] = job.duplicate_of
+        return meta
+
+    # --- failure ------------------------------------------------------------------------------
+
+    async def _fail(self, job: Job, error: E.JobError) -> None:
+        """Record the failure durably, then write the report and move the inputs."""
+        sub, _ = _split(job.source)
+        moves = plan_moves(
+            self.roots["inbox"], sub, _job_files(job), "failed", self.roots["failed"]
+        )
+        report = error.report()
+        if job.task_id is not None:
+            report.setdefault("task_id", job.task_id)
+        job = apply(job, Fail(error=report, moved_to=moves), self.clock())
+        self.ledger.put(job)
+        log.warning(
+            "job.failed",
+            job_id=job.job_id,
+            code=error.code,
+            message=error.message,
+            task_id=job.task_id,
+        )
+        await self._finish_failing(job)
+
+    async def _finish_failing(self, job: Job) -> None:
+        """Carry out a FAILING record (idempotent: also the crash-recovery path)."""
+        assert job.error is not None
+        report = {
+            "job_id": job.job_id,
+            "source": job.source,
+            **job.error,
+            "at": iso_utc(job.updated_at),
+        }
+        report.setdefault("http_status", None)
+        report.setdefault("task_id", job.task_id)
+        await asyncio.to_thread(
+            write_error_report,
+            failed_root=self.roots["failed"],
+            report_rel=error_report_rel(job.moved_to),
+            report=report,
+            job_id=job.job_id,
+        )
+        await asyncio.to_thread(
+            finish_moves, roots=self.roots, moves=job.moved_to, job_id=job.job_id
+        )
+        job = self._put(job, Finished())
+        self._finished(job)
+
+    def _finished(self, job: Job) -> None:
+        self.metrics.finished.labels(state=job.state.value).inc()
+        self.metrics.job_latency.observe(max(0.0, job.updated_at - job.created_at))
+        (self.summary.done if job.state is State.DONE else self.summary.failed).append(job.job_id)
+        self._release(_job_files(job))
+        self._attempts.pop(job.job_id, None)
+        if job.s3_key is not None and self.config.storage.delete_after:
+            self._spawn_side(self._delete_object(job.job_id, job.s3_key))
+        self._idle.set()
+
+    async def _delete_object(self, job_id: str, key: str) -> None:
+        try:
+            await asyncio.to_thread(self.storage.delete, key)
+        except (E.StorageTransient, E.StorageUnavailable) as exc:
+            log.warning("storage.delete_failed", job_id=job_id, s3_key=key, reason=str(exc))
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    async def _worker(
+        self, queue: asyncio.Queue[str], step: Callable[[str], Coroutine[Any, Any, None]]
+    ) -> None:
+        while True:
+            job_id = await queue.get()
+            try:
+                await step(job_id)
+            except E.StateError:
+                raise
+            except Exception:
+                # A bug must not kill the pipeline; the job stays in its durable
+                # state and is retried later.
+                log.exception("engine.step_error", job_id=job_id, step=step.__name__)
+                self._retry_later(job_id, step.__name__.strip("_"))
+
+    def _retry_later(
+        self, job_id: str, stage: str, retry_after: float | None = None, *, ready: bool = False
+    ) -> None:
+        attempt = self._bump(job_id)
+        delay = self.backoff.delay(attempt, self.rng, retry_after)
+        self.metrics.retries.labels(stage=stage).inc()
+        log.info("job.retry", job_id=job_id, stage=stage, attempt=attempt, delay=round(delay, 2))
+        self._schedule(job_id, self.clock() + delay)
+        self._submit_wake.set()
+
+    def _schedule(self, job_id: str, due: float) -> None:
+        self._timers.schedule(job_id, due)
+        self._timer_wake.set()
+
+    def _bump(self, job_id: str) -> int:
+        self._attempts[job_id] = self._attempts.get(job_id, 0) + 1
+        return self._attempts[job_id]
+
+    def _put(self, job: Job, event: Any) -> Job:
+        new = apply(job, event, self.clock())
+        self.ledger.put(new)
+        return new
+
+    def _job(self, job_id: str) -> Job | None:
+        return self.ledger.get(job_id)
+
+    def _job_or(self, job: Job) -> Job:
+        return self.ledger.get(job.job_id) or job
+
+    def _staging(self, job: Job) -> Path:
+        sub, _ = _split(job.source)
+        return staging_path(self.config.paths.outbox, sub, job.job_id)
+
+    def _claim(self, job: Job) -> None:
+        files = _job_files(job)
+        self.inbox.claim(files)
+        for path in files:
+            self._claims[path] = job.job_id
+
+    def _release(self, files: Iterable[str]) -> None:
+        files = list(files)
+        for path in files:
+            self._claims.pop(path, None)
+        self.inbox.release(files)
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def _split(source: str) -> tuple[str, str]:
+    """``sub/dir/beach.jpg`` → (``sub/dir``, ``beach``); the subdir is ``""`` at the top."""
+    path = PurePosixPath(source)
+    parent = str(path.parent)
+    return ("" if parent == "." else parent), path.stem
+
+
+def _job_files(job: Job) -> list[str]:
+    return [p for p in (job.source, job.sidecar) if p is not None]
+
+
+def _event_files(event: InboxEvent) -> list[str]:
+    if isinstance(event, PairReady):
+        return [event.image, event.sidecar]
+    if isinstance(event, AmbiguousPair):
+        return list(event.paths)
+    return [event.path]
+
+
+def _bare_job(event: InboxEvent, now: float) -> Job:
+    """A job for an input that is not a valid pair (it will only fail)."""
+    from .intake import bare_job_id
+
+    files = _event_files(event)
+    return Job(
+        job_id=bare_job_id(files, now),
+        state=State.NEW,
+        source=files[0],
+        sidecar=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _event_error(event: InboxEvent) -> E.JobError:
+    if isinstance(event, Orphan):
+        if event.code == "missing_sidecar":
+            return E.MissingSidecar(
+                f"No sidecar (NAME.yaml) arrived for {event.path} within watch.pair_timeout."
+            )
+        return E.MissingImage(f"No image arrived for the sidecar {event.path} within the timeout.")
+    if isinstance(event, Unsafe):
+        return E.UnsafePath(
+            f"{event.path} is a symbolic link; links are never followed out of the inbox."
+        )
+    assert isinstance(event, AmbiguousPair)
+    return E.AmbiguousPair(event.message)
+
+
+def _task_kind(text: str | None) -> str:
+    """The polling-estimate bucket of a task: its resolution and duration commands."""
+    if not text:
+        return ""
+    words = text.split()
+    kind = [
+        f"{w}={words[i + 1]}"
+        for i, w in enumerate(words[:-1])
+        if w in ("--resolution", "--duration")
+    ]
+    return ",".join(kind)
+
+
+def _with(job: Job, **changes: Any) -> Job:
+    import dataclasses
+
+    return dataclasses.replace(job, **changes)

@@ -1,0 +1,71 @@
+"""Prometheus metrics of one daemon (its own registry, so tests can run several)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Counters and histograms the engine updates and ``/metrics`` serves."""
+
+    def __init__(self, job_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.submits = Counter("seedance_submits", "Submit calls that created a task.", registry=r)
+        self.submit_attempts = Counter(
+            "seedance_submit_attempts", "Submit calls sent (any outcome).", registry=r
+        )
+        self.polls = Counter("seedance_polls", "Poll calls sent.", registry=r)
+        self.retries = Counter(
+            "seedance_retries", "Retries scheduled, by stage.", ["stage"], registry=r
+        )
+        self.http_responses = Counter(
+            "seedance_http_responses",
+            "HTTP responses from the gateway and the video host, by operation and status.",
+            ["operation", "status"],
+            registry=r,
+        )
+        self.upload_bytes = Counter("seedance_upload_bytes", "Bytes uploaded to S3.", registry=r)
+        self.upload_seconds = Counter(
+            "seedance_upload_seconds", "Seconds spent uploading.", registry=r
+        )
+        self.download_bytes = Counter(
+            "seedance_download_bytes", "Video bytes downloaded.", registry=r
+        )
+        self.download_seconds = Counter(
+            "seedance_download_seconds", "Seconds spent downloading videos.", registry=r
+        )
+        self.job_latency = Histogram(
+            "seedance_job_latency_seconds",
+            "From a job's creation to its end (done or failed).",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.finished = Counter(
+            "seedance_jobs_finished", "Jobs that ended, by outcome.", ["state"], registry=r
+        )
+        self.jobs = Gauge("seedance_jobs", "Jobs in the ledger by state.", ["state"], registry=r)
+        self.last_gateway_success = Gauge(
+            "seedance_last_gateway_success_timestamp",
+            "Unix time of the last successful gateway call.",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "seedance_paused", "1 while submissions are paused, by reason.", ["reason"], registry=r
+        )
+        self._job_counts = job_counts
+
+    def gateway_ok(self) -> None:
+        self.last_gateway_success.set(time.time())
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition, with the job gauges refreshed."""
+        if self._job_counts is not None:
+            for state, count in self._job_counts().items():
+                self.jobs.labels(state=state).set(count)
+        return generate_latest(self.registry)

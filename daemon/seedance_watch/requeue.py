@@ -1,0 +1,76 @@
+"""``seedance-watch retry``: failed jobs' inputs go back to the inbox as new drops.
+
+Works whether or not the daemon runs: it reads the ledger without the lock and
+only moves files (failed/ → inbox/) and removes the error report; the daemon
+sees the files as a new drop, with a new job id.  A ``submit_ambiguous`` job is
+therefore submitted once more, on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .config import Config
+from .fsutil import move_file, next_free_name
+from .jobs import Job, State
+from .ledger import read_jobs
+from .outbox import error_report_rel
+
+__all__ = ["RequeueResult", "requeue"]
+
+
+@dataclass
+class RequeueResult:
+    moved: dict[str, list[str]] = field(default_factory=dict)  # job_id → inbox paths
+    problems: dict[str, str] = field(default_factory=dict)  # job_id → why not
+
+
+def requeue(config: Config, job_ids: Iterable[str], *, all_failed: bool = False) -> RequeueResult:
+    jobs = read_jobs(config.paths.state)
+    result = RequeueResult()
+    wanted = [j.job_id for j in jobs.values() if j.state is State.FAILED] if all_failed else []
+    for job_id in [*wanted, *job_ids]:
+        job = jobs.get(job_id)
+        if job is None:
+            result.problems[job_id] = "no such job in the ledger"
+        elif job.state is not State.FAILED:
+            result.problems[job_id] = f"the job is {job.state.value}, not failed"
+        else:
+            _requeue_job(config, job, result)
+    return result
+
+
+def _requeue_job(config: Config, job: Job, result: RequeueResult) -> None:
+    roots = {"failed": config.paths.failed, "done": config.paths.done}
+    present = [(src, dst) for src, dst in job.moved_to if _resolve(roots, dst).exists()]
+    if not present:
+        if not all(_is_failed(dst) for _, dst in job.moved_to) or not job.moved_to:
+            result.problems[job.job_id] = "its inputs are not in failed/"
+        else:
+            result.problems[job.job_id] = "its inputs are no longer in failed/ (already retried?)"
+        return
+    inbox = config.paths.inbox
+    # One free stem in the inbox for the whole drop, so image and sidecar stay a pair.
+    first = PurePosixPath(present[0][0])
+    folder = inbox / first.parent
+    suffixes = [PurePosixPath(src).suffix for src, _ in present]
+    stem = next_free_name(folder, first.stem, suffixes)
+    moved: list[str] = []
+    for src, dst in present:
+        target = PurePosixPath(src).with_stem(stem) if stem != first.stem else PurePosixPath(src)
+        move_file(_resolve(roots, dst), inbox / target)
+        moved.append(str(target))
+    report = config.paths.failed / error_report_rel(job.moved_to)
+    report.unlink(missing_ok=True)
+    result.moved[job.job_id] = moved
+
+
+def _is_failed(dst: str) -> bool:
+    return dst.startswith("failed/")
+
+
+def _resolve(roots: dict[str, Path], dst: str) -> Path:
+    kind, _, rel = dst.partition("/")
+    return roots[kind] / rel

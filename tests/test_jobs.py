@@ -1,0 +1,145 @@
+"""The job state machine: every legal transition, and that illegal ones raise."""
+
+from __future__ import annotations
+
+import pytest
+
+from seedance_watch.jobs import (
+    ACTIVE_STATES,
+    Fail,
+    Finished,
+    IllegalTransition,
+    Job,
+    Placing,
+    Redownload,
+    State,
+    SubmitIntent,
+    SubmitNotSent,
+    Submitted,
+    TaskSucceeded,
+    Uploaded,
+    apply,
+    content_key,
+    make_job_id,
+)
+
+
+def new_job() -> Job:
+    return Job(
+        job_id="j1",
+        state=State.NEW,
+        source="sub/beach.jpg",
+        sidecar="sub/beach.yaml",
+        created_at=100.0,
+        updated_at=100.0,
+    )
+
+
+PLACING = Placing(
+    output="sub/beach.mp4",
+    video_sha256="ab" * 32,
+    video_bytes=1234,
+    moved_to=(("sub/beach.jpg", "done/sub/beach.jpg"),),
+)
+
+
+def test_happy_path_records_each_fact() -> None:
+    """The chain NEW → … → DONE keeps the key, task id, URL and output it was given."""
+    job = new_job()
+    job = apply(job, Uploaded(s3_key="p/j1/beach.jpg"), 101)
+    job = apply(job, SubmitIntent(), 102)
+    assert job.state is State.SUBMITTING
+    job = apply(job, Submitted(task_id="cgt-1"), 103)
+    assert (job.state, job.task_id, job.submitted_at) == (State.SUBMITTED, "cgt-1", 103)
+    job = apply(job, TaskSucceeded(video_url="http://v/x.mp4", usage={"total_tokens": 5}), 110)
+    assert (job.video_url, job.completed_at, job.usage) == (
+        "http://v/x.mp4",
+        110,
+        {"total_tokens": 5},
+    )
+    job = apply(job, PLACING, 111)
+    assert (job.state, job.output, job.video_bytes) == (State.PLACING, "sub/beach.mp4", 1234)
+    job = apply(job, Finished(), 112)
+    assert job.state is State.DONE and job.terminal
+    assert job.seq == 6 and job.updated_at == 112
+    assert job.s3_key == "p/j1/beach.jpg"
+
+
+def test_submit_not_sent_returns_to_uploaded() -> None:
+    """A submit that never reached the gateway may be sent again."""
+    job = apply(
+        apply(apply(new_job(), Uploaded(s3_key="k"), 1), SubmitIntent(), 2), SubmitNotSent(), 3
+    )
+    assert job.state is State.UPLOADED
+
+
+def test_redownload_clears_the_placement_plan() -> None:
+    job = apply(
+        apply(
+            apply(apply(new_job(), Uploaded(s3_key="k"), 1), SubmitIntent(), 2),
+            Submitted(task_id="t"),
+            3,
+        ),
+        TaskSucceeded(video_url="u"),
+        4,
+    )
+    job = apply(apply(job, PLACING, 5), Redownload(), 6)
+    assert job.state is State.SUCCEEDED and job.output is None and job.moved_to == ()
+
+
+@pytest.mark.parametrize("state", sorted(ACTIVE_STATES - {State.FAILING}))
+def test_fail_from_every_active_state(state: State) -> None:
+    """Any unfinished job can fail; the report records the stage and the task id."""
+    job = new_job()
+    job = Job(**{**job.to_dict(), "state": state, "task_id": "cgt-9"})  # type: ignore[arg-type]
+    failed = apply(job, Fail(error={"code": "x", "message": "m"}, moved_to=()), 5)
+    assert failed.state is State.FAILING
+    assert failed.error == {"code": "x", "message": "m", "stage": state.value, "task_id": "cgt-9"}
+    assert apply(failed, Finished(), 6).state is State.FAILED
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (State.NEW, SubmitIntent()),
+        (State.NEW, Submitted(task_id="t")),
+        (State.SUBMITTED, SubmitIntent()),
+        (State.SUBMITTING, SubmitIntent()),
+        (State.DONE, Fail(error={}, moved_to=())),
+        (State.FAILED, Finished()),
+        (State.FAILING, Fail(error={}, moved_to=())),
+        (State.SUCCEEDED, Finished()),
+    ],
+)
+def test_illegal_transitions_raise(state: State, event: object) -> None:
+    job = Job(**{**new_job().to_dict(), "state": state})  # type: ignore[arg-type]
+    with pytest.raises(IllegalTransition):
+        apply(job, event, 1)  # type: ignore[arg-type]
+
+
+def test_round_trip_through_dict() -> None:
+    """to_dict/from_dict preserve every field (moved_to pairs included)."""
+    job = apply(
+        apply(
+            apply(apply(new_job(), Uploaded(s3_key="k"), 1), SubmitIntent(), 2),
+            Submitted(task_id="t"),
+            3,
+        ),
+        TaskSucceeded(video_url="u", usage={"a": 1}),
+        4,
+    )
+    job = apply(job, PLACING, 5)
+    data = job.to_dict()
+    assert "duplicate_of" not in data  # None fields are left out
+    assert Job.from_dict(data) == job
+
+
+def test_identity_helpers() -> None:
+    """The content key depends on image, model and text; the job id on the drop."""
+    assert content_key("a", "m", "t") == content_key("a", "m", "t")
+    assert content_key("a", "m", "t") != content_key("a", "m", "t2")
+    assert content_key("a", "m", "t") != content_key("a", "m2", "t")
+    first = make_job_id("x.jpg", "a", "b", 1)
+    assert first == make_job_id("x.jpg", "a", "b", 1)
+    assert first != make_job_id("x.jpg", "a", "b", 2)
+    assert len(first) == 16
