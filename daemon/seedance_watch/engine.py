@@ -152,6 +152,8 @@ class Engine:
         self._idle = asyncio.Event()
         self._busy = 0
         self._stopping = False
+        self._fatal: E.StateError | None = None
+        self._fatal_event = asyncio.Event()
         self._once = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
@@ -213,15 +215,17 @@ class Engine:
         await self.recover()
         self.start_workers()
         watcher = asyncio.create_task(self.inbox.run(self.handle_event), name="inbox")
+        stopped = asyncio.create_task(stop.wait())
+        fatal = asyncio.create_task(self._fatal_event.wait())
         try:
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({watcher, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({watcher, stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
             if watcher.done() and not watcher.cancelled() and watcher.exception():
                 raise watcher.exception()  # type: ignore[misc]
+            self._raise_if_fatal()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, stopped, fatal):
+                task.cancel()
+            await asyncio.gather(watcher, stopped, fatal, return_exceptions=True)
 
     async def run_once(self) -> RunSummary:
         """``run --once``: everything in the inbox and the ledger, then return."""
@@ -233,7 +237,22 @@ class Engine:
         while not self._stopping and (self._intake_pending or self.ledger.active()):
             self._idle.clear()
             await self._idle.wait()
+        self._raise_if_fatal()
         return self.summary
+
+    def _die(self, exc: E.StateError) -> None:
+        """The state can no longer be trusted (e.g. an fsync failed): stop everything."""
+        if self._fatal is None:
+            log.critical("engine.state_error", error=exc.message)
+            self._fatal = exc
+        self._stopping = True
+        self._fatal_event.set()
+        self._idle.set()
+        self._submit_wake.set()
+
+    def _raise_if_fatal(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
 
     async def shutdown(self, grace: float = 20.0) -> None:
         """Stop taking work, let running uploads/submits/downloads finish (bounded), stop."""
@@ -253,10 +272,10 @@ class Engine:
         await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
 
     def _spawn_worker(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))
+        self._tasks.append(asyncio.create_task(self._guarded(coro), name=name))
 
     def _spawn_side(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(self._guarded(coro))
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -265,6 +284,15 @@ class Engine:
         self._stopping = True
         self._idle.set()
         log.error("engine.stopping", reason=reason)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a side task; a state error stops the daemon, a bug is logged."""
+        try:
+            await coro
+        except E.StateError as exc:
+            self._die(exc)
+        except Exception:
+            log.exception("engine.task_error")
 
     @contextlib.contextmanager
     def _critical(self) -> Any:
@@ -296,8 +324,8 @@ class Engine:
             event, files = await self._intakes.get()
             try:
                 await self._intake(event, files)
-            except E.StateError:
-                raise
+            except E.StateError as exc:
+                self._die(exc)
             except Exception:
                 log.exception("engine.intake_error", files=files)
                 self._release(files)
@@ -817,8 +845,8 @@ class Engine:
             job_id = await queue.get()
             try:
                 await step(job_id)
-            except E.StateError:
-                raise
+            except E.StateError as exc:
+                self._die(exc)
             except Exception:
                 # A bug must not kill the pipeline; the job stays in its durable
                 # state and is retried later.

@@ -99,8 +99,10 @@ async def run_service(
     log.info("daemon.starting", once=once, state=str(config.paths.state), jobs=ledger.counts())
     try:
         if once:
-            summary = await engine.run_once()
-            await engine.shutdown(DRAIN_SECONDS)
+            try:
+                summary = await engine.run_once()
+            finally:
+                await engine.shutdown(DRAIN_SECONDS)
             return RunResult(_once_exit_code(summary), summary)
         code = await _run_until_signalled(engine)
         return RunResult(code, engine.summary)
@@ -127,9 +129,10 @@ async def _run_until_signalled(engine: Engine) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        runner = asyncio.create_task(engine.run(stop))
-        await runner
-        await engine.shutdown(DRAIN_SECONDS)
+        try:
+            await engine.run(stop)
+        finally:
+            await engine.shutdown(DRAIN_SECONDS)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
