@@ -141,6 +141,7 @@ class Engine:
         self._uploads: asyncio.Queue[str] = asyncio.Queue()
         self._polls: asyncio.Queue[str] = asyncio.Queue()
         self._downloads: asyncio.Queue[str] = asyncio.Queue()
+        self._finishes: asyncio.Queue[str] = asyncio.Queue()
         self._intakes: asyncio.Queue[tuple[InboxEvent, list[str]]] = asyncio.Queue()
         self._intake_pending = 0
         self._in_flight: set[str] = set()
@@ -190,10 +191,8 @@ class Engine:
                     self._schedule(job.job_id, self.clock())
                 case State.SUCCEEDED:
                     self._downloads.put_nowait(job.job_id)
-                case State.PLACING:
-                    await self._finish_placing(job)
-                case State.FAILING:
-                    await self._finish_failing(job)
+                case State.PLACING | State.FAILING:
+                    self._finishes.put_nowait(job.job_id)
         self._submit_wake.set()
 
     def start_workers(self) -> None:
@@ -209,6 +208,7 @@ class Engine:
             spawn(self._worker(self._polls, self._poll), f"poll-{i}")
         for i in range(4):
             spawn(self._worker(self._downloads, self._download), f"download-{i}")
+        spawn(self._worker(self._finishes, self._finish), "finish")
 
     async def run(self, stop: asyncio.Event) -> None:
         """The daemon: watch the inbox until ``stop`` is set, then drain."""
@@ -583,8 +583,20 @@ class Engine:
                     self._polls.put_nowait(job_id)
             case State.SUCCEEDED:
                 self._downloads.put_nowait(job_id)
+            case State.PLACING | State.FAILING:
+                self._finishes.put_nowait(job_id)
             case _:
                 pass
+
+    async def _finish(self, job_id: str) -> None:
+        """Retry a placement or a failure whose file steps raised (e.g. disk full)."""
+        job = self._job(job_id)
+        if job is None:
+            return
+        if job.state is State.PLACING:
+            await self._finish_placing(job)
+        elif job.state is State.FAILING:
+            await self._finish_failing(job)
 
     async def _poll(self, job_id: str) -> None:
         job = self._job(job_id)
