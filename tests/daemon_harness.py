@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ def write_config(
     poll_interval: float = 0.1,
     pair_timeout: float = 300,
     mode: str = "auto",
+    bucket: str = BUCKET,
 ) -> Path:
     """A config file in ``folder`` pointing at the emulators, with fast timings."""
     path = folder / "seedance-watch.yaml"
@@ -39,7 +41,7 @@ def write_config(
         "state: ./state}\n"
         f"gateway: {{base_url: '{sim.base_url}', poll_interval: {poll_interval}, "
         "task_timeout: 60, request_timeout: 5}\n"
-        f"storage: {{bucket: {BUCKET}, endpoint_url: '{s3.endpoint_url}', region: us-east-1}}\n"
+        f"storage: {{bucket: {bucket}, endpoint_url: '{s3.endpoint_url}', region: us-east-1}}\n"
         f"watch: {{mode: {mode}, settle_seconds: {settle}, rescan_seconds: 2, "
         f"pair_timeout: {pair_timeout}}}\n"
         "log: {format: json, level: debug}\n" + extra,
@@ -48,6 +50,13 @@ def write_config(
     for name in ("inbox", "outbox", "done", "failed"):
         (folder / name).mkdir(exist_ok=True)
     return path
+
+
+def fresh_bucket(s3: S3Emulator) -> str:
+    """A new empty bucket, for tests that SIGKILL daemons (they may leave objects behind)."""
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
 
 
 def run_once(config_path: Path, key: str = "sim-key") -> tuple[RunResult, Config]:

@@ -50,6 +50,7 @@ def test_defaults_match_the_spec(tmp_path: Path) -> None:
     assert (cfg.gateway.poll_interval, cfg.gateway.task_timeout) == (5, 1800)
     assert (cfg.gateway.max_in_flight, cfg.gateway.requests_per_minute) == (10, 60)
     assert (cfg.gateway.request_timeout, cfg.gateway.max_video_bytes) == (30, 2**31)
+    assert cfg.gateway.strict_model is False
     s = cfg.storage
     assert (s.prefix, s.endpoint_url, s.region, s.url_mode) == (
         "seedance-watch/",
@@ -64,6 +65,16 @@ def test_defaults_match_the_spec(tmp_path: Path) -> None:
     assert cfg.dedupe is True
     assert (cfg.log.format, cfg.log.level) == ("auto", "info")
     assert cfg.health.listen is None and cfg.health.address is None
+
+
+def test_strict_model_is_a_strict_boolean(tmp_path: Path) -> None:
+    """gateway.strict_model takes true/false (file or env), and refuses "yes" naming the key."""
+    cfg = load_config(write(tmp_path, "storage: {bucket: b}\ngateway: {strict_model: true}\n"), {})
+    assert cfg.gateway.strict_model is True
+    env = {"SEEDANCE_WATCH_GATEWAY__STRICT_MODEL": "false"}
+    assert load_config(write(tmp_path, "storage: {bucket: b}\n"), env).gateway.strict_model is False
+    with pytest.raises(ConfigError, match="strict_model"):
+        load_config(write(tmp_path, "storage: {bucket: b}\ngateway: {strict_model: yes}\n"), {})
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:

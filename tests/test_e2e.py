@@ -20,10 +20,10 @@ from seedance_watch.simulator import Simulator, SimulatorConfig
 
 from .conftest import make_image_bytes
 from .daemon_harness import (
-    BUCKET,
     DaemonProcess,
     daemon_env,
     files_under,
+    fresh_bucket,
     run_once,
     wait_for,
     write_config,
@@ -68,7 +68,8 @@ def test_once_turns_every_pair_into_a_video(
 ) -> None:
     """Pairs of every format, in subfolders with unicode names, each become an mp4 + JSON;
     the inputs move to done/, nothing is left in the bucket, one submit per job."""
-    config_path = write_config(tmp_path, s3_server, sim)
+    bucket = fresh_bucket(s3_server)
+    config_path = write_config(tmp_path, s3_server, sim, bucket=bucket)
     inbox = tmp_path / "inbox"
     sources: dict[str, bytes] = {}
     for stem, ext, fmt, sub in FORMATS:
@@ -87,7 +88,7 @@ def test_once_turns_every_pair_into_a_video(
     assert len(result.summary.done) == len(FORMATS) and not result.summary.failed
     assert files_under(inbox) == []
     assert len(sim.submits) == len(FORMATS)
-    assert s3_server.keys(BUCKET) == []
+    assert s3_server.keys(bucket) == []
     by_task = {record.task_id: record for record in sim.submits}
     for source, image_bytes in sources.items():
         sub = str(Path(source).parent)
@@ -162,7 +163,8 @@ def test_gateway_rejection_fails_the_job_with_a_report(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
 ) -> None:
     """A 404 for an unknown model is a clear report (gateway_rejected), not a crash."""
-    config_path = write_config(tmp_path, s3_server, sim)
+    bucket = fresh_bucket(s3_server)
+    config_path = write_config(tmp_path, s3_server, sim, bucket=bucket)
     write_pair(tmp_path / "inbox", "x", sidecar="prompt: hello\nmodel: seedance-9-nope\n")
     result, _ = run_once(config_path)
     assert result.exit_code == 4
@@ -171,7 +173,7 @@ def test_gateway_rejection_fails_the_job_with_a_report(
     assert report["http_status"] == 404
     assert "seedance-9-nope" in report["message"]
     assert (tmp_path / "failed" / "x.jpg").exists() and (tmp_path / "failed" / "x.yaml").exists()
-    assert s3_server.keys(BUCKET) == []
+    assert s3_server.keys(bucket) == []
 
 
 def test_existing_outputs_are_never_overwritten(

@@ -12,6 +12,7 @@ import structlog
 
 from seedance_watch.logs import (
     CHATTY_LOGGERS,
+    SIGNING_LOGGERS,
     clear_secrets,
     configure_logging,
     redact_event,
@@ -31,7 +32,7 @@ def clean_logging() -> Iterator[None]:
     """Leave structlog, the root logger and the secret list as they were."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    chatty = {name: logging.getLogger(name).level for name in (*CHATTY_LOGGERS, *SIGNING_LOGGERS)}
     yield
     structlog.reset_defaults()
     clear_secrets()
@@ -188,6 +189,26 @@ def test_presigned_query_strings_are_stripped_everywhere() -> None:
     assert first["url"] == base
     assert first["note"] == f"fetching {base} now"
     assert second["event"] == f"GET {base} failed"
+
+
+def test_signing_material_is_masked_outside_urls_and_botocore_auth_stays_quiet() -> None:
+    """A canonical request's query (no scheme) loses its credential and signature values;
+    botocore.auth's debug lines (signing internals) are dropped even at level debug."""
+    out = io.StringIO()
+    configure_logging(fmt="json", level="debug", stream=out)
+    canonical = (
+        "GET\n/b/k.jpg\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F2026"
+        "&X-Amz-Signature=deadbeef&X-Amz-Expires=86400"
+    )
+    logging.getLogger("botocore.auth").debug("CanonicalRequest:\n%s", canonical)
+    logging.getLogger("botocore.endpoint").debug("query %s", canonical)
+    text = out.getvalue()
+    assert "AKIDEXAMPLE" not in text and "deadbeef" not in text
+    (line,) = json_lines(out)
+    assert line["logger"] == "botocore.endpoint"
+    assert "X-Amz-Credential=***" in str(line["event"]) and "X-Amz-Expires=86400" in str(
+        line["event"]
+    )
 
 
 def test_redact_url() -> None:

@@ -18,6 +18,7 @@ from seedance_watch.sidecar import (
     SIDECAR_KEYS,
     Sidecar,
     build_request,
+    check_sidecar,
     parse_sidecar,
     sidecar_problems,
 )
@@ -307,3 +308,18 @@ def test_valid_sidecars_round_trip(prompt: str, options: dict[str, Any]) -> None
     sidecar = parse_sidecar(data)
     assert sidecar.prompt == prompt.strip()
     assert sidecar.options == GenerationOptions(**options)
+
+
+def test_check_sidecar_logs_nothing_and_lists_what_parse_joins() -> None:
+    """check_sidecar (used by validate) returns each problem without logging; parse_sidecar
+    raises their messages joined with '; ', and logs an unknown model only when it accepts it."""
+    bad = b"prompt: ''\nduration: 40\nmodel: seedance-7\n"
+    with capture_logs() as logs:
+        sidecar, found = check_sidecar(bad)
+        ok, none = check_sidecar(b"prompt: x\nmodel: seedance-7\n")
+    assert logs == []
+    assert sidecar is None and [p.key for p in found] == ["prompt", "duration"]
+    assert ok is not None and ok.model == "seedance-7" and none == []
+    with pytest.raises(InvalidSidecar) as info:
+        parse_sidecar(bad)
+    assert info.value.message == "; ".join(p.message for p in found)

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="refuse model names the daemon does not know"
     )
 
+    health = sub.add_parser(
+        "health", help="ask a running daemon's /healthz (health.listen); exit 0 when healthy"
+    )
+    with_config(health)
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
     demo = sub.add_parser("demo", help="the whole flow offline, with a built-in simulator")
     demo.add_argument("--folder", type=Path, default=Path("demo"), help="default: ./demo")
 
@@ -103,7 +109,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _validate(args)
     config = load_config(args.config, os.environ)
     if args.command == "run":
-        return _run(config, once=args.once)
+        return _run(config, once=args.once, config_path=args.config)
+    if args.command == "health":
+        return _health(config, args.timeout)
     if args.command == "status":
         from .status import format_status, status_report
 
@@ -115,8 +123,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def _run(config: object, *, once: bool) -> int:
-    from .config import Config, load_api_key
+def _run(config: object, *, once: bool, config_path: Path | None) -> int:
+    from .config import Config, load_api_key, load_config
     from .logs import configure_logging, register_secret
     from .service import run_service
 
@@ -125,10 +133,36 @@ def _run(config: object, *, once: bool) -> int:
     api_key = load_api_key(os.environ)
     register_secret(api_key.reveal())
     try:
-        result = asyncio.run(run_service(config, api_key, once=once))
+        result = asyncio.run(
+            run_service(
+                config,
+                api_key,
+                once=once,
+                reload=lambda: load_config(config_path, os.environ),
+            )
+        )
     except KeyboardInterrupt:
         return 130
     return result.exit_code
+
+
+def _health(config: object, timeout: float) -> int:
+    """The container's HEALTHCHECK: 0 when /healthz answers 200, 1 otherwise."""
+    from .config import Config
+    from .health import probe
+
+    assert isinstance(config, Config)
+    address = config.health.address
+    if address is None:
+        print("seedance-watch health: health.listen is not set", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        status, body = probe(address, timeout=timeout)
+    except OSError as exc:
+        print(f"seedance-watch health: {config.health.listen}: {exc}", file=sys.stderr)
+        return 1
+    print(body)
+    return 0 if status == 200 else 1
 
 
 def _retry(config: object, args: argparse.Namespace) -> int:
@@ -154,14 +188,16 @@ def _validate(args: argparse.Namespace) -> int:
     from .options import GenerationOptions
     from .validate import validate_paths
 
+    strict = args.strict
     if args.config is not None:
         config = load_config(args.config, os.environ)
         defaults, model = config.defaults, config.gateway.model
+        strict = strict or config.gateway.strict_model
     else:
         defaults = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
         model = GatewayConfig().model
     pairs, problems = validate_paths(
-        args.paths, defaults=defaults, default_model=model, strict_model=args.strict
+        args.paths, defaults=defaults, default_model=model, strict_model=strict
     )
     for problem in problems:
         print(f"{problem.path}: {problem.code}: {problem.message}")

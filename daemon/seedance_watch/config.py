@@ -129,6 +129,9 @@ class GatewayConfig(BaseModel):
     requests_per_minute: Annotated[StrictInt, Field(ge=1)] = 60
     request_timeout: PositiveFloat = 30.0
     max_video_bytes: Annotated[StrictInt, Field(gt=0)] = 2147483648
+    #: Refuse a sidecar ``model:`` the daemon does not know (``invalid_sidecar``)
+    #: instead of logging ``sidecar.unknown_model`` and submitting it anyway.
+    strict_model: StrictBool = False
 
     @field_validator("base_url", mode="after")
     @classmethod

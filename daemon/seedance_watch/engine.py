@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import stamina
 import structlog
 
 from . import errors as E
 from .config import Config
 from .fsutil import make_dirs, remove_stale_temps
 from .gateway import Gateway
-from .inbox import AmbiguousPair, Inbox, InboxEvent, Orphan, PairReady, Unsafe
-from .intake import examine_drop
+from .inbox import AmbiguousPair, Inbox, InboxEvent, PairReady
+from .intake import event_error, examine_drop, job_groups
 from .jobs import (
     Fail,
     Finished,
@@ -67,7 +68,16 @@ from .outbox import (
     staging_path,
     write_error_report,
 )
-from .scheduling import Backoff, CircuitBreaker, TaskTimeEstimator, TimerHeap, TokenBucket
+from .scheduling import (
+    STAGE_POLICIES,
+    Backoff,
+    CircuitBreaker,
+    RetryHook,
+    TaskTimeEstimator,
+    TimerHeap,
+    TokenBucket,
+)
+from .status import DaemonStatusFile
 from .storage import Storage
 
 __all__ = ["Engine", "RunSummary"]
@@ -87,8 +97,8 @@ CONTENT_TYPES = {
 
 #: A poll answered 404 for a task we submitted this many times fails the job.
 TASK_NOT_FOUND_LIMIT = 3
-#: Broken downloads are retried this many times (the URL lasts 24 hours).
-DOWNLOAD_ATTEMPTS = 8
+#: Broken downloads are tried this many times (the URL lasts 24 hours); see scheduling.
+DOWNLOAD_ATTEMPTS = STAGE_POLICIES["download"].attempts or 8
 
 
 @dataclass
@@ -132,6 +142,7 @@ class Engine:
         self.bucket = TokenBucket(gw.requests_per_minute, burst=min(10.0, gw.max_in_flight))
         self.credentials = CircuitBreaker()
         self.store_breaker = CircuitBreaker()
+        self.daemon_status = DaemonStatusFile(config.paths.state, key_source=key_source)
         self.backoff = Backoff(initial=1.0, cap=60.0)
         self.estimator = TaskTimeEstimator()
         self.summary = RunSummary()
@@ -272,12 +283,15 @@ class Engine:
         await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
 
     def _spawn_worker(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(self._guarded(coro), name=name))
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
 
     def _spawn_side(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(coro))
+        task = asyncio.create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+        task.add_done_callback(self._task_done)
 
     def _stop_for(self, reason: str) -> None:
         """In ``--once`` mode, end the run (a pause cannot resolve itself there)."""
@@ -285,14 +299,15 @@ class Engine:
         self._idle.set()
         log.error("engine.stopping", reason=reason)
 
-    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a side task; a state error stops the daemon, a bug is logged."""
-        try:
-            await coro
-        except E.StateError as exc:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A worker or side task ended: a state error stops the daemon, a bug is logged."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, E.StateError):
             self._die(exc)
-        except Exception:
-            log.exception("engine.task_error")
+        elif exc is not None:
+            log.error("engine.task_error", task=task.get_name(), exc_info=exc)
 
     @contextlib.contextmanager
     def _critical(self) -> Any:
@@ -334,6 +349,12 @@ class Engine:
                 self._idle.set()
 
     async def _intake(self, event: InboxEvent, files: list[str]) -> None:
+        if isinstance(event, AmbiguousPair) and len(files) > 2:
+            # A job holds two inputs: fail the group as several jobs, one after the
+            # other, so each one's names in failed/ are planned after the last moved.
+            for group in job_groups(files):
+                await self._intake(AmbiguousPair(tuple(group), event.message), group)
+            return
         now = self.clock()
         cfg = self.config
         if isinstance(event, PairReady):
@@ -345,6 +366,7 @@ class Engine:
                 defaults=cfg.defaults,
                 default_model=cfg.gateway.model,
                 now=now,
+                strict_model=cfg.gateway.strict_model,
             )
             job, error = drop.job, drop.error
         else:
@@ -396,7 +418,8 @@ class Engine:
         job = self._job(job_id)
         if job is None or job.state is not State.NEW:
             return
-        wait = self.store_breaker.wait(self.clock())
+        # While the bucket is unusable one upload at a time probes it; the rest wait.
+        wait = self.store_breaker.acquire(self.clock())
         if wait > 0:
             self._schedule(job_id, self.clock() + wait)
             return
@@ -404,11 +427,19 @@ class Engine:
         key = self.storage.key_for(job.job_id, PurePosixPath(job.source).name)
         content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
         started = time.monotonic()
+        policy = STAGE_POLICIES["upload"]
         try:
-            with self._critical():
-                size = await asyncio.to_thread(
-                    self.storage.upload, path, key, content_type=content_type
-                )
+            # Transient S3 errors: a few quick retries in this worker (stamina), then
+            # back on the timer heap -- an outage keeps the input waiting, never fails it.
+            async for attempt in stamina.retry_context(
+                on=self._retry_hook(job_id, "upload", E.StorageTransient),
+                attempts=policy.attempts,
+                timeout=None,
+            ):
+                with attempt, self._critical():
+                    size = await asyncio.to_thread(
+                        self.storage.upload, path, key, content_type=content_type
+                    )
         except FileNotFoundError:
             await self._fail(job, E.InputVanished("The image left the inbox before its upload."))
             return
@@ -417,7 +448,7 @@ class Engine:
             self._schedule(job_id, self.store_breaker.probe_at)
             return
         except E.StorageTransient as exc:
-            self._retry_later(job_id, "upload", exc.retry_after)
+            self._retry_later(job_id, "upload", exc.retry_after, reason=exc.message)
             return
         except E.JobError as exc:
             await self._fail(job, exc)
@@ -425,6 +456,7 @@ class Engine:
         if self.store_breaker.success():
             log.info("storage.resumed")
             self.metrics.paused.labels(reason="storage").set(0)
+        self.daemon_status.resume("storage")
         self.metrics.upload_bytes.inc(size)
         self.metrics.upload_seconds.inc(time.monotonic() - started)
         self._attempts.pop(job_id, None)
@@ -434,10 +466,19 @@ class Engine:
         self._submit_wake.set()
 
     def _pause_storage(self, reason: str) -> None:
-        if not self.store_breaker.is_open:
-            log.error("storage.paused", reason=reason)
-        self.store_breaker.trip(reason, self.clock())
+        """The bucket is missing or refuses us: pause uploads (nothing fails), probe later."""
+        was_open = self.store_breaker.is_open
+        probe = self.store_breaker.trip(reason, self.clock())
+        if not was_open:
+            log.error(
+                "storage.paused",
+                reason=reason,
+                next_probe_in=round(probe - self.clock(), 1),
+            )
         self.metrics.paused.labels(reason="storage").set(1)
+        self.daemon_status.pause(
+            "storage", reason, since=self.store_breaker.since, next_probe_at=probe
+        )
         if self._once:
             self.summary.storage_unavailable = reason
             self._stop_for("storage_unavailable")
@@ -472,8 +513,11 @@ class Engine:
     @staticmethod
     async def _sleep_or_wake(event: asyncio.Event, seconds: float) -> None:
         event.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+        # arrives as the event is set, and the loop then outlives shutdown.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await event.wait()
 
     async def _submit(self, job_id: str) -> None:
         job = self._job(job_id)
@@ -485,7 +529,9 @@ class Engine:
                 url = await asyncio.to_thread(self.storage.url_for, job.s3_key)
             except (E.StorageTransient, E.StorageUnavailable) as exc:
                 self._in_flight.discard(job_id)
-                self._retry_later(job_id, "presign", getattr(exc, "retry_after", None))
+                self._retry_later(
+                    job_id, "presign", getattr(exc, "retry_after", None), reason=exc.message
+                )
                 return
             model, text = job.model, job.text
             assert model is not None and text is not None
@@ -494,17 +540,21 @@ class Engine:
             try:
                 task_id = await self.gateway.submit(model=model, text=text, image_url=url)
             except (E.SubmitNotSent, E.RateLimited) as exc:
+                # Provably not created: back to UPLOADED and wait (no budget: nothing
+                # is billed or lost); a 429 also slows every submit down (adaptive).
                 self._put(job, SubmitNotSent())
                 self._in_flight.discard(job_id)
                 if isinstance(exc, E.RateLimited):
                     self.bucket.slow_down()
-                self._retry_later(job_id, "submit", exc.retry_after, ready=True)
+                self._retry_later(job_id, "submit", exc.retry_after, ready=True, reason=exc.message)
                 return
             except E.CredentialsRefused as exc:
                 self._put(job, SubmitNotSent())
                 self._in_flight.discard(job_id)
                 self._ready.appendleft(job_id)
                 self._pause_credentials(exc)
+                # The submitter may be asleep on an empty queue: wake it to wait for the probe.
+                self._submit_wake.set()
                 return
             except E.JobError as exc:
                 self._in_flight.discard(job_id)
@@ -522,22 +572,33 @@ class Engine:
             self.bucket.recover(self.config.gateway.requests_per_minute)
             self.metrics.submits.inc()
             job = self._put(job, Submitted(task_id=task_id))
+            self._attempts.pop(job_id, None)  # polls count their own retries
             log.info("job.submitted", job_id=job_id, task_id=task_id)
             delay = self.estimator.first_poll_delay(
-                _task_kind(job.text), self.config.gateway.poll_interval
+                _task_kind(job.text), self.config.gateway.poll_interval, key=job_id
             )
             self._schedule(job_id, self.clock() + delay)
             self._submit_wake.set()
 
     def _pause_credentials(self, exc: E.CredentialsRefused) -> None:
+        """401/402/403: pause submits and polls (nothing fails), probe with backoff."""
+        before = self.credentials.probe_at if self.credentials.is_open else None
         probe = self.credentials.trip(exc.message, self.clock())
         self.metrics.paused.labels(reason="credentials").set(1)
-        log.error(
+        # One error per pause and per failed probe, not one per request in flight.
+        (log.error if probe != before else log.debug)(
             "gateway.credentials_refused",
             http_status=exc.http_status,
             reason=exc.message,
             key_source=self.key_source,
             next_probe_in=round(probe - self.clock(), 1),
+        )
+        self.daemon_status.pause(
+            "credentials",
+            exc.message,
+            since=self.credentials.since,
+            next_probe_at=probe,
+            http_status=exc.http_status,
         )
         if self._once:
             self.summary.credentials_refused = exc.message
@@ -547,8 +608,9 @@ class Engine:
         self.metrics.gateway_ok()
         if self.credentials.success():
             self.metrics.paused.labels(reason="credentials").set(0)
-            log.info("gateway.credentials_accepted")
+            log.info("gateway.credentials_accepted", key_source=self.key_source)
             self._submit_wake.set()
+        self.daemon_status.resume("credentials")
 
     # --- poll -------------------------------------------------------------------------------
 
@@ -604,29 +666,55 @@ class Engine:
             return
         if self._stopping:
             return
+        # While the key is refused, polls pause too; one of them may be the probe.
+        wait = self.credentials.acquire(self.clock())
+        if wait > 0:
+            self._schedule(job_id, self.clock() + wait)
+            return
         cfg = self.config.gateway
         self.metrics.polls.inc()
+        not_found = f"{job_id}#404"
         try:
             status = await self.gateway.poll(job.task_id)
         except E.TaskNotFound as exc:
-            if self._bump(job_id) >= TASK_NOT_FOUND_LIMIT:
+            if self._bump(not_found) >= TASK_NOT_FOUND_LIMIT:
+                self._attempts.pop(not_found, None)
                 await self._end_task(job, exc)
             else:
-                self._retry_later(job_id, "poll")
+                self._retry_later(job_id, "poll", reason=exc.message)
             return
         except E.CredentialsRefused as exc:
             self._pause_credentials(exc)
             self._schedule(job_id, self.credentials.probe_at)
             return
         except E.TransientError as exc:
-            self._retry_later(job_id, "poll", exc.retry_after)
+            # Polls are idempotent: retried until the task's own deadline, no sooner.
+            elapsed = self.clock() - (job.submitted_at or self.clock())
+            if elapsed > cfg.task_timeout:
+                await self._end_task(
+                    job,
+                    E.TaskTimeout(
+                        f"Task {job.task_id} did not finish within {cfg.task_timeout:g} s; "
+                        f"the last poll failed: {exc.message}",
+                        task_id=job.task_id,
+                    ),
+                )
+            else:
+                self._retry_later(job_id, "poll", exc.retry_after, reason=exc.message)
+            return
+        except E.JobError as exc:  # 400: the gateway refuses to answer for this task
+            exc.task_id = exc.task_id or job.task_id
+            await self._end_task(job, exc)
             return
         self._gateway_ok()
         self._attempts.pop(job_id, None)
+        self._attempts.pop(not_found, None)
         now = self.clock()
         bound = log.bind(job_id=job_id, task_id=job.task_id)
         bound.debug("task.polled", status=status.raw_status)
         elapsed = now - (job.submitted_at or now)
+        done = {"pending": False, "succeeded": True}.get(status.state)
+        self.estimator.first_polled(job_id, done)
         if status.state == "pending":
             if elapsed > cfg.task_timeout:
                 await self._end_task(
@@ -644,7 +732,7 @@ class Engine:
             assert status.video_url is not None
             self._in_flight.discard(job_id)
             self._submit_wake.set()
-            self.estimator.observe(_task_kind(job.text), elapsed)
+            self.estimator.observe(_task_kind(job.text), elapsed, poll_interval=cfg.poll_interval)
             self._put(job, TaskSucceeded(video_url=status.video_url, usage=status.usage))
             bound.info("task.succeeded", seconds=round(elapsed, 3))
             await self._downloads.put(job_id)
@@ -668,6 +756,7 @@ class Engine:
 
     async def _end_task(self, job: Job, error: E.JobError) -> None:
         self._in_flight.discard(job.job_id)
+        self.estimator.forget(job.job_id)
         self._submit_wake.set()
         await self._fail(job, error)
 
@@ -683,27 +772,38 @@ class Engine:
         staging.unlink(missing_ok=True)
         await asyncio.to_thread(make_dirs, staging.parent)
         started = time.monotonic()
+        # A broken body is retried in this worker (stamina) within the download budget;
+        # only the attempts themselves hold up a shutdown, not the waits between them.
+        hook = self._retry_hook(job_id, "download", E.DownloadIncomplete)
         try:
-            with self._critical():
-                result = await self.gateway.download(
-                    job.video_url, staging, max_bytes=self.config.gateway.max_video_bytes
-                )
+            async for attempt in stamina.retry_context(
+                on=hook, attempts=DOWNLOAD_ATTEMPTS, timeout=None
+            ):
+                with attempt, self._critical():
+                    result = await self.gateway.download(
+                        job.video_url, staging, max_bytes=self.config.gateway.max_video_bytes
+                    )
         except E.DownloadIncomplete as exc:
-            if self._bump(job_id) >= DOWNLOAD_ATTEMPTS:
-                await self._fail(
-                    job,
-                    E.DownloadFailed(
-                        f"The video of task {job.task_id} could not be downloaded after "
-                        f"{DOWNLOAD_ATTEMPTS} attempts: {exc.message}",
-                        task_id=job.task_id,
-                    ),
-                )
-            else:
-                self._retry_later(job_id, "download", exc.retry_after)
+            await self._fail(
+                job,
+                E.DownloadFailed(
+                    f"The video of task {job.task_id} could not be downloaded after "
+                    f"{hook.attempts} attempt(s): {exc.message}",
+                    task_id=job.task_id,
+                    http_status=exc.http_status,
+                ),
+            )
             return
         except E.DownloadFailed as exc:
-            exc.task_id = exc.task_id or job.task_id
-            await self._fail(job, exc)
+            await self._fail(
+                job,
+                E.DownloadFailed(
+                    f"The video of task {job.task_id} could not be downloaded: {exc.message}"
+                    + (" (its URL has probably expired)" if exc.http_status in (403, 404) else ""),
+                    task_id=job.task_id,
+                    http_status=exc.http_status,
+                ),
+            )
             return
         self.metrics.download_bytes.inc(result.size)
         self.metrics.download_seconds.inc(time.monotonic() - started)
@@ -866,14 +966,44 @@ class Engine:
                 self._retry_later(job_id, step.__name__.strip("_"))
 
     def _retry_later(
-        self, job_id: str, stage: str, retry_after: float | None = None, *, ready: bool = False
+        self,
+        job_id: str,
+        stage: str,
+        retry_after: float | None = None,
+        *,
+        ready: bool = False,
+        reason: str = "",
     ) -> None:
+        """Re-queue ``job_id`` on the timer heap after a backoff (submits, polls, fallbacks)."""
         attempt = self._bump(job_id)
-        delay = self.backoff.delay(attempt, self.rng, retry_after)
-        self.metrics.retries.labels(stage=stage).inc()
-        log.info("job.retry", job_id=job_id, stage=stage, attempt=attempt, delay=round(delay, 2))
+        policy = STAGE_POLICIES.get(stage)
+        backoff = policy.backoff if policy is not None else self.backoff
+        delay = backoff.delay(attempt, self.rng, retry_after)
+        self._log_retry(job_id, stage, attempt, delay, reason)
         self._schedule(job_id, self.clock() + delay)
         self._submit_wake.set()
+
+    def _retry_hook(self, job_id: str, stage: str, retry_on: type[Exception]) -> RetryHook:
+        """The stamina backoff hook of one in-coroutine retry loop (downloads, uploads)."""
+
+        def on_retry(attempt: int, delay: float, exc: Exception) -> None:
+            reason = exc.message if isinstance(exc, E.SeedanceWatchError) else repr(exc)
+            self._log_retry(job_id, stage, attempt, delay, reason)
+
+        return RetryHook(
+            STAGE_POLICIES[stage], retry_on, clock=time.monotonic, rng=self.rng, on_retry=on_retry
+        )
+
+    def _log_retry(self, job_id: str, stage: str, attempt: int, delay: float, reason: str) -> None:
+        self.metrics.retries.labels(stage=stage).inc()
+        log.info(
+            "job.retry",
+            job_id=job_id,
+            stage=stage,
+            attempt=attempt,
+            delay=round(delay, 2),
+            reason=reason,
+        )
 
     def _schedule(self, job_id: str, due: float) -> None:
         self._timers.schedule(job_id, due)
@@ -942,25 +1072,14 @@ def _bare_job(event: InboxEvent, now: float) -> Job:
         job_id=bare_job_id(files, now),
         state=State.NEW,
         source=files[0],
-        sidecar=None,
+        sidecar=files[1] if len(files) > 1 else None,
         created_at=now,
         updated_at=now,
     )
 
 
 def _event_error(event: InboxEvent) -> E.JobError:
-    if isinstance(event, Orphan):
-        if event.code == "missing_sidecar":
-            return E.MissingSidecar(
-                f"No sidecar (NAME.yaml) arrived for {event.path} within watch.pair_timeout."
-            )
-        return E.MissingImage(f"No image arrived for the sidecar {event.path} within the timeout.")
-    if isinstance(event, Unsafe):
-        return E.UnsafePath(
-            f"{event.path} is a symbolic link; links are never followed out of the inbox."
-        )
-    assert isinstance(event, AmbiguousPair)
-    return E.AmbiguousPair(event.message)
+    return event_error(event)
 
 
 def _task_kind(text: str | None) -> str:

@@ -254,6 +254,8 @@ class Inbox:
         self._mode_reason = ""
         self._observer: BaseObserver | None = None
         self._observed_root: tuple[int, int] | None = None
+        #: Set once :meth:`run` has started the observer and scanned (sd_notify READY).
+        self.watching = asyncio.Event()
 
     # --- public API -----------------------------------------------------------------------
 
@@ -279,6 +281,7 @@ class Inbox:
                     self._ensure_observer()
                     self._scan("", now)
                     next_rescan = now + self._rescan_seconds
+                    self.watching.set()
                 for event in self._step(now):
                     await emit(event)
                 wake_at = min(

@@ -9,14 +9,23 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import errors as E
 from .jobs import Job, State, content_key, make_job_id
+from .names import is_image
 from .options import GenerationOptions
 from .sidecar import build_request, check_image, parse_sidecar
+from .stability import AmbiguousPair, InboxEvent, Orphan, Unsafe
 
-__all__ = ["Drop", "bare_job_id", "examine_drop", "read_nofollow"]
+__all__ = [
+    "Drop",
+    "bare_job_id",
+    "event_error",
+    "examine_drop",
+    "job_groups",
+    "read_nofollow",
+]
 
 _CHUNK = 1 << 20
 
@@ -57,8 +66,13 @@ def examine_drop(
     defaults: GenerationOptions,
     default_model: str,
     now: float,
+    strict_model: bool = False,
 ) -> Drop:
-    """Hash and validate one pair; the job id is derived from what was dropped."""
+    """Hash and validate one pair; the job id is derived from what was dropped.
+
+    With ``strict_model`` a sidecar ``model:`` outside ``KNOWN_MODELS`` fails the drop
+    (``gateway.strict_model``); otherwise it is logged and kept.
+    """
     try:
         sidecar_bytes = read_nofollow(inbox / sidecar_rel, max_bytes=1 << 20)
         image_sha, ctime_ns = _hash_file(inbox / image_rel)
@@ -75,7 +89,7 @@ def examine_drop(
     sidecar_sha = hashlib.sha256(sidecar_bytes).hexdigest()
     job = _job(image_rel, sidecar_rel, now, image_sha, sidecar_sha, ctime_ns)
     try:
-        sidecar = parse_sidecar(sidecar_bytes)
+        sidecar = parse_sidecar(sidecar_bytes, strict_model=strict_model)
         request = build_request(sidecar, defaults=defaults, default_model=default_model)
         check_image(inbox / image_rel)
     except E.JobError as exc:
@@ -108,3 +122,42 @@ def _job(
 def bare_job_id(files: list[str], now: float) -> str:
     """The id of a drop that is not a valid pair (orphan, link, ambiguous names)."""
     return make_job_id("\0".join(files), "-", "-", int(now * 1e9))
+
+
+def event_error(event: InboxEvent) -> E.JobError:
+    """The error a drop that is not a valid pair fails with (shared with ``validate``)."""
+    if isinstance(event, Orphan):
+        if event.code == "missing_sidecar":
+            stem = PurePosixPath(event.path).stem
+            return E.MissingSidecar(
+                f"No sidecar ({stem}.yaml or {stem}.yml) arrived for {event.path} "
+                "within watch.pair_timeout."
+            )
+        return E.MissingImage(
+            f"No image arrived for the sidecar {event.path} within watch.pair_timeout."
+        )
+    if isinstance(event, Unsafe):
+        return E.UnsafePath(
+            f"{event.path} is a symbolic link; links are never followed out of the inbox."
+        )
+    if isinstance(event, AmbiguousPair):
+        return E.AmbiguousPair(event.message)
+    raise TypeError(f"a ready pair is not an error: {event!r}")
+
+
+def job_groups(paths: tuple[str, ...] | list[str]) -> list[list[str]]:
+    """The files of an ambiguous group, as jobs of at most two files each.
+
+    A job record holds two inputs (an image and a sidecar), so ``a.jpg`` + ``a.yaml`` +
+    ``a.yml`` fail as ``[a.jpg, a.yaml]`` then ``[a.yml]``: images first, each with a
+    sidecar while there are some, so every file moves to failed/ beside a report.
+    """
+    images = sorted(p for p in paths if is_image(PurePosixPath(p).name))
+    others = sorted(p for p in paths if not is_image(PurePosixPath(p).name))
+    ordered: list[str] = []
+    while images or others:
+        if images:
+            ordered.append(images.pop(0))
+        if others:
+            ordered.append(others.pop(0))
+    return [ordered[i : i + 2] for i in range(0, len(ordered), 2)]

@@ -9,7 +9,8 @@ theirs, goes through one redaction step before it is written:
   inside rendered tracebacks;
 - fields named like secrets (``api_key``, ``authorization``, ``*token*``...) are masked;
 - signed URLs (``X-Amz-...``, ``...Signature=``) lose their query string, which is
-  a bearer credential for as long as it is valid.
+  a bearer credential for as long as it is valid; signing parameters met outside a
+  URL are masked, and botocore's signing debug lines are never emitted.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ CHATTY_LOGGERS = (
     "moto",
 )
 
+#: Kept at INFO even at level debug: botocore.auth's debug lines are signing
+#: material (canonical requests with presigned query strings, signatures).
+SIGNING_LOGGERS = ("botocore.auth",)
+
 MASK = "***"
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -81,6 +86,11 @@ def clear_secrets() -> None:
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\\]+")
 _SIGNED_QUERY = re.compile(r"x-amz-|signature=", re.IGNORECASE)
+# Signing parameters outside a URL (a canonical request, a query string alone).
+_SIGNING_PARAM = re.compile(
+    r"((?:X-Amz-(?:Credential|Signature|Security-Token)|Signature|AWSAccessKeyId)=)[^&\s\"']+",
+    re.IGNORECASE,
+)
 
 
 def redact_url(url: str) -> str:
@@ -112,6 +122,8 @@ def redact_text(text: str) -> str:
             text = text.replace(secret, MASK)
     if "://" in text:
         text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    if "=" in text:
+        text = _SIGNING_PARAM.sub(lambda m: m.group(1) + MASK, text)
     return text
 
 
@@ -238,6 +250,8 @@ def configure_logging(
     root.setLevel(_LEVELS[level])
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
+    for name in SIGNING_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, _LEVELS[level]))
 
     structlog.configure(
         processors=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -55,13 +56,26 @@ class Metrics:
             "Unix time of the last successful gateway call.",
             registry=r,
         )
+        self.since_gateway_success = Gauge(
+            "seedance_seconds_since_last_gateway_success",
+            "Seconds since the last successful gateway call (NaN before the first).",
+            registry=r,
+        )
+        self.since_gateway_success.set_function(self._since_gateway_success)
+        self._last_gateway_success: float | None = None
         self.paused = Gauge(
             "seedance_paused", "1 while submissions are paused, by reason.", ["reason"], registry=r
         )
         self._job_counts = job_counts
 
     def gateway_ok(self) -> None:
-        self.last_gateway_success.set(time.time())
+        now = time.time()
+        self._last_gateway_success = now
+        self.last_gateway_success.set(now)
+
+    def _since_gateway_success(self) -> float:
+        last = self._last_gateway_success
+        return math.nan if last is None else max(0.0, time.time() - last)
 
     def render(self) -> bytes:
         """The Prometheus text exposition, with the job gauges refreshed."""

@@ -2,7 +2,13 @@
 
 Signal handlers only set events; the main coroutine does the work.  SIGTERM and
 SIGINT stop intake and drain in-flight steps (bounded), a second SIGINT exits at
-once (the ledger is consistent after every write, so that is safe).
+once (the ledger is consistent after every write, so that is safe).  SIGHUP
+reloads the config: the log format and level apply at once (the log handler is
+re-created), any other change is logged as needing a restart.
+
+Around the engine: sd_notify (READY=1 once the ledger is recovered and the inbox
+watched, WATCHDOG=1 from this loop, STATUS= with job counts, STOPPING=1) and the
+``health.listen`` endpoint (``/healthz``, ``/metrics``).
 """
 
 from __future__ import annotations
@@ -11,17 +17,22 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from .config import ApiKey, Config
 from .engine import Engine, RunSummary
+from .errors import ConfigError
 from .gateway import Gateway
+from .health import HealthServer, Heartbeat
 from .inbox import Inbox
 from .ledger import Ledger
+from .logs import configure_logging, redact_text
 from .metrics import Metrics
+from .notify import Notifier
 from .storage import Storage
 
 __all__ = [
@@ -63,8 +74,14 @@ async def run_service(
     *,
     once: bool = False,
     environ: Mapping[str, str] | None = None,
+    reload: Callable[[], Config] | None = None,
 ) -> RunResult:
-    """Run the daemon (or one ``--once`` pass) until done or signalled."""
+    """Run the daemon (or one ``--once`` pass) until done or signalled.
+
+    ``environ`` supplies ``NOTIFY_SOCKET``/``WATCHDOG_USEC`` (default: the process
+    environment); ``reload`` loads the config again on SIGHUP (None: SIGHUP only
+    re-creates the log handler).
+    """
     _make_dirs(config)
     ledger = Ledger.open(config.paths.state)
     metrics = Metrics(job_counts=ledger.counts)
@@ -104,7 +121,8 @@ async def run_service(
             finally:
                 await engine.shutdown(DRAIN_SECONDS)
             return RunResult(_once_exit_code(summary), summary)
-        code = await _run_until_signalled(engine)
+        env = os.environ if environ is None else environ
+        code = await _run_until_signalled(engine, config, Notifier(env), reload)
         return RunResult(code, engine.summary)
     finally:
         await gateway.aclose()
@@ -113,9 +131,12 @@ async def run_service(
         log.info("daemon.stopped")
 
 
-async def _run_until_signalled(engine: Engine) -> int:
+async def _run_until_signalled(
+    engine: Engine, config: Config, notifier: Notifier, reload: Callable[[], Config] | None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    hup = asyncio.Event()
     received: list[int] = []
 
     def on_signal(signum: int) -> None:
@@ -126,18 +147,153 @@ async def _run_until_signalled(engine: Engine) -> int:
         log.info("daemon.signal", signal=signal.Signals(signum).name)
         stop.set()
 
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    heartbeat = Heartbeat()
+    server = _start_health(config, engine, heartbeat)
+    helpers = [
+        asyncio.create_task(heartbeat.run(), name="heartbeat"),
+        asyncio.create_task(notifier.watchdog_loop(lambda: status_line(engine)), name="watchdog"),
+        asyncio.create_task(_announce_ready(engine, notifier), name="ready"),
+        asyncio.create_task(_reload_on_hup(hup, config, reload), name="reload"),
+    ]
     try:
         try:
             await engine.run(stop)
         finally:
+            notifier.stopping()
+            log.info("daemon.draining", grace=DRAIN_SECONDS)
             await engine.shutdown(DRAIN_SECONDS)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if server is not None:
+            server.close()
+        for signum in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
     return EXIT_SIGINT if signal.SIGINT in received else EXIT_OK
+
+
+async def _announce_ready(engine: Engine, notifier: Notifier) -> None:
+    """READY=1 once recovery is done and the inbox is watched (``Engine.run`` order)."""
+    await engine.inbox.watching.wait()
+    log.info("daemon.ready", jobs=engine.ledger.counts())
+    notifier.ready(status_line(engine))
+
+
+def status_line(engine: Engine) -> str:
+    """The STATUS= text: job counts by state, and why submissions are paused."""
+    counts = engine.ledger.counts()
+    active = {k: n for k, n in counts.items() if n and k not in ("done", "failed")}
+    detail = ", ".join(f"{k} {n}" for k, n in active.items())
+    text = (
+        f"jobs: {sum(active.values())} active"
+        + (f" ({detail})" if detail else "")
+        + f", {counts.get('done', 0)} done, {counts.get('failed', 0)} failed"
+    )
+    reasons = pause_reasons(engine)
+    if reasons:
+        text += "; paused: " + "; ".join(f"{k}: {v}" for k, v in reasons.items())
+    return text
+
+
+def pause_reasons(engine: Engine) -> dict[str, str]:
+    """Why submissions (credentials) or uploads (storage) are paused, if they are."""
+    out: dict[str, str] = {}
+    for name, breaker in (("credentials", engine.credentials), ("storage", engine.store_breaker)):
+        if breaker.reason is not None:
+            out[name] = redact_text(breaker.reason)[:160]
+    return out
+
+
+def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> HealthServer | None:
+    address = config.health.address
+    if address is None:
+        return None
+    check = health_check(
+        heartbeat,
+        engine.ledger,
+        ready=engine.inbox.watching.is_set,
+        paused=lambda: pause_reasons(engine),
+    )
+    try:
+        server = HealthServer(address, check=check, render=engine.metrics.render)
+    except OSError as exc:
+        raise ConfigError(
+            f"health.listen: cannot listen on {config.health.listen}: {exc.strerror or exc}"
+        ) from None
+    server.start()
+    return server
+
+
+def health_check(
+    heartbeat: Heartbeat,
+    ledger: Ledger,
+    *,
+    ready: Callable[[], bool],
+    paused: Callable[[], Mapping[str, str]],
+) -> Callable[[], tuple[bool, dict[str, Any]]]:
+    """``/healthz``: healthy when the loop beats and the ledger takes a write now."""
+
+    def check() -> tuple[bool, dict[str, Any]]:
+        alive = heartbeat.alive()
+        writable = ledger.writable()
+        return alive and writable, {
+            "loop_alive": alive,
+            "loop_heartbeat_age": round(heartbeat.age(), 3),
+            "ledger_writable": writable,
+            "ready": ready(),
+            "jobs": ledger.counts(),
+            "paused": dict(paused()),
+        }
+
+    return check
+
+
+async def _reload_on_hup(
+    hup: asyncio.Event, running: Config, reload: Callable[[], Config] | None
+) -> None:
+    """On SIGHUP: re-create the log handler and apply the new log settings.
+
+    Everything else is fixed for the life of the process; a changed key is logged
+    (``config.reload_needs_restart``) rather than half-applied.
+    """
+    while True:
+        await hup.wait()
+        hup.clear()
+        log.info("daemon.signal", signal="SIGHUP")
+        new = running
+        if reload is not None:
+            try:
+                new = await asyncio.to_thread(reload)
+            except ConfigError as exc:
+                log.error("config.reload_failed", error=exc.message)
+                continue
+        # Said before the switch, so it shows at the old level and in the old format.
+        log.info("config.reloaded", log_format=new.log.format, log_level=new.log.level)
+        configure_logging(fmt=new.log.format, level=new.log.level)
+        restart = [k for k in changed_keys(running, new) if not k.startswith("log.")]
+        if restart:
+            log.warning("config.reload_needs_restart", keys=restart)
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted names of the config keys whose values differ."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{prefix}{key}.")
+        elif a != b:
+            out.append(prefix.rstrip("."))
+
+    walk(old.model_dump(), new.model_dump(), "")
+    return out
 
 
 def _once_exit_code(summary: RunSummary) -> int:

@@ -41,8 +41,10 @@ __all__ = [
     "Sidecar",
     "build_request",
     "check_image",
+    "check_sidecar",
     "parse_sidecar",
     "sidecar_problems",
+    "unknown_model_message",
 ]
 
 log = structlog.get_logger(__name__)
@@ -98,12 +100,24 @@ def parse_sidecar(data: bytes, *, strict_model: bool = False) -> Sidecar:
         hint = first.hint if len(problems) == 1 else None
         raise InvalidSidecar("; ".join(p.message for p in problems), key=first.key, hint=hint)
     assert sidecar is not None
+    if sidecar.model is not None and sidecar.model not in KNOWN_MODELS:
+        log.warning("sidecar.unknown_model", model=sidecar.model, known=sorted(KNOWN_MODELS))
     return sidecar
 
 
 def sidecar_problems(data: bytes, *, strict_model: bool = False) -> list[InvalidSidecar]:
     """Every problem of a sidecar, in document order (empty when it is valid)."""
     return _validate(data, strict_model=strict_model)[1]
+
+
+def check_sidecar(
+    data: bytes, *, strict_model: bool = False
+) -> tuple[Sidecar | None, list[InvalidSidecar]]:
+    """The sidecar (None if invalid) and every problem, without logging anything.
+
+    :func:`parse_sidecar` joins the problems' messages with ``"; "`` in that order.
+    """
+    return _validate(data, strict_model=strict_model)
 
 
 def build_request(sidecar: Sidecar, *, defaults: GenerationOptions, default_model: str) -> Request:
@@ -219,13 +233,8 @@ def _validate_mapping(
         problems.append(_problem("prompt is required and must be non-empty text", "prompt"))
 
     model = values.get("model")
-    if model is not None and model not in KNOWN_MODELS:
-        if strict_model:
-            known = ", ".join(sorted(KNOWN_MODELS))
-            message = f"model: {_show(model)} is not a known model; use one of {known}"
-            problems.append(_problem(message, "model"))
-        else:
-            log.warning("sidecar.unknown_model", model=model, known=sorted(KNOWN_MODELS))
+    if strict_model and model is not None and model not in KNOWN_MODELS:
+        problems.append(_problem(unknown_model_message(model), "model"))
     if problems:
         return None, problems
 
@@ -235,6 +244,12 @@ def _validate_mapping(
     except ValidationError as exc:  # the checks above should make this unreachable
         return None, [_problem(f"invalid options: {exc.errors()[0]['msg']}", None)]
     return Sidecar(prompt=values["prompt"], model=model, options=generation), []
+
+
+def unknown_model_message(model: str) -> str:
+    """What a strict check says about a model the daemon does not know."""
+    known = ", ".join(sorted(KNOWN_MODELS))
+    return f"model: {_show(model)} is not a known model; use one of {known}"
 
 
 def _unreadable_value(key: str, node: yaml.Node, exc: Exception) -> InvalidSidecar:

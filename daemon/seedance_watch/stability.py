@@ -36,6 +36,7 @@ __all__ = [
     "PairReady",
     "Pairer",
     "StabilityTracker",
+    "ambiguity_message",
     "is_watched_path",
 ]
 
@@ -301,7 +302,8 @@ class Pairer:
             images = [rel for rel in members if names.is_image(PurePosixPath(rel).name)]
             sidecars = [rel for rel in members if not names.is_image(PurePosixPath(rel).name)]
             if len(images) > 1 or len(sidecars) > 1:
-                events.append(AmbiguousPair(tuple(members), _ambiguity(stem, images, sidecars)))
+                message = ambiguity_message(stem, images, sidecars)
+                events.append(AmbiguousPair(tuple(members), message))
             elif images and sidecars:
                 events.append(PairReady(stem, images[0], sidecars[0]))
             else:
@@ -318,7 +320,8 @@ class Pairer:
         return PairOutcome(events, waiting, next_deadline)
 
 
-def _ambiguity(stem: str, images: list[str], sidecars: list[str]) -> str:
+def ambiguity_message(stem: str, images: list[str], sidecars: list[str]) -> str:
+    """Why a group of files is not one pair (shared with ``validate``)."""
     if len(sidecars) > 1:
         return (
             f"{stem!r} has more than one sidecar ({', '.join(sidecars)}); "

@@ -1,19 +1,134 @@
-"""``seedance-watch status``: jobs by state, read from the ledger without the lock."""
+"""``seedance-watch status``: jobs by state from the ledger, and the daemon's pauses.
+
+The ledger is read without the lock.  The daemon also keeps ``state/daemon.json``
+(:class:`DaemonStatusFile`), written atomically whenever a pause starts, escalates
+or ends: which pipelines are paused (``credentials``: the gateway refused the key;
+``storage``: the bucket is missing or refuses us), since when, why, when the next
+probe goes out, and which key source was used (never the key).  ``status`` shows
+it, and says whether the process that wrote it is still alive.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .fsutil import atomic_write_json
 from .jobs import State
 from .ledger import read_jobs
 
-__all__ = ["format_status", "status_report"]
+__all__ = [
+    "DAEMON_STATUS_NAME",
+    "DaemonStatusFile",
+    "format_status",
+    "read_daemon_status",
+    "status_report",
+]
+
+DAEMON_STATUS_NAME = "daemon.json"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class DaemonStatusFile:
+    """The running daemon's pause state, persisted in ``state/daemon.json``.
+
+    Writes happen only when something changes (a pause starts, its next probe
+    moves, it ends), plus once at the first call, so that a new daemon replaces
+    what an earlier run left; the cost is nil in normal running.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        key_source: str,
+        pid: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = state_dir / DAEMON_STATUS_NAME
+        self.key_source = key_source
+        self.pid = os.getpid() if pid is None else pid
+        self.clock = clock
+        self.paused: dict[str, dict[str, Any]] = {}
+        self._written = False
+
+    def pause(
+        self,
+        reason: str,
+        message: str,
+        *,
+        since: float | None = None,
+        next_probe_at: float | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        """Record that ``reason`` (``credentials`` or ``storage``) pauses the pipeline."""
+        now = self.clock()
+        entry: dict[str, Any] = {
+            "since": _iso(since if since is not None else now),
+            "message": message,
+            "http_status": http_status,
+            "next_probe_at": _iso(next_probe_at) if next_probe_at is not None else None,
+        }
+        if reason == "credentials":
+            entry["key_source"] = self.key_source
+        if self._written and self.paused.get(reason) == entry:
+            return
+        self.paused[reason] = entry
+        self._write()
+
+    def resume(self, reason: str) -> None:
+        """The pause for ``reason`` is over (cheap when there was none: call it freely)."""
+        if self.paused.pop(reason, None) is not None or not self._written:
+            self._write()
+
+    def _write(self) -> None:
+        self._written = True
+        atomic_write_json(
+            self.path,
+            {
+                "pid": self.pid,
+                "key_source": self.key_source,
+                "paused": self.paused,
+                "updated_at": _iso(self.clock()),
+            },
+        )
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read_daemon_status(state_dir: Path) -> dict[str, Any] | None:
+    """``daemon.json`` plus ``running`` (its writer is alive); None when absent or unreadable."""
+    try:
+        data = json.loads((state_dir / DAEMON_STATUS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data["running"] = _alive(data.get("pid"))
+    return data
 
 
 def status_report(state_dir: Path) -> dict[str, Any]:
-    """``{"counts": {STATE: N}, "jobs": [...]}`` as SPEC §10 gives it."""
+    """``{"counts": {STATE: N}, "jobs": [...], "daemon": {...} | null}`` (SPEC §10)."""
     jobs = sorted(read_jobs(state_dir).values(), key=lambda j: (j.created_at, j.job_id))
     counts = Counter(job.state.value for job in jobs)
     return {
@@ -30,13 +145,39 @@ def status_report(state_dir: Path) -> dict[str, Any]:
             }
             for job in jobs
         ],
+        "daemon": read_daemon_status(state_dir),
     }
 
 
+def _format_daemon(daemon: dict[str, Any] | None) -> list[str]:
+    if daemon is None:
+        return []
+    paused = daemon.get("paused") or {}
+    pid = daemon.get("pid")
+    if daemon.get("running"):
+        head = f"daemon: running (pid {pid})" + (", PAUSED" if paused else "")
+    else:
+        head = "daemon: not running" + (
+            f" (its last run, pid {pid}, ended paused)" if paused else ""
+        )
+    lines = [head]
+    for reason, info in paused.items():
+        if not isinstance(info, dict):
+            continue
+        line = f"  paused: {reason} since {info.get('since')}: {info.get('message', '')}"
+        if info.get("key_source"):
+            line += f" [API key from {info['key_source']}]"
+        if daemon.get("running") and info.get("next_probe_at"):
+            line += f"; next try {info['next_probe_at']}"
+        lines.append(line)
+    return lines
+
+
 def format_status(report: dict[str, Any], *, limit: int = 50) -> str:
-    """A short human summary: counts, then the latest jobs."""
+    """A short human summary: the daemon's pauses, counts, then the latest jobs."""
     counts = report["counts"]
-    lines = ["jobs: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none")]
+    lines = _format_daemon(report.get("daemon"))
+    lines.append("jobs: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
     for job in report["jobs"][-limit:]:
         detail = job["output"] or ""
         if job["error"]:

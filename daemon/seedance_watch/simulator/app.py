@@ -205,7 +205,10 @@ class GatewayApp:
             return server_error(faults.status_5xx)
         if faults.limited:
             return error_reply(
-                429, "TooManyRequests", "Rate limit exceeded", headers=[("Retry-After", "1")]
+                429,
+                "TooManyRequests",
+                "Rate limit exceeded",
+                headers=[("Retry-After", config.retry_after)],
             )
         if kind == "video":
             return self._video(request, faults.truncate)
@@ -221,15 +224,21 @@ class GatewayApp:
 
     def _roll_faults(self, kind: str, config: SimulatorConfig) -> _Faults:
         """Throw the fault dice for one request (lock held); zero rates draw nothing."""
+        drop_on = config.faults_on if config.drop_on is None else config.drop_on
+        drop = (
+            kind in drop_on
+            and config.drop_connection_rate > 0.0
+            and self._rng.random() < config.drop_connection_rate
+        )
         if kind not in config.faults_on:
-            return _Faults()
+            return _Faults(drop=drop)
 
         def roll(rate: float) -> bool:
             return rate > 0.0 and self._rng.random() < rate
 
         status_5xx = self._rng.choice((500, 502, 503)) if roll(config.error_5xx_rate) else None
         return _Faults(
-            drop=roll(config.drop_connection_rate),
+            drop=drop,
             slow=roll(config.slow_reply_rate),
             status_5xx=status_5xx,
             limited=roll(config.rate_429),

@@ -68,6 +68,11 @@ class SimulatorConfig:
     rate_429: float = 0.0
     #: Which endpoints the per-request faults hit: any of ``submit``, ``poll``, ``video``.
     faults_on: frozenset[str] = field(default_factory=lambda: FAULT_TARGETS)
+    #: Which endpoints dropped connections hit, when not ``faults_on`` (a dropped submit
+    #: is ambiguous by design, so a "every job finishes" run drops only polls and videos).
+    drop_on: frozenset[str] | None = None
+    #: The ``Retry-After`` header of injected 429s: seconds, or an HTTP date.
+    retry_after: str = "1"
     #: Answer every authenticated call with 402 (no credit left).
     credit_exhausted: bool = False
     #: Answer every authenticated call with 403 (the key has no access to this API).
@@ -83,6 +88,13 @@ class SimulatorConfig:
             unknown = sorted(set(self.faults_on) - FAULT_TARGETS)
             raise ValueError(f"faults_on: unknown targets {unknown}; allowed: submit, poll, video")
         object.__setattr__(self, "faults_on", frozenset(self.faults_on))
+        if self.drop_on is not None:
+            if not set(self.drop_on) <= FAULT_TARGETS:
+                unknown = sorted(set(self.drop_on) - FAULT_TARGETS)
+                raise ValueError(
+                    f"drop_on: unknown targets {unknown}; allowed: submit, poll, video"
+                )
+            object.__setattr__(self, "drop_on", frozenset(self.drop_on))
         if self.concurrency_mode not in ("queue", "reject"):
             raise ValueError(
                 f"concurrency_mode must be queue or reject, not {self.concurrency_mode!r}"

@@ -1,0 +1,171 @@
+"""/healthz and /metrics (health.listen) over loopback, with values checked against a run."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from seedance_watch.health import HealthServer, Heartbeat, probe
+from seedance_watch.ledger import Ledger
+from seedance_watch.s3emulator import S3Emulator
+from seedance_watch.service import health_check
+from seedance_watch.simulator import Simulator, SimulatorConfig
+
+from .daemon_harness import DaemonProcess, wait_for, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+WritePair = Callable[..., tuple[Path, Path]]
+POLL_PATH = "/bytedance-polling/getVideoResult"
+
+
+def get(address: tuple[str, int], path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(*address, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    config = SimulatorConfig(
+        queued_seconds=0.05,
+        running_seconds=0.2,
+        video_seconds=0.5,
+        seed=3,
+        error_5xx_rate=0.3,
+        faults_on=frozenset({"poll"}),
+    )
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+def test_healthz_and_metrics_answer_during_a_run_with_true_values(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """During a real run /healthz is 200 with its checks, and /metrics counts exactly the
+    submits, polls, 5xx retries, bytes and finished jobs that happened."""
+    config = write_config(tmp_path, s3_server, sim, extra="health: {listen: '127.0.0.1:0'}\n")
+    daemon = DaemonProcess(config)
+    try:
+        listening = wait_for(
+            lambda: [e for e in daemon.events() if e.get("event") == "health.listening"],
+            timeout=20,
+        )
+        address = (listening[0]["host"], listening[0]["port"])
+        wait_for(lambda: daemon.has_event("daemon.ready"), timeout=20)
+        status, body = get(address, "/healthz")
+        health = json.loads(body)
+        assert status == 200, health
+        assert health["status"] == "ok" and health["loop_alive"] and health["ledger_writable"]
+        assert health["ready"] is True and health["paused"] == {}
+        assert probe(address)[0] == 200
+
+        images = [write_pair(tmp_path / "inbox", stem)[0] for stem in ("beach", "dune")]
+        image_bytes = sum(p.stat().st_size for p in images)
+        wait_for(lambda: len(list((tmp_path / "outbox").glob("*.json"))) == 2, timeout=30)
+        wait_for(lambda: json.loads(get(address, "/healthz")[1])["jobs"]["done"] == 2, timeout=10)
+        status, body = get(address, "/metrics")
+        assert status == 200
+        m = samples(body.decode())
+        assert get(address, "/nope")[0] == 404
+    finally:
+        daemon.signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        daemon.kill()
+
+    polls = [r for r in sim.requests if r.path == POLL_PATH]
+    poll_5xx = [r for r in polls if r.status is not None and r.status >= 500]
+    assert poll_5xx, "the fault dice produced no 5xx; pick another seed"
+    videos = sum(len(sim.video_bytes(s.task_id)) for s in sim.submits)
+
+    def value(name: str, **labels: str) -> float:
+        return m[(name, tuple(sorted(labels.items())))]
+
+    assert value("seedance_submits_total") == len(sim.submits) == 2
+    assert value("seedance_polls_total") == len(polls)
+    assert value("seedance_retries_total", stage="poll") == len(poll_5xx)
+    assert value("seedance_http_responses_total", operation="submit", status="200") == 2
+    assert sum(
+        value("seedance_http_responses_total", operation="poll", status=str(code))
+        for code in {r.status for r in poll_5xx}
+    ) == len(poll_5xx)
+    assert value("seedance_upload_bytes_total") == image_bytes
+    assert value("seedance_download_bytes_total") == videos
+    assert (
+        value("seedance_upload_seconds_total") > 0 and value("seedance_download_seconds_total") > 0
+    )
+    assert value("seedance_jobs", state="done") == 2 and value("seedance_jobs", state="failed") == 0
+    assert value("seedance_jobs_finished_total", state="done") == 2
+    assert value("seedance_job_latency_seconds_count") == 2
+    assert 0 <= value("seedance_seconds_since_last_gateway_success") < 30
+
+
+def test_healthz_is_503_when_the_loop_is_stuck_or_the_ledger_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    """A loop that stops beating, or a ledger that cannot take a write, turns /healthz 503."""
+    ledger = Ledger.open(tmp_path / "state")
+    heartbeat = Heartbeat(period=0.02, stale_after=0.3)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    stop = asyncio.Event()
+
+    async def beat_until_stopped() -> None:
+        task = asyncio.create_task(heartbeat.run())
+        await stop.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    beating = asyncio.run_coroutine_threadsafe(beat_until_stopped(), loop)
+    check = health_check(heartbeat, ledger, ready=lambda: True, paused=dict)
+    server = HealthServer(("127.0.0.1", 0), check=check, render=lambda: b"")
+    server.start()
+    try:
+        assert get(server.address, "/healthz")[0] == 200
+        release = threading.Event()
+        loop.call_soon_threadsafe(release.wait, 10)  # the event loop is stuck in this call
+
+        def stuck() -> dict[str, Any] | None:
+            status, body = get(server.address, "/healthz")
+            return json.loads(body) if status == 503 else None
+
+        body = wait_for(stuck, timeout=5)
+        assert body["loop_alive"] is False and body["ledger_writable"] is True
+        release.set()
+        wait_for(lambda: get(server.address, "/healthz")[0] == 200, timeout=5)
+        ledger.close()
+        status, raw = get(server.address, "/healthz")
+        assert status == 503 and json.loads(raw)["ledger_writable"] is False
+    finally:
+        server.close()
+        loop.call_soon_threadsafe(stop.set)
+        beating.result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
+        ledger.close()
+    # The port is released: probing it now fails.
+    with pytest.raises(OSError):
+        probe(server.address, timeout=1)

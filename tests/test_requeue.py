@@ -1,0 +1,220 @@
+"""Identity and duplicates (SPEC §8): ``seedance-watch retry`` and dedupe."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from seedance_watch.s3emulator import S3Emulator
+from seedance_watch.simulator import Simulator, SimulatorConfig
+
+from .daemon_harness import DaemonProcess, daemon_env, files_under, run_once, wait_for, write_config
+
+pytestmark = pytest.mark.timeout(90)
+
+WritePair = Callable[..., tuple[Path, Path]]
+BAD_SIDECAR = "prompt: x\nresolutoin: 720p\n"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    config = SimulatorConfig(
+        queued_seconds=0.05, running_seconds=0.2, video_seconds=0.25, video_fps=4, video_max_side=64
+    )
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+def retry(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "seedance_watch", "retry", "--config", str(config_path), *args],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=60,
+    )
+
+
+# --- retry ------------------------------------------------------------------------------
+
+
+def test_retry_job_id_moves_the_pair_back_and_removes_the_report(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """``retry JOB_ID`` (daemon stopped) moves image and sidecar from failed/ to the inbox,
+    removes NAME.error.json, and leaves other failed jobs alone; retrying it again, or an
+    unknown id, is reported and exits 1."""
+    config_path = write_config(tmp_path, s3_server, sim)
+    inbox = tmp_path / "inbox"
+    write_pair(inbox / "sub", "a", sidecar=BAD_SIDECAR)
+    write_pair(inbox, "b", sidecar=BAD_SIDECAR)
+    first, _ = run_once(config_path)
+    assert first.exit_code == 4 and len(first.summary.failed) == 2
+    a_id = json.loads((tmp_path / "failed" / "sub" / "a.error.json").read_text())["job_id"]
+
+    out = retry(config_path, a_id)
+
+    assert out.returncode == 0, out.stderr
+    assert a_id in out.stdout
+    assert files_under(inbox) == ["sub/a.jpg", "sub/a.yaml"]
+    assert files_under(tmp_path / "failed") == ["b.error.json", "b.jpg", "b.yaml"]
+
+    again = retry(config_path, a_id)
+    assert again.returncode == 1
+    assert "already retried" in again.stdout + again.stderr
+    unknown = retry(config_path, "0123456789abcdef")
+    assert unknown.returncode == 1
+    assert "no such job" in unknown.stdout + unknown.stderr
+    assert files_under(inbox) == ["sub/a.jpg", "sub/a.yaml"]
+
+
+def test_retry_uses_a_free_name_when_the_inbox_has_that_name(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """When the inbox already holds NAME.jpg, the pair comes back as NAME-2.jpg +
+    NAME-2.yaml (a pair still), and the file already there is untouched."""
+    config_path = write_config(tmp_path, s3_server, sim, pair_timeout=3600)
+    inbox = tmp_path / "inbox"
+    write_pair(inbox, "beach", sidecar=BAD_SIDECAR)
+    first, _ = run_once(config_path)
+    assert first.exit_code == 4
+    (inbox / "beach.jpg").write_bytes(b"a newer drop, not ours")
+
+    out = retry(config_path, "--failed")
+
+    assert out.returncode == 0, out.stderr
+    assert files_under(inbox) == ["beach-2.jpg", "beach-2.yaml", "beach.jpg"]
+    assert (inbox / "beach.jpg").read_bytes() == b"a newer drop, not ours"
+    assert (inbox / "beach-2.yaml").read_text() == BAD_SIDECAR
+    assert files_under(tmp_path / "failed") == []
+
+
+def test_retry_failed_while_the_daemon_runs_makes_new_drops(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """``retry --failed`` while the daemon runs: the inputs come back, the daemon sees a
+    new drop (a new job id) and this time, the sidecar fixed, makes the video."""
+    config_path = write_config(tmp_path, s3_server, sim)
+    inbox = tmp_path / "inbox"
+    daemon = DaemonProcess(config_path)
+    try:
+        wait_for(lambda: daemon.has_event("inbox.watching"), timeout=30)
+        write_pair(inbox, "beach", sidecar=BAD_SIDECAR)
+        report_path = tmp_path / "failed" / "beach.error.json"
+        wait_for(lambda: report_path.exists() and not files_under(inbox), timeout=30)
+        old_id = json.loads(report_path.read_text())["job_id"]
+        # The user fixes the sidecar in failed/, then retries.
+        (tmp_path / "failed" / "beach.yaml").write_text("prompt: fixed now\n")
+
+        out = retry(config_path, "--failed")
+
+        assert out.returncode == 0, out.stderr
+        assert not report_path.exists()
+        wait_for(lambda: (tmp_path / "outbox" / "beach.json").exists(), timeout=30)
+        meta = json.loads((tmp_path / "outbox" / "beach.json").read_text())
+        assert meta["job_id"] != old_id and meta["prompt"] == "fixed now"
+        assert len(sim.submits) == 1
+    finally:
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=40) == 0
+    assert files_under(tmp_path / "done") == ["beach.jpg", "beach.yaml"]
+
+
+def test_retry_without_arguments_is_a_usage_error(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
+) -> None:
+    """``retry`` with neither JOB_ID nor --failed exits 2 and says what to give."""
+    out = retry(write_config(tmp_path, s3_server, sim))
+    assert out.returncode == 2 and "--failed" in out.stderr
+
+
+# --- dedupe -----------------------------------------------------------------------------
+
+
+def test_duplicate_drop_copies_the_video_with_duplicate_of(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """An identical pair dropped again (in another subfolder) costs no submit: the earlier
+    video is copied (a copy, not a link), its JSON says duplicate_of, inputs go to done/."""
+    config_path = write_config(tmp_path, s3_server, sim)
+    write_pair(tmp_path / "inbox", "beach")
+    first, _ = run_once(config_path)
+    write_pair(tmp_path / "inbox" / "again", "beach")
+    second, _ = run_once(config_path)
+    assert first.exit_code == second.exit_code == 0
+    assert len(sim.submits) == 1
+    original = tmp_path / "outbox" / "beach.mp4"
+    copy = tmp_path / "outbox" / "again" / "beach.mp4"
+    meta = json.loads(copy.with_suffix(".json").read_text())
+    assert meta["duplicate_of"] == first.summary.done[0]
+    assert meta["job_id"] == second.summary.done[0] != meta["duplicate_of"]
+    assert meta["source"] == "again/beach.jpg"
+    assert copy.read_bytes() == original.read_bytes()
+    assert copy.stat().st_ino != original.stat().st_ino
+    assert files_under(tmp_path / "done") == [
+        "again/beach.jpg",
+        "again/beach.yaml",
+        "beach.jpg",
+        "beach.yaml",
+    ]
+
+
+def test_failed_jobs_never_dedupe(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """A drop identical to a job that failed (its task failed) is submitted again."""
+    sim.configure(fail_task_rate=1.0)
+    config_path = write_config(tmp_path, s3_server, sim)
+    write_pair(tmp_path / "inbox", "beach")
+    first, _ = run_once(config_path)
+    assert first.exit_code == 4
+    sim.configure(fail_task_rate=0.0)
+    write_pair(tmp_path / "inbox", "beach")
+    second, _ = run_once(config_path)
+    assert second.exit_code == 0
+    assert len(sim.submits) == 2
+    assert "duplicate_of" not in json.loads((tmp_path / "outbox" / "beach.json").read_text())
+
+
+def test_dedupe_target_gone_from_the_outbox_makes_a_new_job(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """If the earlier video was removed (or changed) in the outbox, a new drop is submitted."""
+    config_path = write_config(tmp_path, s3_server, sim)
+    write_pair(tmp_path / "inbox", "beach")
+    write_pair(tmp_path / "inbox", "dune")
+    first, _ = run_once(config_path)
+    assert first.exit_code == 0 and len(sim.submits) == 2
+    (tmp_path / "outbox" / "beach.mp4").unlink()
+    (tmp_path / "outbox" / "dune.mp4").write_bytes(b"edited by the user")
+    write_pair(tmp_path / "inbox" / "again", "beach")
+    write_pair(tmp_path / "inbox" / "again", "dune")
+    second, _ = run_once(config_path)
+    assert second.exit_code == 0
+    assert len(sim.submits) == 4
+    for stem in ("beach", "dune"):
+        meta = json.loads((tmp_path / "outbox" / "again" / f"{stem}.json").read_text())
+        assert "duplicate_of" not in meta
+        video = (tmp_path / "outbox" / "again" / f"{stem}.mp4").read_bytes()
+        assert video == sim.video_bytes(meta["task_id"])
+
+
+def test_dedupe_false_submits_again(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """With ``dedupe: false`` an identical drop is a paid task like any other."""
+    config_path = write_config(tmp_path, s3_server, sim, extra="dedupe: false\n")
+    write_pair(tmp_path / "inbox", "beach")
+    first, _ = run_once(config_path)
+    write_pair(tmp_path / "inbox", "beach")
+    second, _ = run_once(config_path)
+    assert first.exit_code == second.exit_code == 0
+    assert len(sim.submits) == 2
+    meta = json.loads((tmp_path / "outbox" / "beach-2.json").read_text())
+    assert "duplicate_of" not in meta and meta["task_id"] == sim.submits[1].task_id

@@ -1,0 +1,158 @@
+"""``seedance-watch validate PATH...`` through the real CLI, as a subprocess.
+
+That it reports exactly the daemon's codes and messages is checked beside a daemon
+run in ``test_inputs.py``; here: exit codes, folders and single files, warnings,
+and that it never opens a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import make_image_bytes
+from .test_inputs import BAD_INPUTS, drop_bad_inputs
+
+pytestmark = pytest.mark.timeout(60)
+
+JPEG = make_image_bytes(640, 480)
+
+# Runs the CLI with an audit hook that kills the process the moment anything
+# creates a socket or resolves a name: exit 99 means "touched the network".
+NO_NETWORK = """
+import os, sys
+def hook(event, args):
+    if event in ("socket.__new__", "socket.connect", "socket.getaddrinfo", "socket.bind"):
+        os.write(2, f"NETWORK: {event} {args!r}\\n".encode())
+        os._exit(99)
+sys.addaudithook(hook)
+from seedance_watch.cli import main
+sys.exit(main(["validate", *sys.argv[1:]]))
+"""
+
+
+def validate(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI offline: no socket allowed, every proxy and endpoint pointing nowhere."""
+    env = dict(os.environ)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        env[name] = "http://127.0.0.1:9"
+    env["SEEDANCE_WATCH_GATEWAY__BASE_URL"] = "http://192.0.2.1:9"
+    env["SEEDANCE_WATCH_STORAGE__ENDPOINT_URL"] = "http://192.0.2.1:9"
+    env["AWS_ENDPOINT_URL"] = "http://192.0.2.1:9"
+    result = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+    assert result.returncode != 99, result.stderr
+    return result
+
+
+def problems(stdout: str) -> list[tuple[str, str]]:
+    """(file name, code) of each problem line (the last line is the summary)."""
+    out = []
+    for line in stdout.splitlines()[:-1]:
+        path, code, _ = line.split(": ", 2)
+        out.append((Path(path).name, code))
+    return sorted(out)
+
+
+def write_pair(folder: Path, stem: str, sidecar: str = 'prompt: "fine"\n') -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.jpg").write_bytes(JPEG)
+    (folder / f"{stem}.yaml").write_text(sidecar)
+    return folder / f"{stem}.jpg"
+
+
+def test_valid_folder_exits_0_and_ignores_what_the_daemon_ignores(tmp_path: Path) -> None:
+    """A folder of valid pairs (in subfolders) exits 0; README files, temp names and hidden
+    folders are skipped like the inbox skips them; nothing is written or moved."""
+    write_pair(tmp_path / "drops", "one")
+    write_pair(tmp_path / "drops" / "sub dir", "two $(x) 'é'")
+    (tmp_path / "drops" / "README.md").write_text("notes")
+    (tmp_path / "drops" / "three.jpg.part").write_bytes(b"half")
+    write_pair(tmp_path / "drops" / ".hidden", "broken", sidecar="- not a mapping\n")
+    before = sorted(p.name for p in (tmp_path / "drops").rglob("*"))
+
+    result = validate(tmp_path / "drops")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["2 pair(s) checked, 0 problem(s)"]
+    assert sorted(p.name for p in (tmp_path / "drops").rglob("*")) == before
+
+
+def test_bad_inputs_exit_1_with_every_code(tmp_path: Path) -> None:
+    """The table of bad inputs (folder given): exit 1, each drop reported with its code,
+    and the good pair beside them is not reported."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    drop_bad_inputs(inbox, tmp_path / "outside")
+    write_pair(inbox, "good")
+
+    result = validate("--strict", inbox)
+
+    assert result.returncode == 1
+    reported = problems(result.stdout)
+    for case in BAD_INPUTS:
+        stem = Path(next(iter(case.files))).stem
+        codes = {code for name, code in reported if Path(name).stem == stem}
+        assert codes == {case.code}, (case.id, reported)
+    assert not [name for name, _ in reported if name.startswith("good")]
+    assert result.stdout.splitlines()[-1] == f"20 pair(s) checked, {len(reported)} problem(s)"
+
+
+def test_single_files_are_checked_with_their_partner(tmp_path: Path) -> None:
+    """Files named alone (as a pre-commit hook passes them): a sidecar is checked with the
+    image beside it, a lone image is missing_sidecar, a named non-input is not_an_input,
+    a symlink is unsafe_path; the message names the key and value."""
+    write_pair(tmp_path, "ok")
+    write_pair(tmp_path, "typo", sidecar="prompt: x\nduraton: 5\n")
+    (tmp_path / "alone.jpg").write_bytes(JPEG)
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "link.yaml").symlink_to(tmp_path / "ok.yaml")
+
+    good = validate("ok.yaml", "ok.jpg", cwd=tmp_path)
+    assert good.returncode == 0 and good.stdout.endswith("1 pair(s) checked, 0 problem(s)\n")
+
+    bad = validate("typo.yaml", "alone.jpg", "notes.txt", "link.yaml", cwd=tmp_path)
+    assert bad.returncode == 1
+    assert problems(bad.stdout) == [
+        ("alone.jpg", "missing_sidecar"),
+        ("link.yaml", "unsafe_path"),
+        ("notes.txt", "not_an_input"),
+        ("typo.yaml", "invalid_sidecar"),
+    ]
+    assert "unknown key 'duraton' (did you mean 'duration'?)" in bad.stdout
+
+
+def test_unknown_model_warns_or_fails_in_strict_mode(tmp_path: Path) -> None:
+    """An unknown model is a warning on stderr (exit 0), and a problem with --strict (exit 1)."""
+    write_pair(tmp_path, "new", sidecar="prompt: x\nmodel: seedance-2-0\n")
+
+    lenient = validate(tmp_path)
+    assert lenient.returncode == 0
+    assert "warning" in lenient.stderr and "seedance-2-0" in lenient.stderr
+
+    strict = validate("--strict", tmp_path)
+    assert strict.returncode == 1
+    assert problems(strict.stdout) == [("new.yaml", "invalid_sidecar")]
+
+
+def test_symlinked_folder_is_reported_not_followed(tmp_path: Path) -> None:
+    """A link to a folder inside the tree is unsafe_path and its contents are not checked."""
+    write_pair(tmp_path / "elsewhere", "bad", sidecar="prompt: ''\n")
+    (tmp_path / "drops").mkdir()
+    (tmp_path / "drops" / "more").symlink_to(tmp_path / "elsewhere")
+
+    result = validate(tmp_path / "drops")
+
+    assert result.returncode == 1
+    assert problems(result.stdout) == [("more", "unsafe_path")]
