@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import platform
 import shutil
@@ -25,6 +26,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,6 +61,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="where to make the temp folder")
     args = parser.parse_args()
+    # The in-process simulator logs every task at debug; keep the figures readable.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     os.environ.update(EMULATOR_CREDENTIALS)
     os.environ["SEEDANCE_WATCH_GATEWAY__MAX_IN_FLIGHT"] = str(args.max_in_flight)
 
