@@ -208,6 +208,42 @@ def test_identical_drop_is_not_paid_twice(
         tmp_path / "outbox" / "beach.mp4"
     ).read_bytes()
     assert (tmp_path / "done" / "beach-2.jpg").exists()
+    # A third identical drop names the job that was paid for, not the copy.
+    write_pair(tmp_path / "inbox", "beach")
+    third, _ = run_once(config_path)
+    assert third.exit_code == 0 and len(sim.submits) == 1
+    meta3 = json.loads((tmp_path / "outbox" / "beach-3.json").read_text())
+    assert meta3["duplicate_of"] == first.summary.done[0]
+
+
+def test_once_ends_when_the_gateway_stays_unreachable(
+    tmp_path: Path,
+    s3_server: S3Emulator,
+    sim: Simulator,
+    write_pair: WritePair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run --once` against a gateway that refuses connections does not wait forever:
+    after a few never-sent submits it exits 1, the job waits (uploaded) in the ledger and
+    its inputs stay in the inbox; the daemon itself would keep retrying."""
+    import socket
+
+    from seedance_watch import engine
+    from seedance_watch.ledger import read_jobs
+
+    monkeypatch.setitem(engine.ONCE_ATTEMPTS, "submit", 2)  # keep the backoff short
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    config_path = write_config(tmp_path, s3_server, sim)
+    config_path.write_text(config_path.read_text().replace(sim.base_url, dead))
+    write_pair(tmp_path / "inbox", "beach")
+    result, config = run_once(config_path)
+    assert result.exit_code == 1
+    assert result.summary.unfinished and "submit" in result.summary.unfinished
+    assert files_under(tmp_path / "inbox") == ["beach.jpg", "beach.yaml"]
+    assert [job.state.value for job in read_jobs(config.paths.state).values()] == ["uploaded"]
+    assert len(sim.submits) == 0
 
 
 def _slow_writer(path: Path, data: bytes, chunks: int, pause: float) -> threading.Thread:

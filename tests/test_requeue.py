@@ -94,6 +94,12 @@ def test_retry_uses_a_free_name_when_the_inbox_has_that_name(
     assert (inbox / "beach-2.yaml").read_text() == BAD_SIDECAR
     assert files_under(tmp_path / "failed") == []
 
+    # Once retried, the old job is history: ``--failed`` has nothing more to do.
+    again = retry(config_path, "--failed")
+    assert again.returncode == 0, again.stderr
+    assert "no failed jobs to retry" in again.stdout
+    assert files_under(inbox) == ["beach-2.jpg", "beach-2.yaml", "beach.jpg"]
+
 
 def test_retry_failed_while_the_daemon_runs_makes_new_drops(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair

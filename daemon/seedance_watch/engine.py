@@ -95,6 +95,10 @@ CONTENT_TYPES = {
     ".gif": "image/gif",
 }
 
+#: With ``--once``, a job whose upload or (never-sent) submit keeps failing this many
+#: times ends the run (exit 1, nothing lost) instead of waiting for the store or the
+#: gateway forever, as the daemon does.
+ONCE_ATTEMPTS = {"upload": 3, "submit": 8}
 #: A poll answered 404 for a task we submitted this many times fails the job.
 TASK_NOT_FOUND_LIMIT = 3
 #: Broken downloads are tried this many times (the URL lasts 24 hours); see scheduling.
@@ -109,6 +113,7 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)
     credentials_refused: str | None = None
     storage_unavailable: str | None = None
+    unfinished: str | None = None
 
 
 class Engine:
@@ -408,8 +413,10 @@ class Engine:
             completed_at=earlier.completed_at,
             usage=earlier.usage,
         )
-        await self._place(job, sha, size, duplicate_of=earlier.job_id)
-        log.info("job.duplicate", job_id=job.job_id, duplicate_of=earlier.job_id)
+        # Name the job that was paid for, even when the earlier one was itself a copy.
+        original = earlier.duplicate_of or earlier.job_id
+        await self._place(job, sha, size, duplicate_of=original)
+        log.info("job.duplicate", job_id=job.job_id, duplicate_of=original)
         return True
 
     # --- upload -----------------------------------------------------------------------------
@@ -976,6 +983,11 @@ class Engine:
     ) -> None:
         """Re-queue ``job_id`` on the timer heap after a backoff (submits, polls, fallbacks)."""
         attempt = self._bump(job_id)
+        if self._once and attempt > ONCE_ATTEMPTS.get(stage, attempt):
+            # ``--once`` must end: nothing is lost, the job waits in its durable state.
+            self.summary.unfinished = f"{stage} kept failing ({reason or 'transient error'})"
+            self._stop_for("unfinished")
+            return
         policy = STAGE_POLICIES.get(stage)
         backoff = policy.backoff if policy is not None else self.backoff
         delay = backoff.delay(attempt, self.rng, retry_after)

@@ -31,7 +31,13 @@ def requeue(config: Config, job_ids: Iterable[str], *, all_failed: bool = False)
     jobs = read_jobs(config.paths.state)
     result = RequeueResult()
     wanted = [j.job_id for j in jobs.values() if j.state is State.FAILED] if all_failed else []
-    for job_id in [*wanted, *job_ids]:
+    for job_id in wanted:
+        # ``--failed`` means the failed jobs whose inputs still wait in failed/; a job
+        # retried before (its inputs went back to the inbox) is history, not a problem.
+        failed = jobs[job_id]
+        if any(_resolve(_roots(config), dst).exists() for _, dst in failed.moved_to):
+            _requeue_job(config, failed, result)
+    for job_id in job_ids:
         job = jobs.get(job_id)
         if job is None:
             result.problems[job_id] = "no such job in the ledger"
@@ -42,8 +48,12 @@ def requeue(config: Config, job_ids: Iterable[str], *, all_failed: bool = False)
     return result
 
 
+def _roots(config: Config) -> dict[str, Path]:
+    return {"failed": config.paths.failed, "done": config.paths.done}
+
+
 def _requeue_job(config: Config, job: Job, result: RequeueResult) -> None:
-    roots = {"failed": config.paths.failed, "done": config.paths.done}
+    roots = _roots(config)
     present = [(src, dst) for src, dst in job.moved_to if _resolve(roots, dst).exists()]
     if not present:
         if not all(_is_failed(dst) for _, dst in job.moved_to) or not job.moved_to:

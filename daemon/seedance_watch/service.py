@@ -48,7 +48,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
-EXIT_STORAGE = 1
+EXIT_STORAGE = 1  # --once: the bucket refuses us, or the store/gateway stays unreachable
 EXIT_USAGE = 2
 EXIT_CREDENTIALS = 3
 EXIT_FAILED_JOBS = 4
@@ -299,6 +299,6 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 def _once_exit_code(summary: RunSummary) -> int:
     if summary.credentials_refused is not None:
         return EXIT_CREDENTIALS
-    if summary.storage_unavailable is not None:
+    if summary.storage_unavailable is not None or summary.unfinished is not None:
         return EXIT_STORAGE
     return EXIT_FAILED_JOBS if summary.failed else EXIT_OK
