@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import stamina
@@ -37,13 +37,9 @@ from .config import Config
 from .fsutil import make_dirs, remove_stale_temps
 from .gateway import Gateway
 from .inbox import AmbiguousPair, Inbox, InboxEvent, PairReady
-from .intake import event_error, examine_drop, job_groups
+from .intake import bare_job, event_error, event_files, examine_drop, job_groups
 from .jobs import (
-    Fail,
-    Finished,
     Job,
-    Placing,
-    Redownload,
     State,
     SubmitIntent,
     SubmitNotSent,
@@ -51,31 +47,21 @@ from .jobs import (
     TaskSucceeded,
     Uploaded,
     apply,
+    job_files,
 )
 from .ledger import Ledger
 from .metrics import Metrics
-from .outbox import (
-    OutputConflict,
-    StagingMissing,
-    cleanup_staging,
-    copy_for_duplicate,
-    error_report_rel,
-    finish_moves,
-    iso_utc,
-    place_output,
-    plan_moves,
-    plan_output,
-    staging_path,
-    write_error_report,
-)
+from .outbox import cleanup_staging
+from .pauses import Pauses
+from .placement import Placement
 from .scheduling import (
     STAGE_POLICIES,
     Backoff,
-    CircuitBreaker,
     RetryHook,
     TaskTimeEstimator,
     TimerHeap,
     TokenBucket,
+    task_kind,
 )
 from .status import DaemonStatusFile
 from .storage import Storage
@@ -145,9 +131,6 @@ class Engine:
         self.roots = {"inbox": paths.inbox, "done": paths.done, "failed": paths.failed}
         gw = config.gateway
         self.bucket = TokenBucket(gw.requests_per_minute, burst=min(10.0, gw.max_in_flight))
-        self.credentials = CircuitBreaker()
-        self.store_breaker = CircuitBreaker()
-        self.daemon_status = DaemonStatusFile(config.paths.state, key_source=key_source)
         self.backoff = Backoff(initial=1.0, cap=60.0)
         self.estimator = TaskTimeEstimator()
         self.summary = RunSummary()
@@ -162,7 +145,6 @@ class Engine:
         self._intake_pending = 0
         self._in_flight: set[str] = set()
         self._attempts: dict[str, int] = {}
-        self._planned_outputs: set[str] = set()
         self._claims: dict[str, str] = {}
         self._submit_wake = asyncio.Event()  # the submitter's: a slot or a job is ready
         self._timer_wake = asyncio.Event()  # the timer loop's: a new due time
@@ -174,8 +156,27 @@ class Engine:
         self._once = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
+        # Where a finished job's files go: its output, or its failure report and inputs.
+        self.placement = Placement(
+            ledger=ledger,
+            paths=paths,
+            clock=clock,
+            on_finished=self._finished,
+            download_again=self._downloads.put,
+        )
+        # Bad credentials and an unusable bucket pause their stages; nothing fails.
+        self.pauses = Pauses(
+            metrics=self.metrics,
+            status=DaemonStatusFile(paths.state, key_source=key_source),
+            clock=clock,
+            key_source=key_source,
+            on_credentials_accepted=self._submit_wake.set,
+        )
+        self.credentials = self.pauses.credentials
+        self.store_breaker = self.pauses.storage
+        self.daemon_status = self.pauses.status
 
-    # --- lifecycle ------------------------------------------------------------------------
+    # --- lifecycle ------------------------------------------------------------------------------
 
     async def recover(self) -> None:
         """Take up every unfinished job of the ledger, as SPEC §7 says."""
@@ -195,7 +196,7 @@ class Engine:
                 case State.UPLOADED:
                     self._ready.append(job.job_id)
                 case State.SUBMITTING:
-                    await self._fail(
+                    await self.placement.fail(
                         job,
                         E.SubmitAmbiguous(
                             "The daemon stopped while this job's submit was in flight, so "
@@ -324,13 +325,13 @@ class Engine:
             self._busy -= 1
             self._idle.set()
 
-    # --- intake -----------------------------------------------------------------------------
+    # --- intake ---------------------------------------------------------------------------------
 
     async def handle_event(self, event: InboxEvent) -> None:
         """Queue one inbox event for intake (quick: the inbox loop awaits this)."""
         if self._stopping:
             return
-        files = _event_files(event)
+        files = event_files(event)
         if any(path in self._claims for path in files):
             return
         self.inbox.claim(files)
@@ -375,8 +376,8 @@ class Engine:
             )
             job, error = drop.job, drop.error
         else:
-            job = _bare_job(event, now)
-            error = _event_error(event)
+            job = bare_job(event, now)
+            error = event_error(event)
         for path in files:
             self._claims[path] = job.job_id
         if self.ledger.get(job.job_id) is not None:
@@ -384,42 +385,14 @@ class Engine:
             return
         log.info("job.created", job_id=job.job_id, source=job.source)
         if error is not None:
-            await self._fail(job, error)
+            await self.placement.fail(job, error)
             return
-        if cfg.dedupe and job.content_key is not None and await self._dedupe(job):
+        if cfg.dedupe and job.content_key is not None and await self.placement.dedupe(job):
             return
         self.ledger.put(job)
         await self._uploads.put(job.job_id)
 
-    async def _dedupe(self, job: Job) -> bool:
-        """Copy an earlier identical job's video instead of paying again."""
-        assert job.content_key is not None
-        earlier = self.ledger.find_done_by_content_key(job.content_key)
-        if earlier is None or earlier.output is None or earlier.video_sha256 is None:
-            return False
-        video = self.config.paths.outbox / earlier.output
-        if not video.is_file() or video.stat().st_size != earlier.video_bytes:
-            return False
-        staging = self._staging(job)
-        sha, size = await asyncio.to_thread(copy_for_duplicate, video, staging)
-        if sha != earlier.video_sha256:
-            staging.unlink(missing_ok=True)
-            log.warning("job.dedupe_mismatch", job_id=job.job_id, earlier=earlier.job_id)
-            return False
-        job = _with(
-            job,
-            task_id=earlier.task_id,
-            submitted_at=earlier.submitted_at,
-            completed_at=earlier.completed_at,
-            usage=earlier.usage,
-        )
-        # Name the job that was paid for, even when the earlier one was itself a copy.
-        original = earlier.duplicate_of or earlier.job_id
-        await self._place(job, sha, size, duplicate_of=original)
-        log.info("job.duplicate", job_id=job.job_id, duplicate_of=original)
-        return True
-
-    # --- upload -----------------------------------------------------------------------------
+    # --- upload ---------------------------------------------------------------------------------
 
     async def _upload(self, job_id: str) -> None:
         job = self._job(job_id)
@@ -448,7 +421,9 @@ class Engine:
                         self.storage.upload, path, key, content_type=content_type
                     )
         except FileNotFoundError:
-            await self._fail(job, E.InputVanished("The image left the inbox before its upload."))
+            await self.placement.fail(
+                job, E.InputVanished("The image left the inbox before its upload.")
+            )
             return
         except E.StorageUnavailable as exc:
             self._pause_storage(str(exc))
@@ -458,12 +433,9 @@ class Engine:
             self._retry_later(job_id, "upload", exc.retry_after, reason=exc.message)
             return
         except E.JobError as exc:
-            await self._fail(job, exc)
+            await self.placement.fail(job, exc)
             return
-        if self.store_breaker.success():
-            log.info("storage.resumed")
-            self.metrics.paused.labels(reason="storage").set(0)
-        self.daemon_status.resume("storage")
+        self.pauses.storage_ok()
         self.metrics.upload_bytes.inc(size)
         self.metrics.upload_seconds.inc(time.monotonic() - started)
         self._attempts.pop(job_id, None)
@@ -473,24 +445,13 @@ class Engine:
         self._submit_wake.set()
 
     def _pause_storage(self, reason: str) -> None:
-        """The bucket is missing or refuses us: pause uploads (nothing fails), probe later."""
-        was_open = self.store_breaker.is_open
-        probe = self.store_breaker.trip(reason, self.clock())
-        if not was_open:
-            log.error(
-                "storage.paused",
-                reason=reason,
-                next_probe_in=round(probe - self.clock(), 1),
-            )
-        self.metrics.paused.labels(reason="storage").set(1)
-        self.daemon_status.pause(
-            "storage", reason, since=self.store_breaker.since, next_probe_at=probe
-        )
+        """The bucket is missing or refuses us: pause uploads; ``--once`` ends there."""
+        self.pauses.pause_storage(reason)
         if self._once:
             self.summary.storage_unavailable = reason
             self._stop_for("storage_unavailable")
 
-    # --- submit -----------------------------------------------------------------------------
+    # --- submit ---------------------------------------------------------------------------------
 
     async def _submitter(self) -> None:
         """Send submits while a slot, a token and the breaker allow (uploads run ahead)."""
@@ -565,12 +526,12 @@ class Engine:
                 return
             except E.JobError as exc:
                 self._in_flight.discard(job_id)
-                await self._fail(self._job_or(job), exc)
+                await self.placement.fail(self._job_or(job), exc)
                 return
             except Exception as exc:  # the outcome of this submit is unknown
                 self._in_flight.discard(job_id)
                 log.exception("job.submit_error", job_id=job_id)
-                await self._fail(
+                await self.placement.fail(
                     self._job_or(job),
                     E.SubmitAmbiguous(f"The submit ended with an unexpected error: {exc!r}"),
                 )
@@ -582,44 +543,23 @@ class Engine:
             self._attempts.pop(job_id, None)  # polls count their own retries
             log.info("job.submitted", job_id=job_id, task_id=task_id)
             delay = self.estimator.first_poll_delay(
-                _task_kind(job.text), self.config.gateway.poll_interval, key=job_id
+                task_kind(job.text), self.config.gateway.poll_interval, key=job_id
             )
             self._schedule(job_id, self.clock() + delay)
             self._submit_wake.set()
 
     def _pause_credentials(self, exc: E.CredentialsRefused) -> None:
-        """401/402/403: pause submits and polls (nothing fails), probe with backoff."""
-        before = self.credentials.probe_at if self.credentials.is_open else None
-        probe = self.credentials.trip(exc.message, self.clock())
-        self.metrics.paused.labels(reason="credentials").set(1)
-        # One error per pause and per failed probe, not one per request in flight.
-        (log.error if probe != before else log.debug)(
-            "gateway.credentials_refused",
-            http_status=exc.http_status,
-            reason=exc.message,
-            key_source=self.key_source,
-            next_probe_in=round(probe - self.clock(), 1),
-        )
-        self.daemon_status.pause(
-            "credentials",
-            exc.message,
-            since=self.credentials.since,
-            next_probe_at=probe,
-            http_status=exc.http_status,
-        )
+        """401/402/403: pause submits and polls; ``--once`` ends there."""
+        self.pauses.pause_credentials(exc)
         if self._once:
             self.summary.credentials_refused = exc.message
             self._stop_for("credentials_refused")
 
     def _gateway_ok(self) -> None:
         self.metrics.gateway_ok()
-        if self.credentials.success():
-            self.metrics.paused.labels(reason="credentials").set(0)
-            log.info("gateway.credentials_accepted", key_source=self.key_source)
-            self._submit_wake.set()
-        self.daemon_status.resume("credentials")
+        self.pauses.credentials_ok()
 
-    # --- poll -------------------------------------------------------------------------------
+    # --- poll -----------------------------------------------------------------------------------
 
     async def _dispatch_timers(self) -> None:
         """One timer heap for every waiting job; due jobs re-enter their stage."""
@@ -663,9 +603,9 @@ class Engine:
         if job is None:
             return
         if job.state is State.PLACING:
-            await self._finish_placing(job)
+            await self.placement.finish_placing(job)
         elif job.state is State.FAILING:
-            await self._finish_failing(job)
+            await self.placement.finish_failing(job)
 
     async def _poll(self, job_id: str) -> None:
         job = self._job(job_id)
@@ -739,7 +679,7 @@ class Engine:
             assert status.video_url is not None
             self._in_flight.discard(job_id)
             self._submit_wake.set()
-            self.estimator.observe(_task_kind(job.text), elapsed, poll_interval=cfg.poll_interval)
+            self.estimator.observe(task_kind(job.text), elapsed, poll_interval=cfg.poll_interval)
             self._put(job, TaskSucceeded(video_url=status.video_url, usage=status.usage))
             bound.info("task.succeeded", seconds=round(elapsed, 3))
             await self._downloads.put(job_id)
@@ -765,15 +705,15 @@ class Engine:
         self._in_flight.discard(job.job_id)
         self.estimator.forget(job.job_id)
         self._submit_wake.set()
-        await self._fail(job, error)
+        await self.placement.fail(job, error)
 
-    # --- download & placement -----------------------------------------------------------------
+    # --- download -------------------------------------------------------------------------------
 
     async def _download(self, job_id: str) -> None:
         job = self._job(job_id)
         if job is None or job.state is not State.SUCCEEDED or job.video_url is None:
             return
-        staging = self._staging(job)
+        staging = self.placement.staging(job)
         # The staging name may be a hard link to a placed video after a crash mid-move:
         # unlink it rather than truncate it.
         staging.unlink(missing_ok=True)
@@ -791,7 +731,7 @@ class Engine:
                         job.video_url, staging, max_bytes=self.config.gateway.max_video_bytes
                     )
         except E.DownloadIncomplete as exc:
-            await self._fail(
+            await self.placement.fail(
                 job,
                 E.DownloadFailed(
                     f"The video of task {job.task_id} could not be downloaded after "
@@ -802,7 +742,7 @@ class Engine:
             )
             return
         except E.DownloadFailed as exc:
-            await self._fail(
+            await self.placement.fail(
                 job,
                 E.DownloadFailed(
                     f"The video of task {job.task_id} could not be downloaded: {exc.message}"
@@ -815,135 +755,15 @@ class Engine:
         self.metrics.download_bytes.inc(result.size)
         self.metrics.download_seconds.inc(time.monotonic() - started)
         self._attempts.pop(job_id, None)
-        await self._place(job, result.sha256, result.size)
+        await self.placement.place(job, result.sha256, result.size)
 
-    async def _place(
-        self, job: Job, sha: str, size: int, *, duplicate_of: str | None = None
-    ) -> None:
-        sub, stem = _split(job.source)
-        outbox = self.config.paths.outbox
-        output = plan_output(outbox, sub, stem, taken=self._planned_outputs)
-        moves = plan_moves(self.roots["inbox"], sub, _job_files(job), "done", self.roots["done"])
-        event = Placing(
-            output=output,
-            video_sha256=sha,
-            video_bytes=size,
-            moved_to=moves,
-            duplicate_of=duplicate_of,
-        )
-        job = self._put(job, event)
-        await self._finish_placing(job)
-
-    async def _finish_placing(self, job: Job) -> None:
-        """Carry out a PLACING record (idempotent: also the crash-recovery path)."""
-        assert job.output is not None and job.video_sha256 is not None
-        self._planned_outputs.add(job.output)
-        try:
-            await asyncio.to_thread(
-                place_output,
-                outbox=self.config.paths.outbox,
-                staging=self._staging(job),
-                output_rel=job.output,
-                video_sha256=job.video_sha256,
-                metadata=self._output_metadata(job),
-            )
-            await asyncio.to_thread(
-                finish_moves, roots=self.roots, moves=job.moved_to, job_id=job.job_id
-            )
-        except StagingMissing:
-            self._planned_outputs.discard(job.output)
-            if job.duplicate_of is not None or job.video_url is None:
-                await self._fail(
-                    job, E.DownloadFailed("The earlier video to copy vanished during placement.")
-                )
-                return
-            job = self._put(job, Redownload())
-            await self._downloads.put(job.job_id)
-            return
-        except OutputConflict as exc:
-            self._planned_outputs.discard(job.output)
-            await self._fail(job, E.DownloadFailed(f"Could not place the output: {exc}"))
-            return
-        self._planned_outputs.discard(job.output)
-        job = self._put(job, Finished())
-        self._finished(job)
-        log.info(
-            "job.done",
-            job_id=job.job_id,
-            output=job.output,
-            duplicate_of=job.duplicate_of,
-        )
-
-    def _output_metadata(self, job: Job) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "job_id": job.job_id,
-            "task_id": job.task_id,
-            "model": job.model,
-            "prompt": job.prompt,
-            "text": job.text,
-            "source": job.source,
-            "source_sha256": job.image_sha256,
-            "video_sha256": job.video_sha256,
-            "video_bytes": job.video_bytes,
-            "usage": job.usage,
-            "submitted_at": iso_utc(job.submitted_at) if job.submitted_at else None,
-            "completed_at": iso_utc(job.completed_at) if job.completed_at else None,
-        }
-        if job.duplicate_of is not None:
-            meta["duplicate_of"] = job.duplicate_of
-        return meta
-
-    # --- failure ------------------------------------------------------------------------------
-
-    async def _fail(self, job: Job, error: E.JobError) -> None:
-        """Record the failure durably, then write the report and move the inputs."""
-        sub, _ = _split(job.source)
-        moves = plan_moves(
-            self.roots["inbox"], sub, _job_files(job), "failed", self.roots["failed"]
-        )
-        report = error.report()
-        if job.task_id is not None:
-            report.setdefault("task_id", job.task_id)
-        job = apply(job, Fail(error=report, moved_to=moves), self.clock())
-        self.ledger.put(job)
-        log.warning(
-            "job.failed",
-            job_id=job.job_id,
-            code=error.code,
-            message=error.message,
-            task_id=job.task_id,
-        )
-        await self._finish_failing(job)
-
-    async def _finish_failing(self, job: Job) -> None:
-        """Carry out a FAILING record (idempotent: also the crash-recovery path)."""
-        assert job.error is not None
-        report = {
-            "job_id": job.job_id,
-            "source": job.source,
-            **job.error,
-            "at": iso_utc(job.updated_at),
-        }
-        report.setdefault("http_status", None)
-        report.setdefault("task_id", job.task_id)
-        await asyncio.to_thread(
-            write_error_report,
-            failed_root=self.roots["failed"],
-            report_rel=error_report_rel(job.moved_to),
-            report=report,
-            job_id=job.job_id,
-        )
-        await asyncio.to_thread(
-            finish_moves, roots=self.roots, moves=job.moved_to, job_id=job.job_id
-        )
-        job = self._put(job, Finished())
-        self._finished(job)
+    # --- finished -------------------------------------------------------------------------------
 
     def _finished(self, job: Job) -> None:
         self.metrics.finished.labels(state=job.state.value).inc()
         self.metrics.job_latency.observe(max(0.0, job.updated_at - job.created_at))
         (self.summary.done if job.state is State.DONE else self.summary.failed).append(job.job_id)
-        self._release(_job_files(job))
+        self._release(job_files(job))
         self._attempts.pop(job.job_id, None)
         if job.s3_key is not None and self.config.storage.delete_after:
             self._spawn_side(self._delete_object(job.job_id, job.s3_key))
@@ -1036,12 +856,8 @@ class Engine:
     def _job_or(self, job: Job) -> Job:
         return self.ledger.get(job.job_id) or job
 
-    def _staging(self, job: Job) -> Path:
-        sub, _ = _split(job.source)
-        return staging_path(self.config.paths.outbox, sub, job.job_id)
-
     def _claim(self, job: Job) -> None:
-        files = _job_files(job)
+        files = job_files(job)
         self.inbox.claim(files)
         for path in files:
             self._claims[path] = job.job_id
@@ -1051,63 +867,3 @@ class Engine:
         for path in files:
             self._claims.pop(path, None)
         self.inbox.release(files)
-
-
-# --- pure helpers -------------------------------------------------------------------------------
-
-
-def _split(source: str) -> tuple[str, str]:
-    """``sub/dir/beach.jpg`` → (``sub/dir``, ``beach``); the subdir is ``""`` at the top."""
-    path = PurePosixPath(source)
-    parent = str(path.parent)
-    return ("" if parent == "." else parent), path.stem
-
-
-def _job_files(job: Job) -> list[str]:
-    return [p for p in (job.source, job.sidecar) if p is not None]
-
-
-def _event_files(event: InboxEvent) -> list[str]:
-    if isinstance(event, PairReady):
-        return [event.image, event.sidecar]
-    if isinstance(event, AmbiguousPair):
-        return list(event.paths)
-    return [event.path]
-
-
-def _bare_job(event: InboxEvent, now: float) -> Job:
-    """A job for an input that is not a valid pair (it will only fail)."""
-    from .intake import bare_job_id
-
-    files = _event_files(event)
-    return Job(
-        job_id=bare_job_id(files, now),
-        state=State.NEW,
-        source=files[0],
-        sidecar=files[1] if len(files) > 1 else None,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def _event_error(event: InboxEvent) -> E.JobError:
-    return event_error(event)
-
-
-def _task_kind(text: str | None) -> str:
-    """The polling-estimate bucket of a task: its resolution and duration commands."""
-    if not text:
-        return ""
-    words = text.split()
-    kind = [
-        f"{w}={words[i + 1]}"
-        for i, w in enumerate(words[:-1])
-        if w in ("--resolution", "--duration")
-    ]
-    return ",".join(kind)
-
-
-def _with(job: Job, **changes: Any) -> Job:
-    import dataclasses
-
-    return dataclasses.replace(job, **changes)

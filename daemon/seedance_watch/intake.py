@@ -16,12 +16,14 @@ from .jobs import Job, State, content_key, make_job_id
 from .names import is_image
 from .options import GenerationOptions
 from .sidecar import build_request, check_image, parse_sidecar
-from .stability import AmbiguousPair, InboxEvent, Orphan, Unsafe
+from .stability import AmbiguousPair, InboxEvent, Orphan, PairReady, Unsafe
 
 __all__ = [
     "Drop",
+    "bare_job",
     "bare_job_id",
     "event_error",
+    "event_files",
     "examine_drop",
     "job_groups",
     "read_nofollow",
@@ -122,6 +124,28 @@ def _job(
 def bare_job_id(files: list[str], now: float) -> str:
     """The id of a drop that is not a valid pair (orphan, link, ambiguous names)."""
     return make_job_id("\0".join(files), "-", "-", int(now * 1e9))
+
+
+def event_files(event: InboxEvent) -> list[str]:
+    """The inbox files of an event: the pair, the ambiguous group, or the one file."""
+    if isinstance(event, PairReady):
+        return [event.image, event.sidecar]
+    if isinstance(event, AmbiguousPair):
+        return list(event.paths)
+    return [event.path]
+
+
+def bare_job(event: InboxEvent, now: float) -> Job:
+    """A job for an input that is not a valid pair (it will only fail)."""
+    files = event_files(event)
+    return Job(
+        job_id=bare_job_id(files, now),
+        state=State.NEW,
+        source=files[0],
+        sidecar=files[1] if len(files) > 1 else None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def event_error(event: InboxEvent) -> E.JobError:

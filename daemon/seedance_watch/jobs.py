@@ -52,6 +52,7 @@ __all__ = [
     "Uploaded",
     "apply",
     "content_key",
+    "job_files",
     "make_job_id",
 ]
 
@@ -239,6 +240,11 @@ class Job:
             unknown = sorted(set(data) - _FIELD_NAMES)
             raise TypeError(f"unknown job field(s): {', '.join(map(str, unknown))}")
         return _decode(cls, data)  # type: ignore[no-any-return]
+
+
+def job_files(job: Job) -> list[str]:
+    """The inbox files a job holds: its image (``source``) and its sidecar, if any."""
+    return [p for p in (job.source, job.sidecar) if p is not None]
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Job))

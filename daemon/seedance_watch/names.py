@@ -6,7 +6,7 @@ the same folder.  Temporary and hidden names are ignored until renamed.
 
 from __future__ import annotations
 
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -15,6 +15,7 @@ __all__ = [
     "is_image",
     "is_sidecar",
     "pair_stem",
+    "split_source",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -39,3 +40,10 @@ def pair_stem(rel_path: str) -> str:
     """The pairing key of an inbox-relative POSIX path: ``sub/beach.JPG`` → ``sub/beach``."""
     path = PurePath(rel_path)
     return str(path.with_suffix("")) if path.suffix else rel_path
+
+
+def split_source(rel_path: str) -> tuple[str, str]:
+    """``sub/dir/beach.jpg`` → (``sub/dir``, ``beach``); the subdir is ``""`` at the top."""
+    path = PurePosixPath(rel_path)
+    parent = str(path.parent)
+    return ("" if parent == "." else parent), path.stem

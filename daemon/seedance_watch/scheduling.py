@@ -49,6 +49,7 @@ __all__ = [
     "TaskTimeEstimator",
     "TimerHeap",
     "TokenBucket",
+    "task_kind",
 ]
 
 
@@ -358,3 +359,16 @@ class TaskTimeEstimator:
     def forget(self, key: str) -> None:
         """Drop what was remembered for ``key`` (its job ended without a first poll)."""
         self._planned.pop(key, None)
+
+
+def task_kind(text: str | None) -> str:
+    """The polling-estimate bucket of a task: its resolution and duration commands."""
+    if not text:
+        return ""
+    words = text.split()
+    kind = [
+        f"{w}={words[i + 1]}"
+        for i, w in enumerate(words[:-1])
+        if w in ("--resolution", "--duration")
+    ]
+    return ",".join(kind)

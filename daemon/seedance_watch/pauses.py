@@ -1,0 +1,98 @@
+"""The daemon's two pauses: the gateway refused the key, or the bucket is unusable.
+
+A pause fails nothing: submits and polls (credentials) or uploads (storage) wait
+behind a :class:`~seedance_watch.scheduling.CircuitBreaker` that lets one probe
+through with backoff.  The breakers decide; this module reports: a log event when
+a pause starts, escalates or ends, the ``seedance_paused`` gauge, and
+``state/daemon.json`` (:class:`~seedance_watch.status.DaemonStatusFile`) for
+``status``.  What a pause means for a ``--once`` run is the engine's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from . import errors as E
+from .metrics import Metrics
+from .scheduling import CircuitBreaker
+from .status import DaemonStatusFile
+
+__all__ = ["Pauses"]
+
+log = structlog.get_logger(__name__)
+
+
+class Pauses:
+    """The credentials and storage breakers, and the reporting of their pauses.
+
+    ``on_credentials_accepted`` is called when a probe ends the credentials pause
+    (the submitter then has work to do again).
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        status: DaemonStatusFile,
+        clock: Callable[[], float],
+        key_source: str,
+        on_credentials_accepted: Callable[[], None],
+    ) -> None:
+        self.credentials = CircuitBreaker()
+        self.storage = CircuitBreaker()
+        self.status = status
+        self._metrics = metrics
+        self._clock = clock
+        self._key_source = key_source
+        self._on_credentials_accepted = on_credentials_accepted
+
+    def pause_storage(self, reason: str) -> None:
+        """The bucket is missing or refuses us: pause uploads (nothing fails), probe later."""
+        was_open = self.storage.is_open
+        probe = self.storage.trip(reason, self._clock())
+        if not was_open:
+            log.error(
+                "storage.paused",
+                reason=reason,
+                next_probe_in=round(probe - self._clock(), 1),
+            )
+        self._metrics.paused.labels(reason="storage").set(1)
+        self.status.pause("storage", reason, since=self.storage.since, next_probe_at=probe)
+
+    def storage_ok(self) -> None:
+        """An upload succeeded: end the storage pause, if there was one."""
+        if self.storage.success():
+            log.info("storage.resumed")
+            self._metrics.paused.labels(reason="storage").set(0)
+        self.status.resume("storage")
+
+    def pause_credentials(self, exc: E.CredentialsRefused) -> None:
+        """401/402/403: pause submits and polls (nothing fails), probe with backoff."""
+        before = self.credentials.probe_at if self.credentials.is_open else None
+        probe = self.credentials.trip(exc.message, self._clock())
+        self._metrics.paused.labels(reason="credentials").set(1)
+        # One error per pause and per failed probe, not one per request in flight.
+        (log.error if probe != before else log.debug)(
+            "gateway.credentials_refused",
+            http_status=exc.http_status,
+            reason=exc.message,
+            key_source=self._key_source,
+            next_probe_in=round(probe - self._clock(), 1),
+        )
+        self.status.pause(
+            "credentials",
+            exc.message,
+            since=self.credentials.since,
+            next_probe_at=probe,
+            http_status=exc.http_status,
+        )
+
+    def credentials_ok(self) -> None:
+        """The gateway accepted a request: end the credentials pause, if there was one."""
+        if self.credentials.success():
+            self._metrics.paused.labels(reason="credentials").set(0)
+            log.info("gateway.credentials_accepted", key_source=self._key_source)
+            self._on_credentials_accepted()
+        self.status.resume("credentials")

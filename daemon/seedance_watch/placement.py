@@ -1,0 +1,236 @@
+"""Carrying out the file plans of a job: its output into outbox/, or its failure.
+
+A finished job's files go where its ledger record says, in two steps each: the
+plan is made durable first (``Placing``: the output's name, the video's hash and
+where the inputs move; ``Fail``: the error report and the moves), then the files
+follow.  The second step is idempotent, so it is also the crash-recovery path
+(:meth:`Placement.finish_placing`, :meth:`Placement.finish_failing`).
+
+The engine decides *when* a job ends; this module knows *how* its files end up in
+done/, failed/ and outbox/.  It touches the ledger and the file system, nothing
+else, and hands the job back through two callbacks: finished, or download again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import errors as E
+from .config import PathsConfig
+from .jobs import Fail, Finished, Job, Placing, Redownload, apply, job_files
+from .ledger import Ledger
+from .names import split_source
+from .outbox import (
+    OutputConflict,
+    StagingMissing,
+    copy_for_duplicate,
+    error_report_rel,
+    finish_moves,
+    iso_utc,
+    place_output,
+    plan_moves,
+    plan_output,
+    staging_path,
+    write_error_report,
+)
+
+__all__ = ["Placement"]
+
+log = structlog.get_logger(__name__)
+
+
+class Placement:
+    """Places a job's output (``PLACING → DONE``) or its failure (``FAILING → FAILED``).
+
+    ``on_finished`` is called with each job that reached DONE or FAILED;
+    ``download_again`` with the id of a job whose staged video vanished before it
+    was placed (the job is back in SUCCEEDED).
+    """
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        paths: PathsConfig,
+        clock: Callable[[], float],
+        on_finished: Callable[[Job], None],
+        download_again: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._ledger = ledger
+        self._outbox = paths.outbox
+        self._roots = {"inbox": paths.inbox, "done": paths.done, "failed": paths.failed}
+        self._clock = clock
+        self._on_finished = on_finished
+        self._download_again = download_again
+        # Output names planned but not yet placed, so two jobs never plan the same one.
+        self._planned_outputs: set[str] = set()
+
+    def staging(self, job: Job) -> Path:
+        """Where the job's video is downloaded (or copied) before it is placed."""
+        sub, _ = split_source(job.source)
+        return staging_path(self._outbox, sub, job.job_id)
+
+    # --- output ---------------------------------------------------------------------------------
+
+    async def dedupe(self, job: Job) -> bool:
+        """Copy an earlier identical job's video instead of paying again."""
+        assert job.content_key is not None
+        earlier = self._ledger.find_done_by_content_key(job.content_key)
+        if earlier is None or earlier.output is None or earlier.video_sha256 is None:
+            return False
+        video = self._outbox / earlier.output
+        if not video.is_file() or video.stat().st_size != earlier.video_bytes:
+            return False
+        staging = self.staging(job)
+        sha, size = await asyncio.to_thread(copy_for_duplicate, video, staging)
+        if sha != earlier.video_sha256:
+            staging.unlink(missing_ok=True)
+            log.warning("job.dedupe_mismatch", job_id=job.job_id, earlier=earlier.job_id)
+            return False
+        job = replace(
+            job,
+            task_id=earlier.task_id,
+            submitted_at=earlier.submitted_at,
+            completed_at=earlier.completed_at,
+            usage=earlier.usage,
+        )
+        # Name the job that was paid for, even when the earlier one was itself a copy.
+        original = earlier.duplicate_of or earlier.job_id
+        await self.place(job, sha, size, duplicate_of=original)
+        log.info("job.duplicate", job_id=job.job_id, duplicate_of=original)
+        return True
+
+    async def place(
+        self, job: Job, sha: str, size: int, *, duplicate_of: str | None = None
+    ) -> None:
+        """Plan the output and the input moves durably, then carry them out."""
+        sub, stem = split_source(job.source)
+        output = plan_output(self._outbox, sub, stem, taken=self._planned_outputs)
+        moves = plan_moves(self._roots["inbox"], sub, job_files(job), "done", self._roots["done"])
+        event = Placing(
+            output=output,
+            video_sha256=sha,
+            video_bytes=size,
+            moved_to=moves,
+            duplicate_of=duplicate_of,
+        )
+        job = self._put(job, event)
+        await self.finish_placing(job)
+
+    async def finish_placing(self, job: Job) -> None:
+        """Carry out a PLACING record (idempotent: also the crash-recovery path)."""
+        assert job.output is not None and job.video_sha256 is not None
+        self._planned_outputs.add(job.output)
+        try:
+            await asyncio.to_thread(
+                place_output,
+                outbox=self._outbox,
+                staging=self.staging(job),
+                output_rel=job.output,
+                video_sha256=job.video_sha256,
+                metadata=_output_metadata(job),
+            )
+            await asyncio.to_thread(
+                finish_moves, roots=self._roots, moves=job.moved_to, job_id=job.job_id
+            )
+        except StagingMissing:
+            self._planned_outputs.discard(job.output)
+            if job.duplicate_of is not None or job.video_url is None:
+                await self.fail(
+                    job, E.DownloadFailed("The earlier video to copy vanished during placement.")
+                )
+                return
+            job = self._put(job, Redownload())
+            await self._download_again(job.job_id)
+            return
+        except OutputConflict as exc:
+            self._planned_outputs.discard(job.output)
+            await self.fail(job, E.DownloadFailed(f"Could not place the output: {exc}"))
+            return
+        self._planned_outputs.discard(job.output)
+        job = self._put(job, Finished())
+        self._on_finished(job)
+        log.info(
+            "job.done",
+            job_id=job.job_id,
+            output=job.output,
+            duplicate_of=job.duplicate_of,
+        )
+
+    # --- failure --------------------------------------------------------------------------------
+
+    async def fail(self, job: Job, error: E.JobError) -> None:
+        """Record the failure durably, then write the report and move the inputs."""
+        sub, _ = split_source(job.source)
+        moves = plan_moves(
+            self._roots["inbox"], sub, job_files(job), "failed", self._roots["failed"]
+        )
+        report = error.report()
+        if job.task_id is not None:
+            report.setdefault("task_id", job.task_id)
+        job = apply(job, Fail(error=report, moved_to=moves), self._clock())
+        self._ledger.put(job)
+        log.warning(
+            "job.failed",
+            job_id=job.job_id,
+            code=error.code,
+            message=error.message,
+            task_id=job.task_id,
+        )
+        await self.finish_failing(job)
+
+    async def finish_failing(self, job: Job) -> None:
+        """Carry out a FAILING record (idempotent: also the crash-recovery path)."""
+        assert job.error is not None
+        report = {
+            "job_id": job.job_id,
+            "source": job.source,
+            **job.error,
+            "at": iso_utc(job.updated_at),
+        }
+        report.setdefault("http_status", None)
+        report.setdefault("task_id", job.task_id)
+        await asyncio.to_thread(
+            write_error_report,
+            failed_root=self._roots["failed"],
+            report_rel=error_report_rel(job.moved_to),
+            report=report,
+            job_id=job.job_id,
+        )
+        await asyncio.to_thread(
+            finish_moves, roots=self._roots, moves=job.moved_to, job_id=job.job_id
+        )
+        job = self._put(job, Finished())
+        self._on_finished(job)
+
+    def _put(self, job: Job, event: Any) -> Job:
+        new = apply(job, event, self._clock())
+        self._ledger.put(new)
+        return new
+
+
+def _output_metadata(job: Job) -> dict[str, Any]:
+    """The ``NAME.json`` written beside the video: where it came from and what it cost."""
+    meta: dict[str, Any] = {
+        "job_id": job.job_id,
+        "task_id": job.task_id,
+        "model": job.model,
+        "prompt": job.prompt,
+        "text": job.text,
+        "source": job.source,
+        "source_sha256": job.image_sha256,
+        "video_sha256": job.video_sha256,
+        "video_bytes": job.video_bytes,
+        "usage": job.usage,
+        "submitted_at": iso_utc(job.submitted_at) if job.submitted_at else None,
+        "completed_at": iso_utc(job.completed_at) if job.completed_at else None,
+    }
+    if job.duplicate_of is not None:
+        meta["duplicate_of"] = job.duplicate_of
+    return meta
