@@ -50,6 +50,7 @@ from types import MappingProxyType, TracebackType
 import structlog
 
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, LedgerLocked, StateError
+from seedance_watch.fsutil import fsync_dir
 from seedance_watch.jobs import TERMINAL_STATES, Job, State
 
 __all__ = ["LOCK_NAME", "Ledger", "decode_record", "encode_record", "read_jobs"]
@@ -271,14 +272,6 @@ def _scan_all(state_dir: Path, layout: _Layout) -> tuple[_Latest, int, int | Non
     return latest, lines, torn_at
 
 
-def _fsync_dir(state_dir: Path) -> None:
-    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     """One ``os.write``; a short write is an error (on a regular file it means ENOSPC)."""
     written = os.write(fd, data)
@@ -417,7 +410,7 @@ class Ledger:
             fd = os.open(path, flags, 0o644)
             if create:
                 # The new name must survive a crash before the records appended to it.
-                _fsync_dir(self._dir)
+                fsync_dir(self._dir)
         except OSError as exc:
             raise DurabilityError(f"cannot open ledger segment {path}: {exc}") from exc
         return fd
@@ -570,7 +563,7 @@ class Ledger:
             self._lines = 0  # try again after another threshold's worth of changes
             return
         try:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
         except OSError as exc:
             os.close(new_fd)
             self._fatal = exc
@@ -622,7 +615,7 @@ class Ledger:
             stage = "rename"
             tmp.rename(final)
             stage = "fsync"
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             log.error("ledger.compaction_failed", stage=stage, file=str(final), error=str(exc))
