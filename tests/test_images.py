@@ -110,6 +110,18 @@ def test_truncated_png_is_refused(tmp_path: Path) -> None:
         check_image(path)
 
 
+def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
+    """A JPEG cut short (an interrupted copy) passes a header check but not the decode:
+    it is refused rather than uploaded and billed."""
+    image = Image.effect_noise((800, 600), 60).convert("RGB")
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 2 // 3])
+    with pytest.raises(InvalidImage, match="truncated"):
+        check_image(path)
+
+
 def test_unsupported_format_is_refused(tmp_path: Path) -> None:
     """A decodable image of a format the model does not take (PPM) is refused."""
     path = _image(tmp_path / "pic.png", (640, 480), "PPM")

@@ -370,7 +370,7 @@ class ImageInfo:
 
 
 def check_image(path: Path) -> ImageInfo:
-    """Check an image against the model's limits, reading only its header.
+    """Check an image against the model's limits: its header, then one full decode.
 
     Raises :class:`InvalidImage` naming the numbers involved.  An ``OSError``
     from the file itself (gone, unreadable) propagates: it is not the image's fault.
@@ -401,6 +401,7 @@ def check_image(path: Path) -> ImageInfo:
             hint=f"Rename it with the extension of a {fmt} file, or convert it to {expected}.",
         )
     _check_dimensions(width, height)
+    _decode(path)
     return ImageInfo(
         format=fmt, width=width, height=height, size=size, content_type=IMAGE_CONTENT_TYPES[fmt]
     )
@@ -432,6 +433,21 @@ def _read_header(fp: BinaryIO) -> tuple[str, int, int]:
     except Exception as exc:  # crafted files make decoders raise anything
         raise InvalidImage(f"the image cannot be decoded: {type(exc).__name__}: {exc}") from exc
     return ("JPEG" if fmt == "MPO" else fmt), width, height
+
+
+def _decode(path: Path) -> None:
+    """Decode the pixels once: a truncated JPEG passes ``verify()`` (which reads only
+    its structure) but would be uploaded, submitted and billed as a broken image."""
+    try:
+        with Image.open(path, formats=_PILLOW_FORMATS) as im:
+            im.load()
+    except OSError as exc:  # "image file is truncated", "broken data stream"
+        raise InvalidImage(
+            f"the image cannot be decoded: {exc}",
+            hint="The file looks cut short (an interrupted copy?); drop it again.",
+        ) from exc
+    except Exception as exc:  # crafted files make decoders raise anything
+        raise InvalidImage(f"the image cannot be decoded: {type(exc).__name__}: {exc}") from exc
 
 
 def _check_dimensions(width: int, height: int) -> None:
