@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image
 
-from seedance_watch.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
+from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 __all__ = [
     "BUCKET",

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import structlog
 
-from seedance_watch.jobs import Job, State
-from seedance_watch.ledger import Ledger, encode_record
+from seedance_watch.core.jobs import Job, State
+from seedance_watch.ledger.jsonl import Ledger, encode_record
 
 
 def finished_job(n: int) -> Job:

@@ -47,7 +47,7 @@ from common import (
     wait_until,
     write_config,
 )
-from seedance_watch.s3emulator import EMULATOR_CREDENTIALS
+from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS
 
 MODEL = "seedance-1-0-lite-i2v-250428"
 SUFFIX = " --resolution 720p --duration 5 --camerafixed false"

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.test_crash import torture, torture_simulator_config  # noqa: E402
 
-from seedance_watch.s3emulator import EMULATOR_CREDENTIALS, S3Emulator  # noqa: E402
 from seedance_watch.simulator import Simulator  # noqa: E402
+from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator  # noqa: E402
 
 BUCKET = "test-bucket"
 MUST_BE_ZERO = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from seedance_watch.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
+from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 BUCKET = "test-bucket"
 

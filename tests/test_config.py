@@ -18,9 +18,9 @@ from seedance_watch.config import (
     load_api_key,
     load_config,
 )
+from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
-from seedance_watch.options import GenerationOptions
-from seedance_watch.yaml12 import load_yaml
+from seedance_watch.files.yaml12 import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET_ENV = {"SEEDANCE_WATCH_STORAGE__BUCKET": "b"}

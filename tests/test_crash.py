@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from seedance_watch.s3emulator import S3Emulator
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, daemon_env, fresh_bucket, wait_for, write_config
 

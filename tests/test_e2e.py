@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import pytest
 
-from seedance_watch.s3emulator import S3Emulator
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .conftest import make_image_bytes
 from .daemon_harness import (
@@ -228,8 +228,8 @@ def test_once_ends_when_the_gateway_stays_unreachable(
     its inputs stay in the inbox; the daemon itself would keep retrying."""
     import socket
 
-    from seedance_watch import engine
-    from seedance_watch.ledger import read_jobs
+    from seedance_watch.ledger.jsonl import read_jobs
+    from seedance_watch.pipeline import engine
 
     monkeypatch.setitem(engine.ONCE_ATTEMPTS, "submit", 2)  # keep the backoff short
     with socket.socket() as probe:  # a port with nothing listening

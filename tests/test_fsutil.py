@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from seedance_watch import fsutil
+from seedance_watch.files import fsutil
 
 
 def listing(root: Path) -> dict[str, bytes | str]:
@@ -107,7 +107,7 @@ def test_atomic_write_real_write_failure_leaves_no_partial(tmp_path: Path) -> No
         """
         import errno, resource, sys
         from pathlib import Path
-        from seedance_watch import fsutil
+        from seedance_watch.files import fsutil
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
         try:
             fsutil.atomic_write_bytes(Path(sys.argv[1]), b"x" * 100_000)

@@ -32,7 +32,7 @@ from seedance_watch.errors import (
     SubmitNotSent,
     TaskNotFound,
 )
-from seedance_watch.gateway import Gateway, TaskStatus, parse_retry_after
+from seedance_watch.providers.pixazo import Gateway, TaskStatus, parse_retry_after
 
 pytestmark = pytest.mark.anyio
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from seedance_watch.health import HealthServer, Heartbeat, probe
-from seedance_watch.ledger import Ledger
-from seedance_watch.s3emulator import S3Emulator
-from seedance_watch.service import health_check
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.service.http import HealthServer, Heartbeat, probe
+from seedance_watch.service.lifecycle import health_check
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, wait_for, write_config
 

@@ -20,8 +20,8 @@ import pytest
 from structlog.testing import capture_logs
 from watchdog.observers import Observer
 
-import seedance_watch.inbox as inbox_mod
-from seedance_watch.inbox import (
+import seedance_watch.files.inbox as inbox_mod
+from seedance_watch.files.inbox import (
     AmbiguousPair,
     Inbox,
     InboxEvent,

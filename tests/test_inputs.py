@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from seedance_watch.intake import job_groups
-from seedance_watch.s3emulator import S3Emulator
+from seedance_watch.pipeline.intake import job_groups
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .conftest import make_image_bytes
 from .daemon_harness import DaemonProcess, files_under, wait_for, write_config

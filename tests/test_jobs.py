@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seedance_watch.jobs import (
+from seedance_watch.core.jobs import (
     ACTIVE_STATES,
     Fail,
     Finished,

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, LedgerLocked
-from seedance_watch.jobs import Job, State
-from seedance_watch.ledger import Ledger, encode_record, read_jobs
+from seedance_watch.ledger.jsonl import Ledger, encode_record, read_jobs
 
 
 def make_job(n: int, state: State = State.NEW, seq: int = 0, **changes: Any) -> Job:
@@ -276,7 +276,7 @@ def test_second_opener_is_refused_naming_the_holder(tmp_path: Path) -> None:
     """A second daemon (another process, or another open here) gets LedgerLocked with our pid."""
     code = (
         "import sys\nfrom pathlib import Path\n"
-        "from seedance_watch.ledger import Ledger\n"
+        "from seedance_watch.ledger.jsonl import Ledger\n"
         "from seedance_watch.errors import LedgerLocked\n"
         "try:\n    Ledger.open(Path(sys.argv[1]))\n"
         "except LedgerLocked as exc:\n    print(exc.holder)\n    sys.exit(2)\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from seedance_watch.notify import Notifier, notify_address, sd_notify, watchdog_interval
+from seedance_watch.service.sdnotify import Notifier, notify_address, sd_notify, watchdog_interval
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from seedance_watch import fsutil, outbox
-from seedance_watch.outbox import OutputConflict, StagingMissing
+from seedance_watch.files import fsutil, outbox
+from seedance_watch.files.outbox import OutputConflict, StagingMissing
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 400
 VIDEO_SHA = hashlib.sha256(VIDEO).hexdigest()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from seedance_watch.s3emulator import S3Emulator
-from seedance_watch.scheduling import TaskTimeEstimator
+from seedance_watch.core.scheduling import TaskTimeEstimator
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import run_once, write_config
 

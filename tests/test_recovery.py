@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 
 from seedance_watch.config import Config, load_config
+from seedance_watch.core.jobs import Fail, Job, State, SubmitIntent, Uploaded, apply
 from seedance_watch.errors import DurabilityError
-from seedance_watch.intake import examine_drop
-from seedance_watch.jobs import Fail, Job, State, SubmitIntent, Uploaded, apply
-from seedance_watch.ledger import Ledger
-from seedance_watch.outbox import plan_moves, staging_path
-from seedance_watch.s3emulator import S3Emulator
-from seedance_watch.service import RunResult
+from seedance_watch.files.outbox import plan_moves, staging_path
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.pipeline.intake import examine_drop
+from seedance_watch.service.lifecycle import RunResult
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, daemon_env, files_under, wait_for, write_config
 from .daemon_harness import run_once as _run_once

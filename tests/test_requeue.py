@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from seedance_watch.s3emulator import S3Emulator
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, daemon_env, files_under, run_once, wait_for, write_config
 

@@ -20,10 +20,10 @@ import pytest
 import stamina
 from structlog.testing import capture_logs
 
-from seedance_watch.gateway import SUBMIT_PATH
-from seedance_watch.s3emulator import S3Emulator
+from seedance_watch.commands.status import format_status, status_report
+from seedance_watch.providers.pixazo import SUBMIT_PATH
 from seedance_watch.simulator import Simulator, SimulatorConfig
-from seedance_watch.status import format_status, status_report
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import BUCKET, DaemonProcess, files_under, run_once, wait_for, write_config
 

@@ -6,7 +6,7 @@ import random
 
 import stamina
 
-from seedance_watch.scheduling import (
+from seedance_watch.core.scheduling import (
     STAGE_POLICIES,
     Backoff,
     CircuitBreaker,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from seedance_watch.config import load_api_key
-from seedance_watch.s3emulator import S3Emulator
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, daemon_env, wait_for, write_config
 

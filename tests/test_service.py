@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from seedance_watch.s3emulator import S3Emulator
+from seedance_watch.commands.status import status_report
 from seedance_watch.simulator import Simulator, SimulatorConfig
-from seedance_watch.status import status_report
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, wait_for, write_config
 from .test_notify import NotifySocket

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import InvalidSidecar
-from seedance_watch.options import GenerationOptions
-from seedance_watch.sidecar import (
+from seedance_watch.files.sidecar import (
     KNOWN_MODELS,
     SIDECAR_KEYS,
     Sidecar,

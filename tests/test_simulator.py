@@ -18,10 +18,10 @@ import av
 import httpx
 import pytest
 
-from seedance_watch.s3emulator import S3Emulator
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.simulator.board import Task, TaskBoard, TokenBucket
 from seedance_watch.simulator.commands import CommandError, parse_text
+from seedance_watch.testing.s3emulator import S3Emulator
 
 from .conftest import BUCKET, make_image_bytes
 

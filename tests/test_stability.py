@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seedance_watch.stability import (
+from seedance_watch.core.stability import (
     AmbiguousPair,
     Candidate,
     FileSig,

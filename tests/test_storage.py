@@ -16,8 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from seedance_watch.errors import ConfigError, StorageTransient, StorageUnavailable
-from seedance_watch.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
-from seedance_watch.storage import MIB, Storage, StorageRejected, redact_url
+from seedance_watch.files.storage import MIB, Storage, StorageRejected, redact_url
+from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 from .conftest import BUCKET, make_image_bytes
 

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import ConfigError, LedgerLocked, StateError
+from seedance_watch import __version__
+from seedance_watch.errors import ConfigError, LedgerLocked, StateError
 
 __all__ = ["main"]
 
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "simulator":
-        from .simulator import main as simulator_main
+        from seedance_watch.simulator import main as simulator_main
 
         return simulator_main(args_list[1:])
     args = _parser().parse_args(args_list)
@@ -99,10 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from seedance_watch.config import load_config
 
     if args.command == "demo":
-        from .demo import run_demo
+        from seedance_watch.commands.demo import run_demo
 
         return run_demo(args.folder)
     if args.command == "validate":
@@ -113,7 +113,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "health":
         return _health(config, args.timeout)
     if args.command == "status":
-        from .status import format_status, status_report
+        from seedance_watch.commands.status import format_status, status_report
 
         report = status_report(config.paths.state)
         print(json.dumps(report, indent=2) if args.json else format_status(report))
@@ -124,9 +124,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(config: object, *, once: bool, config_path: Path | None) -> int:
-    from .config import Config, load_api_key, load_config
-    from .logs import configure_logging, register_secret
-    from .service import run_service
+    from seedance_watch.config import Config, load_api_key, load_config
+    from seedance_watch.logs import configure_logging, register_secret
+    from seedance_watch.service.lifecycle import run_service
 
     assert isinstance(config, Config)
     configure_logging(fmt=config.log.format, level=config.log.level)
@@ -148,8 +148,8 @@ def _run(config: object, *, once: bool, config_path: Path | None) -> int:
 
 def _health(config: object, timeout: float) -> int:
     """The container's HEALTHCHECK: 0 when /healthz answers 200, 1 otherwise."""
-    from .config import Config
-    from .health import probe
+    from seedance_watch.config import Config
+    from seedance_watch.service.http import probe
 
     assert isinstance(config, Config)
     address = config.health.address
@@ -166,8 +166,8 @@ def _health(config: object, timeout: float) -> int:
 
 
 def _retry(config: object, args: argparse.Namespace) -> int:
-    from .config import Config
-    from .requeue import requeue
+    from seedance_watch.commands.requeue import requeue
+    from seedance_watch.config import Config
 
     assert isinstance(config, Config)
     if not args.job_ids and not args.failed:
@@ -184,9 +184,9 @@ def _retry(config: object, args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .config import GatewayConfig, load_config
-    from .options import GenerationOptions
-    from .validate import validate_paths
+    from seedance_watch.commands.validate import validate_paths
+    from seedance_watch.config import GatewayConfig, load_config
+    from seedance_watch.core.options import GenerationOptions
 
     strict = args.strict
     if args.config is not None:

@@ -38,9 +38,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
-from seedance_watch.options import GenerationOptions
-from seedance_watch.yaml12 import load_yaml
+from seedance_watch.files.yaml12 import load_yaml
 
 __all__ = [
     "API_KEY_FILE_NAME",

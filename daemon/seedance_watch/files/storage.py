@@ -45,7 +45,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from .errors import (
+from seedance_watch.errors import (
     ConfigError,
     SeedanceWatchError,
     StorageRejected,

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import errors as E
-from .intake import event_error, read_nofollow
-from .names import is_ignored, is_image, is_sidecar, pair_stem
-from .options import GenerationOptions
-from .sidecar import KNOWN_MODELS, build_request, check_image, check_sidecar
-from .stability import Orphan, Unsafe, ambiguity_message
+from seedance_watch import errors as E
+from seedance_watch.core.names import is_ignored, is_image, is_sidecar, pair_stem
+from seedance_watch.core.options import GenerationOptions
+from seedance_watch.core.stability import Orphan, Unsafe, ambiguity_message
+from seedance_watch.files.sidecar import KNOWN_MODELS, build_request, check_image, check_sidecar
+from seedance_watch.pipeline.intake import event_error, read_nofollow
 
 __all__ = ["Problem", "validate_paths"]
 

@@ -73,8 +73,8 @@ def _write_config(folder: Path, endpoint_url: str, base_url: str) -> Path:
 def run_demo(folder: Path) -> int:
     """Run the demo in ``folder``; returns the process exit code."""
     try:
-        from .s3emulator import S3Emulator
-        from .simulator import Simulator, SimulatorConfig
+        from seedance_watch.simulator import Simulator, SimulatorConfig
+        from seedance_watch.testing.s3emulator import S3Emulator
     except ImportError as exc:  # pragma: no cover - depends on the install
         print(
             f"The demo needs the 'demo' extra ({exc.name} is missing): "
@@ -82,10 +82,10 @@ def run_demo(folder: Path) -> int:
             file=sys.stderr,
         )
         return 2
-    from .config import load_api_key, load_config
-    from .ledger import read_jobs
-    from .logs import configure_logging
-    from .service import run_service
+    from seedance_watch.config import load_api_key, load_config
+    from seedance_watch.ledger.jsonl import read_jobs
+    from seedance_watch.logs import configure_logging
+    from seedance_watch.service.lifecycle import run_service
 
     folder = folder.resolve()
     inbox = folder / "inbox"

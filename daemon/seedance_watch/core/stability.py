@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
 
-from seedance_watch import names
+from seedance_watch.core import names
 
 __all__ = [
     "AmbiguousPair",

@@ -49,9 +49,9 @@ from types import MappingProxyType, TracebackType
 
 import structlog
 
+from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, LedgerLocked, StateError
-from seedance_watch.fsutil import fsync_dir
-from seedance_watch.jobs import TERMINAL_STATES, Job, State
+from seedance_watch.files.fsutil import fsync_dir
 
 __all__ = ["LOCK_NAME", "Ledger", "decode_record", "encode_record", "read_jobs"]
 

@@ -21,12 +21,11 @@ from typing import Any
 
 import structlog
 
-from . import errors as E
-from .config import PathsConfig
-from .jobs import Fail, Finished, Job, Placing, Redownload, apply, job_files
-from .ledger import Ledger
-from .names import split_source
-from .outbox import (
+from seedance_watch import errors as E
+from seedance_watch.config import PathsConfig
+from seedance_watch.core.jobs import Fail, Finished, Job, Placing, Redownload, apply, job_files
+from seedance_watch.core.names import split_source
+from seedance_watch.files.outbox import (
     OutputConflict,
     StagingMissing,
     copy_for_duplicate,
@@ -39,6 +38,7 @@ from .outbox import (
     staging_path,
     write_error_report,
 )
+from seedance_watch.ledger.jsonl import Ledger
 
 __all__ = ["Placement"]
 

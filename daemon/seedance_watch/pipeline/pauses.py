@@ -1,10 +1,10 @@
 """The daemon's two pauses: the gateway refused the key, or the bucket is unusable.
 
 A pause fails nothing: submits and polls (credentials) or uploads (storage) wait
-behind a :class:`~seedance_watch.scheduling.CircuitBreaker` that lets one probe
+behind a :class:`~seedance_watch.core.scheduling.CircuitBreaker` that lets one probe
 through with backoff.  The breakers decide; this module reports: a log event when
 a pause starts, escalates or ends, the ``seedance_paused`` gauge, and
-``state/daemon.json`` (:class:`~seedance_watch.status.DaemonStatusFile`) for
+``state/daemon.json`` (:class:`~seedance_watch.commands.status.DaemonStatusFile`) for
 ``status``.  What a pause means for a ``--once`` run is the engine's business.
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import structlog
 
-from . import errors as E
-from .metrics import Metrics
-from .scheduling import CircuitBreaker
-from .status import DaemonStatusFile
+from seedance_watch import errors as E
+from seedance_watch.commands.status import DaemonStatusFile
+from seedance_watch.core.scheduling import CircuitBreaker
+from seedance_watch.service.metrics import Metrics
 
 __all__ = ["Pauses"]
 

@@ -26,9 +26,9 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
+from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions, Ratio, Resolution
 from seedance_watch.errors import InvalidImage, InvalidSidecar
-from seedance_watch.options import COMMAND_ORDER, GenerationOptions, Ratio, Resolution
-from seedance_watch.yaml12 import Yaml12Loader
+from seedance_watch.files.yaml12 import Yaml12Loader
 
 __all__ = [
     "IMAGE_CONTENT_TYPES",

@@ -32,13 +32,10 @@ from typing import Any
 import stamina
 import structlog
 
-from . import errors as E
-from .config import Config
-from .fsutil import make_dirs, remove_stale_temps
-from .gateway import Gateway
-from .inbox import AmbiguousPair, Inbox, InboxEvent, PairReady
-from .intake import bare_job, event_error, event_files, examine_drop, job_groups
-from .jobs import (
+from seedance_watch import errors as E
+from seedance_watch.commands.status import DaemonStatusFile
+from seedance_watch.config import Config
+from seedance_watch.core.jobs import (
     Job,
     State,
     SubmitIntent,
@@ -49,12 +46,7 @@ from .jobs import (
     apply,
     job_files,
 )
-from .ledger import Ledger
-from .metrics import Metrics
-from .outbox import cleanup_staging
-from .pauses import Pauses
-from .placement import Placement
-from .scheduling import (
+from seedance_watch.core.scheduling import (
     STAGE_POLICIES,
     Backoff,
     RetryHook,
@@ -63,8 +55,22 @@ from .scheduling import (
     TokenBucket,
     task_kind,
 )
-from .status import DaemonStatusFile
-from .storage import Storage
+from seedance_watch.files.fsutil import make_dirs, remove_stale_temps
+from seedance_watch.files.inbox import AmbiguousPair, Inbox, InboxEvent, PairReady
+from seedance_watch.files.outbox import cleanup_staging
+from seedance_watch.files.storage import Storage
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.pipeline.intake import (
+    bare_job,
+    event_error,
+    event_files,
+    examine_drop,
+    job_groups,
+)
+from seedance_watch.pipeline.pauses import Pauses
+from seedance_watch.pipeline.placement import Placement
+from seedance_watch.providers.pixazo import Gateway
+from seedance_watch.service.metrics import Metrics
 
 __all__ = ["Engine", "RunSummary"]
 

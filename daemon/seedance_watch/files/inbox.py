@@ -1,4 +1,4 @@
-"""Watching the inbox: the I/O shell around :mod:`seedance_watch.stability`.
+"""Watching the inbox: the I/O shell around :mod:`seedance_watch.core.stability`.
 
 The shell stats files and feeds the pure :class:`StabilityTracker` and
 :class:`Pairer`; it never decides anything itself.  File-system events come
@@ -50,8 +50,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from seedance_watch import names
-from seedance_watch.stability import (
+from seedance_watch.core import names
+from seedance_watch.core.stability import (
     AmbiguousPair,
     Candidate,
     FileSig,

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_write_json
-from .jobs import State
-from .ledger import read_jobs
+from seedance_watch.core.jobs import State
+from seedance_watch.files.fsutil import atomic_write_json
+from seedance_watch.ledger.jsonl import read_jobs
 
 __all__ = [
     "DAEMON_STATUS_NAME",

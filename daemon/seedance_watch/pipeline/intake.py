@@ -11,12 +11,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from . import errors as E
-from .jobs import Job, State, content_key, make_job_id
-from .names import is_image
-from .options import GenerationOptions
-from .sidecar import build_request, check_image, parse_sidecar
-from .stability import AmbiguousPair, InboxEvent, Orphan, PairReady, Unsafe
+from seedance_watch import errors as E
+from seedance_watch.core.jobs import Job, State, content_key, make_job_id
+from seedance_watch.core.names import is_image
+from seedance_watch.core.options import GenerationOptions
+from seedance_watch.core.stability import AmbiguousPair, InboxEvent, Orphan, PairReady, Unsafe
+from seedance_watch.files.sidecar import build_request, check_image, parse_sidecar
 
 __all__ = [
     "Drop",

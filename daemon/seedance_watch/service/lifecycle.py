@@ -23,17 +23,17 @@ from typing import Any
 
 import structlog
 
-from .config import ApiKey, Config
-from .engine import Engine, RunSummary
-from .errors import ConfigError
-from .gateway import Gateway
-from .health import HealthServer, Heartbeat
-from .inbox import Inbox
-from .ledger import Ledger
-from .logs import configure_logging, redact_text
-from .metrics import Metrics
-from .notify import Notifier
-from .storage import Storage
+from seedance_watch.config import ApiKey, Config
+from seedance_watch.errors import ConfigError
+from seedance_watch.files.inbox import Inbox
+from seedance_watch.files.storage import Storage
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.logs import configure_logging, redact_text
+from seedance_watch.pipeline.engine import Engine, RunSummary
+from seedance_watch.providers.pixazo import Gateway
+from seedance_watch.service.http import HealthServer, Heartbeat
+from seedance_watch.service.metrics import Metrics
+from seedance_watch.service.sdnotify import Notifier
 
 __all__ = [
     "EXIT_CREDENTIALS",

@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 import structlog
 
-from seedance_watch import fsutil
+from seedance_watch.core.names import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from seedance_watch.errors import SeedanceWatchError
-from seedance_watch.names import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+from seedance_watch.files import fsutil
 
 __all__ = [
     "OutputConflict",

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .config import Config
-from .fsutil import move_file, next_free_name
-from .jobs import Job, State
-from .ledger import read_jobs
-from .outbox import error_report_rel
+from seedance_watch.config import Config
+from seedance_watch.core.jobs import Job, State
+from seedance_watch.files.fsutil import move_file, next_free_name
+from seedance_watch.files.outbox import error_report_rel
+from seedance_watch.ledger.jsonl import read_jobs
 
 __all__ = ["RequeueResult", "requeue"]
 
