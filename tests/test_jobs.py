@@ -8,13 +8,15 @@ from seedance_watch.core.jobs import (
     ACTIVE_STATES,
     Fail,
     Finished,
+    HookRan,
     IllegalTransition,
+    InputFile,
     Job,
     Placing,
     Redownload,
     State,
     SubmitIntent,
-    SubmitNotSent,
+    SubmitRefused,
     Submitted,
     TaskSucceeded,
     Uploaded,
@@ -46,7 +48,7 @@ PLACING = Placing(
 def test_happy_path_records_each_fact() -> None:
     """The chain NEW → … → DONE keeps the key, task id, URL and output it was given."""
     job = new_job()
-    job = apply(job, Uploaded(s3_key="p/j1/beach.jpg"), 101)
+    job = apply(job, Uploaded(uploads=(("image", "p/j1/beach.jpg"),)), 101)
     job = apply(job, SubmitIntent(), 102)
     assert job.state is State.SUBMITTING
     job = apply(job, Submitted(task_id="cgt-1"), 103)
@@ -62,13 +64,15 @@ def test_happy_path_records_each_fact() -> None:
     job = apply(job, Finished(), 112)
     assert job.state is State.DONE and job.terminal
     assert job.seq == 6 and job.updated_at == 112
-    assert job.s3_key == "p/j1/beach.jpg"
+    assert job.upload_key("image") == "p/j1/beach.jpg" and job.object_keys == ["p/j1/beach.jpg"]
 
 
 def test_submit_not_sent_returns_to_uploaded() -> None:
     """A submit that never reached the gateway may be sent again."""
     job = apply(
-        apply(apply(new_job(), Uploaded(s3_key="k"), 1), SubmitIntent(), 2), SubmitNotSent(), 3
+        apply(apply(new_job(), Uploaded(uploads=(("image", "k"),)), 1), SubmitIntent(), 2),
+        SubmitRefused(),
+        3,
     )
     assert job.state is State.UPLOADED
 
@@ -76,7 +80,7 @@ def test_submit_not_sent_returns_to_uploaded() -> None:
 def test_redownload_clears_the_placement_plan() -> None:
     job = apply(
         apply(
-            apply(apply(new_job(), Uploaded(s3_key="k"), 1), SubmitIntent(), 2),
+            apply(apply(new_job(), Uploaded(uploads=(("image", "k"),)), 1), SubmitIntent(), 2),
             Submitted(task_id="t"),
             3,
         ),
@@ -121,7 +125,7 @@ def test_round_trip_through_dict() -> None:
     """to_dict/from_dict preserve every field (moved_to pairs included)."""
     job = apply(
         apply(
-            apply(apply(new_job(), Uploaded(s3_key="k"), 1), SubmitIntent(), 2),
+            apply(apply(new_job(), Uploaded(uploads=(("image", "k"),)), 1), SubmitIntent(), 2),
             Submitted(task_id="t"),
             3,
         ),
@@ -143,3 +147,55 @@ def test_identity_helpers() -> None:
     assert first == make_job_id("x.jpg", "a", "b", 1)
     assert first != make_job_id("x.jpg", "a", "b", 2)
     assert len(first) == 16
+
+
+def test_a_v1_record_loads_as_pixazo_image_to_video() -> None:
+    """A record written by the first release (one ``s3_key``, no kind) loads unchanged."""
+    v1 = {
+        "job_id": "j1",
+        "state": "uploaded",
+        "source": "beach.jpg",
+        "sidecar": "beach.yaml",
+        "created_at": 1.0,
+        "updated_at": 2.0,
+        "image_sha256": "aa",
+        "s3_key": "seedance-watch/j1/beach.jpg",
+        "seq": 1,
+    }
+    job = Job.from_dict(v1)
+    assert (job.kind, job.provider, job.inputs, job.uploads) == ("image", "pixazo", (), ())
+    assert job.upload_key("image") == "seedance-watch/j1/beach.jpg"
+    assert job.upload_key("last_frame") is None
+    assert job.to_dict() == v1  # written back as it was read
+
+
+def test_v2_fields_round_trip_and_intent_is_cleared_by_a_refusal() -> None:
+    """Inputs, uploads, the task reference and the budget's intent time survive to_dict."""
+    inputs = (
+        InputFile("image", "a.jpg", "aa", 10, 1, 2, 3),
+        InputFile("last_frame", "b.png", "bb", 11, 1, 4, 5),
+        InputFile("sidecar", "a.yaml", "cc", 12, 1, 6, 7),
+    )
+    job = Job(**{**new_job().to_dict(), "kind": "frames", "inputs": inputs})  # type: ignore[arg-type]
+    job = apply(job, Uploaded(uploads=(("image", "k1"), ("last_frame", "k2"))), 1)
+    job = apply(job, SubmitIntent(), 2)
+    assert job.intent_at == 2
+    assert apply(job, SubmitRefused(), 3).intent_at is None
+    job = apply(
+        job,
+        Submitted(task_id="r1", poll_url="http://g/v2/requests/status/r1", dialect="envelope"),
+        3,
+    )
+    assert job.intent_at == 2 and job.dialect == "envelope"
+    assert Job.from_dict(job.to_dict()) == job
+    assert [f for f in job.to_dict()["inputs"]][1]["role"] == "last_frame"
+    assert job.object_keys == ["k1", "k2"]
+
+
+def test_a_hook_runs_once_per_terminal_job() -> None:
+    """HookRan is recorded on DONE or FAILED only, and keeps the state."""
+    job = Job(**{**new_job().to_dict(), "state": State.DONE})  # type: ignore[arg-type]
+    ran = apply(job, HookRan(), 9)
+    assert ran.state is State.DONE and ran.hook_done
+    with pytest.raises(IllegalTransition):
+        apply(new_job(), HookRan(), 9)

@@ -111,7 +111,9 @@ def test_submitting_at_start_up_fails_as_ambiguous_and_is_never_resubmitted(
     config = load_config(config_path, {})
     write_pair(config.paths.inbox, "beach")
     job = new_job(config, "beach.jpg", "beach.yaml")
-    job = apply(job, Uploaded(s3_key=f"seedance-watch/{job.job_id}/beach.jpg"), time.time())
+    job = apply(
+        job, Uploaded(uploads=(("image", f"seedance-watch/{job.job_id}/beach.jpg"),)), time.time()
+    )
     put(config, apply(job, SubmitIntent(), time.time()))
 
     result, _ = run_once(config_path)

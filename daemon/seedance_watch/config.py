@@ -14,10 +14,12 @@ places SPEC §9 lists and wraps it in ``ApiKey``, which refuses to print it.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import types
 import typing
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Self
@@ -45,12 +47,16 @@ from seedance_watch.files.yaml12 import load_yaml
 __all__ = [
     "API_KEY_FILE_NAME",
     "CONFIG_ENV",
+    "DEFAULT_PRICES",
     "ENV_PREFIX",
     "ApiKey",
+    "BudgetConfig",
     "Config",
     "GatewayConfig",
     "HealthConfig",
+    "HooksConfig",
     "LogConfig",
+    "NotifyConfig",
     "PathsConfig",
     "StorageConfig",
     "WatchConfig",
@@ -132,11 +138,23 @@ class GatewayConfig(BaseModel):
     #: Refuse a sidecar ``model:`` the daemon does not know (``invalid_sidecar``)
     #: instead of logging ``sidecar.unknown_model`` and submitting it anyway.
     strict_model: StrictBool = False
+    #: The model of text-to-video drops (``mode: text``) that name none (SPEC §4).
+    text_model: Annotated[StrictStr, Field(min_length=1)] = "seedance-1-0-lite-t2v-250428"
+    #: The public URL at which the gateway reaches this daemon's ``POST /webhooks/pixazo``
+    #: (``None``: no webhooks, tasks are polled every ``poll_interval``).
+    webhook_url: StrictStr | None = None
+    #: With webhooks on, the safety-net pace of polls (a callback triggers one at once).
+    webhook_poll_interval: PositiveFloat = 60.0
 
     @field_validator("base_url", mode="after")
     @classmethod
     def _base_url(cls, value: str) -> str:
         return _http_url(value)
+
+    @field_validator("webhook_url", mode="after")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
 
 
 class StorageConfig(BaseModel):
@@ -196,6 +214,9 @@ class HealthConfig(BaseModel):
     model_config = _FROZEN
 
     listen: StrictStr | None = None
+    #: With a token, every route but ``/healthz`` and ``/webhooks/pixazo`` needs
+    #: ``Authorization: Bearer <token>`` (SPEC §12).
+    token: Annotated[StrictStr, Field(min_length=16)] | None = None
 
     @field_validator("listen", mode="after")
     @classmethod
@@ -204,10 +225,33 @@ class HealthConfig(BaseModel):
             _split_listen(value)
         return value
 
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> Self:
+        # Whoever reaches the page sees prompts and videos and can retry paid jobs.
+        if self.listen is not None and self.token is None:
+            host, _ = _split_listen(self.listen)
+            if not _is_loopback(host):
+                raise PydanticCustomError(
+                    "listen_needs_token",
+                    "health.listen {listen!r} is not a loopback address; set health.token "
+                    "(at least 16 characters) so that only you can reach the page and metrics",
+                    {"key": "token", "listen": self.listen},
+                )
+        return self
+
     @property
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` to bind (IPv6 without brackets), or ``None``."""
         return None if self.listen is None else _split_listen(self.listen)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _split_listen(value: str) -> tuple[str, int]:
@@ -219,6 +263,78 @@ def _split_listen(value: str) -> tuple[str, int]:
         )
     host = match.group(1) or match.group(3)
     return host, int(match.group(2) or match.group(4))
+
+
+#: Per-generation prices (USD) by model, used by the daily budget (SPEC §13); the
+#: README's "Budget" section gives their source and date.  ``budget.prices`` overrides
+#: them model by model.
+DEFAULT_PRICES: dict[str, float] = {
+    "seedance-1-0-lite-i2v-250428": 0.18,
+    "seedance-1-0-lite-t2v-250428": 0.18,
+    "seedance-1-0-pro-250528": 0.62,
+    "seedance-1-0-pro-fast-251015": 0.25,
+}
+
+Money = Annotated[StrictFloat, Field(ge=0)]
+
+
+class BudgetConfig(BaseModel):
+    """A daily cap on what submits may cost (SPEC §13); ``None`` caps: no cap."""
+
+    model_config = _FROZEN
+
+    max_cost_per_day: Money | None = None
+    max_submits_per_day: Annotated[StrictInt, Field(ge=0)] | None = None
+    timezone: StrictStr = "UTC"
+    currency: Annotated[StrictStr, Field(min_length=1)] = "USD"
+    #: Keys given here are added to (or replace) the built-in prices, model by model.
+    prices: dict[StrictStr, Money] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    default_price: Money = 0.20
+
+    @field_validator("timezone", mode="after")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise PydanticCustomError(
+                "timezone", "must be an IANA time zone name such as UTC or Europe/Paris"
+            ) from exc
+        return value
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _merge_prices(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {**DEFAULT_PRICES, **value}
+        return value
+
+    def price(self, model: str) -> float:
+        """What one generation with ``model`` costs."""
+        return self.prices.get(model, self.default_price)
+
+
+class HooksConfig(BaseModel):
+    """Commands run once per job after its end is durable (argv lists, no shell; SPEC §14)."""
+
+    model_config = _FROZEN
+
+    on_done: Annotated[list[StrictStr], Field(min_length=1)] | None = None
+    on_failed: Annotated[list[StrictStr], Field(min_length=1)] | None = None
+    timeout: PositiveFloat = 60.0
+
+
+NotifyEvent = Literal["done", "failed", "paused", "resumed"]
+_DEFAULT_EVENTS: tuple[NotifyEvent, ...] = ("done", "failed", "paused")
+
+
+class NotifyConfig(BaseModel):
+    """Apprise URLs told of ended jobs and of pauses (SPEC §14)."""
+
+    model_config = _FROZEN
+
+    urls: list[StrictStr] = Field(default_factory=list)
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(_DEFAULT_EVENTS))
 
 
 _BUILTIN_DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
@@ -237,6 +353,9 @@ class Config(BaseModel):
     dedupe: StrictBool = True
     log: LogConfig = Field(default_factory=LogConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     #: The file this came from (not a key users write).
     source: Path | None = None
 
@@ -249,6 +368,21 @@ class Config(BaseModel):
             return {**_BUILTIN_DEFAULTS.model_dump(), **value}
         return value
 
+    @model_validator(mode="after")
+    def _cap_fits_one_job(self) -> Self:
+        cap = self.budget.max_cost_per_day
+        if cap is not None:
+            for model in (self.gateway.model, self.gateway.text_model):
+                price = self.budget.price(model)
+                if round(price * 100) > round(cap * 100):
+                    raise PydanticCustomError(
+                        "budget_cap",
+                        "budget.max_cost_per_day ({cap}) is below the price of one "
+                        "generation with {model} ({price}): no job could ever be submitted",
+                        {"key": "max_cost_per_day", "cap": cap, "model": model, "price": price},
+                    )
+        return self
+
 
 # --- loading -----------------------------------------------------------------------------
 
@@ -260,6 +394,9 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "defaults": GenerationOptions,
     "log": LogConfig,
     "health": HealthConfig,
+    "budget": BudgetConfig,
+    "hooks": HooksConfig,
+    "notify": NotifyConfig,
 }
 _SCALARS = ("dedupe",)
 _TOP_KEYS = (*_SECTIONS, *_SCALARS)
@@ -299,7 +436,9 @@ def _env_value(raw: str, text_only: bool) -> Any:
     except yaml.YAMLError:
         return raw
     if isinstance(value, dict | list):
-        return raw
+        # A flow list or mapping (hooks.on_done: '["/usr/bin/x", "--y"]') is kept for
+        # fields that take one; text fields keep the raw string.
+        return raw if text_only else value
     if text_only and value is not None and not isinstance(value, str):
         return raw  # a bucket named 2024 is the string "2024"
     return value
@@ -426,7 +565,9 @@ class _Loader:
         if first["type"] == "missing":
             env = ENV_PREFIX + "__".join(p.upper() for p in parts[:2])
             message = f"{key} is required; set it in the config file or with {env}"
-        elif first["type"].startswith(("paths_overlap", "missing_public")):
+        elif first["type"].startswith(
+            ("paths_overlap", "missing_public", "listen_needs_token", "budget_cap")
+        ):
             message = first["msg"]
         else:
             message = f"{key} = {first['input']!r} is invalid: {first['msg']}"

@@ -5,7 +5,7 @@ each made durable in the ledger *before* the external action that follows it:
 
     NEW ──Uploaded──▶ UPLOADED ──SubmitIntent──▶ SUBMITTING ──Submitted──▶ SUBMITTED
      │                   ▲                           │                         │
-     │                   └──────SubmitNotSent────────┘                  TaskSucceeded
+     │                   └──────SubmitRefused────────┘                  TaskSucceeded
      │                                                                         ▼
      └──────────────Placing (duplicate)──────────▶ PLACING ◀──Placing──── SUCCEEDED
                                                       │    ──Redownload──▶    ▲
@@ -40,13 +40,15 @@ __all__ = [
     "Event",
     "Fail",
     "Finished",
+    "HookRan",
     "IllegalTransition",
+    "InputFile",
     "Job",
     "Placing",
     "Redownload",
     "State",
     "SubmitIntent",
-    "SubmitNotSent",
+    "SubmitRefused",
     "Submitted",
     "TaskSucceeded",
     "Uploaded",
@@ -82,9 +84,9 @@ class IllegalTransition(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Uploaded:
-    """The image is in the bucket under ``s3_key``."""
+    """Every image of the drop is in the bucket: ``uploads`` pairs a role with its key."""
 
-    s3_key: str
+    uploads: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +95,17 @@ class SubmitIntent:
 
 
 @dataclass(frozen=True, slots=True)
-class SubmitNotSent:
-    """The submit provably never reached the gateway; it may be sent again."""
+class SubmitRefused:
+    """The submit provably never reached the gateway (or was refused); it may be sent again."""
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """The gateway accepted the task."""
+    """The gateway accepted the task: its reference, and how to poll it."""
 
     task_id: str
+    poll_url: str | None = None
+    dialect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,16 +148,22 @@ class Finished:
     """The outputs (or the report) and the moved inputs are durable."""
 
 
+@dataclass(frozen=True, slots=True)
+class HookRan:
+    """The job's ``hooks.on_done``/``on_failed`` command ran (or was given up); never again."""
+
+
 Event = (
     Uploaded
     | SubmitIntent
-    | SubmitNotSent
+    | SubmitRefused
     | Submitted
     | TaskSucceeded
     | Placing
     | Redownload
     | Fail
     | Finished
+    | HookRan
 )
 
 _S = State
@@ -161,7 +171,7 @@ _TRANSITIONS: dict[tuple[State, type[Any]], State] = {
     (_S.NEW, Uploaded): _S.UPLOADED,
     (_S.UPLOADED, Uploaded): _S.UPLOADED,  # re-upload after a restart (new key, same job)
     (_S.UPLOADED, SubmitIntent): _S.SUBMITTING,
-    (_S.SUBMITTING, SubmitNotSent): _S.UPLOADED,
+    (_S.SUBMITTING, SubmitRefused): _S.UPLOADED,
     (_S.SUBMITTING, Submitted): _S.SUBMITTED,
     (_S.SUBMITTED, TaskSucceeded): _S.SUCCEEDED,
     (_S.SUCCEEDED, Placing): _S.PLACING,
@@ -169,12 +179,47 @@ _TRANSITIONS: dict[tuple[State, type[Any]], State] = {
     (_S.PLACING, Redownload): _S.SUCCEEDED,
     (_S.PLACING, Finished): _S.DONE,
     (_S.FAILING, Finished): _S.FAILED,
+    (_S.DONE, HookRan): _S.DONE,
+    (_S.FAILED, HookRan): _S.FAILED,
 }
 for _state in ACTIVE_STATES - {State.FAILING}:
     _TRANSITIONS[(_state, Fail)] = State.FAILING
 
 
 # --- the record -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One input file as intake examined it: the job owns exactly these bytes (SPEC §3).
+
+    ``role`` is ``image``, ``last_frame`` or ``sidecar``; ``path`` is relative to the
+    inbox.  ``dev``/``ino``/``size``/``mtime_ns`` tell the same file from a new one
+    under the same name; ``sha256`` is what was hashed.
+    """
+
+    role: str
+    path: str
+    sha256: str
+    size: int
+    dev: int
+    ino: int
+    mtime_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputFile:
+        return cls(
+            role=str(data["role"]),
+            path=str(data["path"]),
+            sha256=str(data["sha256"]),
+            size=int(data["size"]),
+            dev=int(data["dev"]),
+            ino=int(data["ino"]),
+            mtime_ns=int(data["mtime_ns"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +242,28 @@ class Job:
     model: str | None = None
     prompt: str | None = None
     text: str | None = None
+    #: Schema v1 only: the one uploaded image's key (v2 writes ``uploads``).
     s3_key: str | None = None
     task_id: str | None = None
     submitted_at: float | None = None
+    #: ``image``, ``frames`` or ``text`` (SPEC §4); v1 records are ``image``.
+    kind: str = "image"
+    #: The provider module that owns ``task_id`` (``providers/<name>.py``).
+    provider: str = "pixazo"
+    #: Every input file, as examined at intake (identity checked before use and moves).
+    inputs: tuple[InputFile, ...] = field(default=())
+    #: ``(role, s3 key)`` of each uploaded image (``image``, ``last_frame``).
+    uploads: tuple[tuple[str, str], ...] = field(default=())
+    #: How the task is polled: the gateway's polling URL and its answer dialect.
+    poll_url: str | None = None
+    dialect: str | None = None
+    #: The per-job secret of webhook callbacks (``gateway.webhook_url``).
+    webhook_token: str | None = None
+    #: When the submit intent was recorded: the submit counts against the day's budget
+    #: from then on (cleared when the gateway provably refused it).
+    intent_at: float | None = None
+    #: The end-of-job hook ran (at most once, at least once across crashes).
+    hook_done: bool = False
     video_url: str | None = None
     usage: dict[str, Any] | None = None
     completed_at: float | None = None
@@ -215,15 +279,34 @@ class Job:
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def object_keys(self) -> list[str]:
+        """Every bucket key this job uploaded (v1 records: ``s3_key``)."""
+        keys = [key for _, key in self.uploads]
+        if self.s3_key is not None and self.s3_key not in keys:
+            keys.insert(0, self.s3_key)
+        return keys
+
+    def upload_key(self, role: str) -> str | None:
+        """The key of the image uploaded as ``role`` (v1 records: ``image`` is ``s3_key``)."""
+        for name, key in self.uploads:
+            if name == role:
+                return key
+        return self.s3_key if role == "image" else None
+
     def to_dict(self) -> dict[str, Any]:
         """A compact JSON-ready dict (fields that are None or empty are left out)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None or value == ():
+            if value is None or value == () or value is False:
                 continue
-            if f.name == "moved_to":
+            if f.name in ("kind", "provider") and value == f.default:
+                continue
+            if f.name in ("moved_to", "uploads"):
                 value = [list(pair) for pair in value]
+            elif f.name == "inputs":
+                value = [item.to_dict() for item in value]
             out[f.name] = value
         return out
 
@@ -243,7 +326,9 @@ class Job:
 
 
 def job_files(job: Job) -> list[str]:
-    """The inbox files a job holds: its image (``source``) and its sidecar, if any."""
+    """The inbox files a job holds: every examined input, else its source and sidecar."""
+    if job.inputs:
+        return [item.path for item in job.inputs]
     return [p for p in (job.source, job.sidecar) if p is not None]
 
 
@@ -265,8 +350,11 @@ def _make_decoder() -> Any:
         value = f"data[{f.name!r}]" if f.name in _REQUIRED else f"get({f.name!r}, default{i})"
         if f.name == "state":
             value = f"State({value})"
-        elif f.name == "moved_to":
+        elif f.name in ("moved_to", "uploads"):
             value = f"tuple((str(a), str(b)) for a, b in {value})"
+        elif f.name == "inputs":
+            namespace["InputFile"] = InputFile
+            value = f"tuple(InputFile.from_dict(d) for d in {value})"
         lines.append(f"    set{i}(job, {value})")
     lines.append("    return job")
     exec("\n".join(lines), namespace)  # trusted: the source is built just above
@@ -286,11 +374,20 @@ def apply(job: Job, event: Event, now: float) -> Job:
         ) from None
     changes: dict[str, Any] = {"state": target, "updated_at": now, "seq": job.seq + 1}
     match event:
-        case Uploaded(s3_key=key):
-            changes["s3_key"] = key
-        case Submitted(task_id=task_id):
+        case Uploaded(uploads=uploads):
+            changes["uploads"] = uploads
+            changes["s3_key"] = None
+        case SubmitIntent():
+            changes["intent_at"] = now
+        case SubmitRefused():
+            changes["intent_at"] = None
+        case Submitted(task_id=task_id, poll_url=poll_url, dialect=dialect):
             changes["task_id"] = task_id
+            changes["poll_url"] = poll_url
+            changes["dialect"] = dialect
             changes["submitted_at"] = now
+        case HookRan():
+            changes["hook_done"] = True
         case TaskSucceeded(video_url=url, usage=usage):
             changes["video_url"] = url
             changes["usage"] = usage

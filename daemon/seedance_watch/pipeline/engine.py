@@ -39,7 +39,7 @@ from seedance_watch.core.jobs import (
     Job,
     State,
     SubmitIntent,
-    SubmitNotSent,
+    SubmitRefused,
     Submitted,
     TaskSucceeded,
     Uploaded,
@@ -445,7 +445,7 @@ class Engine:
         self.metrics.upload_bytes.inc(size)
         self.metrics.upload_seconds.inc(time.monotonic() - started)
         self._attempts.pop(job_id, None)
-        self._put(job, Uploaded(s3_key=key))
+        self._put(job, Uploaded(uploads=(("image", key),)))
         log.info("job.uploaded", job_id=job_id, s3_key=key, bytes=size)
         self._ready.append(job_id)
         self._submit_wake.set()
@@ -495,12 +495,13 @@ class Engine:
 
     async def _submit(self, job_id: str) -> None:
         job = self._job(job_id)
-        if job is None or job.state is not State.UPLOADED or job.s3_key is None:
+        image_key = None if job is None else job.upload_key("image")
+        if job is None or job.state is not State.UPLOADED or image_key is None:
             self._in_flight.discard(job_id)
             return
         with self._critical():
             try:
-                url = await asyncio.to_thread(self.storage.url_for, job.s3_key)
+                url = await asyncio.to_thread(self.storage.url_for, image_key)
             except (E.StorageTransient, E.StorageUnavailable) as exc:
                 self._in_flight.discard(job_id)
                 self._retry_later(
@@ -516,14 +517,14 @@ class Engine:
             except (E.SubmitNotSent, E.RateLimited) as exc:
                 # Provably not created: back to UPLOADED and wait (no budget: nothing
                 # is billed or lost); a 429 also slows every submit down (adaptive).
-                self._put(job, SubmitNotSent())
+                self._put(job, SubmitRefused())
                 self._in_flight.discard(job_id)
                 if isinstance(exc, E.RateLimited):
                     self.bucket.slow_down()
                 self._retry_later(job_id, "submit", exc.retry_after, ready=True, reason=exc.message)
                 return
             except E.CredentialsRefused as exc:
-                self._put(job, SubmitNotSent())
+                self._put(job, SubmitRefused())
                 self._in_flight.discard(job_id)
                 self._ready.appendleft(job_id)
                 self._pause_credentials(exc)
@@ -771,8 +772,9 @@ class Engine:
         (self.summary.done if job.state is State.DONE else self.summary.failed).append(job.job_id)
         self._release(job_files(job))
         self._attempts.pop(job.job_id, None)
-        if job.s3_key is not None and self.config.storage.delete_after:
-            self._spawn_side(self._delete_object(job.job_id, job.s3_key))
+        if self.config.storage.delete_after:
+            for key in job.object_keys:
+                self._spawn_side(self._delete_object(job.job_id, key))
         self._idle.set()
 
     async def _delete_object(self, job_id: str, key: str) -> None:
