@@ -310,8 +310,9 @@ POLL: Call = lambda gw: gw.poll("cgt-7")  # noqa: E731
         (SUBMIT, 418, GatewayRejected),
         (POLL, 422, GatewayRejected),
         (SUBMIT, 500, SubmitNotSent),
-        (SUBMIT, 502, SubmitNotSent),
+        (SUBMIT, 502, SubmitAmbiguous),  # a proxy may have passed it on (SPEC §2)
         (SUBMIT, 503, SubmitNotSent),
+        (SUBMIT, 504, SubmitAmbiguous),
         (POLL, 500, GatewayUnavailable),
         (POLL, 504, GatewayUnavailable),
     ],

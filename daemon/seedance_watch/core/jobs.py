@@ -36,6 +36,7 @@ from typing import Any
 
 __all__ = [
     "ACTIVE_STATES",
+    "RESUME",
     "TERMINAL_STATES",
     "Event",
     "Fail",
@@ -46,6 +47,7 @@ __all__ = [
     "Job",
     "Placing",
     "Redownload",
+    "Stage",
     "State",
     "SubmitIntent",
     "SubmitRefused",
@@ -75,6 +77,32 @@ TERMINAL_STATES = frozenset({State.DONE, State.FAILED})
 ACTIVE_STATES = frozenset(State) - TERMINAL_STATES
 
 
+class Stage(enum.StrEnum):
+    """The pipeline stages a job passes through (``pipeline/<stage>.py`` each)."""
+
+    UPLOAD = "upload"
+    SUBMIT = "submit"
+    POLL = "poll"
+    DOWNLOAD = "download"
+    FINISH = "finish"
+
+
+#: Which stage a job in each unfinished state (re-)enters: after a restart, when its
+#: timer fires, and after every state change.  A ``SUBMITTING`` job re-entering the
+#: submit stage was cut off mid-submit (only a restart finds one): it fails as
+#: ``submit_ambiguous``, never resubmitted.
+RESUME: dict[State, Stage] = {
+    State.NEW: Stage.UPLOAD,
+    State.UPLOADED: Stage.SUBMIT,
+    State.SUBMITTING: Stage.SUBMIT,
+    State.SUBMITTED: Stage.POLL,
+    State.SUCCEEDED: Stage.DOWNLOAD,
+    State.PLACING: Stage.FINISH,
+    State.FAILING: Stage.FINISH,
+}
+assert set(RESUME) == ACTIVE_STATES
+
+
 class IllegalTransition(Exception):
     """An event that the job's current state does not allow (a bug, never user input)."""
 
@@ -91,7 +119,13 @@ class Uploaded:
 
 @dataclass(frozen=True, slots=True)
 class SubmitIntent:
-    """We are about to send the submit request (made durable first)."""
+    """We are about to send the submit request (made durable first).
+
+    ``webhook_token`` is the job's callback secret, recorded before the gateway
+    could use it.
+    """
+
+    webhook_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,8 +411,10 @@ def apply(job: Job, event: Event, now: float) -> Job:
         case Uploaded(uploads=uploads):
             changes["uploads"] = uploads
             changes["s3_key"] = None
-        case SubmitIntent():
+        case SubmitIntent(webhook_token=token):
             changes["intent_at"] = now
+            if token is not None:
+                changes["webhook_token"] = token
         case SubmitRefused():
             changes["intent_at"] = None
         case Submitted(task_id=task_id, poll_url=poll_url, dialect=dialect):

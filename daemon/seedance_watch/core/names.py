@@ -10,7 +10,9 @@ from pathlib import PurePath, PurePosixPath
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "IMAGE_TYPES",
     "SIDECAR_SUFFIXES",
+    "content_type",
     "is_ignored",
     "is_image",
     "is_sidecar",
@@ -18,7 +20,18 @@ __all__ = [
     "split_source",
 ]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+#: The one table of accepted images: suffix → (Pillow format, Content-Type).
+IMAGE_TYPES: dict[str, tuple[str, str]] = {
+    ".jpg": ("JPEG", "image/jpeg"),
+    ".jpeg": ("JPEG", "image/jpeg"),
+    ".png": ("PNG", "image/png"),
+    ".webp": ("WEBP", "image/webp"),
+    ".bmp": ("BMP", "image/bmp"),
+    ".tif": ("TIFF", "image/tiff"),
+    ".tiff": ("TIFF", "image/tiff"),
+    ".gif": ("GIF", "image/gif"),
+}
+IMAGE_SUFFIXES = frozenset(IMAGE_TYPES)
 SIDECAR_SUFFIXES = frozenset({".yaml", ".yml"})
 IGNORED_ENDINGS = (".part", ".tmp", ".crdownload", ".partial", ".swp")
 
@@ -26,6 +39,12 @@ IGNORED_ENDINGS = (".part", ".tmp", ".crdownload", ".partial", ".swp")
 def is_ignored(name: str) -> bool:
     """Hidden, editor and partial-download names (matched case-insensitively)."""
     return name.startswith((".", "~")) or name.lower().endswith(IGNORED_ENDINGS)
+
+
+def content_type(name: str) -> str:
+    """The Content-Type of an image by its (checked) suffix."""
+    entry = IMAGE_TYPES.get(PurePath(name).suffix.lower())
+    return entry[1] if entry else "application/octet-stream"
 
 
 def is_image(name: str) -> bool:

@@ -75,6 +75,11 @@ class TimerHeap:
         self._due[key] = (due, self._counter)
         heapq.heappush(self._heap, (due, self._counter, key))
 
+    def due(self, key: str) -> float | None:
+        """When ``key`` is due, or None when it is not scheduled."""
+        entry = self._due.get(key)
+        return None if entry is None else entry[0]
+
     def cancel(self, key: str) -> None:
         self._due.pop(key, None)
 
@@ -187,6 +192,8 @@ STAGE_POLICIES: dict[str, RetryPolicy] = {
     "submit": RetryPolicy(Backoff(initial=1.0, cap=60.0)),
     "poll": RetryPolicy(Backoff(initial=1.0, cap=60.0)),
     "download": RetryPolicy(Backoff(initial=1.0, cap=60.0), attempts=8, budget=600.0),
+    # File steps of a placement or a failure (disk full, a folder gone): retried.
+    "finish": RetryPolicy(Backoff(initial=1.0, cap=60.0)),
 }
 
 #: ``on_retry(attempt, delay, error)`` -- told about each retry that will happen.

@@ -108,7 +108,8 @@ def make_dirs(path: Path) -> None:
         fsync_dir(folder.parent)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write less)."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -131,7 +132,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -188,7 +189,7 @@ def _copy_entry(src: Path, tmp: Path) -> None:
         out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             while chunk := os.read(in_fd, _CHUNK):
-                _write_all(out_fd, chunk)
+                write_all(out_fd, chunk)
             os.fchmod(out_fd, stat.S_IMODE(st.st_mode))
             os.fsync(out_fd)
         finally:

@@ -26,6 +26,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
+from seedance_watch.core.names import IMAGE_TYPES
 from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions, Ratio, Resolution
 from seedance_watch.errors import InvalidImage, InvalidSidecar
 from seedance_watch.files.yaml12 import Yaml12Loader
@@ -334,24 +335,8 @@ _MIN_SHORT_SIDE: Final = 300  # exclusive
 _MAX_LONG_SIDE: Final = 6000  # exclusive
 _MIN_RATIO, _MAX_RATIO = 0.4, 2.5  # inclusive
 
-_FORMAT_OF_SUFFIX: Final = {
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".png": "PNG",
-    ".webp": "WEBP",
-    ".bmp": "BMP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".gif": "GIF",
-}
-IMAGE_CONTENT_TYPES: Final = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-    "GIF": "image/gif",
-}
+_FORMAT_OF_SUFFIX: Final = {suffix: fmt for suffix, (fmt, _) in IMAGE_TYPES.items()}
+IMAGE_CONTENT_TYPES: Final = dict(IMAGE_TYPES.values())
 # Only these decoders are tried: less attack surface, and a clear "not supported".
 # (The JPEG decoder itself returns "MPO" for the multi-picture JPEGs some cameras
 # write; to everyone else they are JPEGs.)

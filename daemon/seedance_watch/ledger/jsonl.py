@@ -425,6 +425,14 @@ class Ledger:
         """A live read-only view of the latest record of every job."""
         return MappingProxyType(self._jobs)
 
+    def snapshot(self) -> list[Job]:
+        """A copy of every record, safe to take from another thread.
+
+        ``dict.copy`` runs without releasing the GIL, so a concurrent ``put`` cannot
+        change the mapping under it (records themselves are immutable).
+        """
+        return list(self._jobs.copy().values())
+
     def active(self) -> list[Job]:
         """The jobs not yet DONE or FAILED (from an index, not a scan)."""
         return list(self._active.values())

@@ -6,20 +6,34 @@ for an invalid drop, the error it fails with.  No ledger and no network here.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from seedance_watch import errors as E
-from seedance_watch.core.jobs import Job, State, content_key, make_job_id
+from seedance_watch.config import Config
+from seedance_watch.core.jobs import Job, State, content_key, job_files, make_job_id
 from seedance_watch.core.names import is_image
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import AmbiguousPair, InboxEvent, Orphan, PairReady, Unsafe
 from seedance_watch.files.sidecar import build_request, check_image, parse_sidecar
 
+if TYPE_CHECKING:
+    from seedance_watch.files.inbox import Inbox
+    from seedance_watch.ledger.base import JobStore
+    from seedance_watch.pipeline.placement import Placement
+
+log = structlog.get_logger(__name__)
+
 __all__ = [
     "Drop",
+    "Intake",
     "bare_job",
     "bare_job_id",
     "event_error",
@@ -185,3 +199,115 @@ def job_groups(paths: tuple[str, ...] | list[str]) -> list[list[str]]:
         if others:
             ordered.append(others.pop(0))
     return [ordered[i : i + 2] for i in range(0, len(ordered), 2)]
+
+
+class Intake:
+    """The intake stage: inbox events become jobs (or failures), two at a time.
+
+    The files of an event are claimed from the watcher until their job ends, so a
+    drop is never taken twice.  An event whose files fail to read before a job was
+    recorded is released (a rescan finds it again); once a job is recorded, a file
+    error is retried from its ledger plan like any finish step.
+    """
+
+    def __init__(
+        self, config: Config, store: JobStore, placement: Placement, clock: Callable[[], float]
+    ) -> None:
+        self.config, self.store, self.placement, self.clock = config, store, placement, clock
+        self.inbox: Inbox | None = None
+        self.pending = 0
+        self._queue: asyncio.Queue[tuple[InboxEvent, list[str]]] = asyncio.Queue()
+        self._claims: dict[str, str] = {}
+
+    def attach(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    def submit(self, event: InboxEvent, files: list[str]) -> None:
+        """Queue an event unless one of its files already belongs to a job."""
+        if any(path in self._claims for path in files):
+            return
+        self._hold(files, "?")
+        self.pending += 1
+        self._queue.put_nowait((event, files))
+
+    def claim(self, job: Job) -> None:
+        self._hold(job_files(job), job.job_id)
+
+    def release(self, files: Iterable[str]) -> None:
+        files = list(files)
+        for path in files:
+            self._claims.pop(path, None)
+        if self.inbox is not None:
+            self.inbox.release(files)
+
+    def _hold(self, files: list[str], job_id: str) -> None:
+        if self.inbox is not None:
+            self.inbox.claim(files)
+        for path in files:
+            self._claims[path] = job_id
+
+    async def worker(
+        self,
+        route: Callable[[Job], None],
+        fail: Callable[[Job, E.JobError], Awaitable[None]],
+        guard: Callable[[Job, Coroutine[Any, Any, None]], Awaitable[None]],
+        idle: Callable[[], None] = lambda: None,
+    ) -> None:
+        while True:
+            event, files = await self._queue.get()
+            try:
+                await self._take(event, files, route, fail, guard)
+            except OSError:
+                log.exception("engine.intake_error", files=files)
+                if not any(self.store.get(j) for j in set(self._claims.get(f, "?") for f in files)):
+                    self.release(files)
+            finally:
+                self.pending -= 1
+                idle()
+
+    async def _take(
+        self,
+        event: InboxEvent,
+        files: list[str],
+        route: Callable[[Job], None],
+        fail: Callable[[Job, E.JobError], Awaitable[None]],
+        guard: Callable[[Job, Coroutine[Any, Any, None]], Awaitable[None]],
+    ) -> None:
+        if isinstance(event, AmbiguousPair) and len(files) > 2:
+            # A job holds two inputs: fail the group as several jobs, one after the
+            # other, so each one's names in failed/ are planned after the last moved.
+            for group in job_groups(files):
+                await self._take(
+                    AmbiguousPair(tuple(group), event.message), group, route, fail, guard
+                )
+            return
+        now, cfg = self.clock(), self.config
+        if isinstance(event, PairReady):
+            drop = await asyncio.to_thread(
+                examine_drop,
+                cfg.paths.inbox,
+                event.image,
+                event.sidecar,
+                defaults=cfg.defaults,
+                default_model=cfg.gateway.model,
+                now=now,
+                strict_model=cfg.gateway.strict_model,
+            )
+            job, error = drop.job, drop.error
+        else:
+            job, error = bare_job(event, now), event_error(event)
+        for path in files:
+            self._claims[path] = job.job_id
+        if self.store.get(job.job_id) is not None:
+            log.info("job.already_known", job_id=job.job_id, source=job.source)
+            return
+        log.info("job.created", job_id=job.job_id, source=job.source)
+        if error is not None:
+            await fail(job, error)
+            return
+        if cfg.dedupe and job.content_key is not None:
+            copied = await self.placement.dedupe(job)
+            if copied:
+                return
+        self.store.put(job)
+        route(job)

@@ -23,7 +23,7 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import PathsConfig
-from seedance_watch.core.jobs import Fail, Finished, Job, Placing, Redownload, apply, job_files
+from seedance_watch.core.jobs import Event, Fail, Finished, Job, Placing, Redownload, job_files
 from seedance_watch.core.names import split_source
 from seedance_watch.files.outbox import (
     OutputConflict,
@@ -38,7 +38,7 @@ from seedance_watch.files.outbox import (
     staging_path,
     write_error_report,
 )
-from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.ledger.base import JobStore
 
 __all__ = ["Placement"]
 
@@ -56,16 +56,16 @@ class Placement:
     def __init__(
         self,
         *,
-        ledger: Ledger,
+        store: JobStore,
+        put: Callable[[Job, Event], Job],
         paths: PathsConfig,
-        clock: Callable[[], float],
         on_finished: Callable[[Job], None],
         download_again: Callable[[str], Awaitable[None]],
     ) -> None:
-        self._ledger = ledger
+        self._ledger = store
+        self._put = put
         self._outbox = paths.outbox
         self._roots = {"inbox": paths.inbox, "done": paths.done, "failed": paths.failed}
-        self._clock = clock
         self._on_finished = on_finished
         self._download_again = download_again
         # Output names planned but not yet placed, so two jobs never plan the same one.
@@ -174,8 +174,7 @@ class Placement:
         report = error.report()
         if job.task_id is not None:
             report.setdefault("task_id", job.task_id)
-        job = apply(job, Fail(error=report, moved_to=moves), self._clock())
-        self._ledger.put(job)
+        job = self._put(job, Fail(error=report, moved_to=moves))
         log.warning(
             "job.failed",
             job_id=job.job_id,
@@ -208,11 +207,6 @@ class Placement:
         )
         job = self._put(job, Finished())
         self._on_finished(job)
-
-    def _put(self, job: Job, event: Any) -> Job:
-        new = apply(job, event, self._clock())
-        self._ledger.put(new)
-        return new
 
 
 def _output_metadata(job: Job) -> dict[str, Any]:

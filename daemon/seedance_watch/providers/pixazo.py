@@ -11,25 +11,26 @@ that a failure to connect provably means "not sent" (:class:`SubmitNotSent`)
 and any failure after the request may have been written means "outcome
 unknown" (:class:`SubmitAmbiguous`).  Polls are idempotent and share a pool.
 
+The gateway answers a submit in one of two dialects (SPEC §2): the seed's
+``{"id": "cgt-…"}`` (``legacy``: polled with ``POST /bytedance-polling/getVideoResult``)
+or today's envelope ``{"request_id", "status", "polling_url"}`` (``envelope``: polled
+with ``GET polling_url``).  Both are a created, billed task; the :class:`TaskRef`
+says how to poll it, also after a restart.  A request carrying the key goes only to
+the origin of ``gateway.base_url``: a ``polling_url`` elsewhere is never called.
+
 Downloads go to the video host, not the gateway: the API key is never sent
 there, and the video URL's query string (a signature) is never logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import email.utils
-import hashlib
-import math
-import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -37,19 +38,37 @@ import structlog
 from seedance_watch.errors import (
     ConfigError,
     CredentialsRefused,
-    DownloadFailed,
-    DownloadIncomplete,
     GatewayRejected,
     GatewayUnavailable,
+    JobError,
     RateLimited,
     SubmitAmbiguous,
     SubmitNotSent,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
     TaskNotFound,
+)
+from seedance_watch.providers.base import (
+    GenerationRequest,
+    TaskRef,
+    TaskState,
+    TaskStatus,
+)
+from seedance_watch.providers.download import (
+    Downloaded,
+    VideoDownloader,
+    parse_retry_after,
+    strip_query,
 )
 
 __all__ = [
+    "ENVELOPE",
+    "LEGACY",
     "POLL_PATH",
+    "STATUS_PATH",
     "SUBMIT_PATH",
+    "SUBMIT_PATHS",
     "ApiKeyLike",
     "Downloaded",
     "Gateway",
@@ -57,17 +76,28 @@ __all__ = [
     "ResponseHook",
     "TaskState",
     "TaskStatus",
+    "origin",
     "parse_retry_after",
     "strip_query",
+    "submit_body",
 ]
 
 log = structlog.get_logger(__name__)
 
 SUBMIT_PATH = "/byteplus/v1/generateImage2VideoTask"
+#: The submit endpoint of each kind of drop (SPEC §2 and §4).
+SUBMIT_PATHS = {
+    "image": SUBMIT_PATH,
+    "frames": "/byteplus/v1/generateFrame2VideoTask",
+    "text": "/byteplus/v1/generateVideoTask",
+}
 POLL_PATH = "/bytedance-polling/getVideoResult"
+#: Where an envelope task is polled when its ``polling_url`` is not ours to call.
+STATUS_PATH = "/v2/requests/status/"
+LEGACY = "legacy"
+ENVELOPE = "envelope"
 
 Operation = Literal["submit", "poll", "download"]
-TaskState = Literal["pending", "succeeded", "failed", "expired", "cancelled"]
 #: ``on_response(operation, http_status or None on a transport error, seconds)``.
 ResponseHook = Callable[[str, int | None, float], None]
 
@@ -103,53 +133,16 @@ class ApiKeyLike(Protocol):
     def reveal(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class TaskStatus:
-    """One poll answer, normalised across the gateway's two dialects."""
-
-    state: TaskState
-    raw_status: str
-    video_url: str | None
-    usage: dict[str, Any] | None
-    error_code: str | None
-    error_message: str | None
-
-
-@dataclass(frozen=True)
-class Downloaded:
-    """A video written (and fsynced) to the destination file."""
-
-    sha256: str
-    size: int
-
-
-def strip_query(url: str) -> str:
-    """``url`` without its query string or fragment, safe to log (no signature)."""
-    return url.split("?", 1)[0].split("#", 1)[0]
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP-date); None if unusable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
+def origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, the default port made explicit."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
 
 
 class Gateway:
-    """An async client for the Pixazo Seedance 1.0 gateway (SPEC §2).
+    """An async client for the Pixazo Seedance 1.0 gateway (SPEC §2): a VideoProvider.
 
     ``transport`` replaces the network for every call (tests); ``on_response``
     is told about every HTTP exchange, so the engine can count statuses.
@@ -164,12 +157,15 @@ class Gateway:
         max_connections: int = 20,
         transport: httpx.AsyncBaseTransport | None = None,
         on_response: ResponseHook | None = None,
+        downloader: VideoDownloader | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"gateway.base_url must be an http(s) URL, got {base_url!r}", key="gateway.base_url"
             )
         self._base_url = base_url.rstrip("/")
+        self._origin = origin(self._base_url)
+        self._foreign_logged = False
         self._api_key = api_key
         self._on_response = on_response
         self._unknown_statuses: set[str] = set()
@@ -186,11 +182,11 @@ class Gateway:
             headers={"Connection": "close"},
             transport=transport,
         )
-        self._download_client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections),
-            follow_redirects=True,
+        self._downloader = downloader or VideoDownloader(
+            request_timeout=request_timeout,
+            max_connections=max_connections,
             transport=transport,
+            on_response=on_response,
         )
 
     async def __aenter__(self) -> Gateway:
@@ -206,53 +202,117 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close every connection pool."""
-        for client in (self._submit_client, self._poll_client, self._download_client):
+        for client in (self._submit_client, self._poll_client):
             await client.aclose()
+        await self._downloader.aclose()
+
+    async def download(self, url: str, dest: Path, *, max_bytes: int) -> Downloaded:
+        """Fetch a video (no key sent): see :class:`~.download.VideoDownloader`."""
+        return await self._downloader.download(url, dest, max_bytes=max_bytes)
 
     # --- submit -------------------------------------------------------------------------
 
+    name = "pixazo"
+
     async def submit(self, *, model: str, text: str, image_url: str) -> str:
-        """Create one task and return its id; a single attempt, never retried here.
+        """Create one image-to-video task and return its id (see :meth:`create_task`)."""
+        ref = await self.create_task(
+            GenerationRequest(kind="image", model=model, text=text), {"image": image_url}
+        )
+        return ref.task_id
+
+    async def create_task(
+        self,
+        request: GenerationRequest,
+        media: Mapping[str, str],
+        *,
+        webhook_url: str | None = None,
+    ) -> TaskRef:
+        """Create one task; a single attempt, never retried here.
 
         Raises SubmitNotSent (safe to resend), SubmitAmbiguous (never resend),
         RateLimited, GatewayRejected or CredentialsRefused.
         """
-        url = self._base_url + SUBMIT_PATH
-        body: dict[str, Any] = {
-            "model": model,
-            "content": [
-                {"type": "text", "text": text},
-                {"type": "image_url", "image_url": image_url},
-            ],
-        }
-        response = await self._post(self._submit_client, "submit", SUBMIT_PATH, body)
+        path = SUBMIT_PATHS[request.kind]
+        url = self._base_url + path
+        body = submit_body(request, media)
+        extra = {"X-Webhook-URL": webhook_url} if webhook_url else None
+        response = await self._request(
+            self._submit_client, "submit", "POST", url, path, body, extra_headers=extra
+        )
         if response.is_success:
-            task_id = _task_id(_json_object(response))
-            if task_id is None:
+            ref = self._task_ref(_json_object(response))
+            if ref is None:
                 raise SubmitAmbiguous(
                     f"the gateway answered HTTP {response.status_code} to the submit at {url} "
-                    f"without a task id: {self._excerpt(response)}",
+                    f"with neither a task id nor a request id: {self._excerpt(response)}",
                     http_status=response.status_code,
                 )
-            return task_id
+            return ref
         if response.status_code == 404:
             raise GatewayRejected(
-                f"the gateway answered 404 Not Found for POST {url} with model {model!r}: "
-                f"{self._error_message(response)}",
+                f"the gateway answered 404 Not Found for POST {url} with model "
+                f"{request.model!r}: {self._error_message(response)}",
                 hint="check gateway.base_url and the model name",
                 http_status=404,
             )
         raise self._status_error("submit", response)
 
+    def _task_ref(self, data: dict[str, Any] | None) -> TaskRef | None:
+        """The task reference of a 2xx submit answer, in either dialect, or None."""
+        if data is None:
+            return None
+        request_id = data.get("request_id")
+        if isinstance(request_id, str) and request_id.strip():
+            polling_url = data.get("polling_url")
+            poll_url = polling_url.strip() if isinstance(polling_url, str) else None
+            if poll_url and not self._is_ours(poll_url):
+                self._log_foreign(poll_url)
+                poll_url = None
+            return TaskRef(task_id=request_id.strip(), poll_url=poll_url or None, dialect=ENVELOPE)
+        task_id = _task_id(data)
+        return None if task_id is None else TaskRef(task_id=task_id, dialect=LEGACY)
+
+    def _is_ours(self, url: str) -> bool:
+        return url.startswith(("http://", "https://")) and origin(url) == self._origin
+
+    def _log_foreign(self, url: str) -> None:
+        if not self._foreign_logged:
+            self._foreign_logged = True
+            log.warning(
+                "gateway.foreign_polling_url",
+                polling_url=strip_query(url),
+                base_url=self._base_url,
+                detail="the key goes to gateway.base_url only; polling there instead",
+            )
+
     # --- poll ---------------------------------------------------------------------------
 
-    async def poll(self, task_id: str) -> TaskStatus:
-        """Ask once for a task's status.
+    async def poll(self, task: str | TaskRef) -> TaskStatus:
+        """Ask once for a task's status (a bare id is a legacy task)."""
+        return await self.task_status(task if isinstance(task, TaskRef) else TaskRef(task))
+
+    async def task_status(self, ref: TaskRef) -> TaskStatus:
+        """Ask once for a task's status, the way it was submitted.
 
         Raises GatewayUnavailable (retry the poll), RateLimited, TaskNotFound (404),
         GatewayRejected or CredentialsRefused.
         """
-        response = await self._post(self._poll_client, "poll", POLL_PATH, {"task_id": task_id})
+        task_id = ref.task_id
+        if ref.dialect == ENVELOPE:
+            url = ref.poll_url
+            if url is None or not self._is_ours(url):
+                if url is not None:
+                    self._log_foreign(url)
+                url = self._base_url + STATUS_PATH + task_id
+            response = await self._request(
+                self._poll_client, "poll", "GET", url, STATUS_PATH + "{id}", None
+            )
+        else:
+            url = self._base_url + POLL_PATH
+            response = await self._request(
+                self._poll_client, "poll", "POST", url, POLL_PATH, {"task_id": task_id}
+            )
         if response.status_code == 404:
             raise TaskNotFound(
                 f"the gateway does not know task {task_id} (HTTP 404): "
@@ -292,6 +352,8 @@ class Gateway:
             )
         usage = data.get("usage")
         code, message = _error_parts(data.get("error"))
+        if state == "failed" and code is not None and "expire" in code.lower():
+            state = "expired"  # e.g. {"code": "TaskExpired"}: it never ran
         return TaskStatus(
             state=state,
             raw_status=raw,
@@ -299,61 +361,43 @@ class Gateway:
             usage=usage if isinstance(usage, dict) else None,
             error_code=code,
             error_message=message,
+            error=_task_error(task_id, state, code, message),
         )
-
-    # --- download -----------------------------------------------------------------------
-
-    async def download(self, url: str, dest: Path, *, max_bytes: int) -> Downloaded:
-        """Stream the video at ``url`` into ``dest`` (created/truncated, fsynced).
-
-        Checks HTTP 200, Content-Length, a non-empty mp4 (``ftyp`` at offset 4) and
-        ``max_bytes``.  Raises DownloadIncomplete (retry) or DownloadFailed (the URL
-        is gone); on any failure ``dest`` is removed.
-        """
-        shown = strip_query(url)
-        started = time.monotonic()
-        status: int | None = None
-        try:
-            with _mapped_errors("download", shown):
-                async with self._download_client.stream(
-                    "GET", url, headers={"Accept-Encoding": "identity"}
-                ) as response:
-                    status = response.status_code
-                    _check_download_status(response, shown)
-                    expected = _content_length(response)
-                    if expected is not None and expected > max_bytes:
-                        raise DownloadIncomplete(
-                            f"the video at {shown} is {expected} bytes, "
-                            f"over gateway.max_video_bytes ({max_bytes})",
-                            http_status=status,
-                        )
-                    return await _stream_to_file(response, dest, max_bytes, expected, shown)
-        except BaseException:
-            _remove_quietly(dest)
-            raise
-        finally:
-            self._observe("download", "GET", shown, status, time.monotonic() - started)
 
     # --- shared -------------------------------------------------------------------------
 
-    async def _post(
-        self, client: httpx.AsyncClient, op: Operation, path: str, body: dict[str, Any]
+    async def _request(
+        self,
+        client: httpx.AsyncClient,
+        op: Operation,
+        method: str,
+        url: str,
+        shown: str,
+        body: dict[str, Any] | None,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        url = self._base_url + path
+        """One call carrying the key: only ever to the origin of ``gateway.base_url``."""
+        if not self._is_ours(url):  # a guard, never expected to trip
+            raise GatewayRejected(f"refusing to send the API key to {strip_query(url)}")
         headers = {
             "Ocp-Apim-Subscription-Key": self._api_key.reveal(),
             "Content-Type": "application/json",
             "Cache-Control": "no-cache",
+            **(extra_headers or {}),
         }
         started = time.monotonic()
         status: int | None = None
         try:
-            with _mapped_errors(op, url):
-                response = await client.post(url, json=body, headers=headers)
+            with _mapped_errors(op, strip_query(url)):
+                if body is None:
+                    response = await client.request(method, url, headers=headers)
+                else:
+                    response = await client.request(method, url, json=body, headers=headers)
             status = response.status_code
             return response
         finally:
-            self._observe(op, "POST", path, status, time.monotonic() - started)
+            self._observe(op, method, shown, status, time.monotonic() - started)
 
     def _observe(
         self, op: Operation, method: str, path: str, status: int | None, seconds: float
@@ -391,6 +435,13 @@ class Gateway:
                 f"the gateway is rate limiting us (HTTP 429): {message}",
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 http_status=429,
+            )
+        if op == "submit" and status in (502, 504):
+            # A proxy in front of the gateway answered: it may have passed the submit on.
+            return SubmitAmbiguous(
+                f"a proxy in front of the gateway answered HTTP {status} to the submit: "
+                f"{message}; the gateway may have created (and bills) the task",
+                http_status=status,
             )
         if status >= 500:
             cls = SubmitNotSent if op == "submit" else GatewayUnavailable
@@ -441,8 +492,6 @@ def _mapped_errors(op: Operation, target: str) -> Iterator[None]:
     try:
         yield
     except httpx.UnsupportedProtocol as exc:
-        if op == "download":
-            raise DownloadFailed(f"cannot fetch the video at {target}: {exc}") from exc
         raise GatewayRejected(
             f"cannot call {target}: {exc}", hint="check gateway.base_url"
         ) from exc
@@ -451,18 +500,49 @@ def _mapped_errors(op: Operation, target: str) -> Iterator[None]:
         message = f"could not connect to {target}: {_describe(exc)}"
         if op == "submit":
             raise SubmitNotSent(message) from exc
-        if op == "poll":
-            raise GatewayUnavailable(message) from exc
-        raise DownloadIncomplete(message) from exc
+        raise GatewayUnavailable(message) from exc
     except httpx.RequestError as exc:
         if op == "submit":
             raise SubmitAmbiguous(
                 f"the submit to {target} may have reached the gateway, but no answer "
                 f"came back: {_describe(exc)}"
             ) from exc
-        if op == "poll":
-            raise GatewayUnavailable(f"the poll at {target} failed: {_describe(exc)}") from exc
-        raise DownloadIncomplete(f"the download from {target} broke off: {_describe(exc)}") from exc
+        raise GatewayUnavailable(f"the poll at {target} failed: {_describe(exc)}") from exc
+
+
+def submit_body(request: GenerationRequest, media: Mapping[str, str]) -> dict[str, Any]:
+    """The exact JSON body of each kind's submit (SPEC §2, §4)."""
+    if request.kind == "frames":
+        return {
+            "model": request.model,
+            "text": request.text,
+            "first_frame": media["image"],
+            "last_frame": media["last_frame"],
+        }
+    if request.kind == "text":
+        return {"model": request.model, "text": request.text}
+    return {
+        "model": request.model,
+        "content": [
+            {"type": "text", "text": request.text},
+            {"type": "image_url", "image_url": media["image"]},
+        ],
+    }
+
+
+def _task_error(
+    task_id: str, state: TaskState, code: str | None, message: str | None
+) -> JobError | None:
+    """The job error of a task that ended badly, with the gateway's own words."""
+    detail = ": ".join(p for p in (code, message) if p)
+    said = f" ({detail})." if detail else "."
+    if state == "failed":
+        return TaskFailed(f"The gateway reports task {task_id} failed{said}", task_id=task_id)
+    if state == "expired":
+        return TaskExpired(f"Task {task_id} expired before it ran{said}", task_id=task_id)
+    if state == "cancelled":
+        return TaskCancelled(f"Task {task_id} was cancelled{said}", task_id=task_id)
+    return None
 
 
 def _describe(exc: Exception) -> str:
@@ -516,86 +596,3 @@ def _error_parts(error: object) -> tuple[str | None, str | None]:
             str(message)[:_MAX_MESSAGE] if message not in (None, "") else None,
         )
     return None, None
-
-
-def _check_download_status(response: httpx.Response, shown: str) -> None:
-    status = response.status_code
-    if status == 200:
-        return
-    message = f"the video host answered HTTP {status} for {shown}"
-    if 400 <= status < 500 and status not in (408, 429):
-        raise DownloadFailed(message, http_status=status)
-    raise DownloadIncomplete(
-        message,
-        http_status=status,
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
-    )
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("Content-Length")
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
-async def _stream_to_file(
-    response: httpx.Response, dest: Path, max_bytes: int, expected: int | None, shown: str
-) -> Downloaded:
-    status = response.status_code
-    digest = hashlib.sha256()
-    size = 0
-    head = b""
-    fd = os.open(dest, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_CLOEXEC, 0o644)
-    try:
-        async for chunk in response.aiter_bytes(_CHUNK):
-            size += len(chunk)
-            if size > max_bytes:
-                raise DownloadIncomplete(
-                    f"the video at {shown} is over gateway.max_video_bytes ({max_bytes})",
-                    http_status=status,
-                )
-            if len(head) < 8:
-                head += chunk[: 8 - len(head)]
-                if len(head) == 8 and head[4:8] != b"ftyp":
-                    raise DownloadIncomplete(
-                        f"the body at {shown} is not an mp4", http_status=status
-                    )
-            digest.update(chunk)
-            _write_all(fd, chunk)
-        if expected is not None and size != expected:
-            raise DownloadIncomplete(
-                f"the video at {shown} has {size} bytes, Content-Length said {expected}",
-                http_status=status,
-            )
-        if size == 0:
-            raise DownloadIncomplete(f"the video at {shown} is empty", http_status=status)
-        if len(head) < 8:
-            raise DownloadIncomplete(f"the body at {shown} is not an mp4", http_status=status)
-        # The thread owns the descriptor from here: a cancellation cannot close it
-        # under a running fsync.
-        owned, fd = fd, -1
-        await asyncio.to_thread(_fsync_and_close, owned)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return Downloaded(sha256=digest.hexdigest(), size=size)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path: Path) -> None:
-    """Best effort: a failed download must not leave a partial file behind."""
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)

@@ -27,9 +27,11 @@ from seedance_watch.config import ApiKey, Config
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
+from seedance_watch.ledger.base import JobStore
 from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.logs import configure_logging, redact_text
 from seedance_watch.pipeline.engine import Engine, RunSummary
+from seedance_watch.providers.download import VideoDownloader
 from seedance_watch.providers.pixazo import Gateway
 from seedance_watch.service.http import HealthServer, Heartbeat
 from seedance_watch.service.metrics import Metrics
@@ -90,19 +92,25 @@ async def run_service(
     def on_response(operation: str, status: int | None, seconds: float) -> None:
         metrics.http_responses.labels(operation=operation, status=str(status or "error")).inc()
 
+    connections = min(100, max(10, gw.max_in_flight * 2))
+    downloader = VideoDownloader(
+        request_timeout=gw.request_timeout, max_connections=connections, on_response=on_response
+    )
     gateway = Gateway(
         gw.base_url,
         api_key,
         request_timeout=gw.request_timeout,
-        max_connections=min(100, max(10, gw.max_in_flight * 2)),
+        max_connections=connections,
         on_response=on_response,
+        downloader=downloader,
     )
     storage = Storage(config.storage)
     engine = Engine(
         config,
         ledger=ledger,
         storage=storage,
-        gateway=gateway,
+        provider=gateway,
+        downloader=downloader,
         inbox=Inbox(
             config.paths.inbox,
             settle_seconds=config.watch.settle_seconds,
@@ -232,7 +240,7 @@ def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> Healt
 
 def health_check(
     heartbeat: Heartbeat,
-    ledger: Ledger,
+    ledger: JobStore,
     *,
     ready: Callable[[], bool],
     paused: Callable[[], Mapping[str, str]],

@@ -1,0 +1,132 @@
+"""The stage protocol: each stage runs one job one step and returns an :data:`Outcome`.
+
+A stage (``upload``, ``submit``, ``poll``, ``download``, ``finish``) decides what
+happened; the engine applies the outcome in one place, ledger first
+(:meth:`~seedance_watch.pipeline.engine.Engine.apply`).  A stage writes to the
+ledger itself only for an *intent* that must be durable before its own external
+action (the submit intent), through :attr:`StageDeps.put`.
+
+The outcomes, a closed union:
+
+* :class:`Advance` -- apply ``event`` (if any), then the job enters the stage its
+  new state routes to (``RESUME``), at once or at ``at``;
+* :class:`Retry` -- a transient error: apply ``event`` (if any), then come back to
+  this stage after the stage's backoff (or the peer's ``retry_after``);
+* :class:`Wait` -- come back at ``at`` (a poll interval, a breaker's probe time);
+  not an error;
+* :class:`Pause` -- the gateway refused the key or the bucket is unusable: nothing
+  fails, the pipeline waits for the breaker's probe;
+* :class:`Fail` -- the job fails with ``error``;
+* :class:`Place` -- the video is staged and checked: place it;
+* :class:`Done` -- nothing left for the engine (the job is gone or finished).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from seedance_watch import errors as E
+from seedance_watch.config import Config
+from seedance_watch.core.jobs import Event, Job, Stage
+from seedance_watch.core.scheduling import TaskTimeEstimator, TokenBucket
+from seedance_watch.files.storage import Storage
+from seedance_watch.pipeline.pauses import Pauses
+from seedance_watch.providers.base import VideoProvider
+from seedance_watch.providers.download import VideoDownloader
+from seedance_watch.service.metrics import Metrics
+
+__all__ = [
+    "Advance",
+    "Done",
+    "Fail",
+    "JobStage",
+    "Outcome",
+    "Pause",
+    "Place",
+    "Retry",
+    "StageDeps",
+    "Wait",
+]
+
+
+@dataclass(frozen=True)
+class Advance:
+    event: Event | None = None
+    at: float | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    retry_after: float | None = None
+    event: Event | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    at: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    reason: Literal["credentials", "storage"]
+    error: E.PipelinePaused
+    event: Event | None = None
+
+
+@dataclass(frozen=True)
+class Fail:
+    error: E.JobError
+
+
+@dataclass(frozen=True)
+class Place:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+Outcome = Advance | Retry | Wait | Pause | Fail | Place | Done
+
+
+@dataclass
+class StageDeps:
+    """What the stages share: the seams, the pure schedulers and two engine services."""
+
+    config: Config
+    provider: VideoProvider
+    downloader: VideoDownloader
+    storage: Storage
+    metrics: Metrics
+    pauses: Pauses
+    bucket: TokenBucket
+    estimator: TaskTimeEstimator
+    clock: Callable[[], float]
+    rng: random.Random
+    #: Apply an event and write the job durably (returns the new record).
+    put: Callable[[Job, Event], Job]
+    #: Marks a step that a shutdown lets finish (an upload, a submit, a download).
+    critical: Callable[[], contextlib.AbstractContextManager[None]]
+    #: ``job.retry`` bookkeeping of an in-coroutine retry loop (stage, attempt, delay, why).
+    log_retry: Callable[[str, str, int, float, str], None]
+
+
+class JobStage(Protocol):
+    """One stage of the pipeline: run ``job`` one step, say what happened."""
+
+    stage: Stage
+
+    async def run(self, job: Job) -> Outcome: ...
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    yield

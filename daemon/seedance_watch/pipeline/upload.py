@@ -1,0 +1,83 @@
+"""The upload stage: a new job's images go to the bucket (``NEW → UPLOADED``).
+
+Each image of the drop (the image, and the last frame of a frames drop; a text
+drop has none) is uploaded under ``{prefix}{job_id}/{file name}`` with its
+Content-Type.  Transient S3 errors are retried a few times in this coroutine
+(stamina), then the job goes back on the timer heap; an unusable bucket pauses
+uploads (nothing fails); a vanished input fails the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import PurePosixPath
+
+import stamina
+
+from seedance_watch import errors as E
+from seedance_watch.core.jobs import Job, Stage, Uploaded
+from seedance_watch.core.names import content_type
+from seedance_watch.core.scheduling import STAGE_POLICIES, RetryHook
+from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps, Wait
+
+__all__ = ["UploadStage", "images_of"]
+
+
+def images_of(job: Job) -> list[tuple[str, str]]:
+    """``(role, inbox path)`` of each image a job uploads, in upload order."""
+    if job.inputs:
+        return [(i.role, i.path) for i in job.inputs if i.role in ("image", "last_frame")]
+    return [] if job.kind == "text" else [("image", job.source)]
+
+
+class UploadStage:
+    stage = Stage.UPLOAD
+
+    def __init__(self, deps: StageDeps) -> None:
+        self.deps = deps
+        self.inbox = deps.config.paths.inbox
+
+    async def run(self, job: Job) -> Outcome:
+        d = self.deps
+        # While the bucket is unusable one upload at a time probes it; the rest wait.
+        wait = d.pauses.storage.acquire(d.clock())
+        if wait > 0:
+            return Wait(d.clock() + wait)
+        uploads: list[tuple[str, str]] = []
+        started = time.monotonic()
+        total = 0
+        policy = STAGE_POLICIES[self.stage]
+        hook = RetryHook(
+            policy,
+            E.StorageTransient,
+            clock=time.monotonic,
+            rng=d.rng,
+            on_retry=lambda n, delay, exc: d.log_retry(
+                job.job_id, self.stage, n, delay, getattr(exc, "message", repr(exc))
+            ),
+        )
+        try:
+            for role, rel in images_of(job):
+                path = self.inbox / rel
+                key = d.storage.key_for(job.job_id, PurePosixPath(rel).name)
+                async for attempt in stamina.retry_context(
+                    on=hook, attempts=policy.attempts, timeout=None
+                ):
+                    with attempt, d.critical():
+                        total += await asyncio.to_thread(
+                            d.storage.upload, path, key, content_type=content_type(rel)
+                        )
+                uploads.append((role, key))
+        except FileNotFoundError:
+            return Fail(E.InputVanished("An image left the inbox before its upload."))
+        except E.StorageUnavailable as exc:
+            return Pause("storage", exc)
+        except E.StorageTransient as exc:
+            return Retry(exc.message, exc.retry_after)
+        except E.JobError as exc:
+            return Fail(exc)
+        d.pauses.storage_ok()
+        d.metrics.upload_bytes.inc(total)
+        d.metrics.upload_seconds.inc(time.monotonic() - started)
+        return Advance(Uploaded(uploads=tuple(uploads)))
