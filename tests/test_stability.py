@@ -198,7 +198,8 @@ def test_unstable_lone_file_is_not_an_orphan() -> None:
 
 
 def test_symlinks_are_unsafe_and_never_pair() -> None:
-    """A symlink (file or folder) is reported Unsafe and does not serve as a partner."""
+    """A symlink (file or folder) is reported Unsafe and never pairs; its real partner of
+    the same stem fails with it, under one report (one drop, one report)."""
     files = {
         "a.jpg": Candidate(NOW, True, is_symlink=True),
         "a.yaml": stable(NOW),
@@ -206,8 +207,8 @@ def test_symlinks_are_unsafe_and_never_pair() -> None:
         "b.jpg": Candidate(NOW, False, is_symlink=True),
     }
     out = Pairer(300).evaluate(files, NOW)
-    assert out.events == [Unsafe("a.jpg"), Unsafe("linked-dir")]
-    assert out.waiting == [("a.yaml", NOW + 300)]
+    assert out.events == [Unsafe("a.jpg", ("a.yaml",)), Unsafe("linked-dir")]
+    assert out.waiting == []
 
 
 def test_ignored_names_never_appear() -> None:

@@ -218,9 +218,14 @@ class Orphan:
 
 @dataclass(frozen=True, slots=True)
 class Unsafe:
-    """A symlink in the inbox (to a file or a folder): reported, never followed."""
+    """A symlink in the inbox (to a file or a folder): reported, never followed.
+
+    ``partners`` are the real files of the same drop (the image beside a linked
+    sidecar): they fail with the link, under one report.
+    """
 
     path: str
+    partners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,16 +290,22 @@ class Pairer:
         events: list[InboxEvent] = []
         waiting: list[tuple[str, float]] = []
         groups: dict[str, list[str]] = {}
+        links: list[str] = []
         for rel, cand in files.items():
             if not is_watched_path(rel):
                 continue
             if cand.is_symlink:
                 if cand.stable:
-                    events.append(Unsafe(rel))
+                    links.append(rel)
                 continue
             name = PurePosixPath(rel).name
             if names.is_image(name) or names.is_sidecar(name):
                 groups.setdefault(names.pair_stem(rel), []).append(rel)
+        for rel in sorted(links):
+            # One drop, one report: a link's real partners fail with it (once stable).
+            partners = sorted(groups.pop(names.pair_stem(rel), []))
+            if all(files[p].stable for p in partners):
+                events.append(Unsafe(rel, tuple(partners)))
         for stem in sorted(groups):
             members = sorted(groups[stem])
             if not all(files[rel].stable for rel in members):

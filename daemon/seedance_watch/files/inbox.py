@@ -185,6 +185,8 @@ def _paths_of(event: InboxEvent) -> tuple[str, ...]:
         return (event.image, event.sidecar)
     if isinstance(event, AmbiguousPair):
         return event.paths
+    if isinstance(event, Unsafe):
+        return (event.path, *event.partners)
     return (event.path,)
 
 

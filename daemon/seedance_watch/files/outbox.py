@@ -411,8 +411,19 @@ def write_error_report(
     report: dict[str, Any],
     job_id: str | None = None,
 ) -> None:
-    """Write ``failed/<report_rel>`` (``sub/NAME.error.json``) atomically; idempotent."""
+    """Write ``failed/<report_rel>`` (``sub/NAME.error.json``) atomically; idempotent.
+
+    Another job's report under that name is never replaced (:class:`OutputConflict`).
+    """
     path = _resolve(failed_root, report_rel)
+    try:
+        current = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        current = None
+    if isinstance(current, dict) and current.get("job_id") not in (None, report.get("job_id")):
+        raise OutputConflict(
+            f"failed/{report_rel} is the report of job {current.get('job_id')}", path=report_rel
+        )
     if _ensure_json(path, report):
         log.info(
             "outbox.error_report_written",

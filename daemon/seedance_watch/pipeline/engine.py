@@ -138,6 +138,7 @@ class Engine:
             paths=config.paths,
             on_finished=self._finished,
             download_again=lambda job_id: self._route_id(job_id),
+            release_objects=self._delete_objects,
         )
         deps = StageDeps(
             config=config,
@@ -180,6 +181,8 @@ class Engine:
             removed += await asyncio.to_thread(remove_stale_temps, root)
         if removed:
             log.info("engine.leftovers_removed", files=removed)
+        for job in self.ledger.active():
+            self.placement.reserve(job)
         for job in self.ledger.active():
             self.intake.claim(job)
             log.info("job.recovered", job_id=job.job_id, state=job.state.value)
@@ -561,16 +564,17 @@ class Engine:
         self._attempts.pop(job.job_id, None)
         self._last_poll.pop(job.job_id, None)
         self._track(job)
-        if self.config.storage.delete_after:
-            for key in job.object_keys:
-                self._spawn(self._delete_object(job.job_id, key), "delete", side=True)
         self._idle.set()
 
-    async def _delete_object(self, job_id: str, key: str) -> None:
-        try:
-            await asyncio.to_thread(self.storage.delete, key)
-        except (E.StorageTransient, E.StorageUnavailable) as exc:
-            log.warning("storage.delete_failed", job_id=job_id, s3_key=key, reason=str(exc))
+    async def _delete_objects(self, job: Job) -> None:
+        """Best effort: a bucket that refuses the delete never holds a job back."""
+        if not self.config.storage.delete_after:
+            return
+        for key in job.object_keys:
+            try:
+                await asyncio.to_thread(self.storage.delete, key)
+            except (E.StorageTransient, E.StorageUnavailable) as exc:
+                log.warning("storage.delete_failed", job_id=job.job_id, s3_key=key, reason=str(exc))
 
 
 async def _sleep_or_wake(event: asyncio.Event, seconds: float) -> None:

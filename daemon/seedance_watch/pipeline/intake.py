@@ -146,6 +146,9 @@ def event_files(event: InboxEvent) -> list[str]:
         return [event.image, event.sidecar]
     if isinstance(event, AmbiguousPair):
         return list(event.paths)
+    if isinstance(event, Unsafe):
+        # The link's partners sort so that an image comes first (the job's source).
+        return sorted([event.path, *event.partners], key=lambda p: not is_image(p))
     return [event.path]
 
 

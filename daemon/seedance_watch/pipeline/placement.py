@@ -61,6 +61,7 @@ class Placement:
         paths: PathsConfig,
         on_finished: Callable[[Job], None],
         download_again: Callable[[str], Awaitable[None]],
+        release_objects: Callable[[Job], Awaitable[None]] | None = None,
     ) -> None:
         self._ledger = store
         self._put = put
@@ -68,8 +69,28 @@ class Placement:
         self._roots = {"inbox": paths.inbox, "done": paths.done, "failed": paths.failed}
         self._on_finished = on_finished
         self._download_again = download_again
-        # Output names planned but not yet placed, so two jobs never plan the same one.
+        self._release = release_objects
+        # Names planned but not yet carried out (outputs; done/ and failed/ destinations),
+        # so two jobs never plan the same one.
         self._planned_outputs: set[str] = set()
+        self._planned_moves: set[str] = set()
+
+    def reserve(self, job: Job) -> None:
+        """Hold the names a recorded plan uses (recovery: before any new job plans)."""
+        if job.output is not None and not job.terminal:
+            self._planned_outputs.add(job.output)
+        if not job.terminal:
+            self._planned_moves.update(_names_of(job))
+
+    async def _release_objects(self, job: Job) -> None:
+        """Delete the job's uploads before ``Finished``: a crash in between deletes again."""
+        if self._release is not None and job.object_keys:
+            await self._release(job)
+
+    def _release_names(self, job: Job) -> None:
+        if job.output is not None:
+            self._planned_outputs.discard(job.output)
+        self._planned_moves.difference_update(_names_of(job))
 
     def staging(self, job: Job) -> Path:
         """Where the job's video is downloaded (or copied) before it is placed."""
@@ -112,7 +133,14 @@ class Placement:
         """Plan the output and the input moves durably, then carry them out."""
         sub, stem = split_source(job.source)
         output = plan_output(self._outbox, sub, stem, taken=self._planned_outputs)
-        moves = plan_moves(self._roots["inbox"], sub, job_files(job), "done", self._roots["done"])
+        moves = plan_moves(
+            self._roots["inbox"],
+            sub,
+            job_files(job),
+            "done",
+            self._roots["done"],
+            taken=self._planned_moves,
+        )
         event = Placing(
             output=output,
             video_sha256=sha,
@@ -121,6 +149,7 @@ class Placement:
             duplicate_of=duplicate_of,
         )
         job = self._put(job, event)
+        self.reserve(job)
         await self.finish_placing(job)
 
     async def finish_placing(self, job: Job) -> None:
@@ -150,10 +179,13 @@ class Placement:
             await self._download_again(job.job_id)
             return
         except OutputConflict as exc:
-            self._planned_outputs.discard(job.output)
+            self._release_names(job)
+            # The staged video is this job's own: it must not wait for a restart's sweep.
+            self.staging(job).unlink(missing_ok=True)
             await self.fail(job, E.DownloadFailed(f"Could not place the output: {exc}"))
             return
-        self._planned_outputs.discard(job.output)
+        await self._release_objects(job)
+        self._release_names(job)
         job = self._put(job, Finished())
         self._on_finished(job)
         log.info(
@@ -167,14 +199,21 @@ class Placement:
 
     async def fail(self, job: Job, error: E.JobError) -> None:
         """Record the failure durably, then write the report and move the inputs."""
+        self._release_names(job)  # a placement plan it had is replaced
         sub, _ = split_source(job.source)
         moves = plan_moves(
-            self._roots["inbox"], sub, job_files(job), "failed", self._roots["failed"]
+            self._roots["inbox"],
+            sub,
+            job_files(job),
+            "failed",
+            self._roots["failed"],
+            taken=self._planned_moves,
         )
         report = error.report()
         if job.task_id is not None:
             report.setdefault("task_id", job.task_id)
         job = self._put(job, Fail(error=report, moved_to=moves))
+        self.reserve(job)
         log.warning(
             "job.failed",
             job_id=job.job_id,
@@ -205,8 +244,18 @@ class Placement:
         await asyncio.to_thread(
             finish_moves, roots=self._roots, moves=job.moved_to, job_id=job.job_id
         )
+        await self._release_objects(job)
+        self._release_names(job)
         job = self._put(job, Finished())
         self._on_finished(job)
+
+
+def _names_of(job: Job) -> list[str]:
+    """The done/ and failed/ names a job's plan uses (``failed/…`` with its report)."""
+    names = [dst for _, dst in job.moved_to]
+    if job.error is not None and job.moved_to:
+        names.append("failed/" + error_report_rel(job.moved_to))
+    return names
 
 
 def _output_metadata(job: Job) -> dict[str, Any]:

@@ -1,0 +1,360 @@
+"""The engine with a fake clock, a fake provider, a fake store and a fake bucket.
+
+No network, no simulator: each test seeds a job in the in-memory store and checks
+what applying one stage outcome (or running one stage) does to the ledger, the
+timer heap, the queues and the slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seedance_watch import errors as E
+from seedance_watch.config import Config
+from seedance_watch.core.jobs import ACTIVE_STATES, RESUME, Job, Stage, State, SubmitRefused
+from seedance_watch.pipeline.engine import Engine, StageCrashed
+from seedance_watch.pipeline.poll import TASK_NOT_FOUND_LIMIT
+from seedance_watch.pipeline.stage import Advance, Done, Fail, Pause, Retry, Wait
+from seedance_watch.providers.base import GenerationRequest, TaskRef, TaskStatus
+from seedance_watch.providers.download import VideoDownloader
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class MemoryStore:
+    """A JobStore in a dict (``put`` is durable by definition)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self.puts: list[Job] = []
+
+    def put(self, job: Job) -> None:
+        self._jobs[job.job_id] = job
+        self.puts.append(job)
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> Mapping[str, Job]:
+        return dict(self._jobs)
+
+    def active(self) -> list[Job]:
+        return [j for j in self._jobs.values() if not j.terminal]
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in State}
+        for job in self._jobs.values():
+            out[job.state.value] += 1
+        return out
+
+    def find_done_by_content_key(self, content_key: str) -> Job | None:
+        return None
+
+    def snapshot(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProvider:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.created: list[tuple[GenerationRequest, dict[str, str], str | None]] = []
+        self.statuses: list[TaskStatus | Exception] = []
+
+    async def create_task(
+        self,
+        request: GenerationRequest,
+        media: Mapping[str, str],
+        *,
+        webhook_url: str | None = None,
+    ) -> TaskRef:
+        self.created.append((request, dict(media), webhook_url))
+        return TaskRef(f"t-{len(self.created)}", None, "legacy")
+
+    async def task_status(self, ref: TaskRef) -> TaskStatus:
+        answer = self.statuses.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakeBucket:
+    def key_for(self, job_id: str, name: str) -> str:
+        return f"p/{job_id}/{name}"
+
+    def upload(self, path: Path, key: str, *, content_type: str) -> int:
+        return path.stat().st_size
+
+    def url_for(self, key: str) -> str:
+        return f"https://bucket.example/{key}?sig=x"
+
+    def delete(self, key: str) -> None:
+        pass
+
+
+class FakeInbox:
+    def __init__(self) -> None:
+        self.watching = asyncio.Event()
+
+    def claim(self, paths: Any) -> None:
+        pass
+
+    def release(self, paths: Any) -> None:
+        pass
+
+
+def make_engine(
+    tmp_path: Path, **gateway: Any
+) -> tuple[Engine, MemoryStore, FakeProvider, FakeClock]:
+    config = Config.model_validate(
+        {
+            "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
+            "storage": {"bucket": "b"},
+            "gateway": {"poll_interval": 5.0, "task_timeout": 100.0, **gateway},
+        }
+    )
+    for folder in ("inbox", "outbox", "done", "failed", "state"):
+        (tmp_path / folder).mkdir()
+    store, provider, clock = MemoryStore(), FakeProvider(), FakeClock()
+    engine = Engine(
+        config,
+        ledger=store,
+        storage=FakeBucket(),  # type: ignore[arg-type]
+        provider=provider,
+        downloader=VideoDownloader(),
+        inbox=FakeInbox(),  # type: ignore[arg-type]
+        clock=clock,
+    )
+    return engine, store, provider, clock
+
+
+def seed(store: MemoryStore, state: State, **fields: Any) -> Job:
+    job = Job(
+        job_id="j1",
+        state=state,
+        source="beach.jpg",
+        sidecar="beach.yaml",
+        created_at=1.0,
+        updated_at=1.0,
+        model="m",
+        prompt="p",
+        text="p --resolution 720p",
+        **fields,
+    )
+    store.put(job)
+    return job
+
+
+def test_every_unfinished_state_routes_to_one_stage() -> None:
+    """RESUME covers every active state, and recovery and timers share it."""
+    assert set(RESUME) == ACTIVE_STATES
+    assert RESUME[State.SUBMITTING] is Stage.SUBMIT and RESUME[State.SUBMITTED] is Stage.POLL
+
+
+async def test_advance_writes_the_event_first_then_routes(tmp_path: Path) -> None:
+    """Advance(Submitted) is in the ledger before the job is scheduled for its first poll."""
+    engine, store, _, clock = make_engine(tmp_path)
+    job = seed(store, State.SUBMITTING, uploads=(("image", "k"),))
+    from seedance_watch.core.jobs import Submitted
+
+    await engine.apply(
+        job, Stage.SUBMIT, Advance(Submitted("t-9", None, "envelope"), at=clock.now + 7)
+    )
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.SUBMITTED and stored.task_id == "t-9"
+    assert stored.dialect == "envelope"
+    assert engine._timers.due("j1") == clock.now + 7
+    assert "j1" in engine._in_flight  # holds a slot until its task ends
+
+
+async def test_a_failing_status_file_cannot_lose_a_billed_task_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status file write that follows a submit fails (EROFS): the task id is durable
+    anyway, and the engine goes on (defect 1 of the hardening issue)."""
+    engine, store, _, _ = make_engine(tmp_path)
+    job = seed(store, State.SUBMITTING, uploads=(("image", "k"),))
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(engine.pauses, "credentials_ok", broken)
+    from seedance_watch.core.jobs import Submitted
+
+    await engine.apply(job, Stage.SUBMIT, Advance(Submitted("t-1")))
+    stored = store.get("j1")
+    assert stored is not None and stored.task_id == "t-1" and stored.state is State.SUBMITTED
+    assert engine.fatal is None
+
+
+async def test_retry_applies_its_event_and_backs_off(tmp_path: Path) -> None:
+    """Retry(SubmitRefused) puts the job back to UPLOADED and on the timer heap."""
+    engine, store, _, clock = make_engine(tmp_path)
+    job = seed(store, State.SUBMITTING, intent_at=5.0)
+    await engine.apply(job, Stage.SUBMIT, Retry("HTTP 503", retry_after=3.0, event=SubmitRefused()))
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.UPLOADED and stored.intent_at is None
+    assert engine._timers.due("j1") == clock.now + 3.0
+    assert engine._attempts["j1"] == 1 and "j1" not in engine._in_flight
+
+
+async def test_wait_schedules_without_counting_an_attempt(tmp_path: Path) -> None:
+    engine, store, _, clock = make_engine(tmp_path)
+    job = seed(store, State.SUBMITTED, task_id="t")
+    engine._attempts["j1"] = 4
+    await engine.apply(job, Stage.POLL, Wait(clock.now + 5))
+    assert engine._timers.due("j1") == clock.now + 5 and "j1" not in engine._attempts
+
+
+async def test_pause_keeps_the_job_first_in_line(tmp_path: Path) -> None:
+    """Pause(credentials) fails nothing: the job waits at the head of the ready queue."""
+    engine, store, _, _ = make_engine(tmp_path)
+    job = seed(store, State.SUBMITTING)
+    refused = E.CredentialsRefused("bad key", http_status=401)
+    await engine.apply(job, Stage.SUBMIT, Pause("credentials", refused, event=SubmitRefused()))
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.UPLOADED
+    assert list(engine._ready) == ["j1"] and engine.credentials.is_open
+
+
+async def test_fail_writes_the_report_and_moves_the_inputs(tmp_path: Path) -> None:
+    engine, store, _, _ = make_engine(tmp_path)
+    (tmp_path / "inbox" / "beach.jpg").write_bytes(b"x")
+    (tmp_path / "inbox" / "beach.yaml").write_text("prompt: p\n")
+    job = seed(store, State.SUBMITTED, task_id="t")
+    await engine.apply(job, Stage.POLL, Fail(E.TaskFailed("it failed", task_id="t")))
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.FAILED
+    assert stored.error is not None and stored.error["code"] == "task_failed"
+    assert sorted(p.name for p in (tmp_path / "failed").iterdir()) == [
+        "beach.error.json",
+        "beach.jpg",
+        "beach.yaml",
+    ]
+    assert engine.summary.failed == ["j1"]
+
+
+async def test_done_changes_nothing(tmp_path: Path) -> None:
+    engine, store, _, _ = make_engine(tmp_path)
+    job = seed(store, State.PLACING)
+    before = len(store.puts)
+    await engine.apply(job, Stage.FINISH, Done())
+    assert len(store.puts) == before and "j1" not in engine._timers
+
+
+async def test_task_not_found_after_the_set_number_of_404s(tmp_path: Path) -> None:
+    """SPEC §2: a 404 for a task we submitted is retried, then the job fails."""
+    engine, store, provider, _ = make_engine(tmp_path)
+    job = seed(store, State.SUBMITTED, task_id="t-1", submitted_at=1_000_000.0)
+    gone = E.TaskNotFound("the gateway does not know task t-1", task_id="t-1", http_status=404)
+    provider.statuses = [gone] * TASK_NOT_FOUND_LIMIT
+    for _ in range(TASK_NOT_FOUND_LIMIT - 1):
+        await engine._step(Stage.POLL, "j1")
+        assert store.get("j1").state is State.SUBMITTED  # type: ignore[union-attr]
+    await engine._step(Stage.POLL, "j1")
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.FAILED
+    assert stored.error is not None and stored.error["code"] == "task_not_found"
+    assert job.job_id in engine.summary.failed
+
+
+async def test_a_crashing_stage_stops_the_daemon_cleanly(tmp_path: Path) -> None:
+    """A bug in a stage never leaves a silently dead worker: the engine records a fatal
+    error (``/healthz`` turns 503 on it) and ``run`` ends with it."""
+    engine, store, _, _ = make_engine(tmp_path)
+    seed(store, State.SUCCEEDED, task_id="t", video_url="http://v/x.mp4")
+
+    class Boom:
+        stage = Stage.DOWNLOAD
+
+        async def run(self, job: Job) -> Any:
+            raise RuntimeError("a bug")
+
+    engine.stages[Stage.DOWNLOAD] = Boom()  # type: ignore[assignment]
+    stop = asyncio.Event()
+
+    async def no_watch(_handler: Any) -> None:
+        await asyncio.Event().wait()
+
+    engine.inbox.run = no_watch  # type: ignore[attr-defined]
+    with pytest.raises(StageCrashed, match="a bug"):
+        await asyncio.wait_for(engine.run(stop), timeout=10)
+    assert isinstance(engine.fatal, StageCrashed)
+    await engine.shutdown(1.0)
+
+
+async def test_a_submitting_job_found_at_start_fails_ambiguous_and_is_not_resent(
+    tmp_path: Path,
+) -> None:
+    engine, store, provider, _ = make_engine(tmp_path)
+    seed(store, State.SUBMITTING, uploads=(("image", "k"),))
+    await engine._step(Stage.SUBMIT, "j1")
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.FAILED
+    assert stored.error is not None and stored.error["code"] == "submit_ambiguous"
+    assert provider.created == []
+
+
+async def test_submit_sends_the_request_and_a_fresh_url_per_image(tmp_path: Path) -> None:
+    """The submit stage presigns every uploaded image and records the task reference."""
+    engine, store, provider, _ = make_engine(
+        tmp_path, webhook_url="https://me.example/webhooks/pixazo"
+    )
+    seed(store, State.UPLOADED, kind="frames", uploads=(("image", "k1"), ("last_frame", "k2")))
+    from seedance_watch.core.jobs import InputFile
+
+    store.put(
+        Job(
+            **{
+                **store.get("j1").to_dict(),  # type: ignore[union-attr]
+                "state": State.UPLOADED,
+                "kind": "frames",
+                "uploads": (("image", "k1"), ("last_frame", "k2")),
+                "inputs": (
+                    InputFile("image", "a.jpg", "aa", 1, 1, 1, 1),
+                    InputFile("last_frame", "b.jpg", "bb", 1, 1, 2, 1),
+                    InputFile("sidecar", "a.yaml", "cc", 1, 1, 3, 1),
+                ),
+            }
+        )
+    )
+    await engine._step(Stage.SUBMIT, "j1")
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.SUBMITTED and stored.task_id == "t-1"
+    request, media, webhook = provider.created[0]
+    assert request.kind == "frames"
+    assert media == {
+        "image": "https://bucket.example/k1?sig=x",
+        "last_frame": "https://bucket.example/k2?sig=x",
+    }
+    assert stored.webhook_token and webhook == (
+        f"https://me.example/webhooks/pixazo?token={stored.webhook_token}"
+    )
+    assert engine.poke(stored.webhook_token) and not engine.poke("bogus")
