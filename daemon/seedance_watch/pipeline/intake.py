@@ -18,7 +18,7 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
-from seedance_watch.core.jobs import Job, State, content_key, job_files, make_job_id
+from seedance_watch.core.jobs import InputFile, Job, State, content_key, job_files, make_job_id
 from seedance_watch.core.names import is_image
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import AmbiguousPair, InboxEvent, Orphan, PairReady, Unsafe
@@ -39,6 +39,7 @@ __all__ = [
     "event_error",
     "event_files",
     "examine_drop",
+    "input_file",
     "job_groups",
     "read_nofollow",
 ]
@@ -54,6 +55,11 @@ class Drop:
 
 def read_nofollow(path: Path, *, max_bytes: int | None = None) -> bytes:
     """Read a file without following a symlink (a link raises ``UnsafePath``)."""
+    return read_nofollow_stat(path, max_bytes=max_bytes)[0]
+
+
+def read_nofollow_stat(path: Path, *, max_bytes: int | None = None) -> tuple[bytes, os.stat_result]:
+    """:func:`read_nofollow`, with what ``fstat`` said of the descriptor read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -61,17 +67,24 @@ def read_nofollow(path: Path, *, max_bytes: int | None = None) -> bytes:
             raise E.UnsafePath(f"{path.name} is a symbolic link; links are not followed.") from exc
         raise
     with os.fdopen(fd, "rb") as f:
-        return f.read() if max_bytes is None else f.read(max_bytes)
+        st = os.fstat(f.fileno())
+        return (f.read() if max_bytes is None else f.read(max_bytes)), st
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
+def _hash_file(path: Path) -> tuple[str, os.stat_result]:
+    """The sha256 of a file and what ``fstat`` said of the very descriptor hashed."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     h = hashlib.sha256()
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         while chunk := f.read(_CHUNK):
             h.update(chunk)
-    return h.hexdigest(), st.st_ctime_ns
+    return h.hexdigest(), st
+
+
+def input_file(role: str, rel: str, sha256: str, st: os.stat_result) -> InputFile:
+    """The identity of an examined input (SPEC §3: a job owns the exact files it read)."""
+    return InputFile(role, rel, sha256, st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
 def examine_drop(
@@ -90,8 +103,9 @@ def examine_drop(
     (``gateway.strict_model``); otherwise it is logged and kept.
     """
     try:
-        sidecar_bytes = read_nofollow(inbox / sidecar_rel, max_bytes=1 << 20)
-        image_sha, ctime_ns = _hash_file(inbox / image_rel)
+        sidecar_bytes, sidecar_st = read_nofollow_stat(inbox / sidecar_rel, max_bytes=1 << 20)
+        image_sha, image_st = _hash_file(inbox / image_rel)
+        ctime_ns = image_st.st_ctime_ns
     except E.JobError as exc:
         return Drop(_job(image_rel, sidecar_rel, now, "-", "-", 0), exc)
     except FileNotFoundError as exc:
@@ -104,6 +118,13 @@ def examine_drop(
         raise
     sidecar_sha = hashlib.sha256(sidecar_bytes).hexdigest()
     job = _job(image_rel, sidecar_rel, now, image_sha, sidecar_sha, ctime_ns)
+    job = replace(
+        job,
+        inputs=(
+            input_file("image", image_rel, image_sha, image_st),
+            input_file("sidecar", sidecar_rel, sidecar_sha, sidecar_st),
+        ),
+    )
     try:
         sidecar = parse_sidecar(sidecar_bytes, strict_model=strict_model)
         request = build_request(sidecar, defaults=defaults, default_model=default_model)
