@@ -20,7 +20,7 @@ from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import BUCKET, files_under, run_once, write_config
-from .test_engine import make_engine, seed
+from .fakes import make_engine, seed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 

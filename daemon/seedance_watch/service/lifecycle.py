@@ -227,6 +227,7 @@ def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> Healt
         engine.ledger,
         ready=engine.inbox.watching.is_set,
         paused=lambda: pause_reasons(engine),
+        fatal=lambda: None if engine.fatal is None else engine.fatal.message,
     )
     try:
         server = HealthServer(address, check=check, render=engine.metrics.render)
@@ -244,13 +245,17 @@ def health_check(
     *,
     ready: Callable[[], bool],
     paused: Callable[[], Mapping[str, str]],
+    fatal: Callable[[], str | None] = lambda: None,
 ) -> Callable[[], tuple[bool, dict[str, Any]]]:
-    """``/healthz``: healthy when the loop beats and the ledger takes a write now."""
+    """``/healthz``: healthy when the loop beats, the ledger takes a write now and no
+    stage has stopped the engine."""
 
     def check() -> tuple[bool, dict[str, Any]]:
         alive = heartbeat.alive()
         writable = ledger.writable()
-        return alive and writable, {
+        stopped = fatal()
+        return alive and writable and stopped is None, {
+            "engine_error": stopped,
             "loop_alive": alive,
             "loop_heartbeat_age": round(heartbeat.age(), 3),
             "ledger_writable": writable,
