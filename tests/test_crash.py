@@ -318,6 +318,7 @@ def fast_sim() -> Iterator[Simulator]:
         yield simulator
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_at_random_moments_loses_nothing_and_never_pays_twice(
     tmp_path: Path, s3_server: S3Emulator, fast_sim: Simulator, monkeypatch: pytest.MonkeyPatch

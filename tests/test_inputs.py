@@ -398,6 +398,7 @@ def test_rescan_finds_a_drop_in_an_inbox_recreated_behind_the_watcher(
 WritePair = Callable[..., tuple[Path, Path]]
 
 
+@pytest.mark.slow
 def test_burst_of_500_pairs_is_fully_processed(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:

@@ -95,6 +95,7 @@ def test_failed_tasks_and_forgotten_jobs_teach_nothing() -> None:
     assert not est._planned
 
 
+@pytest.mark.slow
 def test_daemon_polls_a_known_task_about_once(
     tmp_path: Path, s3_server: S3Emulator, write_pair: Callable[..., object]
 ) -> None:

@@ -339,6 +339,7 @@ def _points(total: int) -> list[int]:
     return sorted({1 + round(i * (total - 1) / (POINTS - 1)) for i in range(POINTS)})
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_disk_full_at_each_step_never_corrupts_and_a_restart_finishes(

@@ -55,6 +55,7 @@ def report_of(tmp_path: Path, stem: str) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow
 def test_fault_mix_batch_completes_with_exact_videos(
     tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
 ) -> None:
@@ -198,6 +199,7 @@ def test_bad_key_once_exits_3_then_the_right_key_finishes(
     assert status_report(cfg.paths.state)["daemon"]["paused"] == {}
 
 
+@pytest.mark.slow
 def test_revoked_key_pauses_submits_and_polls_then_resumes(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
 ) -> None:
@@ -335,6 +337,7 @@ def test_missing_bucket_once_exits_1_with_inputs_intact(
     assert "no-such" in info["message"]
 
 
+@pytest.mark.slow
 def test_missing_bucket_daemon_resumes_when_it_appears(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
 ) -> None:

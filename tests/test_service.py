@@ -39,6 +39,7 @@ def _slow_submits(sim: Simulator, seconds: float) -> None:
     sim.configure(slow_reply_rate=1.0, slow_reply_seconds=seconds, faults_on={"submit"})
 
 
+@pytest.mark.slow
 def test_sigterm_drains_a_submit_in_flight_exits_0_and_the_next_start_resumes_it(
     tmp_path: Path,
     s3_server: S3Emulator,
