@@ -49,8 +49,8 @@ async def test_advance_writes_the_event_first_then_routes(tmp_path: Path) -> Non
     stored = store.get("j1")
     assert stored is not None and stored.state is State.SUBMITTED and stored.task_id == "t-9"
     assert stored.dialect == "envelope"
-    assert engine._timers.due("j1") == clock.now + 7
-    assert "j1" in engine._in_flight  # holds a slot until its task ends
+    assert engine.dispatch.timers.due("j1") == clock.now + 7
+    assert "j1" in engine.dispatch.in_flight  # holds a slot until its task ends
 
 
 async def test_a_failing_status_file_cannot_lose_a_billed_task_id(
@@ -80,8 +80,8 @@ async def test_retry_applies_its_event_and_backs_off(tmp_path: Path) -> None:
     await engine.apply(job, Stage.SUBMIT, Retry("HTTP 503", retry_after=3.0, event=SubmitRefused()))
     stored = store.get("j1")
     assert stored is not None and stored.state is State.UPLOADED and stored.intent_at is None
-    assert engine._timers.due("j1") == clock.now + 3.0
-    assert engine._attempts["j1"] == 1 and "j1" not in engine._in_flight
+    assert engine.dispatch.timers.due("j1") == clock.now + 3.0
+    assert engine._attempts["j1"] == 1 and "j1" not in engine.dispatch.in_flight
 
 
 async def test_wait_schedules_without_counting_an_attempt(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ async def test_wait_schedules_without_counting_an_attempt(tmp_path: Path) -> Non
     job = seed(store, State.SUBMITTED, task_id="t")
     engine._attempts["j1"] = 4
     await engine.apply(job, Stage.POLL, Wait(clock.now + 5))
-    assert engine._timers.due("j1") == clock.now + 5 and "j1" not in engine._attempts
+    assert engine.dispatch.timers.due("j1") == clock.now + 5 and "j1" not in engine._attempts
 
 
 async def test_pause_keeps_the_job_first_in_line(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ async def test_pause_keeps_the_job_first_in_line(tmp_path: Path) -> None:
     await engine.apply(job, Stage.SUBMIT, Pause("credentials", refused, event=SubmitRefused()))
     stored = store.get("j1")
     assert stored is not None and stored.state is State.UPLOADED
-    assert list(engine._ready) == ["j1"] and engine.credentials.is_open
+    assert list(engine.dispatch.ready) == ["j1"] and engine.credentials.is_open
 
 
 async def test_fail_writes_the_report_and_moves_the_inputs(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ async def test_done_changes_nothing(tmp_path: Path) -> None:
     job = seed(store, State.PLACING)
     before = len(store.puts)
     await engine.apply(job, Stage.FINISH, Done())
-    assert len(store.puts) == before and "j1" not in engine._timers
+    assert len(store.puts) == before and "j1" not in engine.dispatch.timers
 
 
 async def test_task_not_found_after_the_set_number_of_404s(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +30,14 @@ from seedance_watch import errors as E
 from seedance_watch.commands.status import DaemonStatusFile
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
-from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TimerHeap, TokenBucket
+from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
 from seedance_watch.files.fsutil import remove_stale_temps
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.outbox import cleanup_staging
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
+from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.finish import FinishStage
 from seedance_watch.pipeline.intake import Intake, event_files
@@ -111,16 +111,11 @@ class Engine:
         self.metrics = metrics or Metrics(job_counts=ledger.counts)
         self.summary = RunSummary()
         self.fatal: E.StateError | None = None
-        self._timers = TimerHeap()
-        self._ready: deque[str] = deque()
-        self._queues: dict[Stage, asyncio.Queue[str]] = {s: asyncio.Queue() for s in Stage}
-        self._in_flight: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._tokens: dict[str, str] = {}  # webhook token → job id
         self._last_poll: dict[str, float] = {}
-        self._submit_wake, self._timer_wake, self._idle = (asyncio.Event() for _ in range(3))
-        self._fatal_event = asyncio.Event()
-        self._busy, self._stopping, self._once = 0, False, False
+        self._idle, self._fatal_event = asyncio.Event(), asyncio.Event()
+        self._busy, self._once = 0, False
         self._tasks: list[asyncio.Task[Any]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self.pauses = Pauses(
@@ -128,7 +123,7 @@ class Engine:
             status=DaemonStatusFile(config.paths.state, key_source=key_source),
             clock=clock,
             key_source=key_source,
-            on_credentials_accepted=self._submit_wake.set,
+            on_credentials_accepted=lambda: self.dispatch.submit_wake.set(),
         )
         self.credentials, self.store_breaker = self.pauses.credentials, self.pauses.storage
         gw = config.gateway
@@ -137,7 +132,7 @@ class Engine:
             put=self._put,
             paths=config.paths,
             on_finished=self._finished,
-            download_again=lambda job_id: self._route_id(job_id),
+            download_again=lambda job_id: self.dispatch.route_id(job_id),
             release_objects=self._delete_objects,
         )
         deps = StageDeps(
@@ -156,6 +151,15 @@ class Engine:
             log_retry=self._log_retry,
         )
         self.deps, self.storage = deps, storage
+        self.dispatch = Dispatcher(
+            store=ledger,
+            clock=clock,
+            credentials=self.credentials,
+            bucket=deps.bucket,
+            max_in_flight=gw.max_in_flight,
+            step=self._step,
+            spawn_side=lambda coro: self._spawn(coro, "submit", side=True),
+        )
         self.intake = Intake(config, ledger, self.placement, clock)
         self.intake.attach(inbox)
         self.poller = PollStage(deps)
@@ -166,6 +170,14 @@ class Engine:
             Stage.DOWNLOAD: DownloadStage(deps, self.placement),
             Stage.FINISH: FinishStage(self.placement),
         }
+
+    @property
+    def _stopping(self) -> bool:
+        return self.dispatch.stopping
+
+    @_stopping.setter
+    def _stopping(self, value: bool) -> None:
+        self.dispatch.stopping = value
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -186,21 +198,23 @@ class Engine:
         for job in self.ledger.active():
             self.intake.claim(job)
             log.info("job.recovered", job_id=job.job_id, state=job.state.value)
-            self._track(job)
-            self._route(job)
-        self._submit_wake.set()
+            self.dispatch.track(job)
+            self.dispatch.route(job)
+        self.dispatch.submit_wake.set()
 
     def start_workers(self) -> None:
         """Start the timer loop, the submitter, intake and the stage pools."""
-        self._spawn(self._dispatch_timers(), "timers")
-        self._spawn(self._submitter(), "submitter")
+        self._spawn(self.dispatch.timer_loop(), "timers")
+        self._spawn(self.dispatch.submitter(), "submitter")
         for i in range(2):
-            worker = self.intake.worker(self._route, self._fail, self._guard, self._idle.set)
+            worker = self.intake.worker(
+                self.dispatch.route, self._fail, self._guard, self._idle.set
+            )
             self._spawn(worker, f"intake-{i}")
         sizes = {**POOL_SIZES, Stage.POLL: min(64, max(4, self.config.gateway.max_in_flight))}
         for stage, size in sizes.items():
             for i in range(size):
-                self._spawn(self._worker(stage), f"{stage}-{i}")
+                self._spawn(self.dispatch.worker(stage), f"{stage}-{i}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """The daemon: watch the inbox until ``stop`` is set (or a fatal error), then return."""
@@ -238,7 +252,7 @@ class Engine:
     async def shutdown(self, grace: float = 20.0) -> None:
         """Stop taking work, let running uploads/submits/downloads finish (bounded), stop."""
         self._stopping = True
-        self._submit_wake.set()
+        self.dispatch.submit_wake.set()
         deadline = time.monotonic() + grace
         if self._side_tasks:  # submits in flight and object deletions
             await asyncio.wait(set(self._side_tasks), timeout=grace)
@@ -259,7 +273,7 @@ class Engine:
             log.critical("engine.state_error", error=exc.message)
             self.fatal = exc
         self._stopping = True
-        for event in (self._fatal_event, self._idle, self._submit_wake):
+        for event in (self._fatal_event, self._idle, self.dispatch.submit_wake):
             event.set()
 
     def _raise_if_fatal(self) -> None:
@@ -329,11 +343,11 @@ class Engine:
         job = self.ledger.get(job_id)
         # Only a job waiting on the timer heap: one in a queue or being polled is not
         # polled twice at once.
-        if job is None or job.state is not State.SUBMITTED or job_id not in self._timers:
+        if job is None or job.state is not State.SUBMITTED or job_id not in self.dispatch.timers:
             return
         due = max(self.clock(), self._last_poll.get(job_id, 0.0) + POKE_SPACING)
-        if due < (self._timers.due(job_id) or due + 1):
-            self._schedule(job_id, due)
+        if due < (self.dispatch.timers.due(job_id) or due + 1):
+            self.dispatch.schedule(job_id, due)
 
     # --- applying outcomes ----------------------------------------------------------------------
 
@@ -345,14 +359,14 @@ class Engine:
                 if event is not None:
                     job = self._put(job, event)
                     self._advanced(job, stage)
-                self._route(job, at)
+                self.dispatch.route(job, at)
             case Retry(reason=reason, retry_after=retry_after, event=event):
                 if event is not None:
                     job = self._put(job, event)
                 self._retry(job, stage, reason, retry_after)
             case Wait(at=at):
                 self._attempts.pop(job.job_id, None)
-                self._schedule(job.job_id, at)
+                self.dispatch.schedule(job.job_id, at)
             case Pause(reason=reason, error=error, event=event):
                 if event is not None:
                     job = self._put(job, event)
@@ -363,7 +377,7 @@ class Engine:
                 await self._guard(job, self.placement.place(job, sha, size))
             case Done():
                 pass
-        self._track(self.ledger.get(job.job_id) or job)
+        self.dispatch.track(self.ledger.get(job.job_id) or job)
 
     def _advanced(self, job: Job, stage: Stage) -> None:
         """Reporting after a durable step (best effort: never undoes the step)."""
@@ -402,10 +416,10 @@ class Engine:
             )
         breaker = self.credentials if reason == "credentials" else self.store_breaker
         if job.state is State.UPLOADED:
-            self._ready.appendleft(job.job_id)  # first in line when the probe succeeds
+            self.dispatch.ready.appendleft(job.job_id)  # first in line when the probe succeeds
         else:
-            self._schedule(job.job_id, breaker.probe_at)
-        self._submit_wake.set()
+            self.dispatch.schedule(job.job_id, breaker.probe_at)
+        self.dispatch.submit_wake.set()
 
     async def _fail(self, job: Job, error: E.JobError) -> None:
         self.deps.estimator.forget(job.job_id)
@@ -432,8 +446,8 @@ class Engine:
             return
         delay = STAGE_POLICIES[stage].backoff.delay(attempt, self.deps.rng, retry_after)
         self._log_retry(job.job_id, stage, attempt, delay, reason)
-        self._schedule(job.job_id, self.clock() + delay)
-        self._submit_wake.set()
+        self.dispatch.schedule(job.job_id, self.clock() + delay)
+        self.dispatch.submit_wake.set()
 
     def _log_retry(self, job_id: str, stage: str, attempt: int, delay: float, reason: str) -> None:
         self.metrics.retries.labels(stage=stage).inc()
@@ -454,67 +468,6 @@ class Engine:
             self._tokens[new.webhook_token] = new.job_id
         return new
 
-    def _track(self, job: Job) -> None:
-        """Slots: a job holds one from its submit intent until its task ends."""
-        if job.state in (State.SUBMITTING, State.SUBMITTED):
-            self._in_flight.add(job.job_id)
-        elif job.job_id in self._in_flight:
-            self._in_flight.discard(job.job_id)
-            self._submit_wake.set()
-
-    # --- routing --------------------------------------------------------------------------------
-
-    def _route(self, job: Job, at: float | None = None) -> None:
-        """Send a job to the stage its state routes to, now or at ``at``."""
-        if job.terminal:
-            return
-        if at is not None and at > self.clock():
-            self._schedule(job.job_id, at)
-            return
-        stage = RESUME[job.state]
-        if stage is Stage.SUBMIT and job.state is State.UPLOADED:
-            self._ready.append(job.job_id)
-            self._submit_wake.set()
-        elif stage is Stage.SUBMIT:  # SUBMITTING after a restart: fails at once
-            self._spawn(self._step(Stage.SUBMIT, job.job_id), "submit", side=True)
-        else:
-            self._queues[stage].put_nowait(job.job_id)
-
-    async def _route_id(self, job_id: str) -> None:
-        job = self.ledger.get(job_id)
-        if job is not None:
-            self._route(job)
-
-    def _schedule(self, job_id: str, due: float) -> None:
-        self._timers.schedule(job_id, due)
-        self._timer_wake.set()
-
-    async def _dispatch_timers(self) -> None:
-        """One timer heap for every waiting job; due jobs re-enter their stage."""
-        while True:
-            for job_id in list(self._timers.pop_due(self.clock())):
-                job = self.ledger.get(job_id)
-                if job is not None and not self._held(job):
-                    self._route(job)
-            due = self._timers.next_due()
-            if due is None:
-                self._timer_wake.clear()
-                await self._timer_wake.wait()
-            else:
-                await _sleep_or_wake(self._timer_wake, max(0.0, due - self.clock()))
-
-    def _held(self, job: Job) -> bool:
-        """A poll due while the key is refused waits for the probe instead."""
-        wait = self.credentials.wait(self.clock()) if job.state is State.SUBMITTED else 0.0
-        if wait > 0:
-            self._schedule(job.job_id, self.clock() + wait)
-        return wait > 0
-
-    async def _worker(self, stage: Stage) -> None:
-        queue = self._queues[stage]
-        while True:
-            await self._step(stage, await queue.get())
-
     async def _step(self, stage: Stage, job_id: str) -> None:
         """Run one stage on one job and apply its outcome."""
         job = self.ledger.get(job_id)
@@ -530,30 +483,6 @@ class Engine:
             outcome = Retry(f"file error: {exc}")
         await self.apply(self.ledger.get(job_id) or job, stage, outcome)
 
-    async def _submitter(self) -> None:
-        """Send submits while a slot, a token and the breaker allow (uploads run ahead)."""
-        max_in_flight = self.config.gateway.max_in_flight
-        while True:
-            while self._stopping or not self._ready or len(self._in_flight) >= max_in_flight:
-                self._submit_wake.clear()
-                await self._submit_wake.wait()
-            wait = self.credentials.wait(self.clock())
-            if wait > 0:
-                await _sleep_or_wake(self._submit_wake, wait)
-                continue
-            job_id = self._ready.popleft()
-            job = self.ledger.get(job_id)
-            if job is None or job.state is not State.UPLOADED:
-                continue
-            self._in_flight.add(job_id)  # the slot is taken from now on
-            delay = self.deps.bucket.reserve(self.clock())
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self.credentials.is_open:
-                await self._step(Stage.SUBMIT, job_id)  # the probe: the others wait for it
-            else:
-                self._spawn(self._step(Stage.SUBMIT, job_id), "submit", side=True)
-
     # --- finished -------------------------------------------------------------------------------
 
     def _finished(self, job: Job) -> None:
@@ -563,7 +492,7 @@ class Engine:
         self.intake.release(job_files(job))
         self._attempts.pop(job.job_id, None)
         self._last_poll.pop(job.job_id, None)
-        self._track(job)
+        self.dispatch.track(job)
         self._idle.set()
 
     async def _delete_objects(self, job: Job) -> None:
@@ -575,12 +504,3 @@ class Engine:
                 await asyncio.to_thread(self.storage.delete, key)
             except (E.StorageTransient, E.StorageUnavailable) as exc:
                 log.warning("storage.delete_failed", job_id=job.job_id, s3_key=key, reason=str(exc))
-
-
-async def _sleep_or_wake(event: asyncio.Event, seconds: float) -> None:
-    event.clear()
-    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
-    # arrives as the event is set, and the loop then outlives shutdown.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()

@@ -1,0 +1,143 @@
+"""Where jobs wait and how they reach their stage: the plumbing of the engine.
+
+* the **ready queue** of uploaded jobs and the **submitter** that takes them while a
+  slot (``gateway.max_in_flight``), a token (``gateway.requests_per_minute``) and the
+  credentials breaker allow;
+* the **timer heap**: one entry per waiting job (a poll interval, a backoff, a
+  breaker's probe), whatever the number of jobs;
+* one **queue per pooled stage**, served by a bounded pool of workers.
+
+Where a job goes is ``RESUME[job.state]``; what happens there is the engine's
+business (``step``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from seedance_watch.core.jobs import RESUME, Job, Stage, State
+from seedance_watch.core.scheduling import CircuitBreaker, TimerHeap, TokenBucket
+from seedance_watch.ledger.base import JobStore
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """Queues, slots, the timer heap and the loops that serve them."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        clock: Callable[[], float],
+        credentials: CircuitBreaker,
+        bucket: TokenBucket,
+        max_in_flight: int,
+        step: Callable[[Stage, str], Coroutine[Any, Any, None]],
+        spawn_side: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.store, self.clock, self.credentials, self.bucket = store, clock, credentials, bucket
+        self.max_in_flight, self.step, self.spawn_side = max_in_flight, step, spawn_side
+        self.ready: deque[str] = deque()
+        self.timers = TimerHeap()
+        self.queues: dict[Stage, asyncio.Queue[str]] = {s: asyncio.Queue() for s in Stage}
+        self.in_flight: set[str] = set()
+        self.submit_wake, self.timer_wake = asyncio.Event(), asyncio.Event()
+        self.stopping = False
+
+    def track(self, job: Job) -> None:
+        """Slots: a job holds one from its submit intent until its task ends."""
+        if job.state in (State.SUBMITTING, State.SUBMITTED):
+            self.in_flight.add(job.job_id)
+        elif job.job_id in self.in_flight:
+            self.in_flight.discard(job.job_id)
+            self.submit_wake.set()
+
+    def route(self, job: Job, at: float | None = None) -> None:
+        """Send a job to the stage its state routes to, now or at ``at``."""
+        if job.terminal:
+            return
+        if at is not None and at > self.clock():
+            self.schedule(job.job_id, at)
+            return
+        stage = RESUME[job.state]
+        if stage is Stage.SUBMIT and job.state is State.UPLOADED:
+            self.ready.append(job.job_id)
+            self.submit_wake.set()
+        elif stage is Stage.SUBMIT:  # SUBMITTING after a restart: fails at once
+            self.spawn_side(self.step(Stage.SUBMIT, job.job_id))
+        else:
+            self.queues[stage].put_nowait(job.job_id)
+
+    async def route_id(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is not None:
+            self.route(job)
+
+    def schedule(self, job_id: str, due: float) -> None:
+        self.timers.schedule(job_id, due)
+        self.timer_wake.set()
+
+    async def timer_loop(self) -> None:
+        """One timer heap for every waiting job; due jobs re-enter their stage."""
+        while True:
+            for job_id in list(self.timers.pop_due(self.clock())):
+                job = self.store.get(job_id)
+                if job is not None and not self._held(job):
+                    self.route(job)
+            due = self.timers.next_due()
+            if due is None:
+                self.timer_wake.clear()
+                await self.timer_wake.wait()
+            else:
+                await sleep_or_wake(self.timer_wake, max(0.0, due - self.clock()))
+
+    def _held(self, job: Job) -> bool:
+        """A poll due while the key is refused waits for the probe instead."""
+        wait = self.credentials.wait(self.clock()) if job.state is State.SUBMITTED else 0.0
+        if wait > 0:
+            self.schedule(job.job_id, self.clock() + wait)
+        return wait > 0
+
+    async def worker(self, stage: Stage) -> None:
+        queue = self.queues[stage]
+        while True:
+            await self.step(stage, await queue.get())
+
+    async def submitter(self) -> None:
+        """Send submits while a slot, a token and the breaker allow (uploads run ahead)."""
+        max_in_flight = self.max_in_flight
+        while True:
+            while self.stopping or not self.ready or len(self.in_flight) >= max_in_flight:
+                self.submit_wake.clear()
+                await self.submit_wake.wait()
+            wait = self.credentials.wait(self.clock())
+            if wait > 0:
+                await sleep_or_wake(self.submit_wake, wait)
+                continue
+            job_id = self.ready.popleft()
+            job = self.store.get(job_id)
+            if job is None or job.state is not State.UPLOADED:
+                continue
+            self.in_flight.add(job_id)  # the slot is taken from now on
+            delay = self.bucket.reserve(self.clock())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.credentials.is_open:
+                await self.step(Stage.SUBMIT, job_id)  # the probe: the others wait for it
+            else:
+                self.spawn_side(self.step(Stage.SUBMIT, job_id))
+
+
+async def sleep_or_wake(event: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``event`` is set, whichever is first."""
+    event.clear()
+    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+    # arrives as the event is set, and the loop then outlives shutdown.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
