@@ -429,7 +429,8 @@ class Engine:
     async def _guard(self, job: Job, step: Coroutine[Any, Any, None]) -> None:
         """Run a placement step; a file error is retried from the recorded plan (finish)."""
         try:
-            await step
+            with self._critical():  # a shutdown lets a placement finish (bounded)
+                await step
         except OSError as exc:
             current = self.ledger.get(job.job_id)
             if current is None or current.terminal:
