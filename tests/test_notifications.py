@@ -157,7 +157,7 @@ def test_pause_and_resume_messages_follow_notify_events(receiver: Receiver) -> N
     (post,) = receiver.posts
     assert post["title"] == "seedance-watch paused: budget"
     assert post["type"] == "warning"
-    assert "They resume at 2026-12-02 00:00 Europe/Paris." in post["message"]
+    assert "Submits resume at 2026-12-02 00:00 Europe/Paris." in post["message"]
     assert "max_cost_per_day" in post["message"]
 
     n = notifications([receiver.url], events=["resumed"])

@@ -189,20 +189,21 @@ class BudgetHold:
     timezone: str
 
     @property
-    def message(self) -> str:
-        """One sentence for a person: which cap, where the day stands, when it lifts."""
-        lifts = dt.datetime.fromtimestamp(self.lifts_at, zoneinfo.ZoneInfo(self.timezone))
-        when = f"{lifts:%Y-%m-%d %H:%M} {self.timezone}"
+    def why(self) -> str:
+        """Which cap and where the day stands, for a person (without when it lifts)."""
         if self.cap == "max_cost_per_day":
             return (
-                f"today's spend is {_money(self.spent)} {self.currency} of the "
+                f"Today's spend is {_money(self.spent)} {self.currency} of the "
                 f"budget.max_cost_per_day {_money(self.limit)}; the next submit "
-                f"({_money(self.price)}) would go over it. Submits resume at {when}."
+                f"({_money(self.price)}) would go over it."
             )
-        return (
-            f"{self.spent} submits today reached budget.max_submits_per_day "
-            f"{self.limit}. Submits resume at {when}."
-        )
+        return f"{self.spent} submits today reached budget.max_submits_per_day {self.limit}."
+
+    @property
+    def message(self) -> str:
+        """:attr:`why`, and when submits resume (local time): for logs and ``status``."""
+        lifts = dt.datetime.fromtimestamp(self.lifts_at, zoneinfo.ZoneInfo(self.timezone))
+        return f"{self.why} Submits resume at {lifts:%Y-%m-%d %H:%M} {self.timezone}."
 
 
 class TodaySpend(TypedDict):
@@ -268,17 +269,20 @@ class BudgetTally:
         self._cents[day] = self._cents.get(day, 0) + self.prices.price(model)
         self._submits[day] = self._submits.get(day, 0) + 1
 
-    def refused(self, intent_at: float, model: str | None) -> None:
+    def refused(self, intent_at: float, model: str | None) -> bool:
         """The submit whose intent was recorded at ``intent_at`` was provably refused.
 
         Pass the ``intent_at`` of the job record *before* the refusal cleared it.
+        Returns False (and changes nothing) when that day holds no such submit: a
+        caller's bug, which must not take the day's tally below zero.
         """
         day = self._day_for(intent_at)
         cents = self._cents.get(day, 0) - self.prices.price(model)
         submits = self._submits.get(day, 0) - 1
         if submits < 0 or cents < 0:
-            raise ValueError(f"refusal of a submit that was never counted on {day}")
+            return False
         self._cents[day], self._submits[day] = cents, submits
+        return True
 
     def spent(self, now: float) -> tuple[int, int]:
         """``(cents, submits)`` counted on ``now``'s day."""

@@ -128,12 +128,18 @@ class Notifications:
         self._enqueue(job_message(end))
 
     def pause_started(self, reason: str, message: str, lifts_at: float | None = None) -> None:
-        """Submits (or uploads) stop for ``reason`` (``budget``, ``credentials``, ``storage``)."""
+        """Submits (or uploads) stop for ``reason`` (``budget``, ``credentials``, ``storage``).
+
+        ``message`` says why (for the budget: ``BudgetHold.why``); ``lifts_at`` is when
+        the pause ends (the budget) or the next probe goes out (the others).
+        """
         lines = [message]
         if lifts_at is not None:
-            when = dt.datetime.fromtimestamp(lifts_at, self._zone)
-            verb = "resume" if reason == "budget" else "are tried again"
-            lines.append(f"They {verb} at {when:%Y-%m-%d %H:%M} {self._timezone}.")
+            when = f"{dt.datetime.fromtimestamp(lifts_at, self._zone):%Y-%m-%d %H:%M}"
+            if reason == "budget":
+                lines.append(f"Submits resume at {when} {self._timezone}.")
+            else:
+                lines.append(f"The next try is at {when} {self._timezone}.")
         lines.append(PAUSE_HINTS.get(reason, "No job fails while the daemon is paused."))
         self._enqueue(
             Message(
