@@ -40,7 +40,10 @@ def costs_report(
         raise ValueError("days must be at least 1")
     prices = BudgetPrices.from_config(budget)
     jobs = list(read_jobs(state_dir).values())
-    since = day_of(now, prices.zone) - dt.timedelta(days=days - 1)
+    try:
+        since = day_of(now, prices.zone) - dt.timedelta(days=days - 1)
+    except OverflowError:  # --days 99999999: every day there is
+        since = dt.date.min
     today = BudgetTally.from_jobs(prices, jobs).today(now)
     return {
         "currency": prices.currency,
