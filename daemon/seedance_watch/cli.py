@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     with_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    costs = sub.add_parser("costs", help="spend and submits per day and model, from the ledger")
+    with_config(costs)
+    costs.add_argument(
+        "--days", type=_positive_int, default=30, metavar="N", help="look back N days (30)"
+    )
+    costs.add_argument("--json", action="store_true", help="machine-readable output")
+
     retry = sub.add_parser("retry", help="move failed jobs' inputs back to the inbox")
     with_config(retry)
     retry.add_argument("job_ids", nargs="*", metavar="JOB_ID")
@@ -76,6 +84,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("simulator", help="run the built-in Pixazo simulator", add_help=False)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +135,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         report = status_report(config.paths.state)
         print(json.dumps(report, indent=2) if args.json else format_status(report))
+        return 0
+    if args.command == "costs":
+        from seedance_watch.commands.costs import costs_report, format_costs
+
+        costs = costs_report(config.paths.state, config.budget, now=time.time(), days=args.days)
+        print(json.dumps(costs, indent=2) if args.json else format_costs(costs))
         return 0
     if args.command == "retry":
         return _retry(config, args)

@@ -40,6 +40,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from seedance_watch.core.budget import to_cents
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.yaml12 import load_yaml
@@ -265,9 +266,14 @@ def _split_listen(value: str) -> tuple[str, int]:
     return host, int(match.group(2) or match.group(4))
 
 
-#: Per-generation prices (USD) by model, used by the daily budget (SPEC §13); the
-#: README's "Budget" section gives their source and date.  ``budget.prices`` overrides
-#: them model by model.
+#: Per-generation prices (USD) by model, used by the daily budget (SPEC §13);
+#: ``budget.prices`` overrides them model by model.
+#:
+#: PLACEHOLDERS: set budget.prices.  Pixazo's own per-generation prices for the
+#: Seedance 1.0 models could not be found in a published source when these were
+#: set, so these are rough placeholders of the order resellers list for a 5 s 720p
+#: clip, not Pixazo's figures.  Put your account's prices (Pixazo console) in
+#: ``budget.prices`` before relying on a cost cap.
 DEFAULT_PRICES: dict[str, float] = {
     "seedance-1-0-lite-i2v-250428": 0.18,
     "seedance-1-0-lite-t2v-250428": 0.18,
@@ -275,7 +281,8 @@ DEFAULT_PRICES: dict[str, float] = {
     "seedance-1-0-pro-fast-251015": 0.25,
 }
 
-Money = Annotated[StrictFloat, Field(ge=0)]
+#: An amount in ``budget.currency``: finite and >= 0 (compared in cents, SPEC §13).
+Money = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
 
 class BudgetConfig(BaseModel):
@@ -284,7 +291,8 @@ class BudgetConfig(BaseModel):
     model_config = _FROZEN
 
     max_cost_per_day: Money | None = None
-    max_submits_per_day: Annotated[StrictInt, Field(ge=0)] | None = None
+    #: At least 1: a cap of 0 could never let a job through (stop the daemon instead).
+    max_submits_per_day: Annotated[StrictInt, Field(ge=1)] | None = None
     timezone: StrictStr = "UTC"
     currency: Annotated[StrictStr, Field(min_length=1)] = "USD"
     #: Keys given here are added to (or replace) the built-in prices, model by model.
@@ -296,7 +304,7 @@ class BudgetConfig(BaseModel):
     def _timezone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
             raise PydanticCustomError(
                 "timezone", "must be an IANA time zone name such as UTC or Europe/Paris"
             ) from exc
@@ -309,19 +317,55 @@ class BudgetConfig(BaseModel):
             return {**DEFAULT_PRICES, **value}
         return value
 
-    def price(self, model: str) -> float:
-        """What one generation with ``model`` costs."""
+    def price(self, model: str | None) -> float:
+        """What one generation with ``model`` costs (unknown or None: ``default_price``)."""
+        if model is None:
+            return self.default_price
         return self.prices.get(model, self.default_price)
 
 
+def _argv(value: Any) -> Any:
+    if isinstance(value, str):
+        raise PydanticCustomError(
+            "hook_argv",
+            "must be a list of arguments, run without a shell, e.g. "
+            '["/usr/local/bin/publish", "--quiet"], not one string',
+        )
+    return value
+
+
 class HooksConfig(BaseModel):
-    """Commands run once per job after its end is durable (argv lists, no shell; SPEC §14)."""
+    """Commands run once per job after its end is durable (argv lists, no shell; SPEC §14).
+
+    A program path with a ``/`` that is not absolute (``./hooks/done.sh``) resolves
+    against the config file's folder, like the paths; a bare name is looked up in
+    ``$PATH`` when the hook runs.
+    """
 
     model_config = _FROZEN
 
     on_done: Annotated[list[StrictStr], Field(min_length=1)] | None = None
     on_failed: Annotated[list[StrictStr], Field(min_length=1)] | None = None
     timeout: PositiveFloat = 60.0
+
+    @field_validator("on_done", "on_failed", mode="before")
+    @classmethod
+    def _not_a_string(cls, value: Any) -> Any:
+        return _argv(value)
+
+    @field_validator("on_done", "on_failed", mode="after")
+    @classmethod
+    def _program(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is None:
+            return None
+        program = value[0]
+        if not program.strip():
+            raise PydanticCustomError("hook_argv", "the first item (the program) is empty")
+        if program.startswith("~") or ("/" in program and not program.startswith("/")):
+            context = info.context if isinstance(info.context, dict) else {}
+            base = Path(context.get("base_dir") or Path.cwd())
+            program = os.path.normpath(base / Path(program).expanduser())
+        return [program, *value[1:]]
 
 
 NotifyEvent = Literal["done", "failed", "paused", "resumed"]
@@ -335,6 +379,33 @@ class NotifyConfig(BaseModel):
 
     urls: list[StrictStr] = Field(default_factory=list)
     events: list[NotifyEvent] = Field(default_factory=lambda: list(_DEFAULT_EVENTS))
+
+    @field_validator("urls", mode="after")
+    @classmethod
+    def _apprise_urls(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
+        # Imported only when URLs are set: Apprise loads a hundred plugins.
+        import apprise
+
+        for index, url in enumerate(value):
+            if apprise.Apprise.instantiate(url) is None:
+                # Never echo the URL: it usually carries a token or a password.
+                scheme = url.split("://", 1)[0] if "://" in url else None
+                shown = f"scheme {scheme}://" if scheme and scheme.isalnum() else "no scheme://"
+                raise PydanticCustomError(
+                    "notify_url",
+                    "notify.urls[{index}] ({shown}) is not a notification URL that "
+                    "Apprise understands; see its list of services and their URL forms "
+                    "(ntfy://, slack://, mailto://, json://...)",
+                    {"key": "urls", "index": index, "shown": shown},
+                )
+        return value
+
+    @field_validator("events", mode="after")
+    @classmethod
+    def _unique(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
+        return list(dict.fromkeys(value))
 
 
 _BUILTIN_DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
@@ -374,12 +445,17 @@ class Config(BaseModel):
         if cap is not None:
             for model in (self.gateway.model, self.gateway.text_model):
                 price = self.budget.price(model)
-                if round(price * 100) > round(cap * 100):
+                if to_cents(price) > to_cents(cap):
                     raise PydanticCustomError(
                         "budget_cap",
                         "budget.max_cost_per_day ({cap}) is below the price of one "
                         "generation with {model} ({price}): no job could ever be submitted",
-                        {"key": "max_cost_per_day", "cap": cap, "model": model, "price": price},
+                        {
+                            "key": "budget.max_cost_per_day",
+                            "cap": cap,
+                            "model": model,
+                            "price": price,
+                        },
                     )
         return self
 
@@ -559,14 +635,21 @@ class _Loader:
         first = errors[0]
         parts = [str(p) for p in first["loc"] if isinstance(p, str)]
         ctx = first.get("ctx") or {}
-        if "key" in ctx and len(parts) == 1:
-            parts.append(str(ctx["key"]))
+        if "key" in ctx and len(parts) <= 1:
+            # A section's own check names its key; the whole config's names "section.key".
+            parts.extend(str(ctx["key"]).split("."))
         key = ".".join(parts[:2]) if parts else None
         if first["type"] == "missing":
             env = ENV_PREFIX + "__".join(p.upper() for p in parts[:2])
             message = f"{key} is required; set it in the config file or with {env}"
         elif first["type"].startswith(
-            ("paths_overlap", "missing_public", "listen_needs_token", "budget_cap")
+            (
+                "paths_overlap",
+                "missing_public",
+                "listen_needs_token",
+                "budget_cap",
+                "notify_url",
+            )
         ):
             message = first["msg"]
         else:

@@ -1,0 +1,88 @@
+"""``seedance-watch costs``: spend and submits per day and model, from the ledger (SPEC §13).
+
+The ledger is read without the lock (as ``status`` does), so this works while the
+daemon runs.  Days are calendar days in ``budget.timezone``, newest first; a job
+counts on the day its submit intent was recorded, at its model's price in the
+current config, and ``done``/``failed`` say what became of that day's submits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from seedance_watch.config import BudgetConfig
+from seedance_watch.core.budget import (
+    BudgetPrices,
+    BudgetTally,
+    daily_costs,
+    day_of,
+    from_cents,
+)
+from seedance_watch.ledger.jsonl import read_jobs
+
+__all__ = ["DEFAULT_DAYS", "costs_report", "format_costs"]
+
+#: How many days ``costs`` looks back by default (today included).
+DEFAULT_DAYS = 30
+
+
+def costs_report(
+    state_dir: Path, budget: BudgetConfig, *, now: float, days: int = DEFAULT_DAYS
+) -> dict[str, Any]:
+    """``{"currency", "days": [...], "today": {"spent", "cap", "remaining"}}`` (SPEC §13).
+
+    ``days`` bounds the report to the last ``days`` calendar days, today included;
+    only days with submits are listed.
+    """
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    prices = BudgetPrices.from_config(budget)
+    jobs = list(read_jobs(state_dir).values())
+    try:
+        since = day_of(now, prices.zone) - dt.timedelta(days=days - 1)
+    except OverflowError:  # --days 99999999: every day there is
+        since = dt.date.min
+    today = BudgetTally.from_jobs(prices, jobs).today(now)
+    return {
+        "currency": prices.currency,
+        "days": [day.to_dict() for day in daily_costs(prices, jobs, since=since)],
+        "today": {
+            "spent": today["spent"],
+            "cap": today["cap"],
+            "remaining": today["remaining"],
+        },
+    }
+
+
+def _amount(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_costs(report: dict[str, Any]) -> str:
+    """The report as a table for a person: one line per day, then one per model."""
+    currency = report["currency"]
+    today = report["today"]
+    head = f"today: {_amount(today['spent'])} {currency} spent"
+    if today["cap"] is not None:
+        head += f" of {_amount(today['cap'])} ({_amount(today['remaining'])} left)"
+    lines = [head]
+    if not report["days"]:
+        lines.append("no submits in this period")
+        return "\n".join(lines)
+    lines.append(f"{'date':<12}{'model':<32}{'submits':>8}{'done':>6}{'failed':>8}{'cost':>10}")
+    total = 0
+    for day in report["days"]:
+        total += round(day["cost"] * 100)
+        lines.append(
+            f"{day['date']:<12}{'(all)':<32}{day['submits']:>8}{day['done']:>6}"
+            f"{day['failed']:>8}{_amount(day['cost']):>10}"
+        )
+        for name, model in day["models"].items():
+            lines.append(
+                f"{'':<12}{name:<32}{model['submits']:>8}{'':>6}{'':>8}{_amount(model['cost']):>10}"
+            )
+    lines.append(f"{'total':<12}{'':<32}{'':>8}{'':>6}{'':>8}{_amount(from_cents(total)):>10}")
+    lines.append(f"(amounts in {currency}, at the prices in budget.prices)")
+    return "\n".join(lines)
