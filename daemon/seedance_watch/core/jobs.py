@@ -179,7 +179,12 @@ class Fail:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The outputs (or the report) and the moved inputs are durable."""
+    """The outputs (or the report) and the moved inputs are durable.
+
+    ``hook_due``: a ``hooks.on_done``/``on_failed`` command is to run for this end.
+    """
+
+    hook_due: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +301,9 @@ class Job:
     #: When the submit intent was recorded: the submit counts against the day's budget
     #: from then on (cleared when the gateway provably refused it).
     intent_at: float | None = None
-    #: The end-of-job hook ran (at most once, at least once across crashes).
+    #: A hook is to run for this job's end, and whether it ran (at most once, at
+    #: least once across crashes).
+    hook_due: bool = False
     hook_done: bool = False
     video_url: str | None = None
     usage: dict[str, Any] | None = None
@@ -424,6 +431,8 @@ def apply(job: Job, event: Event, now: float) -> Job:
             changes["submitted_at"] = now
         case HookRan():
             changes["hook_done"] = True
+        case Finished(hook_due=due):
+            changes["hook_due"] = due
         case TaskSucceeded(video_url=url, usage=usage):
             changes["video_url"] = url
             changes["usage"] = usage

@@ -38,10 +38,14 @@ class Dispatcher:
         bucket: TokenBucket,
         max_in_flight: int,
         step: Callable[[Stage, str], Coroutine[Any, Any, None]],
+        gate: Callable[[Job], float],
         spawn_side: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.store, self.clock, self.credentials, self.bucket = store, clock, credentials, bucket
         self.max_in_flight, self.step, self.spawn_side = max_in_flight, step, spawn_side
+        #: The budget: 0 to submit now, seconds to wait, or < 0 to drop the job from the
+        #: queue (it stays uploaded in the ledger).
+        self.gate = gate
         self.ready: deque[str] = deque()
         self.timers = TimerHeap()
         self.queues: dict[Stage, asyncio.Queue[str]] = {s: asyncio.Queue() for s in Stage}
@@ -122,6 +126,13 @@ class Dispatcher:
             job_id = self.ready.popleft()
             job = self.store.get(job_id)
             if job is None or job.state is not State.UPLOADED:
+                continue
+            hold = self.gate(job)
+            if hold < 0:
+                continue
+            if hold > 0:  # the day's budget is spent: wait for the next day (or a wake)
+                self.ready.appendleft(job_id)
+                await sleep_or_wake(self.submit_wake, hold)
                 continue
             self.in_flight.add(job_id)  # the slot is taken from now on
             delay = self.bucket.reserve(self.clock())

@@ -37,8 +37,10 @@ from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.outbox import cleanup_staging
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
+from seedance_watch.pipeline.budget import BudgetGate
 from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
+from seedance_watch.pipeline.endings import Endings
 from seedance_watch.pipeline.finish import FinishStage
 from seedance_watch.pipeline.intake import Intake, event_files
 from seedance_watch.pipeline.pauses import Pauses
@@ -60,7 +62,9 @@ from seedance_watch.pipeline.submit import SubmitStage
 from seedance_watch.pipeline.upload import UploadStage
 from seedance_watch.providers.base import VideoProvider
 from seedance_watch.providers.download import VideoDownloader
+from seedance_watch.service.hooks import HookRunner
 from seedance_watch.service.metrics import Metrics
+from seedance_watch.service.notify import Notifications
 
 __all__ = ["ONCE_ATTEMPTS", "Engine", "RunSummary"]
 
@@ -84,6 +88,7 @@ class RunSummary:
     credentials_refused: str | None = None
     storage_unavailable: str | None = None
     unfinished: str | None = None
+    budget_held: str | None = None
 
 
 class StageCrashed(E.StateError):
@@ -106,6 +111,8 @@ class Engine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         key_source: str = "",
+        hooks: HookRunner | None = None,
+        notes: Notifications | None = None,
     ) -> None:
         self.config, self.ledger, self.inbox, self.clock = config, ledger, inbox, clock
         self.metrics = metrics or Metrics(job_counts=ledger.counts)
@@ -116,6 +123,7 @@ class Engine:
         self._last_poll: dict[str, float] = {}
         self._idle, self._fatal_event = asyncio.Event(), asyncio.Event()
         self._busy, self._once = 0, False
+        self._parked: set[str] = set()  # --once: held by the day's budget
         self._tasks: list[asyncio.Task[Any]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self.pauses = Pauses(
@@ -124,6 +132,18 @@ class Engine:
             clock=clock,
             key_source=key_source,
             on_credentials_accepted=lambda: self.dispatch.submit_wake.set(),
+            notes=notes,
+        )
+        self.budget = BudgetGate(
+            config.budget, clock=clock, metrics=self.metrics, status=self.pauses.status, notes=notes
+        )
+        self.endings = Endings(
+            config.paths,
+            hooks=hooks,
+            notes=notes,
+            get=ledger.get,
+            put=self._put,
+            spawn=lambda coro: self._spawn(coro, "hook", side=True),
         )
         self.credentials, self.store_breaker = self.pauses.credentials, self.pauses.storage
         gw = config.gateway
@@ -134,6 +154,7 @@ class Engine:
             on_finished=self._finished,
             download_again=lambda job_id: self.dispatch.route_id(job_id),
             release_objects=self._delete_objects,
+            hook_due=self.endings.hook_due,
         )
         deps = StageDeps(
             config=config,
@@ -158,6 +179,7 @@ class Engine:
             bucket=deps.bucket,
             max_in_flight=gw.max_in_flight,
             step=self._step,
+            gate=self._budget_wait,
             spawn_side=lambda coro: self._spawn(coro, "submit", side=True),
         )
         self.intake = Intake(config, ledger, self.placement, clock)
@@ -193,6 +215,9 @@ class Engine:
             removed += await asyncio.to_thread(remove_stale_temps, root)
         if removed:
             log.info("engine.leftovers_removed", files=removed)
+        self.budget.load(self.ledger.jobs().values())
+        if hooks_due := self.endings.resume(self.ledger.snapshot()):
+            log.info("hook.resumed", jobs=hooks_due)
         for job in self.ledger.active():
             self.placement.reserve(job)
         for job in self.ledger.active():
@@ -243,11 +268,26 @@ class Engine:
         self.start_workers()
         for event in await self.inbox.scan_once():
             await self.handle_event(event)
-        while not self._stopping and (self.intake.pending or self.ledger.active()):
+        while not self._stopping and (self.intake.pending or self._unparked()):
             self._idle.clear()
             await self._idle.wait()
         self._raise_if_fatal()
+        await self.endings.drain(self.config.hooks.timeout)
         return self.summary
+
+    def _unparked(self) -> bool:
+        return any(job.job_id not in self._parked for job in self.ledger.active())
+
+    def _budget_wait(self, job: Job) -> float:
+        """The submitter's budget check: seconds to wait; -1 (``--once``): park the job."""
+        wait = self.budget.wait(job)
+        if wait > 0 and self._once:
+            hold = self.budget.hold
+            self.summary.budget_held = hold.message if hold is not None else "budget reached"
+            self._parked.add(job.job_id)
+            self._idle.set()
+            return -1.0
+        return wait
 
     async def shutdown(self, grace: float = 20.0) -> None:
         """Stop taking work, let running uploads/submits/downloads finish (bounded), stop."""
@@ -465,6 +505,7 @@ class Engine:
         """Apply ``event`` and make it durable (``put`` returns only once it is)."""
         new = apply(job, event, self.clock())
         self.ledger.put(new)
+        self.budget.recorded(job, new, event)
         if new.webhook_token is not None:
             self._tokens[new.webhook_token] = new.job_id
         return new
@@ -494,6 +535,7 @@ class Engine:
         self._attempts.pop(job.job_id, None)
         self._last_poll.pop(job.job_id, None)
         self.dispatch.track(job)
+        self.endings.ended(job)
         self._idle.set()
 
     async def _delete_objects(self, job: Job) -> None:

@@ -18,6 +18,7 @@ from seedance_watch import errors as E
 from seedance_watch.commands.status import DaemonStatusFile
 from seedance_watch.core.scheduling import CircuitBreaker
 from seedance_watch.service.metrics import Metrics
+from seedance_watch.service.notify import Notifications
 
 __all__ = ["Pauses"]
 
@@ -39,6 +40,7 @@ class Pauses:
         clock: Callable[[], float],
         key_source: str,
         on_credentials_accepted: Callable[[], None],
+        notes: Notifications | None = None,
     ) -> None:
         self.credentials = CircuitBreaker()
         self.storage = CircuitBreaker()
@@ -47,6 +49,7 @@ class Pauses:
         self._clock = clock
         self._key_source = key_source
         self._on_credentials_accepted = on_credentials_accepted
+        self._notes = notes
 
     def pause_storage(self, reason: str) -> None:
         """The bucket is missing or refuses us: pause uploads (nothing fails), probe later."""
@@ -58,6 +61,8 @@ class Pauses:
                 reason=reason,
                 next_probe_in=round(probe - self._clock(), 1),
             )
+            if self._notes is not None:
+                self._notes.pause_started("storage", reason, probe)
         self._metrics.paused.labels(reason="storage").set(1)
         self.status.pause("storage", reason, since=self.storage.since, next_probe_at=probe)
 
@@ -65,12 +70,16 @@ class Pauses:
         """An upload succeeded: end the storage pause, if there was one."""
         if self.storage.success():
             log.info("storage.resumed")
+            if self._notes is not None:
+                self._notes.pause_ended("storage")
             self._metrics.paused.labels(reason="storage").set(0)
         self.status.resume("storage")
 
     def pause_credentials(self, exc: E.CredentialsRefused) -> None:
         """401/402/403: pause submits and polls (nothing fails), probe with backoff."""
         before = self.credentials.probe_at if self.credentials.is_open else None
+        if before is None and self._notes is not None:
+            self._notes.pause_started("credentials", exc.message, None)
         probe = self.credentials.trip(exc.message, self._clock())
         self._metrics.paused.labels(reason="credentials").set(1)
         # One error per pause and per failed probe, not one per request in flight.
@@ -94,5 +103,7 @@ class Pauses:
         if self.credentials.success():
             self._metrics.paused.labels(reason="credentials").set(0)
             log.info("gateway.credentials_accepted", key_source=self._key_source)
+            if self._notes is not None:
+                self._notes.pause_ended("credentials")
             self._on_credentials_accepted()
         self.status.resume("credentials")

@@ -23,7 +23,16 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import PathsConfig
-from seedance_watch.core.jobs import Event, Fail, Finished, Job, Placing, Redownload, job_files
+from seedance_watch.core.jobs import (
+    Event,
+    Fail,
+    Finished,
+    Job,
+    Placing,
+    Redownload,
+    State,
+    job_files,
+)
 from seedance_watch.core.names import split_source
 from seedance_watch.files.outbox import (
     OutputConflict,
@@ -62,6 +71,7 @@ class Placement:
         on_finished: Callable[[Job], None],
         download_again: Callable[[str], Awaitable[None]],
         release_objects: Callable[[Job], Awaitable[None]] | None = None,
+        hook_due: Callable[[State], bool] = lambda _state: False,
     ) -> None:
         self._ledger = store
         self._put = put
@@ -70,6 +80,7 @@ class Placement:
         self._on_finished = on_finished
         self._download_again = download_again
         self._release = release_objects
+        self._hook_due = hook_due
         # Names planned but not yet carried out (outputs; done/ and failed/ destinations),
         # so two jobs never plan the same one.
         self._planned_outputs: set[str] = set()
@@ -186,7 +197,7 @@ class Placement:
             return
         await self._release_objects(job)
         self._release_names(job)
-        job = self._put(job, Finished())
+        job = self._put(job, Finished(hook_due=self._hook_due(State.DONE)))
         self._on_finished(job)
         log.info(
             "job.done",
@@ -246,7 +257,7 @@ class Placement:
         )
         await self._release_objects(job)
         self._release_names(job)
-        job = self._put(job, Finished())
+        job = self._put(job, Finished(hook_due=self._hook_due(State.FAILED)))
         self._on_finished(job)
 
 

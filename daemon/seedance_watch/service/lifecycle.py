@@ -33,8 +33,10 @@ from seedance_watch.logs import configure_logging, redact_text
 from seedance_watch.pipeline.engine import Engine, RunSummary
 from seedance_watch.providers.download import VideoDownloader
 from seedance_watch.providers.pixazo import Gateway
+from seedance_watch.service.hooks import HookRunner
 from seedance_watch.service.http import HealthServer, Heartbeat
 from seedance_watch.service.metrics import Metrics
+from seedance_watch.service.notify import Notifications
 from seedance_watch.service.sdnotify import Notifier
 
 __all__ = [
@@ -54,6 +56,7 @@ EXIT_STORAGE = 1  # --once: the bucket refuses us, or the store/gateway stays un
 EXIT_USAGE = 2
 EXIT_CREDENTIALS = 3
 EXIT_FAILED_JOBS = 4
+EXIT_BUDGET = 5
 EXIT_SIGINT = 130
 
 DRAIN_SECONDS = 20.0
@@ -105,6 +108,15 @@ async def run_service(
         downloader=downloader,
     )
     storage = Storage(config.storage)
+    secrets = [api_key.reveal(), config.health.token or ""]
+    hooks = None
+    if config.hooks.on_done or config.hooks.on_failed:
+        hooks = HookRunner(config.hooks, os.environ if environ is None else environ, secrets)
+    notes = (
+        Notifications(config.notify, timezone=config.budget.timezone)
+        if config.notify.urls
+        else None
+    )
     engine = Engine(
         config,
         ledger=ledger,
@@ -120,6 +132,8 @@ async def run_service(
         ),
         metrics=metrics,
         key_source=api_key.source,
+        hooks=hooks,
+        notes=notes,
     )
     log.info("daemon.starting", once=once, state=str(config.paths.state), jobs=ledger.counts())
     try:
@@ -133,6 +147,8 @@ async def run_service(
         code = await _run_until_signalled(engine, config, Notifier(env), reload)
         return RunResult(code, engine.summary)
     finally:
+        if notes is not None:
+            notes.close()
         await gateway.aclose()
         storage.close()
         ledger.close()
@@ -314,4 +330,6 @@ def _once_exit_code(summary: RunSummary) -> int:
         return EXIT_CREDENTIALS
     if summary.storage_unavailable is not None or summary.unfinished is not None:
         return EXIT_STORAGE
-    return EXIT_FAILED_JOBS if summary.failed else EXIT_OK
+    if summary.failed:
+        return EXIT_FAILED_JOBS
+    return EXIT_BUDGET if summary.budget_held is not None else EXIT_OK

@@ -63,6 +63,17 @@ class Metrics:
         )
         self.since_gateway_success.set_function(self._since_gateway_success)
         self._last_gateway_success: float | None = None
+        self.budget_spent = Gauge(
+            "seedance_budget_spent_today",
+            "What today's submits may cost (budget.currency).",
+            registry=r,
+        )
+        self.budget_cap = Gauge(
+            "seedance_budget_cap", "budget.max_cost_per_day (absent without a cap).", registry=r
+        )
+        self.budget_submits = Gauge(
+            "seedance_budget_submits_today", "Submits counted against today's budget.", registry=r
+        )
         self.paused = Gauge(
             "seedance_paused", "1 while submissions are paused, by reason.", ["reason"], registry=r
         )

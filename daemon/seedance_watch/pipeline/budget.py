@@ -1,0 +1,114 @@
+"""The daily budget in the pipeline: hold submits at the cap, count every intent.
+
+The arithmetic is pure (:mod:`seedance_watch.core.budget`); this module is its I/O
+shell: it builds the tally from the ledger (a restart does not reset the day),
+keeps it current from the ledger writes the engine makes (an intent counts, a
+provable refusal does not), and when the next submit would go over a cap it holds
+submits -- nothing fails -- logging ``budget.reached`` once, showing the pause in
+``state/daemon.json`` and ``/metrics``, and telling the notifiers; at the next day
+it lifts by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from seedance_watch.commands.status import DaemonStatusFile
+from seedance_watch.config import BudgetConfig
+from seedance_watch.core.budget import BudgetHold, BudgetPrices, BudgetTally, TodaySpend
+from seedance_watch.core.jobs import Job, SubmitIntent, SubmitRefused
+from seedance_watch.service.metrics import Metrics
+from seedance_watch.service.notify import Notifications
+
+__all__ = ["BudgetGate"]
+
+log = structlog.get_logger(__name__)
+
+
+class BudgetGate:
+    """Whether the next submit may go, and the pause while it may not."""
+
+    def __init__(
+        self,
+        config: BudgetConfig,
+        *,
+        clock: Callable[[], float],
+        metrics: Metrics,
+        status: DaemonStatusFile,
+        notes: Notifications | None = None,
+    ) -> None:
+        self.prices = BudgetPrices.from_config(config)
+        self.tally = BudgetTally(self.prices)
+        self.hold: BudgetHold | None = None
+        self._clock, self._metrics, self._status, self._notes = clock, metrics, status, notes
+        self._announced: tuple[object, str] | None = None
+
+    def load(self, jobs: Iterable[Job]) -> None:
+        """Count every submit the ledger holds (start-up)."""
+        self.tally = BudgetTally.from_jobs(self.prices, jobs)
+        self._publish()
+
+    def recorded(self, before: Job, after: Job, event: object) -> None:
+        """The engine wrote ``event``: an intent counts from now, a refusal no more."""
+        if isinstance(event, SubmitIntent) and after.intent_at is not None:
+            self.tally.intent(after.intent_at, after.model)
+        elif isinstance(event, SubmitRefused) and before.intent_at is not None:
+            self.tally.refused(before.intent_at, before.model)
+        else:
+            return
+        self._publish()
+
+    def wait(self, job: Job) -> float:
+        """0 when ``job`` may be submitted now; else the seconds until the day ends."""
+        now = self._clock()
+        hold = self.tally.check(now, job.model)
+        if hold is None:
+            if self.hold is not None:
+                self._lift()
+            return 0.0
+        if self.hold is None or (hold.day, hold.cap) != (self.hold.day, self.hold.cap):
+            self._reached(hold)
+        self.hold = hold
+        return max(0.001, hold.lifts_at - now)
+
+    def today(self) -> TodaySpend:
+        return self.tally.today(self._clock())
+
+    def _reached(self, hold: BudgetHold) -> None:
+        if self._announced != (hold.day, hold.cap):
+            self._announced = (hold.day, hold.cap)
+            log.warning(
+                "budget.reached",
+                cap=hold.cap,
+                spent=hold.spent,
+                limit=hold.limit,
+                lifts_at=hold.lifts_at,
+                message=hold.message,
+            )
+            if self._notes is not None:
+                self._notes.pause_started("budget", hold.why, hold.lifts_at)
+        self._metrics.paused.labels(reason="budget").set(1)
+        try:
+            self._status.pause("budget", hold.message, next_probe_at=hold.lifts_at)
+        except OSError as exc:  # the status file is best effort
+            log.warning("status.write_failed", error=str(exc))
+
+    def _lift(self) -> None:
+        self.hold = None
+        log.info("budget.resumed")
+        self._metrics.paused.labels(reason="budget").set(0)
+        if self._notes is not None:
+            self._notes.pause_ended("budget")
+        try:
+            self._status.resume("budget")
+        except OSError as exc:
+            log.warning("status.write_failed", error=str(exc))
+
+    def _publish(self) -> None:
+        today = self.tally.today(self._clock())
+        self._metrics.budget_spent.set(today["spent"])
+        self._metrics.budget_submits.set(today["submits"])
+        if today["cap"] is not None:
+            self._metrics.budget_cap.set(today["cap"])
