@@ -4,6 +4,12 @@ Transport-free: ``GatewayApp.handle`` takes a parsed ``HttpRequest`` and returns
 an ``HttpReply`` (or ``None``: drop the connection without answering).  The
 h11 server in ``server.py`` carries the bytes.  Runs on one event loop; the
 records are also read from other threads, hence the lock.
+
+Two dialects, as the gateway has spoken over time (SPEC §2): a task answered
+``{"id": "cgt-..."}`` is polled with ``POST /bytedance-polling/getVideoResult``;
+a task answered with the envelope (``request_id``, ``polling_url``) is polled
+with ``GET /v2/requests/status/{request_id}``.  Each endpoint knows only its own
+dialect's tasks (the other's ids are 404), like two generations of a real API.
 """
 
 from __future__ import annotations
@@ -15,18 +21,31 @@ import random
 import string
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
 from PIL import Image
 
-from seedance_watch.simulator.board import Task, TaskBoard, TokenBucket
+from seedance_watch.simulator.board import TERMINAL, Status, Task, TaskBoard, TokenBucket
 from seedance_watch.simulator.commands import CommandError, parse_text
-from seedance_watch.simulator.config import RequestRecord, SimulatorConfig, SubmitRecord
+from seedance_watch.simulator.config import (
+    PROXY_STATUSES,
+    Dialect,
+    Kind,
+    RequestRecord,
+    SimulatorConfig,
+    SubmitRecord,
+    WebhookRecord,
+)
 from seedance_watch.simulator.protocol import (
+    POLL_PATH,
+    STATUS_PREFIX,
+    SUBMIT_PATHS,
     BadRequest,
     HttpReply,
     HttpRequest,
@@ -38,14 +57,14 @@ from seedance_watch.simulator.protocol import (
     server_error,
     xml_error,
 )
-from seedance_watch.simulator.video import make_video
+from seedance_watch.simulator.video import make_frames_video, make_text_video, make_video
 
-__all__ = ["POLL_PATH", "SUBMIT_PATH", "GatewayApp"]
+__all__ = ["POLL_PATH", "STATUS_PREFIX", "SUBMIT_PATH", "GatewayApp"]
 
 log = structlog.get_logger(__name__)
 
+#: The image-to-video submit (the first endpoint; ``SUBMIT_PATHS`` holds all three).
 SUBMIT_PATH = "/byteplus/v1/generateImage2VideoTask"
-POLL_PATH = "/bytedance-polling/getVideoResult"
 VIDEO_PREFIX = "/videos/"
 MAX_IMAGE_BYTES = 30 * 1024 * 1024
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -55,6 +74,7 @@ _PIXAZO_STATUS = {
     "succeeded": "COMPLETED",
     "failed": "FAILED",
     "expired": "ERROR",
+    "cancelled": "CANCELLED",
 }
 _RESOLUTION_PIXELS = {"480p": (864, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -67,6 +87,8 @@ class _Faults:
     limited: bool = False
     accept_then_drop: bool = False
     truncate: bool = False
+    #: A status injected on submit (``submit_status_codes``).
+    submit_status: int | None = None
 
 
 class GatewayApp:
@@ -89,8 +111,13 @@ class GatewayApp:
         # Image bytes wait here, shared by identical images, until their video is under way.
         self._images: dict[str, bytes] = {}
         self._image_refs: dict[str, int] = {}
-        self._videos: dict[tuple[str, int, int, float], asyncio.Future[bytes]] = {}
+        self._videos: dict[tuple[object, ...], asyncio.Future[bytes]] = {}
         self._to_encode: list[Task] = []
+        # Tasks whose end is to be announced to their X-Webhook-URL, and deliveries under way.
+        self._webhook_due: dict[str, Task] = {}
+        self._webhooks: list[WebhookRecord] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._hooks: httpx.AsyncClient | None = None
         # Monotonic -> epoch seconds, fixed once so timestamps never jump.
         self._wall_offset = time.time() - clock()
         self._http: httpx.AsyncClient | None = None
@@ -121,6 +148,11 @@ class GatewayApp:
     def requests(self) -> list[RequestRecord]:
         with self._lock:
             return list(self._requests)
+
+    @property
+    def webhooks(self) -> list[WebhookRecord]:
+        with self._lock:
+            return list(self._webhooks)
 
     @property
     def polls(self) -> int:
@@ -154,15 +186,21 @@ class GatewayApp:
     # --- life cycle (event loop) --------------------------------------------------------
 
     async def tick(self) -> None:
-        """Advance the schedule and start encoding the videos of tasks now running."""
+        """Advance the schedule, start encoding the videos of tasks now running, and
+        send the webhooks of tasks that ended."""
         with self._lock:
             self._advance()
         self._kick_encodes()
+        self._send_webhooks()
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        for delivery in list(self._deliveries):
+            delivery.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+        for client in (self._http, self._hooks):
+            if client is not None:
+                await client.aclose()
+        self._http = self._hooks = None
 
     # --- requests -----------------------------------------------------------------------
 
@@ -180,10 +218,12 @@ class GatewayApp:
     async def _route(self, request: HttpRequest) -> HttpReply | None:
         path = request.path
         methods: tuple[str, ...]
-        if path == SUBMIT_PATH:
+        if path in SUBMIT_PATHS:
             kind, methods = "submit", ("POST",)
         elif path == POLL_PATH:
             kind, methods = "poll", ("POST",)
+        elif path.startswith(STATUS_PREFIX):
+            kind, methods = "status", ("GET",)
         elif path.startswith(VIDEO_PREFIX) and path.endswith(".mp4"):
             kind, methods = "video", ("GET", "HEAD")
         else:
@@ -191,7 +231,7 @@ class GatewayApp:
         with self._lock:
             if kind == "submit":
                 self._submit_attempts += 1
-            elif kind == "poll":
+            elif kind in ("poll", "status"):
                 self._polls += 1
             config = self._config
             faults = self._roll_faults(kind, config)
@@ -203,13 +243,15 @@ class GatewayApp:
             await asyncio.sleep(config.slow_reply_seconds)
         if faults.status_5xx is not None:
             return server_error(faults.status_5xx)
-        if faults.limited:
+        if faults.limited or faults.submit_status == 429:
             return error_reply(
                 429,
                 "TooManyRequests",
                 "Rate limit exceeded",
                 headers=[("Retry-After", config.retry_after)],
             )
+        if faults.submit_status is not None and faults.submit_status not in PROXY_STATUSES:
+            return server_error(faults.submit_status)
         if kind == "video":
             return self._video(request, faults.truncate)
         denied = self._authorize(request, config)
@@ -217,13 +259,22 @@ class GatewayApp:
             return denied
         if kind == "poll":
             return self._poll(request, config)
-        reply = await self._submit(request, config)
-        if reply.status == 200 and faults.accept_then_drop:
-            return None
-        return reply
+        if kind == "status":
+            return self._status(request, config)
+        # What the client will get once the task exists: the answer, nothing, or a proxy's.
+        answer: int | None = 200
+        if faults.accept_then_drop:
+            answer = None
+        elif faults.submit_status is not None:
+            answer = faults.submit_status
+        reply = await self._submit(request, config, SUBMIT_PATHS[request.path], answer)
+        if reply.status != 200 or answer == 200:
+            return reply
+        return None if answer is None else server_error(answer)
 
     def _roll_faults(self, kind: str, config: SimulatorConfig) -> _Faults:
         """Throw the fault dice for one request (lock held); zero rates draw nothing."""
+        kind = "poll" if kind == "status" else kind  # both ways of polling are "poll" faults
         drop_on = config.faults_on if config.drop_on is None else config.drop_on
         drop = (
             kind in drop_on
@@ -244,6 +295,11 @@ class GatewayApp:
             limited=roll(config.rate_429),
             accept_then_drop=kind == "submit" and roll(config.submit_accept_then_drop_rate),
             truncate=kind == "video" and roll(config.truncate_video_rate),
+            submit_status=(
+                self._rng.choice(config.submit_status_codes)
+                if kind == "submit" and roll(config.submit_status_rate)
+                else None
+            ),
         )
 
     def _authorize(self, request: HttpRequest, config: SimulatorConfig) -> HttpReply | None:
@@ -276,7 +332,10 @@ class GatewayApp:
 
     # --- submit -------------------------------------------------------------------------
 
-    async def _submit(self, request: HttpRequest, config: SimulatorConfig) -> HttpReply:
+    async def _submit(
+        self, request: HttpRequest, config: SimulatorConfig, kind: Kind, answer: int | None
+    ) -> HttpReply:
+        """Check, fetch and create one task; ``answer`` is what the client will be sent."""
         with self._lock:
             wait = self._take_token(config)
         if wait > 0:
@@ -285,13 +344,21 @@ class GatewayApp:
                 429, "TooManyRequests", "Rate limit is exceeded.", headers=[("Retry-After", retry)]
             )
         body = json_body(request)
-        model, text, image_url = check_submit_body(body)
+        checked = check_submit_body(kind, body)
+        field = "content.text" if kind == "image" else "text"
         try:
-            parsed = parse_text(text)
+            parsed = parse_text(checked.text)
         except CommandError as exc:
-            raise invalid(f"content.text: {exc}") from exc
-        image = await self._fetch_image(image_url)
-        sha = hashlib.sha256(image).hexdigest()
+            raise invalid(f"{field}: {exc}") from exc
+        webhook_url = request.headers.get("x-webhook-url")
+        if webhook_url is not None and urlsplit(webhook_url).scheme not in ("http", "https"):
+            raise invalid("X-Webhook-URL must be an http(s) URL")
+        names = {"image": ("image_url",), "frames": ("first_frame", "last_frame"), "text": ()}
+        images = [
+            await self._fetch_image(url, name)
+            for url, name in zip(checked.urls, names[kind], strict=True)
+        ]
+        shas = tuple(hashlib.sha256(image).hexdigest() for image in images)
         with self._lock:
             now = self._advance()
             config = self._config
@@ -311,28 +378,72 @@ class GatewayApp:
                 outcome = "failed"
             elif config.expire_task_rate > 0 and self._rng.random() < config.expire_task_rate:
                 outcome = "expired"
+            elif config.cancel_task_rate > 0 and self._rng.random() < config.cancel_task_rate:
+                outcome = "cancelled"
+            dialect: Dialect = config.submit_answer
             task = Task(
-                id=self._new_id(),
-                model=model,
-                text=text,
+                id=self._new_id(dialect),
+                model=checked.model,
+                text=checked.text,
                 params=parsed.params,
-                image_sha256=sha,
+                image_sha256=shas[0] if shas else "",
                 created=now,
                 eligible=now + config.queued_seconds,
                 outcome=outcome,
                 running_seconds=config.running_seconds,
+                kind=kind,
+                last_frame_sha256=shas[1] if len(shas) > 1 else None,
+                dialect=dialect,
+                seq=len(self._board.tasks),
+                webhook_url=webhook_url,
             )
             if outcome == "succeeded":
-                self._images.setdefault(sha, image)
-                self._image_refs[sha] = self._image_refs.get(sha, 0) + 1
+                for sha, image in zip(shas, images, strict=True):
+                    self._images.setdefault(sha, image)
+                    self._image_refs[sha] = self._image_refs.get(sha, 0) + 1
             self._board.add(task)
+            if webhook_url is not None:
+                self._webhook_due[task.id] = task
+            polling_url = None
+            if dialect == "envelope":
+                origin = config.polling_origin or self.base_url
+                polling_url = f"{origin}{STATUS_PREFIX}{task.id}"
+                payload: dict[str, Any] = {
+                    "request_id": task.id,
+                    "status": "QUEUED",
+                    "polling_url": polling_url,
+                }
+            else:
+                payload = {"id": task.id}
             self._submits.append(
                 SubmitRecord(
-                    task.id, model, text, image_url, sha, dict(request.headers), body, time.time()
+                    task_id=task.id,
+                    model=checked.model,
+                    text=checked.text,
+                    image_url=checked.urls[0] if checked.urls else "",
+                    image_sha256=task.image_sha256,
+                    headers=dict(request.headers),
+                    body=body,
+                    at=time.time(),
+                    endpoint=request.path,
+                    kind=kind,
+                    webhook_url=webhook_url,
+                    fetched_urls=checked.urls,
+                    fetched_sha256s=shas,
+                    dialect=dialect,
+                    polling_url=polling_url,
+                    answer_status=answer,
                 )
             )
-        log.debug("simulator.task_created", task_id=task.id, model=model, outcome=outcome)
-        return json_reply(200, {"id": task.id})
+        log.debug(
+            "simulator.task_created",
+            task_id=task.id,
+            kind=kind,
+            model=checked.model,
+            outcome=outcome,
+            answer=answer,
+        )
+        return json_reply(200, payload)
 
     def _take_token(self, config: SimulatorConfig) -> float:
         if config.rate_limit_per_minute is None:
@@ -342,33 +453,48 @@ class GatewayApp:
             self._bucket = TokenBucket(config.rate_limit_per_minute, now)
         return self._bucket.take(now)
 
-    def _new_id(self) -> str:
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    def _new_id(self, dialect: Dialect = "id") -> str:
+        """``cgt-<UTC stamp>-<5 chars>`` (ModelArk), or ``byteplus_<UUIDv7>`` (envelope)."""
         while True:
-            suffix = "".join(self._ids.choice(_ID_ALPHABET) for _ in range(5))
-            task_id = f"cgt-{stamp}-{suffix}"
+            if dialect == "envelope":
+                # A UUIDv7 layout: 48 bits of epoch milliseconds, then seeded random bits.
+                millis = int(time.time() * 1000) & ((1 << 48) - 1)
+                bits = self._ids.getrandbits(74)
+                value = (
+                    (millis << 80)
+                    | (0x7 << 76)
+                    | ((bits >> 62) << 64)
+                    | (0b10 << 62)
+                    | (bits & ((1 << 62) - 1))
+                )
+                task_id = f"byteplus_{uuid.UUID(int=value)}"
+            else:
+                stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+                suffix = "".join(self._ids.choice(_ID_ALPHABET) for _ in range(5))
+                task_id = f"cgt-{stamp}-{suffix}"
             if task_id not in self._board.tasks:
                 return task_id
 
-    async def _fetch_image(self, url: str) -> bytes:
+    async def _fetch_image(self, url: str, name: str = "image_url") -> bytes:
+        """The image at ``url``; a 400 naming the body key ``name`` if it is not one."""
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=True)
         try:
             async with self._http.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise invalid(f"image_url could not be fetched: HTTP {response.status_code}")
+                    raise invalid(f"{name} could not be fetched: HTTP {response.status_code}")
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > MAX_IMAGE_BYTES:
-                        raise invalid("image_url could not be fetched: image larger than 30 MB")
+                        raise invalid(f"{name} could not be fetched: image larger than 30 MB")
                     chunks.append(chunk)
         except (httpx.HTTPError, ValueError) as exc:
-            raise invalid(f"image_url could not be fetched: {type(exc).__name__}: {exc}") from exc
+            raise invalid(f"{name} could not be fetched: {type(exc).__name__}: {exc}") from exc
         image = b"".join(chunks)
         if not await asyncio.to_thread(_is_image, image):
-            raise invalid("image_url could not be fetched: the content is not a supported image")
+            raise invalid(f"{name} could not be fetched: the content is not a supported image")
         return image
 
     # --- poll ---------------------------------------------------------------------------
@@ -380,11 +506,50 @@ class GatewayApp:
         with self._lock:
             now = self._advance()
             task = self._board.tasks.get(body["task_id"])
-            if task is None:
+            if task is None or task.dialect != "id":  # envelope ids are the v2 API's
                 return error_reply(404, "NotFound", f"The task {body['task_id']} was not found.")
             payload = self._task_json(task, now, config)
         self._kick_encodes()
         return json_reply(200, payload)
+
+    def _status(self, request: HttpRequest, config: SimulatorConfig) -> HttpReply:
+        """``GET /v2/requests/status/{request_id}``: the v2 answer of an envelope task."""
+        request_id = request.path[len(STATUS_PREFIX) :]
+        with self._lock:
+            now = self._advance()
+            task = self._board.tasks.get(request_id)
+            if task is None or task.dialect != "envelope":  # cgt- ids are the legacy API's
+                return error_reply(404, "NotFound", f"The request {request_id} was not found.")
+            payload = self._status_json(task, task.status(now), config)
+        self._kick_encodes()
+        return json_reply(200, payload)
+
+    def _status_json(self, task: Task, status: Status, config: SimulatorConfig) -> dict[str, Any]:
+        """The v2 status answer (also a webhook's body).
+
+        A failed or expired task is ``FAILED`` and ``ERROR`` on alternate tasks, so
+        only the error code (``TaskExpired``) tells an expiry, as on the gateway.
+        """
+        out: dict[str, Any] = {"request_id": task.id, "output": None, "error": None}
+        if status in ("failed", "expired"):
+            out["status"] = "FAILED" if task.seq % 2 == 0 else "ERROR"
+            code, message = _failure(task, status)
+            as_string = config.error_style == "string" or (
+                config.error_style == "alternate" and task.seq % 2 == 1
+            )
+            out["error"] = f"{code}: {message}" if as_string else {"code": code, "message": message}
+        else:
+            out["status"] = _PIXAZO_STATUS[status]
+        if status == "succeeded":
+            out["output"] = {"media_url": self._media_url(task, config)}
+        return out
+
+    def _media_url(self, task: Task, config: SimulatorConfig) -> str | list[str]:
+        url = self._video_url(task.id)
+        as_list = config.media_url_style == "list" or (
+            config.media_url_style == "alternate" and task.seq % 2 == 1
+        )
+        return [url] if as_list else url
 
     def _task_json(self, task: Task, now: float, config: SimulatorConfig) -> dict[str, Any]:
         status = task.status(now)
@@ -393,7 +558,7 @@ class GatewayApp:
         if config.status_style == "pixazo":
             out["status"] = _PIXAZO_STATUS[status]
             if status == "succeeded":
-                out["output"] = {"media_url": url}
+                out["output"] = {"media_url": self._media_url(task, config)}
         else:
             out["status"] = status
             if status == "succeeded":
@@ -401,11 +566,9 @@ class GatewayApp:
         if status == "succeeded":
             tokens = _tokens(task.params)
             out["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
-        elif status == "failed":
-            message = task.video_error or "The video generation failed (simulated)."
-            out["error"] = {"code": "InternalServiceError", "message": message}
-        elif status == "expired":
-            out["error"] = {"code": "TaskExpired", "message": "The task expired before it ran."}
+        elif status in ("failed", "expired"):
+            code, message = _failure(task, status)
+            out["error"] = {"code": code, "message": message}
         out["created_at"] = int(task.created + self._wall_offset)
         out["updated_at"] = int(task.updated(now) + self._wall_offset)
         for name in ("seed", "resolution", "ratio", "duration"):
@@ -460,23 +623,23 @@ class GatewayApp:
             todo, self._to_encode = self._to_encode, []
             config = self._config
         for task in todo:
-            key = (task.image_sha256, config.video_max_side, config.video_fps, config.video_seconds)
+            size = (config.video_max_side, config.video_fps, config.video_seconds)
+            shas = _image_shas(task)
+            prompt = parse_text(task.text).prompt if task.kind == "text" else ""
+            ratio = str(task.params["ratio"]) if task.kind == "text" else ""
+            key = (task.kind, shas, prompt, ratio, *size)
             with self._lock:
                 future = self._videos.get(key)
-                image = self._images.get(task.image_sha256)
-                self._release_image(task.image_sha256)
+                images = [self._images.get(sha) for sha in shas]
+                for sha in shas:
+                    self._release_image(sha)
             if future is None:
-                if image is None:  # cannot happen: the reference was held for this task
+                present = [image for image in images if image is not None]
+                if len(present) != len(shas):  # cannot happen: a reference was held for this task
                     task.video_error = "internal: the image is gone"
                     continue
                 future = asyncio.ensure_future(
-                    asyncio.to_thread(
-                        make_video,
-                        image,
-                        max_side=config.video_max_side,
-                        fps=config.video_fps,
-                        seconds=config.video_seconds,
-                    )
+                    asyncio.to_thread(_encode, task.kind, present, prompt, ratio, config)
                 )
                 with self._lock:
                     self._videos[key] = future
@@ -500,6 +663,80 @@ class GatewayApp:
                 log.warning("simulator.video_failed", task_id=task.id, error=str(exc))
             else:
                 task.video = future.result()
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    def _send_webhooks(self) -> None:
+        """Start a delivery for each task with an ``X-Webhook-URL`` that has now ended."""
+        with self._lock:
+            if not self._webhook_due:
+                return
+            now = self._clock()
+            config = self._config
+            ready: list[tuple[Task, dict[str, Any]]] = []
+            for task_id, task in list(self._webhook_due.items()):
+                status = task.status(now)
+                if status in TERMINAL:
+                    del self._webhook_due[task_id]
+                    ready.append((task, self._status_json(task, status, config)))
+        for task, body in ready:
+            assert task.webhook_url is not None
+            delivery = asyncio.ensure_future(
+                self._deliver(task.id, task.webhook_url, body, config.webhook_timeout)
+            )
+            self._deliveries.add(delivery)
+            delivery.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, task_id: str, url: str, body: dict[str, Any], wait: float) -> None:
+        """POST one callback; any failure is logged and recorded, never raised."""
+        if self._hooks is None:
+            self._hooks = httpx.AsyncClient(follow_redirects=False)
+        status: int | None = None
+        error: str | None = None
+        try:
+            response = await self._hooks.post(
+                url,
+                json=body,
+                headers={"User-Agent": "seedance-watch-simulator"},
+                timeout=wait,
+            )
+            status = response.status_code
+        except (httpx.HTTPError, ValueError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._webhooks.append(WebhookRecord(task_id, url, body, status, error, time.time()))
+        if error is None:
+            log.debug("simulator.webhook_sent", task_id=task_id, status=status)
+        else:
+            log.warning("simulator.webhook_failed", task_id=task_id, error=error)
+
+
+def _encode(
+    kind: Kind, images: list[bytes], prompt: str, ratio: str, config: SimulatorConfig
+) -> bytes:
+    """The mp4 of a task of ``kind`` (in a worker thread)."""
+    max_side, fps, seconds = config.video_max_side, config.video_fps, config.video_seconds
+    if kind == "frames":
+        return make_frames_video(images[0], images[1], max_side=max_side, fps=fps, seconds=seconds)
+    if kind == "text":
+        return make_text_video(prompt, ratio, max_side=max_side, fps=fps, seconds=seconds)
+    return make_video(images[0], max_side=max_side, fps=fps, seconds=seconds)
+
+
+def _image_shas(task: Task) -> tuple[str, ...]:
+    """The sha256s of the images a task's video is made from."""
+    if task.kind == "text":
+        return ()
+    if task.kind == "frames" and task.last_frame_sha256 is not None:
+        return (task.image_sha256, task.last_frame_sha256)
+    return (task.image_sha256,)
+
+
+def _failure(task: Task, status: Status) -> tuple[str, str]:
+    """The error code and message of a failed or expired task."""
+    if status == "expired":
+        return "TaskExpired", "The task expired before it ran."
+    return "InternalServiceError", task.video_error or "The video generation failed (simulated)."
 
 
 def _is_image(data: bytes) -> bool:

@@ -15,10 +15,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Outcome", "Status", "Task", "TaskBoard", "TokenBucket"]
+from seedance_watch.simulator.config import Dialect, Kind
 
-Status = Literal["queued", "running", "succeeded", "failed", "expired"]
-Outcome = Literal["succeeded", "failed", "expired"]
+__all__ = ["TERMINAL", "Outcome", "Status", "Task", "TaskBoard", "TokenBucket"]
+
+Status = Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
+Outcome = Literal["succeeded", "failed", "expired", "cancelled"]
+#: The statuses a task never leaves.
+TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "expired", "cancelled"})
 
 
 @dataclass(eq=False)
@@ -43,6 +47,16 @@ class Task:
     video_error: str | None = None
     encode_requested: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    #: ``image``, ``frames`` or ``text`` (see ``config.Kind``).
+    kind: Kind = "image"
+    #: The last frame's sha256 (frames kind); ``image_sha256`` is the first frame's.
+    last_frame_sha256: str | None = None
+    #: ``id`` or ``envelope``: how the task was answered, hence how it can be polled.
+    dialect: Dialect = "id"
+    #: The task's place in submit order (0, 1, ...): drives the "alternate" knobs.
+    seq: int = 0
+    #: Where to POST a callback when the task ends (``X-Webhook-URL``), if anywhere.
+    webhook_url: str | None = None
 
     @property
     def ends(self) -> float | None:

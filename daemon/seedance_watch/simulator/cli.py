@@ -22,6 +22,8 @@ _FAULTS = (
     "expire_task_rate",
     "truncate_video_rate",
     "rate_429",
+    "cancel_task_rate",
+    "submit_status_rate",
 )
 
 
@@ -40,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency-mode", choices=("queue", "reject"), default="queue")
     p.add_argument("--rate-limit-per-minute", type=int, default=None)
     p.add_argument("--status-style", choices=("modelark", "pixazo"), default="modelark")
+    p.add_argument(
+        "--submit-answer",
+        choices=("id", "envelope"),
+        default=defaults.submit_answer,
+        help='answer submits {"id"} or with the envelope (request_id, polling_url)',
+    )
+    p.add_argument("--polling-origin", default=None, help="origin written into polling_url")
+    p.add_argument("--media-url-style", choices=("string", "list", "alternate"), default="string")
+    p.add_argument("--error-style", choices=("object", "string", "alternate"), default="object")
+    p.add_argument(
+        "--submit-status-codes",
+        default=",".join(str(c) for c in defaults.submit_status_codes),
+        help="comma-separated statuses that --submit-status-rate draws from (default 502,504)",
+    )
+    p.add_argument("--webhook-timeout", type=float, default=defaults.webhook_timeout)
     p.add_argument("--video-seconds", type=float, default=defaults.video_seconds)
     p.add_argument("--video-fps", type=int, default=defaults.video_fps)
     p.add_argument("--video-max-side", type=int, default=defaults.video_max_side)
@@ -61,10 +78,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; 0 then, 2 on bad arguments."""
     args = _parser().parse_args(argv)
-    knobs = {k: v for k, v in vars(args).items() if k not in ("host", "port", "faults_on")}
+    skip = ("host", "port", "faults_on", "submit_status_codes")
+    knobs = {k: v for k, v in vars(args).items() if k not in skip}
     faults_on = frozenset(t.strip() for t in args.faults_on.split(",") if t.strip())
     try:
-        config = SimulatorConfig(faults_on=faults_on, **knobs)
+        codes = tuple(int(c) for c in args.submit_status_codes.split(",") if c.strip())
+        config = SimulatorConfig(faults_on=faults_on, submit_status_codes=codes, **knobs)
     except ValueError as exc:
         print(f"seedance-watch simulator: {exc}", file=sys.stderr)
         return 2

@@ -7,25 +7,43 @@ a test can, say, revoke the key half-way or switch faults off to let a run end.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 __all__ = [
     "FAULT_TARGETS",
     "KNOWN_MODELS",
+    "MODEL_KINDS",
+    "Dialect",
+    "Kind",
     "RequestRecord",
     "SimulatorConfig",
     "SubmitRecord",
+    "WebhookRecord",
 ]
 
-#: The Seedance 1.0 models the gateway knows; any other name is a 404.
-KNOWN_MODELS = frozenset(
+#: What a submit asks for: image to video, first and last frame, or text to video.
+Kind = Literal["image", "frames", "text"]
+#: How a submit is answered: ``{"id"}`` (polled by POST) or the envelope (polled by GET).
+Dialect = Literal["id", "envelope"]
+
+#: The Seedance 1.0 models the gateway knows and the kinds of task each offers.
+#: Any other model is a 404; a known model asked for a kind it lacks is a 400.
+MODEL_KINDS: Mapping[str, frozenset[Kind]] = MappingProxyType(
     {
-        "seedance-1-0-lite-i2v-250428",
-        "seedance-1-0-pro-250528",
-        "seedance-1-0-pro-fast-251015",
+        "seedance-1-0-lite-i2v-250428": frozenset({"image", "frames"}),
+        "seedance-1-0-lite-t2v-250428": frozenset({"text"}),
+        "seedance-1-0-pro-250528": frozenset({"image", "frames", "text"}),
+        "seedance-1-0-pro-fast-251015": frozenset({"image", "frames", "text"}),
     }
 )
+KNOWN_MODELS = frozenset(MODEL_KINDS)
+
+#: Statuses that a proxy in front of the gateway answers after passing the submit on:
+#: the task exists (and is billed), only the answer is lost.
+PROXY_STATUSES = frozenset({502, 504})
 
 #: Where per-request faults can be aimed (``SimulatorConfig.faults_on``).
 FAULT_TARGETS = frozenset({"submit", "poll", "video"})
@@ -57,6 +75,7 @@ class SimulatorConfig:
     video_ttl_seconds: float = 86400
     #: Seed of the fault dice, so a faulty run can be replayed.
     seed: int = 0
+    #: Requests answered 500/502/503 before the gateway saw them (nothing is created).
     error_5xx_rate: float = 0.0
     drop_connection_rate: float = 0.0
     slow_reply_rate: float = 0.0
@@ -77,6 +96,28 @@ class SimulatorConfig:
     credit_exhausted: bool = False
     #: Answer every authenticated call with 403 (the key has no access to this API).
     access_denied: bool = False
+    #: How submits are answered: ``id`` (``{"id": "cgt-..."}``, polled with
+    #: ``POST /bytedance-polling/getVideoResult``) or ``envelope`` (``{"request_id",
+    #: "status", "polling_url"}``, polled with ``GET /v2/requests/status/{request_id}``).
+    submit_answer: Dialect = "id"
+    #: The origin written into an envelope's ``polling_url``; ``None``: the simulator's own.
+    polling_origin: str | None = None
+    #: The v2 status answer's ``output.media_url``: a string, a one-element list, or
+    #: alternating between them task by task (in submit order).
+    media_url_style: Literal["string", "list", "alternate"] = "string"
+    #: The v2 status answer's ``error``: ``{"code", "message"}``, a string
+    #: (``"TaskExpired: ..."``), or alternating task by task.
+    error_style: Literal["object", "string", "alternate"] = "object"
+    #: Tasks that end ``cancelled`` (v2: ``CANCELLED``) instead of running to success.
+    cancel_task_rate: float = 0.0
+    #: Submits answered with one of ``submit_status_codes`` (drawn at random).  A 502 or
+    #: 504 comes after the task was created, as a proxy that lost the answer: the task
+    #: exists, runs and is billed, its ``SubmitRecord.answer_status`` says what was sent.
+    #: Any other status is answered before anything was created.
+    submit_status_rate: float = 0.0
+    submit_status_codes: tuple[int, ...] = (502, 504)
+    #: Seconds the simulator waits for a webhook receiver to answer.
+    webhook_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -101,6 +142,30 @@ class SimulatorConfig:
             )
         if self.status_style not in ("modelark", "pixazo"):
             raise ValueError(f"status_style must be modelark or pixazo, not {self.status_style!r}")
+        if self.submit_answer not in ("id", "envelope"):
+            raise ValueError(f"submit_answer must be id or envelope, not {self.submit_answer!r}")
+        if self.media_url_style not in ("string", "list", "alternate"):
+            raise ValueError(
+                f"media_url_style must be string, list or alternate, not {self.media_url_style!r}"
+            )
+        if self.error_style not in ("object", "string", "alternate"):
+            raise ValueError(
+                f"error_style must be object, string or alternate, not {self.error_style!r}"
+            )
+        if self.polling_origin is not None:
+            origin = self.polling_origin
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ValueError(
+                    f"polling_origin must be scheme://host[:port] with no path, not {origin!r}"
+                )
+        codes = tuple(self.submit_status_codes)
+        if not codes or any(not isinstance(c, int) or not 400 <= c <= 599 for c in codes):
+            raise ValueError(
+                f"submit_status_codes must be HTTP error statuses (400..599), not {codes!r}"
+            )
+        object.__setattr__(self, "submit_status_codes", codes)
+        if self.webhook_timeout <= 0:
+            raise ValueError("webhook_timeout must be positive")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1 (or None)")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
@@ -119,8 +184,14 @@ class SimulatorConfig:
 
 @dataclass(frozen=True)
 class SubmitRecord:
-    """One submit that created a task (including those answered by a dropped connection)."""
+    """One submit that created a task (including those whose answer was lost).
 
+    ``image_url``/``image_sha256`` are the image (image kind) or the first frame
+    (frames kind), empty for text; ``fetched_urls``/``fetched_sha256s`` list every
+    image the gateway fetched for the submit, in body order.
+    """
+
+    #: The task's id: ``cgt-...`` (id dialect) or the envelope's ``request_id``.
     task_id: str
     model: str
     text: str
@@ -131,6 +202,35 @@ class SubmitRecord:
     #: The parsed JSON body.
     body: Any
     #: Wall-clock time (epoch seconds).
+    at: float
+    #: The request path, e.g. ``/byteplus/v1/generateFrame2VideoTask``.
+    endpoint: str = ""
+    kind: Kind = "image"
+    #: The ``X-Webhook-URL`` header, if the submit carried one.
+    webhook_url: str | None = None
+    fetched_urls: tuple[str, ...] = ()
+    fetched_sha256s: tuple[str, ...] = ()
+    #: The dialect the submit was answered in.
+    dialect: Dialect = "id"
+    #: The polling URL the envelope named (``None`` in the id dialect).
+    polling_url: str | None = None
+    #: What the client was sent: 200, a proxy's 502/504, or ``None`` (connection dropped).
+    answer_status: int | None = 200
+
+
+@dataclass(frozen=True)
+class WebhookRecord:
+    """One callback the simulator sent (or tried to send) when a task ended."""
+
+    task_id: str
+    url: str
+    #: The JSON body sent: the v2 status answer of the ended task.
+    body: Any
+    #: The receiver's HTTP status; ``None`` when nothing was answered.
+    status: int | None
+    #: Why delivery failed (a connection error, a timeout), ``None`` when it was answered.
+    error: str | None
+    #: Wall-clock time (epoch seconds) of the attempt.
     at: float
 
 

@@ -1,7 +1,8 @@
 """The wire shapes of the simulated gateway: requests, replies, error bodies, body checks.
 
 Pure functions over parsed requests, so the exact request contract of SPEC §2
-(``image_url`` a string, exactly one text item, known models) reads in one place.
+and §4 (``image_url`` a string, exactly one text item, exactly the keys of each
+submit body, known models offering the kind asked for) reads in one place.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from seedance_watch.simulator.config import KNOWN_MODELS
+from seedance_watch.simulator.config import MODEL_KINDS, Kind
 
 __all__ = [
+    "POLL_PATH",
+    "STATUS_PREFIX",
+    "SUBMIT_PATHS",
     "BadRequest",
     "HttpReply",
     "HttpRequest",
+    "SubmitRequest",
     "check_submit_body",
     "error_reply",
     "invalid",
@@ -25,6 +30,31 @@ __all__ = [
     "server_error",
     "xml_error",
 ]
+
+
+#: The submit endpoints and the kind of task each creates (SPEC §2, §4).
+SUBMIT_PATHS: dict[str, Kind] = {
+    "/byteplus/v1/generateImage2VideoTask": "image",
+    "/byteplus/v1/generateFrame2VideoTask": "frames",
+    "/byteplus/v1/generateVideoTask": "text",
+}
+#: Polling a task answered ``{"id"}``: ``POST`` with ``{"task_id"}``.
+POLL_PATH = "/bytedance-polling/getVideoResult"
+#: Polling a task answered with the envelope: ``GET STATUS_PREFIX + request_id``.
+STATUS_PREFIX = "/v2/requests/status/"
+
+_KIND_NAMES = {"image": "image to video", "frames": "first and last frame", "text": "text to video"}
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A submit body that passed the checks."""
+
+    kind: Kind
+    model: str
+    text: str
+    #: The image URLs to fetch, in body order (none for text).
+    urls: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -85,19 +115,35 @@ def json_body(request: HttpRequest) -> Any:
         raise invalid(f"the body is not valid JSON: {exc}") from exc
 
 
-def check_submit_body(body: Any) -> tuple[str, str, str]:
-    """``(model, text, image_url)`` from a submit body, or ``BadRequest``."""
+def check_submit_body(kind: Kind, body: Any) -> SubmitRequest:
+    """The checked submit of ``kind``, or ``BadRequest`` (400; 404 for an unknown model)."""
+    if kind == "image":
+        model, text, urls = _image_body(body)
+    elif kind == "frames":
+        model, text, urls = _flat_body(body, ("first_frame", "last_frame"))
+    else:
+        model, text, urls = _flat_body(body, ())
+    _check_model(model, kind)
+    for name, url in zip(_URL_NAMES[kind], urls, strict=True):
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise invalid(f"{name} could not be fetched: not an http(s) URL")
+    return SubmitRequest(kind, model, text, urls)
+
+
+_URL_NAMES: dict[Kind, tuple[str, ...]] = {
+    "image": ("image_url",),
+    "frames": ("first_frame", "last_frame"),
+    "text": (),
+}
+
+
+def _image_body(body: Any) -> tuple[str, str, tuple[str, ...]]:
     if not isinstance(body, dict) or set(body) != {"model", "content"}:
         raise invalid('the body must hold exactly "model" and "content"')
     model, content = body["model"], body["content"]
     if not isinstance(model, str):
         raise invalid("model must be a string")
-    if model not in KNOWN_MODELS:
-        raise BadRequest(
-            error_reply(
-                404, "ModelNotFound", f"The model {model} does not exist or you have no access."
-            )
-        )
+    _check_known(model)
     if not isinstance(content, list):
         raise invalid("content must be a list")
     texts: list[str] = []
@@ -117,21 +163,53 @@ def check_submit_body(body: Any) -> tuple[str, str, str]:
         raise invalid("content must hold exactly one text item")
     if len(urls) != 1:
         raise invalid("content must hold exactly one image_url item")
-    if urlsplit(urls[0]).scheme not in ("http", "https"):
-        raise invalid("image_url could not be fetched: not an http(s) URL")
-    return model, texts[0], urls[0]
+    return model, texts[0], (urls[0],)
+
+
+def _flat_body(body: Any, url_keys: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
+    """A body of exactly ``model``, ``text`` and ``url_keys``, every value a string."""
+    keys = ("model", "text", *url_keys)
+    if not isinstance(body, dict) or set(body) != set(keys):
+        wanted = ", ".join(f'"{k}"' for k in keys)
+        got = sorted(body) if isinstance(body, dict) else type(body).__name__
+        raise invalid(f"the body must hold exactly {wanted}; got {got}")
+    for key in keys:
+        if not isinstance(body[key], str):
+            raise invalid(f"{key} must be a string, not {type(body[key]).__name__}")
+    _check_known(body["model"])
+    if not body["text"].strip():
+        raise invalid("text must not be empty")
+    return body["model"], body["text"], tuple(body[k] for k in url_keys)
+
+
+def _check_known(model: str) -> None:
+    if model not in MODEL_KINDS:
+        raise BadRequest(
+            error_reply(
+                404, "ModelNotFound", f"The model {model} does not exist or you have no access."
+            )
+        )
+
+
+def _check_model(model: str, kind: Kind) -> None:
+    if kind not in MODEL_KINDS[model]:
+        offered = ", ".join(sorted(_KIND_NAMES[k] for k in MODEL_KINDS[model]))
+        raise invalid(
+            f"The model {model} does not support {_KIND_NAMES[kind]} (it offers: {offered})."
+        )
 
 
 def server_error(status: int) -> HttpReply:
-    if status == 502:
-        html = (
-            b"<html><head><title>502 Bad Gateway</title></head>"
-            b"<body><h1>502 Bad Gateway</h1></body></html>"
-        )
-        return HttpReply(502, html, content_type="text/html")
+    """What a failing gateway (or the proxy in front of it) answers with ``status``."""
+    if status in (502, 504):
+        title = "502 Bad Gateway" if status == 502 else "504 Gateway Time-out"
+        html = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+        return HttpReply(status, html.encode(), content_type="text/html")
     if status == 503:
         return error_reply(503, "ServiceUnavailable", "The service is temporarily unavailable.")
-    return error_reply(500, "InternalServerError", "An internal error occurred (simulated).")
+    if status == 500:
+        return error_reply(500, "InternalServerError", "An internal error occurred (simulated).")
+    return error_reply(status, "SimulatedError", f"A simulated HTTP {status} answer.")
 
 
 def xml_error(status: int, code: str, message: str) -> HttpReply:

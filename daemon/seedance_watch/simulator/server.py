@@ -20,7 +20,12 @@ import h11
 import structlog
 
 from seedance_watch.simulator.app import GatewayApp
-from seedance_watch.simulator.config import RequestRecord, SimulatorConfig, SubmitRecord
+from seedance_watch.simulator.config import (
+    RequestRecord,
+    SimulatorConfig,
+    SubmitRecord,
+    WebhookRecord,
+)
 from seedance_watch.simulator.protocol import HttpReply, HttpRequest, error_reply
 
 __all__ = ["Simulator", "serve"]
@@ -253,7 +258,13 @@ class Simulator:
         return self.app.requests
 
     @property
+    def webhooks(self) -> list[WebhookRecord]:
+        """Every webhook sent (or attempted), in order of completion (a snapshot)."""
+        return self.app.webhooks
+
+    @property
     def polls(self) -> int:
+        """Polls of either kind (``getVideoResult`` and ``/v2/requests/status``)."""
         return self.app.polls
 
     @property
@@ -261,7 +272,8 @@ class Simulator:
         return self.app.submit_attempts
 
     def video_bytes(self, task_id: str) -> bytes:
-        """The complete mp4 served for ``task_id`` (``KeyError`` if none yet)."""
+        """The complete mp4 served for ``task_id`` (a ``cgt-`` id or an envelope's
+        ``request_id``; ``KeyError`` if none yet)."""
         return self.app.video_bytes(task_id)
 
     def tasks_by_status(self) -> dict[str, int]:

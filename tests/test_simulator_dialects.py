@@ -1,0 +1,611 @@
+"""The simulator speaks today's gateway too: the envelope answer and its v2 status
+endpoint, the frames and text submit endpoints of SPEC §4, webhooks, and the
+proxy statuses that lose a submit's answer after the task was created."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import av
+import httpx
+import pytest
+from PIL import Image, ImageStat
+
+from seedance_watch.simulator import MODEL_KINDS, Simulator, SimulatorConfig
+from seedance_watch.simulator.video import text_picture
+from seedance_watch.testing.s3emulator import S3Emulator
+
+from .conftest import BUCKET, make_image_bytes
+from .test_simulator import FAST, MODEL, POLL, SUBMIT, _ready_line, body, headers, wait_for
+
+FRAMES = "/byteplus/v1/generateFrame2VideoTask"
+TEXT = "/byteplus/v1/generateVideoTask"
+STATUS = "/v2/requests/status/"
+T2V = "seedance-1-0-lite-t2v-250428"
+PRO = "seedance-1-0-pro-250528"
+RED = (220, 40, 40)
+BLUE = (40, 40, 220)
+ENVELOPE_ID = re.compile(
+    r"^byteplus_[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
+
+
+# --- fixtures and helpers -------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., Simulator]]:
+    started: list[Simulator] = []
+
+    def _make(**knobs: Any) -> Simulator:
+        sim = Simulator(SimulatorConfig(**{**FAST, **knobs})).start()
+        started.append(sim)
+        return sim
+
+    yield _make
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def put_image(s3_server: S3Emulator) -> Callable[[bytes], str]:
+    """``put_image(data)``: a presigned GET URL of ``data`` in the S3 emulator."""
+    client = s3_server.client()
+
+    def _put(data: bytes) -> str:
+        key = f"sim/{uuid.uuid4().hex}.png"
+        client.put_object(Bucket=BUCKET, Key=key, Body=data, ContentType="image/png")
+        url: str = client.generate_presigned_url(
+            "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600
+        )
+        return url
+
+    return _put
+
+
+def solid_png(colour: tuple[int, int, int], size: tuple[int, int] = (640, 480)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def post(sim: Simulator, path: str, payload: Any, **extra: str) -> httpx.Response:
+    return httpx.post(sim.base_url + path, headers={**headers(), **extra}, json=payload, timeout=10)
+
+
+def frames_body(first: str, last: str, text: str = "Sunset --duration 5") -> dict[str, Any]:
+    return {"model": MODEL, "text": text, "first_frame": first, "last_frame": last}
+
+
+def status(sim: Simulator, request_id: str) -> dict[str, Any]:
+    r = httpx.get(sim.base_url + STATUS + request_id, headers=headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def status_until_done(sim: Simulator, request_id: str) -> tuple[dict[str, Any], list[str]]:
+    seen: list[str] = []
+
+    def step() -> dict[str, Any] | None:
+        answer = status(sim, request_id)
+        if not seen or seen[-1] != answer["status"]:
+            seen.append(answer["status"])
+        return None if answer["status"] in ("QUEUED", "PROCESSING") else answer
+
+    return wait_for(step), seen
+
+
+def legacy_until_done(sim: Simulator, task_id: str) -> dict[str, Any]:
+    def step() -> dict[str, Any] | None:
+        r = post(sim, POLL, {"task_id": task_id})
+        assert r.status_code == 200, r.text
+        task: dict[str, Any] = r.json()
+        return None if task["status"] in ("queued", "running") else task
+
+    return wait_for(step)  # type: ignore[no-any-return]
+
+
+def decoded_frames(video: bytes) -> list[Image.Image]:
+    with av.open(io.BytesIO(video)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        return [frame.to_image() for frame in container.decode(video=0)]
+
+
+def mean_colour(picture: Image.Image) -> tuple[float, ...]:
+    return tuple(ImageStat.Stat(picture.convert("RGB")).mean)
+
+
+def close_to(actual: tuple[float, ...], expected: tuple[int, int, int], tolerance: float) -> bool:
+    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
+
+
+class Receiver:
+    """A tiny webhook receiver on loopback that records each POST and answers ``status``."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.calls: list[tuple[str, dict[str, str], Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                data = json.loads(self.rfile.read(length))
+                heads = {k.lower(): v for k, v in self.headers.items()}
+                receiver.calls.append((self.path, heads, data))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+
+
+# --- the envelope dialect -------------------------------------------------------------------
+
+
+def test_envelope_answer_and_v2_status_serve_the_video(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """submit_answer=envelope: request_id/QUEUED/polling_url; GET polling_url walks to
+    COMPLETED with output.media_url; the records say how it was answered."""
+    sim = make_sim(submit_answer="envelope")
+    data = make_image_bytes()
+    url = put_image(data)
+    r = post(sim, SUBMIT, body(url, text="Waves --resolution 480p"))
+    assert r.status_code == 200
+    answer = r.json()
+    assert set(answer) == {"request_id", "status", "polling_url"}
+    request_id = answer["request_id"]
+    assert ENVELOPE_ID.match(request_id) and answer["status"] == "QUEUED"
+    assert answer["polling_url"] == f"{sim.base_url}{STATUS}{request_id}"
+    task, seen = status_until_done(sim, request_id)
+    assert set(seen) <= {"QUEUED", "PROCESSING", "COMPLETED"} and seen[-1] == "COMPLETED"
+    assert task["request_id"] == request_id and task["error"] is None
+    media_url = task["output"]["media_url"]
+    assert isinstance(media_url, str) and f"/videos/{request_id}.mp4?" in media_url
+    video = httpx.get(media_url, timeout=10)
+    assert video.status_code == 200 and video.content == sim.video_bytes(request_id)
+    assert sim.task_params(request_id)["resolution"] == "480p"
+    [record] = sim.submits
+    assert record.task_id == request_id and record.dialect == "envelope"
+    assert record.polling_url == answer["polling_url"] and record.answer_status == 200
+    assert record.endpoint == SUBMIT and record.kind == "image" and record.webhook_url is None
+    assert record.fetched_urls == (url,) and record.image_url == url
+    assert record.fetched_sha256s == (hashlib.sha256(data).hexdigest(),)
+    assert record.image_sha256 == record.fetched_sha256s[0]
+
+
+def test_id_dialect_records_its_dialect(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """The default dialect stays {"id"}; its record says so and names no polling URL."""
+    sim = make_sim()
+    r = post(sim, SUBMIT, body(put_image(make_image_bytes())))
+    assert set(r.json()) == {"id"} and r.json()["id"].startswith("cgt-")
+    [record] = sim.submits
+    assert record.dialect == "id" and record.polling_url is None
+
+
+def test_polling_origin_names_a_foreign_origin(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """polling_origin puts another origin into polling_url; the task is still polled here."""
+    sim = make_sim(submit_answer="envelope", polling_origin="https://elsewhere.example:8443")
+    answer = post(sim, SUBMIT, body(put_image(make_image_bytes()))).json()
+    request_id = answer["request_id"]
+    assert answer["polling_url"] == f"https://elsewhere.example:8443{STATUS}{request_id}"
+    assert status(sim, request_id)["request_id"] == request_id
+
+
+def test_each_poll_endpoint_knows_only_its_own_dialect(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """Envelope ids are 404 on getVideoResult, cgt- ids 404 on /v2; unknown ids 404;
+    the v2 endpoint checks the key and allows only GET."""
+    sim = make_sim()
+    url = put_image(make_image_bytes())
+    legacy_id = post(sim, SUBMIT, body(url)).json()["id"]
+    sim.configure(submit_answer="envelope")
+    request_id = post(sim, SUBMIT, body(url)).json()["request_id"]
+    assert post(sim, POLL, {"task_id": legacy_id}).status_code == 200
+    assert status(sim, request_id)["request_id"] == request_id
+    r = post(sim, POLL, {"task_id": request_id})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NotFound"
+    for missing in (legacy_id, "byteplus_nope"):
+        r = httpx.get(sim.base_url + STATUS + missing, headers=headers(), timeout=10)
+        assert r.status_code == 404 and missing in r.json()["error"]["message"]
+    r = httpx.get(sim.base_url + STATUS + request_id, headers=headers("wrong"), timeout=10)
+    assert r.status_code == 401
+    assert post(sim, STATUS + request_id, {}).status_code == 405
+    assert sim.polls >= 6
+
+
+def test_media_url_as_list_or_alternating(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """media_url_style=list gives ["<url>"]; alternate gives a string, then a list."""
+    sim = make_sim(submit_answer="envelope", media_url_style="list")
+    url = put_image(make_image_bytes())
+    first = post(sim, SUBMIT, body(url)).json()["request_id"]
+    task, _ = status_until_done(sim, first)
+    [media] = task["output"]["media_url"]
+    assert httpx.get(media, timeout=10).content == sim.video_bytes(first)
+    sim.configure(media_url_style="alternate")
+    second = post(sim, SUBMIT, body(url)).json()["request_id"]
+    shapes = {
+        type(status_until_done(sim, rid)[0]["output"]["media_url"]) for rid in (first, second)
+    }
+    assert shapes == {str, list}
+
+
+@pytest.mark.parametrize(
+    ("knobs", "code"),
+    [
+        ({"fail_task_rate": 1.0}, "InternalServiceError"),
+        ({"expire_task_rate": 1.0}, "TaskExpired"),
+    ],
+)
+def test_v2_failures_carry_an_error_object(
+    make_sim: Callable[..., Simulator],
+    put_image: Callable[[bytes], str],
+    knobs: dict[str, Any],
+    code: str,
+) -> None:
+    """A failed or expired task is FAILED/ERROR (alternating) with {"code", "message"}."""
+    sim = make_sim(submit_answer="envelope", **knobs)
+    url = put_image(make_image_bytes())
+    ids = [post(sim, SUBMIT, body(url)).json()["request_id"] for _ in range(2)]
+    answers = [status_until_done(sim, rid)[0] for rid in ids]
+    assert {a["status"] for a in answers} == {"FAILED", "ERROR"}
+    for answer in answers:
+        assert answer["output"] is None
+        assert answer["error"]["code"] == code and answer["error"]["message"]
+    assert httpx.get(f"{sim.base_url}/videos/{ids[0]}.mp4", timeout=10).status_code == 404
+
+
+def test_v2_error_as_string_or_alternating(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """error_style=string gives "TaskExpired: ..."; alternate mixes object and string."""
+    sim = make_sim(submit_answer="envelope", expire_task_rate=1.0, error_style="string")
+    url = put_image(make_image_bytes())
+    first = post(sim, SUBMIT, body(url)).json()["request_id"]
+    error = status_until_done(sim, first)[0]["error"]
+    assert isinstance(error, str) and error.startswith("TaskExpired")
+    sim.configure(error_style="alternate")
+    second = post(sim, SUBMIT, body(url)).json()["request_id"]
+    kinds = {type(status_until_done(sim, rid)[0]["error"]) for rid in (first, second)}
+    assert kinds == {str, dict}
+
+
+def test_cancelled_tasks(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """cancel_task_rate=1: v2 says CANCELLED, the legacy poll "cancelled"; no video."""
+    sim = make_sim(submit_answer="envelope", cancel_task_rate=1.0)
+    url = put_image(make_image_bytes())
+    request_id = post(sim, SUBMIT, body(url)).json()["request_id"]
+    answer, _ = status_until_done(sim, request_id)
+    assert answer["status"] == "CANCELLED" and answer["output"] is None
+    sim.configure(submit_answer="id")
+    task = legacy_until_done(sim, post(sim, SUBMIT, body(url)).json()["id"])
+    assert task["status"] == "cancelled" and "content" not in task
+    assert sim.tasks_by_status() == {"cancelled": 2}
+
+
+# --- the frames and text endpoints ----------------------------------------------------------
+
+
+def test_frames_video_fades_from_the_first_frame_to_the_last(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """generateFrame2VideoTask fetches both frames; the clip starts on the first image
+    and ends on the last (mean colour), and the record lists both URLs and hashes."""
+    sim = make_sim(video_fps=8, video_seconds=1.0)
+    red, blue = solid_png(RED), solid_png(BLUE, size=(480, 640))
+    first, last = put_image(red), put_image(blue)
+    r = post(sim, FRAMES, frames_body(first, last, text="Dusk --ratio 4:3 --duration 5"))
+    assert r.status_code == 200, r.text
+    task_id = r.json()["id"]
+    task = legacy_until_done(sim, task_id)
+    assert task["status"] == "succeeded"
+    video = httpx.get(task["content"]["video_url"], timeout=10).content
+    assert video == sim.video_bytes(task_id)
+    frames = decoded_frames(video)
+    assert len(frames) == 8 and frames[0].size == (256, 192)
+    assert close_to(mean_colour(frames[0]), RED, 12), mean_colour(frames[0])
+    assert close_to(mean_colour(frames[-1]), BLUE, 12), mean_colour(frames[-1])
+    middle = mean_colour(frames[len(frames) // 2])
+    assert BLUE[0] + 30 < middle[0] < RED[0] - 30  # a blend, neither end
+    [record] = sim.submits
+    assert record.kind == "frames" and record.endpoint == FRAMES
+    assert record.fetched_urls == (first, last) and record.image_url == first
+    assert record.fetched_sha256s == (
+        hashlib.sha256(red).hexdigest(),
+        hashlib.sha256(blue).hexdigest(),
+    )
+    assert sim.task_params(task_id)["ratio"] == "4:3"
+
+
+def test_text_video_decodes_in_the_ratio_asked(make_sim: Callable[..., Simulator]) -> None:
+    """generateVideoTask needs no image: the clip is drawn from the prompt, in --ratio."""
+    sim = make_sim(submit_answer="envelope")
+    r = post(sim, TEXT, {"model": T2V, "text": "A lighthouse at night --ratio 9:16"})
+    assert r.status_code == 200, r.text
+    request_id = r.json()["request_id"]
+    answer, _ = status_until_done(sim, request_id)
+    assert answer["status"] == "COMPLETED"
+    video = httpx.get(answer["output"]["media_url"], timeout=10).content
+    frames = decoded_frames(video)
+    assert len(frames) >= 2 and frames[0].size == (144, 256)
+    assert frames[0].tobytes() != frames[-1].tobytes()
+    [record] = sim.submits
+    assert record.kind == "text" and record.endpoint == TEXT and record.model == T2V
+    assert record.fetched_urls == () and record.fetched_sha256s == () and record.image_url == ""
+
+
+def test_text_picture_is_a_function_of_the_prompt() -> None:
+    """One prompt, one picture; another prompt, another picture."""
+    one = text_picture("A lighthouse", 64, 36).tobytes()
+    assert one == text_picture("A lighthouse", 64, 36).tobytes()
+    assert one != text_picture("A harbour", 64, 36).tobytes()
+
+
+def test_frames_and_text_bodies_are_checked_strictly(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """Extra or missing keys, non-strings, bad commands, unfetchable frames → 400;
+    an unknown model → 404; nothing is created."""
+    sim = make_sim()
+    good = put_image(make_image_bytes())
+    notes = put_image(b"not an image")
+    cases: list[tuple[str, Any, int, str]] = [
+        (FRAMES, {**frames_body(good, good), "extra": "x"}, 400, "exactly"),
+        (FRAMES, {"model": MODEL, "text": "Sea", "first_frame": good}, 400, "last_frame"),
+        (FRAMES, {**frames_body(good, good), "first_frame": {"url": good}}, 400, "first_frame"),
+        (FRAMES, {**frames_body(good, good), "text": 5}, 400, "text must be a string"),
+        (FRAMES, frames_body(good, good, text="Sea --fps 24"), 400, "--fps"),
+        (FRAMES, frames_body(good, notes), 400, "last_frame could not be fetched"),
+        (FRAMES, frames_body("ftp://x/y.png", good), 400, "first_frame could not be fetched"),
+        (FRAMES, {**frames_body(good, good), "model": "seedance-9"}, 404, "seedance-9"),
+        (TEXT, {"model": T2V, "text": "Sea", "content": []}, 400, "exactly"),
+        (TEXT, {"model": T2V}, 400, "text"),
+        (TEXT, {"model": T2V, "text": ["Sea"]}, 400, "text must be a string"),
+        (TEXT, {"model": T2V, "text": "  "}, 400, "empty"),
+        (TEXT, {"model": T2V, "text": "Sea --motion high"}, 400, "--motion"),
+        (TEXT, ["Sea"], 400, "exactly"),
+    ]
+    for path, payload, code, word in cases:
+        r = post(sim, path, payload)
+        assert r.status_code == code, (payload, r.text)
+        assert word in r.json()["error"]["message"], (payload, r.text)
+    assert sim.submits == [] and sim.submit_attempts == len(cases)
+
+
+def test_a_model_must_offer_the_kind_asked_for(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """lite-i2v: image and frames; lite-t2v: text only; pro: all three."""
+    sim = make_sim()
+    url = put_image(make_image_bytes())
+    asks = {
+        "image": lambda m: post(sim, SUBMIT, body(url, model=m)),
+        "frames": lambda m: post(sim, FRAMES, {**frames_body(url, url), "model": m}),
+        "text": lambda m: post(sim, TEXT, {"model": m, "text": "A quiet street"}),
+    }
+    for model in (MODEL, T2V, PRO):
+        for kind, ask in asks.items():
+            r = ask(model)
+            if kind in MODEL_KINDS[model]:
+                assert r.status_code == 200, (model, kind, r.text)
+            else:
+                assert r.status_code == 400, (model, kind, r.text)
+                assert "does not support" in r.json()["error"]["message"]
+    assert {(s.model, s.kind) for s in sim.submits} == {
+        (MODEL, "image"),
+        (MODEL, "frames"),
+        (T2V, "text"),
+        (PRO, "image"),
+        (PRO, "frames"),
+        (PRO, "text"),
+    }
+
+
+# --- injected submit statuses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [502, 504])
+def test_proxy_status_loses_the_answer_of_a_created_task(
+    make_sim: Callable[..., Simulator], code: int
+) -> None:
+    """A 502/504 on submit comes after the task was created: it runs, is recorded with
+    the status the client saw, and can be found by its id."""
+    sim = make_sim(submit_status_rate=1.0, submit_status_codes=(code,), submit_answer="envelope")
+    r = post(sim, TEXT, {"model": T2V, "text": "A storm"})
+    assert r.status_code == code and r.headers["content-type"] == "text/html"
+    [record] = sim.submits
+    assert record.answer_status == code and record.kind == "text"
+    answer, _ = status_until_done(sim, record.task_id)
+    assert answer["status"] == "COMPLETED"
+    assert [rq.status for rq in sim.requests if rq.path == TEXT] == [code]
+
+
+@pytest.mark.parametrize("code", [500, 503, 429, 400])
+def test_other_injected_statuses_create_nothing(
+    make_sim: Callable[..., Simulator], code: int
+) -> None:
+    """Any other injected status is answered before a task exists (429 with Retry-After)."""
+    sim = make_sim(submit_status_rate=1.0, submit_status_codes=(code,))
+    r = post(sim, TEXT, {"model": T2V, "text": "A storm"})
+    assert r.status_code == code and r.json()["error"]["code"]
+    if code == 429:
+        assert r.headers["retry-after"] == "1"
+    assert sim.submits == [] and sim.submit_attempts == 1
+
+
+def test_dropped_answer_is_recorded_as_such(make_sim: Callable[..., Simulator]) -> None:
+    """submit_accept_then_drop: the record's answer_status is None."""
+    sim = make_sim(submit_accept_then_drop_rate=1.0)
+    with pytest.raises(httpx.RemoteProtocolError):
+        post(sim, TEXT, {"model": T2V, "text": "A storm"})
+    [record] = sim.submits
+    assert record.answer_status is None
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+def test_webhook_is_posted_when_the_task_ends(make_sim: Callable[..., Simulator]) -> None:
+    """X-Webhook-URL gets one POST with the v2 answer when the task completes (no key
+    sent along); the query survives; the delivery is recorded with its status."""
+    sim = make_sim(submit_answer="envelope")
+    with Receiver(status=204) as receiver:
+        hook = f"{receiver.url}/webhooks/pixazo?token=abc123"
+        r = post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": hook})
+        request_id = r.json()["request_id"]
+        [record] = wait_for(lambda: sim.webhooks)
+        [(path, heads, data)] = receiver.calls
+    assert path == "/webhooks/pixazo?token=abc123"
+    assert "ocp-apim-subscription-key" not in heads
+    assert heads["content-type"] == "application/json"
+    assert data["request_id"] == request_id and data["status"] == "COMPLETED"
+    assert httpx.get(data["output"]["media_url"], timeout=10).content == sim.video_bytes(request_id)
+    assert record.task_id == request_id and record.url == hook
+    assert record.status == 204 and record.error is None and record.body == data
+    [submit] = sim.submits
+    assert submit.webhook_url == hook and submit.headers["x-webhook-url"] == hook
+
+
+def test_webhook_for_a_failed_task_and_for_a_legacy_task(
+    make_sim: Callable[..., Simulator],
+) -> None:
+    """A failed task's webhook says FAILED/ERROR with the error; a receiver's 500 is
+    recorded; submits without the header send nothing."""
+    sim = make_sim(fail_task_rate=1.0)
+    with Receiver(status=500) as receiver:
+        post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": receiver.url})
+        post(sim, TEXT, {"model": T2V, "text": "No hook"})
+        [record] = wait_for(lambda: sim.webhooks)
+        wait_for(lambda: sim.tasks_by_status() == {"failed": 2})
+    assert record.status == 500 and record.error is None
+    assert record.body["status"] in ("FAILED", "ERROR")
+    assert record.body["error"]["code"] == "InternalServiceError"
+    assert record.task_id.startswith("cgt-") and len(receiver.calls) == 1
+    assert len(sim.webhooks) == 1
+
+
+def test_undeliverable_webhook_is_recorded_and_harmless(
+    make_sim: Callable[..., Simulator],
+) -> None:
+    """A webhook to a closed port fails: recorded with an error, the simulator serves on."""
+    sim = make_sim(submit_answer="envelope", webhook_timeout=2.0)
+    hook = closed_port_url()
+    r = post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": hook})
+    [record] = wait_for(lambda: sim.webhooks)
+    assert record.status is None and record.error and "Connect" in record.error
+    assert status(sim, r.json()["request_id"])["status"] == "COMPLETED"
+
+
+def test_webhook_url_must_be_http(make_sim: Callable[..., Simulator]) -> None:
+    """An X-Webhook-URL that is not http(s) is a 400, and creates nothing."""
+    sim = make_sim()
+    r = post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": "file:///etc"})
+    assert r.status_code == 400 and "X-Webhook-URL" in r.json()["error"]["message"]
+    assert sim.submits == []
+
+
+# --- knobs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"submit_answer": "json"},
+        {"media_url_style": "dict"},
+        {"error_style": "int"},
+        {"polling_origin": "https://host/path"},
+        {"polling_origin": "host:80"},
+        {"submit_status_codes": ()},
+        {"submit_status_codes": (200,)},
+        {"cancel_task_rate": 2.0},
+        {"submit_status_rate": -0.1},
+        {"webhook_timeout": 0.0},
+    ],
+)
+def test_bad_knobs_are_refused(knobs: dict[str, Any]) -> None:
+    """Every new knob is validated and the error names it."""
+    with pytest.raises(ValueError, match=next(iter(knobs))):
+        SimulatorConfig(**knobs)
+
+
+def test_cli_speaks_the_envelope(tmp_path: Any) -> None:
+    """`--submit-answer envelope` makes the CLI's simulator answer with the envelope."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seedance_watch.simulator",
+            "--port",
+            "0",
+            "--submit-answer",
+            "envelope",
+            "--media-url-style",
+            "list",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    try:
+        line = wait_for(lambda: _ready_line(proc))
+        base = line.split(" on ")[1].split()[0]
+        r = httpx.post(
+            base + TEXT, headers=headers(), json={"model": T2V, "text": "A kite"}, timeout=10
+        )
+        assert r.status_code == 200 and ENVELOPE_ID.match(r.json()["request_id"])
+        assert r.json()["polling_url"].startswith(base + STATUS)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
