@@ -63,8 +63,12 @@ def from_cents(cents: int) -> float:
 
 
 def day_of(ts: float, tz: dt.tzinfo) -> dt.date:
-    """The calendar day in ``tz`` that the instant ``ts`` falls on."""
-    return dt.datetime.fromtimestamp(ts, tz).date()
+    """The calendar day in ``tz`` that the instant ``ts`` falls on.
+
+    Whole seconds (floored): ``fromtimestamp`` rounds to the nearest microsecond, which
+    would put 23:59:59.9999995 on the next day, before that day begins.
+    """
+    return dt.datetime.fromtimestamp(math.floor(ts), tz).date()
 
 
 def day_start(day: dt.date, tz: dt.tzinfo) -> float:
