@@ -1,0 +1,282 @@
+"""The real daemon against the gateway as it answers today (SPEC §2): the envelope
+dialect end to end, failures with their gateway words, restarts mid-poll, a ledger of
+the first release resumed, polling URLs on a foreign origin, 502/504 on submit, and
+webhooks that are only ever a hint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+
+from seedance_watch.core.jobs import Job, State
+from seedance_watch.ledger.jsonl import Ledger, read_jobs
+from seedance_watch.pipeline.intake import examine_drop
+from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
+
+from .daemon_harness import DaemonProcess, files_under, run_once, wait_for, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+WritePair = Callable[..., tuple[Path, Path]]
+FAST: dict[str, Any] = {
+    "queued_seconds": 0.05,
+    "running_seconds": 0.2,
+    "video_seconds": 0.25,
+    "video_fps": 4,
+    "video_max_side": 64,
+}
+
+
+def envelope_sim(**knobs: Any) -> Simulator:
+    return Simulator(SimulatorConfig(**{**FAST, "submit_answer": "envelope", **knobs}))
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with envelope_sim() as simulator:
+        yield simulator
+
+
+def outputs(root: Path) -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in (root / "outbox").glob("*.json")}
+
+
+def test_a_batch_with_task_failures_ends_with_every_job_done_or_failed_with_its_code(
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
+) -> None:
+    """The issue's bar: envelope dialect, injected failures, expiries and cancellations;
+    every job ends done or failed with its gateway code, no submit_ambiguous, one submit
+    per job, every video the one the gateway served."""
+    knobs = {
+        "seed": 5,
+        "fail_task_rate": 0.2,
+        "expire_task_rate": 0.15,
+        "cancel_task_rate": 0.1,
+        "media_url_style": "alternate",
+        "error_style": "alternate",
+    }
+    stems = [f"clip{i}" for i in range(12)]
+    with envelope_sim(**knobs) as sim:
+        config = write_config(tmp_path, s3_server, sim)
+        for stem in stems:
+            write_pair(tmp_path / "inbox", stem)
+        result, _ = run_once(config)
+        submits = sim.submits
+        done = outputs(tmp_path)
+        reports = {
+            p.name.removesuffix(".error.json"): json.loads(p.read_text())
+            for p in (tmp_path / "failed").glob("*.error.json")
+        }
+        for stem, meta in done.items():
+            assert meta["task_id"].startswith("byteplus_")
+            assert (tmp_path / "outbox" / f"{stem}.mp4").read_bytes() == sim.video_bytes(
+                meta["task_id"]
+            )
+    assert len(submits) == len(stems) and {s.dialect for s in submits} == {"envelope"}
+    assert set(done) | set(reports) == set(stems) and not set(done) & set(reports)
+    codes = {r["code"] for r in reports.values()}
+    assert codes and codes <= {"task_failed", "task_expired", "task_cancelled"}
+    assert "submit_ambiguous" not in codes
+    for report in reports.values():
+        assert report["task_id"].startswith("byteplus_") and report["message"]
+    assert result.exit_code == (4 if reports else 0)
+    assert files_under(tmp_path / "inbox") == []
+
+
+def test_a_restart_in_the_middle_of_polling_an_envelope_task_resumes_it(
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
+) -> None:
+    """SIGKILL while an envelope task runs: the next start polls it at its polling URL
+    (no new submit) and places its video."""
+    with envelope_sim(running_seconds=2.0) as sim:
+        config = write_config(tmp_path, s3_server, sim)
+        daemon = DaemonProcess(config)
+        try:
+            write_pair(tmp_path / "inbox", "beach")
+            wait_for(lambda: daemon.has_event("job.submitted"), timeout=30)
+            daemon.kill()
+        finally:
+            daemon.wait(timeout=30)
+        (job,) = read_jobs(tmp_path / "state").values()
+        assert job.state is State.SUBMITTED and job.dialect == "envelope"
+        assert job.poll_url == f"{sim.base_url}/v2/requests/status/{job.task_id}"
+        result, _ = run_once(config)
+        assert result.exit_code == 0 and len(sim.submits) == 1
+        assert outputs(tmp_path)["beach"]["task_id"] == job.task_id
+
+
+def test_a_ledger_of_the_first_release_resumes_under_the_new_code(
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
+) -> None:
+    """A job recorded as the first release wrote it (one ``s3_key``, a ``cgt-`` task, no
+    kind, no dialect) is polled the legacy way and finishes."""
+    with Simulator(SimulatorConfig(**FAST)) as sim:  # today's default: the {"id"} answer
+        config_path = write_config(tmp_path, s3_server, sim)
+        from seedance_watch.config import load_config
+
+        cfg = load_config(config_path, {})
+        image, _ = write_pair(cfg.paths.inbox, "beach")
+        drop = examine_drop(
+            cfg.paths.inbox, "beach.jpg", "beach.yaml", defaults=cfg.defaults,
+            default_model=cfg.gateway.model, now=time.time(),
+        )  # fmt: skip
+        from seedance_watch.files.storage import Storage
+
+        storage = Storage(cfg.storage)
+        key = storage.key_for(drop.job.job_id, "beach.jpg")
+        storage.upload(image, key, content_type="image/jpeg")
+        task_id = sim_submit(sim, storage.url_for(key), drop.job)
+        v1 = {
+            k: v for k, v in drop.job.to_dict().items() if k not in ("inputs", "kind", "provider")
+        }
+        v1.update(state="submitted", s3_key=key, task_id=task_id, submitted_at=time.time(), seq=3)
+        with Ledger.open(cfg.paths.state) as ledger:
+            ledger.put(Job.from_dict(v1))
+        result, _ = run_once(config_path)
+        assert result.exit_code == 0 and len(sim.submits) == 1
+        assert outputs(tmp_path)["beach"]["task_id"] == task_id
+        assert [p.name for p in (tmp_path / "done").iterdir()] != []
+
+
+def sim_submit(sim: Simulator, url: str, job: Job) -> str:
+    """A legacy submit made as the first release did (the daemon then only polls it)."""
+    body = {
+        "model": job.model,
+        "content": [{"type": "text", "text": job.text}, {"type": "image_url", "image_url": url}],
+    }
+    headers = {"Ocp-Apim-Subscription-Key": "sim-key", "Cache-Control": "no-cache"}
+    answer = httpx.post(
+        f"{sim.base_url}/byteplus/v1/generateImage2VideoTask", json=body, headers=headers
+    )
+    answer.raise_for_status()
+    task_id: str = answer.json()["id"]
+    return task_id
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """A foreign origin that records every request that reaches it."""
+
+    seen: ClassVar[list[tuple[str, str, dict[str, str]]]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(("GET", self.path, dict(self.headers)))
+        self.send_response(500)
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def foreign() -> Iterator[str]:
+    """A listener on another loopback address (127.0.0.2), another origin."""
+    Recorder.seen = []
+    try:
+        server = ThreadingHTTPServer(("127.0.0.2", 0), Recorder)
+    except OSError:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_polling_url_on_a_foreign_origin_is_never_called(
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair, foreign: str
+) -> None:
+    """The key goes to gateway.base_url only: nothing reaches the foreign listener, the
+    tasks are polled at {base_url}/v2/requests/status/{id}, every video is right."""
+    with envelope_sim(polling_origin=foreign) as sim:
+        config = write_config(tmp_path, s3_server, sim)
+        for stem in ("a", "b", "c"):
+            write_pair(tmp_path / "inbox", stem)
+        result, _ = run_once(config)
+        assert result.exit_code == 0
+        for stem, meta in outputs(tmp_path).items():
+            video = (tmp_path / "outbox" / f"{stem}.mp4").read_bytes()
+            assert video == sim.video_bytes(meta["task_id"])
+        assert sim.polls > 0
+    assert Recorder.seen == []
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_proxy_error_on_submit_is_ambiguous_and_never_resent(
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair, status: int
+) -> None:
+    """502/504 may come after the gateway created the task: submit_ambiguous, one submit."""
+    with envelope_sim(submit_status_rate=1.0, submit_status_codes=(status,)) as sim:
+        config = write_config(tmp_path, s3_server, sim)
+        write_pair(tmp_path / "inbox", "beach")
+        result, _ = run_once(config)
+        assert len(sim.submits) == 1
+    assert result.exit_code == 4
+    report = json.loads((tmp_path / "failed" / "beach.error.json").read_text())
+    assert report["code"] == "submit_ambiguous" and report["http_status"] == status
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_webhooks_bring_the_batch_in_fast_and_forged_callbacks_change_nothing(
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
+) -> None:
+    """With both poll intervals at 20 s and 1 s tasks, callbacks make the batch finish
+    within seconds; forged callbacks (real ids, bogus tokens, a video URL elsewhere)
+    get 404, fetch nothing and change no job; a flood for one task stays near one
+    poll a second."""
+    port = free_port()
+    hook_url = f"http://127.0.0.1:{port}/webhooks/pixazo"
+    extra = f"health: {{listen: '127.0.0.1:{port}'}}\n"
+    with envelope_sim(running_seconds=1.0) as sim:
+        config = write_config(tmp_path, s3_server, sim, poll_interval=20, extra=extra)
+        text = config.read_text().replace(
+            "task_timeout: 60", f"task_timeout: 60, webhook_url: '{hook_url}', "
+            "webhook_poll_interval: 20"
+        )  # fmt: skip
+        config.write_text(text)
+        daemon = DaemonProcess(config)
+        try:
+            wait_for(lambda: daemon.has_event("inbox.watching"), timeout=30)
+            started = time.monotonic()
+            for stem in ("a", "b", "c"):
+                write_pair(tmp_path / "inbox", stem)
+            wait_for(lambda: len(list((tmp_path / "outbox").glob("*.mp4"))) == 3, timeout=20)
+            elapsed = time.monotonic() - started
+            assert elapsed < 12, elapsed  # the safety-net polls alone would take 20 s+
+            assert all(s.webhook_url and "token=" in s.webhook_url for s in sim.submits)
+            # Forged callbacks: a real task id in the body, a bogus token, a video elsewhere.
+            forged = {"request_id": sim.submits[0].task_id, "status": "COMPLETED",
+                      "output": {"media_url": "http://127.0.0.3:9/evil.mp4"}}  # fmt: skip
+            for token in ("bogus", "", sim.submits[0].task_id):
+                answer = httpx.post(f"{hook_url}?token={token}", json=forged)
+                assert answer.status_code == 404
+            assert httpx.post(hook_url, json=forged).status_code == 404
+            assert httpx.post(f"{hook_url}?token=x", content=b"x" * 70000).status_code in (
+                404,
+                413,
+            )
+        finally:
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(timeout=40) == 0
+    assert len(outputs(tmp_path)) == 3 and files_under(tmp_path / "failed") == []
