@@ -239,17 +239,22 @@ def free_port() -> int:
 
 
 def test_webhooks_bring_the_batch_in_fast_and_forged_callbacks_change_nothing(
-    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair, foreign: str
 ) -> None:
     """With both poll intervals at 20 s and 1 s tasks, callbacks make the batch finish
-    within seconds; forged callbacks (real ids, bogus tokens, a video URL elsewhere)
-    get 404, fetch nothing and change no job; a flood for one task stays near one
+    within seconds; forged callbacks (real ids, valid or bogus tokens, a video URL
+    elsewhere) fetch nothing and change no job; a flood for one task stays near one
     poll a second."""
     port = free_port()
     hook_url = f"http://127.0.0.1:{port}/webhooks/pixazo"
-    extra = f"health: {{listen: '127.0.0.1:{port}'}}\n"
     with envelope_sim(running_seconds=1.0) as sim:
-        config = write_config(tmp_path, s3_server, sim, poll_interval=20, extra=extra)
+        config = write_config(
+            tmp_path,
+            s3_server,
+            sim,
+            poll_interval=20,
+            extra=f"health: {{listen: '127.0.0.1:{port}'}}\n",
+        )
         text = config.read_text().replace(
             "task_timeout: 60", f"task_timeout: 60, webhook_url: '{hook_url}', "
             "webhook_poll_interval: 20"
@@ -265,18 +270,53 @@ def test_webhooks_bring_the_batch_in_fast_and_forged_callbacks_change_nothing(
             elapsed = time.monotonic() - started
             assert elapsed < 12, elapsed  # the safety-net polls alone would take 20 s+
             assert all(s.webhook_url and "token=" in s.webhook_url for s in sim.submits)
-            # Forged callbacks: a real task id in the body, a bogus token, a video elsewhere.
-            forged = {"request_id": sim.submits[0].task_id, "status": "COMPLETED",
-                      "output": {"media_url": "http://127.0.0.3:9/evil.mp4"}}  # fmt: skip
-            for token in ("bogus", "", sim.submits[0].task_id):
-                answer = httpx.post(f"{hook_url}?token={token}", json=forged)
-                assert answer.status_code == 404
-            assert httpx.post(hook_url, json=forged).status_code == 404
-            assert httpx.post(f"{hook_url}?token=x", content=b"x" * 70000).status_code in (
-                404,
-                413,
+            jobs = wait_for(
+                lambda: (
+                    (js := read_jobs(tmp_path / "state"))
+                    and all(j.state is State.DONE for j in js.values())
+                    and js
+                )
             )
+            tokens = [j.webhook_token for j in jobs.values()]
+            assert all(tokens) and len(set(tokens)) == 3
+            before = {j.job_id: j.seq for j in jobs.values()}
+            # Forged callbacks: a real task id in the body, a video elsewhere.
+            forged = {"request_id": sim.submits[0].task_id, "status": "FAILED",
+                      "output": {"media_url": f"{foreign}/evil.mp4"}}  # fmt: skip
+            for token in ("bogus", sim.submits[0].task_id):
+                assert httpx.post(f"{hook_url}?token={token}", json=forged).status_code == 404
+            assert httpx.post(hook_url, json=forged).status_code == 404
+            assert httpx.post(f"{hook_url}?token={tokens[0]}", json=forged).status_code == 204
+            big = httpx.post(f"{hook_url}?token={tokens[0]}", content=b"x" * 70000)
+            assert big.status_code == 413
+            # A flood for one running task: about one poll a second, not one per callback.
+            sim.configure(running_seconds=4.0)
+            write_pair(tmp_path / "inbox", "d")
+            wait_for(lambda: len(sim.submits) == 4, timeout=20)
+            task = sim.submits[3].task_id
+            token = wait_for(
+                lambda: next(
+                    (
+                        j.webhook_token
+                        for j in read_jobs(tmp_path / "state").values()
+                        if j.task_id == task
+                    ),
+                    None,
+                )
+            )
+            polled = lambda: sum(1 for r in sim.requests if task in r.path)  # noqa: E731
+            at_start = polled()
+            flood_started = time.monotonic()
+            while time.monotonic() - flood_started < 2.0:
+                assert httpx.post(f"{hook_url}?token={token}", json={}).status_code == 204
+            flood_polls = polled() - at_start
+            assert flood_polls <= 4, flood_polls
+            wait_for(lambda: len(list((tmp_path / "outbox").glob("*.mp4"))) == 4, timeout=20)
         finally:
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(timeout=40) == 0
-    assert len(outputs(tmp_path)) == 3 and files_under(tmp_path / "failed") == []
+    after = {j.job_id: j for j in read_jobs(tmp_path / "state").values()}
+    assert all(after[job_id].seq == seq for job_id, seq in before.items())
+    assert all(j.state is State.DONE for j in after.values())
+    assert Recorder.seen == []  # the forged video URL was never fetched
+    assert len(outputs(tmp_path)) == 4 and files_under(tmp_path / "failed") == []

@@ -1,4 +1,4 @@
-"""``/healthz`` and ``/metrics`` over HTTP (``health.listen``), and the health probe.
+"""``/healthz``, ``/metrics`` and the webhook callbacks over HTTP (``health.listen``).
 
 The server runs in its own thread (the standard library's threading HTTP server)
 so that it can still answer when the event loop is stuck, and say so: the loop
@@ -14,6 +14,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,7 +22,11 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-__all__ = ["HealthServer", "Heartbeat", "probe"]
+__all__ = ["MAX_WEBHOOK_BYTES", "WEBHOOK_PATH", "HealthServer", "Heartbeat", "probe"]
+
+#: Where the gateway's callbacks arrive (SPEC §2, ``gateway.webhook_url``).
+WEBHOOK_PATH = "/webhooks/pixazo"
+MAX_WEBHOOK_BYTES = 64 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -72,10 +77,30 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.do_GET()
 
+    def do_POST(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path != WEBHOOK_PATH:
+            self._reply(404, "application/json", b'{"error": "not found"}')
+            return
+        # A callback is a hint: its body is never read beyond its size, never trusted.
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES:
+            self.close_connection = True
+            self._reply(413, "application/json", b'{"error": "body too large"}')
+            return
+        self.rfile.read(int(length))
+        token = urllib.parse.parse_qs(query).get("token", [""])[0]
+        known = bool(token) and self.server.on_webhook is not None and self.server.on_webhook(token)
+        if known:
+            self._reply(204, "application/json", b"")
+        else:
+            self._reply(404, "application/json", b'{"error": "unknown token"}')
+
     def _reply(self, status: int, content_type: str, body: bytes) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if status != 204:
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         if self.command != "HEAD":
@@ -91,13 +116,19 @@ class _Server(ThreadingHTTPServer):
     lock: threading.Lock
     check: Check
     render: Callable[[], bytes]
+    on_webhook: Callable[[str], bool] | None
 
 
 class HealthServer:
     """Serves ``/healthz`` (``check``) and ``/metrics`` (``render``) on ``address``."""
 
     def __init__(
-        self, address: tuple[str, int], *, check: Check, render: Callable[[], bytes]
+        self,
+        address: tuple[str, int],
+        *,
+        check: Check,
+        render: Callable[[], bytes],
+        on_webhook: Callable[[str], bool] | None = None,
     ) -> None:
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -106,6 +137,7 @@ class HealthServer:
         self._server.lock = threading.Lock()
         self._server.check = check
         self._server.render = render
+        self._server.on_webhook = on_webhook
         self._thread: threading.Thread | None = None
 
     @property

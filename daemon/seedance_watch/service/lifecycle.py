@@ -246,7 +246,9 @@ def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> Healt
         fatal=lambda: None if engine.fatal is None else engine.fatal.message,
     )
     try:
-        server = HealthServer(address, check=check, render=engine.metrics.render)
+        server = HealthServer(
+            address, check=check, render=engine.metrics.render, on_webhook=engine.poke
+        )
     except OSError as exc:
         raise ConfigError(
             f"health.listen: cannot listen on {config.health.listen}: {exc.strerror or exc}"
