@@ -117,13 +117,14 @@ class FakeInbox:
 
 
 def make_engine(
-    tmp_path: Path, **gateway: Any
+    tmp_path: Path, *, budget: dict[str, Any] | None = None, **gateway: Any
 ) -> tuple[Engine, MemoryStore, FakeProvider, FakeClock]:
     config = Config.model_validate(
         {
             "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
             "storage": {"bucket": "b"},
             "gateway": {"poll_interval": 5.0, "task_timeout": 100.0, **gateway},
+            "budget": budget or {},
         }
     )
     for folder in ("inbox", "outbox", "done", "failed", "state"):

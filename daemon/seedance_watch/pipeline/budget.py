@@ -44,6 +44,9 @@ class BudgetGate:
         self.hold: BudgetHold | None = None
         self._clock, self._metrics, self._status, self._notes = clock, metrics, status, notes
         self._announced: tuple[object, str] | None = None
+        # Submits let through but whose intent is not written yet (they run
+        # concurrently): counted already, so that two cannot pass one last slot.
+        self._reserved: dict[str, tuple[float, str | None]] = {}
 
     def load(self, jobs: Iterable[Job]) -> None:
         """Count every submit the ledger holds (start-up)."""
@@ -53,6 +56,7 @@ class BudgetGate:
     def recorded(self, before: Job, after: Job, event: object) -> None:
         """The engine wrote ``event``: an intent counts from now, a refusal no more."""
         if isinstance(event, SubmitIntent) and after.intent_at is not None:
+            self.release(after.job_id)
             self.tally.intent(after.intent_at, after.model)
         elif isinstance(event, SubmitRefused) and before.intent_at is not None:
             self.tally.refused(before.intent_at, before.model)
@@ -60,13 +64,22 @@ class BudgetGate:
             return
         self._publish()
 
+    def release(self, job_id: str) -> None:
+        """A let-through submit ended without an intent (or its intent is now counted)."""
+        reserved = self._reserved.pop(job_id, None)
+        if reserved is not None:
+            self.tally.refused(*reserved)
+
     def wait(self, job: Job) -> float:
-        """0 when ``job`` may be submitted now; else the seconds until the day ends."""
+        """0 when ``job`` may be submitted now (it is counted from now on); else the
+        seconds until the day ends."""
         now = self._clock()
         hold = self.tally.check(now, job.model)
         if hold is None:
             if self.hold is not None:
                 self._lift()
+            self._reserved[job.job_id] = (now, job.model)
+            self.tally.intent(now, job.model)
             return 0.0
         if self.hold is None or (hold.day, hold.cap) != (self.hold.day, self.hold.cap):
             self._reached(hold)

@@ -523,6 +523,9 @@ class Engine:
             outcome = await self.stages[stage].run(job)
         except OSError as exc:  # a file step (disk full, a folder gone): retried
             outcome = Retry(f"file error: {exc}")
+        finally:
+            if stage is Stage.SUBMIT:
+                self.budget.release(job_id)  # its intent is counted, or there was none
         await self.apply(self.ledger.get(job_id) or job, stage, outcome)
 
     # --- finished -------------------------------------------------------------------------------
