@@ -287,7 +287,10 @@ class GatewayApp:
         def roll(rate: float) -> bool:
             return rate > 0.0 and self._rng.random() < rate
 
-        status_5xx = self._rng.choice((500, 502, 503)) if roll(config.error_5xx_rate) else None
+        # On a submit these are the gateway's own refusals, before any task exists (500,
+        # 503); a proxy's 502/504 after creation is ``submit_status_rate``'s business.
+        codes = (500, 503) if kind == "submit" else (500, 502, 503)
+        status_5xx = self._rng.choice(codes) if roll(config.error_5xx_rate) else None
         return _Faults(
             drop=drop,
             slow=roll(config.slow_reply_rate),

@@ -75,7 +75,8 @@ class SimulatorConfig:
     video_ttl_seconds: float = 86400
     #: Seed of the fault dice, so a faulty run can be replayed.
     seed: int = 0
-    #: Requests answered 500/502/503 before the gateway saw them (nothing is created).
+    #: Requests answered 500/502/503 before the gateway saw them (nothing is created);
+    #: submits only 500/503 (a 502/504 is a proxy that may have passed it on).
     error_5xx_rate: float = 0.0
     drop_connection_rate: float = 0.0
     slow_reply_rate: float = 0.0
