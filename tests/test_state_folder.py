@@ -23,8 +23,10 @@ from seedance_watch.files import fsutil
 from seedance_watch.ledger import jsonl
 from seedance_watch.ledger.jsonl import LOCK_NAME, Ledger, lock_holder
 from seedance_watch.service import lifecycle
+from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import daemon_env
+from .daemon_harness import daemon_env, run_once, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,3 +148,27 @@ def test_the_daemon_folders_are_created_durably(
     assert all((base / name).is_dir() for name in ("inbox", "outbox", "done", "failed"))
     assert base.parent in synced  # for srv/ itself
     assert synced.count(base) >= 4  # for each of the four
+
+
+def test_start_up_sweeps_old_temp_files_from_the_inbox_and_the_state_folder(
+    tmp_path: Path, s3_server: S3Emulator
+) -> None:
+    """A move into the inbox (`retry` across file systems) or an atomic write in the state
+    folder killed midway leaves a hidden ``.NAME.<random>.tmp``: a `run` sweeps those
+    of the inbox older than an hour (a `retry` may be writing a fresh one right now)
+    and every one of the state folder (which it holds locked)."""
+    with Simulator(SimulatorConfig(api_key="sim-key")) as sim:
+        config = write_config(tmp_path, s3_server, sim)
+        inbox, state = tmp_path / "inbox", tmp_path / "state"
+        state.mkdir()
+        old = fsutil.temp_path(inbox / "sub" / "beach.jpg")
+        old.parent.mkdir()
+        fresh = fsutil.temp_path(inbox / "dune.jpg")
+        in_state = fsutil.temp_path(state / "daemon.json")
+        for path in (old, fresh, in_state):
+            path.write_bytes(b"partial")
+        os.utime(old, (1_600_000_000, 1_600_000_000))
+        result, _ = run_once(config)
+    assert result.exit_code == 0
+    assert fresh.exists()
+    assert not old.exists() and not in_state.exists()
