@@ -462,7 +462,8 @@ def test_upload_of_a_file_rewritten_while_it_is_sent_is_removed_again(
 def test_upload_never_follows_a_symlink(
     storage: Storage, s3_server: S3Emulator, tmp_path: Path
 ) -> None:
-    """A symlink under an input's name is refused (ELOOP): its target is never read."""
+    """A symlink under an input's name is refused (ELOOP; InputReplaced when the job had
+    examined a regular file there): its target is never read."""
     target = tmp_path / "secret.jpg"
     target.write_bytes(make_image_bytes())
     (tmp_path / "link.jpg").symlink_to(target)
@@ -470,4 +471,10 @@ def test_upload_never_follows_a_symlink(
     with pytest.raises(OSError) as info:
         storage.upload(tmp_path / "link.jpg", key, content_type="image/jpeg")
     assert info.value.errno == errno.ELOOP
+    examined = identify(target)
+    target.rename(tmp_path / "beach.jpg")
+    (tmp_path / "link.jpg").unlink()
+    target.symlink_to(tmp_path / "beach.jpg")  # a link takes the examined file's name
+    with pytest.raises(InputReplaced, match="symbolic link"):
+        storage.upload(target, key, content_type="image/jpeg", expect=examined)
     assert key not in s3_server.keys(BUCKET)

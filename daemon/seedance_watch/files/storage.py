@@ -25,6 +25,7 @@ not hash to what intake recorded is deleted again and raises ``InputReplaced``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -211,7 +212,8 @@ class Storage:
         """Upload ``path`` to ``key`` with ``content_type``; return the bytes uploaded.
 
         Files above the multipart threshold (8 MiB) go up in 8 MiB parts, four at once.
-        The file is opened once (``O_NOFOLLOW``: a symlink is refused with ``OSError``).
+        The file is opened once (``O_NOFOLLOW``: a symlink is refused with ``OSError``
+        ELOOP, or with :class:`InputReplaced` when ``expect`` says it was a file).
         With ``expect`` (intake's record), the open file must be that one (device,
         inode, size, mtime), else :class:`InputReplaced` before anything is sent.
         With ``expect_sha256``, the bytes sent are hashed on the way; if they do not
@@ -219,7 +221,13 @@ class Storage:
         is deleted and :class:`InputReplaced` raised.
         """
         started = time.monotonic()
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and expect is not None:
+                # Intake examined a regular file; a symlink has taken its name since.
+                raise InputReplaced(f"{path.name} is now a symbolic link") from exc
+            raise
         with os.fdopen(fd, "rb") as raw:
             before = Identity.of(os.fstat(fd))
             if expect is not None and before != Identity.expected(expect):
