@@ -582,3 +582,17 @@ def test_stale_temp_files_in_the_state_folder_are_swept(tmp_path: Path) -> None:
         ledger.put(make_job(1))
         ledger.compact(wait=True)
         assert fresh.exists() and not old.exists()
+
+
+def test_a_failing_disk_under_the_state_folder_is_a_durability_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO/ENOSPC while making the folder durable is not a config mistake: DurabilityError."""
+    from seedance_watch.files import fsutil
+
+    def fail(_path: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(fsutil, "fsync_dir", fail)
+    with pytest.raises(DurabilityError, match="cannot be prepared"):
+        Ledger.open(tmp_path / "state")

@@ -41,6 +41,7 @@ __all__ = [
     "NETWORK_FS_TYPES",
     "STALE_TEMP_SECONDS",
     "TEMP_RE",
+    "UNUSABLE_PATH_ERRNOS",
     "FileIdentity",
     "Identity",
     "atomic_write_bytes",
@@ -73,6 +74,22 @@ _NO_LINK_ERRNOS = frozenset(
 #: A temp file untouched for this long belongs to no live write: sweeps that run
 #: while writers may be at work (another command, another thread) remove only those.
 STALE_TEMP_SECONDS = 3600.0
+
+#: errnos that say a path cannot be used as asked (a config problem, not a failing
+#: disk): no permission, read-only, a file where a folder should be, a bad link...
+UNUSABLE_PATH_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ENOENT,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
 
 #: Where :func:`file_system_of` reads the mounts (a module attribute, for tests).
 MOUNTINFO = Path("/proc/self/mountinfo")

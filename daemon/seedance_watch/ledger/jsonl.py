@@ -303,13 +303,19 @@ def _describe_holder(raw: bytes) -> str:
         return "holder unknown (the LOCK file names no process yet)"
 
 
-def _unusable(state_dir: Path, exc: OSError) -> ConfigError:
-    """An OSError on the state folder itself, said as the config problem it is."""
+def _unusable(state_dir: Path, exc: OSError) -> ConfigError | DurabilityError:
+    """An OSError on the state folder itself: a config problem when the path cannot be
+    used (EACCES, ENOTDIR, EROFS...), a durability one when the disk fails (EIO, ENOSPC)."""
     name = errno.errorcode.get(exc.errno or 0, "error")
+    where = f", at {exc.filename}" if exc.filename else ""
+    if exc.errno not in fsutil.UNUSABLE_PATH_ERRNOS:
+        return DurabilityError(
+            f"the state folder {state_dir} cannot be prepared: {exc.strerror or exc} "
+            f"({name}{where})"
+        )
     return ConfigError(
-        f"paths.state {state_dir} cannot be used: {exc.strerror or exc} ({name}"
-        f"{', at ' + str(exc.filename) if exc.filename else ''}); give paths.state a "
-        "local folder this user can create and write",
+        f"paths.state {state_dir} cannot be used: {exc.strerror or exc} ({name}{where}); "
+        "give paths.state a local folder this user can create and write",
         key="paths.state",
     )
 
@@ -449,7 +455,8 @@ class Ledger:
 
         Raises :class:`LedgerLocked`, :class:`LedgerCorrupt` or :class:`DurabilityError`,
         and :class:`ConfigError` (key ``paths.state``) when the folder cannot be
-        created or opened at all (EACCES, ENOTDIR, EROFS...).  Logs
+        created or opened at all (EACCES, ENOTDIR, EROFS...); a failing disk there
+        (EIO, ENOSPC) is a :class:`DurabilityError`.  Logs
         ``ledger.network_fs`` when the folder is on a network file system.
         ``compact_threshold`` replaces the 10,000-line floor of the compaction rule.
         """
