@@ -1,17 +1,27 @@
-"""Shared fixtures: a real S3 emulator on loopback and sample images."""
+"""Shared fixtures: a real S3 emulator on loopback and sample images; Hypothesis profiles."""
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from PIL import Image
 
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 BUCKET = "test-bucket"
+
+# The suite is deterministic by default, in CI and in a fresh clone alike: every
+# property test draws the same examples on every run (derandomize) and no example
+# database from an earlier run changes what is tried.  To hunt for new failures,
+# run with HYPOTHESIS_PROFILE=explore (random examples, the local database).
+settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(scope="session")

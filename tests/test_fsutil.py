@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from seedance_watch.errors import InputReplaced
 from seedance_watch.files import fsutil
 
 
@@ -198,10 +199,20 @@ def test_make_dirs_fsyncs_each_created_folders_parent(
     (tmp_path / "a").mkdir()
     fsutil.make_dirs(tmp_path / "a" / "b c" / "ü")
     assert (tmp_path / "a" / "b c" / "ü").is_dir()
-    assert synced == [tmp_path / "a", tmp_path / "a" / "b c"]
-    synced.clear()
-    fsutil.make_dirs(tmp_path / "a" / "b c")
-    assert synced == []
+    # tmp_path: the deepest existing folder's parent (see the next test).
+    assert synced == [tmp_path, tmp_path / "a", tmp_path / "a" / "b c"]
+
+
+def test_make_dirs_fsyncs_the_parent_of_an_existing_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing folder is not trusted: a kill between an earlier mkdir and its fsync
+    leaves an entry the disk may not have, so its parent is fsynced again (one call)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    synced: list[Path] = []
+    monkeypatch.setattr(fsutil, "fsync_dir", synced.append)
+    fsutil.make_dirs(tmp_path / "a" / "b")
+    assert synced == [tmp_path / "a"]
 
 
 # --- moves ------------------------------------------------------------------------------
@@ -394,3 +405,187 @@ def test_remove_stale_temps_removes_only_temp_files(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"user")
     assert fsutil.remove_stale_temps(tmp_path) == 2
     assert sorted(listing(tmp_path)) == sorted(keep)
+
+
+# --- the order of a move (power cuts) ---------------------------------------------------
+
+
+def record_os_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Path]]:
+    """Record fsyncs (by the path of the descriptor), unlinks, links and renames, in order."""
+    calls: list[tuple[str, Path]] = []
+    real_fsync, real_unlink, real_link, real_rename = os.fsync, os.unlink, os.link, os.rename
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", Path(f"/proc/self/fd/{fd}").readlink()))
+        real_fsync(fd)
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(("unlink", Path(path)))
+        real_unlink(path, *args, **kwargs)
+
+    def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(("link", Path(dst)))
+        real_link(src, dst, *args, **kwargs)
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(("rename", Path(dst)))
+        real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "rename", rename)
+    return calls
+
+
+@pytest.mark.parametrize("how", ["same_fs", "same_folder", "cross_fs", "no_hard_links"])
+def test_move_file_fsyncs_the_destination_folder_before_unlinking_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """On a file system that reorders metadata writes, unlinking src before dst's folder
+    is durable can lose the file in a power cut: dst's folder fsync comes first, and
+    src's folder is fsynced after the unlink."""
+    inbox, done = tmp_path / "inbox", tmp_path / "done"
+    inbox.mkdir()
+    done.mkdir()
+    src = inbox / "a.jpg"
+    src.write_bytes(b"image")
+    dst = inbox / "b.jpg" if how == "same_folder" else done / "a.jpg"
+    calls = record_os_calls(monkeypatch)
+    if how == "cross_fs":
+        exdev_from(inbox, monkeypatch)
+    if how == "no_hard_links":
+
+        def refuse(*_args: Any, **_kwargs: Any) -> None:
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+        monkeypatch.setattr(os, "link", refuse)
+    fsutil.move_file(src, dst)
+    assert dst.read_bytes() == b"image" and not src.exists()
+    placed = ("fsync", dst.parent.resolve())
+    assert placed in calls, calls
+    if how == "no_hard_links":
+        assert calls.index(("rename", dst)) < calls.index(placed)
+        return  # a rename has no separate unlink: one step, then both folders synced
+    unlinked = calls.index(("unlink", src))
+    assert calls.index(placed) < unlinked, calls
+    assert ("fsync", src.parent.resolve()) in calls[unlinked + 1 :], calls
+
+
+# --- identity ---------------------------------------------------------------------------
+
+
+def test_identify_and_same_file_tell_a_replaced_or_rewritten_file(tmp_path: Path) -> None:
+    """Same name, another file (replaced by rename, or rewritten in place) is not the same
+    file; a symlink is identified as itself, not as its target; a missing file is not."""
+    path = tmp_path / "beach.jpg"
+    path.write_bytes(b"first")
+    first = fsutil.identify(path)
+    st = path.stat()
+    assert first == (st.st_dev, st.st_ino, 5, st.st_mtime_ns)
+    assert fsutil.same_file(path, first)
+
+    other = tmp_path / "other.jpg"
+    other.write_bytes(b"first")
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    other.replace(path)  # same bytes, same size, same mtime: another inode
+    assert not fsutil.same_file(path, first)
+
+    now = fsutil.identify(path)
+    with open(path, "r+b") as fp:
+        fp.write(b"FIRST, longer")
+    assert not fsutil.same_file(path, now)
+
+    link = tmp_path / "link.jpg"
+    link.symlink_to(path)
+    assert fsutil.identify(link).ino == link.lstat().st_ino != path.stat().st_ino
+    path.unlink()
+    assert not fsutil.same_file(path, now)
+
+
+@pytest.mark.parametrize("cross_fs", [False, True])
+def test_move_file_with_expect_moves_only_the_examined_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cross_fs: bool
+) -> None:
+    """A file replaced under the same name is not moved: InputReplaced, the newcomer
+    stays in the inbox untouched, nothing appears under dst; the examined file moves."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    src = inbox / "beach.jpg"
+    src.write_bytes(b"examined")
+    examined = fsutil.identify(src)
+    if cross_fs:
+        exdev_from(inbox, monkeypatch)
+    fsutil.move_file(src, tmp_path / "done" / "beach.jpg", expect=examined)
+    assert (tmp_path / "done" / "beach.jpg").read_bytes() == b"examined"
+
+    src.write_bytes(b"examined")
+    examined = fsutil.identify(src)
+    (inbox / "new.jpg").write_bytes(b"a newcomer")
+    (inbox / "new.jpg").replace(src)
+    with pytest.raises(InputReplaced) as info:
+        fsutil.move_file(src, tmp_path / "done" / "beach-2.jpg", expect=examined)
+    assert info.value.code == "input_replaced"
+    assert src.read_bytes() == b"a newcomer"
+    assert sorted(listing(tmp_path / "done")) == ["beach.jpg"]
+
+
+@pytest.mark.parametrize("cross_fs", [False, True])
+def test_move_file_with_expect_catches_a_swap_after_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cross_fs: bool
+) -> None:
+    """The file swapped between the identity check and the move itself: the check on
+    what was really linked (or opened, across file systems) refuses it, and no name
+    of the newcomer is left under dst."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    src = inbox / "beach.jpg"
+    src.write_bytes(b"examined")
+    examined = fsutil.identify(src)
+    if cross_fs:
+        exdev_from(inbox, monkeypatch)
+    real_link, real_lstat = os.link, os.lstat
+    swapped = {"done": False}
+
+    def swap() -> None:
+        if not swapped["done"]:
+            swapped["done"] = True
+            (inbox / "new.jpg").write_bytes(b"a newcomer")
+            (inbox / "new.jpg").replace(src)
+
+    def link(a: Any, b: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(a) == src:
+            swap()
+        real_link(a, b, *args, **kwargs)
+
+    calls = {"n": 0}
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        # Across file systems the copy lstat()s src right before opening it.
+        if cross_fs and Path(path) == src:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                swap()
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    if not cross_fs:
+        monkeypatch.setattr(os, "link", link)
+    with pytest.raises(InputReplaced):
+        fsutil.move_file(src, tmp_path / "done" / "beach.jpg", expect=examined)
+    assert swapped["done"]
+    assert src.read_bytes() == b"a newcomer"
+    assert listing(tmp_path / "done") == {}
+
+
+def test_remove_stale_temps_older_than_spares_a_live_write(tmp_path: Path) -> None:
+    """With older_than, only temp files untouched that long go: a write in progress (a
+    fresh temp) survives a sweep that runs while writers may be at work."""
+    fresh = fsutil.temp_path(tmp_path / "daemon.json")
+    stale = fsutil.temp_path(tmp_path / "other.json")
+    fresh.write_bytes(b"being written")
+    stale.write_bytes(b"left by a crash")
+    old = 1_600_000_000
+    os.utime(stale, (old, old))
+    assert fsutil.remove_stale_temps(tmp_path, older_than=fsutil.STALE_TEMP_SECONDS) == 1
+    assert fresh.exists() and not stale.exists()

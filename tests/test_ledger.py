@@ -446,3 +446,153 @@ def test_opened_event_reports_size_and_time(tmp_path: Path) -> None:
     opened = [e for e in logs if e["event"] == "ledger.opened"]
     assert len(opened) == 1 and opened[0]["jobs"] == 2 and opened[0]["segments"] == 1
     assert 0 <= opened[0]["seconds"] <= time.perf_counter() - started + 0.001
+
+
+# --- hardening: recovery order, the lock, the folder ----------------------------------------
+
+
+def test_a_damaged_newest_snapshot_is_refused_with_the_older_files_kept(tmp_path: Path) -> None:
+    """Recovery deletes what a snapshot covers only after reading and decoding everything:
+    when the newest snapshot is damaged, the intact older snapshot and segment it would
+    have superseded are still on disk (and the torn tail is not truncated either)."""
+    with Ledger.open(tmp_path, compact_threshold=1000) as ledger:
+        for job in versions(3, 2):
+            ledger.put(job)
+        ledger.compact(wait=True)
+        ledger.put(make_job(1, seq=7))
+    assert files(tmp_path) == {"snapshot-00000001.jsonl", "ledger-00000002.jsonl"}
+    older = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}
+    # A compaction of segment 2 renamed its snapshot, then crashed before its cleanup;
+    # that newest snapshot has since been damaged (a flipped byte in its first record).
+    newest = bytearray(encode_record(make_job(1, seq=7)) + encode_record(make_job(2, seq=1)))
+    newest[40] ^= 0x01
+    (tmp_path / "snapshot-00000002.jsonl").write_bytes(bytes(newest))
+    with pytest.raises(LedgerCorrupt, match=r"snapshot-00000002\.jsonl, line 1"):
+        Ledger.open(tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in older} == older
+    # Moving the damaged snapshot aside is enough to start again from the older files.
+    (tmp_path / "snapshot-00000002.jsonl").unlink()
+    with Ledger.open(tmp_path) as ledger:
+        assert ledger.get("job00001") == make_job(1, seq=7)
+
+
+def test_a_state_folder_on_a_network_file_system_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flock() on NFS/SMB/FUSE may be local to one host: opening there logs
+    ledger.network_fs naming the file system and the mount; a local one logs nothing."""
+    from seedance_watch.files import fsutil
+
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        f"40 22 0:50 / {tmp_path / 'nas'} rw,relatime - nfs4 server:/export rw\n"
+    )
+    monkeypatch.setattr(fsutil, "MOUNTINFO", table)
+    with capture_logs() as logs, Ledger.open(tmp_path / "nas" / "state"):
+        pass
+    warned = [e for e in logs if e["event"] == "ledger.network_fs"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning"
+    assert warned[0]["fstype"] == "nfs4" and warned[0]["mount_point"] == str(tmp_path / "nas")
+    with capture_logs() as logs, Ledger.open(tmp_path / "local" / "state"):
+        pass
+    assert [e for e in logs if e["event"] == "ledger.network_fs"] == []
+
+
+def test_a_lock_file_replaced_while_locking_is_locked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If LOCK is replaced between open() and flock(), the lock taken is on a file nobody
+    else will open: the ledger checks the descriptor's inode against LOCK's and locks the
+    new file, so a second opener is still refused."""
+    import fcntl
+
+    from seedance_watch.ledger import jsonl
+
+    real_flock = fcntl.flock
+    replaced = {"n": 0}
+
+    def flock(fd: int, operation: int) -> None:
+        real_flock(fd, operation)
+        if replaced["n"] == 0:
+            replaced["n"] += 1
+            (tmp_path / "LOCK").unlink()
+            (tmp_path / "LOCK").write_text("")
+
+    monkeypatch.setattr(jsonl.fcntl, "flock", flock)
+    with capture_logs() as logs, Ledger.open(tmp_path):
+        monkeypatch.setattr(jsonl.fcntl, "flock", real_flock)
+        assert [e["event"] for e in logs if e["event"] == "ledger.lock_replaced"] == [
+            "ledger.lock_replaced"
+        ]
+        with pytest.raises(LedgerLocked):
+            Ledger.open(tmp_path)
+
+
+def test_a_lock_file_replaced_every_time_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something that keeps replacing LOCK is another user of the folder: refused."""
+    import fcntl
+
+    from seedance_watch.errors import StateError
+    from seedance_watch.ledger import jsonl
+
+    real_flock = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        real_flock(fd, operation)
+        (tmp_path / "LOCK").unlink()
+        (tmp_path / "LOCK").write_text("")
+
+    monkeypatch.setattr(jsonl.fcntl, "flock", flock)
+    with pytest.raises(StateError, match=r"LOCK file .* was replaced"):
+        Ledger.open(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
+def test_a_state_folder_that_cannot_be_made_is_a_config_error(tmp_path: Path, where: str) -> None:
+    """ENOTDIR/EEXIST (and EACCES, EROFS...) on the state folder itself: a ConfigError
+    naming paths.state and the reason, which the CLI turns into exit 2, not a traceback."""
+    from seedance_watch.errors import ConfigError
+
+    (tmp_path / "file").write_text("not a folder")
+    state = tmp_path / "file" / "state" if where == "under_a_file" else tmp_path / "file"
+    with pytest.raises(ConfigError) as info:
+        Ledger.open(state)
+    assert info.value.key == "paths.state"
+    assert str(state) in info.value.message and "cannot be used" in info.value.message
+
+
+def test_stale_temp_files_in_the_state_folder_are_swept(tmp_path: Path) -> None:
+    """At open (under the lock, every temp is a crash's) all atomic-write temp files go;
+    at compaction, while daemon.json may be mid-write, only those older than an hour."""
+    from seedance_watch.files import fsutil
+
+    tmp_path.joinpath("state").mkdir()
+    state = tmp_path / "state"
+    crashed = fsutil.temp_path(state / "daemon.json")
+    crashed.write_text("{")
+    with Ledger.open(state, compact_threshold=1000) as ledger:
+        assert not crashed.exists()
+        fresh, old = fsutil.temp_path(state / "daemon.json"), fsutil.temp_path(state / "x.json")
+        fresh.write_text("{")
+        old.write_text("{")
+        os.utime(old, (1_600_000_000, 1_600_000_000))
+        ledger.put(make_job(1))
+        ledger.compact(wait=True)
+        assert fresh.exists() and not old.exists()
+
+
+def test_a_failing_disk_under_the_state_folder_is_a_durability_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO/ENOSPC while making the folder durable is not a config mistake: DurabilityError."""
+    from seedance_watch.files import fsutil
+
+    def fail(_path: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(fsutil, "fsync_dir", fail)
+    with pytest.raises(DurabilityError, match="cannot be prepared"):
+        Ledger.open(tmp_path / "state")

@@ -211,6 +211,40 @@ def test_signing_material_is_masked_outside_urls_and_botocore_auth_stays_quiet()
     )
 
 
+SIGNED_REQUEST = (
+    "Sending http request: <AWSPreparedRequest stream_output=False, method=PUT, "
+    "url=http://127.0.0.1:5000/b/k.jpg, headers={'Content-Type': b'image/jpeg', "
+    "'X-Amz-Date': b'20261201T120000Z', 'X-Amz-Security-Token': b'FQoGZXIvYXdzEXAMPLE', "
+    "'X-Amz-Content-SHA256': b'UNSIGNED-PAYLOAD', 'Authorization': b'AWS4-HMAC-SHA256 "
+    "Credential=AKIDEXAMPLE/20261201/us-east-1/s3/aws4_request, SignedHeaders=host;"
+    "x-amz-date;x-amz-security-token, Signature=0123abcd', 'Content-Length': '5'}>"
+)
+
+
+def test_request_header_dumps_lose_their_credentials_at_level_debug() -> None:
+    """botocore's debug "Sending http request" line carries the signed headers: the
+    Authorization value (access key id, signature) and the session token are masked
+    whole, the other headers stay for debugging; the same for tuple-style header lists,
+    header lines and a SigV4 value met in any other message."""
+    out = io.StringIO()
+    configure_logging(fmt="json", level="debug", stream=out)
+    logging.getLogger("botocore.endpoint").debug("%s", SIGNED_REQUEST)
+    log = structlog.get_logger()
+    log.debug("http.headers", raw="[(b'Host', b'h'), (b'authorization', b'Bearer sekrit')]")
+    log.debug("http.raw", text="PUT / HTTP/1.1\nHost: h\nProxy-Authorization: Basic dXNlcg==\n")
+    log.warning("s3.odd", error="header was AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/x, Sig")
+    text = out.getvalue()
+    for leak in ("Signature=", "Credential=", "AKIDEXAMPLE", "FQoGZX", "sekrit", "dXNlcg"):
+        assert leak not in text, leak
+    first, second, third, _ = json_lines(out)
+    assert "'X-Amz-Security-Token': '***'" in first["event"]
+    assert "'Authorization': '***'" in first["event"]
+    assert "'Content-Type': b'image/jpeg'" in first["event"]
+    assert "'Content-Length': '5'" in first["event"]
+    assert second["raw"] == "[(b'Host', b'h'), (b'authorization', '***')]"
+    assert third["text"] == "PUT / HTTP/1.1\nHost: h\nProxy-Authorization: ***\n"
+
+
 def test_redact_url() -> None:
     """Only signed queries are dropped; plain URLs are unchanged; passwords masked."""
     assert redact_url("https://h/b/k.jpg?X-Amz-Signature=1") == "https://h/b/k.jpg"

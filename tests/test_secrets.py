@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from .daemon_harness import DaemonProcess, daemon_env, wait_for, write_config
 pytestmark = pytest.mark.timeout(60)
 
 CANARY = "pk-canary-5e1f0c9a7b3d4e2f"
+#: A session token in boto3's chain, so that signed S3 requests carry X-Amz-Security-Token.
+SESSION_CANARY = "st-canary-0b8e2d4f6a1c3e5g"
 WritePair = Callable[..., tuple[Path, Path]]
 
 
@@ -36,8 +39,9 @@ class CanaryRun:
 def canary_run(
     tmp_path_factory: pytest.TempPathFactory, s3_server: S3Emulator
 ) -> Iterator[CanaryRun]:
-    """The real daemon with the canary key at debug level: a 401 phase (wrong key on the
-    gateway), then 5xx faults on submits and polls, until two jobs are done."""
+    """The real daemon with the canary key (and an AWS session token) at debug level: a
+    401 phase (wrong key on the gateway), then 5xx faults on submits and polls, until
+    two jobs are done."""
     root = tmp_path_factory.mktemp("canary")
     sim_config = SimulatorConfig(
         api_key="a-different-key",
@@ -51,7 +55,9 @@ def canary_run(
         for stem in ("beach", "dune"):
             (root / "inbox" / f"{stem}.jpg").write_bytes(_image())
             (root / "inbox" / f"{stem}.yaml").write_text(f'prompt: "Waves at {stem}"\n')
-        daemon = DaemonProcess(config, key=CANARY)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_SESSION_TOKEN", SESSION_CANARY)  # moto accepts any token
+            daemon = DaemonProcess(config, key=CANARY)
         try:
             wait_for(lambda: daemon.has_event("gateway.credentials_refused"), timeout=20)
             sim.configure(
@@ -74,8 +80,9 @@ def _image() -> bytes:
 def test_the_canary_key_appears_nowhere_through_a_401_phase_and_5xx_retries(
     canary_run: CanaryRun,
 ) -> None:
-    """Not in the debug log, the ledger, the outputs or the moved inputs; signed URL
-    queries are not logged either.  The run really went through refusals and retries."""
+    """Not in the debug log, the ledger, the outputs or the moved inputs (nor the AWS
+    session token); signed URL queries are not logged either.  The run really went
+    through refusals and retries."""
     names = [e.get("event") for e in canary_run.events]
     assert "gateway.credentials_refused" in names and "gateway.credentials_accepted" in names
     assert "job.retry" in names, "the fault dice produced no retry; pick another seed"
@@ -86,10 +93,23 @@ def test_the_canary_key_appears_nowhere_through_a_401_phase_and_5xx_retries(
     leaks = [
         str(path.relative_to(canary_run.root))
         for path in canary_run.root.rglob("*")
-        if path.is_file() and CANARY.encode() in path.read_bytes()
+        if path.is_file() and any(c.encode() in path.read_bytes() for c in (CANARY, SESSION_CANARY))
     ]
     assert leaks == []
     assert CANARY not in canary_run.log_text  # (the log is one of the files above)
+
+
+def test_signed_s3_requests_leave_no_credential_in_the_debug_log(canary_run: CanaryRun) -> None:
+    """botocore's debug dumps of signed requests are in the log, but without the
+    Authorization value (``Credential=`` access key id, ``Signature=``) and without the
+    session token: X-Amz-Security-Token appears, if at all, only with a masked value."""
+    text = canary_run.log_text
+    assert "Sending http request" in text, "no S3 request dump at debug: the test saw nothing"
+    assert "Signature=" not in text
+    assert "Credential=" not in text
+    assert SESSION_CANARY not in text
+    unmasked = re.search(r"X-Amz-Security-Token(?!': '\*\*\*')", text, re.IGNORECASE)
+    assert unmasked is None, text[unmasked.start() - 200 : unmasked.end() + 200]
 
 
 def test_every_job_event_carries_its_job_id(canary_run: CanaryRun) -> None:

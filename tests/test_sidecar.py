@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -284,8 +285,27 @@ def test_random_mappings_report_a_key_or_position(mapping: dict[Any, Any]) -> No
         assert all(_has_key_or_position(p) for p in problems), [p.message for p in problems]
 
 
-_prompts = st.text(min_size=1, max_size=200).filter(
-    lambda s: s.strip() != "" and re.search(r"--[^\W\d_]", s.strip()) is None
+# The promise (files/sidecar.py, README): each line break in a prompt's value, whatever
+# the character, is one "\n" in the prompt; the prompt is stripped.  Written here on its
+# own, so that the oracle is the promise and not the product's code.
+_EVERY_BREAK = re.compile("\r\n|[\r\x85\u2028\u2029]")
+
+
+def promised_prompt(value: str) -> str:
+    return _EVERY_BREAK.sub("\n", value).strip()
+
+
+_breaks = st.sampled_from(["\n", "\r\n", "\r", "\x85", "\u2028", "\u2029"])
+_prompts = (
+    st.lists(st.one_of(st.text(max_size=40), _breaks), min_size=1, max_size=8)
+    .map("".join)
+    .filter(
+        lambda s: (
+            promised_prompt(s) != ""
+            and len(promised_prompt(s)) <= 2000
+            and re.search(r"--[^\W\d_]", promised_prompt(s)) is None
+        )
+    )
 )
 _options = st.fixed_dictionaries(
     {},
@@ -303,11 +323,57 @@ _options = st.fixed_dictionaries(
 @settings(max_examples=100, deadline=None)
 @given(_prompts, _options)
 def test_valid_sidecars_round_trip(prompt: str, options: dict[str, Any]) -> None:
-    """Any valid prompt and options survive dumping and parsing unchanged."""
-    data = yaml.safe_dump({"prompt": prompt, **options}, allow_unicode=True).encode()
+    """Any valid prompt, written as a double-quoted YAML string (every character kept,
+    line breaks as escapes), and any options parse to what was written: the prompt
+    with each line break as "\n", stripped; the options unchanged."""
+    quoted = yaml.safe_dump({"prompt": prompt}, default_style='"', allow_unicode=True)
+    data = (quoted + (yaml.safe_dump(options) if options else "")).encode()
     sidecar = parse_sidecar(data)
-    assert sidecar.prompt == prompt.strip()
+    assert sidecar.prompt == promised_prompt(prompt)
     assert sidecar.options == GenerationOptions(**options)
+
+
+# How each line break reads, raw in the file (YAML folds it like \n) or escaped.
+LINE_BREAKS: list[tuple[bytes, str]] = [
+    *[
+        (b'prompt: "a' + raw + b'b"\n', "a b")  # quoted: one break folds to a space
+        for raw in (b"\n ", b"\r\n ", b"\r ", "\x85".encode(), "\u2028".encode(), "\u2029".encode())
+    ],
+    *[
+        (b"prompt: a" + raw + b" b\n", "a b")  # plain: the same
+        for raw in ("\x85".encode(), "\u2028".encode(), "\u2029".encode())
+    ],
+    *[
+        (b"prompt: |\n  a" + raw + b"  b\n", "a\nb")  # a | block keeps each break
+        for raw in (b"\n", b"\r\n", b"\r", "\x85".encode(), "\u2028".encode(), "\u2029".encode())
+    ],
+    (b'prompt: "a\n\n  b"\n', "a\nb"),  # quoted: an empty line is a new line
+    ('prompt: "a\u2028\u2028b"\n'.encode(), "a\nb"),
+    *[
+        (b'prompt: "a' + escape + b'b"\n', "a\nb")  # escapes: each is one new line
+        for escape in (b"\\n", b"\\r\\n", b"\\r", b"\\N", b"\\L", b"\\P", b"\\x85", b"\\u2028")
+    ],
+    (b'prompt: "\\L  calm sea \\r\\n"\nseed: 1\n', "calm sea"),  # stripped
+]
+
+
+@pytest.mark.parametrize(("data", "prompt"), LINE_BREAKS)
+def test_every_line_break_character_means_the_same_in_a_prompt(data: bytes, prompt: str) -> None:
+    """\\n, \\r\\n, \\r, U+0085, U+2028 and U+2029 are all line breaks: raw in the file
+    YAML folds them alike (a space in a quoted or plain value, kept in a | block), and
+    in the prompt every one, escaped or not, is "\\n"."""
+    assert parse_sidecar(data).prompt == prompt
+
+
+def test_property_tests_draw_the_same_examples_on_every_run() -> None:
+    """The suite loads a derandomized Hypothesis profile without an example database
+    (tests/conftest.py), so a fresh clone and CI try exactly the same examples; the
+    per-test @settings inherit it.  HYPOTHESIS_PROFILE=explore opts out on purpose."""
+    if os.environ.get("HYPOTHESIS_PROFILE", "deterministic") != "deterministic":
+        pytest.skip("another Hypothesis profile was asked for")
+    assert settings.default.derandomize is True
+    assert settings.default.database is None
+    assert settings(max_examples=5, deadline=None).derandomize is True
 
 
 def test_check_sidecar_logs_nothing_and_lists_what_parse_joins() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 import random
 import socket
 import threading
@@ -15,7 +18,13 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from seedance_watch.errors import ConfigError, StorageTransient, StorageUnavailable
+from seedance_watch.errors import (
+    ConfigError,
+    InputReplaced,
+    StorageTransient,
+    StorageUnavailable,
+)
+from seedance_watch.files.fsutil import identify
 from seedance_watch.files.storage import MIB, Storage, StorageRejected, redact_url
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
@@ -355,3 +364,117 @@ def test_transient_errors_are_retried_by_boto3_first(
     finally:
         store.close()
     assert handler.hits == ["HEAD", "HEAD"]
+
+
+# --- the job owns the exact bytes it examined (SPEC §3) ---------------------------------
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("size", [40_000, 9 * MIB])
+def test_upload_with_the_examined_identity_and_hash_sends_those_bytes(
+    storage: Storage, s3_server: S3Emulator, tmp_path: Path, size: int
+) -> None:
+    """The examined file (identity and sha256 as intake recorded them) goes up whole,
+    in one PUT or in parts: the hash taken on the way matches, nothing is refused."""
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "beach.png"
+    path.write_bytes(data)
+    key = storage.key_for("job-own", f"{size}.png")
+    sent = storage.upload(
+        path, key, content_type="image/png", expect_sha256=sha256_of(data), expect=identify(path)
+    )
+    assert sent == size
+    body = s3_server.client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert body == data
+
+
+def test_upload_of_a_file_replaced_under_the_same_name_is_refused_before_sending(
+    storage: Storage, s3_server: S3Emulator, tmp_path: Path
+) -> None:
+    """A new file dropped under the examined one's name (another inode) is not uploaded:
+    InputReplaced (code input_replaced), and no object appears in the bucket."""
+    path = tmp_path / "beach.jpg"
+    data = make_image_bytes()
+    path.write_bytes(data)
+    examined = identify(path)
+    (tmp_path / "new.jpg").write_bytes(make_image_bytes(color=(200, 10, 10)))
+    (tmp_path / "new.jpg").replace(path)
+    key = storage.key_for("job-replaced", "beach.jpg")
+    with pytest.raises(InputReplaced) as info:
+        storage.upload(
+            path, key, content_type="image/jpeg", expect_sha256=sha256_of(data), expect=examined
+        )
+    assert info.value.code == "input_replaced"
+    assert key not in s3_server.keys(BUCKET)
+
+
+def test_upload_whose_bytes_do_not_hash_as_examined_is_removed_again(
+    storage: Storage, s3_server: S3Emulator, tmp_path: Path
+) -> None:
+    """Bytes rewritten in place with size and mtime kept (so the identity still matches):
+    the hash taken while uploading differs from intake's, so the object just written is
+    deleted and InputReplaced raised."""
+    path = tmp_path / "beach.jpg"
+    data = make_image_bytes()
+    path.write_bytes(data)
+    examined = identify(path)
+    with open(path, "r+b") as fp:
+        fp.seek(len(data) // 2)
+        fp.write(b"X" * 64)
+    os.utime(path, ns=(examined.mtime_ns, examined.mtime_ns))
+    assert identify(path) == examined
+    key = storage.key_for("job-rewritten", "beach.jpg")
+    with capture_logs() as logs, pytest.raises(InputReplaced, match="not those the job examined"):
+        storage.upload(
+            path, key, content_type="image/jpeg", expect_sha256=sha256_of(data), expect=examined
+        )
+    assert [e["key"] for e in logs if e["event"] == "storage.deleted"] == [key]
+    assert key not in s3_server.keys(BUCKET)
+
+
+def test_upload_of_a_file_rewritten_while_it_is_sent_is_removed_again(
+    storage: Storage, s3_server: S3Emulator, tmp_path: Path
+) -> None:
+    """The file changes between the checksum pass and the send (botocore's before-send
+    hook stands for the other writer): whatever the store says, the upload is removed
+    and the job learns InputReplaced, not a storage error."""
+    path = tmp_path / "beach.jpg"
+    data = make_image_bytes()
+    path.write_bytes(data)
+    examined = identify(path)
+
+    def rewrite(**_kwargs: object) -> None:
+        with open(path, "r+b") as fp:
+            fp.write(b"\0" * 16)
+
+    key = storage.key_for("job-mid-upload", "beach.jpg")
+    storage._client.meta.events.register_first("before-send.s3.PutObject", rewrite)
+    with pytest.raises(InputReplaced):
+        storage.upload(
+            path, key, content_type="image/jpeg", expect_sha256=sha256_of(data), expect=examined
+        )
+    assert key not in s3_server.keys(BUCKET)
+
+
+def test_upload_never_follows_a_symlink(
+    storage: Storage, s3_server: S3Emulator, tmp_path: Path
+) -> None:
+    """A symlink under an input's name is refused (ELOOP; InputReplaced when the job had
+    examined a regular file there): its target is never read."""
+    target = tmp_path / "secret.jpg"
+    target.write_bytes(make_image_bytes())
+    (tmp_path / "link.jpg").symlink_to(target)
+    key = storage.key_for("job-link", "link.jpg")
+    with pytest.raises(OSError) as info:
+        storage.upload(tmp_path / "link.jpg", key, content_type="image/jpeg")
+    assert info.value.errno == errno.ELOOP
+    examined = identify(target)
+    target.rename(tmp_path / "beach.jpg")
+    (tmp_path / "link.jpg").unlink()
+    target.symlink_to(tmp_path / "beach.jpg")  # a link takes the examined file's name
+    with pytest.raises(InputReplaced, match="symbolic link"):
+        storage.upload(target, key, content_type="image/jpeg", expect=examined)
+    assert key not in s3_server.keys(BUCKET)

@@ -30,6 +30,7 @@ anything, and a *daemon* error stops the process.
         ├── UnsafePath               unsafe_path
         ├── AmbiguousPair            ambiguous_pair (two sidecars or two images, one stem)
         ├── InputVanished            input_vanished (removed from the inbox mid-job)
+        ├── InputReplaced            input_replaced (another file under its name mid-job)
         ├── StorageRejected          storage_rejected (S3 refused this one object)
         ├── GatewayRejected          gateway_rejected (400, 404)
         ├── SubmitAmbiguous          submit_ambiguous
@@ -214,6 +215,21 @@ class AmbiguousPair(JobError):
 class InputVanished(JobError):
     code = "input_vanished"
     default_hint = "The file was removed from the inbox while its job ran; drop it again."
+
+
+class InputReplaced(JobError):
+    """The file under an input's name is not the one intake examined (SPEC §3).
+
+    Raised by ``fsutil.move_file(expect=...)`` and ``Storage.upload``: the job
+    owns the exact bytes it hashed, so it never uploads or moves a newcomer;
+    the new file is a new drop of its own.
+    """
+
+    code = "input_replaced"
+    default_hint = (
+        "The file was replaced in the inbox while its job ran; the new file is taken "
+        "as a new drop. Leave files in the inbox alone until they are moved to done/."
+    )
 
 
 class StorageRejected(JobError):

@@ -10,7 +10,13 @@ theirs, goes through one redaction step before it is written:
 - fields named like secrets (``api_key``, ``authorization``, ``*token*``...) are masked;
 - signed URLs (``X-Amz-...``, ``...Signature=``) lose their query string, which is
   a bearer credential for as long as it is valid; signing parameters met outside a
-  URL are masked, and botocore's signing debug lines are never emitted.
+  URL are masked, and botocore's signing debug lines are never emitted;
+- request headers dumped as text (botocore's debug "Sending http request:
+  <AWSPreparedRequest ... headers={...}>") keep their names but lose the values
+  of credential headers (``Authorization``, whose value names the access key and
+  carries the signature, ``X-Amz-Security-Token``, cookies, API-key headers), and
+  an ``AWS4-HMAC-SHA256 Credential=..., Signature=...`` value met anywhere else
+  is masked whole.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 __all__ = [
     "CHATTY_LOGGERS",
+    "CREDENTIAL_HEADERS",
     "clear_secrets",
     "configure_logging",
     "redact_event",
@@ -93,6 +100,30 @@ _SIGNING_PARAM = re.compile(
 )
 
 
+#: Headers whose value is a credential (matched case-insensitively).
+CREDENTIAL_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "x-amz-security-token",
+    "cookie",
+    "set-cookie",
+    "ocp-apim-subscription-key",
+    "x-api-key",
+)
+_HEADER_NAMES = "|".join(re.escape(name) for name in CREDENTIAL_HEADERS)
+# A header in a dict or tuple repr: 'Name': b'value' or ('Name', 'value').  The value
+# is a (bytes) string literal in either quote; escapes inside it are skipped over.
+_HEADER_PAIR = re.compile(
+    rf"""(?P<name>(?P<q>['"])(?:{_HEADER_NAMES})(?P=q))(?P<sep>\s*[:,]\s*)"""
+    r"""b?(?P<vq>['"])(?:\\.|(?!(?P=vq)).)*(?P=vq)""",
+    re.IGNORECASE | re.DOTALL,
+)
+# A header written as a line of text: "Authorization: Bearer ..." up to the line end.
+_HEADER_LINE = re.compile(rf"(?im)^(\s*(?:{_HEADER_NAMES})\s*:\s*)\S.*$")
+# A SigV4 authorization value anywhere (say, inside an exception message).
+_SIGV4_AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=[^'\"\r\n]*")
+
+
 def redact_url(url: str) -> str:
     """The URL without its query string when that query signs it (presigned URLs).
 
@@ -116,14 +147,20 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with registered secrets masked and signed URLs cut short."""
+    """``text`` with registered secrets, signing material and credential headers masked."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     if "://" in text:
         text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    if "AWS4-HMAC-SHA256" in text:
+        text = _SIGV4_AUTH.sub("AWS4-HMAC-SHA256 " + MASK, text)
     if "=" in text:
         text = _SIGNING_PARAM.sub(lambda m: m.group(1) + MASK, text)
+    lowered = text.lower()
+    if any(name in lowered for name in CREDENTIAL_HEADERS):
+        text = _HEADER_PAIR.sub(lambda m: f"{m['name']}{m['sep']}'{MASK}'", text)
+        text = _HEADER_LINE.sub(lambda m: m.group(1) + MASK, text)
     return text
 
 

@@ -5,7 +5,9 @@ The ledger is read without the lock.  The daemon also keeps ``state/daemon.json`
 or ends: which pipelines are paused (``credentials``: the gateway refused the key;
 ``storage``: the bucket is missing or refuses us), since when, why, when the next
 probe goes out, and which key source was used (never the key).  ``status`` shows
-it, and says whether the process that wrote it is still alive.
+it, and says whether a daemon is running: it tests the ledger's lock (a daemon
+holds ``state/LOCK`` for its whole life), never a recorded pid, which another
+process may have reused by now or which may belong to another container.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from seedance_watch.core.jobs import State
 from seedance_watch.files.fsutil import atomic_write_json
-from seedance_watch.ledger.jsonl import read_jobs
+from seedance_watch.ledger.jsonl import LOCK_NAME, lock_holder, read_jobs
 
 __all__ = [
     "DAEMON_STATUS_NAME",
@@ -103,28 +105,37 @@ class DaemonStatusFile:
         )
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def read_daemon_status(state_dir: Path) -> dict[str, Any] | None:
-    """``daemon.json`` plus ``running`` (its writer is alive); None when absent or unreadable."""
+    """``daemon.json`` plus ``running`` (a daemon holds the state lock now).
+
+    ``running`` comes from testing the lock; while a daemon runs, ``pid`` is the
+    lock holder's.  None when no daemon runs and ``daemon.json`` is absent or
+    unreadable.
+    """
+    holder = lock_holder(state_dir)
     try:
-        data = json.loads((state_dir / DAEMON_STATUS_NAME).read_text(encoding="utf-8"))
+        loaded = json.loads((state_dir / DAEMON_STATUS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        loaded = None
+    if not isinstance(loaded, dict) and holder is None:
+        return None
+    data: dict[str, Any] = loaded if isinstance(loaded, dict) else {"paused": {}}
+    data["running"] = holder is not None
+    if holder is not None:
+        data["holder"] = holder
+        pid = _holder_pid(state_dir)
+        if pid is not None:
+            data["pid"] = pid
+    return data
+
+
+def _holder_pid(state_dir: Path) -> int | None:
+    try:
+        info = json.loads((state_dir / LOCK_NAME).read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict):
-        return None
-    data["running"] = _alive(data.get("pid"))
-    return data
+    pid = info.get("pid") if isinstance(info, dict) else None
+    return pid if isinstance(pid, int) else None
 
 
 def status_report(state_dir: Path) -> dict[str, Any]:

@@ -9,6 +9,14 @@ file by a move (a user's file in ``done/`` or ``outbox/`` is sacred); only
 
 OSErrors are not swallowed: after cleaning up its own temp file a failed call
 re-raises, and the caller decides whether the failure is fatal.
+
+A job owns the exact files it examined (SPEC §3): :func:`identify` gives a file's
+identity (device, inode, size, mtime) without following links, :func:`same_file`
+compares it with what intake recorded, and ``move_file(..., expect=...)`` moves
+only that file, raising :class:`~seedance_watch.errors.InputReplaced` otherwise.
+
+:func:`file_system_of` reads the mount table: the inbox watcher polls on network
+file systems, and the ledger warns when its lock may be local to one host there.
 """
 
 from __future__ import annotations
@@ -19,23 +27,36 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Container, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
+from seedance_watch.errors import InputReplaced
+
 __all__ = [
+    "MOUNTINFO",
+    "NETWORK_FS_TYPES",
+    "STALE_TEMP_SECONDS",
     "TEMP_RE",
+    "UNUSABLE_PATH_ERRNOS",
+    "FileIdentity",
+    "Identity",
     "atomic_write_bytes",
     "atomic_write_json",
+    "file_system_of",
     "fsync_dir",
     "fsync_file",
+    "identify",
+    "is_network_fs",
     "make_dirs",
     "move_file",
     "next_free_name",
     "remove_stale_temps",
     "same_entry",
+    "same_file",
     "temp_path",
 ]
 
@@ -50,6 +71,160 @@ TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$", re.DOTALL)
 _NO_LINK_ERRNOS = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 )
+#: A temp file untouched for this long belongs to no live write: sweeps that run
+#: while writers may be at work (another command, another thread) remove only those.
+STALE_TEMP_SECONDS = 3600.0
+
+#: errnos that say a path cannot be used as asked (a config problem, not a failing
+#: disk): no permission, read-only, a file where a folder should be, a bad link...
+UNUSABLE_PATH_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ENOENT,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
+
+#: Where :func:`file_system_of` reads the mounts (a module attribute, for tests).
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+#: File systems where inotify does not see changes made elsewhere and where flock()
+#: may be local to one host (plus any ``fuse.*``).
+NETWORK_FS_TYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb2",
+        "smb3",
+        "smbfs",
+        "9p",
+        "virtiofs",
+        "fuse",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "afs",
+        "davfs",
+        "ncpfs",
+        "gpfs",
+        "beegfs",
+    }
+)
+
+
+# --- identity ---------------------------------------------------------------------------
+
+
+class FileIdentity(Protocol):
+    """What tells one file from another under the same name (``InputFile`` has it too)."""
+
+    @property
+    def dev(self) -> int: ...
+    @property
+    def ino(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+
+
+class Identity(NamedTuple):
+    """A file's identity as :func:`identify` reads it."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    @classmethod
+    def expected(cls, other: FileIdentity) -> Identity:
+        return cls(other.dev, other.ino, other.size, other.mtime_ns)
+
+
+def identify(path: Path) -> Identity:
+    """``path``'s (device, inode, size, mtime_ns), a symlink's own (never its target's).
+
+    A file replaced under the same name gets another inode; one rewritten in place
+    keeps its inode but changes size or mtime.  Raises FileNotFoundError.
+    """
+    return Identity.of(os.lstat(path))
+
+
+def same_file(path: Path, expected: FileIdentity) -> bool:
+    """True when ``path`` is still the very file ``expected`` describes (False if gone)."""
+    try:
+        return identify(path) == Identity.expected(expected)
+    except FileNotFoundError:
+        return False
+
+
+def _replaced(path: Path, expected: FileIdentity, now: Identity | None) -> InputReplaced:
+    was = Identity.expected(expected)
+    seen = "gone" if now is None else f"inode {now.ino}, {now.size} bytes, mtime {now.mtime_ns}"
+    return InputReplaced(
+        f"{path.name} is no longer the file this job examined (inode {was.ino}, "
+        f"{was.size} bytes, mtime {was.mtime_ns}; now {seen}); the new file is a new drop"
+    )
+
+
+# --- mounts -----------------------------------------------------------------------------
+
+
+def is_network_fs(fstype: str) -> bool:
+    """True for network and FUSE file system types (``nfs4``, ``fuse.sshfs``...)."""
+    fstype = fstype.lower()
+    return fstype in NETWORK_FS_TYPES or fstype.startswith("fuse.")
+
+
+def file_system_of(path: Path, *, mountinfo: Path | None = None) -> tuple[str, str] | None:
+    """The mount point and file-system type holding ``path``; None without a mount table.
+
+    Finds the mount with the longest mount point containing the resolved path (the
+    nearest existing ancestor when the path does not exist yet).
+    """
+    target = Path(os.path.normpath(Path(path).absolute()))
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    target = target.resolve()
+    try:
+        table = (mountinfo or MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+    best: tuple[str, str] | None = None
+    for line in table.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        sep = fields.index("-", 6)
+        if len(fields) <= sep + 1:
+            continue
+        mount_point, fstype = _unescape_mount(fields[4]), fields[sep + 1]
+        if _is_within(target, mount_point) and (best is None or len(mount_point) >= len(best[0])):
+            best = (mount_point, fstype)
+    return best
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _is_within(target: Path, mount_point: str) -> bool:
+    return mount_point == "/" or target == Path(mount_point) or Path(mount_point) in target.parents
+
+
+# --- durability -------------------------------------------------------------------------
 
 
 def fsync_dir(path: Path) -> None:
@@ -90,6 +265,10 @@ def make_dirs(path: Path) -> None:
 
     Without the parent fsync a freshly created folder (and everything moved into
     it) can vanish after a power cut even though the files themselves were synced.
+    The deepest folder that already exists has its parent fsynced too: a kill
+    between an earlier ``mkdir`` and its fsync leaves an entry the kernel has but
+    the disk may not, and one fsync is cheap.  (Folders above it were synced
+    before it was created, by this same rule.)
     """
     missing: list[Path] = []
     probe = path
@@ -98,13 +277,14 @@ def make_dirs(path: Path) -> None:
         if probe.parent == probe:
             break
         probe = probe.parent
+    if probe.is_dir() and probe.parent != probe:
+        fsync_dir(probe.parent)
     for folder in reversed(missing):
         try:
             folder.mkdir()
         except FileExistsError:
             if not folder.is_dir():
                 raise
-            continue
         fsync_dir(folder.parent)
 
 
@@ -176,16 +356,25 @@ def _link_no_clobber(src: Path, dst: Path) -> None:
         src.rename(dst)
 
 
-def _copy_entry(src: Path, tmp: Path) -> None:
-    """Copy ``src`` (a symlink as a link, never its target) to the new name ``tmp``, durably."""
+def _copy_entry(src: Path, tmp: Path, expect: FileIdentity | None) -> None:
+    """Copy ``src`` (a symlink as a link, never its target) to the new name ``tmp``, durably.
+
+    With ``expect``, the file opened must be that one (checked on the open
+    descriptor, so a swap between the check and the copy cannot slip through).
+    """
     st = os.lstat(src)
     if stat.S_ISLNK(st.st_mode):
+        if expect is not None and Identity.of(st) != Identity.expected(expect):
+            raise _replaced(src, expect, Identity.of(st))
         tmp.symlink_to(src.readlink())
         return
     if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "not a regular file or symlink", str(src))
     in_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        st = os.fstat(in_fd)
+        if expect is not None and Identity.of(st) != Identity.expected(expect):
+            raise _replaced(src, expect, Identity.of(st))
         out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             while chunk := os.read(in_fd, _CHUNK):
@@ -199,26 +388,29 @@ def _copy_entry(src: Path, tmp: Path) -> None:
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _move_across(src: Path, dst: Path) -> None:
+def _move_across(src: Path, dst: Path, expect: FileIdentity | None) -> None:
     """Move between file systems: copy beside ``dst``, place it, then drop ``src``.
 
     A crash after placement and before the unlink leaves two identical entries;
     the caller (``outbox.finish_moves``) recognises that and finishes the move.
+    With ``expect``, ``src`` is unlinked only while it is still that file: a new
+    file dropped under its name meanwhile stays (it is a new drop).
     """
     tmp = temp_path(dst)
     try:
-        _copy_entry(src, tmp)
+        _copy_entry(src, tmp, expect)
         _link_no_clobber(tmp, dst)
     except BaseException:
         _unlink_quietly(tmp)
         raise
     _unlink_quietly(tmp)
     fsync_dir(dst.parent)
-    src.unlink()
+    if expect is None or same_file(src, expect):
+        src.unlink()
     fsync_dir(src.parent)
 
 
-def move_file(src: Path, dst: Path) -> None:
+def move_file(src: Path, dst: Path, *, expect: FileIdentity | None = None) -> None:
     """Move ``src`` to ``dst`` durably, never replacing an existing ``dst``.
 
     Creates ``dst``'s missing parent folders.  Raises FileExistsError when ``dst``
@@ -226,8 +418,18 @@ def move_file(src: Path, dst: Path) -> None:
     the link itself (its target is never opened).  Across file systems (EXDEV)
     the entry is copied to a hidden temp file beside ``dst``, fsynced, placed,
     and only then is ``src`` removed.
+
+    Order matters for power cuts: ``dst``'s folder is fsynced *before* ``src`` is
+    unlinked, so on a file system that reorders metadata writes the file is never
+    without a durable name.
+
+    With ``expect`` (what intake recorded), only that very file is moved: when
+    ``src`` is another file (replaced under the same name, or rewritten), nothing
+    moves and :class:`~seedance_watch.errors.InputReplaced` is raised.
     """
-    os.lstat(src)  # FileNotFoundError before any folder is created
+    now = identify(src)  # FileNotFoundError before any folder is created
+    if expect is not None and now != Identity.expected(expect):
+        raise _replaced(src, expect, now)
     make_dirs(dst.parent)
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
@@ -236,13 +438,25 @@ def move_file(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        _move_across(src, dst)
+        _move_across(src, dst, expect)
         return
+    if expect is not None and not same_file(dst, expect):
+        # src was swapped between the check and the link: dst is a name we just gave
+        # the newcomer (or, without hard links, the newcomer itself): give it back.
+        if not os.path.lexists(src):
+            _link_no_clobber(dst, src)
+        if os.path.lexists(dst) and same_entry(src, dst):
+            dst.unlink()
+        fsync_dir(dst.parent)
+        if src.parent != dst.parent:
+            fsync_dir(src.parent)
+        raise _replaced(src, expect, identify(src) if os.path.lexists(src) else None)
+    fsync_dir(dst.parent)
     if os.path.lexists(src) and same_entry(src, dst):
         src.unlink()
-    fsync_dir(dst.parent)
-    if src.parent != dst.parent:
         fsync_dir(src.parent)
+    elif src.parent != dst.parent:
+        fsync_dir(src.parent)  # the rename fallback (no hard links) changed src's folder
 
 
 def next_free_name(
@@ -264,18 +478,28 @@ def next_free_name(
         n += 1
 
 
-def remove_stale_temps(root: Path) -> int:
+def remove_stale_temps(root: Path, *, older_than: float = 0.0) -> int:
     """Remove, under ``root``, the ``.NAME.<random>.tmp`` files this module leaves after a crash.
 
-    Call it at start-up only, before any write starts (a live write's temp file
-    matches too).  Symlinked folders are not followed.  Returns how many were removed.
+    With ``older_than=0`` (the default) every one goes: call it so only where no
+    write can be running (at start-up, under the ledger's lock).  Elsewhere pass
+    ``older_than`` (:data:`STALE_TEMP_SECONDS`): only temp files not modified for
+    that many seconds are removed, and a live write's temp file is never that old.
+    Symlinked folders are not followed.  Returns how many were removed.
     """
     removed = 0
+    cutoff = time.time() - older_than
     for folder, _dirs, files in os.walk(root):
         for name in files:
-            if TEMP_RE.match(name):
-                path = Path(folder, name)
-                _unlink_quietly(path)
-                log.info("fs.temp_removed", path=str(path.relative_to(root)))
-                removed += 1
+            if not TEMP_RE.match(name):
+                continue
+            path = Path(folder, name)
+            try:
+                if older_than > 0 and os.lstat(path).st_mtime >= cutoff:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            log.info("fs.temp_removed", path=str(path.relative_to(root)))
+            removed += 1
     return removed

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import heapq
 import os
-import re
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,9 +62,9 @@ from seedance_watch.core.stability import (
     Unsafe,
     is_watched_path,
 )
+from seedance_watch.files import fsutil
 
 __all__ = [
-    "NETWORK_FS_TYPES",
     "AmbiguousPair",
     "Inbox",
     "InboxEvent",
@@ -78,30 +77,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 Mode = Literal["native", "polling"]
-
-#: File systems where inotify does not see changes made elsewhere (plus any ``fuse.*``).
-NETWORK_FS_TYPES = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb",
-        "smb2",
-        "smb3",
-        "smbfs",
-        "9p",
-        "virtiofs",
-        "fuse",
-        "ceph",
-        "glusterfs",
-        "lustre",
-        "afs",
-        "davfs",
-        "ncpfs",
-        "gpfs",
-        "beegfs",
-    }
-)
 
 _EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -116,52 +91,20 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
 ]
 
 
-def is_network_fs(fstype: str) -> bool:
-    """True for network and FUSE file system types (``nfs4``, ``fuse.sshfs``...)."""
-    fstype = fstype.lower()
-    return fstype in NETWORK_FS_TYPES or fstype.startswith("fuse.")
-
-
-def detect_mode(path: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[Mode, str]:
+def detect_mode(path: Path, *, mountinfo: Path | None = None) -> tuple[Mode, str]:
     """Choose native or polling watching for ``path`` from its mount's file-system type.
 
-    Finds the mount with the longest mount point containing the resolved path (the
+    Uses the mount with the longest mount point containing the resolved path (the
     nearest existing ancestor when the path does not exist yet).  Returns the mode
     and a reason for the log.
     """
-    target = Path(os.path.normpath(Path(path).absolute()))
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    target = target.resolve()
-    try:
-        table = mountinfo.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError:
-        return "native", "no mount table to inspect; assuming a local file system"
-    best: tuple[str, str] | None = None
-    for line in table.splitlines():
-        fields = line.split()
-        if "-" not in fields[6:]:
-            continue
-        sep = fields.index("-", 6)
-        if len(fields) <= sep + 1:
-            continue
-        mount_point, fstype = _unescape_mount(fields[4]), fields[sep + 1]
-        if _is_within(target, mount_point) and (best is None or len(mount_point) >= len(best[0])):
-            best = (mount_point, fstype)
-    if best is None:
+    found = fsutil.file_system_of(path, mountinfo=mountinfo)
+    if found is None:
         return "native", "inbox mount not found in the mount table; assuming local"
-    mount_point, fstype = best
-    if is_network_fs(fstype):
+    mount_point, fstype = found
+    if fsutil.is_network_fs(fstype):
         return "polling", f"{fstype} at {mount_point} is a network/FUSE file system"
     return "native", f"{fstype} at {mount_point} is a local file system"
-
-
-def _unescape_mount(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def _is_within(target: Path, mount_point: str) -> bool:
-    return mount_point == "/" or target == Path(mount_point) or Path(mount_point) in target.parents
 
 
 def _sig(st: os.stat_result) -> FileSig:

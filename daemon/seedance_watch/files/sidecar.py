@@ -1,4 +1,4 @@
-"""The sidecar schema, the request it renders to, and the image checks (SPEC §4).
+r"""The sidecar schema, the request it renders to, and the image checks (SPEC §4).
 
 A sidecar is written by a person, so every problem is reported in words that
 person can act on: the key, the value and what is allowed.  The gateway silently
@@ -8,6 +8,18 @@ like ``resolutoin`` or a quoted ``"5"`` must fail the job, not change the video.
 The YAML is composed to nodes first and each top-level value is constructed on
 its own, so one bad value (say an integer too long to convert) is reported with
 its key and position instead of hiding the rest of the file.
+
+Line breaks in a prompt, on purpose and the same whichever way they were written:
+
+* In the file, ``\n``, ``\r\n``, ``\r``, U+0085 (NEL), U+2028 (LINE SEPARATOR)
+  and U+2029 (PARAGRAPH SEPARATOR) are all line breaks, and YAML folds each like
+  ``\n``: in a plain or quoted value one line break becomes a space (an empty
+  line makes a new line); a ``|`` block keeps every one.  (PyYAML alone would keep
+  a raw U+2028 or U+2029 in a quoted value but fold U+0085: we do not.)
+* In the prompt that results, every line break -- including one written as an
+  escape in a double-quoted value (``"\r"``, ``"\N"``, ``"\L"``, ``"\P"``) -- is
+  a plain ``\n``, and the prompt is stripped of surrounding white space.  That is
+  what is checked (length, text commands) and sent to the gateway.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ __all__ = [
     "build_request",
     "check_image",
     "check_sidecar",
+    "normalize_line_breaks",
     "parse_sidecar",
     "sidecar_problems",
     "unknown_model_message",
@@ -63,6 +76,10 @@ _RATIOS: Final[tuple[str, ...]] = get_args(Ratio)
 _INT_RANGES: Final = {"duration": (2, 12), "seed": (-1, 4294967295)}
 # Anything the gateway would parse as a command: two dashes, then a letter.
 _TEXT_COMMAND = re.compile(r"--([^\W\d_][\w-]*)")
+# What YAML 1.1 (and so PyYAML's reader) counts as a line break besides \r and \n.
+_UNICODE_BREAKS = re.compile("[\x85\u2028\u2029]")
+# Every line break a prompt may hold, each to become one "\n".
+_LINE_BREAK = re.compile("\r\n|[\r\x85\u2028\u2029]")
 
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 60
@@ -164,6 +181,8 @@ def _validate(data: bytes, *, strict_model: bool) -> tuple[Sidecar | None, list[
         )
         return None, [_problem(message, None, "Save the sidecar as UTF-8 text.")]
 
+    # One char for one, so positions in messages stay right; see the module docstring.
+    text = _UNICODE_BREAKS.sub("\n", text)
     try:
         root = yaml.compose(text, Loader=Yaml12Loader)
     except yaml.MarkedYAMLError as exc:
@@ -225,6 +244,8 @@ def _validate_mapping(
         except (yaml.YAMLError, ValueError, RecursionError) as exc:
             problems.append(_unreadable_value(key, value_node, exc))
             continue
+        if key == "prompt" and isinstance(value, str):
+            value = normalize_line_breaks(value)
         problem = _check_value(key, value)
         if problem is not None:
             problems.append(problem)
@@ -245,6 +266,11 @@ def _validate_mapping(
     except ValidationError as exc:  # the checks above should make this unreachable
         return None, [_problem(f"invalid options: {exc.errors()[0]['msg']}", None)]
     return Sidecar(prompt=values["prompt"], model=model, options=generation), []
+
+
+def normalize_line_breaks(text: str) -> str:
+    r"""``text`` with each line break (``\r\n``, ``\r``, U+0085, U+2028, U+2029) as ``\n``."""
+    return _LINE_BREAK.sub("\n", text)
 
 
 def unknown_model_message(model: str) -> str:

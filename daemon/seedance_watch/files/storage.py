@@ -16,15 +16,24 @@ Messages name the bucket and the endpoint, never a credential.  All methods are
 synchronous and thread-safe (one boto3 client, which is thread-safe, created once);
 the engine runs them with ``asyncio.to_thread`` in a bounded pool.  ``OSError``
 from reading the local file (e.g. it vanished) propagates unchanged.
+
+An upload sends exactly the bytes the job examined (SPEC §3): the file is opened
+once, without following a symlink, its identity is checked on the open
+descriptor, and the bytes are hashed as they are sent; an upload whose bytes do
+not hash to what intake recorded is deleted again and raises ``InputReplaced``.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import quote
 
 import boto3
@@ -47,11 +56,13 @@ from botocore.exceptions import (
 
 from seedance_watch.errors import (
     ConfigError,
+    InputReplaced,
     SeedanceWatchError,
     StorageRejected,
     StorageTransient,
     StorageUnavailable,
 )
+from seedance_watch.files.fsutil import FileIdentity, Identity
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -189,24 +200,85 @@ class Storage:
         """The object key of a job's image: ``{prefix}{job_id}/{file_name}``."""
         return f"{self.prefix}{job_id}/{file_name}"
 
-    def upload(self, path: Path, key: str, *, content_type: str) -> int:
+    def upload(
+        self,
+        path: Path,
+        key: str,
+        *,
+        content_type: str,
+        expect_sha256: str | None = None,
+        expect: FileIdentity | None = None,
+    ) -> int:
         """Upload ``path`` to ``key`` with ``content_type``; return the bytes uploaded.
 
         Files above the multipart threshold (8 MiB) go up in 8 MiB parts, four at once.
+        The file is opened once (``O_NOFOLLOW``: a symlink is refused with ``OSError``
+        ELOOP, or with :class:`InputReplaced` when ``expect`` says it was a file).
+        With ``expect`` (intake's record), the open file must be that one (device,
+        inode, size, mtime), else :class:`InputReplaced` before anything is sent.
+        With ``expect_sha256``, the bytes sent are hashed on the way; if they do not
+        match (the file was rewritten in place meanwhile), the object just written
+        is deleted and :class:`InputReplaced` raised.
         """
-        size = path.stat().st_size
         started = time.monotonic()
-        with self._translated("upload", key):
-            self._client.upload_file(
-                str(path),
-                self.bucket,
-                key,
-                ExtraArgs={"ContentType": content_type},
-                Config=self._transfer,
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and expect is not None:
+                # Intake examined a regular file; a symlink has taken its name since.
+                raise InputReplaced(f"{path.name} is now a symbolic link") from exc
+            raise
+        with os.fdopen(fd, "rb") as raw:
+            before = Identity.of(os.fstat(fd))
+            if expect is not None and before != Identity.expected(expect):
+                raise InputReplaced(
+                    f"{path.name} is not the file this job examined (inode "
+                    f"{before.ino} instead of {expect.ino}, or another size or mtime); "
+                    "the new file is a new drop"
+                )
+            body = _HashingReader(raw)
+            try:
+                with self._translated("upload", key):
+                    self._client.upload_fileobj(
+                        cast("IO[bytes]", body),  # boto3 uses read, seek and tell only
+                        self.bucket,
+                        key,
+                        ExtraArgs={"ContentType": content_type},
+                        Config=self._transfer,
+                    )
+            except SeedanceWatchError as exc:
+                if Identity.of(os.fstat(fd)) == before:
+                    raise
+                # A file rewritten mid-upload can fail the store's checksum: say why.
+                self._drop(key)
+                raise InputReplaced(
+                    f"{path.name} changed while it was uploaded; the upload was removed"
+                ) from exc
+            digest = body.finish()
+            after = Identity.of(os.fstat(fd))
+        if expect_sha256 is not None and digest != expect_sha256.lower():
+            self._drop(key)
+            raise InputReplaced(
+                f"the bytes of {path.name} sent to S3 are not those the job examined "
+                f"(sha256 {digest[:12]}... instead of {expect_sha256[:12]}...); "
+                "the upload was removed"
+            )
+        if after != before:
+            self._drop(key)
+            raise InputReplaced(
+                f"{path.name} changed while it was uploaded; the upload was removed"
             )
         seconds = time.monotonic() - started
-        log.info("storage.uploaded", key=key, bytes=size, seconds=round(seconds, 3))
-        return size
+        log.info("storage.uploaded", key=key, bytes=before.size, seconds=round(seconds, 3))
+        return before.size
+
+    def _drop(self, key: str) -> None:
+        """Delete an object that must not stay; a failure is logged, not raised."""
+        try:
+            self.delete(key)
+        except SeedanceWatchError as exc:
+            # The job fails either way; the object under its own key is the leak.
+            log.warning("storage.delete_failed", key=key, error=str(exc))
 
     def url_for(self, key: str) -> str:
         """The URL the gateway fetches: presigned GET, or under ``public_base_url``."""
@@ -300,6 +372,65 @@ class Storage:
         elif code in ("403", "AccessDenied"):
             text = f"S3 access denied: {where} ({code}" + (f": {detail})" if detail else ")")
         return StorageUnavailable(text, http_status=status)
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only view of an open file that hashes the bytes read, in file order.
+
+    boto3 reads a single-request body more than once (a checksum, then the send, then
+    a retry's send), each time from offset 0: a read from offset 0 starts the hash
+    afresh, so the digest is that of the last pass, the one the store kept.
+    Multipart uploads read each part once, in order.  Re-reads within a pass are
+    hashed once (only bytes past the furthest point hashed count); bytes never read
+    (a seek forward) are read at :meth:`finish` from the same descriptor.
+    """
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self._hashed = 0  # bytes [0, _hashed) are in the hash
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def read(self, size: int | None = -1) -> bytes:
+        start = self._raw.tell()
+        data = self._raw.read(-1 if size is None else size)
+        self._feed(start, data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _feed(self, start: int, data: bytes) -> None:
+        if start == 0 and data and self._hashed:
+            self._sha, self._hashed = hashlib.sha256(), 0
+        if start <= self._hashed < start + len(data):
+            self._sha.update(memoryview(data)[self._hashed - start :])
+            self._hashed = start + len(data)
+
+    def finish(self) -> str:
+        """The sha256 of the whole file (reading what was never read), as hex."""
+        while chunk := os.pread(self._raw.fileno(), 1 << 20, self._hashed):
+            self._sha.update(chunk)
+            self._hashed += len(chunk)
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        # boto3 must not close the caller's file; upload() closes it.
+        pass
 
 
 def _error_code(exc: ClientError) -> str:

@@ -23,6 +23,9 @@ start-up replays at most about one record per live job beyond the snapshot.
 Recovery reads the newest snapshot and replays the later segments.  A torn last
 record (a crash in the middle of an append) is dropped and the file truncated;
 damage anywhere else raises :class:`LedgerCorrupt` -- it is never guessed around.
+Recovery changes nothing on disk until every record has been read and decoded:
+files a snapshot covers are deleted only then, so a damaged newest snapshot is
+refused with the older snapshot and segments still there for a person to use.
 A failed write or fsync raises :class:`DurabilityError` and the ledger refuses
 further writes: after a failed fsync the kernel may have dropped the data, so
 retrying could report a record durable that is not.
@@ -50,10 +53,17 @@ from types import MappingProxyType, TracebackType
 import structlog
 
 from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
-from seedance_watch.errors import DurabilityError, LedgerCorrupt, LedgerLocked, StateError
+from seedance_watch.errors import (
+    ConfigError,
+    DurabilityError,
+    LedgerCorrupt,
+    LedgerLocked,
+    StateError,
+)
+from seedance_watch.files import fsutil
 from seedance_watch.files.fsutil import fsync_dir
 
-__all__ = ["LOCK_NAME", "Ledger", "decode_record", "encode_record", "read_jobs"]
+__all__ = ["LOCK_NAME", "Ledger", "decode_record", "encode_record", "lock_holder", "read_jobs"]
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +82,9 @@ _DEFAULT_COMPACT = 10_000
 _SNAPSHOT_BATCH = 32
 _SNAPSHOT_SYNC_BYTES = 4 << 20
 _READ_ATTEMPTS = 5
+# A LOCK file replaced under us, or a brief shared lock of `status`: try again.
+_LOCK_ATTEMPTS = 5
+_LOCK_RETRY_SECONDS = 0.05
 _WHAT_TO_DO = (
     "restore the state folder from a backup, or move it aside to start with an empty "
     "ledger (the jobs it holds will be forgotten)"
@@ -290,22 +303,66 @@ def _describe_holder(raw: bytes) -> str:
         return "holder unknown (the LOCK file names no process yet)"
 
 
+def _unusable(state_dir: Path, exc: OSError) -> ConfigError | DurabilityError:
+    """An OSError on the state folder itself: a config problem when the path cannot be
+    used (EACCES, ENOTDIR, EROFS...), a durability one when the disk fails (EIO, ENOSPC)."""
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    where = f", at {exc.filename}" if exc.filename else ""
+    if exc.errno not in fsutil.UNUSABLE_PATH_ERRNOS:
+        return DurabilityError(
+            f"the state folder {state_dir} cannot be prepared: {exc.strerror or exc} "
+            f"({name}{where})"
+        )
+    return ConfigError(
+        f"paths.state {state_dir} cannot be used: {exc.strerror or exc} ({name}{where}); "
+        "give paths.state a local folder this user can create and write",
+        key="paths.state",
+    )
+
+
 def _acquire_lock(state_dir: Path) -> int:
+    """flock() ``LOCK`` and name this process in it; returns the descriptor.
+
+    After the lock is taken the descriptor must still be the file named ``LOCK``: a
+    LOCK deleted or replaced meanwhile (a person moving the folder aside, another
+    daemon starting in the same instant) would leave two daemons each holding a
+    lock on a different file.  Then it tries again, a few times.
+    """
     path = state_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _describe_holder(os.pread(fd, 4096, 0))
+    for attempt in range(_LOCK_ATTEMPTS):
+        last = attempt == _LOCK_ATTEMPTS - 1
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _unusable(state_dir, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not last:
+                # Perhaps `seedance-watch status` testing the lock for a moment.
+                os.close(fd)
+                time.sleep(_LOCK_RETRY_SECONDS)
+                continue
+            holder = _describe_holder(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise LedgerLocked(
+                f"the state folder {state_dir} is in use by another seedance-watch daemon "
+                f"({holder}); stop it first, or give this one its own paths.state",
+                holder=holder,
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StateError(f"cannot lock the state folder {state_dir}: {exc}") from exc
+        if _is_lock_file(fd, path):
+            break
         os.close(fd)
-        raise LedgerLocked(
-            f"the state folder {state_dir} is in use by another seedance-watch daemon "
-            f"({holder}); stop it first, or give this one its own paths.state",
-            holder=holder,
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        raise StateError(f"cannot lock the state folder {state_dir}: {exc}") from exc
+        log.warning("ledger.lock_replaced", state=str(state_dir), attempt=attempt + 1)
+    else:
+        raise StateError(
+            f"the LOCK file in {state_dir} was replaced each time this daemon locked it; "
+            "something else is using the state folder: stop it, or give this daemon "
+            "its own paths.state"
+        )
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -314,6 +371,55 @@ def _acquire_lock(state_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     return fd
+
+
+def _is_lock_file(fd: int, path: Path) -> bool:
+    """True when descriptor ``fd`` is the file that ``path`` names now."""
+    held = os.fstat(fd)
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+def lock_holder(state_dir: Path) -> str | None:
+    """Who holds the state folder's lock (``"pid ... on host ..."``); None when nobody does.
+
+    Tests the lock itself -- a non-blocking shared flock(), released at once --
+    rather than a recorded pid, which may have been reused by another process or
+    belong to another PID namespace.  Never creates ``LOCK``.
+    """
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unusable(state_dir, exc) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe_holder(os.pread(fd, 4096, 0))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _warn_if_network_fs(state_dir: Path) -> None:
+    found = fsutil.file_system_of(state_dir)
+    if found is not None and fsutil.is_network_fs(found[1]):
+        mount_point, fstype = found
+        log.warning(
+            "ledger.network_fs",
+            state=str(state_dir),
+            fstype=fstype,
+            mount_point=mount_point,
+            risk="flock() there may be local to this host: a daemon on another machine "
+            "would not see the lock, and fsync may not reach the server's disk",
+            advice="put paths.state on a local disk; never share one state folder between machines",
+        )
 
 
 # --- the ledger -------------------------------------------------------------------------
@@ -347,10 +453,18 @@ class Ledger:
     def open(cls, state_dir: Path, *, compact_threshold: int | None = None) -> Ledger:
         """Create the folder if needed, take its lock, recover the records.
 
-        Raises :class:`LedgerLocked`, :class:`LedgerCorrupt` or :class:`DurabilityError`.
+        Raises :class:`LedgerLocked`, :class:`LedgerCorrupt` or :class:`DurabilityError`,
+        and :class:`ConfigError` (key ``paths.state``) when the folder cannot be
+        created or opened at all (EACCES, ENOTDIR, EROFS...); a failing disk there
+        (EIO, ENOSPC) is a :class:`DurabilityError`.  Logs
+        ``ledger.network_fs`` when the folder is on a network file system.
         ``compact_threshold`` replaces the 10,000-line floor of the compaction rule.
         """
-        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fsutil.make_dirs(state_dir)
+        except OSError as exc:
+            raise _unusable(state_dir, exc) from exc
+        _warn_if_network_fs(state_dir)
         ledger = cls(state_dir, _acquire_lock(state_dir), compact_threshold)
         try:
             ledger._recover()
@@ -361,18 +475,25 @@ class Ledger:
 
     def _recover(self) -> None:
         started = time.perf_counter()
-        layout = _layout(self._dir)
+        try:
+            layout = _layout(self._dir)
+        except OSError as exc:
+            raise _unusable(self._dir, exc) from exc
         if layout.gap is not None:
             raise LedgerCorrupt(layout.gap)
-        for path in layout.leftovers:
-            path.unlink(missing_ok=True)
         with _gc_paused():
             latest, self._lines, torn_at = _scan_all(self._dir, layout)
-            if torn_at is not None:
-                self._truncate(_segment_path(self._dir, layout.segments[-1]), torn_at)
             for job in _decode_latest(latest):
                 self._index(job)
             del latest
+        # Only now, with every record read and decoded, does recovery touch the disk:
+        # a refusal above leaves all the files a person could recover from.
+        if torn_at is not None:
+            self._truncate(_segment_path(self._dir, layout.segments[-1]), torn_at)
+        for path in layout.leftovers:
+            path.unlink(missing_ok=True)
+        # Under the lock nothing else writes here, so every temp file is a crash's.
+        fsutil.remove_stale_temps(self._dir)
         if layout.segments:
             self._segment = layout.segments[-1]
             self._fd = self._open_segment(self._segment, create=False)
@@ -633,6 +754,8 @@ class Ledger:
         try:
             for path in _layout(self._dir).leftovers:
                 path.unlink(missing_ok=True)
+            # daemon.json may be mid-write in another thread: only old temp files go.
+            fsutil.remove_stale_temps(self._dir, older_than=fsutil.STALE_TEMP_SECONDS)
         except OSError as exc:
             # Harmless: the next open (or compaction) deletes what the snapshot covers.
             log.warning("ledger.cleanup_failed", error=str(exc))
@@ -652,7 +775,8 @@ def read_jobs(state_dir: Path) -> dict[str, Job]:
 
     For ``seedance-watch status`` while the daemon runs: a torn last record (an
     append in progress) is ignored, and a file that vanishes mid-read (a
-    compaction) restarts the read.  Damage elsewhere raises :class:`LedgerCorrupt`.
+    compaction) restarts the read.  Damage elsewhere raises :class:`LedgerCorrupt`;
+    a folder that cannot be read raises :class:`ConfigError` (key ``paths.state``).
     """
     if not state_dir.is_dir():
         return {}
@@ -668,6 +792,8 @@ def read_jobs(state_dir: Path) -> dict[str, Job]:
                 return {job.job_id: job for job in _decode_latest(latest)}
         except FileNotFoundError as exc:
             reason = f"{exc.filename} vanished while reading"
+        except OSError as exc:
+            raise _unusable(state_dir, exc) from exc
     raise LedgerCorrupt(
         f"cannot read a consistent ledger in {state_dir} after {_READ_ATTEMPTS} attempts: {reason}"
     )

@@ -32,7 +32,7 @@ from seedance_watch.config import Config
 from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
 from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
-from seedance_watch.files.fsutil import remove_stale_temps
+from seedance_watch.files.fsutil import STALE_TEMP_SECONDS, remove_stale_temps
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.outbox import cleanup_staging
 from seedance_watch.files.storage import Storage
@@ -213,6 +213,9 @@ class Engine:
         removed = await asyncio.to_thread(cleanup_staging, self.config.paths.outbox, alive)
         for root in (self.config.paths.done, self.config.paths.failed):
             removed += await asyncio.to_thread(remove_stale_temps, root)
+        # `seedance-watch retry` may be moving files into the inbox now: old temps only.
+        inbox = self.config.paths.inbox
+        removed += await asyncio.to_thread(remove_stale_temps, inbox, older_than=STALE_TEMP_SECONDS)
         if removed:
             log.info("engine.leftovers_removed", files=removed)
         self.budget.load(self.ledger.jobs().values())

@@ -24,7 +24,8 @@ from typing import Any
 import structlog
 
 from seedance_watch.config import ApiKey, Config
-from seedance_watch.errors import ConfigError
+from seedance_watch.errors import ConfigError, DurabilityError
+from seedance_watch.files.fsutil import UNUSABLE_PATH_ERRNOS, make_dirs
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
@@ -69,8 +70,27 @@ class RunResult:
 
 
 def _make_dirs(config: Config) -> None:
-    for path in (config.paths.inbox, config.paths.outbox, config.paths.done, config.paths.failed):
-        path.mkdir(parents=True, exist_ok=True)
+    """Create the four folders durably (each new folder's parent fsynced).
+
+    A folder that cannot be created is a config problem naming its key (exit 2); a
+    failing disk (EIO, ENOSPC on the fsync) is a :class:`DurabilityError`.
+    """
+    paths = config.paths
+    for key, path in (
+        ("inbox", paths.inbox),
+        ("outbox", paths.outbox),
+        ("done", paths.done),
+        ("failed", paths.failed),
+    ):
+        try:
+            make_dirs(path)
+        except OSError as exc:
+            if exc.errno not in UNUSABLE_PATH_ERRNOS:
+                raise DurabilityError(f"cannot create paths.{key} {path} durably: {exc}") from exc
+            raise ConfigError(
+                f"paths.{key} {path} cannot be created: {exc.strerror or exc}",
+                key=f"paths.{key}",
+            ) from exc
 
 
 async def run_service(

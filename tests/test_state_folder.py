@@ -1,0 +1,174 @@
+"""The state folder as a running daemon holds it: liveness by the lock, clear refusals."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seedance_watch.cli import main
+from seedance_watch.commands.status import (
+    DAEMON_STATUS_NAME,
+    format_status,
+    read_daemon_status,
+    status_report,
+)
+from seedance_watch.config import load_config
+from seedance_watch.files import fsutil
+from seedance_watch.ledger import jsonl
+from seedance_watch.ledger.jsonl import LOCK_NAME, Ledger, lock_holder
+from seedance_watch.service import lifecycle
+from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
+
+from .daemon_harness import daemon_env, run_once, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def write_daemon_json(state: Path, pid: int) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / DAEMON_STATUS_NAME).write_text(
+        json.dumps({"pid": pid, "key_source": "env", "paused": {}, "updated_at": "x"})
+    )
+
+
+def test_status_tells_running_by_the_lock_not_by_a_pid(tmp_path: Path) -> None:
+    """daemon.json naming a live pid (here: this very process, as a reused pid would)
+    is not "running" when nobody holds the lock; a ledger holding the lock is
+    "running" even before daemon.json exists, with the holder's pid."""
+    state = tmp_path / "state"
+    write_daemon_json(state, os.getpid())
+    daemon = read_daemon_status(state)
+    assert daemon is not None and daemon["running"] is False
+    assert "daemon: not running" in format_status(status_report(state))
+
+    (state / DAEMON_STATUS_NAME).unlink()
+    with Ledger.open(state):
+        assert lock_holder(state) is not None and f"pid {os.getpid()}" in str(lock_holder(state))
+        daemon = read_daemon_status(state)
+        assert daemon is not None and daemon["running"] is True
+        assert daemon["pid"] == os.getpid()
+        assert f"daemon: running (pid {os.getpid()})" in format_status(status_report(state))
+    assert lock_holder(state) is None
+    assert read_daemon_status(state) is None
+
+
+def test_status_testing_the_lock_never_creates_it_or_keeps_it(tmp_path: Path) -> None:
+    """status on a fresh folder creates no LOCK; after it tested one, a daemon can start."""
+    state = tmp_path / "state"
+    state.mkdir()
+    assert lock_holder(state) is None
+    assert not (state / LOCK_NAME).exists()
+    with Ledger.open(state):
+        pass
+    assert lock_holder(state) is None
+    with Ledger.open(state):
+        pass
+
+
+def test_a_daemon_starting_while_status_tests_the_lock_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status holds a shared lock for an instant; a daemon starting in that instant
+    tries again instead of refusing as if another daemon ran."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / LOCK_NAME).write_text("")
+    fd = os.open(state / LOCK_NAME, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what status does, frozen in time
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        os.close(fd)  # status releases the lock
+
+    monkeypatch.setattr(jsonl.time, "sleep", sleep)
+    with Ledger.open(state):
+        assert len(waits) == 1
+
+
+def config_file(tmp_path: Path, **paths: Path) -> Path:
+    folders = {name: tmp_path / name for name in ("inbox", "outbox", "done", "failed", "state")}
+    folders.update(paths)
+    body = ", ".join(f"{k}: '{v}'" for k, v in folders.items())
+    path = tmp_path / "seedance-watch.yaml"
+    path.write_text(f"paths: {{{body}}}\nstorage: {{bucket: b}}\nlog: {{format: json}}\n")
+    return path
+
+
+def test_status_on_an_unusable_state_folder_exits_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """paths.state below a regular file (ENOTDIR): exit 2, a message naming paths.state."""
+    (tmp_path / "file").write_text("")
+    config = config_file(tmp_path, state=tmp_path / "file" / "state")
+    assert main(["status", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "paths.state" in err and "cannot be used" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key", ["state", "done"])
+def test_run_on_an_unusable_folder_exits_2_without_a_traceback(tmp_path: Path, key: str) -> None:
+    """`run` with paths.state (or another folder) impossible to create: exit 2 naming it."""
+    (tmp_path / "file").write_text("")
+    config = config_file(tmp_path, **{key: tmp_path / "file" / key})
+    proc = subprocess.run(
+        [sys.executable, "-m", "seedance_watch", "run", "--once", "--config", str(config)],
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=os.fspath(tmp_path),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"paths.{key}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_daemon_folders_are_created_durably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each folder the daemon creates at start-up has its parent fsynced (a power cut
+    right after start-up must not lose done/ with the inputs moved into it)."""
+    base = tmp_path / "srv"
+    config = load_config(
+        config_file(
+            base.parent, **{name: base / name for name in ("inbox", "outbox", "done", "failed")}
+        ),
+        {},
+    )
+    synced: list[Path] = []
+    monkeypatch.setattr(fsutil, "fsync_dir", synced.append)
+    lifecycle._make_dirs(config)
+    assert all((base / name).is_dir() for name in ("inbox", "outbox", "done", "failed"))
+    assert base.parent in synced  # for srv/ itself
+    assert synced.count(base) >= 4  # for each of the four
+
+
+def test_start_up_sweeps_old_temp_files_from_the_inbox_and_the_state_folder(
+    tmp_path: Path, s3_server: S3Emulator
+) -> None:
+    """A move into the inbox (`retry` across file systems) or an atomic write in the state
+    folder killed midway leaves a hidden ``.NAME.<random>.tmp``: a `run` sweeps those
+    of the inbox older than an hour (a `retry` may be writing a fresh one right now)
+    and every one of the state folder (which it holds locked)."""
+    with Simulator(SimulatorConfig(api_key="sim-key")) as sim:
+        config = write_config(tmp_path, s3_server, sim)
+        inbox, state = tmp_path / "inbox", tmp_path / "state"
+        state.mkdir()
+        old = fsutil.temp_path(inbox / "sub" / "beach.jpg")
+        old.parent.mkdir()
+        fresh = fsutil.temp_path(inbox / "dune.jpg")
+        in_state = fsutil.temp_path(state / "daemon.json")
+        for path in (old, fresh, in_state):
+            path.write_bytes(b"partial")
+        os.utime(old, (1_600_000_000, 1_600_000_000))
+        result, _ = run_once(config)
+    assert result.exit_code == 0
+    assert fresh.exists()
+    assert not old.exists() and not in_state.exists()
