@@ -172,3 +172,35 @@ async def test_staging_is_removed_when_the_output_name_is_contested(tmp_path: Pa
     stored = store.get(job.job_id)
     assert stored is not None and stored.state is State.FAILED
     assert not staging.exists()
+
+
+def test_a_file_replaced_under_its_name_mid_job_is_never_uploaded_or_moved_as_the_old(
+    tmp_path: Path,
+    s3_server: S3Emulator,
+    sim: Simulator,
+    write_pair: WritePair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job owns the exact files it examined (SPEC §3, defect 2): the image is replaced
+    right after intake hashed it; the job uploads nothing it did not hash (it fails as
+    input_replaced, nothing is submitted) and the new file stays in the inbox."""
+    from seedance_watch.pipeline import intake as intake_mod
+
+    real = intake_mod.examine_drop
+
+    def examine_then_replace(inbox: Path, image: str, *args: Any, **kwargs: Any) -> Any:
+        drop = real(inbox, image, *args, **kwargs)
+        replacement = inbox / "swap.tmp"
+        replacement.write_bytes((inbox / image).read_bytes() + b"\0new")
+        replacement.replace(inbox / image)  # a new inode under the same name
+        return drop
+
+    monkeypatch.setattr(intake_mod, "examine_drop", examine_then_replace)
+    config_path = write_config(tmp_path, s3_server, sim)
+    write_pair(tmp_path / "inbox", "beach")
+    result, _ = run_once(config_path)
+    assert result.exit_code == 4 and len(sim.submits) == 0
+    report = json.loads((tmp_path / "failed" / "beach.error.json").read_text())
+    assert report["code"] == "input_replaced"
+    assert (tmp_path / "inbox" / "beach.jpg").read_bytes().endswith(b"\0new")
+    assert not (tmp_path / "failed" / "beach.jpg").exists()

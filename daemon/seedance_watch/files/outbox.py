@@ -30,7 +30,7 @@ from typing import Any, Literal
 import structlog
 
 from seedance_watch.core.names import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
-from seedance_watch.errors import SeedanceWatchError
+from seedance_watch.errors import InputReplaced, SeedanceWatchError
 from seedance_watch.files import fsutil
 
 __all__ = [
@@ -366,10 +366,13 @@ def finish_moves(
     roots: Mapping[str, Path],
     moves: Sequence[tuple[str, str]],
     job_id: str | None = None,
+    expect: Mapping[str, fsutil.FileIdentity] | None = None,
 ) -> None:
     """Carry out planned input moves (inbox-relative source → ``done/...`` or ``failed/...``).
 
-    Idempotent.  ``roots`` maps ``inbox``, ``done`` and ``failed`` to folders.  Per
+    Idempotent.  ``roots`` maps ``inbox``, ``done`` and ``failed`` to folders.
+    ``expect`` maps a source to the identity the job examined: a file replaced under
+    that name is not this job's and stays in the inbox (SPEC §3).  Per
     move: source only → moved; destination only → already done; neither → the
     user removed the input (warning ``outbox.input_vanished``); both → if they are
     one file or identical (a crash in the middle of a move) the source is
@@ -385,9 +388,13 @@ def finish_moves(
         src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
         if src_there and not dst_there:
             try:
-                fsutil.move_file(src, dst)
+                fsutil.move_file(src, dst, expect=(expect or {}).get(src_rel))
             except FileExistsError as exc:
                 raise OutputConflict(f"{dst_rel} appeared while moving", path=dst_rel) from exc
+            except InputReplaced:
+                # Another file under that name: a new drop of its own, left in the inbox.
+                log.warning("outbox.input_replaced", job_id=job_id, source=src_rel)
+                continue
             log.info("outbox.input_moved", job_id=job_id, source=src_rel, to=dst_rel)
         elif dst_there and not src_there:
             fsutil.fsync_dir(dst.parent)

@@ -285,7 +285,7 @@ def _scan_all(state_dir: Path, layout: _Layout) -> tuple[_Latest, int, int | Non
     return latest, lines, torn_at
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_once(fd: int, data: bytes) -> None:
     """One ``os.write``; a short write is an error (on a regular file it means ENOSPC)."""
     written = os.write(fd, data)
     if written != len(data):
@@ -579,7 +579,7 @@ class Ledger:
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                _write_all(fd, b"ok")
+                _write_once(fd, b"ok")
             finally:
                 os.close(fd)
             probe.unlink()
@@ -605,7 +605,7 @@ class Ledger:
                     f"({self._fatal}); restart the daemon once the disk is healthy"
                 ) from self._fatal
             try:
-                _write_all(self._fd, line)
+                _write_once(self._fd, line)
                 os.fsync(self._fd)
             except OSError as exc:
                 self._fatal = exc
@@ -728,7 +728,7 @@ class Ledger:
                     if len(batch) == _SNAPSHOT_BATCH:
                         chunk = b"".join(batch)
                         batch.clear()
-                        _write_all(fd, chunk)
+                        _write_once(fd, chunk)
                         unsynced += len(chunk)
                         if unsynced >= _SNAPSHOT_SYNC_BYTES:
                             # Flushing as we go keeps put()'s own fsync from queueing
@@ -736,7 +736,7 @@ class Ledger:
                             stage, unsynced = "fsync", 0
                             os.fsync(fd)
                             stage = "write"
-                _write_all(fd, b"".join(batch))
+                _write_once(fd, b"".join(batch))
                 stage = "fsync"
                 os.fsync(fd)
             finally:

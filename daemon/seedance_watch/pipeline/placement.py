@@ -177,7 +177,11 @@ class Placement:
                 metadata=_output_metadata(job),
             )
             await asyncio.to_thread(
-                finish_moves, roots=self._roots, moves=job.moved_to, job_id=job.job_id
+                finish_moves,
+                roots=self._roots,
+                moves=job.moved_to,
+                job_id=job.job_id,
+                expect={i.path: i for i in job.inputs},
             )
         except StagingMissing:
             self._planned_outputs.discard(job.output)
@@ -253,7 +257,11 @@ class Placement:
             job_id=job.job_id,
         )
         await asyncio.to_thread(
-            finish_moves, roots=self._roots, moves=job.moved_to, job_id=job.job_id
+            finish_moves,
+            roots=self._roots,
+            moves=job.moved_to,
+            job_id=job.job_id,
+            expect={i.path: i for i in job.inputs},
         )
         await self._release_objects(job)
         self._release_names(job)

@@ -60,7 +60,7 @@ class SubmitStage:
         with d.critical():
             media: dict[str, str] = {}
             try:
-                for role, _ in images_of(job):
+                for role, _, _ in images_of(job):
                     key = job.upload_key(role)
                     assert key is not None, f"{job.job_id}: {role} was not uploaded"
                     # Presigned now, not at upload: a job held back (a pause, the

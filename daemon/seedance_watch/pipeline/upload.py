@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 import stamina
 
 from seedance_watch import errors as E
-from seedance_watch.core.jobs import Job, Stage, Uploaded
+from seedance_watch.core.jobs import InputFile, Job, Stage, Uploaded
 from seedance_watch.core.names import content_type
 from seedance_watch.core.scheduling import STAGE_POLICIES, RetryHook
 from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps, Wait
@@ -24,11 +24,11 @@ from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, 
 __all__ = ["UploadStage", "images_of"]
 
 
-def images_of(job: Job) -> list[tuple[str, str]]:
-    """``(role, inbox path)`` of each image a job uploads, in upload order."""
+def images_of(job: Job) -> list[tuple[str, str, InputFile | None]]:
+    """``(role, inbox path, examined identity)`` of each image a job uploads, in order."""
     if job.inputs:
-        return [(i.role, i.path) for i in job.inputs if i.role in ("image", "last_frame")]
-    return [] if job.kind == "text" else [("image", job.source)]
+        return [(i.role, i.path, i) for i in job.inputs if i.role in ("image", "last_frame")]
+    return [] if job.kind == "text" else [("image", job.source, None)]
 
 
 class UploadStage:
@@ -58,15 +58,22 @@ class UploadStage:
             ),
         )
         try:
-            for role, rel in images_of(job):
+            for role, rel, examined in images_of(job):
                 path = self.inbox / rel
                 key = d.storage.key_for(job.job_id, PurePosixPath(rel).name)
                 async for attempt in stamina.retry_context(
                     on=hook, attempts=policy.attempts, timeout=None
                 ):
                     with attempt, d.critical():
+                        # Only the bytes intake hashed go up (SPEC §3): a file replaced
+                        # under that name fails this job as input_replaced.
                         total += await asyncio.to_thread(
-                            d.storage.upload, path, key, content_type=content_type(rel)
+                            d.storage.upload,
+                            path,
+                            key,
+                            content_type=content_type(rel),
+                            expect_sha256=examined.sha256 if examined else None,
+                            expect=examined,
                         )
                 uploads.append((role, key))
         except FileNotFoundError:
