@@ -98,6 +98,7 @@ def run_demo(folder: Path) -> int:
         video_seconds=2.0,
         video_fps=12,
         video_max_side=640,
+        submit_answer="envelope",  # the gateway as it answers today (SPEC §2)
     )
     with S3Emulator(DEMO_BUCKET) as s3, Simulator(sim_config) as sim:
         config_path = _write_config(folder, s3.endpoint_url, sim.base_url)
