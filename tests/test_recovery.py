@@ -33,9 +33,9 @@ from seedance_watch.service.lifecycle import RunResult
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
+from .batches import check_batch, make_batch
 from .daemon_harness import DaemonProcess, daemon_env, files_under, wait_for, write_config
 from .daemon_harness import run_once as _run_once
-from .test_crash import check_batch, make_batch
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -15,7 +15,7 @@ from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, wait_for, write_config
-from .test_notify import NotifySocket
+from .sdnotify_socket import NotifySocket
 
 pytestmark = pytest.mark.timeout(60)
 

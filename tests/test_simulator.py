@@ -24,36 +24,8 @@ from seedance_watch.simulator.commands import CommandError, parse_text
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .conftest import BUCKET, make_image_bytes
-
-SUBMIT = "/byteplus/v1/generateImage2VideoTask"
-POLL = "/bytedance-polling/getVideoResult"
-MODEL = "seedance-1-0-lite-i2v-250428"
-FAST = {"queued_seconds": 0.05, "running_seconds": 0.1}
-
-
-def headers(key: str = "sim-key") -> dict[str, str]:
-    return {
-        "Ocp-Apim-Subscription-Key": key,
-        "Content-Type": "application/json",
-        "Cache-Control": "no-cache",
-    }
-
-
-def body(url: str, text: str = "A calm sea --duration 5", model: str = MODEL) -> dict[str, Any]:
-    return {
-        "model": model,
-        "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": url}],
-    }
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met before the deadline")
+from .daemon_harness import wait_for
+from .simhelpers import FAST, MODEL, POLL, SUBMIT, _ready_line, body, headers
 
 
 @pytest.fixture
@@ -407,12 +379,6 @@ def test_cli_serves_until_sigterm(tmp_path: Any) -> None:
         proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
-
-
-def _ready_line(proc: subprocess.Popen[str]) -> str | None:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    return line if line.startswith("Pixazo simulator") or not line else None
 
 
 # --- the pure parts -------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from seedance_watch.simulator.video import text_picture
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .conftest import BUCKET, make_image_bytes
-from .test_simulator import FAST, MODEL, POLL, SUBMIT, _ready_line, body, headers, wait_for
+from .daemon_harness import wait_for
+from .simhelpers import FAST, MODEL, POLL, SUBMIT, _ready_line, body, headers
 
 FRAMES = "/byteplus/v1/generateFrame2VideoTask"
 TEXT = "/byteplus/v1/generateVideoTask"

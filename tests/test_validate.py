@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from .bad_inputs import BAD_INPUTS, drop_bad_inputs
 from .conftest import make_image_bytes
-from .test_inputs import BAD_INPUTS, drop_bad_inputs
 
 pytestmark = pytest.mark.timeout(60)
 
