@@ -23,7 +23,10 @@ from seedance_watch.core.jobs import RESUME, Job, Stage, State
 from seedance_watch.core.scheduling import CircuitBreaker, TimerHeap, TokenBucket
 from seedance_watch.ledger.base import JobStore
 
-__all__ = ["Dispatcher"]
+__all__ = ["POKE_SPACING", "Dispatcher"]
+
+#: A webhook callback polls its task at once, but never more than once a second.
+POKE_SPACING = 1.0
 
 
 class Dispatcher:
@@ -52,6 +55,41 @@ class Dispatcher:
         self.in_flight: set[str] = set()
         self.submit_wake, self.timer_wake = asyncio.Event(), asyncio.Event()
         self.stopping = False
+        # Webhooks: token → job id, when each task was last polled, the loop to wake.
+        self.tokens: dict[str, str] = {}
+        self.last_poll: dict[str, float] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def know_token(self, job: Job) -> None:
+        if job.webhook_token is not None:
+            self.tokens[job.webhook_token] = job.job_id
+
+    def forget(self, job: Job) -> None:
+        """A finished job needs no poll bookkeeping (its token stays known: 204)."""
+        self.last_poll.pop(job.job_id, None)
+
+    def poke(self, token: str) -> bool:
+        """A webhook callback (any thread): poll that task soon.  False for an unknown token.
+
+        Nothing of the callback is trusted: it only moves the job's next poll forward,
+        at most once per :data:`POKE_SPACING` seconds.
+        """
+        job_id = self.tokens.get(token)
+        if job_id is None:
+            return False
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._poke, job_id)
+        return True
+
+    def _poke(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        # Only a job waiting on the timer heap: one in a queue or being polled is not
+        # polled twice at once.
+        if job is None or job.state is not State.SUBMITTED or job_id not in self.timers:
+            return
+        due = max(self.clock(), self.last_poll.get(job_id, 0.0) + POKE_SPACING)
+        if due < (self.timers.due(job_id) or due + 1):
+            self.schedule(job_id, due)
 
     def track(self, job: Job) -> None:
         """Slots: a job holds one from its submit intent until its task ends."""

@@ -75,8 +75,6 @@ log = structlog.get_logger(__name__)
 ONCE_ATTEMPTS = {"upload": 3, "submit": 8}
 #: Workers per pooled stage (polls: scaled with ``gateway.max_in_flight``).
 POOL_SIZES = {Stage.UPLOAD: 4, Stage.DOWNLOAD: 4, Stage.FINISH: 1}
-#: A webhook callback polls its task at once, but never more than once a second.
-POKE_SPACING = 1.0
 
 
 @dataclass
@@ -119,8 +117,6 @@ class Engine:
         self.summary = RunSummary()
         self.fatal: E.StateError | None = None
         self._attempts: dict[str, int] = {}
-        self._tokens: dict[str, str] = {}  # webhook token → job id
-        self._last_poll: dict[str, float] = {}
         self._idle, self._fatal_event = asyncio.Event(), asyncio.Event()
         self._busy, self._once = 0, False
         self._parked: set[str] = set()  # --once: held by the day's budget
@@ -205,10 +201,9 @@ class Engine:
 
     async def recover(self) -> None:
         """Take up every unfinished job of the ledger (SPEC §7): each re-enters its stage."""
-        self._loop = asyncio.get_running_loop()
-        for job in self.ledger.jobs().values():
-            if job.webhook_token is not None and not job.terminal:
-                self._tokens[job.webhook_token] = job.job_id
+        self.dispatch.loop = asyncio.get_running_loop()
+        for job in self.ledger.active():
+            self.dispatch.know_token(job)
         alive = {job.job_id for job in self.ledger.active()}
         removed = await asyncio.to_thread(cleanup_staging, self.config.paths.outbox, alive)
         for root in (self.config.paths.done, self.config.paths.failed):
@@ -361,36 +356,14 @@ class Engine:
 
     # --- intake and webhooks --------------------------------------------------------------------
 
+    def poke(self, token: str) -> bool:
+        """A webhook callback (any thread): see :meth:`Dispatcher.poke`."""
+        return self.dispatch.poke(token)
+
     async def handle_event(self, event: InboxEvent) -> None:
         """Queue one inbox event for intake (quick: the inbox loop awaits this)."""
         if not self._stopping:
             self.intake.submit(event, event_files(event))
-
-    def poke(self, token: str) -> bool:
-        """A webhook callback (any thread): poll that task soon.  False for an unknown token.
-
-        Nothing of the callback is trusted: it only moves the job's next poll forward,
-        at most once per :data:`POKE_SPACING` seconds.
-        """
-        job_id = self._tokens.get(token)
-        if job_id is None:
-            return False
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._poke, job_id)
-        return True
-
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    def _poke(self, job_id: str) -> None:
-        job = self.ledger.get(job_id)
-        # Only a job waiting on the timer heap: one in a queue or being polled is not
-        # polled twice at once.
-        if job is None or job.state is not State.SUBMITTED or job_id not in self.dispatch.timers:
-            return
-        due = max(self.clock(), self._last_poll.get(job_id, 0.0) + POKE_SPACING)
-        if due < (self.dispatch.timers.due(job_id) or due + 1):
-            self.dispatch.schedule(job_id, due)
 
     # --- applying outcomes ----------------------------------------------------------------------
 
@@ -509,8 +482,7 @@ class Engine:
         new = apply(job, event, self.clock())
         self.ledger.put(new)
         self.budget.recorded(job, new, event)
-        if new.webhook_token is not None:
-            self._tokens[new.webhook_token] = new.job_id
+        self.dispatch.know_token(new)
         return new
 
     async def _step(self, stage: Stage, job_id: str) -> None:
@@ -521,7 +493,7 @@ class Engine:
         if stage is Stage.POLL:
             if self._stopping:
                 return
-            self._last_poll[job_id] = self.clock()
+            self.dispatch.last_poll[job_id] = self.clock()
         try:
             outcome = await self.stages[stage].run(job)
         except OSError as exc:  # a file step (disk full, a folder gone): retried
@@ -539,7 +511,7 @@ class Engine:
         (self.summary.done if job.state is State.DONE else self.summary.failed).append(job.job_id)
         self.intake.release(job_files(job))
         self._attempts.pop(job.job_id, None)
-        self._last_poll.pop(job.job_id, None)
+        self.dispatch.forget(job)
         self.dispatch.track(job)
         self.endings.ended(job)
         self._idle.set()
