@@ -487,17 +487,18 @@ class Engine:
 
     async def _step(self, stage: Stage, job_id: str) -> None:
         """Run one stage on one job and apply its outcome."""
-        job = self.ledger.get(job_id)
-        if job is None or job.terminal or RESUME[job.state] is not stage:
-            return  # stale: the job moved on meanwhile
-        if stage is Stage.POLL:
-            if self._stopping:
-                return
-            self.dispatch.last_poll[job_id] = self.clock()
         try:
-            outcome = await self.stages[stage].run(job)
-        except OSError as exc:  # a file step (disk full, a folder gone): retried
-            outcome = Retry(f"file error: {exc}")
+            job = self.ledger.get(job_id)
+            if job is None or job.terminal or RESUME[job.state] is not stage:
+                return  # stale: the job moved on meanwhile
+            if stage is Stage.POLL:
+                if self._stopping:
+                    return
+                self.dispatch.last_poll[job_id] = self.clock()
+            try:
+                outcome = await self.stages[stage].run(job)
+            except OSError as exc:  # a file step (disk full, a folder gone): retried
+                outcome = Retry(f"file error: {exc}")
         finally:
             if stage is Stage.SUBMIT:
                 self.budget.release(job_id)  # its intent is counted, or there was none
