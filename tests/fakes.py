@@ -70,6 +70,8 @@ class FakeProvider:
     def __init__(self) -> None:
         self.created: list[tuple[GenerationRequest, dict[str, str], str | None]] = []
         self.statuses: list[TaskStatus | Exception] = []
+        #: Raised by the next ``create_task`` (then cleared), after it is recorded.
+        self.submit_error: Exception | None = None
 
     async def create_task(
         self,
@@ -79,6 +81,9 @@ class FakeProvider:
         webhook_url: str | None = None,
     ) -> TaskRef:
         self.created.append((request, dict(media), webhook_url))
+        if self.submit_error is not None:
+            error, self.submit_error = self.submit_error, None
+            raise error
         return TaskRef(f"t-{len(self.created)}", None, "legacy")
 
     async def task_status(self, ref: TaskRef) -> TaskStatus:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from seedance_watch.config import load_api_key, load_config
-from seedance_watch.core.jobs import Job, State, SubmitIntent, SubmitRefused
+from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused
 from seedance_watch.ledger.jsonl import Ledger, read_jobs
 from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator, SimulatorConfig
@@ -123,6 +123,23 @@ async def test_ambiguous_submits_count_and_refused_ones_do_not(tmp_path: Path) -
     await engine.placement.fail(again, E.SubmitAmbiguous("lost answer"))
     assert store.get("j1").state is State.FAILED  # type: ignore[union-attr]
     assert engine.budget.today()["submits"] == 1  # may be billed: it counts
+
+
+async def test_a_submit_the_gateway_rejected_is_not_counted(tmp_path: Path) -> None:
+    """A 400/404 on submit created no task: the job fails, the day's tally drops it."""
+    from seedance_watch import errors as E
+
+    engine, store, provider, _ = make_engine(tmp_path)
+    (tmp_path / "inbox" / "beach.jpg").write_bytes(b"x")
+    (tmp_path / "inbox" / "beach.yaml").write_text("prompt: p\n")
+    seed(store, State.UPLOADED, uploads=(("image", "k"),))
+    provider.submit_error = E.GatewayRejected("no such model", http_status=404)
+    assert engine.budget.wait(store.get("j1")) == 0  # type: ignore[arg-type]
+    await engine._step(Stage.SUBMIT, "j1")
+    failed = store.get("j1")
+    assert failed is not None and failed.state is State.FAILED and failed.intent_at is None
+    assert failed.error is not None and failed.error["stage"] == "submitting"
+    assert engine.budget.today()["submits"] == 0
 
 
 async def test_the_pause_lifts_when_the_fake_clock_crosses_midnight(tmp_path: Path) -> None:

@@ -169,10 +169,14 @@ class JobError(SeedanceWatchError):
         self.http_status = http_status
         self.task_id = task_id
         self.key = key
+        #: The stage named in the report, when not the job's state at the failure.
+        self.stage: str | None = None
 
     def report(self) -> dict[str, Any]:
         """The fields of the error report this error contributes."""
         out: dict[str, Any] = {"code": self.code, "message": self.message, "hint": self.hint}
+        if self.stage is not None:
+            out["stage"] = self.stage
         if self.http_status is not None:
             out["http_status"] = self.http_status
         if self.task_id is not None:

@@ -89,6 +89,12 @@ class SubmitStage:
                 return Retry(exc.message, exc.retry_after, event=SubmitRefused())
             except E.CredentialsRefused as exc:
                 return Pause("credentials", exc, event=SubmitRefused())
+            except E.GatewayRejected as exc:
+                # Refused (400, 404): no task, nothing billed -- the budget no longer
+                # counts it -- and the job fails.
+                d.put(job, SubmitRefused())
+                exc.stage = "submitting"
+                return Fail(exc)
             except E.JobError as exc:
                 return Fail(exc)
             except Exception as exc:  # the outcome of this submit is unknown
