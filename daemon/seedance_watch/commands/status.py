@@ -148,6 +148,7 @@ def status_report(state_dir: Path) -> dict[str, Any]:
             {
                 "job_id": job.job_id,
                 "source": job.source,
+                "kind": job.kind,
                 "state": job.state.value,
                 "task_id": job.task_id,
                 "error": job.error,
