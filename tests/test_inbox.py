@@ -22,7 +22,7 @@ from watchdog.observers import Observer
 
 import seedance_watch.files.inbox as inbox_mod
 from seedance_watch.files.inbox import (
-    AmbiguousPair,
+    AmbiguousDrop,
     Inbox,
     InboxEvent,
     Orphan,
@@ -326,7 +326,7 @@ def test_claim_and_release(tmp_path: Path) -> None:
 
 
 def test_ambiguous_and_orphans_while_running(tmp_path: Path) -> None:
-    """Two sidecar spellings give AmbiguousPair; lone old files become orphans of both kinds."""
+    """Two sidecar spellings give AmbiguousDrop; lone old files become orphans of both kinds."""
     drop(tmp_path, "twice")
     (tmp_path / "twice.yml").write_text("prompt: other\n")
     (tmp_path / "lonely.png").write_bytes(b"x")
@@ -339,7 +339,7 @@ def test_ambiguous_and_orphans_while_running(tmp_path: Path) -> None:
         await until(lambda: len(events) >= 3, task)
 
     events = run_inbox(inbox, scenario)
-    ambiguous = [e for e in events if isinstance(e, AmbiguousPair)]
+    ambiguous = [e for e in events if isinstance(e, AmbiguousDrop)]
     assert [e.paths for e in ambiguous] == [("twice.jpg", "twice.yaml", "twice.yml")]
     assert set(events) - set(ambiguous) == {
         Orphan("lonely.png", "missing_sidecar"),

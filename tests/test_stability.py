@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from seedance_watch.core.stability import (
-    AmbiguousPair,
+    AmbiguousDrop,
     Candidate,
     FileSig,
     Orphan,
@@ -160,7 +160,7 @@ def test_two_sidecar_spellings_are_ambiguous() -> None:
     out = Pairer(300).evaluate({"a.jpg": stable(), "a.yaml": stable(), "a.yml": stable()}, NOW)
     assert len(out.events) == 1
     event = out.events[0]
-    assert isinstance(event, AmbiguousPair)
+    assert isinstance(event, AmbiguousDrop)
     assert event.paths == ("a.jpg", "a.yaml", "a.yml")
     assert "a.yaml" in event.message and "a.yml" in event.message
 
@@ -172,7 +172,7 @@ def test_two_images_with_one_stem_are_ambiguous() -> None:
     assert p.evaluate(files, NOW).events == []
     files["a.png"] = stable()
     (event,) = p.evaluate(files, NOW).events
-    assert isinstance(event, AmbiguousPair)
+    assert isinstance(event, AmbiguousDrop)
     assert event.paths == ("a.jpg", "a.png", "a.yaml")
     assert "image" in event.message
 

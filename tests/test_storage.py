@@ -25,7 +25,8 @@ from seedance_watch.errors import (
     StorageUnavailable,
 )
 from seedance_watch.files.fsutil import identify
-from seedance_watch.files.storage import MIB, Storage, StorageRejected, redact_url
+from seedance_watch.files.storage import MIB, Storage, StorageRejected
+from seedance_watch.logs import redact_url
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 from .conftest import BUCKET, make_image_bytes

@@ -1,11 +1,8 @@
 """``seedance-watch status``: jobs by state from the ledger, and the daemon's pauses.
 
-The ledger is read without the lock.  The daemon also keeps ``state/daemon.json``
-(:class:`DaemonStatusFile`), written atomically whenever a pause starts, escalates
-or ends: which pipelines are paused (``credentials``: the gateway refused the key;
-``storage``: the bucket is missing or refuses us), since when, why, when the next
-probe goes out, and which key source was used (never the key).  ``status`` shows
-it, and says whether a daemon is running: it tests the ledger's lock (a daemon
+The ledger is read without the lock, and ``state/daemon.json`` (the daemon's
+pauses, :mod:`seedance_watch.service.statusfile`) beside it.  ``status`` shows
+them, and says whether a daemon is running: it tests the ledger's lock (a daemon
 holds ``state/LOCK`` for its whole life), never a recorded pid, which another
 process may have reused by now or which may belong to another container.
 """
@@ -13,96 +10,20 @@ process may have reused by now or which may belong to another container.
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from seedance_watch.core.jobs import State
-from seedance_watch.files.fsutil import atomic_write_json
 from seedance_watch.ledger.jsonl import LOCK_NAME, lock_holder, read_jobs
+from seedance_watch.service.statusfile import DAEMON_STATUS_NAME
 
 __all__ = [
     "DAEMON_STATUS_NAME",
-    "DaemonStatusFile",
     "format_status",
     "read_daemon_status",
     "status_report",
 ]
-
-DAEMON_STATUS_NAME = "daemon.json"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class DaemonStatusFile:
-    """The running daemon's pause state, persisted in ``state/daemon.json``.
-
-    Writes happen only when something changes (a pause starts, its next probe
-    moves, it ends), plus once at the first call, so that a new daemon replaces
-    what an earlier run left; the cost is nil in normal running.
-    """
-
-    def __init__(
-        self,
-        state_dir: Path,
-        *,
-        key_source: str,
-        pid: int | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.path = state_dir / DAEMON_STATUS_NAME
-        self.key_source = key_source
-        self.pid = os.getpid() if pid is None else pid
-        self.clock = clock
-        self.paused: dict[str, dict[str, Any]] = {}
-        self._written = False
-
-    def pause(
-        self,
-        reason: str,
-        message: str,
-        *,
-        since: float | None = None,
-        next_probe_at: float | None = None,
-        http_status: int | None = None,
-    ) -> None:
-        """Record that ``reason`` (``credentials`` or ``storage``) pauses the pipeline."""
-        now = self.clock()
-        entry: dict[str, Any] = {
-            "since": _iso(since if since is not None else now),
-            "message": message,
-            "http_status": http_status,
-            "next_probe_at": _iso(next_probe_at) if next_probe_at is not None else None,
-        }
-        if reason == "credentials":
-            entry["key_source"] = self.key_source
-        if self._written and self.paused.get(reason) == entry:
-            return
-        self.paused[reason] = entry
-        self._write()
-
-    def resume(self, reason: str) -> None:
-        """The pause for ``reason`` is over (cheap when there was none: call it freely)."""
-        if self.paused.pop(reason, None) is not None or not self._written:
-            self._write()
-
-    def _write(self) -> None:
-        self._written = True
-        atomic_write_json(
-            self.path,
-            {
-                "pid": self.pid,
-                "key_source": self.key_source,
-                "paused": self.paused,
-                "updated_at": _iso(self.clock()),
-            },
-        )
 
 
 def read_daemon_status(state_dir: Path) -> dict[str, Any] | None:

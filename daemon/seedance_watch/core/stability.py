@@ -27,7 +27,7 @@ from typing import Literal
 from seedance_watch.core import names
 
 __all__ = [
-    "AmbiguousPair",
+    "AmbiguousDrop",
     "Candidate",
     "FileSig",
     "InboxEvent",
@@ -229,14 +229,14 @@ class Unsafe:
 
 
 @dataclass(frozen=True, slots=True)
-class AmbiguousPair:
+class AmbiguousDrop:
     """Files that could pair in more than one way (``a.yaml`` + ``a.yml``, or two images)."""
 
     paths: tuple[str, ...]
     message: str
 
 
-InboxEvent = PairReady | Orphan | Unsafe | AmbiguousPair
+InboxEvent = PairReady | Orphan | Unsafe | AmbiguousDrop
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +273,7 @@ class Pairer:
     """Groups files by :func:`names.pair_stem` (so always within one folder) and decides.
 
     * one image + one sidecar, both stable → :class:`PairReady`;
-    * more than one image or sidecar for a stem, all stable → :class:`AmbiguousPair`
+    * more than one image or sidecar for a stem, all stable → :class:`AmbiguousDrop`
       (a second spelling is an error for that pair, never a guess);
     * a stable file alone whose mtime is ``pair_timeout`` old → :class:`Orphan`
       (a partner that is present but still being written counts as a partner);
@@ -314,7 +314,7 @@ class Pairer:
             sidecars = [rel for rel in members if not names.is_image(PurePosixPath(rel).name)]
             if len(images) > 1 or len(sidecars) > 1:
                 message = ambiguity_message(stem, images, sidecars)
-                events.append(AmbiguousPair(tuple(members), message))
+                events.append(AmbiguousDrop(tuple(members), message))
             elif images and sidecars:
                 events.append(PairReady(stem, images[0], sidecars[0]))
             else:
@@ -347,6 +347,6 @@ def ambiguity_message(stem: str, images: list[str], sidecars: list[str]) -> str:
 def _event_key(event: InboxEvent) -> str:
     if isinstance(event, PairReady):
         return event.image
-    if isinstance(event, AmbiguousPair):
+    if isinstance(event, AmbiguousDrop):
         return event.paths[0]
     return event.path

@@ -51,7 +51,7 @@ from watchdog.observers.polling import PollingObserver
 
 from seedance_watch.core import names
 from seedance_watch.core.stability import (
-    AmbiguousPair,
+    AmbiguousDrop,
     Candidate,
     FileSig,
     InboxEvent,
@@ -65,7 +65,7 @@ from seedance_watch.core.stability import (
 from seedance_watch.files import fsutil
 
 __all__ = [
-    "AmbiguousPair",
+    "AmbiguousDrop",
     "Inbox",
     "InboxEvent",
     "Orphan",
@@ -126,7 +126,7 @@ def _within(rel: str, folder: str) -> bool:
 def _paths_of(event: InboxEvent) -> tuple[str, ...]:
     if isinstance(event, PairReady):
         return (event.image, event.sidecar)
-    if isinstance(event, AmbiguousPair):
+    if isinstance(event, AmbiguousDrop):
         return event.paths
     if isinstance(event, Unsafe):
         return (event.path, *event.partners)

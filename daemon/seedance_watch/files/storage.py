@@ -74,7 +74,6 @@ __all__ = [
     "Storage",
     "StorageRejected",
     "StorageSettings",
-    "redact_url",
 ]
 
 log = structlog.get_logger(__name__)
@@ -126,11 +125,6 @@ class StorageSettings(Protocol):
     def public_base_url(self) -> str | None: ...
     @property
     def presign_expires(self) -> float: ...
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its query string, so a presigned URL's signature is never logged."""
-    return url.split("?", 1)[0]
 
 
 class Storage:

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from seedance_watch.commands.status import DaemonStatusFile
 from seedance_watch.config import BudgetConfig
 from seedance_watch.core.budget import BudgetHold, BudgetPrices, BudgetTally, TodaySpend
 from seedance_watch.core.jobs import Job, SubmitIntent, SubmitRefused
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.service.notify import Notifications
+from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["BudgetGate"]
 

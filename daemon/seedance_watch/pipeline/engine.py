@@ -27,7 +27,6 @@ from typing import Any
 import structlog
 
 from seedance_watch import errors as E
-from seedance_watch.commands.status import DaemonStatusFile
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
 from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
@@ -65,6 +64,7 @@ from seedance_watch.providers.download import VideoDownloader
 from seedance_watch.service.hooks import HookRunner
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.service.notify import Notifications
+from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["ONCE_ATTEMPTS", "Engine", "RunSummary"]
 

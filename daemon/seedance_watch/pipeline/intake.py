@@ -21,7 +21,7 @@ from seedance_watch.config import Config
 from seedance_watch.core.jobs import InputFile, Job, State, content_key, job_files, make_job_id
 from seedance_watch.core.names import is_image
 from seedance_watch.core.options import GenerationOptions
-from seedance_watch.core.stability import AmbiguousPair, InboxEvent, Orphan, PairReady, Unsafe
+from seedance_watch.core.stability import AmbiguousDrop, InboxEvent, Orphan, PairReady, Unsafe
 from seedance_watch.files.sidecar import build_request, check_image, parse_sidecar
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def event_files(event: InboxEvent) -> list[str]:
     """The inbox files of an event: the pair, the ambiguous group, or the one file."""
     if isinstance(event, PairReady):
         return [event.image, event.sidecar]
-    if isinstance(event, AmbiguousPair):
+    if isinstance(event, AmbiguousDrop):
         return list(event.paths)
     if isinstance(event, Unsafe):
         # The link's partners sort so that an image comes first (the job's source).
@@ -202,7 +202,7 @@ def event_error(event: InboxEvent) -> E.JobError:
         return E.UnsafePath(
             f"{event.path} is a symbolic link; links are never followed out of the inbox."
         )
-    if isinstance(event, AmbiguousPair):
+    if isinstance(event, AmbiguousDrop):
         return E.AmbiguousPair(event.message)
     raise TypeError(f"a ready pair is not an error: {event!r}")
 
@@ -297,12 +297,12 @@ class Intake:
         fail: Callable[[Job, E.JobError], Awaitable[None]],
         guard: Callable[[Job, Coroutine[Any, Any, None]], Awaitable[None]],
     ) -> None:
-        if isinstance(event, AmbiguousPair) and len(files) > 2:
+        if isinstance(event, AmbiguousDrop) and len(files) > 2:
             # A job holds two inputs: fail the group as several jobs, one after the
             # other, so each one's names in failed/ are planned after the last moved.
             for group in job_groups(files):
                 await self._take(
-                    AmbiguousPair(tuple(group), event.message), group, route, fail, guard
+                    AmbiguousDrop(tuple(group), event.message), group, route, fail, guard
                 )
             return
         now, cfg = self.clock(), self.config

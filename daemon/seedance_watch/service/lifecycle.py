@@ -54,7 +54,6 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_STORAGE = 1  # --once: the bucket refuses us, or the store/gateway stays unreachable
-EXIT_USAGE = 2
 EXIT_CREDENTIALS = 3
 EXIT_FAILED_JOBS = 4
 EXIT_BUDGET = 5
