@@ -502,3 +502,27 @@ def test_webhook_pokes_by_token_and_refuses_big_bodies(world: World) -> None:
     assert world.webhooks == ["known-token", "other", "known-token"]
     unwired = world.serve(webhooks=False)
     assert unwired.post("/webhooks/pixazo?token=known-token").status_code == 404
+
+
+def test_the_page_files_are_declared_package_data() -> None:
+    """Every template and static file matches pyproject's package-data globs, so the
+    wheel (and the Docker image built from it) carries the page."""
+    import fnmatch
+    import tomllib
+
+    import seedance_watch.service.web as web
+
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["seedance_watch.service.web"]
+    package = Path(web.__file__).parent
+    files = [
+        str(p.relative_to(package))
+        for folder in ("templates", "static")
+        for p in (package / folder).rglob("*")
+        if p.is_file()
+    ]
+    assert {"templates/page.html", "static/page.js", "static/page.css"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(name, g) for g in globs), name

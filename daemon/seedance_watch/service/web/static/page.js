@@ -6,9 +6,9 @@
 (() => {
   const POLL_MS = 2000;
   const ATTRIBUTES = new Set([
-    "src", "action", "aria-label", "datetime", "max", "value", "data-state",
+    "src", "poster", "action", "aria-label", "datetime", "max", "value", "data-state",
   ]);
-  const URL_ATTRIBUTES = new Set(["src", "action"]);
+  const URL_ATTRIBUTES = new Set(["src", "poster", "action"]);
 
   const present = (value) => value !== undefined && value !== null && value !== "";
 
