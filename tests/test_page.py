@@ -234,6 +234,7 @@ def test_the_page_trades_token_in_the_url_for_a_cookie_and_drops_it(world: World
     answer = client.get("/?token=" + TOKEN + "&view=all")
     assert answer.status_code == 303
     assert answer.headers["location"] == "/?view=all"
+    assert answer.headers.get_list("referrer-policy") == ["no-referrer"]
     cookie = answer.headers["set-cookie"]
     assert cookie.startswith(COOKIE_NAME + "=")
     lowered = cookie.lower()

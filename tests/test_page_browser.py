@@ -200,12 +200,12 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.set_viewport_size({"width": 1100, "height": 900})
 
-        # A new drop shows up without a reload.
+        # A new drop shows up without a reload, its name (markup again) filled in as text.
         page.evaluate("window.__sameDocument = true")
-        drop(inbox, "tide", (40, 150, 120))
+        drop(inbox / "<i>tide<", "i>", (40, 150, 120))  # <i>tide</i>.jpg
         page.wait_for_function(
             """() => [...document.querySelectorAll('tbody[data-list=recent] th')]
-                 .some((th) => th.textContent === 'tide.jpg')""",
+                 .some((th) => th.textContent === '<i>tide</i>.jpg')""",
             timeout=BROWSER_WAIT_MS,
         )
         page.wait_for_function(
@@ -213,6 +213,12 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
             timeout=BROWSER_WAIT_MS,
         )
         assert page.evaluate("window.__sameDocument") is True
+        assert page.locator("main i, main b").count() == 0
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('[data-list=done] img.thumb')]
+                 .every((img) => img.complete && img.naturalWidth > 0)""",
+            timeout=BROWSER_WAIT_MS,
+        )
 
         # Fix the failed drop's sidecar where it waits, then press its retry button.
         (tmp_path / "failed" / "dune.yaml").write_text('prompt: "A dune at dusk"\n')

@@ -74,10 +74,16 @@ _PAGE_POLICY = (
     "media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
     "frame-ancestors 'none'"
 )
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),  # unless the answer chose (no-referrer)
+    (b"content-security-policy", _PAGE_POLICY.encode()),
+]
 
 
 class _SecurityHeaders:
-    """Headers every answer carries: no sniffing, no framing, a strict CSP."""
+    """Headers every answer carries (unless it set them): no sniffing, no framing, a CSP."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -86,12 +92,8 @@ class _SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"same-origin"),
-                    (b"content-security-policy", _PAGE_POLICY.encode()),
-                ]
+                present = {name.lower() for name, _ in headers}
+                headers += [pair for pair in _SECURITY_HEADERS if pair[0] not in present]
                 message = {**message, "headers": headers}
             await send(message)
 
