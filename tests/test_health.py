@@ -6,6 +6,8 @@ import asyncio
 import http.client
 import json
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +16,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from seedance_watch.config import Config
 from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.service.http import HealthServer, Heartbeat, probe
 from seedance_watch.service.lifecycle import health_check
+from seedance_watch.service.metrics import Metrics
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
@@ -140,7 +144,15 @@ def test_healthz_is_503_when_the_loop_is_stuck_or_the_ledger_cannot_be_written(
 
     beating = asyncio.run_coroutine_threadsafe(beat_until_stopped(), loop)
     check = health_check(heartbeat, ledger, ready=lambda: True, paused=dict)
-    server = HealthServer(("127.0.0.1", 0), check=check, render=lambda: b"")
+    paths = {name: str(tmp_path / name) for name in ("inbox", "outbox", "done", "failed")}
+    config = Config.model_validate(
+        {
+            "paths": {**paths, "state": str(tmp_path / "state")},
+            "storage": {"bucket": "b"},
+            "health": {"listen": "127.0.0.1:0"},
+        }
+    )
+    server = HealthServer(config, check=check, metrics=Metrics(), jobs=ledger.snapshot)
     server.start()
     try:
         assert get(server.address, "/healthz")[0] == 200
@@ -169,3 +181,41 @@ def test_healthz_is_503_when_the_loop_is_stuck_or_the_ledger_cannot_be_written(
     # The port is released: probing it now fails.
     with pytest.raises(OSError):
         probe(server.address, timeout=1)
+
+
+def test_health_command_probes_the_server_and_fails_once_it_is_gone(tmp_path: Path) -> None:
+    """``seedance-watch health`` (the container's HEALTHCHECK) exits 0 with the /healthz
+    body while the server answers 200, and 1 when nothing listens any more."""
+    ledger = Ledger.open(tmp_path / "state")
+    config = Config.model_validate(
+        {
+            "paths": {"state": str(tmp_path / "state")},
+            "storage": {"bucket": "b"},
+            "health": {"listen": "127.0.0.1:0"},
+        }
+    )
+    server = HealthServer(
+        config, check=lambda: (True, {"ready": True}), metrics=Metrics(), jobs=ledger.snapshot
+    )
+    server.start()
+    config_file = tmp_path / "seedance-watch.yaml"
+    config_file.write_text(
+        f"storage: {{bucket: b}}\nhealth: {{listen: '127.0.0.1:{server.address[1]}'}}\n"
+    )
+
+    def health() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "seedance_watch", "health", "--config", str(config_file)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    try:
+        answer = health()
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout) == {"status": "ok", "ready": True}
+    finally:
+        server.close()
+        ledger.close()
+    assert health().returncode == 1

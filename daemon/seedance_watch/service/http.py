@@ -1,34 +1,56 @@
-"""``/healthz``, ``/metrics`` and the webhook callbacks over HTTP (``health.listen``).
+"""``health.listen``: ``/healthz``, ``/metrics``, the status page and the webhooks.
 
-The server runs in its own thread (the standard library's threading HTTP server)
-so that it can still answer when the event loop is stuck, and say so: the loop
-proves it is alive through a :class:`Heartbeat` it beats itself, and a stale beat
-turns ``/healthz`` into a 503.  ``/metrics`` is prometheus-client's text format.
+The routes are a Starlette application (:mod:`seedance_watch.service.web`) that
+uvicorn serves from its **own thread with its own event loop**, so the server still
+answers when the daemon's loop is stuck, and says so: the daemon's loop proves it
+is alive through a :class:`Heartbeat` it beats itself, and a stale beat turns
+``/healthz`` into a 503.
+
+What the daemon wires (everything is called from the server's thread, so each
+callable must be safe to call from there and cheap)::
+
+    server = HealthServer(
+        config,                      # health.listen, health.token, paths
+        check=check,                 # () -> (healthy, body): lifecycle.health_check(heartbeat, ...)
+        metrics=metrics,             # the Metrics registry: /metrics
+        jobs=ledger.snapshot,        # () -> Sequence[Job]: a consistent copy of every record
+        task_eta=engine.task_eta,    # () -> float | None: the learned task time, seconds
+        budget_view=budget.view,     # () -> {spent, cap, remaining, currency} | None
+        on_webhook=engine.poke,      # (token) -> bool: a callback's job is known (then 204)
+        clock=time.time,             # optional: the page's "now" (tests fix it)
+    )                                # binds now: OSError when the address is taken
+    server.start()                   # returns once it serves
+    ...
+    server.close()                   # stops serving and releases the port
+
+``probe()`` is the client side of ``seedance-watch health`` (the container's
+HEALTHCHECK).
 """
 
 from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import socket
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST
+import uvicorn
 
-__all__ = ["MAX_WEBHOOK_BYTES", "WEBHOOK_PATH", "HealthServer", "Heartbeat", "probe"]
+from seedance_watch.config import Config
+from seedance_watch.core.jobs import Job
+from seedance_watch.service.metrics import Metrics
+from seedance_watch.service.web import MAX_WEBHOOK_BYTES, WEBHOOK_PATH, Check, build_app
 
-#: Where the gateway's callbacks arrive (SPEC §2, ``gateway.webhook_url``).
-WEBHOOK_PATH = "/webhooks/pixazo"
-MAX_WEBHOOK_BYTES = 64 * 1024
+__all__ = ["MAX_WEBHOOK_BYTES", "WEBHOOK_PATH", "Check", "HealthServer", "Heartbeat", "probe"]
 
 log = structlog.get_logger(__name__)
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
 
 
 class Heartbeat:
@@ -52,116 +74,101 @@ class Heartbeat:
         return self.age() < self.stale_after
 
 
-#: ``check()`` returns ``(healthy, body)``; the body is served as JSON.
-Check = Callable[[], tuple[bool, Mapping[str, Any]]]
+def _no_eta() -> float | None:
+    return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "seedance-watch"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            with self.server.lock:  # one ledger probe at a time
-                healthy, body = self.server.check()
-            data = json.dumps({"status": "ok" if healthy else "unhealthy", **body}).encode()
-            self._reply(200 if healthy else 503, "application/json", data)
-        elif path == "/metrics":
-            self._reply(200, CONTENT_TYPE_LATEST, self.server.render())
-        else:
-            self._reply(404, "application/json", b'{"error": "not found"}')
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_POST(self) -> None:
-        path, _, query = self.path.partition("?")
-        if path != WEBHOOK_PATH:
-            self._reply(404, "application/json", b'{"error": "not found"}')
-            return
-        # A callback is a hint: its body is never read beyond its size, never trusted.
-        length = self.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES:
-            self.close_connection = True
-            self._reply(413, "application/json", b'{"error": "body too large"}')
-            return
-        self.rfile.read(int(length))
-        token = urllib.parse.parse_qs(query).get("token", [""])[0]
-        known = bool(token) and self.server.on_webhook is not None and self.server.on_webhook(token)
-        if known:
-            self._reply(204, "application/json", b"")
-        else:
-            self._reply(404, "application/json", b'{"error": "unknown token"}')
-
-    def _reply(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        if status != 204:
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Scrapes every few seconds are not events worth a log line.
-        pass
+def _no_budget() -> Mapping[str, Any] | None:
+    return None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    lock: threading.Lock
-    check: Check
-    render: Callable[[], bytes]
-    on_webhook: Callable[[str], bool] | None
+def _bind(address: tuple[str, int]) -> socket.socket:
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class HealthServer:
-    """Serves ``/healthz`` (``check``) and ``/metrics`` (``render``) on ``address``."""
+    """The ``health.listen`` server: bound at construction, serving after :meth:`start`."""
 
     def __init__(
         self,
-        address: tuple[str, int],
+        config: Config,
         *,
         check: Check,
-        render: Callable[[], bytes],
+        metrics: Metrics,
+        jobs: Callable[[], Sequence[Job]],
+        task_eta: Callable[[], float | None] = _no_eta,
+        budget_view: Callable[[], Mapping[str, Any] | None] = _no_budget,
         on_webhook: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        host, port = address
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server_class = type("_BoundServer", (_Server,), {"address_family": family})
-        self._server: _Server = server_class((host, port), _Handler)
-        self._server.lock = threading.Lock()
-        self._server.check = check
-        self._server.render = render
-        self._server.on_webhook = on_webhook
+        address = config.health.address
+        if address is None:
+            raise ValueError("health.listen is not set")
+        app = build_app(
+            config,
+            check=check,
+            render_metrics=metrics.render,
+            jobs=jobs,
+            task_eta=task_eta,
+            budget_view=budget_view,
+            on_webhook=on_webhook,
+            clock=clock,
+        )
+        self._socket = _bind(address)
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                loop="asyncio",
+                http="h11",
+                ws="none",
+                lifespan="off",
+                log_config=None,  # our logging stays ours; uvicorn says only what is wrong
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+                proxy_headers=False,
+                timeout_keep_alive=5,
+                timeout_graceful_shutdown=2,
+            )
+        )
         self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
+        host, port = self._socket.getsockname()[:2]
         return str(host), int(port)
 
     def start(self) -> None:
+        """Serve from a new thread; return once it serves (raise if it cannot)."""
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="health",
-            daemon=True,
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="health", daemon=True
         )
         self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the health.listen server did not start")
+            time.sleep(0.01)
         host, port = self.address
         log.info("health.listening", host=host, port=port, url=f"http://{_url_host(host)}:{port}")
 
     def close(self) -> None:
+        """Stop serving (open connections get a short grace) and release the port."""
         if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
+            self._server.should_exit = True
+            self._thread.join(timeout=STOP_TIMEOUT)
             self._thread = None
-        self._server.server_close()
+        self._socket.close()
 
 
 def _url_host(host: str) -> str:

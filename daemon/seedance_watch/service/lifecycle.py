@@ -266,7 +266,11 @@ def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> Healt
     )
     try:
         server = HealthServer(
-            address, check=check, render=engine.metrics.render, on_webhook=engine.poke
+            config,
+            check=check,
+            metrics=engine.metrics,
+            jobs=engine.ledger.snapshot,
+            on_webhook=engine.poke,
         )
     except OSError as exc:
         raise ConfigError(

@@ -1,0 +1,135 @@
+"""The files the page serves, found by job id only, and the thumbnails made of them.
+
+A request names a job, never a path: the job's record says where its output
+(``outbox/``) and its moved inputs (``done/``, ``failed/``) are, and
+:func:`contained` accepts such a path only when it stays under its root, names a
+regular file, and is reached without following a symbolic link (a link planted
+in ``done/`` does not turn the page into a reader of the whole disk).
+
+Thumbnails are small JPEGs made with Pillow on first request and kept in
+``<paths.state>/thumbs/JOB_ID.jpg``; a later request serves that file.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import threading
+from pathlib import Path, PurePosixPath
+
+import structlog
+from PIL import Image, ImageOps
+
+from seedance_watch.config import PathsConfig
+from seedance_watch.core.jobs import Job, State
+from seedance_watch.files.fsutil import atomic_write_bytes, make_dirs
+
+__all__ = ["THUMBNAIL_SIZE", "JobFiles", "contained"]
+
+log = structlog.get_logger(__name__)
+
+#: The longest side of a thumbnail, in pixels (about 15 KB as a JPEG).
+THUMBNAIL_SIZE = 320
+
+
+def contained(root: Path, rel: str) -> Path | None:
+    """``root/rel`` when it is a regular file under ``root`` reached without a
+    symbolic link; None otherwise (absolute, ``..``, missing, a link, a folder)."""
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or not pure.parts or any(p in (".", "..") for p in pure.parts):
+        return None
+    try:
+        base = root.resolve(strict=True)
+    except OSError:
+        return None
+    current = base
+    mode = 0
+    for part in pure.parts:
+        current = current / part
+        try:
+            mode = current.lstat().st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return None
+    if not stat.S_ISREG(mode) or not current.resolve().is_relative_to(base):
+        return None
+    return current
+
+
+def _image_input(job: Job) -> str | None:
+    if job.inputs:
+        return next((i.path for i in job.inputs if i.role == "image"), None)
+    return None if job.kind == "text" else job.source
+
+
+class JobFiles:
+    """Where a job's video and source image are now, and its cached thumbnail."""
+
+    def __init__(self, paths: PathsConfig) -> None:
+        self.outbox = paths.outbox
+        self.roots = {"done": paths.done, "failed": paths.failed}
+        self.thumbs = paths.state / "thumbs"
+        self._lock = threading.Lock()
+        self._unreadable: set[str] = set()
+
+    def video(self, job: Job) -> Path | None:
+        """The job's mp4 in the outbox (done jobs only)."""
+        if job.state is not State.DONE or not job.output:
+            return None
+        return contained(self.outbox, job.output)
+
+    def source_image(self, job: Job) -> Path | None:
+        """The job's source image where it was moved: done/ or failed/."""
+        image = _image_input(job)
+        for src, dst in job.moved_to:
+            if src != image:
+                continue
+            kind, _, rel = dst.partition("/")
+            root = self.roots.get(kind)
+            return None if root is None else contained(root, rel)
+        return None
+
+    def retryable(self, job: Job) -> bool:
+        """A failed job whose inputs still wait in failed/ (``retry`` can move them)."""
+        if job.state is not State.FAILED:
+            return False
+        failed = self.roots["failed"]
+        return any(
+            dst.startswith("failed/") and contained(failed, dst.partition("/")[2]) is not None
+            for _, dst in job.moved_to
+        )
+
+    def thumbnail(self, job: Job) -> Path | None:
+        """The cached thumbnail of the job's source image, made on first call."""
+        cached = self.thumbs / f"{job.job_id}.jpg"
+        if contained(self.thumbs, cached.name) is not None:
+            return cached
+        with self._lock:  # one maker at a time: two first requests make it once
+            if contained(self.thumbs, cached.name) is not None:
+                return cached
+            if job.job_id in self._unreadable:
+                return None
+            source = self.source_image(job)
+            if source is None:
+                return None
+            try:
+                data = _make_thumbnail(source)
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                self._unreadable.add(job.job_id)
+                log.warning("page.thumbnail_failed", job_id=job.job_id, error=str(exc))
+                return None
+            make_dirs(self.thumbs)
+            atomic_write_bytes(cached, data)
+            log.debug("page.thumbnail_made", job_id=job.job_id, bytes=len(data))
+            return cached
+
+
+def _make_thumbnail(source: Path) -> bytes:
+    with Image.open(source) as image:
+        image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # JPEG: decode at 1/2..1/8
+        upright = ImageOps.exif_transpose(image)
+        upright.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        out = io.BytesIO()
+        upright.convert("RGB").save(out, format="JPEG", quality=80, optimize=True)
+    return out.getvalue()

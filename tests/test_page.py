@@ -1,0 +1,529 @@
+"""The health.listen routes over loopback: the page, its API, files by job id, retry,
+access (token, cookie, same-origin, loopback Host) and the webhook."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from seedance_watch.commands.status import DaemonStatusFile
+from seedance_watch.config import Config, load_config
+from seedance_watch.core.jobs import Job, State
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.service.http import MAX_WEBHOOK_BYTES, HealthServer
+from seedance_watch.service.metrics import Metrics
+from seedance_watch.service.web.access import COOKIE_NAME
+
+from .conftest import make_image_bytes
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "page-test-token-0123456789"
+NOW = time.time()
+VIDEO = bytes(range(256)) * 40  # 10,240 bytes; its content is what Range tests check
+
+DONE_ID = "d0d0d0d0d0d0d0d0"
+FAILED_ID = "f0f0f0f0f0f0f0f0"
+FLIGHT_ID = "a0a0a0a0a0a0a0a0"
+LINKED_ID = "1111111111111111"
+ESCAPED_ID = "2222222222222222"
+
+
+def _job(job_id: str, state: State, source: str, **fields: Any) -> Job:
+    stem = source.rsplit(".", 1)[0]
+    base = Job(
+        job_id=job_id,
+        state=state,
+        source=source,
+        sidecar=f"{stem}.yaml",
+        created_at=fields.pop("created_at", NOW - 60),
+        updated_at=NOW - 5,
+    )
+    return replace(base, **fields)
+
+
+@dataclass
+class World:
+    """Folders, a ledger and real files for five jobs; a server is started per test."""
+
+    root: Path
+    config: Config
+    ledger: Ledger
+    webhooks: list[str] = field(default_factory=list)
+    servers: list[HealthServer] = field(default_factory=list)
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def serve(
+        self,
+        *,
+        token: str | None = TOKEN,
+        task_eta: Callable[[], float | None] = lambda: None,
+        budget_view: Callable[[], Mapping[str, Any] | None] = lambda: None,
+        webhooks: bool = True,
+    ) -> httpx.Client:
+        health = {"listen": "127.0.0.1:0", "token": token}
+        config = self.config.model_copy(
+            update={"health": self.config.health.model_validate(health)}
+        )
+
+        def on_webhook(value: str) -> bool:
+            self.webhooks.append(value)
+            return value == "known-token"
+
+        server = HealthServer(
+            config,
+            check=lambda: (True, {"loop_alive": True}),
+            metrics=Metrics(job_counts=self.ledger.counts),
+            jobs=self.ledger.snapshot,
+            task_eta=task_eta,
+            budget_view=budget_view,
+            on_webhook=on_webhook if webhooks else None,
+            clock=lambda: NOW,
+        )
+        server.start()
+        self.servers.append(server)
+        host, port = server.address
+        client = httpx.Client(base_url=f"http://{host}:{port}", timeout=10)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    for name in ("inbox", "outbox", "done", "failed", "state"):
+        (tmp_path / name).mkdir()
+    config_path = tmp_path / "seedance-watch.yaml"
+    config_path.write_text(
+        "paths: {inbox: ./inbox, outbox: ./outbox, done: ./done, failed: ./failed, "
+        "state: ./state}\nstorage: {bucket: b}\n",
+        encoding="utf-8",
+    )
+    config = load_config(config_path, {})
+    (tmp_path / "done" / "beach.jpg").write_bytes(make_image_bytes(1280, 960))
+    (tmp_path / "done" / "beach.yaml").write_text("prompt: a beach\n")
+    (tmp_path / "outbox" / "beach.mp4").write_bytes(VIDEO)
+    (tmp_path / "failed" / "dune.jpg").write_bytes(make_image_bytes(200, 100))
+    (tmp_path / "failed" / "dune.yaml").write_text("prompt: [oops\n")
+    (tmp_path / "failed" / "dune.error.json").write_text('{"code": "invalid_sidecar"}\n')
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"not yours")
+    (tmp_path / "outbox" / "linked.mp4").symlink_to(outside)
+    ledger = Ledger.open(config.paths.state)
+    ledger.put(
+        _job(
+            DONE_ID,
+            State.DONE,
+            "beach.jpg",
+            output="beach.mp4",
+            task_id="task-beach",
+            completed_at=NOW - 10,
+            moved_to=(("beach.jpg", "done/beach.jpg"), ("beach.yaml", "done/beach.yaml")),
+        )
+    )
+    ledger.put(
+        _job(
+            FAILED_ID,
+            State.FAILED,
+            "dune.jpg",
+            created_at=NOW - 50,
+            error={
+                "code": "invalid_sidecar",
+                "message": "dune.yaml: <script>alert(1)</script> is not YAML",
+                "hint": "Fix the sidecar & drop again",
+                "stage": "intake",
+            },
+            moved_to=(("dune.jpg", "failed/dune.jpg"), ("dune.yaml", "failed/dune.yaml")),
+        )
+    )
+    ledger.put(
+        _job(
+            FLIGHT_ID,
+            State.SUBMITTED,
+            "sky.jpg",
+            created_at=NOW - 40,
+            task_id="task-sky",
+            submitted_at=NOW - 30,
+        )
+    )
+    ledger.put(_job(LINKED_ID, State.DONE, "linked.jpg", created_at=NOW - 30, output="linked.mp4"))
+    ledger.put(
+        _job(
+            ESCAPED_ID,
+            State.DONE,
+            "<b>x</b>.jpg",
+            created_at=NOW - 20,
+            output="../secret.mp4",
+            moved_to=(("<b>x</b>.jpg", "done/../secret.mp4"),),
+        )
+    )
+    w = World(tmp_path, config, ledger)
+    try:
+        yield w
+    finally:
+        for client in w.clients:
+            client.close()
+        for server in w.servers:
+            server.close()
+        ledger.close()
+
+
+def raw_get(client: httpx.Client, path: str, headers: Mapping[str, str] = {}) -> int:
+    """GET ``path`` exactly as written (httpx would normalise ``..`` away)."""
+    url = client.base_url
+    conn = http.client.HTTPConnection(url.host, url.port, timeout=10)
+    try:
+        conn.request("GET", path, headers=dict(headers))
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- access -----------------------------------------------------------------------------
+
+PROTECTED = [
+    "/",
+    "/api/jobs",
+    "/api/view",
+    "/metrics",
+    "/static/page.js",
+    f"/jobs/{DONE_ID}/thumbnail",
+    f"/jobs/{DONE_ID}/video",
+]
+
+
+def test_with_a_token_every_route_but_healthz_and_the_webhook_needs_it(world: World) -> None:
+    """No token or a wrong one is 401 everywhere but /healthz and the webhook; the right
+    Bearer token opens every route."""
+    client = world.serve()
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/webhooks/pixazo?token=known-token").status_code == 204
+    for path in PROTECTED:
+        refused = client.get(path)
+        assert refused.status_code == 401, path
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert client.get(path, headers=bearer("x" * len(TOKEN))).status_code == 401, path
+        assert client.get(path, headers={"Authorization": TOKEN}).status_code == 401, path
+        assert client.get(path, headers=bearer()).status_code == 200, path
+    assert client.get("/nope", headers=bearer()).status_code == 404
+
+
+def test_the_page_trades_token_in_the_url_for_a_cookie_and_drops_it(world: World) -> None:
+    """``/?token=`` sets an HttpOnly SameSite=Strict cookie (not the token itself) and
+    redirects to the URL without the token; the cookie then opens the page and files;
+    a wrong ``?token=`` gets nothing."""
+    client = world.serve()
+    wrong = client.get("/?token=wrong-token-wrong-token")
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    answer = client.get("/?token=" + TOKEN + "&view=all")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/?view=all"
+    assert answer.headers.get_list("referrer-policy") == ["no-referrer"]
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(COOKIE_NAME + "=")
+    lowered = cookie.lower()
+    assert "httponly" in lowered and "samesite=strict" in lowered and "path=/" in lowered
+    assert TOKEN not in cookie
+    assert client.cookies.get(COOKIE_NAME)  # httpx kept it, as a browser does
+    assert client.get("/").status_code == 200
+    assert client.get(f"/jobs/{DONE_ID}/video").status_code == 200
+    assert client.get("/api/view").status_code == 200
+    client.cookies.set(COOKIE_NAME, "0" * 64)
+    assert client.get("/").status_code == 401
+    # Opened from another site: the cookie comes with a same-origin hop, not a redirect
+    # (a SameSite=Strict cookie would not ride on a cross-site redirect chain).
+    hop = client.get("/?token=" + TOKEN, headers={"Sec-Fetch-Site": "cross-site"})
+    assert hop.status_code == 200 and COOKIE_NAME in hop.headers["set-cookie"]
+    assert 'http-equiv="refresh"' in hop.text and TOKEN not in hop.text
+
+
+def test_without_a_token_only_a_loopback_host_is_served(world: World) -> None:
+    """With no token (loopback listen) a request naming another host (DNS rebinding)
+    is refused, except /healthz and the webhook."""
+    client = world.serve(token=None)
+    assert client.get("/").status_code == 200
+    assert client.get("/", headers={"Host": "localhost"}).status_code == 200
+    evil = {"Host": "rebound.example:8080"}
+    for path in PROTECTED:
+        assert client.get(path, headers=evil).status_code == 403, path
+    assert client.get("/healthz", headers=evil).status_code == 200
+    assert client.post("/webhooks/pixazo?token=known-token", headers=evil).status_code == 204
+
+
+# --- the JSON ---------------------------------------------------------------------------
+
+
+def test_api_jobs_is_exactly_status_json(world: World) -> None:
+    """/api/jobs returns what ``seedance-watch status --json`` prints, pauses included."""
+    status_file = DaemonStatusFile(world.config.paths.state, key_source="PIXAZO_API_KEY")
+    status_file.pause("credentials", "the gateway refused the key (401)", http_status=401)
+    client = world.serve()
+    served = client.get("/api/jobs", headers=bearer())
+    assert served.status_code == 200
+    assert served.headers["content-type"] == "application/json"
+    cli = subprocess.run(
+        [sys.executable, "-m", "seedance_watch", "status", "--json"],
+        env={**os.environ, "SEEDANCE_WATCH_CONFIG": str(world.root / "seedance-watch.yaml")},
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    printed = json.loads(cli.stdout)
+    assert served.json() == printed
+    assert {j["job_id"] for j in printed["jobs"]} == {
+        DONE_ID,
+        FAILED_ID,
+        FLIGHT_ID,
+        LINKED_ID,
+        ESCAPED_ID,
+    }
+    assert printed["daemon"]["paused"]["credentials"]["http_status"] == 401
+
+
+def test_the_view_has_counts_eta_budget_pauses_and_newest_first(world: World) -> None:
+    """/api/view: counts by state, recent jobs newest first with kind/stage/age/task id,
+    the job at the gateway with its ETA against the learned task time, the day's spend,
+    the pauses, and retry offered only where the inputs wait in failed/."""
+    DaemonStatusFile(world.config.paths.state, key_source="file").pause(
+        "storage", "the bucket b does not exist"
+    )
+    budget = {"spent": 1.2, "cap": 5.0, "remaining": 3.8, "currency": "USD"}
+    client = world.serve(task_eta=lambda: 100.0, budget_view=lambda: budget)
+    view = client.get("/api/view", headers=bearer()).json()
+    assert {c["state"]: c["count"] for c in view["counts"]} == {
+        "submitted": 1,
+        "done": 3,
+        "failed": 1,
+    }
+    assert [r["job_id"] for r in view["recent"]] == [
+        DONE_ID,
+        FAILED_ID,
+        FLIGHT_ID,
+        LINKED_ID,
+        ESCAPED_ID,
+    ][::-1]
+    flight = next(r for r in view["recent"] if r["job_id"] == FLIGHT_ID)
+    assert flight["kind"] == "image" and flight["stage"] == "poll"
+    assert flight["task_id"] == "task-sky" and flight["age"] == "40 s"
+    (at_gateway,) = view["in_flight"]
+    assert at_gateway["job_id"] == FLIGHT_ID and at_gateway["elapsed"] == "30 s"
+    assert at_gateway["eta"] == "about 70 s left"
+    assert view["budget"]["text"] == "USD 1.20 of 5.00 spent today, 3.80 left"
+    assert [p["reason"] for p in view["pauses"]] == ["storage"]
+    failed = {r["job_id"]: r for r in view["failed"]}[FAILED_ID]
+    assert failed["code"] == "invalid_sidecar" and failed["stage"] == "intake"
+    assert failed["retry_url"] == f"/jobs/{FAILED_ID}/retry"
+    page = client.get("/", headers=bearer()).text
+    assert "about 70 s left" in page and "USD 1.20 of 5.00 spent today" in page
+    assert "the bucket b does not exist" in page
+    # Without an estimate or a budget, the page says so / leaves the budget out.
+    plain = world.serve().get("/api/view", headers=bearer()).json()
+    assert plain["in_flight"][0]["eta"] == "no estimate yet" and plain["budget"] is None
+
+
+def test_every_name_and_message_is_escaped(world: World) -> None:
+    """A file called ``<b>x</b>.jpg`` and a message with a script tag show as written:
+    escaped in the HTML, verbatim in the JSON."""
+    client = world.serve()
+    page = client.get("/", headers=bearer())
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<b>x</b>" not in page.text and "&lt;b&gt;x&lt;/b&gt;.jpg" in page.text
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "Fix the sidecar &amp; drop again" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    view = client.get("/api/view", headers=bearer()).json()
+    assert "<b>x</b>.jpg" in {r["source"] for r in view["recent"]}
+
+
+# --- files by job id --------------------------------------------------------------------
+
+
+def test_files_are_served_by_job_id_only(world: World) -> None:
+    """Unknown ids, ids that try to climb (``..``, encoded slashes), an output that is a
+    symbolic link and a recorded path that climbs out of done/ all get 404."""
+    client = world.serve(token=None)
+    assert client.get(f"/jobs/{DONE_ID}/video").status_code == 200
+    for path in [
+        "/jobs/ffffffffffffffff/video",
+        "/jobs/ffffffffffffffff/thumbnail",
+        "/jobs/../x/video",
+        "/jobs/..%2Fx/video",
+        "/jobs/..%2F..%2Fsecret.mp4/video",
+        "/jobs/%2e%2e/video",
+        f"/jobs/{DONE_ID}%2F..%2F{LINKED_ID}/video",
+        f"/jobs/{LINKED_ID}/video",  # outbox/linked.mp4 -> ../secret.mp4
+        f"/jobs/{ESCAPED_ID}/video",  # output "../secret.mp4"
+        f"/jobs/{ESCAPED_ID}/thumbnail",  # moved to "done/../secret.mp4"
+        f"/jobs/{FLIGHT_ID}/video",  # not done yet
+        f"/jobs/{FLIGHT_ID}/thumbnail",  # its image is still in the inbox
+    ]:
+        assert raw_get(client, path) == 404, path
+
+
+def test_video_answers_range_requests(world: World) -> None:
+    """The mp4 is served with Range support: first bytes, a suffix, an open end, and 416
+    for a range past the end."""
+    client = world.serve(token=None)
+    url = f"/jobs/{DONE_ID}/video"
+    size = len(VIDEO)
+    full = client.get(url)
+    assert full.status_code == 200 and full.content == VIDEO
+    assert full.headers["content-type"] == "video/mp4"
+    assert full.headers["accept-ranges"] == "bytes"
+    first = client.get(url, headers={"Range": "bytes=0-99"})
+    assert first.status_code == 206 and first.content == VIDEO[:100]
+    assert first.headers["content-range"] == f"bytes 0-99/{size}"
+    assert first.headers["content-length"] == "100"
+    suffix = client.get(url, headers={"Range": "bytes=-100"})
+    assert suffix.status_code == 206 and suffix.content == VIDEO[-100:]
+    assert suffix.headers["content-range"] == f"bytes {size - 100}-{size - 1}/{size}"
+    rest = client.get(url, headers={"Range": "bytes=10000-"})
+    assert rest.status_code == 206 and rest.content == VIDEO[10000:]
+    assert rest.headers["content-range"] == f"bytes 10000-{size - 1}/{size}"
+    beyond = client.get(url, headers={"Range": f"bytes={size}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    head = client.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(size)
+
+
+def test_thumbnail_is_small_cached_and_never_remade(world: World) -> None:
+    """The thumbnail is a JPEG of at most 320 px made once into state/thumbs/; later
+    requests serve that file, even after the source image is gone."""
+    client = world.serve(token=None)
+    url = f"/jobs/{DONE_ID}/thumbnail"
+    answer = client.get(url)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(answer.content)) as image:
+        assert image.format == "JPEG" and max(image.size) == 320 and image.size == (320, 240)
+    cached = world.config.paths.state / "thumbs" / f"{DONE_ID}.jpg"
+    assert cached.read_bytes() == answer.content
+    made = cached.stat()
+    (world.root / "done" / "beach.jpg").unlink()
+    again = client.get(url)
+    assert again.status_code == 200 and again.content == answer.content
+    after = cached.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    failed = client.get(f"/jobs/{FAILED_ID}/thumbnail")  # failed/ is served too
+    assert failed.status_code == 200 and failed.headers["content-type"] == "image/jpeg"
+
+
+# --- retry ------------------------------------------------------------------------------
+
+
+def test_retry_moves_the_inputs_back_same_origin_only(world: World) -> None:
+    """POST /jobs/ID/retry does what ``retry ID`` does (inputs back to the inbox, report
+    removed) when Origin or Referer names this server; cross-origin, originless or
+    token-less requests are refused and move nothing."""
+    client = world.serve()
+    url = f"/jobs/{FAILED_ID}/retry"
+    origin = str(client.base_url).rstrip("/")
+    failed = world.root / "failed"
+    for headers, status in [
+        ({**bearer(), "Origin": "http://evil.example"}, 403),
+        ({**bearer(), "Origin": "null"}, 403),
+        ({**bearer(), "Referer": "http://evil.example/"}, 403),
+        (bearer(), 403),  # neither Origin nor Referer
+        ({"Origin": origin}, 401),  # no token
+        ({"Origin": origin, **bearer("y" * len(TOKEN))}, 401),
+    ]:
+        assert client.post(url, headers=headers).status_code == status, headers
+        assert (failed / "dune.jpg").exists() and (failed / "dune.error.json").exists()
+    assert (
+        client.post(
+            "/jobs/ffffffffffffffff/retry", headers={**bearer(), "Origin": origin}
+        ).status_code
+        == 404
+    )
+    done = client.post(url, headers={**bearer(), "Origin": origin})
+    assert done.status_code == 303 and done.headers["location"] == "/"
+    assert sorted(p.name for p in (world.root / "inbox").iterdir()) == ["dune.jpg", "dune.yaml"]
+    assert not (failed / "dune.jpg").exists() and not (failed / "dune.error.json").exists()
+    again = client.post(
+        url, headers={**bearer(), "Referer": origin + "/", "Accept": "application/json"}
+    )
+    assert again.status_code == 409 and "no longer in failed/" in again.json()["error"]
+    view = client.get("/api/view", headers=bearer()).json()
+    assert view["failed"][0]["retry_url"] == ""  # nothing left to retry
+
+
+def test_retry_answers_json_and_refuses_a_job_that_is_not_failed(world: World) -> None:
+    """With ``Accept: application/json`` the retry answers with the inbox paths; a done
+    job is not retried (409)."""
+    client = world.serve(token=None)
+    origin = str(client.base_url).rstrip("/")
+    headers = {"Origin": origin, "Accept": "application/json"}
+    moved = client.post(f"/jobs/{FAILED_ID}/retry", headers=headers)
+    assert moved.status_code == 200
+    assert moved.json() == {"job_id": FAILED_ID, "moved": ["dune.jpg", "dune.yaml"]}
+    refused = client.post(f"/jobs/{DONE_ID}/retry", headers=headers)
+    assert refused.status_code == 409 and "not failed" in refused.json()["error"]
+    assert client.post(f"/jobs/{FAILED_ID}/retry").status_code == 403  # no Origin
+
+
+# --- the webhook ------------------------------------------------------------------------
+
+
+def test_webhook_pokes_by_token_and_refuses_big_bodies(world: World) -> None:
+    """A known token is 204, an unknown or missing one 404, no callable 404; a body over
+    64 KiB is 413 whether its Content-Length says so or it streams, and pokes nothing."""
+    client = world.serve()  # no token needed even though one is set
+    assert client.post("/webhooks/pixazo?token=known-token", json={"x": 1}).status_code == 204
+    assert client.post("/webhooks/pixazo?token=other", json={}).status_code == 404
+    assert client.post("/webhooks/pixazo", json={}).status_code == 404
+    assert world.webhooks == ["known-token", "other"]
+    big = client.post("/webhooks/pixazo?token=known-token", content=b"x" * (MAX_WEBHOOK_BYTES + 1))
+    assert big.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"y" * 4096  # 80 KiB, no Content-Length
+
+    streamed = client.post("/webhooks/pixazo?token=known-token", content=chunks())
+    assert streamed.status_code == 413
+    exact = client.post("/webhooks/pixazo?token=known-token", content=b"z" * MAX_WEBHOOK_BYTES)
+    assert exact.status_code == 204
+    assert world.webhooks == ["known-token", "other", "known-token"]
+    unwired = world.serve(webhooks=False)
+    assert unwired.post("/webhooks/pixazo?token=known-token").status_code == 404
+
+
+def test_the_page_files_are_declared_package_data() -> None:
+    """Every template and static file matches pyproject's package-data globs, so the
+    wheel (and the Docker image built from it) carries the page."""
+    import fnmatch
+    import tomllib
+
+    import seedance_watch.service.web as web
+
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["seedance_watch.service.web"]
+    package = Path(web.__file__).parent
+    files = [
+        str(p.relative_to(package))
+        for folder in ("templates", "static")
+        for p in (package / folder).rglob("*")
+        if p.is_file()
+    ]
+    assert {"templates/page.html", "static/page.js", "static/page.css"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(name, g) for g in globs), name
