@@ -338,6 +338,10 @@ class TaskTimeEstimator:
         if kind not in self._aim:
             self._aim[kind] = max(seconds - poll_interval / 2, seconds / 2)
 
+    def typical(self) -> float | None:
+        """The learned task time across kinds (the longest aim), or None before any."""
+        return max(self._aim.values(), default=None)
+
     def first_poll_delay(self, kind: str, poll_interval: float, key: str | None = None) -> float:
         """Delay from submit to the first poll; with ``key``, remembered for
         :meth:`first_polled`."""

@@ -47,6 +47,7 @@ class BudgetGate:
         # Submits let through but whose intent is not written yet (they run
         # concurrently): counted already, so that two cannot pass one last slot.
         self._reserved: dict[str, tuple[float, str | None]] = {}
+        self._view: TodaySpend = self.tally.today(clock())
 
     def load(self, jobs: Iterable[Job]) -> None:
         """Count every submit the ledger holds (start-up)."""
@@ -75,6 +76,7 @@ class BudgetGate:
         seconds until the day ends."""
         now = self._clock()
         hold = self.tally.check(now, job.model)
+        self._view = self.tally.today(now)  # a new day shows as one
         if hold is None:
             if self.hold is not None:
                 self._lift()
@@ -88,6 +90,10 @@ class BudgetGate:
 
     def today(self) -> TodaySpend:
         return self.tally.today(self._clock())
+
+    def view(self) -> TodaySpend:
+        """Today's standing as last published (safe to read from another thread)."""
+        return self._view
 
     def _reached(self, hold: BudgetHold) -> None:
         if self._announced != (hold.day, hold.cap):
@@ -120,7 +126,7 @@ class BudgetGate:
             log.warning("status.write_failed", error=str(exc))
 
     def _publish(self) -> None:
-        today = self.tally.today(self._clock())
+        today = self._view = self.tally.today(self._clock())
         self._metrics.budget_spent.set(today["spent"])
         self._metrics.budget_submits.set(today["submits"])
         if today["cap"] is not None:

@@ -270,6 +270,8 @@ def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> Healt
             check=check,
             metrics=engine.metrics,
             jobs=engine.ledger.snapshot,
+            task_eta=engine.deps.estimator.typical,
+            budget_view=engine.budget.view,
             on_webhook=engine.poke,
         )
     except OSError as exc:
