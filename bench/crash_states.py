@@ -2,6 +2,7 @@
 
     python bench/crash_states.py [--pairs 6] [--cap 64] [--recoveries 40] [--seed 1]
                                  [--move-order real|old|safe] [--fresh-state]
+                                 [--compact-every N]
 
 Records the real daemon (in-process, against the simulator and the S3 emulator
 on loopback) doing ``--pairs`` image + sidecar jobs, with every file-system
@@ -11,7 +12,8 @@ to ``--cap`` of the states a POSIX file system may leave after a power cut there
 daemon's recovery (``run --once``) on ``--recoveries`` of them, spread evenly.
 ``--move-order old`` replays defect 5 (the explorer must find it), ``safe`` the
 order its fix asks for, ``real`` whatever ``move_file`` does on this tree;
-``--fresh-state`` lets the daemon create ``state/`` itself (defect 6).
+``--fresh-state`` lets the daemon create ``state/`` itself (defect 6), and
+``--compact-every N`` makes the ledger rotate and snapshot every N lines.
 
 Prints the machine, the parameters, how many ops, cut points and states it
 explored, the time, and each kind of violation with an example.  Exit status 1
@@ -54,6 +56,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--move-order", choices=("real", "old", "safe"), default="real")
     parser.add_argument("--fresh-state", action="store_true", help="no state/ before the run")
+    parser.add_argument(
+        "--compact-every", type=int, default=None, help="ledger compaction floor (lines)"
+    )
     parser.add_argument("--examples", type=int, default=1, help="examples shown per kind")
     parser.add_argument("--dir", type=Path, default=None, help="where to make the temp folder")
     args = parser.parse_args()
@@ -68,6 +73,7 @@ def main() -> int:
             "seed": args.seed,
             "move_order": args.move_order,
             "fresh_state": args.fresh_state,
+            "compact_every": args.compact_every,
         },
     )
     if args.move_order != "real":
@@ -82,6 +88,7 @@ def main() -> int:
             bucket=BUCKET,
             pairs=args.pairs,
             fresh_state=args.fresh_state,
+            compact_every=args.compact_every,
         )
         recorded = time.monotonic() - started
         scratch = tmp / "scratch"

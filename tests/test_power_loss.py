@@ -74,12 +74,19 @@ def run_explorer(
     *,
     move_file: Callable[[Path, Path], None] | None = None,
     fresh_state: bool = False,
+    compact_every: int | None = None,
 ) -> tuple[Workload, Report]:
     with pytest.MonkeyPatch.context() as mp:
         if move_file is not None:
             mp.setattr(fsutil, "move_file", move_file)
         workload = record_jobs(
-            tmp_path / "recorded", s3, sim, bucket=BUCKET, pairs=2, fresh_state=fresh_state
+            tmp_path / "recorded",
+            s3,
+            sim,
+            bucket=BUCKET,
+            pairs=2,
+            fresh_state=fresh_state,
+            compact_every=compact_every,
         )
         assert workload.result.exit_code == 0, "the recorded run itself must succeed"
         scratch = tmp_path / "scratch"
@@ -228,6 +235,24 @@ def test_no_violation_when_move_file_syncs_the_destination_first(
     """The same exploration with ``move_file`` in the safe order finds nothing: the
     explorer does not cry wolf, and the fix of defect 5 is enough for this workload."""
     _, report = run_explorer(tmp_path, s3_server, sim, move_file=safe_move_file)
+    assert report.counts == {}, report.summary()
+
+
+def test_no_violation_across_ledger_compactions(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
+) -> None:
+    """With the ledger rotating and snapshotting every few lines (segment creation,
+    snapshot temp file, rename, deletion of covered files), no crash state loses a
+    record or makes the ledger unreadable."""
+    workload, report = run_explorer(
+        tmp_path, s3_server, sim, move_file=safe_move_file, compact_every=3
+    )
+    snapshots = [
+        op
+        for op in workload.recording.ops
+        if isinstance(op, DirOp) and op.kind == "rename" and "snapshot-" in op.path
+    ]
+    assert snapshots, "the workload must compact"
     assert report.counts == {}, report.summary()
 
 

@@ -33,7 +33,7 @@ from .checks import (
     tree_nodes,
 )
 from .recorder import DirOp, Marker, Op
-from .scenario import CONFIG_NAME, Workload, run_daemon_once
+from .scenario import CONFIG_NAME, Workload, compaction, run_daemon_once
 from .states import CrashModel, FsState, Node
 
 __all__ = [
@@ -224,7 +224,8 @@ def _recover(
     """``run --once`` on a copy of ``state``, then the checks after recovery."""
     materialize(state.nodes, root)
     try:
-        result = run_daemon_once(root / CONFIG_NAME)
+        with compaction(workload.compact_every):
+            result = run_daemon_once(root / CONFIG_NAME)
     except Exception:
         detail = traceback.format_exc(limit=8).strip().splitlines()
         return [Violation("recovery_crashed", " | ".join(detail[-3:]))]

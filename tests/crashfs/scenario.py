@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from seedance_watch.config import load_api_key, load_config
+from seedance_watch.ledger import jsonl
 from seedance_watch.providers.pixazo import Gateway
 from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator, SimulatorConfig
@@ -33,6 +34,7 @@ from .recorder import Recorder, Recording
 __all__ = [
     "FOLDERS",
     "Workload",
+    "compaction",
     "record_jobs",
     "run_daemon_once",
     "simulator_config",
@@ -89,6 +91,8 @@ class Workload:
     recording: Recording
     inputs: dict[str, bytes]
     result: RunResult
+    #: The ledger's compaction floor during the run (None: the default, 10,000 lines).
+    compact_every: int | None = None
 
 
 def drop_inputs(inbox: Path, pairs: int) -> dict[str, bytes]:
@@ -103,6 +107,15 @@ def drop_inputs(inbox: Path, pairs: int) -> dict[str, bytes]:
         inputs[f"inbox/{stem}.jpg"] = image
         inputs[f"inbox/{stem}.yaml"] = sidecar
     return inputs
+
+
+@contextmanager
+def compaction(every: int | None) -> Iterator[None]:
+    """Compact the ledger after ``every`` lines instead of 10,000 (None: unchanged)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if every is not None:
+            mp.setattr(jsonl, "_DEFAULT_COMPACT", every)
+        yield
 
 
 @contextmanager
@@ -127,8 +140,13 @@ def record_jobs(
     bucket: str,
     pairs: int = 2,
     fresh_state: bool = False,
+    compact_every: int | None = None,
 ) -> Workload:
-    """Record the daemon doing ``pairs`` jobs in a new tree at ``root``."""
+    """Record the daemon doing ``pairs`` jobs in a new tree at ``root``.
+
+    ``compact_every`` lowers the ledger's compaction floor, so that rotations and
+    snapshots happen during the run (and during the recoveries of its states).
+    """
     root.mkdir(parents=True)
     for name in FOLDERS:
         if name != "state" or not fresh_state:
@@ -136,6 +154,6 @@ def record_jobs(
     config_path = write_tree_config(root, s3, sim, bucket)
     inputs = drop_inputs(root / "inbox", pairs)
     recorder = Recorder(root)
-    with recorder, poll_markers(recorder):
+    with recorder, poll_markers(recorder), compaction(compact_every):
         result = run_daemon_once(config_path)
-    return Workload(root, recorder.recording, inputs, result)
+    return Workload(root, recorder.recording, inputs, result, compact_every)
