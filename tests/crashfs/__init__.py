@@ -14,6 +14,8 @@ Systems Are Not Created Equal") and SQLite's crash-test VFS:
   persistence model), bounded and sampled with a fixed seed.
 * :mod:`.checks` judges one state: statically (inputs, outputs, the ledger) and
   after a ``run --once`` of the daemon on a copy of it.
+* :mod:`.scenario` is the workload: a few jobs, ``run --once`` in-process against
+  the simulator and the S3 emulator, recorded.
 * :mod:`.explorer` puts it together; ``tests/test_power_loss.py`` runs a quick
   version, ``bench/crash_states.py`` a wide one.
 
