@@ -5,7 +5,8 @@ others record the real daemon doing two jobs and explore every cut point of it:
 the explorer must find defect 5 of the hardening issue (``move_file`` unlinks the
 source before fsyncing the destination folder) in a copy of that order, must find
 nothing when ``move_file`` keeps the safe order, and on the real code finds
-nothing once defects 5 and 6 are fixed (strict xfails until the lead merges them).
+nothing (defects 5 and 6 are fixed: before, these two tests failed with input_lost
+and task_id_lost).
 ``bench/crash_states.py`` runs the same explorer wide.
 """
 
@@ -40,8 +41,9 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-def old_move_file(src: Path, dst: Path) -> None:
-    """``move_file`` as this branch has it (same-device path): unlink before fsync(dst dir)."""
+def old_move_file(src: Path, dst: Path, *, expect: object = None) -> None:
+    """``move_file`` as it was before defect 5's fix (same-device path): unlink before
+    fsync(dst dir).  (``expect``, the identity check, is not on trial here.)"""
     os.lstat(src)
     fsutil.make_dirs(dst.parent)
     if os.path.lexists(dst):
@@ -54,7 +56,7 @@ def old_move_file(src: Path, dst: Path) -> None:
         fsutil.fsync_dir(src.parent)
 
 
-def safe_move_file(src: Path, dst: Path) -> None:
+def safe_move_file(src: Path, dst: Path, *, expect: object = None) -> None:
     """The order defect 5 asks for: the new name durable before the old one goes."""
     os.lstat(src)
     fsutil.make_dirs(dst.parent)
@@ -256,12 +258,6 @@ def test_no_violation_across_ledger_compactions(
     assert report.counts == {}, report.summary()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="defect 5 unfixed on this branch: move_file unlinks the source before "
-    "fsyncing done/ (input_lost); flip once the fix is merged",
-)
 def test_no_violation_on_the_real_code(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:
@@ -270,12 +266,6 @@ def test_no_violation_on_the_real_code(
     assert report.counts == {}, report.summary()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="defect 6 unfixed on this branch: Ledger.open creates the state folder "
-    "without fsyncing its parent (task_id_lost, move_unrecorded); flip once fixed",
-)
 def test_no_violation_when_the_daemon_creates_its_state_folder(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:

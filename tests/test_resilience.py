@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,8 +85,27 @@ def test_fault_mix_batch_completes_with_exact_videos(
         )
         for stem in stems:
             write_pair(tmp_path / "inbox", stem)
-        with capture_logs() as logs:
-            result, _ = run_once(config)
+
+        def where_things_stand() -> None:  # shown if the run outlives the timeout
+            import sys
+
+            from seedance_watch.ledger.jsonl import read_jobs
+
+            jobs = {
+                j.source: (j.state.value, j.task_id) for j in read_jobs(tmp_path / "state").values()
+            }
+            print(f"STILL RUNNING: jobs {jobs}; tasks {sim.tasks_by_status()}", file=sys.stderr)
+            print(
+                f"last requests {[(r.path, r.status) for r in sim.requests[-20:]]}", file=sys.stderr
+            )
+
+        watchdog = threading.Timer(150, where_things_stand)
+        watchdog.start()
+        try:
+            with capture_logs() as logs:
+                result, _ = run_once(config)
+        finally:
+            watchdog.cancel()
         requests = sim.requests
         submits = sim.submits
 

@@ -387,12 +387,20 @@ def finish_moves(
         dst = _resolve(roots[kind], rest)
         src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
         if src_there and not dst_there:
+            examined = (expect or {}).get(src_rel)
             try:
-                fsutil.move_file(src, dst, expect=(expect or {}).get(src_rel))
+                try:
+                    fsutil.move_file(src, dst, expect=examined)
+                except InputReplaced:
+                    # Another inode: the same bytes (a restored or copied inbox) are
+                    # still this job's input; other bytes are a new drop of their own.
+                    sha = getattr(examined, "sha256", None)
+                    if sha is None or src.is_symlink() or sha256_file(src)[0] != sha:
+                        raise
+                    fsutil.move_file(src, dst)
             except FileExistsError as exc:
                 raise OutputConflict(f"{dst_rel} appeared while moving", path=dst_rel) from exc
             except InputReplaced:
-                # Another file under that name: a new drop of its own, left in the inbox.
                 log.warning("outbox.input_replaced", job_id=job_id, source=src_rel)
                 continue
             log.info("outbox.input_moved", job_id=job_id, source=src_rel, to=dst_rel)

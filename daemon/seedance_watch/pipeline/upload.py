@@ -65,15 +65,15 @@ class UploadStage:
                     on=hook, attempts=policy.attempts, timeout=None
                 ):
                     with attempt, d.critical():
-                        # Only the bytes intake hashed go up (SPEC §3): a file replaced
-                        # under that name fails this job as input_replaced.
+                        # Only the bytes intake hashed go up (SPEC §3): other bytes
+                        # under that name fail this job as input_replaced.  (The hash
+                        # decides, not the inode: a restored inbox has new inodes.)
                         total += await asyncio.to_thread(
                             d.storage.upload,
                             path,
                             key,
                             content_type=content_type(rel),
                             expect_sha256=examined.sha256 if examined else None,
-                            expect=examined,
                         )
                 uploads.append((role, key))
         except FileNotFoundError:
