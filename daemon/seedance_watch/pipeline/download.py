@@ -14,7 +14,7 @@ import stamina
 
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import Job, Stage
-from seedance_watch.core.scheduling import STAGE_POLICIES, RetryHook
+from seedance_watch.core.scheduling import STAGE_POLICIES
 from seedance_watch.files.fsutil import make_dirs
 from seedance_watch.pipeline.placement import Placement
 from seedance_watch.pipeline.stage import Done, Fail, Outcome, Place, StageDeps
@@ -40,15 +40,7 @@ class DownloadStage:
         await asyncio.to_thread(make_dirs, staging.parent)
         started = time.monotonic()
         policy = STAGE_POLICIES[self.stage]
-        hook = RetryHook(
-            policy,
-            E.DownloadIncomplete,
-            clock=time.monotonic,
-            rng=d.rng,
-            on_retry=lambda n, delay, exc: d.log_retry(
-                job.job_id, self.stage, n, delay, getattr(exc, "message", repr(exc))
-            ),
-        )
+        hook = d.retry_hook(job.job_id, self.stage, E.DownloadIncomplete)
         # Only the attempts themselves hold up a shutdown, not the waits between them.
         try:
             async for attempt in stamina.retry_context(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -32,7 +33,12 @@ from typing import Literal, Protocol
 from seedance_watch import errors as E
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Event, Job, Stage
-from seedance_watch.core.scheduling import TaskTimeEstimator, TokenBucket
+from seedance_watch.core.scheduling import (
+    STAGE_POLICIES,
+    RetryHook,
+    TaskTimeEstimator,
+    TokenBucket,
+)
 from seedance_watch.files.storage import Storage
 from seedance_watch.pipeline.pauses import Pauses
 from seedance_watch.providers.base import VideoProvider
@@ -117,6 +123,16 @@ class StageDeps:
     critical: Callable[[], contextlib.AbstractContextManager[None]]
     #: ``job.retry`` bookkeeping of an in-coroutine retry loop (stage, attempt, delay, why).
     log_retry: Callable[[str, str, int, float, str], None]
+
+    def retry_hook(self, job_id: str, stage: Stage, retry_on: type[Exception]) -> RetryHook:
+        """The stamina backoff hook of one in-coroutine retry loop (uploads, downloads)."""
+
+        def on_retry(attempt: int, delay: float, exc: Exception) -> None:
+            self.log_retry(job_id, stage, attempt, delay, getattr(exc, "message", repr(exc)))
+
+        return RetryHook(
+            STAGE_POLICIES[stage], retry_on, clock=time.monotonic, rng=self.rng, on_retry=on_retry
+        )
 
 
 class JobStage(Protocol):

@@ -18,7 +18,7 @@ import stamina
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import InputFile, Job, Stage, Uploaded
 from seedance_watch.core.names import content_type
-from seedance_watch.core.scheduling import STAGE_POLICIES, RetryHook
+from seedance_watch.core.scheduling import STAGE_POLICIES
 from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps, Wait
 
 __all__ = ["UploadStage", "images_of"]
@@ -48,15 +48,7 @@ class UploadStage:
         started = time.monotonic()
         total = 0
         policy = STAGE_POLICIES[self.stage]
-        hook = RetryHook(
-            policy,
-            E.StorageTransient,
-            clock=time.monotonic,
-            rng=d.rng,
-            on_retry=lambda n, delay, exc: d.log_retry(
-                job.job_id, self.stage, n, delay, getattr(exc, "message", repr(exc))
-            ),
-        )
+        hook = d.retry_hook(job.job_id, self.stage, E.StorageTransient)
         try:
             for role, rel, examined in images_of(job):
                 path = self.inbox / rel
