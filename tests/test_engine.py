@@ -227,3 +227,15 @@ async def test_submit_sends_the_request_and_a_fresh_url_per_image(tmp_path: Path
         f"https://me.example/webhooks/pixazo?token={stored.webhook_token}"
     )
     assert engine.poke(stored.webhook_token) and not engine.poke("bogus")
+
+
+async def test_a_burst_of_429s_slows_submits_but_never_below_a_quarter(tmp_path: Path) -> None:
+    """Adaptive limiting after 429s halves the submit rate, down to a quarter of
+    gateway.requests_per_minute at most (not to one a minute: minutes of stall)."""
+    engine, store, provider, _ = make_engine(tmp_path, requests_per_minute=60)
+    for _ in range(10):
+        seed_uploaded = seed(store, State.UPLOADED, uploads=(("image", "k"),))
+        provider.submit_error = E.RateLimited("slow down", retry_after=1.0, http_status=429)
+        await engine._step(Stage.SUBMIT, seed_uploaded.job_id)
+        assert store.get("j1").state is State.UPLOADED  # type: ignore[union-attr]
+    assert engine.deps.bucket.rate_per_minute == 15.0

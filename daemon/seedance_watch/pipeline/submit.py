@@ -85,7 +85,9 @@ class SubmitStage:
                 # Provably not created: back to UPLOADED and wait (nothing billed or
                 # lost); a 429 also slows every submit down (adaptive).
                 if isinstance(exc, E.RateLimited):
-                    d.bucket.slow_down()
+                    # Never below a quarter of the configured rate: a burst of 429s
+                    # (each with its own Retry-After) must not stall submits for minutes.
+                    d.bucket.slow_down(floor_per_minute=d.config.gateway.requests_per_minute / 4)
                 return Retry(exc.message, exc.retry_after, event=SubmitRefused())
             except E.CredentialsRefused as exc:
                 return Pause("credentials", exc, event=SubmitRefused())
