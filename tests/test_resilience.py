@@ -132,7 +132,7 @@ def test_fault_mix_batch_completes_with_exact_videos(
     for event in retries:
         assert event["job_id"] and event["attempt"] >= 1 and event["delay"] >= 0
         assert event["reason"]
-    limited = [e for e in retries if "429" in e["reason"]]
+    limited = [e for e in retries if "HTTP 429" in e["reason"]]  # not a task id with 429 in it
     assert limited and all(e["delay"] == 1.0 for e in limited)  # Retry-After: 1 honoured
 
 
