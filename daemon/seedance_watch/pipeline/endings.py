@@ -49,6 +49,8 @@ class Endings:
 
     def ended(self, job: Job) -> None:
         """``job`` is durably DONE or FAILED."""
+        if self.notes is None and not (job.hook_due and not job.hook_done):
+            return  # nobody to tell
         try:
             end = JobEnd.from_job(job, self._paths)
         except ValueError:
