@@ -29,6 +29,7 @@ from seedance_watch.core import names
 __all__ = [
     "AmbiguousDrop",
     "Candidate",
+    "DropHint",
     "FileSig",
     "InboxEvent",
     "Orphan",
@@ -197,6 +198,21 @@ class StabilityTracker:
 
 
 # --- pairing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DropHint:
+    """What a stable sidecar says about the files of its drop (SPEC §4), for pairing.
+
+    ``alone``: the sidecar is a drop of its own (``mode: text``, or a ``mode:`` that
+    is not ``image``, which then fails at once as ``invalid_sidecar`` rather than
+    waiting for an image).  ``last_frame``: the bare file name of the end image, in
+    the sidecar's folder, when the sidecar names a valid one.  A sidecar that cannot
+    be read as YAML gives the default hint: an image drop like any other.
+    """
+
+    alone: bool = False
+    last_frame: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
