@@ -178,19 +178,130 @@ def test_plan_moves_to_failed_keeps_the_report_name_free(tmp_path: Path) -> None
     assert done_moves == (("plage été.PNG", "done/plage été.PNG"),)
 
 
-def test_plan_moves_rejects_files_of_another_drop(tmp_path: Path) -> None:
-    """Files from another folder or with another stem are a bug, not a plan."""
-    with pytest.raises(ValueError):
-        outbox.plan_moves(tmp_path, "sub", ["sub/a.jpg", "sub/b.yaml"], "done", tmp_path)
+def test_plan_moves_rejects_files_of_another_folder(tmp_path: Path) -> None:
+    """Files from another folder, or one file twice, are a bug, not a plan."""
     with pytest.raises(ValueError):
         outbox.plan_moves(tmp_path, "sub", ["other/a.jpg"], "done", tmp_path)
+    with pytest.raises(ValueError):
+        outbox.plan_moves(tmp_path, "sub", ["sub/a.jpg", "other/a-end.png"], "done", tmp_path)
+    with pytest.raises(ValueError):
+        outbox.plan_moves(tmp_path, "sub", ["sub/a.jpg", "sub/a.jpg"], "done", tmp_path)
 
 
-def test_error_report_rel_follows_the_image_then_the_sidecar() -> None:
-    """The report is named after the image's destination, else the sidecar's."""
+FRAMES = ["sub/beach.jpg", "sub/beach-end.png", "sub/beach.yaml"]
+
+
+def test_plan_moves_keeps_the_names_of_a_frames_drop_when_free(tmp_path: Path) -> None:
+    """Three files of two stems keep their names when none is taken (nor the report)."""
+    (tmp_path / "failed" / "sub").mkdir(parents=True)
+    (tmp_path / "failed" / "sub" / "beach-end.error.json").write_text("{}")  # not the lead's
+    for kind in ("done", "failed"):
+        moves = outbox.plan_moves(tmp_path, "sub", FRAMES, kind, tmp_path / kind)
+        assert moves == tuple((f, f"{kind}/{f}") for f in FRAMES)
+    assert outbox.error_report_rel(moves) == "sub/beach.error.json"
+
+
+def test_plan_moves_gives_a_frames_drop_one_suffix_when_the_end_image_collides(
+    tmp_path: Path,
+) -> None:
+    """An end image taken in done/ moves every file of the drop to the same -N."""
+    done = tmp_path / "done"
+    (done / "sub").mkdir(parents=True)
+    (done / "sub" / "beach-end.png").write_bytes(b"another drop's")
+    (done / "sub" / "beach-end-2.png").symlink_to("nowhere")  # dangling: taken all the same
+    assert outbox.plan_moves(tmp_path, "sub", FRAMES, "done", done) == (
+        ("sub/beach.jpg", "done/sub/beach-3.jpg"),
+        ("sub/beach-end.png", "done/sub/beach-end-3.png"),
+        ("sub/beach.yaml", "done/sub/beach-3.yaml"),
+    )
+
+
+def test_plan_moves_to_failed_frees_the_lead_s_report_for_a_frames_drop(tmp_path: Path) -> None:
+    """Only the report beach.error.json is taken: all three files and the report take -2."""
+    failed = tmp_path / "failed"
+    (failed / "sub").mkdir(parents=True)
+    (failed / "sub" / "beach.error.json").write_text("{}")
+    moves = outbox.plan_moves(tmp_path, "sub", FRAMES, "failed", failed)
+    assert moves == (
+        ("sub/beach.jpg", "failed/sub/beach-2.jpg"),
+        ("sub/beach-end.png", "failed/sub/beach-end-2.png"),
+        ("sub/beach.yaml", "failed/sub/beach-2.yaml"),
+    )
+    assert outbox.error_report_rel(moves) == "sub/beach-2.error.json"
+    # The same name in done/ does not matter for failed/, and a report is no file of done/.
+    assert outbox.plan_moves(tmp_path, "sub", FRAMES, "done", failed)[0][1] == "done/sub/beach.jpg"
+
+
+def test_plan_moves_of_a_frames_drop_skips_names_another_job_planned(tmp_path: Path) -> None:
+    """A name in another job's plan (``taken``) counts like a file on disk, for any file
+    of the drop and for the report."""
+    failed = tmp_path / "failed"
+    for taken, n in (
+        ({"failed/sub/beach-end.png"}, 2),
+        ({"failed/sub/beach.error.json", "failed/sub/beach-2.yaml"}, 3),
+        ({"done/sub/beach.jpg", "failed/beach.jpg"}, 1),  # another folder or root: free
+    ):
+        moves = outbox.plan_moves(tmp_path, "sub", FRAMES, "failed", failed, taken=taken)
+        suffix = "" if n == 1 else f"-{n}"
+        assert moves == (
+            ("sub/beach.jpg", f"failed/sub/beach{suffix}.jpg"),
+            ("sub/beach-end.png", f"failed/sub/beach-end{suffix}.png"),
+            ("sub/beach.yaml", f"failed/sub/beach{suffix}.yaml"),
+        ), taken
+        assert outbox.error_report_rel(moves) == f"sub/beach{suffix}.error.json"
+
+
+def test_plan_moves_keeps_a_last_frame_of_the_image_s_stem_apart(tmp_path: Path) -> None:
+    """beach.jpg ending on beach.png: one stem, two files, both moved under one suffix."""
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "beach.png").write_bytes(b"x")
+    files = ["beach.jpg", "beach.png", "beach.yaml"]
+    assert outbox.plan_moves(tmp_path, "", files, "done", done) == (
+        ("beach.jpg", "done/beach-2.jpg"),
+        ("beach.png", "done/beach-2.png"),
+        ("beach.yaml", "done/beach-2.yaml"),
+    )
+
+
+def test_plan_moves_of_a_text_drop_moves_the_sidecar_beside_its_report(tmp_path: Path) -> None:
+    """A text drop is its sidecar alone; in failed/ the report is named after it."""
+    failed = tmp_path / "failed"
+    (failed / "poems").mkdir(parents=True)
+    moves = outbox.plan_moves(tmp_path, "poems", ["poems/poem.yaml"], "failed", failed)
+    assert moves == (("poems/poem.yaml", "failed/poems/poem.yaml"),)
+    assert outbox.error_report_rel(moves) == "poems/poem.error.json"
+    (failed / "poems" / "poem.error.json").write_text("{}")
+    moves = outbox.plan_moves(tmp_path, "poems", ["poems/poem.yaml"], "failed", failed)
+    assert moves == (("poems/poem.yaml", "failed/poems/poem-2.yaml"),)
+    assert outbox.error_report_rel(moves) == "poems/poem-2.error.json"
+    done = outbox.plan_moves(tmp_path, "poems", ["poems/poem.yaml"], "done", tmp_path / "done")
+    assert done == (("poems/poem.yaml", "done/poems/poem.yaml"),)
+
+
+def test_plan_moves_tells_names_apart_by_case(tmp_path: Path) -> None:
+    """beach.JPG in done/ does not take beach.jpg (names are case-sensitive)."""
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "beach.JPG").write_bytes(b"x")
+    if (done / "beach.jpg").exists():
+        pytest.skip("a case-insensitive file system")
+    moves = outbox.plan_moves(tmp_path, "", ["beach.jpg", "beach.yaml"], "done", done)
+    assert moves == (("beach.jpg", "done/beach.jpg"), ("beach.yaml", "done/beach.yaml"))
+
+
+def test_error_report_rel_follows_the_lead() -> None:
+    """The report is named after the destination of the lead, the first file: the image,
+    not the end image; a lone sidecar's (text drop, orphan)."""
     moves = (("s/b.yaml", "failed/s/b-2.yaml"), ("s/b.jpg", "failed/s/b-2.jpg"))
     assert outbox.error_report_rel(moves) == "s/b-2.error.json"
     assert outbox.error_report_rel((("b.yml", "failed/b-3.yml"),)) == "b-3.error.json"
+    frames = (
+        ("s/b.jpg", "failed/s/b-2.jpg"),
+        ("s/a-end.png", "failed/s/a-end-2.png"),
+        ("s/b.yaml", "failed/s/b-2.yaml"),
+    )
+    assert outbox.error_report_rel(frames) == "s/b-2.error.json"
     with pytest.raises(ValueError):
         outbox.error_report_rel(())
 

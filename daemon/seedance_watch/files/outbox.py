@@ -29,7 +29,6 @@ from typing import Any, Literal
 
 import structlog
 
-from seedance_watch.core.names import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from seedance_watch.errors import InputReplaced, SeedanceWatchError
 from seedance_watch.files import fsutil
 
@@ -54,6 +53,7 @@ log = structlog.get_logger(__name__)
 _CHUNK = 1 << 20
 _STAGING_RE = re.compile(r"^\.seedance-(.+)\.mp4\.part$", re.DOTALL)
 _DEST_KINDS = ("done", "failed")
+_REPORT_SUFFIX = ".error.json"
 
 
 class OutputConflict(SeedanceWatchError):
@@ -134,55 +134,60 @@ def plan_moves(
     *,
     taken: Container[str] = (),
 ) -> tuple[tuple[str, str], ...]:
-    """Destinations for the files of one drop, sharing one free stem in ``dest_root/subdir``.
+    """Destinations for the files of one drop, all with one free suffix in ``dest_root/subdir``.
 
     ``root`` is the inbox (the files' root; not read).  ``files`` are the drop's
-    inbox-relative paths (image and/or sidecar), all in ``subdir`` with one stem.
-    ``beach.jpg`` + ``beach.yaml`` become ``beach-2.jpg`` + ``beach-2.yaml``
-    together when any of them (or, for ``failed``, ``beach.error.json``) is taken.
-    ``taken`` holds destinations other jobs planned, as returned here
-    (``done/sub/beach.jpg``).  Returns ``(src_rel, "<dest_kind>/<subdir>/<name>")`` pairs.
+    distinct inbox-relative paths, all in ``subdir``, the lead first (the image,
+    else the sidecar); their stems may differ (a last frame names its own file).
+    Each file keeps its name, or every one of them takes the same suffix ``-N``
+    (the smallest N ≥ 2 that works) before its extension when any name is taken:
+    ``beach.jpg`` + ``beach-end.png`` + ``beach.yaml`` become ``beach-2.jpg`` +
+    ``beach-end-2.png`` + ``beach-2.yaml``.  A name is taken when it exists in
+    ``dest_root/subdir`` (a dangling link counts) or is in ``taken``, the
+    destinations other jobs planned, as returned here (``done/sub/beach.jpg``);
+    for ``failed`` the report, named after the lead (``beach-N.error.json``, see
+    :func:`error_report_rel`), must be free as well.  Returns
+    ``(src_rel, "<dest_kind>/<subdir>/<name>")`` pairs in the order of ``files``.
     """
     del root
     if dest_kind not in _DEST_KINDS:
         raise ValueError(f"dest_kind must be one of {_DEST_KINDS}, not {dest_kind!r}")
     if not files:
         raise ValueError("a drop has at least one file")
+    if len(set(files)) != len(files):
+        raise ValueError(f"a drop's files are distinct: {list(files)!r}")
     paths = [PurePosixPath(f) for f in files]
-    stem = paths[0].stem
     for path in paths:
-        if _join(str(path.parent)) != _join(subdir) or path.stem != stem:
-            raise ValueError(f"{str(path)!r} is not a file of the drop {_join(subdir, stem)!r}")
-    suffixes = [p.suffix for p in paths]
+        if _join(str(path.parent)) != _join(subdir):
+            raise ValueError(f"{str(path)!r} is not a file of a drop in {subdir!r}")
+    parts = [(p.stem, p.suffix) for p in paths]
     if dest_kind == "failed":
-        suffixes.append(".error.json")
-    free = fsutil.next_free_name(
-        _resolve(dest_root, subdir),
-        stem,
-        suffixes,
-        taken=_Planned(taken, _join(dest_kind, subdir), suffixes),
-    )
+        parts.append((paths[0].stem, _REPORT_SUFFIX))
+    folder = _resolve(dest_root, subdir)
+    prefix = _join(dest_kind, subdir)
+    n = 1
+    while True:
+        names = [(stem if n == 1 else f"{stem}-{n}") + suffix for stem, suffix in parts]
+        if len(set(names)) == len(names) and not any(
+            _join(prefix, name) in taken or os.path.lexists(folder / name) for name in names
+        ):
+            break
+        n += 1
     return tuple(
-        (f, _join(dest_kind, subdir, free + p.suffix)) for f, p in zip(files, paths, strict=True)
+        (f, _join(prefix, name)) for f, name in zip(files, names[: len(files)], strict=True)
     )
 
 
 def error_report_rel(moves: Sequence[tuple[str, str]]) -> str:
     """The report's path relative to failed/: ``sub/beach-2.error.json``.
 
-    Derived from the planned destination of the image, else of the sidecar, else
-    of the first file (the one stem :func:`plan_moves` kept free for the report).
+    Named after the planned destination of the drop's lead, its first file (the
+    image, else the sidecar), whose name :func:`plan_moves` kept free for it.
     """
     if not moves:
         raise ValueError("no planned moves to name the report after")
-
-    def rank(move: tuple[str, str]) -> int:
-        suffix = PurePosixPath(move[0]).suffix.lower()
-        return 0 if suffix in IMAGE_SUFFIXES else 1 if suffix in SIDECAR_SUFFIXES else 2
-
-    dst = PurePosixPath(min(moves, key=rank)[1])
-    rest = PurePosixPath(*dst.parts[1:])
-    return _join(str(rest.parent), f"{rest.stem}.error.json")
+    rest = PurePosixPath(*PurePosixPath(moves[0][1]).parts[1:])
+    return _join(str(rest.parent), f"{rest.stem}{_REPORT_SUFFIX}")
 
 
 def iso_utc(ts: float) -> str:
