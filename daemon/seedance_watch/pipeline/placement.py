@@ -278,21 +278,33 @@ def _names_of(job: Job) -> list[str]:
 
 
 def _output_metadata(job: Job) -> dict[str, Any]:
-    """The ``NAME.json`` written beside the video: where it came from and what it cost."""
+    """The ``NAME.json`` written beside the video: where it came from and what it cost.
+
+    ``source_sha256`` is the hash of the input at ``source`` (a text drop's sidecar),
+    else, for records without inputs (schema v1), the image's; a frames drop adds
+    its end image's path and hash (SPEC §4).
+    """
+    by_path = {item.path: item for item in job.inputs}
+    source = by_path.get(job.source)
     meta: dict[str, Any] = {
         "job_id": job.job_id,
+        "kind": job.kind,
         "task_id": job.task_id,
         "model": job.model,
         "prompt": job.prompt,
         "text": job.text,
         "source": job.source,
-        "source_sha256": job.image_sha256,
+        "source_sha256": source.sha256 if source is not None else job.image_sha256,
         "video_sha256": job.video_sha256,
         "video_bytes": job.video_bytes,
         "usage": job.usage,
         "submitted_at": iso_utc(job.submitted_at) if job.submitted_at else None,
         "completed_at": iso_utc(job.completed_at) if job.completed_at else None,
     }
+    if job.kind == "frames":
+        last = next((item for item in job.inputs if item.role == "last_frame"), None)
+        meta["last_frame"] = last.path if last is not None else None
+        meta["last_frame_sha256"] = last.sha256 if last is not None else None
     if job.duplicate_of is not None:
         meta["duplicate_of"] = job.duplicate_of
     return meta
