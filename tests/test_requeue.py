@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from seedance_watch.commands.requeue import requeue
+from seedance_watch.config import Config
+from seedance_watch.core.jobs import InputFile, Job, State
+from seedance_watch.files.outbox import error_report_rel, plan_moves
+from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
@@ -99,6 +104,111 @@ def test_retry_uses_a_free_name_when_the_inbox_has_that_name(
     assert again.returncode == 0, again.stderr
     assert "no failed jobs to retry" in again.stdout
     assert files_under(inbox) == ["beach-2.jpg", "beach-2.yaml", "beach.jpg"]
+
+
+def failed_drop(tmp_path: Path, job_id: str, files: dict[str, str]) -> Config:
+    """A FAILED job of ``files`` (inbox path → role) recorded in the ledger, its inputs
+    in failed/ under the names :func:`plan_moves` gave them, beside its report."""
+    config = Config.model_validate(
+        {
+            "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
+            "storage": {"bucket": "b"},
+        }
+    )
+    for folder in ("inbox", "failed", "state"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    paths = list(files)
+    moves = plan_moves(config.paths.inbox, "", paths, "failed", config.paths.failed)
+    for src, dst in moves:
+        (tmp_path / dst).write_text(f"bytes of {src}")
+    (config.paths.failed / error_report_rel(moves)).write_text(json.dumps({"job_id": job_id}))
+    inputs = tuple(
+        InputFile(role=role, path=path, sha256="0" * 64, size=1, dev=1, ino=1, mtime_ns=1)
+        for path, role in files.items()
+    )
+    roles = set(files.values())
+    job = Job(
+        job_id=job_id,
+        state=State.FAILED,
+        source=paths[0],
+        sidecar=next(p for p, role in files.items() if role == "sidecar"),
+        created_at=1.0,
+        updated_at=2.0,
+        kind="frames" if "last_frame" in roles else "image" if "image" in roles else "text",
+        inputs=inputs,
+        error={"code": "task_failed", "message": "it failed"},
+        moved_to=moves,
+    )
+    with Ledger.open(config.paths.state) as ledger:
+        ledger.put(job)
+    return config
+
+
+FRAMES = {"beach.jpg": "image", "beach-end.png": "last_frame", "beach.yaml": "sidecar"}
+
+
+def test_retry_brings_back_the_three_files_of_a_frames_drop(tmp_path: Path) -> None:
+    """A frames job's image, end image and sidecar all go back to the inbox under their
+    own names (from their -2 names in failed/), and its report goes."""
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "beach.error.json").write_text('{"job_id": "earlier"}')
+    config = failed_drop(tmp_path, "f1", FRAMES)
+    assert files_under(tmp_path / "failed") == [
+        "beach-2.error.json",
+        "beach-2.jpg",
+        "beach-2.yaml",
+        "beach-end-2.png",
+        "beach.error.json",
+    ]
+
+    result = requeue(config, ["f1"])
+
+    assert result.problems == {}
+    assert sorted(result.moved["f1"]) == ["beach-end.png", "beach.jpg", "beach.yaml"]
+    assert files_under(tmp_path / "inbox") == ["beach-end.png", "beach.jpg", "beach.yaml"]
+    assert (tmp_path / "inbox" / "beach-end.png").read_text() == "bytes of beach-end.png"
+    assert files_under(tmp_path / "failed") == ["beach.error.json"]  # another job's
+
+
+def test_retry_of_a_frames_drop_renames_the_pair_but_never_the_end_image(tmp_path: Path) -> None:
+    """With beach.jpg taken in the inbox the image and sidecar come back as beach-2.*, the
+    end image keeps the name its sidecar gives it; when that name is taken, nothing moves
+    and the problem is reported."""
+    config = failed_drop(tmp_path, "f1", FRAMES)
+    (tmp_path / "inbox" / "beach.jpg").write_bytes(b"a newer drop")
+
+    result = requeue(config, ["f1"])
+
+    assert result.problems == {}
+    assert files_under(tmp_path / "inbox") == [
+        "beach-2.jpg",
+        "beach-2.yaml",
+        "beach-end.png",
+        "beach.jpg",
+    ]
+    assert (tmp_path / "inbox" / "beach-2.yaml").read_text() == "bytes of beach.yaml"
+    assert files_under(tmp_path / "failed") == []
+
+    config = failed_drop(tmp_path / "two", "f2", FRAMES)
+    (tmp_path / "two" / "inbox" / "beach-end.png").write_bytes(b"someone else's")
+    result = requeue(config, ["f2"])
+    assert "beach-end.png" in result.problems["f2"] and result.moved == {}
+    assert files_under(tmp_path / "two" / "inbox") == ["beach-end.png"]
+    assert len(files_under(tmp_path / "two" / "failed")) == 4
+
+
+def test_retry_brings_back_a_text_drop_s_sidecar(tmp_path: Path) -> None:
+    """A text job's one file, its sidecar, goes back (as poem-2.yaml when poem.yaml is
+    taken) and poem.error.json goes."""
+    config = failed_drop(tmp_path, "t1", {"poem.yaml": "sidecar"})
+    assert files_under(tmp_path / "failed") == ["poem.error.json", "poem.yaml"]
+    (tmp_path / "inbox" / "poem.yaml").write_text("prompt: a newer poem\n")
+
+    result = requeue(config, [], all_failed=True)
+
+    assert result.problems == {} and result.moved == {"t1": ["poem-2.yaml"]}
+    assert (tmp_path / "inbox" / "poem-2.yaml").read_text() == "bytes of poem.yaml"
+    assert files_under(tmp_path / "failed") == []
 
 
 def test_retry_failed_while_the_daemon_runs_makes_new_drops(

@@ -3,11 +3,15 @@
 Works whether or not the daemon runs: it reads the ledger without the lock and
 only moves files (failed/ → inbox/) and removes the error report; the daemon
 sees the files as a new drop, with a new job id.  A ``submit_ambiguous`` job is
-therefore submitted once more, on purpose.
+therefore submitted once more, on purpose.  Every file of the drop comes back (a
+frames drop's three, a text drop's sidecar) under its inbox name; when the image's
+or the sidecar's name is taken there, both take one free ``NAME-N``, while a last
+frame keeps its name (the sidecar names it) or, when that is taken, the job stays.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -62,16 +66,31 @@ def _requeue_job(config: Config, job: Job, result: RequeueResult) -> None:
             result.problems[job.job_id] = "its inputs are no longer in failed/ (already retried?)"
         return
     inbox = config.paths.inbox
-    # One free stem in the inbox for the whole drop, so image and sidecar stay a pair.
-    first = PurePosixPath(present[0][0])
-    folder = inbox / first.parent
-    suffixes = [PurePosixPath(src).suffix for src, _ in present]
-    stem = next_free_name(folder, first.stem, suffixes)
+    # A last frame keeps its inbox name: the sidecar names it.  The image and the
+    # sidecar share one free stem, so that they stay a pair (a text drop: its sidecar).
+    named = {item.path for item in job.inputs if item.role == "last_frame"}
+    kept = [src for src, _ in present if src in named]
+    paired = [src for src, _ in present if src not in named]
+    busy = [src for src in kept if os.path.lexists(inbox / src)]
+    if busy:
+        result.problems[job.job_id] = (
+            f"the inbox already holds {', '.join(busy)}, which its sidecar names; "
+            "move that file away and retry"
+        )
+        return
+    targets = {src: PurePosixPath(src) for src in kept}
+    if paired:
+        first = PurePosixPath(paired[0])
+        suffixes = [PurePosixPath(src).suffix for src in paired]
+        # ``beach`` → ``beach-2``: every paired file takes that same ``-N``.
+        tail = next_free_name(inbox / first.parent, first.stem, suffixes)[len(first.stem) :]
+        for src in paired:
+            path = PurePosixPath(src)
+            targets[src] = path.with_stem(path.stem + tail) if tail else path
     moved: list[str] = []
     for src, dst in present:
-        target = PurePosixPath(src).with_stem(stem) if stem != first.stem else PurePosixPath(src)
-        move_file(_resolve(roots, dst), inbox / target)
-        moved.append(str(target))
+        move_file(_resolve(roots, dst), inbox / targets[src])
+        moved.append(str(targets[src]))
     report = config.paths.failed / error_report_rel(job.moved_to)
     report.unlink(missing_ok=True)
     result.moved[job.job_id] = moved
