@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from seedance_watch.commands.requeue import requeue
+from seedance_watch.commands.status import format_status, status_report
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.files.outbox import error_report_rel, plan_moves
@@ -209,6 +210,20 @@ def test_retry_brings_back_a_text_drop_s_sidecar(tmp_path: Path) -> None:
     assert result.problems == {} and result.moved == {"t1": ["poem-2.yaml"]}
     assert (tmp_path / "inbox" / "poem-2.yaml").read_text() == "bytes of poem.yaml"
     assert files_under(tmp_path / "failed") == []
+
+
+def test_status_names_the_kind_of_a_job_that_is_not_image_to_video(tmp_path: Path) -> None:
+    """``status`` prints ``(frames)``/``(text)`` after a job's source; image jobs stay as
+    they were; ``--json`` has ``kind`` for every job."""
+    failed_drop(tmp_path, "f1", FRAMES)
+    config = failed_drop(tmp_path / "t", "t1", {"poem.yaml": "sidecar"})
+    report = status_report(tmp_path / "state")
+    assert [j["kind"] for j in report["jobs"]] == ["frames"]
+    assert "beach.jpg (frames)  task_failed: it failed" in format_status(report)
+    text = status_report(config.paths.state)
+    assert "poem.yaml (text)" in format_status(text)
+    image = {**text, "jobs": [{**text["jobs"][0], "kind": "image", "source": "a.jpg"}]}
+    assert "a.jpg  task_failed" in format_status(image) and "(image)" not in format_status(image)
 
 
 def test_retry_failed_while_the_daemon_runs_makes_new_drops(

@@ -115,5 +115,9 @@ def format_status(report: dict[str, Any], *, limit: int = 50) -> str:
         detail = job["output"] or ""
         if job["error"]:
             detail = f"{job['error'].get('code')}: {job['error'].get('message', '')}"
-        lines.append(f"  {job['job_id']}  {job['state']:<10}  {job['source']}  {detail}".rstrip())
+        # Image to video is the usual kind: only the others are named.
+        kind = f" ({job['kind']})" if job.get("kind", "image") != "image" else ""
+        lines.append(
+            f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}  {detail}".rstrip()
+        )
     return "\n".join(lines)
