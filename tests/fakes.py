@@ -51,6 +51,13 @@ class MemoryStore:
             out[job.state.value] += 1
         return out
 
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        kinds = {job.kind for job in self._jobs.values()}
+        out = {(kind, s.value): 0 for kind in kinds for s in State}
+        for job in self._jobs.values():
+            out[(job.kind, job.state.value)] += 1
+        return out
+
     def find_done_by_content_key(self, content_key: str) -> Job | None:
         return None
 

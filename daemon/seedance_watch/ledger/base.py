@@ -39,6 +39,10 @@ class JobStore(Protocol):
         """Jobs by state value."""
         ...
 
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        """Jobs by (kind, state value), for each kind of job in the store."""
+        ...
+
     def find_done_by_content_key(self, content_key: str) -> Job | None:
         """The newest DONE job that made this exact request (for dedupe)."""
         ...

@@ -441,6 +441,8 @@ class Ledger:
         self._active: dict[str, Job] = {}
         self._done_by_key: dict[str, Job] = {}
         self._counts: dict[State, int] = dict.fromkeys(State, 0)
+        # By (kind, state): every state of a kind once one job of it was seen.
+        self._kind_counts: dict[tuple[str, State], int] = {}
         self._segment = 0
         self._fd: int | None = None
         self._lines = 0  # records appended since the last rotation (or in the replayed log)
@@ -566,6 +568,11 @@ class Ledger:
         """Jobs by state value, every state present (zeros included)."""
         return {state.value: n for state, n in self._counts.items()}
 
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        """Jobs by (kind, state value): every state of each kind in the ledger."""
+        # A copy first: a dict copy is atomic, and another thread (/metrics) may ask.
+        return {(kind, state.value): n for (kind, state), n in self._kind_counts.copy().items()}
+
     @property
     def compacting(self) -> bool:
         """True while a background compaction runs."""
@@ -665,11 +672,15 @@ class Ledger:
         old = self._jobs.get(job.job_id)
         if old is not None:
             self._counts[old.state] -= 1
+            self._kind_counts[(old.kind, old.state)] -= 1
             self._active.pop(old.job_id, None)
             if old.content_key is not None and self._done_by_key.get(old.content_key) is old:
                 del self._done_by_key[old.content_key]
         self._jobs[job.job_id] = job
         self._counts[job.state] += 1
+        if (job.kind, job.state) not in self._kind_counts:
+            self._kind_counts.update({(job.kind, state): 0 for state in State})
+        self._kind_counts[(job.kind, job.state)] += 1
         if job.state not in TERMINAL_STATES:
             self._active[job.job_id] = job
         elif job.state is State.DONE and job.content_key is not None:

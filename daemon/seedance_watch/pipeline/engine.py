@@ -113,7 +113,9 @@ class Engine:
         notes: Notifications | None = None,
     ) -> None:
         self.config, self.ledger, self.inbox, self.clock = config, ledger, inbox, clock
-        self.metrics = metrics or Metrics(job_counts=ledger.counts)
+        self.metrics = metrics or Metrics(
+            job_counts=ledger.counts, kind_counts=ledger.counts_by_kind
+        )
         self.summary = RunSummary()
         self.fatal: E.StateError | None = None
         self._attempts: dict[str, int] = {}

@@ -108,7 +108,7 @@ async def run_service(
     """
     _make_dirs(config)
     ledger = Ledger.open(config.paths.state)
-    metrics = Metrics(job_counts=ledger.counts)
+    metrics = Metrics(job_counts=ledger.counts, kind_counts=ledger.counts_by_kind)
     gw = config.gateway
 
     def on_response(operation: str, status: int | None, seconds: float) -> None:

@@ -14,7 +14,11 @@ __all__ = ["Metrics"]
 class Metrics:
     """Counters and histograms the engine updates and ``/metrics`` serves."""
 
-    def __init__(self, job_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        job_counts: Callable[[], Mapping[str, int]] | None = None,
+        kind_counts: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.submits = Counter("seedance_submits", "Submit calls that created a task.", registry=r)
@@ -51,6 +55,12 @@ class Metrics:
             "seedance_jobs_finished", "Jobs that ended, by outcome.", ["state"], registry=r
         )
         self.jobs = Gauge("seedance_jobs", "Jobs in the ledger by state.", ["state"], registry=r)
+        self.jobs_by_kind = Gauge(
+            "seedance_jobs_by_kind",
+            "Jobs in the ledger by kind (image, frames, text) and state.",
+            ["kind", "state"],
+            registry=r,
+        )
         self.last_gateway_success = Gauge(
             "seedance_last_gateway_success_timestamp",
             "Unix time of the last successful gateway call.",
@@ -78,6 +88,7 @@ class Metrics:
             "seedance_paused", "1 while submissions are paused, by reason.", ["reason"], registry=r
         )
         self._job_counts = job_counts
+        self._kind_counts = kind_counts
 
     def gateway_ok(self) -> None:
         now = time.time()
@@ -93,4 +104,7 @@ class Metrics:
         if self._job_counts is not None:
             for state, count in self._job_counts().items():
                 self.jobs.labels(state=state).set(count)
+        if self._kind_counts is not None:
+            for (kind, state), count in self._kind_counts().items():
+                self.jobs_by_kind.labels(kind=kind, state=state).set(count)
         return generate_latest(self.registry)

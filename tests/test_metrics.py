@@ -1,0 +1,94 @@
+"""``/metrics``: jobs by kind and state, kept by the ledger at O(1) per state change."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from seedance_watch.core.jobs import Job, State
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.service.metrics import Metrics
+
+from .fakes import make_engine
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def job(job_id: str, kind: str, state: State) -> Job:
+    return Job(
+        job_id=job_id,
+        state=state,
+        source=f"{job_id}.yaml" if kind == "text" else f"{job_id}.jpg",
+        sidecar=f"{job_id}.yaml",
+        created_at=1.0,
+        updated_at=1.0,
+        kind=kind,
+    )
+
+
+def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
+
+
+def test_the_ledger_counts_jobs_by_kind_through_changes_and_a_restart(tmp_path: Path) -> None:
+    """Each put moves one job between (kind, state) counts; every state of a kind seen
+    is present (zeros included); a reopened ledger counts the same."""
+    with Ledger.open(tmp_path) as ledger:
+        ledger.put(job("a", "image", State.NEW))
+        ledger.put(job("b", "frames", State.NEW))
+        ledger.put(job("c", "frames", State.NEW))
+        ledger.put(job("d", "text", State.NEW))
+        ledger.put(replace(job("b", "frames", State.FAILED), seq=1))
+        ledger.put(replace(job("d", "text", State.DONE), seq=1))
+        counts = ledger.counts_by_kind()
+        assert {k for k, n in counts.items() if n} == {
+            ("image", "new"),
+            ("frames", "new"),
+            ("frames", "failed"),
+            ("text", "done"),
+        }
+        assert counts[("frames", "new")] == counts[("frames", "failed")] == 1
+        assert counts[("text", "new")] == 0 and counts[("text", "done")] == 1
+        assert {kind for kind, _ in counts} == {"image", "frames", "text"}
+        assert len(counts) == 3 * len(State)
+        assert sum(counts.values()) == sum(ledger.counts().values()) == 4
+    with Ledger.open(tmp_path) as again:
+        assert again.counts_by_kind() == counts
+
+
+def test_metrics_show_jobs_by_kind_beside_the_unchanged_job_gauges(tmp_path: Path) -> None:
+    """``seedance_jobs_by_kind{kind,state}`` is fed from the store at each scrape; the
+    ``seedance_jobs{state}`` gauge and the finished counter keep their one label."""
+    engine, store, _, _ = make_engine(tmp_path)
+    store.put(job("a", "image", State.DONE))
+    store.put(job("b", "frames", State.DONE))
+    store.put(job("c", "frames", State.SUBMITTED))
+    store.put(job("d", "text", State.FAILED))
+    engine.metrics.finished.labels(state="done").inc()
+
+    m = samples(engine.metrics.render())
+
+    assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "done")))] == 1
+    assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "submitted")))] == 1
+    assert m[("seedance_jobs_by_kind", (("kind", "image"), ("state", "done")))] == 1
+    assert m[("seedance_jobs_by_kind", (("kind", "text"), ("state", "failed")))] == 1
+    assert m[("seedance_jobs", (("state", "done"),))] == 2
+    assert m[("seedance_jobs_finished_total", (("state", "done"),))] == 1
+
+    store.put(replace(job("c", "frames", State.DONE), seq=1))
+    m = samples(engine.metrics.render())
+    assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "done")))] == 2
+    assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "submitted")))] == 0
+
+
+def test_metrics_without_a_store_have_no_kind_series() -> None:
+    """A bare ``Metrics()`` (tests, the page) renders without job gauges to refresh."""
+    names = {name for name, _ in samples(Metrics().render())}
+    assert "seedance_jobs_by_kind" not in names and "seedance_submits_total" in names
