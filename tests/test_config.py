@@ -77,6 +77,53 @@ def test_strict_model_is_a_strict_boolean(tmp_path: Path) -> None:
         load_config(write(tmp_path, "storage: {bucket: b}\ngateway: {strict_model: yes}\n"), {})
 
 
+I2V, T2V = "seedance-1-0-lite-i2v-250428", "seedance-1-0-lite-t2v-250428"
+PRO, PRO_FAST = "seedance-1-0-pro-250528", "seedance-1-0-pro-fast-251015"
+
+
+@pytest.mark.parametrize(
+    ("key", "model", "takes", "use"),
+    [
+        ("model", T2V, "text to video", [I2V, PRO, PRO_FAST]),
+        ("text_model", I2V, "image to video, first and last frame", [T2V, PRO, PRO_FAST]),
+    ],
+)
+def test_gateway_models_must_offer_their_kind(
+    tmp_path: Path, key: str, model: str, takes: str, use: list[str]
+) -> None:
+    """gateway.model must make image drops and gateway.text_model text drops: a known
+    model without that kind is refused naming the key, the model and what it takes."""
+    kind = "image to video" if key == "model" else "text to video"
+    path = write(tmp_path, f"storage: {{bucket: b}}\ngateway: {{{key}: {model}}}\n")
+    err = config_error(path, {})
+    assert err.key == f"gateway.{key}"
+    assert f"gateway.{key} {model} does not offer {kind} (it takes {takes})" in str(err)
+    assert str(err).endswith("use one of " + ", ".join(use))
+    assert str(err).startswith(f"config file {path}: ")
+    env = {**BUCKET_ENV, f"SEEDANCE_WATCH_GATEWAY__{key.upper()}": model}
+    err = config_error(None, env)
+    assert err.key == f"gateway.{key}"
+    assert f"environment variable SEEDANCE_WATCH_GATEWAY__{key.upper()}" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("model", "text_model"),
+    [(PRO_FAST, PRO_FAST), (PRO, PRO), (I2V, T2V), ("seedance-2-0-new", "seedance-2-0-t2v")],
+)
+def test_gateway_models_that_offer_their_kind_or_are_unknown_load(
+    model: str, text_model: str
+) -> None:
+    """Known models offering their kind load (pro-fast, which has no last frame, is a
+    valid gateway.model); an unknown model is left to the gateway."""
+    env = {
+        **BUCKET_ENV,
+        "SEEDANCE_WATCH_GATEWAY__MODEL": model,
+        "SEEDANCE_WATCH_GATEWAY__TEXT_MODEL": text_model,
+    }
+    gateway = load_config(None, env).gateway
+    assert (gateway.model, gateway.text_model) == (model, text_model)
+
+
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     """Relative paths, including defaults, are absolute under the config file's folder."""
     sub = tmp_path / "etc"

@@ -12,17 +12,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from seedance_watch.config import GatewayConfig
+from seedance_watch.core.models import KIND_NAMES, MODEL_KINDS, Kind, kind_refusal, models_for
+from seedance_watch.core.models import KNOWN_MODELS as CORE_KNOWN_MODELS
+from seedance_watch.core.names import IMAGE_SUFFIXES
 from seedance_watch.core.options import GenerationOptions
+from seedance_watch.core.stability import DropHint
 from seedance_watch.errors import InvalidSidecar
+from seedance_watch.files import sidecar as sidecar_module
 from seedance_watch.files.sidecar import (
     KNOWN_MODELS,
     SIDECAR_KEYS,
     Sidecar,
+    bare_name_fault,
     build_request,
     check_sidecar,
     parse_sidecar,
+    sidecar_hint,
     sidecar_problems,
 )
+from seedance_watch.simulator import KNOWN_MODELS as SIM_KNOWN_MODELS
+from seedance_watch.simulator import MODEL_KINDS as SIM_MODEL_KINDS
 
 DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
 LITE = "seedance-1-0-lite-i2v-250428"
@@ -173,10 +183,17 @@ def test_unknown_model_is_refused_in_strict_mode() -> None:
     assert all(model in info.value.message for model in KNOWN_MODELS)
 
 
-@pytest.mark.parametrize("model", sorted(KNOWN_MODELS))
-def test_known_models_pass_strict_mode(model: str) -> None:
-    """Every Seedance 1.0 i2v model is known, even in strict mode."""
-    assert parse_sidecar(f"prompt: x\nmodel: {model}\n".encode(), strict_model=True).model == model
+KIND_LINES = {"image": "", "frames": "last_frame: end.png\n", "text": "mode: text\n"}
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"), sorted((m, k) for m, kinds in MODEL_KINDS.items() for k in kinds)
+)
+def test_known_models_pass_strict_mode(model: str, kind: Kind) -> None:
+    """Every Seedance 1.0 model is known, even in strict mode, for each kind it offers."""
+    text = f"prompt: x\nmodel: {model}\n{KIND_LINES[kind]}".encode()
+    sidecar = parse_sidecar(text, strict_model=True)
+    assert (sidecar.model, sidecar.kind) == (model, kind)
 
 
 def test_every_option_is_parsed() -> None:
@@ -231,9 +248,15 @@ def test_request_without_commands_is_just_the_prompt() -> None:
     assert request.model == "seedance-1-0-pro-250528"
 
 
-def test_sidecar_keys_are_prompt_model_and_every_option() -> None:
-    """SIDECAR_KEYS covers exactly prompt, model and the GenerationOptions fields."""
-    assert set(SIDECAR_KEYS) == {"prompt", "model", *GenerationOptions.model_fields}
+def test_sidecar_keys_are_prompt_model_mode_last_frame_and_every_option() -> None:
+    """SIDECAR_KEYS covers exactly prompt, model, mode, last_frame and the options."""
+    assert set(SIDECAR_KEYS) == {
+        "prompt",
+        "model",
+        "mode",
+        "last_frame",
+        *GenerationOptions.model_fields,
+    }
 
 
 # --- properties ---------------------------------------------------------------------------
@@ -389,3 +412,365 @@ def test_check_sidecar_logs_nothing_and_lists_what_parse_joins() -> None:
     with pytest.raises(InvalidSidecar) as info:
         parse_sidecar(bad)
     assert info.value.message == "; ".join(p.message for p in found)
+
+
+# --- the model table (core/models.py) ---------------------------------------------------
+
+PRO = "seedance-1-0-pro-250528"
+PRO_FAST = "seedance-1-0-pro-fast-251015"
+T2V = "seedance-1-0-lite-t2v-250428"
+
+
+def test_model_table_is_modelarks_capabilities() -> None:
+    """The four Seedance 1.0 models and their kinds, as ModelArk documents them:
+    pro-fast has no last frame, lite-i2v no text, lite-t2v only text."""
+    assert dict(MODEL_KINDS) == {
+        LITE: {"image", "frames"},
+        T2V: {"text"},
+        PRO: {"image", "frames", "text"},
+        PRO_FAST: {"image", "text"},
+    }
+    assert KNOWN_MODELS == CORE_KNOWN_MODELS == set(MODEL_KINDS)
+    assert set(KIND_NAMES) == {"image", "frames", "text"}
+
+
+def test_the_simulator_reads_the_same_table() -> None:
+    """The simulated gateway offers exactly the kinds the daemon believes in."""
+    assert SIM_MODEL_KINDS is MODEL_KINDS
+    assert SIM_KNOWN_MODELS == KNOWN_MODELS
+
+
+@pytest.mark.parametrize(
+    ("kind", "models"),
+    [("image", [LITE, PRO, PRO_FAST]), ("frames", [LITE, PRO]), ("text", [T2V, PRO, PRO_FAST])],
+)
+def test_models_for_lists_the_models_of_a_kind(kind: Kind, models: list[str]) -> None:
+    """models_for(kind) is the sorted list of known models that take the kind."""
+    assert models_for(kind) == models
+
+
+def test_kind_refusal_names_model_its_kinds_and_the_models_that_do() -> None:
+    """A known model lacking the kind is refused in one sentence; an offered kind or an
+    unknown model is not refused."""
+    assert kind_refusal(PRO, "frames") is None
+    assert kind_refusal("seedance-9-0", "frames") is None
+    assert kind_refusal(PRO_FAST, "frames") == (
+        f"{PRO_FAST} does not offer first and last frame (it takes image to video, "
+        f"text to video); models that do: {LITE}, {PRO}"
+    )
+
+
+# --- mode and last_frame ------------------------------------------------------------------
+
+BAD_KIND_SIDECARS: list[tuple[str, str, list[str]]] = [
+    ("mode: video\n", "mode", ["mode: 'video' is not allowed; use image or text"]),
+    ("mode: Text\n", "mode", ["mode: 'Text' is not allowed", "image or text"]),
+    ("mode: 1\n", "mode", ["mode: 1 is not allowed"]),
+    ("mode:\n", "mode", ["mode: null is not allowed"]),
+    ("mode: [text]\n", "mode", ["mode: ['text'] is not allowed"]),
+    ("mdoe: text\n", "mdoe", ["unknown key 'mdoe' (did you mean 'mode'?)"]),
+    ("lastframe: e.png\n", "lastframe", ["(did you mean 'last_frame'?)"]),
+    ("last_frame: 42\n", "last_frame", ["last_frame: 42 is not a file name"]),
+    ("last_frame: [a.png]\n", "last_frame", ["last_frame: ['a.png'] is not a file name"]),
+    ("last_frame:\n", "last_frame", ["last_frame: null is not a file name"]),
+    ('last_frame: ""\n', "last_frame", ["last_frame: '' is empty"]),
+    ('last_frame: " end.png"\n', "last_frame", ["' end.png' has spaces around it"]),
+    ("last_frame: sub/end.png\n", "last_frame", ["'sub/end.png' is not a bare file name"]),
+    ("last_frame: ../end.png\n", "last_frame", ["is not a bare file name", "own folder"]),
+    ("last_frame: ..\\end.png\n", "last_frame", ["is not a bare file name"]),
+    ("last_frame: ..\n", "last_frame", ["'..' is not a bare file name"]),
+    ('last_frame: "end\\0.png"\n', "last_frame", ["contains a control character"]),
+    ('last_frame: "end\\t.png"\n', "last_frame", ["contains a control character"]),
+    ("last_frame: .end.png\n", "last_frame", ["'.end.png' is a hidden or partial-download"]),
+    ("last_frame: ~end.png\n", "last_frame", ["is a hidden or partial-download name"]),
+    ("last_frame: end.txt\n", "last_frame", ["'end.txt' is not an image file name", ".png"]),
+    ("last_frame: end\n", "last_frame", ["is not an image file name", ".jpeg, .jpg"]),
+    ("last_frame: end.png.part\n", "last_frame", ["is a hidden or partial-download name"]),
+    (f"last_frame: {'e' * 252}.png\n", "last_frame", ["too long for a file name", "255"]),
+    (
+        "mode: text\nlast_frame: end.png\n",
+        "last_frame",
+        ["last_frame: a text drop (mode: text) has no frames"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragments"), BAD_KIND_SIDECARS)
+def test_bad_mode_or_last_frame_is_refused_naming_key_and_value(
+    text: str, key: str, fragments: list[str]
+) -> None:
+    """A bad mode: or last_frame: raises InvalidSidecar naming the key, the value
+    and what is allowed."""
+    with pytest.raises(InvalidSidecar) as info:
+        parse_sidecar(b"prompt: x\n" + text.encode())
+    assert info.value.key == key
+    for fragment in fragments:
+        assert fragment in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "last_frame", "kind"),
+    [
+        ("", "image", None, "image"),
+        ("mode: image\n", "image", None, "image"),
+        ("mode: text\n", "text", None, "text"),
+        ("last_frame: end.png\n", "image", "end.png", "frames"),
+        ("mode: image\nlast_frame: 'Beach End.JPEG'\n", "image", "Beach End.JPEG", "frames"),
+        ("last_frame: fin-é.webp\n", "image", "fin-é.webp", "frames"),
+        (f"last_frame: {'e' * 251}.png\n", "image", "e" * 251 + ".png", "frames"),
+    ],
+)
+def test_mode_and_last_frame_choose_the_kind(
+    text: str, mode: str, last_frame: str | None, kind: Kind
+) -> None:
+    """mode defaults to image; a last_frame (kept exactly as written) makes a frames
+    drop, mode: text a text drop."""
+    sidecar = parse_sidecar(b"prompt: x\n" + text.encode())
+    assert (sidecar.mode, sidecar.last_frame, sidecar.kind) == (mode, last_frame, kind)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_SUFFIXES))
+def test_last_frame_takes_every_image_suffix_in_any_case(name: str) -> None:
+    """Every image suffix of the inbox is a last frame's, upper or lower case."""
+    for spelled in (f"end{name}", f"end{name.upper()}"):
+        assert parse_sidecar(f"prompt: x\nlast_frame: {spelled}\n".encode()).last_frame == spelled
+
+
+# --- build_request: kinds and models ------------------------------------------------------
+
+
+def _sidecar(**fields: Any) -> Sidecar:
+    return Sidecar(**{"prompt": "clouds", "model": None, "options": GenerationOptions(), **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "kind", "model"),
+    [
+        ({}, "image", PRO_FAST),
+        ({"last_frame": "end.png"}, "frames", LITE),
+        ({"mode": "text"}, "text", PRO),
+        ({"mode": "text", "model": T2V}, "text", T2V),
+        ({"last_frame": "end.png", "model": PRO}, "frames", PRO),
+        ({"model": "seedance-9-0"}, "image", "seedance-9-0"),
+    ],
+)
+def test_build_request_kind_and_model(fields: dict[str, Any], kind: Kind, model: str) -> None:
+    """The kind follows mode and last_frame; the sidecar's model wins, else text_model
+    for a text drop and default_model for the others."""
+    default = LITE if kind == "frames" else PRO_FAST
+    request = build_request(
+        _sidecar(**fields), defaults=DEFAULTS, default_model=default, text_model=PRO
+    )
+    assert (request.kind, request.model) == (kind, model)
+    assert request.text == "clouds --resolution 720p --duration 5 --camerafixed false"
+
+
+def test_build_request_text_model_defaults_to_the_configs_default() -> None:
+    """A caller that passes no text_model gets gateway.text_model's default, lite-t2v."""
+    request = build_request(_sidecar(mode="text"), defaults=DEFAULTS, default_model=LITE)
+    assert (request.kind, request.model) == ("text", T2V)
+    assert GatewayConfig().text_model == T2V
+
+
+@pytest.mark.parametrize(
+    ("fields", "default_model", "text_model", "model", "takes", "use"),
+    [
+        ({"last_frame": "e.png"}, T2V, T2V, T2V, "text to video", [LITE, PRO]),
+        ({"last_frame": "e.png"}, PRO_FAST, T2V, PRO_FAST, "image to video, text to", [LITE]),
+        ({"mode": "text"}, LITE, LITE, LITE, "image to video, first and last", [T2V, PRO]),
+        ({}, T2V, T2V, T2V, "text to video", [LITE, PRO, PRO_FAST]),
+        ({"last_frame": "e.png", "model": PRO_FAST}, LITE, T2V, PRO_FAST, "image", [LITE]),
+    ],
+)
+def test_build_request_refuses_a_model_without_the_kind(
+    fields: dict[str, Any],
+    default_model: str,
+    text_model: str,
+    model: str,
+    takes: str,
+    use: list[str],
+) -> None:
+    """A known model that does not offer the drop's kind is an invalid sidecar (key
+    model), naming the model, the kinds it takes, and the models that do in the hint."""
+    with pytest.raises(InvalidSidecar) as info:
+        build_request(
+            _sidecar(**fields),
+            defaults=DEFAULTS,
+            default_model=default_model,
+            text_model=text_model,
+        )
+    assert info.value.key == "model"
+    assert info.value.message.startswith(f"model: {model} does not offer ")
+    assert f"(it takes {takes}" in info.value.message
+    assert info.value.hint is not None
+    assert all(m in info.value.hint for m in use)
+    if "model" not in fields:  # a default model: the message says which setting it is
+        setting = "gateway.text_model" if fields.get("mode") == "text" else "gateway.model"
+        assert f"{model} is {setting}" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "model", "kind"),
+    [
+        ("last_frame: e.png\n", T2V, "first and last frame"),
+        ("last_frame: e.png\n", PRO_FAST, "first and last frame"),
+        ("mode: text\n", LITE, "text to video"),
+        ("", T2V, "image to video"),
+    ],
+)
+def test_a_sidecar_model_without_its_kind_is_refused_at_parse(
+    text: str, model: str, kind: str
+) -> None:
+    """parse_sidecar (and so validate) already refuses a sidecar whose own model does
+    not offer its kind, with the same words as build_request."""
+    data = f"prompt: x\nmodel: {model}\n{text}".encode()
+    problems = sidecar_problems(data)
+    assert [p.key for p in problems] == ["model"]
+    assert problems[0].message.startswith(f"model: {model} does not offer {kind} (it takes ")
+
+
+def test_unknown_model_with_a_kind_is_accepted_with_a_warning() -> None:
+    """An unknown model is the gateway's to judge, whatever the kind: logged, kept."""
+    with capture_logs() as logs:
+        sidecar = parse_sidecar(b"prompt: x\nmode: text\nmodel: seedance-2-0-t2v\n")
+    assert [e["model"] for e in logs if e["event"] == "sidecar.unknown_model"] == [
+        "seedance-2-0-t2v"
+    ]
+    request = build_request(sidecar, defaults=DEFAULTS, default_model=LITE, text_model=T2V)
+    assert (request.kind, request.model) == ("text", "seedance-2-0-t2v")
+
+
+def test_strict_model_refuses_unknown_models_of_every_kind_listing_all_four() -> None:
+    """With strict_model an unknown model is refused for a frames or text drop too, and
+    the message lists every known model (lite-t2v included)."""
+    for line in ("mode: text\n", "last_frame: e.png\n"):
+        with pytest.raises(InvalidSidecar) as info:
+            parse_sidecar(f"prompt: x\nmodel: seedance-2-0\n{line}".encode(), strict_model=True)
+        assert info.value.key == "model"
+        assert all(model in info.value.message for model in (LITE, T2V, PRO, PRO_FAST))
+
+
+# --- sidecar_hint -------------------------------------------------------------------------
+
+ALONE = DropHint(alone=True)
+NONE = DropHint()
+
+HINTS: list[tuple[bytes, str, DropHint]] = [
+    (b"prompt: x\n", "a.yaml", NONE),
+    (b"prompt: x\nmode: text\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode: image\n", "a.yaml", NONE),
+    (b"prompt: x\nmode: 'image'\n", "a.yaml", NONE),
+    (b"prompt: x\nmode: !!str image\n", "a.yaml", NONE),
+    (b"prompt: x\nmode: video\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode: Image\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode:\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode: 5\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode: [image]\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode: {a: b}\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode: image\nmode: text\n", "a.yaml", ALONE),
+    (b"prompt: &m image\nmode: *m\n", "a.yaml", NONE),
+    (b"prompt: &m text\nmode: *m\n", "a.yaml", ALONE),
+    (b"prompt: x\nmode: *nowhere\n", "a.yaml", NONE),  # not YAML: an undefined alias
+    (b"prompt: x\nmode: text\nlast_frame: end.png\n", "a.yaml", ALONE),
+    (b"prompt: x\nlast_frame: end.png\n", "a.yaml", DropHint(last_frame="end.png")),
+    (b"prompt: x\nlast_frame: end.png\nmode: image\n", "a.yaml", DropHint(last_frame="end.png")),
+    (b"{prompt: x, last_frame: 'B e.JPG'}", "sub/a.yml", DropHint(last_frame="B e.JPG")),
+    (b"{prompt: x, mode: text}", "a.yaml", ALONE),
+    (b"\xef\xbb\xbfprompt: x\nmode: text\n", "a.yaml", ALONE),  # a BOM
+    (b"prompt: x\nlast_frame: beach.png\n", "other.yaml", DropHint(last_frame="beach.png")),
+    (b"prompt: x\nlast_frame: beach.png\n", "beach.yaml", NONE),  # its own image
+    (b"prompt: x\nlast_frame: beach.png\n", "sub/beach.yml", NONE),
+    (b"prompt: x\nlast_frame: sub/end.png\n", "a.yaml", NONE),
+    (b"prompt: x\nlast_frame: ../end.png\n", "a.yaml", NONE),
+    (b"prompt: x\nlast_frame: .end.png\n", "a.yaml", NONE),
+    (b"prompt: x\nlast_frame: end.txt\n", "a.yaml", NONE),
+    (b"prompt: x\nlast_frame: 42\n", "a.yaml", NONE),
+    (b"prompt: x\nlast_frame: [end.png]\n", "a.yaml", NONE),
+    (b'prompt: x\nlast_frame: " end.png"\n', "a.yaml", NONE),
+    (b"prompt: x\nlast_frame: !!binary end.png\n", "a.yaml", NONE),
+    (b"prompt: [a, {mode: text, b: [c]}]\nmode: text\n", "a.yaml", ALONE),  # depth
+    (b"prompt: {mode: text, last_frame: e.png}\n", "a.yaml", NONE),  # nested: not the drop's
+    (b"prompt: mode\nx: last_frame\n", "a.yaml", NONE),  # values are not keys
+    (b"? [mode]\n: text\nlast_frame: e.png\n", "a.yaml", DropHint(last_frame="e.png")),
+    (b"- mode: text\n", "a.yaml", NONE),
+    (b"mode: text", "a.yaml", ALONE),
+    (b"just text\n", "a.yaml", NONE),
+    (b"", "a.yaml", NONE),
+    (b"# only a comment\n", "a.yaml", NONE),
+    (b"mode: text\nprompt: [unclosed\n", "a.yaml", NONE),
+    (b"mode: text\n---\nmode: text\n", "a.yaml", NONE),  # two documents
+    (b"mode: text\nprompt: caf\xe9\n", "a.yaml", NONE),  # not UTF-8
+    (b"mode: text\nprompt: a\x00\n", "a.yaml", NONE),  # a NUL
+    (b"\x00\x01\x02\xff\xfe\x89PNG\r\n\x1a\n", "a.yaml", NONE),
+    (b"prompt: " + b"[" * 100_000, "a.yaml", NONE),
+    (b"prompt: " + b"{a: " * 50_000, "a.yaml", NONE),
+    (b"prompt: " + b"- " * 50_000, "a.yaml", NONE),
+    (b"prompt: x\nmode: text\n" + b"#" * (3 << 20), "a.yaml", ALONE),  # a huge comment
+    # Only the first MiB is read: the quote is cut open, so the YAML is unreadable.
+    (b"prompt: '" + b"x" * (1 << 20) + b"'\nmode: text\n", "a.yaml", NONE),
+]
+
+
+@pytest.mark.parametrize("parser", ["libyaml", "pure"])
+@pytest.mark.parametrize(("data", "name", "hint"), HINTS, ids=range(len(HINTS)))
+def test_sidecar_hint(
+    data: bytes, name: str, hint: DropHint, parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alone for any mode but image; a last_frame only when it is a valid bare image name
+    that is not the sidecar's own; the default hint for anything that is not a readable
+    YAML mapping.  The same with PyYAML's pure-Python parser, which the hint falls back
+    to where PyYAML was built without libyaml (patched in: no other way to reach it)."""
+    if parser == "pure":
+        monkeypatch.setattr(sidecar_module, "_EVENT_LOADER", yaml.SafeLoader)
+    else:
+        assert yaml.__with_libyaml__
+    assert sidecar_hint(data, name) == hint
+
+
+_yamlish = st.lists(
+    st.sampled_from(
+        [
+            "mode", "last_frame", "prompt", ":", ": ", " ", "\n", "  ", "\t", "-", "- ", "?",
+            "text", "image", "end.png", "a.yaml", "/", "..", "[", "]", "{", "}", ",", "'", '"',
+            "\\", "&a ", "*a", "!!str ", "!!int ", "!", "#", "---", "...", "|", ">", "%YAML 1.2",
+            "\ufeff", "\u2028", "\x85", "\x00", "é",
+        ]
+    ),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300) | _yamlish.map(str.encode))
+def test_sidecar_hint_never_raises(data: bytes) -> None:
+    """Whatever the bytes, sidecar_hint returns a consistent DropHint: never both alone
+    and a last frame, and a last frame only when it is a valid bare image name."""
+    hint = sidecar_hint(data, "a.yaml")
+    assert isinstance(hint, DropHint)
+    assert not (hint.alone and hint.last_frame is not None)
+    if hint.last_frame is not None:
+        assert bare_name_fault(hint.last_frame) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([None, "image", "text"]),
+    st.none() | st.sampled_from(["end.png", "B e.JPEG", "a.png", "x.gif", "sub/x.png", "x.txt"]),
+    st.sampled_from(["plain", "single", "double"]),
+)
+def test_sidecar_hint_agrees_with_parse(mode: str | None, last: str | None, style: str) -> None:
+    """For every sidecar intake accepts, the hint says what the parsed sidecar says."""
+    quote = {"plain": "", "single": "'", "double": '"'}[style]
+    text = "prompt: x\n"
+    if mode is not None:
+        text += f"mode: {quote}{mode}{quote}\n"
+    if last is not None:
+        text += f"last_frame: {quote}{last}{quote}\n"
+    sidecar, problems = check_sidecar(text.encode())
+    hint = sidecar_hint(text.encode(), "a.yaml")
+    if sidecar is None:
+        assert problems
+        return
+    assert hint.alone == (sidecar.kind == "text")
+    expected = sidecar.last_frame if sidecar.last_frame != "a.png" else None
+    assert hint.last_frame == expected

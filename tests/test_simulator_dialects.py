@@ -37,6 +37,7 @@ TEXT = "/byteplus/v1/generateVideoTask"
 STATUS = "/v2/requests/status/"
 T2V = "seedance-1-0-lite-t2v-250428"
 PRO = "seedance-1-0-pro-250528"
+PRO_FAST = "seedance-1-0-pro-fast-251015"
 RED = (220, 40, 40)
 BLUE = (40, 40, 220)
 ENVELOPE_ID = re.compile(
@@ -424,7 +425,8 @@ def test_frames_and_text_bodies_are_checked_strictly(
 def test_a_model_must_offer_the_kind_asked_for(
     make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
 ) -> None:
-    """lite-i2v: image and frames; lite-t2v: text only; pro: all three."""
+    """lite-i2v: image and frames; lite-t2v: text only; pro: all three; pro-fast: image
+    and text, no last frame."""
     sim = make_sim()
     url = put_image(make_image_bytes())
     asks = {
@@ -432,7 +434,7 @@ def test_a_model_must_offer_the_kind_asked_for(
         "frames": lambda m: post(sim, FRAMES, {**frames_body(url, url), "model": m}),
         "text": lambda m: post(sim, TEXT, {"model": m, "text": "A quiet street"}),
     }
-    for model in (MODEL, T2V, PRO):
+    for model in (MODEL, T2V, PRO, PRO_FAST):
         for kind, ask in asks.items():
             r = ask(model)
             if kind in MODEL_KINDS[model]:
@@ -447,6 +449,8 @@ def test_a_model_must_offer_the_kind_asked_for(
         (PRO, "image"),
         (PRO, "frames"),
         (PRO, "text"),
+        (PRO_FAST, "image"),
+        (PRO_FAST, "text"),
     }
 
 

@@ -41,6 +41,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from seedance_watch.core.budget import to_cents
+from seedance_watch.core.models import (
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_TEXT_MODEL,
+    KIND_NAMES,
+    MODEL_KINDS,
+    Kind,
+    kinds_of,
+    models_for,
+)
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.yaml12 import load_yaml
@@ -129,7 +138,7 @@ class GatewayConfig(BaseModel):
     model_config = _FROZEN
 
     base_url: StrictStr = "https://gateway.pixazo.ai"
-    model: Annotated[StrictStr, Field(min_length=1)] = "seedance-1-0-lite-i2v-250428"
+    model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_IMAGE_MODEL
     poll_interval: PositiveFloat = 5.0
     task_timeout: PositiveFloat = 1800.0
     max_in_flight: Annotated[StrictInt, Field(ge=1)] = 10
@@ -140,7 +149,7 @@ class GatewayConfig(BaseModel):
     #: instead of logging ``sidecar.unknown_model`` and submitting it anyway.
     strict_model: StrictBool = False
     #: The model of text-to-video drops (``mode: text``) that name none (SPEC §4).
-    text_model: Annotated[StrictStr, Field(min_length=1)] = "seedance-1-0-lite-t2v-250428"
+    text_model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_TEXT_MODEL
     #: The public URL at which the gateway reaches this daemon's ``POST /webhooks/pixazo``
     #: (``None``: no webhooks, tasks are polled every ``poll_interval``).
     webhook_url: StrictStr | None = None
@@ -156,6 +165,29 @@ class GatewayConfig(BaseModel):
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
         return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _models_offer_their_kind(self) -> Self:
+        # gateway.model makes image drops (and frames, where it can: a frames drop
+        # with a model that cannot is refused per drop); gateway.text_model makes
+        # text drops.  An unknown model is the gateway's to judge.
+        checks: tuple[tuple[str, Kind], ...] = (("model", "image"), ("text_model", "text"))
+        for key, kind in checks:
+            model: str = getattr(self, key)
+            if model in MODEL_KINDS and kind not in MODEL_KINDS[model]:
+                raise PydanticCustomError(
+                    "model_kind",
+                    "gateway.{key} {model} does not offer {words} (it takes {takes}); "
+                    "use one of {models}",
+                    {
+                        "key": key,
+                        "model": model,
+                        "words": KIND_NAMES[kind],
+                        "takes": kinds_of(model),
+                        "models": ", ".join(models_for(kind)),
+                    },
+                )
+        return self
 
 
 class StorageConfig(BaseModel):
@@ -649,6 +681,7 @@ class _Loader:
                 "listen_needs_token",
                 "budget_cap",
                 "notify_url",
+                "model_kind",
             )
         ):
             message = first["msg"]

@@ -29,8 +29,9 @@ import os
 import re
 import reprlib
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Final, get_args
 
 import structlog
@@ -38,8 +39,17 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from seedance_watch.core.names import IMAGE_TYPES
+from seedance_watch.core.models import (
+    DEFAULT_TEXT_MODEL,
+    KIND_NAMES,
+    KNOWN_MODELS,
+    Kind,
+    kind_refusal,
+    models_for,
+)
+from seedance_watch.core.names import IMAGE_SUFFIXES, IMAGE_TYPES, is_ignored
 from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions, Ratio, Resolution
+from seedance_watch.core.stability import DropHint
 from seedance_watch.errors import InvalidImage, InvalidSidecar
 from seedance_watch.files.yaml12 import Yaml12Loader
 
@@ -47,28 +57,32 @@ __all__ = [
     "IMAGE_CONTENT_TYPES",
     "KNOWN_MODELS",
     "MAX_IMAGE_BYTES",
+    "MODES",
     "PROMPT_MAX_CHARS",
     "SIDECAR_KEYS",
+    "SIDECAR_MAX_BYTES",
     "ImageInfo",
     "Request",
     "Sidecar",
+    "bare_name_fault",
     "build_request",
     "check_image",
     "check_sidecar",
     "normalize_line_breaks",
     "parse_sidecar",
+    "sidecar_hint",
     "sidecar_problems",
     "unknown_model_message",
 ]
 
 log = structlog.get_logger(__name__)
 
-SIDECAR_KEYS: Final = ("prompt", "model", *COMMAND_ORDER)
-
-#: Seedance 1.0 models that take an image (the pro models do image-to-video too).
-KNOWN_MODELS: Final = frozenset(
-    {"seedance-1-0-lite-i2v-250428", "seedance-1-0-pro-250528", "seedance-1-0-pro-fast-251015"}
-)
+SIDECAR_KEYS: Final = ("prompt", "model", "mode", "last_frame", *COMMAND_ORDER)
+#: What ``mode:`` takes: ``image`` (the default: an image drop, with or without a
+#: ``last_frame``) or ``text`` (the sidecar alone is the drop).
+MODES: Final = ("image", "text")
+#: How much of a sidecar is read; the rest of a larger file is never looked at.
+SIDECAR_MAX_BYTES: Final = 1 << 20
 
 PROMPT_MAX_CHARS: Final = 2000
 _RESOLUTIONS: Final[tuple[str, ...]] = get_args(Resolution)
@@ -88,11 +102,24 @@ _repr.maxlevel, _repr.maxlist, _repr.maxdict = 2, 4, 4
 
 @dataclass(frozen=True)
 class Sidecar:
-    """A validated sidecar: the prompt, an optional model, options not yet merged."""
+    """A validated sidecar: the prompt, an optional model, options not yet merged.
+
+    ``mode`` is ``image`` or ``text``; ``last_frame`` the bare file name of the end
+    image (never set together with ``mode: text``).
+    """
 
     prompt: str
     model: str | None
     options: GenerationOptions
+    mode: str = "image"
+    last_frame: str | None = None
+
+    @property
+    def kind(self) -> Kind:
+        """The kind of drop: ``text`` (mode: text), ``frames`` (a last frame) or ``image``."""
+        if self.mode == "text":
+            return "text"
+        return "frames" if self.last_frame is not None else "image"
 
 
 @dataclass(frozen=True)
@@ -103,6 +130,7 @@ class Request:
     prompt: str
     text: str
     options: GenerationOptions
+    kind: Kind = "image"
 
 
 def parse_sidecar(data: bytes, *, strict_model: bool = False) -> Sidecar:
@@ -138,14 +166,48 @@ def check_sidecar(
     return _validate(data, strict_model=strict_model)
 
 
-def build_request(sidecar: Sidecar, *, defaults: GenerationOptions, default_model: str) -> Request:
-    """The effective request: sidecar options over ``defaults``, commands appended."""
+def build_request(
+    sidecar: Sidecar,
+    *,
+    defaults: GenerationOptions,
+    default_model: str,
+    text_model: str = DEFAULT_TEXT_MODEL,
+) -> Request:
+    """The effective request: sidecar options over ``defaults``, commands appended.
+
+    The model is the sidecar's, else ``text_model`` (``gateway.text_model``) for a
+    text drop and ``default_model`` (``gateway.model``) for the others.  A known
+    model that does not offer the drop's kind raises :class:`InvalidSidecar`
+    (key ``model``); an unknown one is the gateway's to judge.
+    """
+    kind = sidecar.kind
+    model = sidecar.model or (text_model if kind == "text" else default_model)
+    problem = _kind_problem(model, kind, from_sidecar=sidecar.model is not None)
+    if problem is not None:
+        raise problem
     options = sidecar.options.over(defaults)
     commands = options.commands()
     text = f"{sidecar.prompt} {commands}" if commands else sidecar.prompt
-    return Request(
-        model=sidecar.model or default_model, prompt=sidecar.prompt, text=text, options=options
-    )
+    return Request(model=model, prompt=sidecar.prompt, text=text, options=options, kind=kind)
+
+
+def sidecar_hint(data: bytes, sidecar_name: str) -> DropHint:
+    """What a sidecar says about the files of its drop, for pairing; never raises.
+
+    ``alone`` when a ``mode:`` key holds anything but ``image`` (so ``mode: text``
+    is a drop of its own, and a bad mode fails at once instead of waiting for an
+    image); else ``last_frame`` when it names a valid bare image name whose stem
+    is not the sidecar's own (intake refuses that one).  Bytes that are not a
+    readable YAML mapping give the default hint, and intake reports them.
+
+    Only the first :data:`SIDECAR_MAX_BYTES` are read, as intake does.  The YAML
+    is read as a stream of parser events (libyaml's when present), never built
+    into values, so even a large sidecar costs little.
+    """
+    try:
+        return _hint(data[:SIDECAR_MAX_BYTES], PurePosixPath(sidecar_name).stem)
+    except Exception:  # anything a parser raises on crafted input: no hint
+        return DropHint()
 
 
 # --- sidecar validation -----------------------------------------------------------------
@@ -250,9 +312,17 @@ def _validate_mapping(
         if problem is not None:
             problems.append(problem)
         else:
-            values[key] = value.strip() if isinstance(value, str) else value
+            # A file name is kept exactly (the check refuses spaces around it).
+            strip = isinstance(value, str) and key != "last_frame"
+            values[key] = value.strip() if strip else value
     if "prompt" not in seen:
         problems.append(_problem("prompt is required and must be non-empty text", "prompt"))
+
+    mode = values.get("mode", "image")
+    if mode == "text" and "last_frame" in seen:
+        message = "last_frame: a text drop (mode: text) has no frames; remove one of the two"
+        problems.append(_problem(message, "last_frame"))
+    last_frame = values.get("last_frame")
 
     model = values.get("model")
     if strict_model and model is not None and model not in KNOWN_MODELS:
@@ -265,7 +335,19 @@ def _validate_mapping(
         generation = GenerationOptions.model_validate(options)
     except ValidationError as exc:  # the checks above should make this unreachable
         return None, [_problem(f"invalid options: {exc.errors()[0]['msg']}", None)]
-    return Sidecar(prompt=values["prompt"], model=model, options=generation), []
+    sidecar = Sidecar(
+        prompt=values["prompt"],
+        model=model,
+        options=generation,
+        mode=mode,
+        last_frame=last_frame,
+    )
+    # The sidecar's own model must offer its kind; the default models are checked
+    # by build_request (they are the config's).
+    refused = None if model is None else _kind_problem(model, sidecar.kind, from_sidecar=True)
+    if refused is not None:
+        return None, [refused]
+    return sidecar, []
 
 
 def normalize_line_breaks(text: str) -> str:
@@ -277,6 +359,47 @@ def unknown_model_message(model: str) -> str:
     """What a strict check says about a model the daemon does not know."""
     known = ", ".join(sorted(KNOWN_MODELS))
     return f"model: {_show(model)} is not a known model; use one of {known}"
+
+
+def _kind_problem(model: str, kind: Kind, *, from_sidecar: bool) -> InvalidSidecar | None:
+    """The problem of a known ``model`` that does not offer ``kind``, or None."""
+    refusal = kind_refusal(model, kind)
+    if refusal is None:
+        return None
+    message = f"model: {refusal}"
+    if not from_sidecar:
+        setting = "gateway.text_model" if kind == "text" else "gateway.model"
+        message += f" ({model} is {setting}: the sidecar names no model)"
+    hint = f"Set model: to one of {', '.join(models_for(kind))} for a {KIND_NAMES[kind]} drop."
+    return _problem(message, "model", hint)
+
+
+_NAME_MAX_BYTES: Final = 255  # the longest file name Linux, macOS and Windows allow
+
+
+def bare_name_fault(value: object) -> str | None:
+    """What is wrong with ``value`` as a ``last_frame``, or None for a bare image name.
+
+    A bare name (no folder part, not ``.``/``..``), of an image the inbox would
+    watch (not hidden, not a partial download), with one of the image suffixes.
+    """
+    if not isinstance(value, str):
+        return "is not a file name; write the name of an image file"
+    if not value:
+        return "is empty; write the name of an image file"
+    if value != value.strip():
+        return "has spaces around it; write the file name alone"
+    if "/" in value or "\\" in value or value in (".", ".."):
+        return "is not a bare file name; the last frame must be in the sidecar's own folder"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "contains a control character; no file name holds one"
+    if len(value.encode("utf-8", "surrogatepass")) > _NAME_MAX_BYTES:
+        return f"is too long for a file name (over {_NAME_MAX_BYTES} bytes)"
+    if is_ignored(value):
+        return "is a hidden or partial-download name, which the inbox ignores"
+    if PurePosixPath(value).suffix.lower() not in IMAGE_SUFFIXES:
+        return f"is not an image file name; use one of {', '.join(sorted(IMAGE_SUFFIXES))}"
+    return None
 
 
 def _unreadable_value(key: str, node: yaml.Node, exc: Exception) -> InvalidSidecar:
@@ -310,6 +433,16 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
         return _problem(
             f"model: {_show(value)} is not allowed; use a model id such as {example}", key
         )
+    if key == "mode":
+        if isinstance(value, str) and value in MODES:
+            return None
+        return _problem(f"mode: {_show(value)} is not allowed; use image or text", key)
+    if key == "last_frame":
+        fault = bare_name_fault(value)
+        if fault is None:
+            return None
+        hint = "Name an image in the sidecar's own folder, such as beach-end.png."
+        return _problem(f"last_frame: {_show(value)} {fault}", key, hint)
     if key in ("resolution", "ratio"):
         allowed = _RESOLUTIONS if key == "resolution" else _RATIOS
         if isinstance(value, str) and value in allowed:
@@ -352,6 +485,77 @@ def _check_prompt(value: Any) -> InvalidSidecar | None:
         message = f"prompt contains a text command '--{name}'; remove it (the gateway reads it)"
         hint = "Text commands in the prompt are not allowed; use the sidecar keys."
     return _problem(message, "prompt", hint)
+
+
+# --- the drop hint -----------------------------------------------------------------------
+
+# libyaml's parser when PyYAML has it (as its wheels do): events at C speed.
+_EVENT_LOADER: Final = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+# Nesting deeper than this is refused (a sidecar's values are scalars): pure PyYAML
+# takes quadratic time over deep flow nesting, and intake's composer recurses.
+_MAX_DEPTH: Final = 100
+# Tags under which a scalar is text ("!" is a quoted scalar's, None a plain one's).
+_TEXT_TAGS: Final = (None, "!", "tag:yaml.org,2002:str")
+
+
+def _hint(data: bytes, own_stem: str) -> DropHint:
+    """:func:`sidecar_hint` without its guard: walks the top level of the mapping.
+
+    A plain scalar that passes :func:`bare_name_fault` ends in an image suffix, so
+    no YAML 1.2 implicit type (null, bool, int, float) can claim it: it is text.
+    An alias stands for the text scalar it names, as it does when intake reads it.
+    """
+    text = _UNICODE_BREAKS.sub("\n", data.decode("utf-8-sig"))
+    events = yaml.parse(text, Loader=_EVENT_LOADER)
+    found: dict[str, list[str | None]] = {"mode": [], "last_frame": []}
+    anchors: dict[str, str | None] = {}
+    depth, documents, at_key, key = 0, 0, True, None
+    for event in events:
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor not in anchors:  # intake's composer refuses it
+                    return DropHint()
+            else:  # a collection's anchor is known too, standing for no text
+                anchors[event.anchor] = _text_of(event, anchors)
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:  # a sidecar is one document; intake refuses more
+                return DropHint()
+            continue
+        if isinstance(event, yaml.StreamStartEvent | yaml.StreamEndEvent | yaml.DocumentEndEvent):
+            continue
+        if depth == 0 and not isinstance(event, yaml.MappingStartEvent):
+            return DropHint()  # a list, a single value or an empty document
+        if depth == 1:
+            if at_key:
+                key = _text_of(event, anchors)
+            elif key in found:
+                found[key].append(_text_of(event, anchors))
+            if not isinstance(event, yaml.MappingEndEvent):
+                at_key = not at_key
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:  # never a valid sidecar; PyYAML's scanner would be slow
+                return DropHint()
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+
+    # A duplicate key is intake's to refuse; any mode but image fails sooner alone.
+    if any(mode != "image" for mode in found["mode"]):
+        return DropHint(alone=True)
+    name = found["last_frame"][0] if found["last_frame"] else None
+    if name is None or bare_name_fault(name) is not None or PurePosixPath(name).stem == own_stem:
+        return DropHint()
+    return DropHint(last_frame=name)
+
+
+def _text_of(event: yaml.Event, anchors: Mapping[str, str | None]) -> str | None:
+    """A node's text when it is a text scalar, or an alias of one; else None."""
+    if isinstance(event, yaml.AliasEvent):
+        return anchors.get(event.anchor or "")
+    if isinstance(event, yaml.ScalarEvent) and event.tag in _TEXT_TAGS:
+        return event.value
+    return None
 
 
 # --- image checks ------------------------------------------------------------------------

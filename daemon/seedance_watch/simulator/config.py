@@ -7,10 +7,13 @@ a test can, say, revoke the key half-way or switch faults off to let a run end.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Literal
+
+# The Seedance 1.0 models the gateway knows and the kinds of task each offers are
+# the daemon's own table (core/models.py), re-exported here: any other model is a
+# 404; a known model asked for a kind it lacks is a 400.
+from seedance_watch.core.models import KNOWN_MODELS, MODEL_KINDS, Kind
 
 __all__ = [
     "FAULT_TARGETS",
@@ -24,22 +27,8 @@ __all__ = [
     "WebhookRecord",
 ]
 
-#: What a submit asks for: image to video, first and last frame, or text to video.
-Kind = Literal["image", "frames", "text"]
 #: How a submit is answered: ``{"id"}`` (polled by POST) or the envelope (polled by GET).
 Dialect = Literal["id", "envelope"]
-
-#: The Seedance 1.0 models the gateway knows and the kinds of task each offers.
-#: Any other model is a 404; a known model asked for a kind it lacks is a 400.
-MODEL_KINDS: Mapping[str, frozenset[Kind]] = MappingProxyType(
-    {
-        "seedance-1-0-lite-i2v-250428": frozenset({"image", "frames"}),
-        "seedance-1-0-lite-t2v-250428": frozenset({"text"}),
-        "seedance-1-0-pro-250528": frozenset({"image", "frames", "text"}),
-        "seedance-1-0-pro-fast-251015": frozenset({"image", "frames", "text"}),
-    }
-)
-KNOWN_MODELS = frozenset(MODEL_KINDS)
 
 #: Statuses that a proxy in front of the gateway answers after passing the submit on:
 #: the task exists (and is billed), only the answer is lost.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from seedance_watch.simulator.config import MODEL_KINDS, Kind
+from seedance_watch.core.models import KIND_NAMES, MODEL_KINDS, Kind
 
 __all__ = [
     "POLL_PATH",
@@ -42,8 +42,6 @@ SUBMIT_PATHS: dict[str, Kind] = {
 POLL_PATH = "/bytedance-polling/getVideoResult"
 #: Polling a task answered with the envelope: ``GET STATUS_PREFIX + request_id``.
 STATUS_PREFIX = "/v2/requests/status/"
-
-_KIND_NAMES = {"image": "image to video", "frames": "first and last frame", "text": "text to video"}
 
 
 @dataclass(frozen=True)
@@ -193,9 +191,9 @@ def _check_known(model: str) -> None:
 
 def _check_model(model: str, kind: Kind) -> None:
     if kind not in MODEL_KINDS[model]:
-        offered = ", ".join(sorted(_KIND_NAMES[k] for k in MODEL_KINDS[model]))
+        offered = ", ".join(sorted(KIND_NAMES[k] for k in MODEL_KINDS[model]))
         raise invalid(
-            f"The model {model} does not support {_KIND_NAMES[kind]} (it offers: {offered})."
+            f"The model {model} does not support {KIND_NAMES[kind]} (it offers: {offered})."
         )
 
 
