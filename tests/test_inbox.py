@@ -444,3 +444,116 @@ def test_detect_mode_from_mount_table(tmp_path: Path) -> None:
     assert detect_mode(tmp_path / "nas" / "local" / "inbox", mountinfo=table)[0] == "native"
     assert detect_mode(tmp_path / "not-yet" / "inbox", mountinfo=table)[0] == "native"
     assert detect_mode(tmp_path, mountinfo=tmp_path / "no-such-table")[0] == "native"
+
+
+# --- kinds of drop (SPEC §4): a last frame of another stem, a text sidecar alone ---------
+
+
+def frames_drop(folder: Path, stem: str, frame: str, *, with_frame: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.jpg").write_bytes(b"\xff\xd8 first " * 10)
+    (folder / f"{stem}.yaml").write_text(f"prompt: {stem}\nlast_frame: {frame}\n")
+    if with_frame:
+        (folder / frame).write_bytes(b"\x89PNG last " * 10)
+
+
+def test_a_late_last_frame_completes_its_drop(tmp_path: Path) -> None:
+    """Image and sidecar first, the end image (another stem) a while later: one drop, with
+    the end image, and neither the image nor the end image is ever an orphan."""
+    inbox = make_inbox(tmp_path, pair_timeout=30)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(lambda: inbox._observer is not None, task)
+        frames_drop(tmp_path / "sub", "beach", "beach-end.png", with_frame=False)
+        await until(lambda: "sub/beach" in inbox._waiting, task)
+        assert events == []
+        (tmp_path / "sub" / "beach-end.png").write_bytes(b"\x89PNG last")
+        await until(lambda: bool(events), task)
+
+    events = run_inbox(inbox, scenario)
+    assert events == [
+        PairReady("sub/beach", "sub/beach.jpg", "sub/beach.yaml", "sub/beach-end.png")
+    ]
+
+
+def test_an_early_last_frame_waits_for_the_sidecar_that_names_it(tmp_path: Path) -> None:
+    """The end image first (alone it waits for a sidecar of its own), then the drop."""
+    inbox = make_inbox(tmp_path, pair_timeout=30)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(lambda: inbox._observer is not None, task)
+        (tmp_path / "end.png").write_bytes(b"\x89PNG last")
+        await until(lambda: "end" in inbox._waiting, task)
+        frames_drop(tmp_path, "start", "end.png", with_frame=False)
+        await until(lambda: bool(events), task)
+        await until(lambda: not inbox._waiting, task)
+
+    events = run_inbox(inbox, scenario)
+    assert events == [PairReady("start", "start.jpg", "start.yaml", "end.png")]
+
+
+def test_an_old_last_frame_at_start_up_belongs_to_its_drop(tmp_path: Path) -> None:
+    """At start-up (and with --once) an end image older than pair_timeout is not an orphan
+    when a sidecar beside it names it; an old drop whose end image never came fails
+    naming it, with the files that did come."""
+    frames_drop(tmp_path, "a", "a-end.png")
+    frames_drop(tmp_path, "b", "b-end.png", with_frame=False)
+    for p in tmp_path.iterdir():
+        age(p, 1000)
+    events = asyncio.run(make_inbox(tmp_path, pair_timeout=300).scan_once())
+    assert events == [
+        PairReady("a", "a.jpg", "a.yaml", "a-end.png"),
+        Orphan("b.yaml", "missing_image", ("b.jpg",), "b-end.png"),
+    ]
+
+
+def test_a_last_frame_that_never_comes_fails_the_drop(tmp_path: Path) -> None:
+    inbox = make_inbox(tmp_path, pair_timeout=1.0)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(lambda: inbox._observer is not None, task)
+        frames_drop(tmp_path, "beach", "gone.png", with_frame=False)
+        await until(lambda: bool(events), task)
+
+    events = run_inbox(inbox, scenario)
+    assert events == [Orphan("beach.yaml", "missing_image", ("beach.jpg",), "gone.png")]
+
+
+def test_a_sidecar_rewritten_to_name_another_end_image_takes_that_one(tmp_path: Path) -> None:
+    """The claim follows the sidecar: rewritten to name an end image that is there (and
+    was waiting alone for a sidecar of its own), the drop is complete with it."""
+    inbox = make_inbox(tmp_path, pair_timeout=2.0)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(lambda: inbox._observer is not None, task)
+        frames_drop(tmp_path, "a", "other.png", with_frame=False)
+        (tmp_path / "end.png").write_bytes(b"\x89PNG")
+        await until(lambda: "a" in inbox._waiting and "end" in inbox._waiting, task)
+        (tmp_path / "a.yaml").write_text("prompt: a\nlast_frame: end.png\n")
+        await until(lambda: bool(events), task)
+
+    events = run_inbox(inbox, scenario)
+    assert events == [PairReady("a", "a.jpg", "a.yaml", "end.png")]
+
+
+def test_a_text_sidecar_is_a_drop_alone(tmp_path: Path) -> None:
+    """A mode: text sidecar is ready as soon as it is stable; an image of its name that is
+    there before it settles goes with it (for intake to refuse); one that comes after
+    the sidecar was taken never pairs with it (it waits for a sidecar of its own)."""
+    inbox = make_inbox(tmp_path, pair_timeout=1.0)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(lambda: inbox._observer is not None, task)
+        (tmp_path / "poem.yaml").write_text("prompt: a poem\nmode: text\n")
+        (tmp_path / "both.yaml").write_text("prompt: both\nmode: text\n")
+        (tmp_path / "both.jpg").write_bytes(b"\xff\xd8")
+        await until(lambda: len(events) >= 2, task)
+        (tmp_path / "poem.jpg").write_bytes(b"\xff\xd8 late")
+        await until(lambda: len(events) >= 3, task)
+
+    events = run_inbox(inbox, scenario)
+    assert set(events[:2]) == {
+        PairReady("poem", None, "poem.yaml"),
+        PairReady("both", "both.jpg", "both.yaml"),
+    }
+    assert events[2] == Orphan("poem.jpg", "missing_sidecar")

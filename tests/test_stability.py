@@ -5,6 +5,7 @@ from __future__ import annotations
 from seedance_watch.core.stability import (
     AmbiguousDrop,
     Candidate,
+    DropHint,
     FileSig,
     Orphan,
     Pairer,
@@ -230,3 +231,118 @@ def test_ignored_names_never_appear() -> None:
     assert out.waiting == []
     assert not is_watched_path(".hidden/c.jpg")
     assert is_watched_path("sub/c.jpg")
+
+
+# --- kinds of drop: first and last frame, text (SPEC §4) ---------------------------------
+
+
+def frames_sidecar(frame: str = "end.png", mtime: float = NOW, stable_: bool = True) -> Candidate:
+    return Candidate(mtime, stable_, hint=DropHint(last_frame=frame))
+
+
+def text_sidecar(mtime: float = NOW) -> Candidate:
+    return Candidate(mtime, True, hint=DropHint(alone=True))
+
+
+def test_a_frames_drop_is_ready_with_its_last_frame_of_another_stem() -> None:
+    files = {"sub/a.jpg": stable(), "sub/a.yaml": frames_sidecar(), "sub/end.png": stable()}
+    out = Pairer(300).evaluate(files, NOW)
+    assert out.events == [PairReady("sub/a", "sub/a.jpg", "sub/a.yaml", "sub/end.png")]
+    assert out.events[0].paths == ("sub/a.jpg", "sub/end.png", "sub/a.yaml")  # type: ignore[union-attr]
+    assert out.waiting == []
+
+
+def test_a_frames_drop_waits_for_its_last_frame_from_the_sidecars_mtime() -> None:
+    """Not there yet: the drop waits (the image is no orphan); the named file is never a
+    drop of its own while it is still being written either."""
+    p = Pairer(300)
+    files = {"a.jpg": stable(OLD), "a.yaml": frames_sidecar(mtime=NOW - 100)}
+    out = p.evaluate(files, NOW)
+    assert out.events == []
+    assert out.waiting == [("a.yaml", NOW + 200)]
+    files["end.png"] = Candidate(NOW, False)
+    assert p.evaluate(files, NOW).events == []
+    assert p.evaluate(files, NOW).waiting == []  # present, being written: a partner
+    files["end.png"] = stable()
+    assert p.evaluate(files, NOW).events == [PairReady("a", "a.jpg", "a.yaml", "end.png")]
+
+
+def test_a_last_frame_that_never_comes_fails_the_drop_naming_it() -> None:
+    files = {"a.jpg": stable(), "a.yaml": frames_sidecar(mtime=NOW - 300)}
+    out = Pairer(300).evaluate(files, NOW)
+    assert out.events == [Orphan("a.yaml", "missing_image", ("a.jpg",), "end.png")]
+    # Neither image: the sidecar waits, then fails with nothing beside it.
+    out = Pairer(300).evaluate({"a.yaml": frames_sidecar(mtime=NOW - 300)}, NOW)
+    assert out.events == [Orphan("a.yaml", "missing_image", (), "end.png")]
+    # The last frame but no image of the sidecar's name: the frame fails with it.
+    files = {"a.yaml": frames_sidecar(mtime=NOW - 300), "end.png": stable(OLD)}
+    out = Pairer(300).evaluate(files, NOW)
+    assert out.events == [Orphan("a.yaml", "missing_image", ("end.png",), None)]
+
+
+def test_an_early_last_frame_is_never_an_orphan_once_claimed() -> None:
+    """The end image came first and is older than pair_timeout: alone it is an orphan,
+    but once a sidecar names it, it belongs to that drop."""
+    p = Pairer(300)
+    assert p.evaluate({"end.png": stable(OLD)}, NOW).events == [
+        Orphan("end.png", "missing_sidecar")
+    ]
+    files = {"end.png": stable(OLD), "a.yaml": frames_sidecar(mtime=NOW)}
+    out = p.evaluate(files, NOW)
+    assert out.events == []
+    assert out.waiting == [("a.yaml", NOW + 300)]
+
+
+def test_a_last_frame_with_a_sidecar_of_its_own_is_still_the_claimers() -> None:
+    """end.png is named by a.yaml: end.yaml beside it is left waiting for an image."""
+    files = {
+        "a.jpg": stable(),
+        "a.yaml": frames_sidecar(),
+        "end.png": stable(),
+        "end.yaml": stable(NOW - 300),
+    }
+    out = Pairer(300).evaluate(files, NOW)
+    assert out.events == [
+        PairReady("a", "a.jpg", "a.yaml", "end.png"),
+        Orphan("end.yaml", "missing_image"),
+    ]
+
+
+def test_two_sidecars_naming_one_last_frame_are_ambiguous() -> None:
+    files = {
+        "a.jpg": stable(),
+        "a.yaml": frames_sidecar(),
+        "b.jpg": stable(),
+        "b.yaml": frames_sidecar(),
+        "end.png": stable(),
+    }
+    (event,) = Pairer(300).evaluate(files, NOW).events
+    assert isinstance(event, AmbiguousDrop)
+    assert event.paths == ("a.jpg", "b.jpg", "end.png", "a.yaml", "b.yaml")
+    assert "end.png" in event.message and "a.yaml" in event.message and "b.yaml" in event.message
+
+
+def test_a_symlinked_last_frame_fails_the_whole_drop() -> None:
+    files = {
+        "a.jpg": stable(),
+        "a.yaml": frames_sidecar(),
+        "end.png": Candidate(NOW, True, is_symlink=True),
+    }
+    assert Pairer(300).evaluate(files, NOW).events == [Unsafe("end.png", ("a.jpg", "a.yaml"))]
+
+
+def test_a_text_sidecar_is_ready_alone_and_an_image_beside_it_goes_with_it() -> None:
+    p = Pairer(300)
+    assert p.evaluate({"poem.yaml": text_sidecar()}, NOW).events == [
+        PairReady("poem", None, "poem.yaml")
+    ]
+    files = {"poem.yaml": text_sidecar(), "poem.jpg": Candidate(NOW, False)}
+    assert p.evaluate(files, NOW).events == []  # the image is still being written
+    files["poem.jpg"] = stable()
+    assert p.evaluate(files, NOW).events == [PairReady("poem", "poem.jpg", "poem.yaml")]
+
+
+def test_a_sidecar_without_a_hint_is_an_image_drop() -> None:
+    """A sidecar the shell could not read (or a test's plain Candidate) pairs as today."""
+    files = {"a.jpg": stable(), "a.yaml": Candidate(NOW, True, hint=None)}
+    assert Pairer(300).evaluate(files, NOW).events == [PairReady("a", "a.jpg", "a.yaml")]

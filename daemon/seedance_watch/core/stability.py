@@ -38,6 +38,8 @@ __all__ = [
     "Pairer",
     "StabilityTracker",
     "ambiguity_message",
+    "beside",
+    "claimed_frame",
     "is_watched_path",
 ]
 
@@ -217,19 +219,39 @@ class DropHint:
 
 @dataclass(frozen=True, slots=True)
 class PairReady:
-    """An image and its sidecar, both complete: one job."""
+    """A drop whose files are all complete: one job.
+
+    An image drop is ``image`` + ``sidecar``; a first-and-last-frame drop adds
+    ``last_frame`` (the file its sidecar names); a text drop (``mode: text``) is
+    the sidecar alone (``image`` None) -- or, when an image of the same name lies
+    beside it, both, for intake to refuse (SPEC §4).
+    """
 
     stem: str
-    image: str
+    image: str | None
     sidecar: str
+    last_frame: str | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The drop's files, the lead first: image, last frame, sidecar."""
+        return tuple(p for p in (self.image, self.last_frame, self.sidecar) if p is not None)
 
 
 @dataclass(frozen=True, slots=True)
 class Orphan:
-    """A file whose partner did not arrive within ``pair_timeout`` of its mtime."""
+    """A drop whose partner did not arrive within ``pair_timeout`` of the mtime.
+
+    ``path`` is the file that waited (an image for ``missing_sidecar``, a sidecar
+    for ``missing_image``); ``partners`` are the other files of its drop that did
+    arrive (the image and the last frame of a frames drop); ``missing`` is the last
+    frame a sidecar names when that is the file that never came.
+    """
 
     path: str
     code: Literal["missing_sidecar", "missing_image"]
+    partners: tuple[str, ...] = ()
+    missing: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,11 +279,16 @@ InboxEvent = PairReady | Orphan | Unsafe | AmbiguousDrop
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A present file as the pairer sees it: mtime in seconds, stable or not, link or not."""
+    """A present file as the pairer sees it: mtime in seconds, stable or not, link or not.
+
+    ``hint`` is what a sidecar says about its drop (read by the shell once the
+    sidecar is stable, and kept while it changes); None for images and unread ones.
+    """
 
     mtime: float
     stable: bool
     is_symlink: bool = False
+    hint: DropHint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,66 +312,157 @@ def is_watched_path(rel: str) -> bool:
     return not names.is_ignored(parts[-1])
 
 
+def beside(rel: str, name: str) -> str:
+    """The inbox path of the file ``name`` in ``rel``'s folder (a sidecar's last frame)."""
+    parent = PurePosixPath(rel).parent
+    return name if str(parent) == "." else f"{parent}/{name}"
+
+
+def claimed_frame(rel: str, hint: DropHint | None) -> str | None:
+    """The path of the last frame the sidecar ``rel`` claims with ``hint``, if any."""
+    if hint is None or hint.alone or hint.last_frame is None:
+        return None
+    return beside(rel, hint.last_frame)
+
+
+@dataclass(slots=True)
+class _Drop:
+    """The files one decision covers: a stem's files, plus the last frame it claims."""
+
+    members: list[str]
+    frame: str | None = None  # the last frame its sidecar names (present or not)
+    contested: list[str] = field(default_factory=list)  # other sidecars naming that frame
+
+
 class Pairer:
-    """Groups files by :func:`names.pair_stem` (so always within one folder) and decides.
+    """Groups files into drops and decides (SPEC §4).
 
-    * one image + one sidecar, both stable → :class:`PairReady`;
-    * more than one image or sidecar for a stem, all stable → :class:`AmbiguousDrop`
-      (a second spelling is an error for that pair, never a guess);
-    * a stable file alone whose mtime is ``pair_timeout`` old → :class:`Orphan`
-      (a partner that is present but still being written counts as a partner);
-    * a stable symlink → :class:`Unsafe` (symlinks never pair).
+    A drop is the files of one :func:`names.pair_stem` (so always within one folder),
+    plus the last frame its sidecar names (``last_frame:``), which belongs to that drop
+    and is never a drop of its own:
 
-    Files that are neither images nor sidecars, and ignored names, are skipped.
-    The pairer keeps no state: the shell remembers what it already emitted.
+    * an image + a sidecar, all stable → :class:`PairReady`; with a last frame named,
+      only once that file is there too (and stable);
+    * a ``mode: text`` sidecar, stable → :class:`PairReady` at once (with the image of
+      the same name if one lies beside it, which intake refuses);
+    * more than one image or sidecar for a stem, or two sidecars naming one last
+      frame, all stable → :class:`AmbiguousDrop` (never a guess);
+    * a stable drop still missing a file when the waiting file's mtime is
+      ``pair_timeout`` old → :class:`Orphan` (a partner that is present but still being
+      written counts as a partner);
+    * any symlink among a drop's files, all stable → :class:`Unsafe` with the rest.
+
+    Files that are neither images nor sidecars, and ignored names, are skipped.  The
+    pairer keeps no state: the shell remembers what it already emitted, and passes the
+    files of every stem a claimed last frame links (both ways).
     """
 
     def __init__(self, pair_timeout: float) -> None:
         self.pair_timeout = pair_timeout
 
     def evaluate(self, files: Mapping[str, Candidate], now: float) -> PairOutcome:
-        events: list[InboxEvent] = []
-        waiting: list[tuple[str, float]] = []
-        groups: dict[str, list[str]] = {}
-        links: list[str] = []
+        drops: dict[str, _Drop] = {}
         for rel, cand in files.items():
             if not is_watched_path(rel):
                 continue
-            if cand.is_symlink:
-                if cand.stable:
-                    links.append(rel)
-                continue
             name = PurePosixPath(rel).name
-            if names.is_image(name) or names.is_sidecar(name):
-                groups.setdefault(names.pair_stem(rel), []).append(rel)
-        for rel in sorted(links):
-            # One drop, one report: a link's real partners fail with it (once stable).
-            partners = sorted(groups.pop(names.pair_stem(rel), []))
-            if all(files[p].stable for p in partners):
-                events.append(Unsafe(rel, tuple(partners)))
-        for stem in sorted(groups):
-            members = sorted(groups[stem])
-            if not all(files[rel].stable for rel in members):
-                continue
-            images = [rel for rel in members if names.is_image(PurePosixPath(rel).name)]
-            sidecars = [rel for rel in members if not names.is_image(PurePosixPath(rel).name)]
-            if len(images) > 1 or len(sidecars) > 1:
-                message = ambiguity_message(stem, images, sidecars)
-                events.append(AmbiguousDrop(tuple(members), message))
-            elif images and sidecars:
-                events.append(PairReady(stem, images[0], sidecars[0]))
-            else:
-                (rel,) = members
-                due = files[rel].mtime + self.pair_timeout
-                if due <= now:
-                    events.append(Orphan(rel, "missing_sidecar" if images else "missing_image"))
-                else:
-                    waiting.append((rel, due))
+            if cand.is_symlink or names.is_image(name) or names.is_sidecar(name):
+                drops.setdefault(names.pair_stem(rel), _Drop([])).members.append(rel)
+        self._attach_frames(drops, files)
+        events: list[InboxEvent] = []
+        waiting: list[tuple[str, float]] = []
+        for stem in sorted(drops):
+            drop = drops[stem]
+            event, due = self._decide(stem, drop, files, now)
+            if event is not None:
+                events.append(event)
+            elif due is not None:
+                waiting.append(due)
         next_deadline = min((due for _, due in waiting), default=None)
         if next_deadline is not None and math.isinf(next_deadline):
             next_deadline = None
         events.sort(key=_event_key)
         return PairOutcome(events, waiting, next_deadline)
+
+    @staticmethod
+    def _attach_frames(drops: dict[str, _Drop], files: Mapping[str, Candidate]) -> None:
+        """Move each claimed last frame out of its own stem into the claiming drop."""
+        claims: dict[str, list[str]] = {}
+        for stem in sorted(drops):
+            for rel in sorted(drops[stem].members):
+                frame = claimed_frame(rel, files[rel].hint)
+                if frame is not None and not files[rel].is_symlink:
+                    stems = claims.setdefault(frame, [])
+                    if stem not in stems:
+                        stems.append(stem)
+        for frame in sorted(claims):
+            own = drops.get(names.pair_stem(frame))
+            if own is not None and frame in own.members:
+                own.members.remove(frame)
+                if not own.members:
+                    del drops[names.pair_stem(frame)]
+            first, *others = claims[frame]
+            target = drops.get(first)
+            if target is None:  # merged into another drop that is ambiguous anyway
+                continue
+            target.frame = target.frame or frame
+            for other in others:
+                # One end image, two drops: neither may have it (nor be guessed).
+                merged = drops.pop(other, None)
+                if merged is not None:
+                    target.members.extend(merged.members)
+                target.contested.append(other)
+
+    def _decide(
+        self, stem: str, drop: _Drop, files: Mapping[str, Candidate], now: float
+    ) -> tuple[InboxEvent | None, tuple[str, float] | None]:
+        frame = drop.frame if drop.frame in files else None
+        members = sorted(drop.members)
+        everything = members + ([frame] if frame is not None else [])
+        links = [rel for rel in everything if files[rel].is_symlink]
+        if links:
+            # One drop, one report: a link's real partners fail with it (once stable).
+            if not all(files[rel].stable for rel in everything):
+                return None, None
+            rest = [rel for rel in everything if rel != links[0]]
+            return Unsafe(links[0], tuple(sorted(rest, key=_lead_first))), None
+        if not all(files[rel].stable for rel in everything):
+            return None, None
+        images = [rel for rel in members if names.is_image(PurePosixPath(rel).name)]
+        sidecars = [rel for rel in members if not names.is_image(PurePosixPath(rel).name)]
+        if drop.contested:
+            message = (
+                f"{drop.frame} is named as last_frame by {', '.join(sidecars)}; "
+                "an end image belongs to one drop"
+            )
+            return AmbiguousDrop(tuple(sorted(everything, key=_lead_first)), message), None
+        if len(images) > 1 or len(sidecars) > 1:
+            message = ambiguity_message(stem, images, sidecars)
+            return AmbiguousDrop(tuple(sorted(everything, key=_lead_first)), message), None
+        if not sidecars:
+            (lone,) = images
+            due = files[lone].mtime + self.pair_timeout
+            if due <= now:
+                return Orphan(lone, "missing_sidecar"), None
+            return None, (lone, due)
+        (sidecar,) = sidecars
+        image = images[0] if images else None
+        hint = files[sidecar].hint or DropHint()
+        if hint.alone:
+            return PairReady(stem, image, sidecar), None
+        if image is not None and (drop.frame is None or frame is not None):
+            return PairReady(stem, image, sidecar, frame), None
+        due = files[sidecar].mtime + self.pair_timeout
+        if due > now:
+            return None, (sidecar, due)
+        partners = tuple(p for p in (image, frame) if p is not None)
+        missing = drop.frame if frame is None else None
+        return Orphan(sidecar, "missing_image", partners, missing), None
+
+
+def _lead_first(rel: str) -> tuple[bool, str]:
+    """Images before sidecars, by name: the order a failed drop's files are listed in."""
+    return (not names.is_image(PurePosixPath(rel).name), rel)
 
 
 def ambiguity_message(stem: str, images: list[str], sidecars: list[str]) -> str:
@@ -362,7 +480,7 @@ def ambiguity_message(stem: str, images: list[str], sidecars: list[str]) -> str:
 
 def _event_key(event: InboxEvent) -> str:
     if isinstance(event, PairReady):
-        return event.image
+        return event.paths[0]
     if isinstance(event, AmbiguousDrop):
         return event.paths[0]
     return event.path

@@ -53,6 +53,7 @@ from seedance_watch.core import names
 from seedance_watch.core.stability import (
     AmbiguousDrop,
     Candidate,
+    DropHint,
     FileSig,
     InboxEvent,
     Orphan,
@@ -60,9 +61,11 @@ from seedance_watch.core.stability import (
     PairReady,
     StabilityTracker,
     Unsafe,
+    claimed_frame,
     is_watched_path,
 )
 from seedance_watch.files import fsutil
+from seedance_watch.files.sidecar import SIDECAR_MAX_BYTES, sidecar_hint
 
 __all__ = [
     "AmbiguousDrop",
@@ -125,12 +128,10 @@ def _within(rel: str, folder: str) -> bool:
 
 def _paths_of(event: InboxEvent) -> tuple[str, ...]:
     if isinstance(event, PairReady):
-        return (event.image, event.sidecar)
+        return event.paths
     if isinstance(event, AmbiguousDrop):
         return event.paths
-    if isinstance(event, Unsafe):
-        return (event.path, *event.partners)
-    return (event.path,)
+    return (event.path, *event.partners)
 
 
 class _EventBridge(FileSystemEventHandler):
@@ -184,6 +185,10 @@ class Inbox:
         self._pairer = Pairer(pair_timeout)
         self._present: dict[str, FileSig] = {}
         self._by_stem: dict[str, set[str]] = {}
+        # What each stable sidecar says about its drop (kept while it is rewritten),
+        # and which sidecars claim each last-frame path (SPEC §4).
+        self._hints: dict[str, DropHint] = {}
+        self._claims: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
         # Stable files waiting for a partner: stem -> (orphan time, path), and a heap of times.
         self._waiting: dict[str, tuple[float, str]] = {}
@@ -406,6 +411,8 @@ class Inbox:
         for rel in self._tracker.due(now):
             self._refresh(rel, now)
         for rel in self._tracker.ready(now):
+            if names.is_sidecar(PurePosixPath(rel).name) and not self._present[rel].is_symlink:
+                self._read_hint(rel)
             self._dirty.add(names.pair_stem(rel))
         while self._orphan_heap and self._orphan_heap[0][0] <= now:
             due, stem = heapq.heappop(self._orphan_heap)
@@ -413,16 +420,33 @@ class Inbox:
                 self._dirty.add(stem)
         return self._evaluate(now)
 
+    def _linked_stems(self, dirty: set[str]) -> set[str]:
+        """``dirty`` and every stem a claimed last frame links to it, both ways."""
+        stems, todo = set(dirty), list(dirty)
+        while todo:
+            for rel in self._by_stem.get(todo.pop(), ()):
+                linked = {names.pair_stem(s) for s in self._claims.get(rel, ())}
+                frame = claimed_frame(rel, self._hints.get(rel))
+                if frame is not None:
+                    linked.add(names.pair_stem(frame))
+                for stem in linked - stems:
+                    stems.add(stem)
+                    todo.append(stem)
+        return stems
+
     def _evaluate(self, now: float) -> list[InboxEvent]:
         if not self._dirty:
             return []
         files: dict[str, Candidate] = {}
-        for stem in self._dirty:
+        for stem in self._linked_stems(self._dirty):
             self._waiting.pop(stem, None)
             for rel in self._by_stem.get(stem, ()):
                 sig = self._present[rel]
                 files[rel] = Candidate(
-                    sig.mtime_ns / 1e9, self._tracker.is_stable(rel), sig.is_symlink
+                    sig.mtime_ns / 1e9,
+                    self._tracker.is_stable(rel),
+                    sig.is_symlink,
+                    self._hints.get(rel),
                 )
         self._dirty.clear()
         outcome = self._pairer.evaluate(files, now)
@@ -452,6 +476,7 @@ class Inbox:
         changed = self._tracker.observe(rel, sig, now)
         stem = names.pair_stem(rel)
         if sig is None:
+            self._forget_hint(rel)
             if self._present.pop(rel, None) is not None:
                 self._unindex(rel, stem)
         elif changed:
@@ -471,8 +496,38 @@ class Inbox:
     def _hold(self, rel: str) -> None:
         self._held.add(rel)
         self._tracker.forget(rel)
+        self._forget_hint(rel)
         if self._present.pop(rel, None) is not None:
             self._unindex(rel, names.pair_stem(rel))
+
+    def _read_hint(self, rel: str) -> None:
+        """Read what a sidecar that just became stable says about its drop's files."""
+        try:
+            fd = os.open(f"{self._root}/{rel}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(SIDECAR_MAX_BYTES)
+        except OSError as exc:
+            log.warning("inbox.read_failed", path=rel, error=str(exc))
+            return  # the last hint stands; intake reads the sidecar again anyway
+        self._forget_hint(rel)
+        hint = sidecar_hint(data, PurePosixPath(rel).name)
+        if hint == DropHint():
+            return
+        self._hints[rel] = hint
+        frame = claimed_frame(rel, hint)
+        if frame is not None:
+            self._claims.setdefault(frame, set()).add(rel)
+            self._dirty.add(names.pair_stem(frame))
+
+    def _forget_hint(self, rel: str) -> None:
+        frame = claimed_frame(rel, self._hints.pop(rel, None))
+        if frame is not None:
+            claimers = self._claims.get(frame)
+            if claimers is not None:
+                claimers.discard(rel)
+                if not claimers:
+                    del self._claims[frame]
+            self._dirty.add(names.pair_stem(frame))
 
     def _lstat(self, rel: str) -> os.stat_result | None:
         try:
