@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole flow offline, with a built-in simulator")
     demo.add_argument("--folder", type=Path, default=Path("demo"), help="default: ./demo")
+    demo.add_argument(
+        "--kind",
+        choices=("image", "frames", "text", "all"),
+        default="image",
+        help="what to drop: an image, a first and last frame, a text sidecar, or all three",
+    )
 
     sub.add_parser("simulator", help="run the built-in Pixazo simulator", add_help=False)
     return parser
@@ -122,7 +128,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from seedance_watch.commands.demo import run_demo
 
-        return run_demo(args.folder)
+        return run_demo(args.folder, args.kind)
     if args.command == "validate":
         return _validate(args)
     config = load_config(args.config, os.environ)
@@ -215,13 +221,17 @@ def _validate(args: argparse.Namespace) -> int:
     strict = args.strict
     if args.config is not None:
         config = load_config(args.config, os.environ)
-        defaults, model = config.defaults, config.gateway.model
+        defaults, gateway = config.defaults, config.gateway
         strict = strict or config.gateway.strict_model
     else:
         defaults = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
-        model = GatewayConfig().model
+        gateway = GatewayConfig()
     pairs, problems = validate_paths(
-        args.paths, defaults=defaults, default_model=model, strict_model=strict
+        args.paths,
+        defaults=defaults,
+        default_model=gateway.model,
+        text_model=gateway.text_model,
+        strict_model=strict,
     )
     for problem in problems:
         print(f"{problem.path}: {problem.code}: {problem.message}")

@@ -17,6 +17,7 @@ daemon does not know is a warning on stderr (exit 0) unless ``strict_model``.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -24,15 +25,33 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seedance_watch import errors as E
-from seedance_watch.core.names import is_ignored, is_image, is_sidecar, pair_stem
+from seedance_watch.core.names import is_ignored, is_image, is_sidecar
 from seedance_watch.core.options import GenerationOptions
-from seedance_watch.core.stability import Orphan, Unsafe, ambiguity_message
-from seedance_watch.files.sidecar import KNOWN_MODELS, build_request, check_image, check_sidecar
-from seedance_watch.pipeline.intake import event_error, read_nofollow
+from seedance_watch.core.stability import (
+    AmbiguousDrop,
+    Candidate,
+    DropHint,
+    Pairer,
+    PairReady,
+    claimed_frame,
+)
+from seedance_watch.files.sidecar import (
+    KNOWN_MODELS,
+    SIDECAR_MAX_BYTES,
+    build_request,
+    check_image,
+    check_sidecar,
+    sidecar_hint,
+)
+from seedance_watch.pipeline.intake import (
+    TEXT_MODEL,
+    check_drop_files,
+    check_last_frame,
+    event_error,
+    read_nofollow,
+)
 
 __all__ = ["Problem", "validate_paths"]
-
-_SIDECAR_MAX_BYTES = 1 << 20  # what the daemon reads of a sidecar
 
 
 @dataclass(frozen=True)
@@ -69,17 +88,43 @@ def _entries(paths: Iterable[Path]) -> dict[Path, tuple[str, bool]]:
             continue
         add(root, root.name, True)
         if is_image(root.name) or is_sidecar(root.name):
-            # A file named alone: its partner (or a second spelling) belongs to the check.
-            stem = PurePosixPath(root.name).stem
-            try:
-                siblings = list(os.scandir(root.parent))
-            except OSError:
-                siblings = []
-            for entry in siblings:
-                name = entry.name
-                if (is_image(name) or is_sidecar(name)) and PurePosixPath(name).stem == stem:
-                    add(root.parent / name, name, False)
+            # A file named alone: the rest of its drop belongs to the check.
+            for name in _drop_siblings(root):
+                add(root.parent / name, name, False)
     return found
+
+
+def _drop_siblings(file: Path) -> list[str]:
+    """The names of the files of ``file``'s drop beside it: the same stem (a partner, a
+    second spelling), the last frame its sidecar names, the drop that names it."""
+    try:
+        siblings = [
+            e.name for e in os.scandir(file.parent) if is_image(e.name) or is_sidecar(e.name)
+        ]
+    except OSError:
+        return []
+    stems = {PurePosixPath(file.name).stem}
+    for name in siblings:
+        if not is_sidecar(name):
+            continue
+        frame = claimed_frame(name, _hint(file.parent / name))
+        if frame is None:
+            continue
+        if PurePosixPath(name).stem in stems:
+            stems.add(PurePosixPath(frame).stem)
+        if frame == file.name:
+            stems.add(PurePosixPath(name).stem)
+    return [name for name in siblings if PurePosixPath(name).stem in stems]
+
+
+def _hint(sidecar: Path) -> DropHint | None:
+    if sidecar.is_symlink():
+        return None
+    try:
+        data = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES)
+    except OSError:
+        return None
+    return sidecar_hint(data, sidecar.name)
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -104,75 +149,100 @@ def validate_paths(
     *,
     defaults: GenerationOptions,
     default_model: str,
+    text_model: str = TEXT_MODEL,
     strict_model: bool = False,
     warn: Callable[[Path, str], None] = _stderr_warning,
 ) -> tuple[int, list[Problem]]:
-    """Check every pair under ``paths``; returns (pairs checked, problems)."""
+    """Check every drop under ``paths``; returns (drops checked, problems).
+
+    The files are paired by the daemon's own :class:`Pairer`, as if every file were
+    complete and every wait over, so a drop missing a file is reported at once.
+    """
     problems: list[Problem] = []
-    groups: dict[tuple[Path, str], list[tuple[Path, str]]] = {}
+    folders: dict[Path, dict[str, Path]] = {}
     for file, (rel, named) in sorted(_entries(paths).items()):
-        if file.is_symlink():
-            problems.append(_problem(file, event_error(Unsafe(rel))))
-            continue
-        if not file.exists():
+        if not file.is_symlink() and not file.exists():
             if named:
                 problems.append(Problem(file, "not_found", "no such file or folder"))
+            continue
+        if file.is_symlink():
+            folders.setdefault(file.parent, {})[rel] = file
             continue
         if not (is_image(file.name) or is_sidecar(file.name)) or not file.is_file():
             if named:
                 message = "not an image (.jpg .jpeg .png .webp .bmp .tif .tiff .gif) or a sidecar"
                 problems.append(Problem(file, "not_an_input", f"{message} (.yaml .yml)"))
             continue
-        groups.setdefault((file.parent, pair_stem(rel)), []).append((file, rel))
+        folders.setdefault(file.parent, {})[rel] = file
 
-    pairs = 0
-    for (_, stem), members in sorted(groups.items()):
-        members.sort(key=lambda m: m[1])
-        images = [m for m in members if is_image(m[0].name)]
-        sidecars = [m for m in members if not is_image(m[0].name)]
-        if len(images) > 1 or len(sidecars) > 1:
-            message = ambiguity_message(stem, [r for _, r in images], [r for _, r in sidecars])
-            problems.append(_problem(members[0][0], E.AmbiguousPair(message)))
-        elif images and sidecars:
-            pairs += 1
-            problems.extend(
-                _check_pair(
-                    images[0][0], sidecars[0][0], defaults, default_model, strict_model, warn
-                )
+    drops = 0
+    pairer = Pairer(pair_timeout=0)
+    for _, found in sorted(folders.items()):
+        candidates = {
+            rel: Candidate(
+                0.0,
+                True,
+                file.is_symlink(),
+                _hint(file) if is_sidecar(file.name) else None,
             )
-        elif images:
-            file, rel = images[0]
-            problems.append(_problem(file, event_error(Orphan(rel, "missing_sidecar"))))
-        else:
-            file, rel = sidecars[0]
-            problems.append(_problem(file, event_error(Orphan(rel, "missing_image"))))
-    return pairs, problems
+            for rel, file in found.items()
+        }
+        for event in pairer.evaluate(candidates, math.inf).events:
+            if isinstance(event, PairReady):
+                drops += 1
+                problems.extend(
+                    _check_drop(
+                        event, found, defaults, default_model, text_model, strict_model, warn
+                    )
+                )
+            else:
+                lead = event.paths[0] if isinstance(event, AmbiguousDrop) else event.path
+                problems.append(_problem(found[lead], event_error(event)))
+    problems.sort(key=lambda p: str(p.path))
+    return drops, problems
 
 
-def _check_pair(
-    image: Path,
-    sidecar: Path,
+def _check_drop(
+    event: PairReady,
+    found: dict[str, Path],
     defaults: GenerationOptions,
     default_model: str,
+    text_model: str,
     strict_model: bool,
     warn: Callable[[Path, str], None],
 ) -> list[Problem]:
-    """The daemon's checks of one pair (intake.examine_drop), each problem on its own."""
+    """The daemon's checks of one drop (intake.examine_drop), each problem on its own."""
     problems: list[Problem] = []
+    sidecar = found[event.sidecar]
     try:
-        data = read_nofollow(sidecar, max_bytes=_SIDECAR_MAX_BYTES)
+        data = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES)
     except OSError as exc:
         return [Problem(sidecar, E.InvalidSidecar.code, f"cannot be read: {exc.strerror}")]
-    parsed, found = check_sidecar(data, strict_model=strict_model)
-    problems.extend(_problem(sidecar, error) for error in found)
+    parsed, found_problems = check_sidecar(data, strict_model=strict_model)
+    problems.extend(_problem(sidecar, error) for error in found_problems)
     if parsed is not None:
-        request = build_request(parsed, defaults=defaults, default_model=default_model)
-        if request.model not in KNOWN_MODELS and not strict_model:
-            warn(sidecar, f"model {request.model!r} is not a model the daemon knows")
-    try:
-        check_image(image)
-    except E.JobError as exc:
-        problems.append(_problem(image, exc))
-    except OSError as exc:
-        problems.append(Problem(image, E.InvalidImage.code, f"cannot be read: {exc.strerror}"))
+        try:
+            check_drop_files(parsed, event.image, event.sidecar, event.last_frame)
+            request = build_request(
+                parsed, defaults=defaults, default_model=default_model, text_model=text_model
+            )
+        except E.JobError as exc:
+            problems.append(_problem(sidecar, exc))
+        else:
+            if request.model not in KNOWN_MODELS and not strict_model:
+                warn(sidecar, f"model {request.model!r} is not a model the daemon knows")
+    checks: list[tuple[str | None, Callable[[Path], object]]] = [
+        (event.image, check_image),
+        (event.last_frame, check_last_frame),
+    ]
+    for rel, check in checks:
+        if rel is None:
+            continue
+        try:
+            check(found[rel])
+        except E.JobError as exc:
+            problems.append(_problem(found[rel], exc))
+        except OSError as exc:
+            message = f"cannot be read: {exc.strerror}"
+            problems.append(Problem(found[rel], E.InvalidImage.code, message))
     return problems

@@ -459,10 +459,24 @@ def apply(job: Job, event: Event, now: float) -> Job:
     return dataclasses.replace(job, **changes)
 
 
-def content_key(image_sha256: str, model: str, text: str) -> str:
-    """The identity of a request: the image bytes and the effective (model, text)."""
+def content_key(
+    image_sha256: str | None,
+    model: str,
+    text: str,
+    *,
+    kind: str = "image",
+    last_frame_sha256: str | None = None,
+) -> str:
+    """The identity of a request: every input image's bytes and the effective (model, text).
+
+    An image drop's key is what it always was (earlier ledgers still dedupe); a frames
+    drop covers both images, a text drop only the model and the text (SPEC §8).
+    """
+    parts: tuple[str, ...] = (image_sha256 or "", model, text)
+    if kind != "image":
+        parts = (kind, image_sha256 or "", last_frame_sha256 or "", model, text)
     h = hashlib.sha256()
-    for part in (image_sha256, model, text):
+    for part in parts:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

@@ -17,12 +17,18 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from seedance_watch import errors as E
-from seedance_watch.config import Config
+from seedance_watch.config import Config, GatewayConfig
 from seedance_watch.core.jobs import InputFile, Job, State, content_key, job_files, make_job_id
-from seedance_watch.core.names import is_image
+from seedance_watch.core.names import is_image, is_sidecar, pair_stem
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import AmbiguousDrop, InboxEvent, Orphan, PairReady, Unsafe
-from seedance_watch.files.sidecar import build_request, check_image, parse_sidecar
+from seedance_watch.files.sidecar import (
+    SIDECAR_MAX_BYTES,
+    Sidecar,
+    build_request,
+    check_image,
+    parse_sidecar,
+)
 
 if TYPE_CHECKING:
     from seedance_watch.files.inbox import Inbox
@@ -34,8 +40,11 @@ log = structlog.get_logger(__name__)
 __all__ = [
     "Drop",
     "Intake",
+    "bare_inputs",
     "bare_job",
     "bare_job_id",
+    "check_drop_files",
+    "check_last_frame",
     "event_error",
     "event_files",
     "examine_drop",
@@ -45,6 +54,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+TEXT_MODEL = GatewayConfig.model_fields["text_model"].default
 
 
 @dataclass(frozen=True)
@@ -89,71 +99,157 @@ def input_file(role: str, rel: str, sha256: str, st: os.stat_result) -> InputFil
 
 def examine_drop(
     inbox: Path,
-    image_rel: str,
+    image_rel: str | None,
     sidecar_rel: str,
     *,
+    last_frame: str | None = None,
     defaults: GenerationOptions,
     default_model: str,
+    text_model: str = TEXT_MODEL,
     now: float,
     strict_model: bool = False,
 ) -> Drop:
-    """Hash and validate one pair; the job id is derived from what was dropped.
+    """Hash and validate one drop; the job id is derived from what was dropped.
 
-    With ``strict_model`` a sidecar ``model:`` outside ``KNOWN_MODELS`` fails the drop
+    A drop is an image and its sidecar, plus ``last_frame`` for a first-and-last-frame
+    drop, or the sidecar alone (``image_rel`` None) for text to video (SPEC §4).  Every
+    file is read once, through the descriptor whose identity the job records.  With
+    ``strict_model`` a sidecar ``model:`` the daemon does not know fails the drop
     (``gateway.strict_model``); otherwise it is logged and kept.
     """
+    named = (("image", image_rel), ("last_frame", last_frame), ("sidecar", sidecar_rel))
+    files = [(role, rel) for role, rel in named if rel is not None]
+    kind = "text" if image_rel is None else "frames" if last_frame is not None else "image"
     try:
-        sidecar_bytes, sidecar_st = read_nofollow_stat(inbox / sidecar_rel, max_bytes=1 << 20)
-        image_sha, image_st = _hash_file(inbox / image_rel)
-        ctime_ns = image_st.st_ctime_ns
+        sidecar_bytes, sidecar_st = read_nofollow_stat(
+            inbox / sidecar_rel, max_bytes=SIDECAR_MAX_BYTES
+        )
+        hashed = {role: _hash_file(inbox / rel) for role, rel in files if role != "sidecar"}
     except E.JobError as exc:
-        return Drop(_job(image_rel, sidecar_rel, now, "-", "-", 0), exc)
+        return Drop(_bare(inbox, files, kind, now), exc)
     except FileNotFoundError as exc:
-        job = _job(image_rel, sidecar_rel, now, "-", "-", 0)
-        return Drop(job, E.InputVanished(f"{Path(exc.filename or '').name} left the inbox."))
+        gone = E.InputVanished(f"{Path(exc.filename or '').name} left the inbox.")
+        return Drop(_bare(inbox, files, kind, now), gone)
     except OSError as exc:
-        if exc.errno == 40:
-            job = _job(image_rel, sidecar_rel, now, "-", "-", 0)
-            return Drop(job, E.UnsafePath(f"{image_rel} is a symbolic link; not followed."))
+        if exc.errno == 40:  # ELOOP: a link appeared under an examined name
+            name = Path(exc.filename or image_rel or sidecar_rel).name
+            unsafe = E.UnsafePath(f"{name} is a symbolic link; not followed.")
+            return Drop(_bare(inbox, files, kind, now), unsafe)
         raise
     sidecar_sha = hashlib.sha256(sidecar_bytes).hexdigest()
-    job = _job(image_rel, sidecar_rel, now, image_sha, sidecar_sha, ctime_ns)
-    job = replace(
-        job,
-        inputs=(
-            input_file("image", image_rel, image_sha, image_st),
-            input_file("sidecar", sidecar_rel, sidecar_sha, sidecar_st),
-        ),
+    shas = {role: sha for role, (sha, _) in hashed.items()} | {"sidecar": sidecar_sha}
+    stats = {role: st for role, (_, st) in hashed.items()} | {"sidecar": sidecar_st}
+    lead = files[0][0]
+    # The id of an image drop is what it always was; a last frame is part of the drop.
+    sidecar_part = sidecar_sha if last_frame is None else f"{sidecar_sha}\0{shas['last_frame']}"
+    job = Job(
+        job_id=make_job_id(files[0][1], shas[lead], sidecar_part, stats[lead].st_ctime_ns),
+        state=State.NEW,
+        source=files[0][1],
+        sidecar=sidecar_rel,
+        created_at=now,
+        updated_at=now,
+        image_sha256=shas.get("image"),
+        kind=kind,
+        inputs=tuple(input_file(role, rel, shas[role], stats[role]) for role, rel in files),
     )
     try:
         sidecar = parse_sidecar(sidecar_bytes, strict_model=strict_model)
-        request = build_request(sidecar, defaults=defaults, default_model=default_model)
-        check_image(inbox / image_rel)
+        check_drop_files(sidecar, image_rel, sidecar_rel, last_frame)
+        request = build_request(
+            sidecar, defaults=defaults, default_model=default_model, text_model=text_model
+        )
+        if image_rel is not None:
+            check_image(inbox / image_rel)
+        if last_frame is not None:
+            check_last_frame(inbox / last_frame)
     except E.JobError as exc:
         return Drop(job, exc)
     job = replace(
         job,
+        kind=request.kind,
         model=request.model,
         prompt=request.prompt,
         text=request.text,
-        content_key=content_key(image_sha, request.model, request.text),
+        content_key=content_key(
+            shas.get("image"),
+            request.model,
+            request.text,
+            kind=request.kind,
+            last_frame_sha256=shas.get("last_frame"),
+        ),
     )
     return Drop(job, None)
 
 
-def _job(
-    image_rel: str, sidecar_rel: str, now: float, image_sha: str, sidecar_sha: str, ctime_ns: int
-) -> Job:
-    job_id = make_job_id(image_rel, image_sha, sidecar_sha, ctime_ns or int(now * 1e9))
-    return Job(
-        job_id=job_id,
-        state=State.NEW,
-        source=image_rel,
-        sidecar=sidecar_rel,
-        created_at=now,
-        updated_at=now,
-        image_sha256=None if image_sha == "-" else image_sha,
+def check_drop_files(
+    sidecar: Sidecar, image_rel: str | None, sidecar_rel: str, last_frame: str | None
+) -> None:
+    """The files paired are the ones the sidecar asks for (SPEC §4), or InvalidSidecar."""
+    name = PurePosixPath(sidecar_rel).name
+    if sidecar.mode == "text":
+        if image_rel is not None:
+            raise E.InvalidSidecar(
+                f"{sidecar_rel} says mode: text (text to video, no image), but the image "
+                f"{image_rel} has the same name; a text drop is its sidecar alone",
+                key="mode",
+                hint="Remove the image, or remove the line mode: text to animate the image.",
+            )
+        return
+    if image_rel is None:
+        # Paired as a text drop, but the sidecar read now asks for an image.
+        raise E.InputReplaced(f"{name} changed after it was found complete; drop it again.")
+    if sidecar.last_frame is not None:
+        if PurePosixPath(sidecar.last_frame).stem == PurePosixPath(sidecar_rel).stem:
+            raise E.InvalidSidecar(
+                f"last_frame: {sidecar.last_frame} is the drop's own image; the end image "
+                "must be another file",
+                key="last_frame",
+                hint="Name the end image in last_frame:, a file with another name.",
+            )
+        if last_frame is None or PurePosixPath(last_frame).name != sidecar.last_frame:
+            raise E.InputReplaced(f"{name} changed after it was found complete; drop it again.")
+    elif last_frame is not None:
+        raise E.InputReplaced(f"{name} changed after it was found complete; drop it again.")
+
+
+def check_last_frame(path: Path) -> None:
+    """:func:`check_image` for a last frame: the same limits, the report names the file."""
+    try:
+        check_image(path)
+    except E.InvalidImage as exc:
+        raise E.InvalidImage(f"last frame {path.name}: {exc.message}", hint=exc.hint) from exc
+
+
+def _bare(inbox: Path, files: list[tuple[str, str]], kind: str, now: float) -> Job:
+    """The job of a drop that could not be examined (it will only fail)."""
+    paths = [rel for _, rel in files]
+    return replace(
+        Job(
+            job_id=bare_job_id(paths, now),
+            state=State.NEW,
+            source=paths[0],
+            sidecar=files[-1][1] if files[-1][0] == "sidecar" else None,
+            created_at=now,
+            updated_at=now,
+            kind=kind,
+        ),
+        inputs=bare_inputs(inbox, files),
     )
+
+
+def bare_inputs(inbox: Path, files: Iterable[tuple[str, str]]) -> tuple[InputFile, ...]:
+    """The identities of files that were not hashed (``sha256`` empty): a failed drop
+    still owns only the very files it was about, so a newcomer under one of their
+    names stays in the inbox.  A file gone already is left out."""
+    out = []
+    for role, rel in files:
+        try:
+            st = os.lstat(inbox / rel)
+        except OSError:
+            continue
+        out.append(input_file(role, rel, "", st))
+    return tuple(out)
 
 
 def bare_job_id(files: list[str], now: float) -> str:
@@ -162,28 +258,58 @@ def bare_job_id(files: list[str], now: float) -> str:
 
 
 def event_files(event: InboxEvent) -> list[str]:
-    """The inbox files of an event: the pair, the ambiguous group, or the one file."""
-    if isinstance(event, PairReady):
-        return [event.image, event.sidecar]
-    if isinstance(event, AmbiguousDrop):
+    """The inbox files of an event, the lead (the job's source) first."""
+    if isinstance(event, PairReady | AmbiguousDrop):
         return list(event.paths)
-    if isinstance(event, Unsafe):
-        # The link's partners sort so that an image comes first (the job's source).
-        return sorted([event.path, *event.partners], key=lambda p: not is_image(p))
-    return [event.path]
+    return _lead_first([event.path, *event.partners])
 
 
-def bare_job(event: InboxEvent, now: float) -> Job:
-    """A job for an input that is not a valid pair (it will only fail)."""
+def _lead_first(files: list[str]) -> list[str]:
+    """Images before sidecars, and first the lead: the image of the sidecar's name, else
+    the sidecar (never the last frame of a drop whose own image is missing)."""
+    ordered = sorted(files, key=lambda p: not is_image(p))
+    sidecars = [p for p in ordered if is_sidecar(p)]
+    if sidecars:
+        stem = pair_stem(sidecars[0])
+        lead = next((p for p in ordered if is_image(p) and pair_stem(p) == stem), sidecars[0])
+        ordered.remove(lead)
+        ordered.insert(0, lead)
+    return ordered
+
+
+def _roles(event: InboxEvent, files: list[str]) -> list[tuple[str, str]]:
+    last = event.last_frame if isinstance(event, PairReady) else getattr(event, "missing", None)
+    frame = None
+    if isinstance(event, Orphan) and event.partners:
+        own = pair_stem(event.path)
+        frame = next((p for p in event.partners if pair_stem(p) != own), None)
+    roles = []
+    for rel in files:
+        role = "image" if is_image(PurePosixPath(rel).name) else "sidecar"
+        if rel in (last, frame):
+            role = "last_frame"
+        roles.append((role, rel))
+    return roles
+
+
+def bare_job(event: InboxEvent, now: float, inbox: Path | None = None) -> Job:
+    """A job for an input that is not a valid drop (it will only fail).
+
+    With ``inbox``, the job records the identity of each file (see :func:`bare_inputs`).
+    """
     files = event_files(event)
-    return Job(
+    sidecars = [p for p in files if not is_image(PurePosixPath(p).name)]
+    job = Job(
         job_id=bare_job_id(files, now),
         state=State.NEW,
         source=files[0],
-        sidecar=files[1] if len(files) > 1 else None,
+        sidecar=files[1] if len(files) == 2 else (sidecars[0] if sidecars else None),
         created_at=now,
         updated_at=now,
     )
+    if inbox is not None:
+        job = replace(job, inputs=bare_inputs(inbox, _roles(event, files)))
+    return job
 
 
 def event_error(event: InboxEvent) -> E.JobError:
@@ -194,6 +320,15 @@ def event_error(event: InboxEvent) -> E.JobError:
             return E.MissingSidecar(
                 f"No sidecar ({stem}.yaml or {stem}.yml) arrived for {event.path} "
                 "within watch.pair_timeout."
+            )
+        if event.missing is not None:
+            own = [p for p in event.partners if pair_stem(p) == pair_stem(event.path)]
+            also = "" if own else f", nor an image with the name of {event.path}"
+            return E.MissingImage(
+                f"The last frame {event.missing} named by {event.path} did not arrive "
+                f"within watch.pair_timeout{also}.",
+                hint=f"Drop {PurePosixPath(event.missing).name} beside the sidecar, or fix "
+                "its last_frame: line, then move the drop back into the inbox.",
             )
         return E.MissingImage(
             f"No image arrived for the sidecar {event.path} within watch.pair_timeout."
@@ -312,14 +447,16 @@ class Intake:
                 cfg.paths.inbox,
                 event.image,
                 event.sidecar,
+                last_frame=event.last_frame,
                 defaults=cfg.defaults,
                 default_model=cfg.gateway.model,
+                text_model=cfg.gateway.text_model,
                 now=now,
                 strict_model=cfg.gateway.strict_model,
             )
             job, error = drop.job, drop.error
         else:
-            job, error = bare_job(event, now), event_error(event)
+            job, error = bare_job(event, now, cfg.paths.inbox), event_error(event)
         for path in files:
             self._claims[path] = job.job_id
         if self.store.get(job.job_id) is not None:
