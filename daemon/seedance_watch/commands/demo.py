@@ -2,8 +2,9 @@
 
 Starts the built-in Pixazo simulator and an S3 emulator (moto) on free loopback
 ports, lays out ``./demo/`` (inbox, outbox, done, failed, state and a config
-file), drops a generated sample image with its sidecar, runs the daemon once
-until the video is written, and prints where it is.  The daemon is the real one:
+file), drops a generated sample (``--kind``: an image with its sidecar, a first
+and a last frame, a text-only sidecar, or all three), runs the daemon once until
+the videos are written, and prints where they are.  The daemon is the real one:
 it only sees a config whose gateway and bucket happen to be local.
 """
 
@@ -30,9 +31,34 @@ duration: 5
 camerafixed: false
 """
 
+FRAMES_SIDECAR = """\
+# First and last frame: the video starts on dusk.jpg and ends on dusk-end.jpg.
+prompt: "The sun goes down behind the sea and the sky darkens"
+last_frame: dusk-end.jpg
+duration: 5
+"""
 
-def _sample_image(path: Path) -> None:
-    """A 1280x720 sunset drawn with Pillow: sky gradient, sun, striped sea."""
+TEXT_SIDECAR = """\
+# Text to video: no image at all, the model is gateway.text_model.
+mode: text
+prompt: "A paper boat drifts down a rainy street at night, neon reflections"
+ratio: 16:9
+duration: 5
+"""
+
+#: What each --kind drops: file name -> contents (None: a generated picture).
+KINDS: dict[str, dict[str, str | tuple[int, int]]] = {
+    "image": {"sunset.jpg": (0, 0), "sunset.yaml": SIDECAR},
+    "frames": {"dusk.jpg": (0, 0), "dusk-end.jpg": (170, 70), "dusk.yaml": FRAMES_SIDECAR},
+    "text": {"boat.yaml": TEXT_SIDECAR},
+}
+
+
+def _sample_image(path: Path, sun_drop: int = 0, dim: int = 0) -> None:
+    """A 1280x720 sunset drawn with Pillow: sky gradient, sun, striped sea.
+
+    ``sun_drop`` moves the sun down (pixels) and ``dim`` darkens the sky: a later frame.
+    """
     from PIL import Image, ImageDraw
 
     width, height, horizon = 1280, 720, 430
@@ -40,10 +66,10 @@ def _sample_image(path: Path) -> None:
     draw = ImageDraw.Draw(img)
     for y in range(horizon):
         t = y / horizon
-        draw.line(
-            [(0, y), (width, y)], fill=(int(40 + 215 * t), int(60 + 110 * t), int(140 - 60 * t))
-        )
-    draw.ellipse([560, horizon - 110, 720, horizon + 50], fill=(255, 214, 120))
+        sky = (int(40 + 215 * t), int(60 + 110 * t), int(140 - 60 * t))
+        draw.line([(0, y), (width, y)], fill=tuple(max(0, c - dim) for c in sky))
+    top = horizon - 110 + sun_drop
+    draw.ellipse([560, top, 720, top + 160], fill=(255, 214, 120))
     for y in range(horizon, height):
         t = (y - horizon) / (height - horizon)
         shade = 18 if (y // 9) % 2 else 0
@@ -70,8 +96,20 @@ def _write_config(folder: Path, endpoint_url: str, base_url: str) -> Path:
     return config
 
 
-def run_demo(folder: Path) -> int:
-    """Run the demo in ``folder``; returns the process exit code."""
+def _drop(inbox: Path, kind: str) -> list[str]:
+    """Write one sample drop of ``kind`` into the inbox; returns the names written."""
+    written = []
+    for name, content in KINDS[kind].items():
+        if isinstance(content, tuple):
+            _sample_image(inbox / name, *content)
+        else:
+            (inbox / name).write_text(content, encoding="utf-8")
+        written.append(name)
+    return written
+
+
+def run_demo(folder: Path, kind: str = "image") -> int:
+    """Run the demo in ``folder`` with a drop of ``kind`` (or ``all``); returns the exit code."""
     try:
         from seedance_watch.simulator import Simulator, SimulatorConfig
         from seedance_watch.testing.s3emulator import S3Emulator
@@ -102,10 +140,11 @@ def run_demo(folder: Path) -> int:
     )
     with S3Emulator(DEMO_BUCKET) as s3, Simulator(sim_config) as sim:
         config_path = _write_config(folder, s3.endpoint_url, sim.base_url)
-        _sample_image(inbox / "sunset.jpg")
-        (inbox / "sunset.yaml").write_text(SIDECAR, encoding="utf-8")
         print(f"Simulator: {sim.base_url}   S3 emulator: {s3.endpoint_url}")
-        print(f"Dropped {inbox / 'sunset.jpg'} and sunset.yaml; running the daemon once...")
+        for each in KINDS if kind == "all" else [kind]:
+            names = _drop(inbox, each)
+            print(f"Dropped into {inbox}: {', '.join(names)} ({each})")
+        print("Running the daemon once...")
         config = load_config(config_path, {})
         api_key = load_api_key({"PIXAZO_API_KEY": DEMO_KEY})
         configure_logging(fmt=config.log.format, level=config.log.level)
@@ -118,7 +157,7 @@ def run_demo(folder: Path) -> int:
         assert job.output is not None
         video = config.paths.outbox / job.output
         print(f"Video written: {video}")
-        print(f"Details:       {video.with_suffix('.json')}")
+        print(f"Details:       {video.with_suffix('.json')}  (kind: {job.kind})")
         if job.duplicate_of:
             print(f"(identical to job {job.duplicate_of}: copied, not paid for again)")
     for job_id in result.summary.failed:
