@@ -156,3 +156,52 @@ def test_symlinked_folder_is_reported_not_followed(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert problems(result.stdout) == [("more", "unsafe_path")]
+
+
+# --- kinds of drop (SPEC §4) --------------------------------------------------------------
+
+SMALL_PNG = make_image_bytes(200, 200, fmt="PNG")
+
+
+def test_frames_and_text_drops_are_checked_like_the_daemon_checks_them(tmp_path: Path) -> None:
+    """A complete frames drop and a text sidecar alone are valid drops; the files a drop
+    lacks or gets wrong are reported with the daemon's codes, naming the file."""
+    write_pair(tmp_path, "dusk", sidecar="prompt: p\nlast_frame: dusk-end.jpg\n")
+    (tmp_path / "dusk-end.jpg").write_bytes(JPEG)
+    (tmp_path / "poem.yaml").write_text("prompt: a poem\nmode: text\n")
+    good = validate(tmp_path)
+    assert good.returncode == 0, good.stdout
+    assert good.stdout.endswith("2 pair(s) checked, 0 problem(s)\n")
+
+    write_pair(tmp_path, "late", sidecar="prompt: p\nlast_frame: never.png\n")
+    write_pair(tmp_path, "both", sidecar="prompt: p\nmode: text\n")
+    write_pair(tmp_path, "tiny", sidecar="prompt: p\nlast_frame: tiny-end.png\n")
+    (tmp_path / "tiny-end.png").write_bytes(SMALL_PNG)
+    write_pair(tmp_path, "up", sidecar="prompt: p\nlast_frame: ../up-end.png\n")
+    (tmp_path / "words.yaml").write_text(
+        "prompt: p\nmode: text\nmodel: seedance-1-0-lite-i2v-250428\n"
+    )
+    bad = validate(tmp_path)
+    assert bad.returncode == 1
+    assert problems(bad.stdout) == [
+        ("both.yaml", "invalid_sidecar"),
+        ("late.yaml", "missing_image"),
+        ("tiny-end.png", "invalid_image"),
+        ("up.yaml", "invalid_sidecar"),
+        ("words.yaml", "invalid_sidecar"),
+    ]
+    lines = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in bad.stdout.splitlines()}
+    assert "never.png" in lines["late.yaml"]
+    assert "both.jpg" in lines["both.yaml"] and "mode: text" in lines["both.yaml"]
+    assert "last frame tiny-end.png" in lines["tiny-end.png"]
+    assert "seedance-1-0-lite-i2v-250428" in lines["words.yaml"]
+
+
+def test_a_file_named_alone_is_checked_with_the_rest_of_its_drop(tmp_path: Path) -> None:
+    """Naming the end image (or the sidecar) checks the whole frames drop, not an orphan."""
+    write_pair(tmp_path, "dusk", sidecar="prompt: p\nlast_frame: dusk-end.jpg\n")
+    (tmp_path / "dusk-end.jpg").write_bytes(JPEG)
+    for named in ("dusk-end.jpg", "dusk.yaml", "dusk.jpg"):
+        result = validate(named, cwd=tmp_path)
+        assert result.returncode == 0, (named, result.stdout)
+        assert result.stdout.endswith("1 pair(s) checked, 0 problem(s)\n"), named
