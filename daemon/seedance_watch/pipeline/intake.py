@@ -278,18 +278,16 @@ def _lead_first(files: list[str]) -> list[str]:
 
 
 def _roles(event: InboxEvent, files: list[str]) -> list[tuple[str, str]]:
-    last = event.last_frame if isinstance(event, PairReady) else getattr(event, "missing", None)
+    """``(role, path)`` of a failing drop's files (an orphaned frames drop's end image
+    is its ``last_frame``; the rest by their names)."""
     frame = None
     if isinstance(event, Orphan) and event.partners:
         own = pair_stem(event.path)
         frame = next((p for p in event.partners if pair_stem(p) != own), None)
-    roles = []
-    for rel in files:
-        role = "image" if is_image(PurePosixPath(rel).name) else "sidecar"
-        if rel in (last, frame):
-            role = "last_frame"
-        roles.append((role, rel))
-    return roles
+    return [
+        ("last_frame" if rel == frame else "image" if is_image(rel) else "sidecar", rel)
+        for rel in files
+    ]
 
 
 def bare_job(event: InboxEvent, now: float, inbox: Path | None = None) -> Job:
