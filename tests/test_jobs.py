@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from seedance_watch.core.jobs import (
@@ -143,6 +145,16 @@ def test_identity_helpers() -> None:
     assert content_key("a", "m", "t") == content_key("a", "m", "t")
     assert content_key("a", "m", "t") != content_key("a", "m", "t2")
     assert content_key("a", "m", "t") != content_key("a", "m2", "t")
+    # An image drop's key is the first release's: sha256 of "image\0model\0text\0".
+    assert content_key("a", "m", "t") == hashlib.sha256(b"a\0m\0t\0").hexdigest()
+    # A frames drop's key covers both images; a text drop's only the model and text.
+    frames = content_key("a", "m", "t", kind="frames", last_frame_sha256="z")
+    assert frames != content_key("a", "m", "t", kind="frames", last_frame_sha256="y")
+    assert frames != content_key("a", "m", "t")
+    text = content_key(None, "m", "t", kind="text")
+    assert text == content_key(None, "m", "t", kind="text")
+    assert text != content_key(None, "m", "t2", kind="text")
+    assert text != content_key(None, "m", "t")  # a text drop never dedupes an image drop
     first = make_job_id("x.jpg", "a", "b", 1)
     assert first == make_job_id("x.jpg", "a", "b", 1)
     assert first != make_job_id("x.jpg", "a", "b", 2)
