@@ -299,8 +299,9 @@ def test_checker_catches_a_frames_drop_torn_apart_and_a_wrong_kind(
 ) -> None:
     """The checker's rules for frames and text drops are not vacuous: an end image left
     behind in failed/, one deleted, one with another suffix than its drop, a text sidecar
-    copied twice, a JSON with the wrong kind or end image hash, and a second submit of a
-    frames request are each reported."""
+    copied twice, a JSON with the wrong kind or end image hash, a video of another drop's
+    task, a drop in failed/ without its report, and a second submit of a frames request
+    are each reported."""
     from .daemon_harness import run_once
 
     config_path = write_config(tmp_path, s3_server, fast_sim)
@@ -345,6 +346,24 @@ def test_checker_catches_a_frames_drop_torn_apart_and_a_wrong_kind(
     wrong = problems()["wrong_metadata"]
     assert any("b/shot-004.json: kind 'image'" in p for p in wrong), wrong
     assert any("last_frame_sha256 is not the hash" in p for p in wrong), wrong
+    # An output whose video is another drop's (the JSON names that drop's task).
+    meta, other = (json.loads((outbox / f"shot-{n}.json").read_text()) for n in ("000", "001"))
+    meta["task_id"] = other["task_id"]
+    (outbox / "shot-000.json").write_text(json.dumps(meta))
+    (outbox / "shot-000.mp4").write_bytes((outbox / "shot-001.mp4").read_bytes())
+    wrong = problems()["wrong_videos"]
+    assert any(f"task {other['task_id']} was not submitted for shot-000" in p for p in wrong)
+    # A drop in failed/ without its report (and with an output).
+    for name in ("shot-002.jpg", "shot-002.yaml"):
+        (done / name).rename(tmp_path / "failed" / name)
+    (tmp_path / "failed" / "shot-002-end.png").write_bytes(
+        sources.drops["shot-002.jpg"].files["shot-002-end.png"]
+    )
+    found = problems()
+    assert found["missing_reports"] == [
+        "shot-002.jpg: failed/shot-002.error.json missing, or 0 reports"
+    ]
+    assert "shot-002.jpg: failed, yet 1 outputs" in found["duplicate_outputs"]
     # A frames request submitted twice.
     record = next(r for r in fast_sim.submits if r.kind == "frames")
     assert "2 submits" in str(check_batch(tmp_path, sources, Resubmitted(fast_sim, record)))
