@@ -1,16 +1,20 @@
 """Crash torture, the long version: hundreds of SIGKILLs of the real daemon.
 
     python bench/torture.py [--kills 300] [--pairs 24] [--kills-per-batch 30] [--seed 1]
+                            [--kinds]
 
 Runs batches of ``--pairs`` pairs (a third in subfolders) against the simulator and
 the S3 emulator on loopback.  Each batch SIGKILLs the daemon (a subprocess) at
 seeded random stage events ``--kills-per-batch`` times, restarting it each time,
 then finishes with ``run --once``; batches repeat until ``--kills`` kills are done.
+With ``--kinds`` a batch mixes the three kinds of drop (SPEC §4): every third a
+first-and-last-frame drop of three files, every fifth a text drop (a sidecar alone),
+and the checker also wants each drop's files together, with one suffix.
 The independent checker of ``tests/test_crash.py`` (written from the SPEC, not
 from the daemon's code) then counts, over all batches: lost inputs, duplicate
-outputs, staging leftovers, duplicate submits (other than jobs reported
-``submit_ambiguous``) and ambiguous jobs.  Exit status 1 if any count that must
-be zero is not.
+outputs, drops split apart, wrong output metadata, staging leftovers, duplicate
+submits (other than jobs reported ``submit_ambiguous``) and ambiguous jobs.  Exit
+status 1 if any count that must be zero is not.
 """
 
 from __future__ import annotations
@@ -41,11 +45,14 @@ BUCKET = "test-bucket"
 MUST_BE_ZERO = (
     "lost_inputs",
     "left_in_inbox",
+    "split_drops",
     "duplicate_outputs",
     "wrong_videos",
+    "wrong_metadata",
     "staging_leftovers",
     "empty_files",
     "bad_json",
+    "missing_reports",
     "duplicate_submits",
     "unexpected_failures",
 )
@@ -60,6 +67,9 @@ def main() -> int:
     parser.add_argument("--max-in-flight", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="where to make the temp folder")
+    parser.add_argument(
+        "--kinds", action="store_true", help="mix image, frames and text drops in each batch"
+    )
     args = parser.parse_args()
     # The in-process simulator logs every task at debug; keep the figures readable.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -73,10 +83,11 @@ def main() -> int:
     print(
         f"  params    kills={args.kills} pairs/batch={args.pairs} "
         f"kills/batch={args.kills_per_batch} max-events={args.max_events} "
-        f"max-in-flight={args.max_in_flight} seed={args.seed}"
+        f"max-in-flight={args.max_in_flight} seed={args.seed} kinds={args.kinds}"
     )
     totals: Counter[str] = Counter()
     phases: Counter[str] = Counter()
+    done_kinds: Counter[str] = Counter()
     examples: list[str] = []
     started = time.monotonic()
     kills = batches = 0
@@ -97,6 +108,7 @@ def main() -> int:
                     kills=batch_kills,
                     seed=seed,
                     max_events=args.max_events,
+                    kinds=args.kinds,
                 )
             v = result.verdict
             kills += result.kills
@@ -106,6 +118,7 @@ def main() -> int:
             totals["done"] += v.done
             totals["failed"] += v.failed
             totals["ambiguous"] += v.ambiguous
+            done_kinds.update(v.done_kinds)
             for name, found in v.problems().items():
                 totals[name] += len(found)
                 examples += [f"batch {batches - 1} seed {seed}: {name}: {x}" for x in found[:3]]
@@ -121,11 +134,15 @@ def main() -> int:
     print(f"  kills by stage      {dict(sorted(phases.items()))}")
     done, failed = totals["done"], totals["failed"]
     print(f"  jobs                {totals['jobs']}  ({done} done, {failed} failed)")
+    print(f"  done by kind        {dict(sorted(done_kinds.items()))}")
     print(f"  lost inputs         {totals['lost_inputs'] + totals['left_in_inbox']}")
+    print(f"  drops split apart   {totals['split_drops']}")
     print(f"  duplicate outputs   {totals['duplicate_outputs']}")
     print(f"  wrong videos        {totals['wrong_videos']}")
+    print(f"  wrong metadata      {totals['wrong_metadata']}")
     print(f"  staging leftovers   {totals['staging_leftovers'] + totals['empty_files']}")
     print(f"  bad JSON            {totals['bad_json']}")
+    print(f"  missing reports     {totals['missing_reports']}")
     print(f"  duplicate submits   {totals['duplicate_submits']}  (ambiguous jobs excepted)")
     print(f"  unexpected failures {totals['unexpected_failures']}")
     print(f"  ambiguous jobs      {totals['ambiguous']}  (failed as submit_ambiguous)")

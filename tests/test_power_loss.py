@@ -6,7 +6,7 @@ the explorer must find defect 5 of the hardening issue (``move_file`` unlinks th
 source before fsyncing the destination folder) in a copy of that order, must find
 nothing when ``move_file`` keeps the safe order, and on the real code finds
 nothing (defects 5 and 6 are fixed: before, these two tests failed with input_lost
-and task_id_lost).
+and task_id_lost), also when one of the jobs is a first-and-last-frame drop.
 ``bench/crash_states.py`` runs the same explorer wide.
 """
 
@@ -24,10 +24,11 @@ from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .conftest import BUCKET
+from .crashfs.checks import check_drops_together, sha256
 from .crashfs.explorer import Report, explore, lost_link_kept_unlink
-from .crashfs.recorder import DirOp, Recorder, Recording
+from .crashfs.recorder import FILE, DirOp, Recorder, Recording
 from .crashfs.scenario import Workload, record_jobs, simulator_config
-from .crashfs.states import CrashModel
+from .crashfs.states import CrashModel, Node
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,6 +78,7 @@ def run_explorer(
     move_file: Callable[[Path, Path], None] | None = None,
     fresh_state: bool = False,
     compact_every: int | None = None,
+    frames: bool = False,
 ) -> tuple[Workload, Report]:
     with pytest.MonkeyPatch.context() as mp:
         if move_file is not None:
@@ -89,6 +91,7 @@ def run_explorer(
             pairs=2,
             fresh_state=fresh_state,
             compact_every=compact_every,
+            frames=frames,
         )
         assert workload.result.exit_code == 0, "the recorded run itself must succeed"
         scratch = tmp_path / "scratch"
@@ -186,6 +189,24 @@ def test_an_unlink_can_outlive_a_link_in_another_folder(tmp_path: Path) -> None:
     assert any("a/old" not in s and "b/old" not in s for s in states)
 
 
+def test_a_drop_split_apart_after_recovery_is_reported() -> None:
+    """``drop_split``: a frames drop with one file in failed/, or with another suffix
+    than the others, is a violation; the three together with one suffix are not."""
+    inputs = {"inbox/a.jpg": b"first", "inbox/a-end.png": b"last", "inbox/a.yaml": b"side"}
+    drop = tuple(inputs)
+
+    def found(*places: str) -> list[str]:
+        pairs = enumerate(zip(places, inputs.values(), strict=True))
+        nodes = {path: Node(FILE, ino, data) for ino, (path, data) in pairs}
+        return [v.kind for v in check_drops_together(nodes, inputs, [drop])]
+
+    assert found("done/a.jpg", "done/a-end.png", "done/a.yaml") == []
+    assert found("failed/a-2.jpg", "failed/a-end-2.png", "failed/a-2.yaml") == []
+    assert found("done/a.jpg", "failed/a-end.png", "done/a.yaml") == ["drop_split"]
+    assert found("done/a-2.jpg", "done/a-end.png", "done/a-2.yaml") == ["drop_split"]
+    assert found("done/a.jpg", "done/sub/a-end.png", "done/a.yaml") == ["drop_split"]
+
+
 # --- the daemon -----------------------------------------------------------------------
 
 
@@ -273,4 +294,24 @@ def test_no_violation_when_the_daemon_creates_its_state_folder(
     that its records survive.  (``move_file`` in the safe order, so that only the
     folder creation is on trial here.)"""
     _, report = run_explorer(tmp_path, s3_server, sim, move_file=safe_move_file, fresh_state=True)
+    assert report.counts == {}, report.summary()
+
+
+def test_no_violation_on_a_frames_drop(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
+) -> None:
+    """The real daemon with a first-and-last-frame drop (image, end image, sidecar)
+    beside an image drop: no power cut loses one of its three files, and every
+    recovery moves the three together, with one suffix (SPEC §4)."""
+    workload, report = run_explorer(tmp_path, s3_server, sim, frames=True)
+    drop = ("inbox/scene0.jpg", "inbox/scene0-end.png", "inbox/scene0.yaml")
+    assert workload.drops[0] == drop
+    # The recorded run (the first submits; recoveries may submit again) sent both frames.
+    first = next(r for r in sim.submits if r.kind == "frames")
+    assert first.fetched_sha256s == tuple(sha256(workload.inputs[p]) for p in drop[:2])
+    moved = {
+        op.path for op in workload.recording.ops if isinstance(op, DirOp) and op.kind == "link"
+    }
+    assert {"done/scene0.jpg", "done/scene0-end.png", "done/scene0.yaml"} <= moved, moved
+    assert report.recoveries == RECOVERIES
     assert report.counts == {}, report.summary()

@@ -18,6 +18,8 @@ Dynamic, after ``run --once`` on a copy of the state (a sample of states):
 * ``recovery_crashed`` / ``recovery_exit``: the run raised, or ended other than 0, or
   4 with only ``submit_ambiguous`` failures;
 * ``input_lost`` / ``left_in_inbox``: every input ends in done/ or failed/;
+* ``drop_split``: a drop's files (a frames drop has three) are not together in one
+  of done/ or failed/ with one collision suffix (SPEC §4);
 * ``partial_output``, ``two_outputs``, and ``done_without_output``: each DONE job
   has its one mp4 with its video's hash;
 * ``acted_on_lost``: a job that held a task id, had a planned placement or moved
@@ -29,12 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import traceback
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import LedgerCorrupt, StateError
@@ -249,9 +252,12 @@ def check_tree_after_recovery(
     inputs: Mapping[str, bytes],
     videos: set[str],
     exit_code: int,
+    drops: Sequence[tuple[str, ...]] = (),
 ) -> list[Violation]:
-    """The invariants after ``run --once`` on a crash state: nothing left, nothing lost."""
+    """The invariants after ``run --once`` on a crash state: nothing left, nothing lost,
+    each of ``drops`` (tree-relative paths of one drop's inputs) moved whole."""
     out = check_files(nodes, inputs, videos, finished=True)
+    out += check_drops_together(nodes, inputs, drops)
     failed = [job for job in after.values() if job.state is State.FAILED]
     unexpected = [j for j in failed if (j.error or {}).get("code") != "submit_ambiguous"]
     if exit_code not in (0, 4) or (exit_code == 4 and unexpected) or (exit_code == 0 and failed):
@@ -282,4 +288,35 @@ def check_tree_after_recovery(
                     f"after recovery: {what}",
                 )
             )
+    return out
+
+
+_SUFFIX = re.compile(r"(-[0-9]+)?")
+
+
+def check_drops_together(
+    nodes: Mapping[str, Node], inputs: Mapping[str, bytes], drops: Sequence[tuple[str, ...]]
+) -> list[Violation]:
+    """Each drop's files in one folder of done/ or failed/, with one suffix (``-2``...).
+
+    A file found other than once is ``input_lost``'s business and skipped here.
+    """
+    where: dict[str, list[str]] = {}
+    for rel, node in nodes.items():
+        if node.kind == FILE and rel.split("/", 1)[0] in ("done", "failed"):
+            where.setdefault(sha256(node.content), []).append(rel)
+    out: list[Violation] = []
+    for drop in drops:
+        homes = {path: where.get(sha256(inputs[path]), []) for path in drop}
+        if any(len(found) != 1 for found in homes.values()):
+            continue
+        layout = set()
+        for path, (found,) in homes.items():
+            orig, at = PurePosixPath(path), PurePosixPath(found)
+            rest = at.stem[len(orig.stem) :] if at.stem.startswith(orig.stem) else "?"
+            ok = at.suffix == orig.suffix and _SUFFIX.fullmatch(rest) is not None
+            layout.add((at.parts[0], at.parent.parts[1:], rest if ok else f"? {found}"))
+        if len(layout) != 1 or any(suffix.startswith("?") for *_, suffix in layout):
+            moved = ", ".join(f"{p} -> {f}" for p, (f,) in homes.items())
+            out.append(Violation("drop_split", f"not together with one suffix: {moved}"))
     return out

@@ -231,7 +231,13 @@ def _recover(
         return [Violation("recovery_crashed", " | ".join(detail[-3:]))]
     after = read_jobs(root / "state")
     violations = check_tree_after_recovery(
-        verdict, after, tree_nodes(root), workload.inputs, _videos(sim), result.exit_code
+        verdict,
+        after,
+        tree_nodes(root),
+        workload.inputs,
+        _videos(sim),
+        result.exit_code,
+        workload.drops,
     )
     if not violations:
         shutil.rmtree(root, ignore_errors=True)

@@ -1,7 +1,8 @@
 """The workload: a few jobs through the real daemon, in-process, while recording.
 
 ``record_jobs`` lays out a tree (config, inbox with ``pairs`` image + sidecar
-drops, empty outbox/done/failed, and ``state/`` unless ``fresh_state``), then
+drops, the first of them a first-and-last-frame drop of three files with
+``frames``; empty outbox/done/failed, and ``state/`` unless ``fresh_state``), then
 runs ``run_service(config, api_key, once=True)`` against the simulator and the
 S3 emulator under a :class:`Recorder`.  The provider's ``task_status`` (a poll)
 is wrapped to drop a ``poll`` marker into the op list.  ``storage.delete_after``
@@ -93,20 +94,35 @@ class Workload:
     result: RunResult
     #: The ledger's compaction floor during the run (None: the default, 10,000 lines).
     compact_every: int | None = None
+    #: The tree-relative paths of each drop's files (they move together, SPEC §4).
+    drops: tuple[tuple[str, ...], ...] = ()
 
 
-def drop_inputs(inbox: Path, pairs: int) -> dict[str, bytes]:
-    """``pairs`` distinct image + sidecar drops; returns tree-relative path -> bytes."""
+def drop_inputs(
+    inbox: Path, pairs: int, *, frames: bool = False
+) -> tuple[dict[str, bytes], tuple[tuple[str, ...], ...]]:
+    """``pairs`` distinct image + sidecar drops, the first with a last frame when
+    ``frames`` (``scene0-end.png``, named by its sidecar); returns tree-relative
+    path -> bytes, and each drop's paths."""
     inputs: dict[str, bytes] = {}
+    drops: list[tuple[str, ...]] = []
     for n in range(pairs):
         stem = f"scene{n}"
-        image = make_image_bytes(320, 320, color=((37 * n) % 256, (91 * n + 60) % 256, 160))
-        sidecar = f'prompt: "a calm scene number {n}"\n'.encode()
-        (inbox / f"{stem}.jpg").write_bytes(image)
-        (inbox / f"{stem}.yaml").write_bytes(sidecar)
-        inputs[f"inbox/{stem}.jpg"] = image
-        inputs[f"inbox/{stem}.yaml"] = sidecar
-    return inputs
+        files = {f"{stem}.jpg": make_image_bytes(320, 320, color=_color(n, 160))}
+        sidecar = f'prompt: "a calm scene number {n}"\n'
+        if frames and n == 0:
+            files[f"{stem}-end.png"] = make_image_bytes(320, 320, color=_color(n, 40), fmt="PNG")
+            sidecar += f"last_frame: {stem}-end.png\n"
+        files[f"{stem}.yaml"] = sidecar.encode()
+        for name, data in files.items():  # the sidecar last: the images are complete first
+            (inbox / name).write_bytes(data)
+            inputs[f"inbox/{name}"] = data
+        drops.append(tuple(f"inbox/{name}" for name in files))
+    return inputs, tuple(drops)
+
+
+def _color(n: int, blue: int) -> tuple[int, int, int]:
+    return ((37 * n) % 256, (91 * n + 60) % 256, blue)
 
 
 @contextmanager
@@ -141,8 +157,11 @@ def record_jobs(
     pairs: int = 2,
     fresh_state: bool = False,
     compact_every: int | None = None,
+    frames: bool = False,
 ) -> Workload:
     """Record the daemon doing ``pairs`` jobs in a new tree at ``root``.
+
+    With ``frames`` the first job is a first-and-last-frame drop (three files).
 
     ``compact_every`` lowers the ledger's compaction floor, so that rotations and
     snapshots happen during the run (and during the recoveries of its states).
@@ -152,8 +171,8 @@ def record_jobs(
         if name != "state" or not fresh_state:
             (root / name).mkdir()
     config_path = write_tree_config(root, s3, sim, bucket)
-    inputs = drop_inputs(root / "inbox", pairs)
+    inputs, drops = drop_inputs(root / "inbox", pairs, frames=frames)
     recorder = Recorder(root)
     with recorder, poll_markers(recorder), compaction(compact_every):
         result = run_daemon_once(config_path)
-    return Workload(root, recorder.recording, inputs, result, compact_every)
+    return Workload(root, recorder.recording, inputs, result, compact_every, drops)
