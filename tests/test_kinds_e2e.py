@@ -469,7 +469,7 @@ def test_frames_and_text_drops_dedupe_on_every_input(
     three, _ = run_once(config)
     assert three.exit_code == 0, three.summary
     assert len(sim.submits) == 3
-    (new,) = [r for r in sim.submits[2:]]
+    (new,) = sim.submits[2:]
     assert new.endpoint == FRAMES_ENDPOINT
     assert new.fetched_sha256s == (sha256(first["image"]), sha256(other_end))
     fresh = report(outbox / "beach-3.json")
@@ -481,20 +481,29 @@ def test_frames_and_text_drops_dedupe_on_every_input(
 # --- 5. collision suffixes ------------------------------------------------------------------
 
 
-def test_a_frames_drop_colliding_in_done_takes_one_suffix_for_all_three(
+def test_a_frames_drop_colliding_in_done_or_failed_takes_one_suffix_for_all_three(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:
     """When done/ already holds the drop's names (all of them, or only the end image's),
-    the three inputs all move as NAME-2, the same suffix for every file."""
+    the three inputs all move as NAME-2, the same suffix for every file; so do a failed
+    frames drop's three files and its report when failed/ holds its end image's name."""
     config = write_config(tmp_path, s3_server, sim)
-    inbox, done = tmp_path / "inbox", tmp_path / "done"
+    inbox, done, failed = tmp_path / "inbox", tmp_path / "done", tmp_path / "failed"
     for name in ("beach.jpg", "beach-end.png", "beach.yaml", "only/cove-end.png"):
         (done / name).parent.mkdir(parents=True, exist_ok=True)
         (done / name).write_bytes(b"an earlier drop's file")
+    (failed / "wrong-end.png").write_bytes(b"an earlier failure's file")
     beach = frames_drop(inbox, "beach", shade=1)
     cove = frames_drop(inbox / "only", "cove", shade=3)
+    wrong = frames_drop(inbox, "wrong", shade=5, extra=f"model: {T2V}\n")
     result, _ = run_once(config)
-    assert result.exit_code == 0, result.summary
+    assert result.exit_code == 4, result.summary  # the wrong model fails
+    assert len(result.summary.done) == 2
+    assert files_under(failed) == sorted(
+        ["wrong-end.png", "wrong-2.jpg", "wrong-end-2.png", "wrong-2.yaml", "wrong-2.error.json"]
+    )
+    assert report(failed / "wrong-2.error.json")["code"] == "invalid_sidecar"
+    assert (failed / "wrong-end-2.png").read_bytes() == wrong["last_frame"]
     assert files_under(inbox) == []
     assert files_under(done) == sorted(
         [
@@ -605,16 +614,17 @@ def test_status_json_and_metrics_show_each_jobs_kind(
                 if s.name == "seedance_jobs_by_kind"
             }
 
-        by_kind = wait_for(
-            lambda: (
-                (m := metrics()).get(("text", "done")) == 1 and m.get(("frames", "failed")) and m
-            ),
-            timeout=10,
-        )
+        def settled() -> dict[tuple[str, str], float] | None:
+            """The non-zero samples, once all four jobs have ended (done or failed)."""
+            counts = {k: v for k, v in metrics().items() if v}
+            ended = all(state in ("done", "failed") for _, state in counts)
+            return counts if ended and sum(counts.values()) == 4 else None
+
+        by_kind = wait_for(settled, timeout=10)
         status = cli(config, "status", "--json")
     finally:
         stop(daemon)
-    assert {k: v for k, v in by_kind.items() if v} == {
+    assert by_kind == {
         ("image", "done"): 1,
         ("frames", "done"): 1,
         ("frames", "failed"): 1,
