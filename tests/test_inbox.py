@@ -470,10 +470,15 @@ def test_a_late_last_frame_completes_its_drop(tmp_path: Path) -> None:
         (tmp_path / "sub" / "beach-end.png").write_bytes(b"\x89PNG last")
         await until(lambda: bool(events), task)
 
-    events = run_inbox(inbox, scenario)
+    with capture_logs() as logs:
+        events = run_inbox(inbox, scenario)
     assert events == [
         PairReady("sub/beach", "sub/beach.jpg", "sub/beach.yaml", "sub/beach-end.png")
     ]
+    # The wait is logged once (not at every evaluation), naming the sidecar that waits.
+    waits = [e for e in logs if e["event"] == "inbox.waiting"]
+    assert [e["path"] for e in waits] == ["sub/beach.yaml"]
+    assert 25 < waits[0]["fails_in"] <= 30
 
 
 def test_an_early_last_frame_waits_for_the_sidecar_that_names_it(tmp_path: Path) -> None:

@@ -438,8 +438,10 @@ class Inbox:
         if not self._dirty:
             return []
         files: dict[str, Candidate] = {}
+        before: dict[str, tuple[float, str]] = {}
         for stem in self._linked_stems(self._dirty):
-            self._waiting.pop(stem, None)
+            if (was := self._waiting.pop(stem, None)) is not None:
+                before[stem] = was
             for rel in self._by_stem.get(stem, ()):
                 sig = self._present[rel]
                 files[rel] = Candidate(
@@ -454,6 +456,9 @@ class Inbox:
             stem = names.pair_stem(rel)
             self._waiting[stem] = (due, rel)
             heapq.heappush(self._orphan_heap, (due, stem))
+            if before.get(stem) != (due, rel):
+                # Once per waiting spell: a drop that is complete but for a partner.
+                log.info("inbox.waiting", path=rel, fails_in=round(due - now, 1))
         for event in outcome.events:
             for rel in _paths_of(event):
                 self._hold(rel)
