@@ -562,3 +562,25 @@ def test_a_text_sidecar_is_a_drop_alone(tmp_path: Path) -> None:
         PairReady("both", "both.jpg", "both.yaml"),
     }
     assert events[2] == Orphan("poem.jpg", "missing_sidecar")
+
+
+def test_cancelling_the_watcher_as_it_is_woken_stops_it(tmp_path: Path) -> None:
+    """A cancellation that arrives in the very step the inbox is woken (the engine
+    releasing a finished job's files at SIGTERM) ends the watcher: on Python 3.11,
+    ``asyncio.wait_for`` would swallow it and the loop would outlive the shutdown."""
+    inbox = make_inbox(tmp_path, rescan_seconds=60.0)
+
+    async def main() -> None:
+        async def emit(event: InboxEvent) -> None:
+            pass
+
+        task = asyncio.create_task(inbox.run(emit))
+        await until(lambda: inbox.watching.is_set(), task)
+        for _ in range(5):  # let it reach its wait
+            await asyncio.sleep(0)
+        inbox.release([])  # wakes it ...
+        task.cancel()  # ... and is cancelled in the same step
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)
+
+    asyncio.run(main())

@@ -49,6 +49,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from seedance_watch.aio import wait_event
 from seedance_watch.core import names
 from seedance_watch.core.stability import (
     AmbiguousDrop,
@@ -241,8 +242,7 @@ class Inbox:
                 )
                 timeout = wake_at - self._clock()
                 if timeout > 0 and not self._has_pending():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    await wait_event(self._wake, timeout)
                 self._wake.clear()
         finally:
             self._stop_observer()

@@ -14,11 +14,11 @@ business (``step``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from seedance_watch.aio import wait_event
 from seedance_watch.core.jobs import RESUME, Job, Stage, State
 from seedance_watch.core.scheduling import CircuitBreaker, TimerHeap, TokenBucket
 from seedance_watch.ledger.base import JobStore
@@ -185,8 +185,4 @@ class Dispatcher:
 async def sleep_or_wake(event: asyncio.Event, seconds: float) -> None:
     """Sleep ``seconds`` or until ``event`` is set, whichever is first."""
     event.clear()
-    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
-    # arrives as the event is set, and the loop then outlives shutdown.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
+    await wait_event(event, seconds)

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from seedance_watch import errors as E
+from seedance_watch.aio import wait_event
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
 from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
@@ -298,8 +299,7 @@ class Engine:
             await asyncio.wait(set(self._side_tasks), timeout=grace)
         while self._busy and time.monotonic() < deadline:
             self._idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=deadline - time.monotonic())
+            await wait_event(self._idle, deadline - time.monotonic())
         if self._busy:
             log.warning("engine.drain_timeout", busy=self._busy, grace=grace)
         tasks = [*self._tasks, *self._side_tasks]

@@ -218,15 +218,19 @@ class HookRunner:
         reader = asyncio.create_task(_read_tail(proc.stderr, tail))
         status: int | str
         try:
+            # asyncio.timeout, not wait_for (see seedance_watch.aio): a cancellation
+            # must never be lost because the hook ended at that moment.
             try:
-                await asyncio.wait_for(proc.wait(), self._hooks.timeout)
+                async with asyncio.timeout(self._hooks.timeout):
+                    await proc.wait()
                 status = proc.returncode if proc.returncode is not None else "unknown"
             except TimeoutError:
                 await _kill_group(proc)
                 status = "timeout"
             # Something the hook left running may hold stderr open: do not wait for it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(reader), _PIPE_GRACE)
+                async with asyncio.timeout(_PIPE_GRACE):
+                    await asyncio.shield(reader)
         except asyncio.CancelledError:
             await _kill_group(proc)
             raise
