@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+from seedance_watch.simulator import SimulatorConfig
+
 SUBMIT = "/byteplus/v1/generateImage2VideoTask"
 
 
@@ -15,6 +17,20 @@ MODEL = "seedance-1-0-lite-i2v-250428"
 
 
 FAST = {"queued_seconds": 0.05, "running_seconds": 0.1}
+
+#: End-to-end tests' simulator: tasks of a fraction of a second, tiny videos.
+QUICK_TASKS: dict[str, Any] = {
+    "queued_seconds": 0.05,
+    "running_seconds": 0.2,
+    "video_seconds": 0.25,
+    "video_fps": 4,
+    "video_max_side": 64,
+}
+
+
+def quick_tasks(**knobs: Any) -> SimulatorConfig:
+    """A :class:`SimulatorConfig` with :data:`QUICK_TASKS`, ``knobs`` over them."""
+    return SimulatorConfig(**{**QUICK_TASKS, **knobs})
 
 
 def headers(key: str = "sim-key") -> dict[str, str]:

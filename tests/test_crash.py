@@ -28,6 +28,7 @@ from seedance_watch.testing.s3emulator import S3Emulator
 
 from .batches import Verdict, check_batch, make_batch
 from .daemon_harness import DaemonProcess, daemon_env, fresh_bucket, wait_for, write_config
+from .simhelpers import quick_tasks
 
 #: Log events that mark the stages a kill should land in or right after.
 PHASES = (
@@ -43,14 +44,7 @@ PHASES = (
 
 def torture_simulator_config(seed: int) -> SimulatorConfig:
     """Fast tasks and small videos: a batch lives a few seconds."""
-    return SimulatorConfig(
-        queued_seconds=0.05,
-        running_seconds=0.3,
-        video_seconds=0.25,
-        video_fps=4,
-        video_max_side=64,
-        seed=seed,
-    )
+    return quick_tasks(running_seconds=0.3, seed=seed)
 
 
 # --- the independent checker ------------------------------------------------------------

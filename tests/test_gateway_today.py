@@ -21,25 +21,19 @@ import pytest
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.ledger.jsonl import Ledger, read_jobs
 from seedance_watch.pipeline.intake import examine_drop
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, files_under, run_once, wait_for, write_config
+from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(120)
 
 WritePair = Callable[..., tuple[Path, Path]]
-FAST: dict[str, Any] = {
-    "queued_seconds": 0.05,
-    "running_seconds": 0.2,
-    "video_seconds": 0.25,
-    "video_fps": 4,
-    "video_max_side": 64,
-}
 
 
 def envelope_sim(**knobs: Any) -> Simulator:
-    return Simulator(SimulatorConfig(**{**FAST, "submit_answer": "envelope", **knobs}))
+    return Simulator(quick_tasks(submit_answer="envelope", **knobs))
 
 
 @pytest.fixture
@@ -121,7 +115,7 @@ def test_a_ledger_of_the_first_release_resumes_under_the_new_code(
 ) -> None:
     """A job recorded as the first release wrote it (one ``s3_key``, a ``cgt-`` task, no
     kind, no dialect) is polled the legacy way and finishes."""
-    with Simulator(SimulatorConfig(**FAST)) as sim:  # today's default: the {"id"} answer
+    with Simulator(quick_tasks()) as sim:  # today's default: the {"id"} answer
         config_path = write_config(tmp_path, s3_server, sim)
         from seedance_watch.config import load_config
 

@@ -16,11 +16,12 @@ from seedance_watch import errors as E
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.files import outbox
 from seedance_watch.files.outbox import OutputConflict, write_error_report
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import BUCKET, files_under, run_once, write_config
 from .fakes import make_engine, seed
+from .simhelpers import quick_tasks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -34,9 +35,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(
-        queued_seconds=0.05, running_seconds=0.2, video_seconds=0.25, video_fps=4, video_max_side=64
-    )
+    config = quick_tasks()
     with Simulator(config) as simulator:
         yield simulator
 

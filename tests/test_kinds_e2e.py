@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from seedance_watch.simulator import Simulator, SimulatorConfig, SubmitRecord
+from seedance_watch.simulator import Simulator, SubmitRecord
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import (
@@ -35,6 +35,7 @@ from .daemon_harness import (
     wait_for,
     write_config,
 )
+from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,18 +46,11 @@ TEXT_ENDPOINT = "/byteplus/v1/generateVideoTask"
 IMAGE_ENDPOINT = "/byteplus/v1/generateImage2VideoTask"
 #: The commands the harness config's defaults add to every prompt.
 COMMANDS = "--resolution 720p --duration 5 --camerafixed false"
-FAST: dict[str, Any] = {
-    "queued_seconds": 0.05,
-    "running_seconds": 0.2,
-    "video_seconds": 0.25,
-    "video_fps": 4,
-    "video_max_side": 64,
-}
 
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(SimulatorConfig(**FAST)) as simulator:
+    with Simulator(quick_tasks()) as simulator:
         yield simulator
 
 
@@ -401,7 +395,7 @@ def test_an_image_landing_after_its_text_job_was_taken_stays_apart(
     """poem.jpg lands after the text job of poem.yaml was taken: the text video is made
     (one text submit) and the image is never paired with it; alone, it fails as
     missing_sidecar once watch.pair_timeout (2 s) has passed from its mtime."""
-    with Simulator(SimulatorConfig(**{**FAST, "running_seconds": 1.5})) as sim:
+    with Simulator(quick_tasks(running_seconds=1.5)) as sim:
         config = write_config(tmp_path, s3_server, sim, pair_timeout=2)
         inbox, failed, outbox = tmp_path / "inbox", tmp_path / "failed", tmp_path / "outbox"
         daemon = DaemonProcess(config)

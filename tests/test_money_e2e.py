@@ -18,12 +18,13 @@ from seedance_watch.config import load_api_key, load_config
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused
 from seedance_watch.ledger.jsonl import Ledger, read_jobs
 from seedance_watch.service.lifecycle import RunResult, run_service
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 from .daemon_harness import files_under, wait_for, write_config
 from .fakes import make_engine, seed
 from .receivers import Receiver
+from .simhelpers import quick_tasks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -40,15 +41,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(
-        api_key=KEY,
-        queued_seconds=0.05,
-        running_seconds=0.2,
-        video_seconds=0.25,
-        video_fps=4,
-        video_max_side=64,
-        submit_answer="envelope",
-    )
+    config = quick_tasks(api_key=KEY, submit_answer="envelope")
     with Simulator(config) as simulator:
         yield simulator
 

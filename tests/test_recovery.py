@@ -30,12 +30,13 @@ from seedance_watch.files.outbox import plan_moves, staging_path
 from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.pipeline.intake import examine_drop
 from seedance_watch.service.lifecycle import RunResult
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .batches import check_batch, make_batch
 from .daemon_harness import DaemonProcess, daemon_env, files_under, wait_for, write_config
 from .daemon_harness import run_once as _run_once
+from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,9 +45,7 @@ WritePair = Callable[..., tuple[Path, Path]]
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(
-        queued_seconds=0.05, running_seconds=0.2, video_seconds=0.25, video_fps=4, video_max_side=64
-    )
+    config = quick_tasks()
     with Simulator(config) as simulator:
         yield simulator
 

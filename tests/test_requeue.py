@@ -17,10 +17,11 @@ from seedance_watch.config import Config
 from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.files.outbox import error_report_rel, plan_moves
 from seedance_watch.ledger.jsonl import Ledger
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, daemon_env, files_under, run_once, wait_for, write_config
+from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,9 +31,7 @@ BAD_SIDECAR = "prompt: x\nresolutoin: 720p\n"
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(
-        queued_seconds=0.05, running_seconds=0.2, video_seconds=0.25, video_fps=4, video_max_side=64
-    )
+    config = quick_tasks()
     with Simulator(config) as simulator:
         yield simulator
 
