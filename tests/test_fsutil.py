@@ -363,23 +363,33 @@ def test_move_file_real_cross_device(tmp_path: Path) -> None:
 # --- names ------------------------------------------------------------------------------
 
 
-def test_next_free_name_skips_names_taken_by_any_suffix(tmp_path: Path) -> None:
-    """beach → beach-2 when beach.mp4 exists, beach-3 when beach-2.json exists, then taken."""
-    suffixes = (".mp4", ".json")
-    assert fsutil.next_free_name(tmp_path, "beach", suffixes) == "beach"
+def test_next_free_suffix_skips_tails_taken_by_any_name(tmp_path: Path) -> None:
+    """ "" → "-2" when beach.mp4 exists, "-3" when beach-2.json exists, then "-4" when
+    beach-3.json is planned by another job (``taken`` holds file names)."""
+    parts = [("beach", ".mp4"), ("beach", ".json")]
+    assert fsutil.next_free_suffix(tmp_path, parts) == ""
     (tmp_path / "beach.mp4").write_bytes(b"x")
-    assert fsutil.next_free_name(tmp_path, "beach", suffixes) == "beach-2"
+    assert fsutil.next_free_suffix(tmp_path, parts) == "-2"
     (tmp_path / "beach-2.json").write_bytes(b"{}")
-    assert fsutil.next_free_name(tmp_path, "beach", suffixes) == "beach-3"
-    assert fsutil.next_free_name(tmp_path, "beach", suffixes, taken={"beach-3"}) == "beach-4"
+    assert fsutil.next_free_suffix(tmp_path, parts) == "-3"
+    assert fsutil.next_free_suffix(tmp_path, parts, taken={"beach-3.json"}) == "-4"
 
 
-def test_next_free_name_counts_dangling_symlinks_and_is_case_sensitive(tmp_path: Path) -> None:
-    """A dangling symlink occupies its name; ``Beach.mp4`` does not occupy ``beach``."""
+def test_next_free_suffix_gives_files_of_several_stems_one_tail(tmp_path: Path) -> None:
+    """A frames drop: the end image's name alone being taken moves all of them."""
+    parts = [("dusk", ".jpg"), ("dusk-end", ".png"), ("dusk", ".yaml")]
+    assert fsutil.next_free_suffix(tmp_path, parts) == ""
+    (tmp_path / "dusk-end.png").write_bytes(b"x")
+    assert fsutil.next_free_suffix(tmp_path, parts) == "-2"
+    assert fsutil.next_free_suffix(tmp_path, parts, taken={"dusk-2.yaml"}) == "-3"
+
+
+def test_next_free_suffix_counts_dangling_symlinks_and_is_case_sensitive(tmp_path: Path) -> None:
+    """A dangling symlink occupies its name; ``Beach.mp4`` does not occupy ``beach.mp4``."""
     (tmp_path / "plage été.mp4").symlink_to("missing-target")
-    assert fsutil.next_free_name(tmp_path, "plage été", [".mp4"]) == "plage été-2"
+    assert fsutil.next_free_suffix(tmp_path, [("plage été", ".mp4")]) == "-2"
     (tmp_path / "Beach.mp4").write_bytes(b"x")
-    assert fsutil.next_free_name(tmp_path, "beach", [".mp4"]) == "beach"
+    assert fsutil.next_free_suffix(tmp_path, [("beach", ".mp4")]) == ""
 
 
 def test_temp_path_is_hidden_and_fits_name_limit(tmp_path: Path) -> None:

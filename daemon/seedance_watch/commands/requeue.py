@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Job, State
-from seedance_watch.files.fsutil import move_file, next_free_name
+from seedance_watch.files.fsutil import move_file, next_free_suffix
 from seedance_watch.files.outbox import error_report_rel
 from seedance_watch.ledger.jsonl import read_jobs
 
@@ -80,13 +80,13 @@ def _requeue_job(config: Config, job: Job, result: RequeueResult) -> None:
         return
     targets = {src: PurePosixPath(src) for src in kept}
     if paired:
-        first = PurePosixPath(paired[0])
-        suffixes = [PurePosixPath(src).suffix for src in paired]
         # ``beach`` → ``beach-2``: every paired file takes that same ``-N``.
-        tail = next_free_name(inbox / first.parent, first.stem, suffixes)[len(first.stem) :]
+        folder = inbox / PurePosixPath(paired[0]).parent
+        parts = [(PurePosixPath(src).stem, PurePosixPath(src).suffix) for src in paired]
+        tail = next_free_suffix(folder, parts)
         for src in paired:
             path = PurePosixPath(src)
-            targets[src] = path.with_stem(path.stem + tail) if tail else path
+            targets[src] = path.with_stem(path.stem + tail)
     moved: list[str] = []
     for src, dst in present:
         move_file(_resolve(roots, dst), inbox / targets[src])

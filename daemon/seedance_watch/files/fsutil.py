@@ -53,7 +53,7 @@ __all__ = [
     "is_network_fs",
     "make_dirs",
     "move_file",
-    "next_free_name",
+    "next_free_suffix",
     "remove_stale_temps",
     "same_entry",
     "same_file",
@@ -459,22 +459,26 @@ def move_file(src: Path, dst: Path, *, expect: FileIdentity | None = None) -> No
         fsync_dir(src.parent)  # the rename fallback (no hard links) changed src's folder
 
 
-def next_free_name(
-    folder: Path, stem: str, suffixes: Sequence[str], *, taken: Container[str] = ()
+def next_free_suffix(
+    folder: Path, parts: Sequence[tuple[str, str]], *, taken: Container[str] = ()
 ) -> str:
-    """The first of ``stem``, ``stem-2``, ``stem-3``... free for every suffix.
+    """The first of ``""``, ``"-2"``, ``"-3"``... free for every ``(stem, suffix)`` of ``parts``.
 
-    A candidate is free when no ``folder/(candidate + suffix)`` exists (a dangling
-    symlink counts as existing) and ``candidate`` is not in ``taken``, the names
-    planned by other jobs but not created yet.  Case-sensitive names assumed.
+    The tail goes between each stem and its suffix: ``[("beach", ".jpg"),
+    ("beach-end", ".png")]`` with ``"-2"`` is ``beach-2.jpg`` + ``beach-end-2.png``
+    (one tail for all the files of one drop).  A tail is free when the names are
+    distinct, none exists in ``folder`` (a dangling symlink counts as existing) and
+    none is in ``taken``, the file names other jobs planned in that folder but did
+    not create yet.  Case-sensitive names assumed.
     """
     n = 1
     while True:
-        candidate = stem if n == 1 else f"{stem}-{n}"
-        if candidate not in taken and not any(
-            os.path.lexists(folder / f"{candidate}{suffix}") for suffix in suffixes
+        tail = "" if n == 1 else f"-{n}"
+        names = [f"{stem}{tail}{suffix}" for stem, suffix in parts]
+        if len(set(names)) == len(names) and not any(
+            name in taken or os.path.lexists(folder / name) for name in names
         ):
-            return candidate
+            return tail
         n += 1
 
 

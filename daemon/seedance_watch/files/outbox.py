@@ -89,18 +89,16 @@ def _resolve(root: Path, rel: str) -> Path:
     return root.joinpath(*pure.parts)
 
 
-class _Planned:
-    """``Container`` view: is stem ``s`` taken by a planned path ``prefix/s+suffix``?"""
+class _PlannedIn:
+    """``Container`` view of ``taken`` (``done/sub/beach.jpg``): is the file name ``n``
+    planned in the folder ``prefix`` (``done/sub``)?"""
 
-    def __init__(self, taken: Container[str], prefix: str, suffixes: Sequence[str]) -> None:
+    def __init__(self, taken: Container[str], prefix: str) -> None:
         self._taken = taken
         self._prefix = prefix
-        self._suffixes = tuple(suffixes)
 
-    def __contains__(self, stem: object) -> bool:
-        return isinstance(stem, str) and any(
-            _join(self._prefix, stem + suffix) in self._taken for suffix in self._suffixes
-        )
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _join(self._prefix, name) in self._taken
 
 
 def staging_path(outbox: Path, output_rel_dir: str, job_id: str) -> Path:
@@ -118,11 +116,12 @@ def plan_output(outbox: Path, subdir: str, stem: str, *, taken: Container[str] =
     job has planned it: ``taken`` holds other jobs' planned (not yet placed)
     outputs, in the form this function returns (``sub/beach.mp4``).
     """
-    folder = _resolve(outbox, subdir)
-    free = fsutil.next_free_name(
-        folder, stem, (".mp4", ".json"), taken=_Planned(taken, subdir, (".mp4",))
+    tail = fsutil.next_free_suffix(
+        _resolve(outbox, subdir),
+        [(stem, ".mp4"), (stem, ".json")],
+        taken=_PlannedIn(taken, subdir),
     )
-    return _join(subdir, f"{free}.mp4")
+    return _join(subdir, f"{stem}{tail}.mp4")
 
 
 def plan_moves(
@@ -163,18 +162,13 @@ def plan_moves(
     parts = [(p.stem, p.suffix) for p in paths]
     if dest_kind == "failed":
         parts.append((paths[0].stem, _REPORT_SUFFIX))
-    folder = _resolve(dest_root, subdir)
     prefix = _join(dest_kind, subdir)
-    n = 1
-    while True:
-        names = [(stem if n == 1 else f"{stem}-{n}") + suffix for stem, suffix in parts]
-        if len(set(names)) == len(names) and not any(
-            _join(prefix, name) in taken or os.path.lexists(folder / name) for name in names
-        ):
-            break
-        n += 1
+    tail = fsutil.next_free_suffix(
+        _resolve(dest_root, subdir), parts, taken=_PlannedIn(taken, prefix)
+    )
     return tuple(
-        (f, _join(prefix, name)) for f, name in zip(files, names[: len(files)], strict=True)
+        (f, _join(prefix, f"{stem}{tail}{suffix}"))
+        for f, (stem, suffix) in zip(files, parts[: len(files)], strict=True)
     )
 
 
