@@ -440,8 +440,7 @@ class Ledger:
         self._jobs: dict[str, Job] = {}
         self._active: dict[str, Job] = {}
         self._done_by_key: dict[str, Job] = {}
-        self._counts: dict[State, int] = dict.fromkeys(State, 0)
-        # By (kind, state): every state of a kind once one job of it was seen.
+        # Jobs by (kind, state): every state of a kind once one job of it was seen.
         self._kind_counts: dict[tuple[str, State], int] = {}
         self._segment = 0
         self._fd: int | None = None
@@ -566,7 +565,10 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         """Jobs by state value, every state present (zeros included)."""
-        return {state.value: n for state, n in self._counts.items()}
+        counts = dict.fromkeys((state.value for state in State), 0)
+        for (_, state), n in self._kind_counts.copy().items():
+            counts[state.value] += n
+        return counts
 
     def counts_by_kind(self) -> dict[tuple[str, str], int]:
         """Jobs by (kind, state value): every state of each kind in the ledger."""
@@ -671,13 +673,11 @@ class Ledger:
     def _index(self, job: Job) -> None:
         old = self._jobs.get(job.job_id)
         if old is not None:
-            self._counts[old.state] -= 1
             self._kind_counts[(old.kind, old.state)] -= 1
             self._active.pop(old.job_id, None)
             if old.content_key is not None and self._done_by_key.get(old.content_key) is old:
                 del self._done_by_key[old.content_key]
         self._jobs[job.job_id] = job
-        self._counts[job.state] += 1
         if (job.kind, job.state) not in self._kind_counts:
             self._kind_counts.update({(job.kind, state): 0 for state in State})
         self._kind_counts[(job.kind, job.state)] += 1
