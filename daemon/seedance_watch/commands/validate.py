@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seedance_watch import errors as E
+from seedance_watch.core.models import DEFAULT_TEXT_MODEL
 from seedance_watch.core.names import is_ignored, is_image, is_sidecar
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import (
@@ -35,6 +36,7 @@ from seedance_watch.core.stability import (
     PairReady,
     claimed_frame,
 )
+from seedance_watch.files.fsutil import read_nofollow
 from seedance_watch.files.sidecar import (
     KNOWN_MODELS,
     SIDECAR_MAX_BYTES,
@@ -44,11 +46,9 @@ from seedance_watch.files.sidecar import (
     sidecar_hint,
 )
 from seedance_watch.pipeline.intake import (
-    TEXT_MODEL,
     check_drop_files,
     check_last_frame,
     event_error,
-    read_nofollow,
 )
 
 __all__ = ["Problem", "validate_paths"]
@@ -149,7 +149,7 @@ def validate_paths(
     *,
     defaults: GenerationOptions,
     default_model: str,
-    text_model: str = TEXT_MODEL,
+    text_model: str = DEFAULT_TEXT_MODEL,
     strict_model: bool = False,
     warn: Callable[[Path, str], None] = _stderr_warning,
 ) -> tuple[int, list[Problem]]:

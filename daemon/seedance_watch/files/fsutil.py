@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Protocol
 
 import structlog
 
-from seedance_watch.errors import InputReplaced
+from seedance_watch.errors import InputReplaced, UnsafePath
 
 __all__ = [
     "MOUNTINFO",
@@ -54,6 +54,8 @@ __all__ = [
     "make_dirs",
     "move_file",
     "next_free_suffix",
+    "read_nofollow",
+    "read_nofollow_stat",
     "remove_stale_temps",
     "same_entry",
     "same_file",
@@ -457,6 +459,24 @@ def move_file(src: Path, dst: Path, *, expect: FileIdentity | None = None) -> No
         fsync_dir(src.parent)
     elif src.parent != dst.parent:
         fsync_dir(src.parent)  # the rename fallback (no hard links) changed src's folder
+
+
+def read_nofollow(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """Read a file without following a symlink (a link raises ``UnsafePath``)."""
+    return read_nofollow_stat(path, max_bytes=max_bytes)[0]
+
+
+def read_nofollow_stat(path: Path, *, max_bytes: int | None = None) -> tuple[bytes, os.stat_result]:
+    """:func:`read_nofollow`, with what ``fstat`` said of the descriptor read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the last component is a symlink
+            raise UnsafePath(f"{path.name} is a symbolic link; links are not followed.") from exc
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        return (f.read() if max_bytes is None else f.read(max_bytes)), st
 
 
 def next_free_suffix(

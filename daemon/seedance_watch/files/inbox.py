@@ -65,6 +65,7 @@ from seedance_watch.core.stability import (
     claimed_frame,
     is_watched_path,
 )
+from seedance_watch.errors import UnsafePath
 from seedance_watch.files import fsutil
 from seedance_watch.files.sidecar import SIDECAR_MAX_BYTES, sidecar_hint
 
@@ -508,10 +509,8 @@ class Inbox:
     def _read_hint(self, rel: str) -> None:
         """Read what a sidecar that just became stable says about its drop's files."""
         try:
-            fd = os.open(f"{self._root}/{rel}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                data = f.read(SIDECAR_MAX_BYTES)
-        except OSError as exc:
+            data = fsutil.read_nofollow(self.root / rel, max_bytes=SIDECAR_MAX_BYTES)
+        except (OSError, UnsafePath) as exc:  # gone, unreadable, or a link by now
             log.warning("inbox.read_failed", path=rel, error=str(exc))
             return  # the last hint stands; intake reads the sidecar again anyway
         self._forget_hint(rel)

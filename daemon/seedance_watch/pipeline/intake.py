@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from seedance_watch import errors as E
-from seedance_watch.config import Config, GatewayConfig
+from seedance_watch.config import Config
 from seedance_watch.core.jobs import InputFile, Job, State, content_key, job_files, make_job_id
+from seedance_watch.core.models import DEFAULT_TEXT_MODEL
 from seedance_watch.core.names import is_image, is_sidecar, pair_stem
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import AmbiguousDrop, InboxEvent, Orphan, PairReady, Unsafe
+from seedance_watch.files.fsutil import read_nofollow_stat
 from seedance_watch.files.sidecar import (
     SIDECAR_MAX_BYTES,
     Sidecar,
@@ -50,35 +52,15 @@ __all__ = [
     "examine_drop",
     "input_file",
     "job_groups",
-    "read_nofollow",
 ]
 
 _CHUNK = 1 << 20
-TEXT_MODEL = GatewayConfig.model_fields["text_model"].default
 
 
 @dataclass(frozen=True)
 class Drop:
     job: Job
     error: E.JobError | None
-
-
-def read_nofollow(path: Path, *, max_bytes: int | None = None) -> bytes:
-    """Read a file without following a symlink (a link raises ``UnsafePath``)."""
-    return read_nofollow_stat(path, max_bytes=max_bytes)[0]
-
-
-def read_nofollow_stat(path: Path, *, max_bytes: int | None = None) -> tuple[bytes, os.stat_result]:
-    """:func:`read_nofollow`, with what ``fstat`` said of the descriptor read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: the last component is a symlink
-            raise E.UnsafePath(f"{path.name} is a symbolic link; links are not followed.") from exc
-        raise
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        return (f.read() if max_bytes is None else f.read(max_bytes)), st
 
 
 def _hash_file(path: Path) -> tuple[str, os.stat_result]:
@@ -105,7 +87,7 @@ def examine_drop(
     last_frame: str | None = None,
     defaults: GenerationOptions,
     default_model: str,
-    text_model: str = TEXT_MODEL,
+    text_model: str = DEFAULT_TEXT_MODEL,
     now: float,
     strict_model: bool = False,
 ) -> Drop:
