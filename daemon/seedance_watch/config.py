@@ -44,11 +44,8 @@ from seedance_watch.core.budget import to_cents
 from seedance_watch.core.models import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_TEXT_MODEL,
-    KIND_NAMES,
-    MODEL_KINDS,
     Kind,
-    kinds_of,
-    models_for,
+    kind_refusal,
 )
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
@@ -173,19 +170,10 @@ class GatewayConfig(BaseModel):
         # text drops.  An unknown model is the gateway's to judge.
         checks: tuple[tuple[str, Kind], ...] = (("model", "image"), ("text_model", "text"))
         for key, kind in checks:
-            model: str = getattr(self, key)
-            if model in MODEL_KINDS and kind not in MODEL_KINDS[model]:
+            refusal = kind_refusal(getattr(self, key), kind)
+            if refusal is not None:
                 raise PydanticCustomError(
-                    "model_kind",
-                    "gateway.{key} {model} does not offer {words} (it takes {takes}); "
-                    "use one of {models}",
-                    {
-                        "key": key,
-                        "model": model,
-                        "words": KIND_NAMES[kind],
-                        "takes": kinds_of(model),
-                        "models": ", ".join(models_for(kind)),
-                    },
+                    "model_kind", "gateway.{key} {refusal}", {"key": key, "refusal": refusal}
                 )
         return self
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from seedance_watch.core.models import Kind
 from seedance_watch.errors import JobError
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 TaskState = Literal["pending", "succeeded", "failed", "expired", "cancelled"]
-Kind = Literal["image", "frames", "text"]
 
 
 @dataclass(frozen=True)
