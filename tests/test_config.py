@@ -98,7 +98,7 @@ def test_gateway_models_must_offer_their_kind(
     err = config_error(path, {})
     assert err.key == f"gateway.{key}"
     assert f"gateway.{key} {model} does not offer {kind} (it takes {takes})" in str(err)
-    assert str(err).endswith("use one of " + ", ".join(use))
+    assert str(err).endswith("models that do: " + ", ".join(use))
     assert str(err).startswith(f"config file {path}: ")
     env = {**BUCKET_ENV, f"SEEDANCE_WATCH_GATEWAY__{key.upper()}": model}
     err = config_error(None, env)
