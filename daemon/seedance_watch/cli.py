@@ -229,8 +229,7 @@ def _validate(args: argparse.Namespace) -> int:
     pairs, problems = validate_paths(
         args.paths,
         defaults=defaults,
-        default_model=gateway.model,
-        text_model=gateway.text_model,
+        models=gateway.models,
         strict_model=strict,
     )
     for problem in problems:

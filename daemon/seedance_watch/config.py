@@ -41,12 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from seedance_watch.core.budget import to_cents
-from seedance_watch.core.models import (
-    DEFAULT_IMAGE_MODEL,
-    DEFAULT_TEXT_MODEL,
-    Kind,
-    kind_refusal,
-)
+from seedance_watch.core.models import DEFAULT_MODELS, MODELS, Kind
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.yaml12 import load_yaml
@@ -129,13 +124,23 @@ class PathsConfig(BaseModel):
         return self
 
 
+#: The ``gateway`` key naming each kind's default model.
+MODEL_KEYS: dict[Kind, str] = {
+    "image": "model",
+    "text": "text_model",
+    "frames": "frames_model",
+    "reference": "reference_model",
+}
+
+
 class GatewayConfig(BaseModel):
     """The Pixazo gateway: where, which model, how often, how much at once."""
 
     model_config = _FROZEN
 
     base_url: StrictStr = "https://gateway.pixazo.ai"
-    model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_IMAGE_MODEL
+    #: The model of image drops that name none (``model:`` in the sidecar wins).
+    model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_MODELS["image"]
     poll_interval: PositiveFloat = 5.0
     task_timeout: PositiveFloat = 1800.0
     max_in_flight: Annotated[StrictInt, Field(ge=1)] = 10
@@ -145,8 +150,12 @@ class GatewayConfig(BaseModel):
     #: Refuse a sidecar ``model:`` the daemon does not know (``invalid_sidecar``)
     #: instead of logging ``sidecar.unknown_model`` and submitting it anyway.
     strict_model: StrictBool = False
-    #: The model of text-to-video drops (``mode: text``) that name none (SPEC §4).
-    text_model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_TEXT_MODEL
+    #: The model of text-to-video drops (``mode: text``) that name none.
+    text_model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_MODELS["text"]
+    #: The model of first-and-last-frame drops (``last_frame:``) that name none.
+    frames_model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_MODELS["frames"]
+    #: The model of reference drops (``references:``) that name none.
+    reference_model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_MODELS["reference"]
     #: The public URL at which the gateway reaches this daemon's ``POST /webhooks/pixazo``
     #: (``None``: no webhooks, tasks are polled every ``poll_interval``).
     webhook_url: StrictStr | None = None
@@ -165,17 +174,22 @@ class GatewayConfig(BaseModel):
 
     @model_validator(mode="after")
     def _models_offer_their_kind(self) -> Self:
-        # gateway.model makes image drops (and frames, where it can: a frames drop
-        # with a model that cannot is refused per drop); gateway.text_model makes
-        # text drops.  An unknown model is the gateway's to judge.
-        checks: tuple[tuple[str, Kind], ...] = (("model", "image"), ("text_model", "text"))
-        for key, kind in checks:
-            refusal = kind_refusal(getattr(self, key), kind)
+        # Each kind's model key must name a live model that makes that kind: a
+        # retired one names its replacement, another the models that do.  An
+        # unknown model is the gateway's to judge.
+        for kind, key in MODEL_KEYS.items():
+            model = getattr(self, key)
+            refusal = MODELS.refusal(model, kind)
             if refusal is not None:
                 raise PydanticCustomError(
-                    "model_kind", "gateway.{key} {refusal}", {"key": key, "refusal": refusal}
+                    "model_kind", "gateway.{key}: {refusal}", {"key": key, "refusal": refusal}
                 )
         return self
+
+    @property
+    def models(self) -> dict[Kind, str]:
+        """The model of each kind of drop whose sidecar names none."""
+        return {kind: getattr(self, key) for kind, key in MODEL_KEYS.items()}
 
 
 class StorageConfig(BaseModel):

@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seedance_watch import errors as E
-from seedance_watch.core.models import DEFAULT_TEXT_MODEL
+from seedance_watch.core.models import DEFAULT_MODELS, MODELS, Kind
 from seedance_watch.core.names import is_ignored, is_image, is_sidecar
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import (
@@ -38,7 +38,6 @@ from seedance_watch.core.stability import (
 )
 from seedance_watch.files.fsutil import read_nofollow
 from seedance_watch.files.sidecar import (
-    KNOWN_MODELS,
     SIDECAR_MAX_BYTES,
     build_request,
     check_image,
@@ -148,8 +147,7 @@ def validate_paths(
     paths: Iterable[Path],
     *,
     defaults: GenerationOptions,
-    default_model: str,
-    text_model: str = DEFAULT_TEXT_MODEL,
+    models: Mapping[Kind, str] = DEFAULT_MODELS,
     strict_model: bool = False,
     warn: Callable[[Path, str], None] = _stderr_warning,
 ) -> tuple[int, list[Problem]]:
@@ -190,11 +188,7 @@ def validate_paths(
         for event in pairer.evaluate(candidates, math.inf).events:
             if isinstance(event, PairReady):
                 drops += 1
-                problems.extend(
-                    _check_drop(
-                        event, found, defaults, default_model, text_model, strict_model, warn
-                    )
-                )
+                problems.extend(_check_drop(event, found, defaults, models, strict_model, warn))
             else:
                 lead = event.paths[0] if isinstance(event, AmbiguousDrop) else event.path
                 problems.append(_problem(found[lead], event_error(event)))
@@ -206,8 +200,7 @@ def _check_drop(
     event: PairReady,
     found: dict[str, Path],
     defaults: GenerationOptions,
-    default_model: str,
-    text_model: str,
+    models: Mapping[Kind, str],
     strict_model: bool,
     warn: Callable[[Path, str], None],
 ) -> list[Problem]:
@@ -223,13 +216,11 @@ def _check_drop(
     if parsed is not None:
         try:
             check_drop_files(parsed, event.image, event.sidecar, event.last_frame)
-            request = build_request(
-                parsed, defaults=defaults, default_model=default_model, text_model=text_model
-            )
+            request = build_request(parsed, defaults=defaults, models=models)
         except E.JobError as exc:
             problems.append(_problem(sidecar, exc))
         else:
-            if request.model not in KNOWN_MODELS and not strict_model:
+            if request.model not in MODELS and not strict_model:
                 warn(sidecar, f"model {request.model!r} is not a model the daemon knows")
     checks: list[tuple[str | None, Callable[[Path], object]]] = [
         (event.image, check_image),

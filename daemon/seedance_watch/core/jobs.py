@@ -31,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,7 +234,8 @@ for _state in ACTIVE_STATES - {State.FAILING}:
 class InputFile:
     """One input file as intake examined it: the job owns exactly these bytes (SPEC §3).
 
-    ``role`` is ``image``, ``last_frame`` or ``sidecar``; ``path`` is relative to the
+    ``role`` is ``image``, ``last_frame``, ``reference`` (in the sidecar's order) or
+    ``sidecar``; ``path`` is relative to the
     inbox.  ``dev``/``ino``/``size``/``mtime_ns`` tell the same file from a new one
     under the same name; ``sha256`` is what was hashed.
     """
@@ -285,10 +288,17 @@ class Job:
     s3_key: str | None = None
     task_id: str | None = None
     submitted_at: float | None = None
-    #: ``image``, ``frames`` or ``text`` (SPEC §4); v1 records are ``image``.
+    #: ``image``, ``frames``, ``text`` or ``reference``; v1 records are ``image``.
     kind: str = "image"
     #: The provider module that owns ``task_id`` (``providers/<name>.py``).
     provider: str = "pixazo"
+    #: The effective generation options (sidecar over defaults, fitted to the model):
+    #: Seedance 1.0 sends them as the text commands in ``text``, Seedance 2 as body keys.
+    #: None in records written before options were kept.
+    options: dict[str, Any] | None = None
+    #: What the submit costs: reserved with the intent, settled when the video is
+    #: downloaded (``core/budget.py``).  None: priced from the model at read time.
+    cost: dict[str, Any] | None = None
     #: Every input file, as examined at intake (identity checked before use and moves).
     inputs: tuple[InputFile, ...] = field(default=())
     #: ``(role, s3 key)`` of each uploaded image (``image``, ``last_frame``).
@@ -327,6 +337,12 @@ class Job:
         if self.s3_key is not None and self.s3_key not in keys:
             keys.insert(0, self.s3_key)
         return keys
+
+    def uploaded(self) -> tuple[tuple[str, str], ...]:
+        """``(role, key)`` of every uploaded image, in upload order (v1: ``s3_key``)."""
+        if self.uploads:
+            return self.uploads
+        return (("image", self.s3_key),) if self.s3_key is not None else ()
 
     def upload_key(self, role: str) -> str | None:
         """The key of the image uploaded as ``role`` (v1 records: ``image`` is ``s3_key``)."""
@@ -466,15 +482,23 @@ def content_key(
     *,
     kind: str = "image",
     last_frame_sha256: str | None = None,
+    reference_sha256s: tuple[str, ...] = (),
+    body_options: Mapping[str, Any] | None = None,
 ) -> str:
-    """The identity of a request: every input image's bytes and the effective (model, text).
+    """The identity of a request: every input image's bytes and the effective request.
 
-    An image drop's key is what it always was (earlier ledgers still dedupe); a frames
-    drop covers both images, a text drop only the model and the text (SPEC §8).
+    An image drop of a Seedance 1.0 model keeps the first release's key (earlier
+    ledgers still dedupe): its options are text commands inside ``text``.  Other
+    kinds cover every image in order; a Seedance 2 request adds ``body_options``,
+    the options it sends as keys (docs/design.md, "Identity").
     """
     parts: tuple[str, ...] = (image_sha256 or "", model, text)
-    if kind != "image":
+    if kind != "image" or body_options is not None:
         parts = (kind, image_sha256 or "", last_frame_sha256 or "", model, text)
+        if reference_sha256s:
+            parts += ("references", *reference_sha256s)
+        if body_options is not None:
+            parts += ("options", json.dumps(dict(body_options), sort_keys=True))
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode())

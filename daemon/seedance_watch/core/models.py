@@ -1,90 +1,489 @@
-"""Which Seedance 1.0 models take which kind of drop: the one table (SPEC §4).
+"""The Seedance models: which exist, what each takes and costs, and which are gone.
 
-A drop is one of three kinds: ``image`` (image to video), ``frames`` (first and
-last frame) or ``text`` (text to video).  Not every model offers every kind; a
-model asked for a kind it lacks is refused by the gateway with a 400, after the
-images were uploaded.  The daemon refuses such a drop itself, at intake, with a
-sentence naming the model, what it takes and which models take the kind asked.
+Everything the daemon knows about a model lives in this one table, as data: its
+family (the request dialect), the kinds of drop it makes, the options it takes
+and their ranges, its endpoint per kind at the gateway, its built-in price, and
+whether it is still switched on (or was retired on a date, with a replacement).
+The sidecar, the config, ``validate``, the budget, the provider, ``seedance-watch
+models`` and the simulator all read it.
 
-Pure data and small functions: the sidecar, the config, ``validate`` and the
-simulator all read this one table.
+When a provider retires the next model, update its row (``retired_on`` and
+``replacement``); when one ships, add a row.  No code has to change: every check
+below works from the rows.  Each row names its source and the day it was read.
+
+Rules that live here (docs/design.md, "Models"):
+
+* a model is *retired* when its row says so: a drop or a config key naming it is
+  refused before anything is uploaded, naming the replacement;
+* a model makes a kind of drop only when its row lists that kind;
+* a sidecar option the model does not take (the key, or that value) is refused,
+  naming the key, the model and what it takes; an option from the config's
+  ``defaults:`` that it does not take is left out for that drop.
+
+Pure data and small functions: no I/O, no clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
-    "DEFAULT_IMAGE_MODEL",
+    "DEFAULT_MODELS",
     "DEFAULT_TEXT_MODEL",
     "KINDS",
     "KIND_NAMES",
     "KNOWN_MODELS",
-    "MODEL_KINDS",
+    "MODELS",
+    "OPTION_KEYS",
+    "RATIOS",
+    "RESOLUTIONS",
+    "Choice",
+    "IntRange",
     "Kind",
+    "ModelRow",
+    "ModelTable",
+    "OptionSpec",
+    "Price",
     "kind_refusal",
-    "kinds_of",
     "models_for",
 ]
 
-#: What a drop asks for: image to video, first and last frame, or text to video.
-Kind = Literal["image", "frames", "text"]
+#: What a drop asks for: image to video, first and last frame, text to video, or
+#: a video of what one to nine reference images show.
+Kind = Literal["image", "frames", "text", "reference"]
 
 #: Every kind, in the order they are shown to people.
-KINDS: Final[tuple[Kind, ...]] = ("image", "frames", "text")
+KINDS: Final[tuple[Kind, ...]] = ("image", "frames", "text", "reference")
 
 #: Each kind in the words of the documentation.
 KIND_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
-    {"image": "image to video", "frames": "first and last frame", "text": "text to video"}
-)
-
-# Source: BytePlus ModelArk, video generation API reference, "Model capabilities"
-# (the models the Pixazo gateway fronts):
-#   seedance-1-0-pro-250528       first and last frames, first frame, text
-#   seedance-1-0-pro-fast-251015  first frame, text (no last frame)
-#   seedance-1-0-lite-i2v-250428  first frame, first and last frames, reference
-#                                 images (which the daemon does not offer); no text
-#   seedance-1-0-lite-t2v-250428  text only
-#: The Seedance 1.0 models and the kinds of drop each takes.
-MODEL_KINDS: Final[Mapping[str, frozenset[Kind]]] = MappingProxyType(
     {
-        "seedance-1-0-lite-i2v-250428": frozenset({"image", "frames"}),
-        "seedance-1-0-lite-t2v-250428": frozenset({"text"}),
-        "seedance-1-0-pro-250528": frozenset({"image", "frames", "text"}),
-        "seedance-1-0-pro-fast-251015": frozenset({"image", "text"}),
+        "image": "image to video",
+        "frames": "first and last frame",
+        "text": "text to video",
+        "reference": "reference images",
     }
 )
 
-#: Every model the daemon knows; a sidecar may still name another (a warning).
-KNOWN_MODELS: Final = frozenset(MODEL_KINDS)
+RESOLUTIONS: Final = ("480p", "720p", "1080p")
+RATIOS: Final = ("16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive")
+#: Every generation option a sidecar, a folder preset or ``defaults:`` may set, in
+#: the order Seedance 1.0 text commands are appended to the prompt.
+OPTION_KEYS: Final = (
+    "resolution",
+    "ratio",
+    "duration",
+    "camerafixed",
+    "seed",
+    "watermark",
+    "generate_audio",
+)
 
-#: The defaults of ``gateway.model`` (image and frames drops) and ``gateway.text_model``.
-DEFAULT_IMAGE_MODEL: Final = "seedance-1-0-lite-i2v-250428"
-DEFAULT_TEXT_MODEL: Final = "seedance-1-0-lite-t2v-250428"
+
+# --- options --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """An option taking one of a few values."""
+
+    values: tuple[str | bool, ...]
+
+    def allows(self, value: object) -> bool:
+        # True == 1 in Python: a bool option must not take 1, nor a text option True.
+        return any(type(value) is type(v) and value == v for v in self.values)
+
+    def describe(self) -> str:
+        shown = [_word(v) for v in self.values]
+        return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+    def to_json(self) -> list[str | bool]:
+        return list(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    """An integer option from ``low`` to ``high``; ``auto``: also the word ``auto``
+    (the model picks; sent as -1)."""
+
+    low: int
+    high: int
+    auto: bool = False
+
+    def allows(self, value: object) -> bool:
+        if self.auto and value == "auto":
+            return True
+        return type(value) is int and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        text = f"an integer from {self.low} to {self.high}"
+        return f"{text}, or auto" if self.auto else text
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"min": self.low, "max": self.high}
+        if self.auto:
+            out["auto"] = True
+        return out
+
+
+OptionSpec = Choice | IntRange
+
+_BOOL = Choice((True, False))
+
+
+def _word(value: str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+# --- prices -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What one task costs: ``per`` generation (``amount``), or per second of video,
+    one ``amount`` at every resolution or ``by_resolution``.  USD, as published."""
+
+    per: Literal["generation", "second"]
+    amount: Decimal | None = None
+    by_resolution: Mapping[str, Decimal] = field(default_factory=dict)
+
+    def rate(self, resolution: str | None) -> Decimal | None:
+        """The price per unit at ``resolution`` (None: not priced at that resolution)."""
+        if self.by_resolution:
+            return self.by_resolution.get(resolution or "720p")
+        return self.amount
+
+    def to_json(self) -> dict[str, Any]:
+        if self.by_resolution:
+            rates: Any = {k: float(v) for k, v in self.by_resolution.items()}
+        else:
+            rates = float(self.amount) if self.amount is not None else None
+        return {"per_" + self.per: rates}
+
+    def describe(self) -> str:
+        if self.by_resolution:
+            parts = ", ".join(f"{k} {v}" for k, v in self.by_resolution.items())
+            return f"{parts} per {self.per}"
+        return f"{self.amount} per {self.per}"
+
+
+def per_generation(amount: str) -> Price:
+    return Price("generation", Decimal(amount))
+
+
+def per_second(amount: str) -> Price:
+    return Price("second", Decimal(amount))
+
+
+# --- the rows -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    """One model: what it is, what it takes, what it costs, where it is sent."""
+
+    model: str
+    #: The request dialect: ``1.0`` (text commands in the prompt) or ``2`` (options
+    #: as keys, images with roles); retired families keep their name (``1.5``).
+    family: str
+    kinds: frozenset[Kind]
+    options: Mapping[str, OptionSpec]
+    #: The submit path under ``gateway.base_url``, per kind.
+    endpoints: Mapping[Kind, str]
+    price: Price | None
+    source: str
+    read_on: dt.date
+    retired_on: dt.date | None = None
+    replacement: str | None = None
+
+    @property
+    def retired(self) -> bool:
+        return self.retired_on is not None
+
+    @property
+    def status(self) -> Literal["live", "retired"]:
+        return "retired" if self.retired else "live"
+
+    def takes(self, key: str, value: object) -> bool:
+        """True when this model takes option ``key`` with ``value``."""
+        spec = self.options.get(key)
+        return spec is not None and spec.allows(value)
+
+    def longest_duration(self) -> int | None:
+        """The longest ``duration`` the model makes (what ``auto`` may cost)."""
+        spec = self.options.get("duration")
+        return spec.high if isinstance(spec, IntRange) else None
+
+    def option_refusal(self, key: str, value: object) -> str | None:
+        """Why this model does not take ``key: value`` (None when it does)."""
+        spec = self.options.get(key)
+        if spec is None:
+            takes = ", ".join(k for k in OPTION_KEYS if k in self.options)
+            return f"{self.model} does not take {key} (it takes {takes})"
+        if spec.allows(value):
+            return None
+        shown = _word(value) if isinstance(value, str | bool) else repr(value)
+        return f"{self.model} does not take {key}: {shown}; it takes {spec.describe()}"
+
+    def retirement(self) -> str | None:
+        """``MODEL was switched off on DATE; use REPLACEMENT`` for a retired model."""
+        if self.retired_on is None:
+            return None
+        use = f"; use {self.replacement}" if self.replacement else ""
+        return f"{self.model} was switched off on {self.retired_on.isoformat()}{use}"
+
+    def to_json(self) -> dict[str, Any]:
+        """One entry of ``seedance-watch models --json``."""
+        return {
+            "model": self.model,
+            "family": self.family,
+            "kinds": [k for k in KINDS if k in self.kinds],
+            "options": {k: self.options[k].to_json() for k in OPTION_KEYS if k in self.options},
+            "endpoints": {k: self.endpoints[k] for k in KINDS if k in self.endpoints},
+            "price": None if self.price is None else self.price.to_json(),
+            "status": self.status,
+            "retired_on": None if self.retired_on is None else self.retired_on.isoformat(),
+            "replacement": self.replacement,
+            "source": self.source,
+            "read_on": self.read_on.isoformat(),
+        }
+
+
+_SEEDANCE_1_OPTIONS: Final[Mapping[str, OptionSpec]] = MappingProxyType(
+    {
+        "resolution": Choice(RESOLUTIONS),
+        "ratio": Choice(RATIOS),
+        "duration": IntRange(2, 12),
+        "camerafixed": _BOOL,
+        "seed": IntRange(-1, 4294967295),
+        "watermark": _BOOL,
+    }
+)
+
+
+def _seedance_2_options(*resolutions: str) -> Mapping[str, OptionSpec]:
+    return MappingProxyType(
+        {
+            "resolution": Choice(resolutions),
+            "ratio": Choice(RATIOS),
+            "duration": IntRange(4, 15, auto=True),
+            "watermark": _BOOL,
+            "generate_audio": _BOOL,
+        }
+    )
+
+
+_SEEDANCE_1_ENDPOINTS: Final[Mapping[Kind, str]] = MappingProxyType(
+    {
+        "image": "/byteplus/v1/generateImage2VideoTask",
+        "text": "/byteplus/v1/generateVideoTask",
+    }
+)
+
+
+def _seedance_2_endpoints(prefix: str, suffix: str = "") -> Mapping[Kind, str]:
+    """The Seedance 2 operations under ``prefix``: image and frames drops both go to
+    ``first-last-frame-to-video`` (an image drop is a first frame alone)."""
+    return MappingProxyType(
+        {
+            "image": f"{prefix}/first-last-frame-to-video{suffix}",
+            "frames": f"{prefix}/first-last-frame-to-video{suffix}",
+            "text": f"{prefix}/text-to-video{suffix}",
+            "reference": f"{prefix}/reference-to-video{suffix}",
+        }
+    )
+
+
+_ALL_KINDS: Final = frozenset(KINDS)
+_D = dt.date
+
+_BYTEPLUS_CAPABILITIES = "BytePlus ModelArk video generation API, model capabilities"
+_PIXAZO_REFERENCE = "Pixazo model reference (2026-04-15) and Seedance skill file (2026-07)"
+_PIXAZO_PAGES = "Pixazo model page (720p, sound included)"
+_RETIREMENT = "BytePlus ModelArk deprecation notice"
+
+#: Every model the daemon knows, live and retired.
+_ROWS: Final[tuple[ModelRow, ...]] = (
+    ModelRow(
+        model="seedance-1-0-pro-fast-251015",
+        family="1.0",
+        kinds=frozenset({"image", "text"}),
+        options=_SEEDANCE_1_OPTIONS,
+        endpoints=_SEEDANCE_1_ENDPOINTS,
+        price=per_generation("0.20"),
+        source=f"{_BYTEPLUS_CAPABILITIES}; price: {_PIXAZO_REFERENCE}",
+        read_on=_D(2026, 11, 20),
+    ),
+    ModelRow(
+        model="seedance-1-0-pro-250528",
+        family="1.0",
+        kinds=frozenset({"image", "text"}),
+        options=_SEEDANCE_1_OPTIONS,
+        endpoints=_SEEDANCE_1_ENDPOINTS,
+        price=per_generation("0.20"),
+        source=f"{_BYTEPLUS_CAPABILITIES}; Pixazo serves image and text only; "
+        f"price: {_PIXAZO_REFERENCE}",
+        read_on=_D(2026, 11, 20),
+    ),
+    ModelRow(
+        model="seedance-2-0",
+        family="2",
+        kinds=_ALL_KINDS,
+        options=_seedance_2_options("480p", "720p"),
+        endpoints=_seedance_2_endpoints("/seedance-2-0/v1"),
+        price=per_second("0.29"),
+        source=_PIXAZO_REFERENCE,
+        read_on=_D(2026, 11, 20),
+    ),
+    ModelRow(
+        model="seedance-2-0-fast",
+        family="2",
+        kinds=_ALL_KINDS,
+        options=_seedance_2_options("480p", "720p"),
+        endpoints=_seedance_2_endpoints("/seedance-2-0-fast/v1", "-fast"),
+        price=per_second("0.24"),
+        source=_PIXAZO_REFERENCE,
+        read_on=_D(2026, 11, 20),
+    ),
+    ModelRow(
+        model="seedance-2-0-mini",
+        family="2",
+        kinds=_ALL_KINDS,
+        options=_seedance_2_options("480p", "720p"),
+        endpoints=_seedance_2_endpoints("/seedance-2-0-mini"),
+        price=per_second("0.0756"),
+        source=f"{_PIXAZO_PAGES}, list price (promotions are lower); "
+        "endpoints: Pixazo Seedance skill file (2026-07)",
+        read_on=_D(2026, 9, 30),
+    ),
+    ModelRow(
+        model="seedance-2-5",
+        family="2",
+        kinds=_ALL_KINDS,
+        options=_seedance_2_options("480p", "720p", "1080p"),
+        endpoints=_seedance_2_endpoints("/seedance-2-5/v1"),
+        price=per_second("0.231"),
+        source=f"{_PIXAZO_PAGES}; endpoints: Pixazo Seedance skill file (2026-07)",
+        read_on=_D(2026, 9, 30),
+    ),
+    *(
+        ModelRow(
+            model=model,
+            family="1.0",
+            kinds=frozenset({"text"} if "t2v" in model else {"image", "frames"}),
+            options=_SEEDANCE_1_OPTIONS,
+            endpoints=MappingProxyType({}),
+            price=None,
+            source=f"{_RETIREMENT} (Seedance 1.0 Lite); Leonardo and Krea API changelogs",
+            read_on=_D(2026, 11, 20),
+            retired_on=_D(2026, 5, 13),
+            replacement="seedance-1-0-pro-fast-251015",
+        )
+        for model in (
+            "seedance-1-0-lite-i2v-250428",
+            "seedance-1-0-lite-t2v-250428",
+            "seedance-1-0-lite-i2v-250219",
+            "seedance-1-0-lite-t2v-250219",
+        )
+    ),
+    ModelRow(
+        model="seedance-1-5-pro-251215",
+        family="1.5",
+        kinds=frozenset({"image", "frames", "text"}),
+        options=MappingProxyType({}),
+        endpoints=MappingProxyType({}),
+        price=None,
+        source=f"{_RETIREMENT} (Seedance 1.5 Pro)",
+        read_on=_D(2026, 11, 20),
+        retired_on=_D(2026, 11, 11),
+        replacement="seedance-2-5",
+    ),
+)
+
+
+class ModelTable(Mapping[str, ModelRow]):
+    """The rows by model id, with the questions every caller asks of them."""
+
+    def __init__(self, rows: tuple[ModelRow, ...]) -> None:
+        self._rows = {row.model: row for row in rows}
+        if len(self._rows) != len(rows):
+            raise ValueError("a model appears twice in the table")
+        for row in rows:
+            if row.replacement is not None and row.replacement not in self._rows:
+                raise ValueError(f"{row.model}: replacement {row.replacement} is not in the table")
+            if not row.retired and set(row.endpoints) != set(row.kinds):
+                raise ValueError(f"{row.model}: an endpoint per kind, no more, no less")
+
+    def __getitem__(self, model: str) -> ModelRow:
+        return self._rows[model]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def live(self) -> list[ModelRow]:
+        return [row for row in self._rows.values() if not row.retired]
+
+    def models_for(self, kind: Kind) -> list[str]:
+        """The live models that make ``kind`` drops, in table order."""
+        return [row.model for row in self.live() if kind in row.kinds]
+
+    def kinds_of(self, model: str) -> str:
+        """The kinds a known model takes, in words (``image to video, text to video``)."""
+        return ", ".join(KIND_NAMES[k] for k in KINDS if k in self._rows[model].kinds)
+
+    def refusal(self, model: str, kind: Kind) -> str | None:
+        """Why ``model`` cannot make a ``kind`` drop: retired, or not that kind.
+
+        None when it can, or when the model is unknown (whether to accept one is the
+        caller's choice: ``gateway.strict_model``).
+        """
+        row = self._rows.get(model)
+        if row is None:
+            return None
+        retired = row.retirement()
+        if retired is not None:
+            return retired
+        if kind in row.kinds:
+            return None
+        return (
+            f"{model} does not offer {KIND_NAMES[kind]} (it takes {self.kinds_of(model)}); "
+            f"models that do: {', '.join(self.models_for(kind))}"
+        )
+
+
+#: Pixazo's Seedance models, as the gateway serves them today.
+MODELS: Final = ModelTable(_ROWS)
+
+#: Every model the daemon knows (live or retired); a sidecar may still name another.
+KNOWN_MODELS: Final = frozenset(MODELS)
+
+#: The model of each kind of drop when neither the sidecar nor the config names one.
+DEFAULT_MODELS: Final[Mapping[Kind, str]] = MappingProxyType(
+    {
+        "image": "seedance-1-0-pro-fast-251015",
+        "text": "seedance-1-0-pro-fast-251015",
+        "frames": "seedance-2-0-fast",
+        "reference": "seedance-2-0-fast",
+    }
+)
+DEFAULT_TEXT_MODEL: Final = DEFAULT_MODELS["text"]
 
 
 def models_for(kind: Kind) -> list[str]:
-    """The known models that take ``kind``, sorted."""
-    return sorted(model for model, kinds in MODEL_KINDS.items() if kind in kinds)
-
-
-def kinds_of(model: str) -> str:
-    """The kinds a known model takes, in words (``image to video, text to video``)."""
-    return ", ".join(KIND_NAMES[k] for k in KINDS if k in MODEL_KINDS[model])
+    """The live models of :data:`MODELS` that make ``kind`` drops."""
+    return MODELS.models_for(kind)
 
 
 def kind_refusal(model: str, kind: Kind) -> str | None:
-    """Why ``model`` cannot make a ``kind`` drop, or None when it can (or is unknown).
-
-    An unknown model is not refused here: whether to accept it is the caller's
-    choice (``gateway.strict_model``).
-    """
-    kinds = MODEL_KINDS.get(model)
-    if kinds is None or kind in kinds:
-        return None
-    return (
-        f"{model} does not offer {KIND_NAMES[kind]} (it takes {kinds_of(model)}); "
-        f"models that do: {', '.join(models_for(kind))}"
-    )
+    """:meth:`ModelTable.refusal` on :data:`MODELS`."""
+    return MODELS.refusal(model, kind)

@@ -1,23 +1,41 @@
-"""Generation options: the sidecar keys that become text commands in the prompt.
+"""Generation options: what a sidecar, a folder preset or ``defaults:`` may set.
 
-Shared by the sidecar (per drop) and the config's ``defaults:`` section, so both
-validate the same way.  The gateway silently replaces invalid values with its
-defaults, hence strict validation here.
+One model of the options, shared by the sidecar and the config's ``defaults:``
+section so both validate the same way.  The ranges here are the union of what
+the models take; whether the chosen model takes a key (and that value) is the
+model table's question (:meth:`~seedance_watch.core.models.ModelRow.option_refusal`).
+The gateway silently replaces invalid values with its defaults, hence the
+strictness.
+
+How options travel depends on the model's family: Seedance 1.0 reads them as text
+commands appended to the prompt (:meth:`GenerationOptions.commands`), Seedance 2 as
+top-level keys of the body (:meth:`GenerationOptions.body_keys`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["COMMAND_ORDER", "GenerationOptions", "Ratio", "Resolution"]
+from seedance_watch.core.models import OPTION_KEYS, ModelRow
+
+__all__ = [
+    "COMMAND_ORDER",
+    "GATEWAY_DEFAULTS",
+    "GenerationOptions",
+    "Ratio",
+    "Resolution",
+]
 
 Resolution = Literal["480p", "720p", "1080p"]
 Ratio = Literal["16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"]
 
-#: The order in which the text commands are appended to the prompt (SPEC §2).
+#: The order in which Seedance 1.0 text commands are appended to the prompt.
 COMMAND_ORDER = ("resolution", "ratio", "duration", "camerafixed", "seed", "watermark")
+
+#: What the gateway uses for an option that is not sent (what a task then costs).
+GATEWAY_DEFAULTS: dict[str, Any] = {"resolution": "720p", "duration": 5}
 
 
 class GenerationOptions(BaseModel):
@@ -27,19 +45,39 @@ class GenerationOptions(BaseModel):
 
     resolution: Resolution | None = None
     ratio: Ratio | None = None
-    duration: Annotated[int, Field(ge=2, le=12)] | None = None
+    duration: Annotated[int, Field(ge=2, le=15)] | Literal["auto"] | None = None
     camerafixed: bool | None = None
     seed: Annotated[int, Field(ge=-1, le=4294967295)] | None = None
     watermark: bool | None = None
+    generate_audio: bool | None = None
 
     def over(self, defaults: GenerationOptions) -> GenerationOptions:
         """These options, with unset keys taken from ``defaults``."""
         merged = defaults.model_dump()
-        merged.update({k: v for k, v in self.model_dump().items() if v is not None})
+        merged.update(self.set_options())
         return GenerationOptions.model_validate(merged)
 
+    def set_options(self) -> dict[str, Any]:
+        """The keys that are set, in :data:`~seedance_watch.core.models.OPTION_KEYS` order."""
+        return {k: getattr(self, k) for k in OPTION_KEYS if getattr(self, k) is not None}
+
+    def refusals(self, row: ModelRow) -> list[tuple[str, str]]:
+        """``(key, why)`` for each set option ``row``'s model does not take."""
+        out = []
+        for key, value in self.set_options().items():
+            why = row.option_refusal(key, value)
+            if why is not None:
+                out.append((key, why))
+        return out
+
+    def fitted(self, row: ModelRow) -> GenerationOptions:
+        """These options without the ones ``row``'s model does not take (config defaults
+        are for every model: a key one model lacks is simply not sent to it)."""
+        dropped = {key: None for key, _ in self.refusals(row)}
+        return self.model_copy(update=dropped) if dropped else self
+
     def commands(self) -> str:
-        """The text commands, in the gateway's order; unset keys are omitted."""
+        """The Seedance 1.0 text commands, in the gateway's order; unset keys are omitted."""
         parts: list[str] = []
         for name in COMMAND_ORDER:
             value = getattr(self, name)
@@ -49,3 +87,10 @@ class GenerationOptions(BaseModel):
                 value = "true" if value else "false"
             parts.append(f"--{name} {value}")
         return " ".join(parts)
+
+    def body_keys(self) -> dict[str, Any]:
+        """The Seedance 2 top-level keys: the set options, ``duration: auto`` as -1."""
+        keys = self.set_options()
+        if keys.get("duration") == "auto":
+            keys["duration"] = -1
+        return keys

@@ -40,12 +40,12 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
 from seedance_watch.core.models import (
-    DEFAULT_TEXT_MODEL,
+    DEFAULT_MODELS,
     KIND_NAMES,
-    KNOWN_MODELS,
+    MODELS,
+    OPTION_KEYS,
     Kind,
-    kind_refusal,
-    models_for,
+    ModelTable,
 )
 from seedance_watch.core.names import IMAGE_SUFFIXES, IMAGE_TYPES, is_ignored
 from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions, Ratio, Resolution
@@ -55,8 +55,8 @@ from seedance_watch.files.yaml12 import Yaml12Loader
 
 __all__ = [
     "IMAGE_CONTENT_TYPES",
-    "KNOWN_MODELS",
     "MAX_IMAGE_BYTES",
+    "MAX_REFERENCES",
     "MODES",
     "PROMPT_MAX_CHARS",
     "SIDECAR_KEYS",
@@ -77,7 +77,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-SIDECAR_KEYS: Final = ("prompt", "model", "mode", "last_frame", *COMMAND_ORDER)
+SIDECAR_KEYS: Final = ("prompt", "model", "mode", "last_frame", "references", *OPTION_KEYS)
+#: How many images a reference drop may list.
+MAX_REFERENCES: Final = 9
 #: What ``mode:`` takes: ``image`` (the default: an image drop, with or without a
 #: ``last_frame``) or ``text`` (the sidecar alone is the drop).
 MODES: Final = ("image", "text")
@@ -87,7 +89,8 @@ SIDECAR_MAX_BYTES: Final = 1 << 20
 PROMPT_MAX_CHARS: Final = 2000
 _RESOLUTIONS: Final[tuple[str, ...]] = get_args(Resolution)
 _RATIOS: Final[tuple[str, ...]] = get_args(Ratio)
-_INT_RANGES: Final = {"duration": (2, 12), "seed": (-1, 4294967295)}
+# The union of what the models take; each model's own range is the table's to check.
+_INT_RANGES: Final = {"duration": (2, 15), "seed": (-1, 4294967295)}
 # Anything the gateway would parse as a command: two dashes, then a letter.
 _TEXT_COMMAND = re.compile(r"--([^\W\d_][\w-]*)")
 # What YAML 1.1 (and so PyYAML's reader) counts as a line break besides \r and \n.
@@ -105,7 +108,8 @@ class Sidecar:
     """A validated sidecar: the prompt, an optional model, options not yet merged.
 
     ``mode`` is ``image`` or ``text``; ``last_frame`` the bare file name of the end
-    image (never set together with ``mode: text``).
+    image; ``references`` the bare names of one to nine reference images, in order.
+    The three exclude one another.
     """
 
     prompt: str
@@ -113,24 +117,40 @@ class Sidecar:
     options: GenerationOptions
     mode: str = "image"
     last_frame: str | None = None
+    references: tuple[str, ...] = ()
 
     @property
     def kind(self) -> Kind:
-        """The kind of drop: ``text`` (mode: text), ``frames`` (a last frame) or ``image``."""
+        """The kind of drop: ``text`` (mode: text), ``reference`` (reference images),
+        ``frames`` (a last frame) or ``image``."""
         if self.mode == "text":
             return "text"
+        if self.references:
+            return "reference"
         return "frames" if self.last_frame is not None else "image"
 
 
 @dataclass(frozen=True)
 class Request:
-    """What is sent for one job: ``text`` is the prompt plus its text commands."""
+    """What is sent for one job.
+
+    ``options`` are the effective options (the sidecar's over the defaults the model
+    takes).  ``family`` is the model's request dialect: ``1.0`` sends them as text
+    commands, so ``text`` is the prompt plus its commands; ``2`` sends them as body
+    keys, so ``text`` is the prompt alone.
+    """
 
     model: str
     prompt: str
     text: str
     options: GenerationOptions
     kind: Kind = "image"
+    family: str = "1.0"
+
+    @property
+    def body_options(self) -> dict[str, Any] | None:
+        """The options a Seedance 2 request sends as keys (None for Seedance 1.0)."""
+        return self.options.body_keys() if self.family == "2" else None
 
 
 def parse_sidecar(data: bytes, *, strict_model: bool = False) -> Sidecar:
@@ -146,8 +166,8 @@ def parse_sidecar(data: bytes, *, strict_model: bool = False) -> Sidecar:
         hint = first.hint if len(problems) == 1 else None
         raise InvalidSidecar("; ".join(p.message for p in problems), key=first.key, hint=hint)
     assert sidecar is not None
-    if sidecar.model is not None and sidecar.model not in KNOWN_MODELS:
-        log.warning("sidecar.unknown_model", model=sidecar.model, known=sorted(KNOWN_MODELS))
+    if sidecar.model is not None and sidecar.model not in MODELS:
+        log.warning("sidecar.unknown_model", model=sidecar.model, known=sorted(MODELS))
     return sidecar
 
 
@@ -170,25 +190,51 @@ def build_request(
     sidecar: Sidecar,
     *,
     defaults: GenerationOptions,
-    default_model: str,
-    text_model: str = DEFAULT_TEXT_MODEL,
+    models: Mapping[Kind, str] = DEFAULT_MODELS,
+    table: ModelTable = MODELS,
 ) -> Request:
-    """The effective request: sidecar options over ``defaults``, commands appended.
+    """The effective request: the sidecar's options over the ``defaults`` the model takes.
 
-    The model is the sidecar's, else ``text_model`` (``gateway.text_model``) for a
-    text drop and ``default_model`` (``gateway.model``) for the others.  A known
-    model that does not offer the drop's kind raises :class:`InvalidSidecar`
-    (key ``model``); an unknown one is the gateway's to judge.
+    The model is the sidecar's, else ``models[kind]`` (``gateway.model``,
+    ``text_model``, ``frames_model`` or ``reference_model``).  A known model that is
+    retired, that does not offer the drop's kind, or that does not take one of the
+    sidecar's own options raises :class:`InvalidSidecar` naming the key; a default
+    it does not take is left out.  An unknown model is the gateway's to judge: it
+    is sent in the Seedance 1.0 dialect, which only image and text drops have.
     """
     kind = sidecar.kind
-    model = sidecar.model or (text_model if kind == "text" else default_model)
-    problem = _kind_problem(model, kind, from_sidecar=sidecar.model is not None)
+    model = sidecar.model or models[kind]
+    problem = _kind_problem(model, kind, from_sidecar=sidecar.model is not None, table=table)
     if problem is not None:
         raise problem
-    options = sidecar.options.over(defaults)
-    commands = options.commands()
-    text = f"{sidecar.prompt} {commands}" if commands else sidecar.prompt
-    return Request(model=model, prompt=sidecar.prompt, text=text, options=options, kind=kind)
+    row = table.get(model)
+    if row is None:
+        if kind not in ("image", "text"):
+            use = ", ".join(table.models_for(kind))
+            raise _problem(
+                f"model: {_show(model)} is not a model the daemon knows, and a "
+                f"{KIND_NAMES[kind]} drop needs a Seedance 2 model from its table; use "
+                f"one of {use}",
+                "model",
+            )
+        options = sidecar.options.over(defaults)
+        family = "1.0"
+    else:
+        refusals = sidecar.options.refusals(row)
+        if refusals:
+            first_key = refusals[0][0]
+            message = "; ".join(f"{key}: {why}" for key, why in refusals)
+            raise _problem(message, first_key, "Remove the line, or choose a model that takes it.")
+        options = sidecar.options.over(defaults.fitted(row))
+        family = row.family
+    if family == "2":
+        text = sidecar.prompt
+    else:
+        commands = options.commands()
+        text = f"{sidecar.prompt} {commands}" if commands else sidecar.prompt
+    return Request(
+        model=model, prompt=sidecar.prompt, text=text, options=options, kind=kind, family=family
+    )
 
 
 def sidecar_hint(data: bytes, sidecar_name: str) -> DropHint:
@@ -313,24 +359,31 @@ def _validate_mapping(
             problems.append(problem)
         else:
             # A file name is kept exactly (the check refuses spaces around it).
-            strip = isinstance(value, str) and key != "last_frame"
+            strip = isinstance(value, str) and key not in ("last_frame", "references")
             values[key] = value.strip() if strip else value
     if "prompt" not in seen:
         problems.append(_problem("prompt is required and must be non-empty text", "prompt"))
 
     mode = values.get("mode", "image")
-    if mode == "text" and "last_frame" in seen:
-        message = "last_frame: a text drop (mode: text) has no frames; remove one of the two"
-        problems.append(_problem(message, "last_frame"))
+    kinds: list[str] = [k for k in ("last_frame", "references") if k in seen]
+    if mode == "text":
+        kinds.insert(0, "mode")
+    if len(kinds) > 1:
+        said = {"mode": "mode: text", "last_frame": "last_frame", "references": "references"}
+        message = (
+            f"{said[kinds[1]]}: {' and '.join(said[k] for k in kinds)} make different kinds "
+            "of drop (text to video, first and last frame, reference images); keep one"
+        )
+        problems.append(_problem(message, kinds[1]))
     last_frame = values.get("last_frame")
 
     model = values.get("model")
-    if strict_model and model is not None and model not in KNOWN_MODELS:
+    if strict_model and model is not None and model not in MODELS:
         problems.append(_problem(unknown_model_message(model), "model"))
     if problems:
         return None, problems
 
-    options = {k: v for k, v in values.items() if k in COMMAND_ORDER}
+    options = {k: v for k, v in values.items() if k in OPTION_KEYS}
     try:
         generation = GenerationOptions.model_validate(options)
     except ValidationError as exc:  # the checks above should make this unreachable
@@ -341,6 +394,7 @@ def _validate_mapping(
         options=generation,
         mode=mode,
         last_frame=last_frame,
+        references=tuple(values.get("references", ())),
     )
     # The sidecar's own model must offer its kind; the default models are checked
     # by build_request (they are the config's).
@@ -357,20 +411,40 @@ def normalize_line_breaks(text: str) -> str:
 
 def unknown_model_message(model: str) -> str:
     """What a strict check says about a model the daemon does not know."""
-    known = ", ".join(sorted(KNOWN_MODELS))
+    known = ", ".join(row.model for row in MODELS.live())
     return f"model: {_show(model)} is not a known model; use one of {known}"
 
 
-def _kind_problem(model: str, kind: Kind, *, from_sidecar: bool) -> InvalidSidecar | None:
-    """The problem of a known ``model`` that does not offer ``kind``, or None."""
-    refusal = kind_refusal(model, kind)
+#: The config key that names each kind's model.
+MODEL_SETTINGS: Final[Mapping[Kind, str]] = {
+    "image": "gateway.model",
+    "text": "gateway.text_model",
+    "frames": "gateway.frames_model",
+    "reference": "gateway.reference_model",
+}
+
+
+def _kind_problem(
+    model: str, kind: Kind, *, from_sidecar: bool, table: ModelTable = MODELS
+) -> InvalidSidecar | None:
+    """The problem of a known ``model`` that is retired or does not offer ``kind``."""
+    refusal = table.refusal(model, kind)
     if refusal is None:
         return None
     message = f"model: {refusal}"
     if not from_sidecar:
-        setting = "gateway.text_model" if kind == "text" else "gateway.model"
-        message += f" ({model} is {setting}: the sidecar names no model)"
-    hint = f"Set model: to one of {', '.join(models_for(kind))} for a {KIND_NAMES[kind]} drop."
+        message += f" ({model} is {MODEL_SETTINGS[kind]}: the sidecar names no model)"
+    row = table[model]
+    if row.retired and row.replacement is not None:
+        hint = (
+            f"Set model: {row.replacement} (or remove the line for the default); "
+            "`seedance-watch models` lists the models of today."
+        )
+    else:
+        hint = (
+            f"Set model: to one of {', '.join(table.models_for(kind))} "
+            f"for a {KIND_NAMES[kind]} drop."
+        )
     return _problem(message, "model", hint)
 
 
@@ -429,7 +503,7 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
     if key == "model":
         if isinstance(value, str) and value.strip():
             return None
-        example = min(KNOWN_MODELS)
+        example = DEFAULT_MODELS["image"]
         return _problem(
             f"model: {_show(value)} is not allowed; use a model id such as {example}", key
         )
@@ -443,6 +517,8 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
             return None
         hint = "Name an image in the sidecar's own folder, such as beach-end.png."
         return _problem(f"last_frame: {_show(value)} {fault}", key, hint)
+    if key == "references":
+        return _check_references(value)
     if key in ("resolution", "ratio"):
         allowed = _RESOLUTIONS if key == "resolution" else _RATIOS
         if isinstance(value, str) and value in allowed:
@@ -452,6 +528,10 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
     if key in _INT_RANGES:
         low, high = _INT_RANGES[key]
         wanted = f"use an integer from {low} to {high}"
+        if key == "duration":
+            if value == "auto":
+                return None
+            wanted += ", or auto (Seedance 2: the model picks)"
         if not isinstance(value, int) or isinstance(value, bool):
             quoted = " (without quotes)" if isinstance(value, str) else ""
             return _problem(f"{key}: {_show(value)} is not an integer; {wanted}{quoted}", key)
@@ -462,6 +542,27 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
     if isinstance(value, bool):
         return None
     return _problem(f"{key}: {_show(value)} is not allowed; use true or false", key)
+
+
+def _check_references(value: Any) -> InvalidSidecar | None:
+    """``references``: a list of 1 to :data:`MAX_REFERENCES` distinct bare image names."""
+    hint = "List the images in the sidecar's own folder: references: [shoe.jpg, shoe-2.jpg]"
+    if not isinstance(value, list):
+        return _problem(
+            f"references: {_show(value)} is not a list of file names", "references", hint
+        )
+    if not 1 <= len(value) <= MAX_REFERENCES:
+        message = f"references: lists {len(value)} images; list 1 to {MAX_REFERENCES}"
+        return _problem(message, "references", hint)
+    for index, item in enumerate(value, 1):
+        fault = bare_name_fault(item)
+        if fault is not None:
+            return _problem(f"references: item {index} {_show(item)} {fault}", "references", hint)
+    doubles = sorted({name for name in value if value.count(name) > 1})
+    if doubles:
+        message = f"references: {', '.join(doubles)} is listed twice; list each image once"
+        return _problem(message, "references", hint)
+    return None
 
 
 def _check_prompt(value: Any) -> InvalidSidecar | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ import structlog
 from seedance_watch import errors as E
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import InputFile, Job, State, content_key, job_files, make_job_id
-from seedance_watch.core.models import DEFAULT_TEXT_MODEL
+from seedance_watch.core.models import DEFAULT_MODELS, Kind
 from seedance_watch.core.names import is_image, is_sidecar, pair_stem
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import AmbiguousDrop, InboxEvent, Orphan, PairReady, Unsafe
@@ -86,8 +86,7 @@ def examine_drop(
     *,
     last_frame: str | None = None,
     defaults: GenerationOptions,
-    default_model: str,
-    text_model: str = DEFAULT_TEXT_MODEL,
+    models: Mapping[Kind, str] = DEFAULT_MODELS,
     now: float,
     strict_model: bool = False,
 ) -> Drop:
@@ -138,9 +137,7 @@ def examine_drop(
     try:
         sidecar = parse_sidecar(sidecar_bytes, strict_model=strict_model)
         check_drop_files(sidecar, image_rel, sidecar_rel, last_frame)
-        request = build_request(
-            sidecar, defaults=defaults, default_model=default_model, text_model=text_model
-        )
+        request = build_request(sidecar, defaults=defaults, models=models)
         if image_rel is not None:
             check_image(inbox / image_rel)
         if last_frame is not None:
@@ -153,12 +150,14 @@ def examine_drop(
         model=request.model,
         prompt=request.prompt,
         text=request.text,
+        options=request.options.set_options(),
         content_key=content_key(
             shas.get("image"),
             request.model,
             request.text,
             kind=request.kind,
             last_frame_sha256=shas.get("last_frame"),
+            body_options=request.body_options,
         ),
     )
     return Drop(job, None)
@@ -429,8 +428,7 @@ class Intake:
                 event.sidecar,
                 last_frame=event.last_frame,
                 defaults=cfg.defaults,
-                default_model=cfg.gateway.model,
-                text_model=cfg.gateway.text_model,
+                models=cfg.gateway.models,
                 now=now,
                 strict_model=cfg.gateway.strict_model,
             )

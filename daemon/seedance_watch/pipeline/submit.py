@@ -19,9 +19,9 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused, Submitted
+from seedance_watch.core.models import MODELS
 from seedance_watch.core.scheduling import task_kind
 from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps
-from seedance_watch.pipeline.upload import images_of
 from seedance_watch.providers.base import GenerationRequest
 
 __all__ = ["SubmitStage", "new_webhook_token", "webhook_url_for"]
@@ -56,16 +56,28 @@ class SubmitStage:
                     "whether the gateway created (and bills) a task is unknown."
                 )
             )
-        assert job.model is not None and job.text is not None
+        model, text = job.model, job.text
+        assert model is not None and text is not None
+        row = MODELS.get(model)
+        if row is not None and row.retired:
+            # Taken in before its model was switched off (an upgrade found it waiting):
+            # never sent, so never billed.
+            return Fail(
+                E.InvalidSidecar(
+                    f"model: {row.retirement()}; this job was not submitted.",
+                    key="model",
+                    hint="Retry it after setting model: to a live one "
+                    "(`seedance-watch models`), or remove the line for the default.",
+                )
+            )
         with d.critical():
-            media: dict[str, str] = {}
+            media: list[tuple[str, str]] = []
             try:
-                for role, _, _ in images_of(job):
-                    key = job.upload_key(role)
-                    assert key is not None, f"{job.job_id}: {role} was not uploaded"
-                    # Presigned now, not at upload: a job held back (a pause, the
-                    # budget) still sends a fresh URL.
-                    media[role] = await asyncio.to_thread(d.storage.url_for, key)
+                # In the order they were uploaded: the sidecar's order for references.
+                # Presigned now, not at upload: a job held back (a pause, the budget)
+                # still sends a fresh URL.
+                for role, key in job.uploaded():
+                    media.append((role, await asyncio.to_thread(d.storage.url_for, key)))
             except (E.StorageTransient, E.StorageUnavailable) as exc:
                 return Retry(exc.message, getattr(exc, "retry_after", None))
             webhook = d.config.gateway.webhook_url
@@ -74,7 +86,12 @@ class SubmitStage:
                 token = new_webhook_token()
             job = d.put(job, SubmitIntent(webhook_token=token))
             d.metrics.submit_attempts.inc()
-            request = GenerationRequest(kind=job.kind, model=job.model, text=job.text)  # type: ignore[arg-type]
+            request = GenerationRequest(
+                kind=job.kind,  # type: ignore[arg-type]
+                model=model,
+                text=text,
+                options=job.options or {},
+            )
             try:
                 ref = await d.provider.create_task(
                     request,

@@ -21,13 +21,16 @@ from seedance_watch.core.names import content_type
 from seedance_watch.core.scheduling import STAGE_POLICIES
 from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps, Wait
 
-__all__ = ["UploadStage", "images_of"]
+__all__ = ["IMAGE_ROLES", "UploadStage", "images_of"]
+
+#: The roles of the inputs that are uploaded (the sidecar is not).
+IMAGE_ROLES = ("image", "last_frame", "reference")
 
 
 def images_of(job: Job) -> list[tuple[str, str, InputFile | None]]:
     """``(role, inbox path, examined identity)`` of each image a job uploads, in order."""
     if job.inputs:
-        return [(i.role, i.path, i) for i in job.inputs if i.role in ("image", "last_frame")]
+        return [(i.role, i.path, i) for i in job.inputs if i.role in IMAGE_ROLES]
     return [] if job.kind == "text" else [("image", job.source, None)]
 
 

@@ -14,8 +14,8 @@ Adding a gateway is one module beside ``pixazo.py`` implementing this protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from seedance_watch.core.models import Kind
@@ -23,6 +23,7 @@ from seedance_watch.errors import JobError
 
 __all__ = [
     "GenerationRequest",
+    "Media",
     "TaskRef",
     "TaskState",
     "TaskStatus",
@@ -34,11 +35,22 @@ TaskState = Literal["pending", "succeeded", "failed", "expired", "cancelled"]
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate: the kind of drop, the model and the exact text (with commands)."""
+    """What to generate: the kind of drop, the model, the exact text and the options.
+
+    ``text`` is what the text item carries (a Seedance 1.0 prompt with its text
+    commands; a Seedance 2 prompt alone); ``options`` the effective options, which a
+    Seedance 2 body sends as keys.
+    """
 
     kind: Kind
     model: str
     text: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The images of a request in order: ``(role, url)`` with role ``image`` (the first
+#: frame), ``last_frame`` or ``reference`` (repeated, in the sidecar's order).
+Media = Sequence[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -74,11 +86,11 @@ class VideoProvider(Protocol):
     async def create_task(
         self,
         request: GenerationRequest,
-        media: Mapping[str, str],
+        media: Media,
         *,
         webhook_url: str | None = None,
     ) -> TaskRef:
-        """Submit once (never retried here).  ``media`` maps roles to URLs.
+        """Submit once (never retried here).  ``media``: the images' URLs, in order.
 
         Raises SubmitNotSent (provably not sent), SubmitAmbiguous (never resend),
         RateLimited, GatewayRejected or CredentialsRefused.

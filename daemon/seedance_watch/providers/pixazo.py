@@ -25,6 +25,7 @@ there, and the video URL's query string (a signature) is never logged.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -35,6 +36,8 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from seedance_watch.core.models import MODELS, ModelTable
+from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import (
     ConfigError,
     CredentialsRefused,
@@ -51,6 +54,7 @@ from seedance_watch.errors import (
 )
 from seedance_watch.providers.base import (
     GenerationRequest,
+    Media,
     TaskRef,
     TaskState,
     TaskStatus,
@@ -85,12 +89,27 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 SUBMIT_PATH = "/byteplus/v1/generateImage2VideoTask"
-#: The submit endpoint of each kind of drop (SPEC §2 and §4).
+#: The Seedance 1.0 submit endpoint of each kind, for a model the table does not know.
 SUBMIT_PATHS = {
     "image": SUBMIT_PATH,
-    "frames": "/byteplus/v1/generateFrame2VideoTask",
     "text": "/byteplus/v1/generateVideoTask",
 }
+#: The role of each kind of image in a Seedance 2 body.
+SEEDANCE_2_ROLES = {
+    "image": "first_frame",
+    "last_frame": "last_frame",
+    "reference": "reference_image",
+}
+#: Words of a refusal that says the model itself is gone (400, 404 or 410).
+_MODEL_GONE = re.compile(
+    r"not (?:be )?(?:available|found|supported|exist)|does not exist|no longer|unavailable|"
+    r"retired|deprecated|switched off|decommission|model ?not ?found",
+    re.IGNORECASE,
+)
+MODELS_HINT = (
+    "The gateway no longer serves this model; `seedance-watch models` lists the models "
+    "of today: set model: in the sidecar (or the gateway.*model keys) to a live one."
+)
 POLL_PATH = "/bytedance-polling/getVideoResult"
 #: Where an envelope task is polled when its ``polling_url`` is not ours to call.
 STATUS_PATH = "/v2/requests/status/"
@@ -158,12 +177,14 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         on_response: ResponseHook | None = None,
         downloader: VideoDownloader | None = None,
+        models: ModelTable = MODELS,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"gateway.base_url must be an http(s) URL, got {base_url!r}", key="gateway.base_url"
             )
         self._base_url = base_url.rstrip("/")
+        self._models = models
         self._origin = origin(self._base_url)
         self._foreign_logged = False
         self._api_key = api_key
@@ -217,14 +238,32 @@ class Gateway:
     async def submit(self, *, model: str, text: str, image_url: str) -> str:
         """Create one image-to-video task and return its id (see :meth:`create_task`)."""
         ref = await self.create_task(
-            GenerationRequest(kind="image", model=model, text=text), {"image": image_url}
+            GenerationRequest(kind="image", model=model, text=text), [("image", image_url)]
         )
         return ref.task_id
+
+    def submit_path(self, request: GenerationRequest) -> str:
+        """The endpoint of ``request``: its model's row, or the Seedance 1.0 path of its
+        kind for a model the table does not know."""
+        row = self._models.get(request.model)
+        if row is not None and request.kind in row.endpoints:
+            return row.endpoints[request.kind]
+        if request.kind not in SUBMIT_PATHS:
+            raise GatewayRejected(
+                f"no endpoint for a {request.kind} drop with model {request.model!r}",
+                hint=MODELS_HINT,
+            )
+        return SUBMIT_PATHS[request.kind]
+
+    def family(self, model: str) -> str:
+        """The request dialect of ``model`` (Seedance 1.0 for a model the table lacks)."""
+        row = self._models.get(model)
+        return "1.0" if row is None else row.family
 
     async def create_task(
         self,
         request: GenerationRequest,
-        media: Mapping[str, str],
+        media: Media,
         *,
         webhook_url: str | None = None,
     ) -> TaskRef:
@@ -233,9 +272,9 @@ class Gateway:
         Raises SubmitNotSent (safe to resend), SubmitAmbiguous (never resend),
         RateLimited, GatewayRejected or CredentialsRefused.
         """
-        path = SUBMIT_PATHS[request.kind]
+        path = self.submit_path(request)
         url = self._base_url + path
-        body = submit_body(request, media)
+        body = submit_body(request, media, family=self.family(request.model))
         extra = {"X-Webhook-URL": webhook_url} if webhook_url else None
         response = await self._request(
             self._submit_client, "submit", "POST", url, path, body, extra_headers=extra
@@ -249,13 +288,18 @@ class Gateway:
                     http_status=response.status_code,
                 )
             return ref
-        if response.status_code == 404:
-            raise GatewayRejected(
-                f"the gateway answered 404 Not Found for POST {url} with model "
-                f"{request.model!r}: {self._error_message(response)}",
-                hint="check gateway.base_url and the model name",
-                http_status=404,
-            )
+        status = response.status_code
+        if status in (400, 404, 410):
+            message = self._error_message(response)
+            gone = status == 410 or bool(_MODEL_GONE.search(message))
+            if status == 404 or gone:
+                what = f"HTTP {status} {httpx.codes.get_reason_phrase(status)}"
+                raise GatewayRejected(
+                    f"the gateway answered {what} for POST {url} with model "
+                    f"{request.model!r}: {message}",
+                    hint=MODELS_HINT if gone else "check gateway.base_url and the model name",
+                    http_status=status,
+                )
         raise self._status_error("submit", response)
 
     def _task_ref(self, data: dict[str, Any] | None) -> TaskRef | None:
@@ -510,22 +554,31 @@ def _mapped_errors(op: Operation, target: str) -> Iterator[None]:
         raise GatewayUnavailable(f"the poll at {target} failed: {_describe(exc)}") from exc
 
 
-def submit_body(request: GenerationRequest, media: Mapping[str, str]) -> dict[str, Any]:
-    """The exact JSON body of each kind's submit (SPEC §2, §4)."""
-    if request.kind == "frames":
-        return {
-            "model": request.model,
-            "text": request.text,
-            "first_frame": media["image"],
-            "last_frame": media["last_frame"],
-        }
+def submit_body(request: GenerationRequest, media: Media, *, family: str = "1.0") -> dict[str, Any]:
+    """The exact JSON body of a submit (docs/design.md, "The gateway's requests").
+
+    Seedance 1.0: the seed's dialect -- ``{"model", "content": [text, image_url as a
+    plain string]}`` for an image drop, ``{"model", "text"}`` for a text drop; the
+    options are text commands inside ``text``.  Seedance 2: no ``model`` key (the
+    endpoint names it), the prompt alone in the text item, each image an object
+    with its role, and the options set as top-level keys (``duration: auto`` as -1).
+    """
+    if family == "2":
+        content: list[dict[str, Any]] = [{"type": "text", "text": request.text}]
+        content.extend(
+            {"type": "image_url", "image_url": {"url": url}, "role": SEEDANCE_2_ROLES[role]}
+            for role, url in media
+        )
+        options = GenerationOptions.model_validate(dict(request.options)).body_keys()
+        return {"content": content, **options}
     if request.kind == "text":
         return {"model": request.model, "text": request.text}
+    (image,) = (url for role, url in media if role == "image")
     return {
         "model": request.model,
         "content": [
             {"type": "text", "text": request.text},
-            {"type": "image_url", "image_url": media["image"]},
+            {"type": "image_url", "image_url": image},
         ],
     }
 

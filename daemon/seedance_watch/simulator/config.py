@@ -13,7 +13,11 @@ from typing import Any, Literal
 # The Seedance 1.0 models the gateway knows and the kinds of task each offers are
 # the daemon's own table (core/models.py), re-exported here: any other model is a
 # 404; a known model asked for a kind it lacks is a 400.
-from seedance_watch.core.models import KNOWN_MODELS, MODEL_KINDS, Kind
+from seedance_watch.core.models import MODELS, Kind
+
+#: The live models and the kinds each makes (retired ones are unknown here).
+MODEL_KINDS: dict[str, frozenset[Kind]] = {row.model: row.kinds for row in MODELS.live()}
+KNOWN_MODELS = frozenset(MODEL_KINDS)
 
 __all__ = [
     "FAULT_TARGETS",

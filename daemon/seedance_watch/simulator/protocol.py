@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from seedance_watch.core.models import KIND_NAMES, MODEL_KINDS, Kind
+from seedance_watch.core.models import KIND_NAMES, Kind
+from seedance_watch.simulator.config import MODEL_KINDS
 
 __all__ = [
     "POLL_PATH",
