@@ -75,7 +75,7 @@ BAD_INPUTS = [
     sidecar_case(
         "yes-bool", "prompt: x\ncamerafixed: yes\n", "camerafixed", "yes", "true or false"
     ),
-    sidecar_case("duration-30", "prompt: x\nduration: 30\n", "duration", "30", "2 to 12"),
+    sidecar_case("duration-30", "prompt: x\nduration: 30\n", "duration", "30", "2 to 15"),
     sidecar_case("seed-big", "prompt: x\nseed: 4294967296\n", "seed", "4294967296", "4294967295"),
     sidecar_case("res-4k", "prompt: x\nresolution: 4k\n", "resolution", "4k", "1080p"),
     sidecar_case("cmd-in-prompt", 'prompt: "waves --ratio 16:9"\n', "--ratio", "ratio:"),

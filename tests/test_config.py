@@ -46,7 +46,8 @@ def test_defaults_match_the_spec(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "storage: {bucket: b}\n"), {})
     assert cfg.gateway == GatewayConfig()
     assert cfg.gateway.base_url == "https://gateway.pixazo.ai"
-    assert cfg.gateway.model == "seedance-1-0-lite-i2v-250428"
+    assert (cfg.gateway.model, cfg.gateway.text_model) == (PRO_FAST, PRO_FAST)
+    assert (cfg.gateway.frames_model, cfg.gateway.reference_model) == (FAST2, FAST2)
     assert (cfg.gateway.poll_interval, cfg.gateway.task_timeout) == (5, 1800)
     assert (cfg.gateway.max_in_flight, cfg.gateway.requests_per_minute) == (10, 60)
     assert (cfg.gateway.request_timeout, cfg.gateway.max_video_bytes) == (30, 2**31)
@@ -79,25 +80,26 @@ def test_strict_model_is_a_strict_boolean(tmp_path: Path) -> None:
 
 I2V, T2V = "seedance-1-0-lite-i2v-250428", "seedance-1-0-lite-t2v-250428"
 PRO, PRO_FAST = "seedance-1-0-pro-250528", "seedance-1-0-pro-fast-251015"
+FAST2 = "seedance-2-0-fast"
+SEEDANCE_2 = ["seedance-2-0", FAST2, "seedance-2-0-mini", "seedance-2-5"]
 
 
 @pytest.mark.parametrize(
-    ("key", "model", "takes", "use"),
+    ("key", "model", "kind", "takes", "use"),
     [
-        ("model", T2V, "text to video", [I2V, PRO, PRO_FAST]),
-        ("text_model", I2V, "image to video, first and last frame", [T2V, PRO, PRO_FAST]),
+        ("frames_model", PRO, "first and last frame", "image to video, text to video", SEEDANCE_2),
+        ("reference_model", PRO_FAST, "reference images", "image to video, text", SEEDANCE_2),
     ],
 )
 def test_gateway_models_must_offer_their_kind(
-    tmp_path: Path, key: str, model: str, takes: str, use: list[str]
+    tmp_path: Path, key: str, model: str, kind: str, takes: str, use: list[str]
 ) -> None:
-    """gateway.model must make image drops and gateway.text_model text drops: a known
-    model without that kind is refused naming the key, the model and what it takes."""
-    kind = "image to video" if key == "model" else "text to video"
+    """Each kind's model key must name a model that makes that kind: a known model
+    without it is refused naming the key, the model, what it takes and the models that do."""
     path = write(tmp_path, f"storage: {{bucket: b}}\ngateway: {{{key}: {model}}}\n")
     err = config_error(path, {})
     assert err.key == f"gateway.{key}"
-    assert f"gateway.{key} {model} does not offer {kind} (it takes {takes})" in str(err)
+    assert f"gateway.{key}: {model} does not offer {kind} (it takes {takes}" in str(err)
     assert str(err).endswith("models that do: " + ", ".join(use))
     assert str(err).startswith(f"config file {path}: ")
     env = {**BUCKET_ENV, f"SEEDANCE_WATCH_GATEWAY__{key.upper()}": model}
@@ -107,14 +109,36 @@ def test_gateway_models_must_offer_their_kind(
 
 
 @pytest.mark.parametrize(
+    ("key", "model"),
+    [
+        ("model", I2V),
+        ("text_model", T2V),
+        ("frames_model", "seedance-1-5-pro-251215"),
+        ("reference_model", "seedance-1-5-pro-251215"),
+    ],
+)
+def test_a_config_naming_a_retired_model_is_refused_naming_the_replacement(
+    tmp_path: Path, key: str, model: str
+) -> None:
+    """A model key naming a model that was switched off is a config error (exit 2)
+    naming the key, the date and the replacement."""
+    path = write(tmp_path, f"storage: {{bucket: b}}\ngateway: {{{key}: {model}}}\n")
+    err = config_error(path, {})
+    assert err.key == f"gateway.{key}"
+    assert f"gateway.{key}: {model} was switched off on 2026-" in str(err)
+    replacement = "seedance-2-5" if "1-5" in model else PRO_FAST
+    assert f"; use {replacement}" in str(err)
+
+
+@pytest.mark.parametrize(
     ("model", "text_model"),
-    [(PRO_FAST, PRO_FAST), (PRO, PRO), (I2V, T2V), ("seedance-2-0-new", "seedance-2-0-t2v")],
+    [(PRO_FAST, PRO_FAST), (PRO, PRO), (FAST2, "seedance-2-5"), ("seedance-3-0", "seedance-3-t")],
 )
 def test_gateway_models_that_offer_their_kind_or_are_unknown_load(
     model: str, text_model: str
 ) -> None:
-    """Known models offering their kind load (pro-fast, which has no last frame, is a
-    valid gateway.model); an unknown model is left to the gateway."""
+    """Known live models offering their kind load (pro-fast, which has no last frame, is
+    a valid gateway.model); an unknown model is left to the gateway."""
     env = {
         **BUCKET_ENV,
         "SEEDANCE_WATCH_GATEWAY__MODEL": model,
@@ -223,7 +247,7 @@ def test_invalid_value_names_key_value_allowed_and_file(tmp_path: Path) -> None:
         ("storage: {bucket: b, delete_after: 'yes'}", "storage.delete_after"),
         ("watch: {settle_seconds: -1}", "watch.settle_seconds"),
         ("defaults: {ratio: '17:9'}", "defaults.ratio"),
-        ("defaults: {duration: 13}", "defaults.duration"),
+        ("defaults: {duration: 16}", "defaults.duration"),
         ("log: {level: trace}", "log.level"),
         ("health: {listen: 'localhost'}", "health.listen"),
         ("health: {listen: '127.0.0.1:65536'}", "health.listen"),

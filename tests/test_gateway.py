@@ -202,6 +202,36 @@ async def test_submit_404_names_url_and_model() -> None:
     assert err.hint == "check gateway.base_url and the model name"
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, {"error": {"code": "ModelNotAvailable", "message": "The model x is not available"}}),
+        (404, {"error": "The model seedance-1-0-lite-i2v-250428 does not exist"}),
+        (410, {"error": "Gone"}),
+    ],
+)
+async def test_a_submit_refused_because_the_model_is_gone_hints_at_the_models_command(
+    status: int, body: dict[str, Any]
+) -> None:
+    """A 400, 404 or 410 whose words say the model is not available fails the job as
+    gateway_rejected with the hint to run `seedance-watch models`; nothing is resent."""
+    async with serving(Reply.json(status, body)) as (server, gw):
+        with pytest.raises(GatewayRejected) as info:
+            await SUBMIT(gw)
+    assert info.value.http_status == status and info.value.code == "gateway_rejected"
+    assert info.value.hint is not None and "`seedance-watch models`" in info.value.hint
+    assert len(server.requests) == 1
+
+
+async def test_a_400_about_something_else_gets_no_models_hint() -> None:
+    """An ordinary invalid parameter is not mistaken for a model that is gone."""
+    body = {"error": {"code": "InvalidParameter", "message": "duration not found in range"}}
+    async with serving(Reply.json(400, body)) as (_server, gw):
+        with pytest.raises(GatewayRejected) as info:
+            await SUBMIT(gw)
+    assert info.value.hint is None or "seedance-watch models" not in info.value.hint
+
+
 async def test_poll_404_is_task_not_found() -> None:
     """A 404 on poll is TaskNotFound carrying the task id."""
     async with serving(Reply.json(404, {"error": "no such task"})) as (_server, gw):

@@ -49,7 +49,7 @@ async def test_an_envelope_answer_is_a_task_polled_at_its_polling_url() -> None:
     server_port: list[int] = []
     async with serving(handler) as (server, gw):
         server_port.append(server.port)
-        ref = await gw.create_task(GenerationRequest("image", MODEL, TEXT), {"image": IMAGE_URL})
+        ref = await gw.create_task(GenerationRequest("image", MODEL, TEXT), [("image", IMAGE_URL)])
         assert ref == TaskRef(RID, f"{server.url}/v2/requests/status/{RID}", ENVELOPE)
         status = await gw.task_status(ref)
     assert status.state == "succeeded" and status.video_url == "https://v/x.mp4"
@@ -72,7 +72,7 @@ async def test_a_foreign_polling_url_is_never_called() -> None:
         with capture_logs() as logs:
             async with serving(lambda _seen: replies.pop(0)) as (server, gw):
                 ref = await gw.create_task(
-                    GenerationRequest("image", MODEL, TEXT), {"image": IMAGE_URL}
+                    GenerationRequest("image", MODEL, TEXT), [("image", IMAGE_URL)]
                 )
                 assert ref.poll_url is None and ref.dialect == ENVELOPE
                 await gw.task_status(ref)
@@ -89,7 +89,7 @@ async def test_a_legacy_answer_is_polled_the_legacy_way() -> None:
         Reply.json(200, {"id": "cgt-1", "status": "running"}),
     ]
     async with serving(lambda _seen: replies.pop(0)) as (server, gw):
-        ref = await gw.create_task(GenerationRequest("image", MODEL, TEXT), {"image": IMAGE_URL})
+        ref = await gw.create_task(GenerationRequest("image", MODEL, TEXT), [("image", IMAGE_URL)])
         assert ref == TaskRef("cgt-1", None, LEGACY)
         assert (await gw.task_status(ref)).state == "pending"
     assert server.requests[1].method == "POST"
@@ -99,7 +99,7 @@ async def test_a_legacy_answer_is_polled_the_legacy_way() -> None:
 async def test_a_2xx_with_neither_shape_is_ambiguous_and_quotes_the_body() -> None:
     async with serving(Reply.json(202, {"accepted": True})) as (_server, gw):
         with pytest.raises(SubmitAmbiguous, match="accepted"):
-            await gw.create_task(GenerationRequest("image", MODEL, TEXT), {"image": IMAGE_URL})
+            await gw.create_task(GenerationRequest("image", MODEL, TEXT), [("image", IMAGE_URL)])
 
 
 @pytest.mark.parametrize(
@@ -124,30 +124,92 @@ async def test_envelope_failures_carry_the_gateway_words(
     assert status.error.task_id == RID  # type: ignore[attr-defined]
 
 
+FIRST, LAST = "https://b/first.jpg?X-Amz-Signature=1", "https://b/last.png?X-Amz-Signature=2"
+REFS = [f"https://b/ref-{n}.jpg?X-Amz-Signature={n}" for n in range(1, 4)]
+PROMPT = "The lighthouse beam sweeps over the waves"
+OPTIONS = {"duration": "auto", "ratio": "16:9", "resolution": "720p", "generate_audio": False}
+KEYS = {"duration": -1, "ratio": "16:9", "resolution": "720p", "generate_audio": False}
+
+
+def image_item(url: str, role: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}, "role": role}
+
+
 @pytest.mark.parametrize(
-    ("kind", "media", "path", "body"),
+    ("kind", "model", "media", "path", "body"),
     [
         (
-            "frames",
-            {"image": "https://b/first.jpg", "last_frame": "https://b/last.png"},
-            "/byteplus/v1/generateFrame2VideoTask",
+            "image",
+            MODEL,
+            [("image", FIRST)],
+            "/byteplus/v1/generateImage2VideoTask",
             {
                 "model": MODEL,
-                "text": TEXT,
-                "first_frame": "https://b/first.jpg",
-                "last_frame": "https://b/last.png",
+                "content": [
+                    {"type": "text", "text": TEXT},
+                    {"type": "image_url", "image_url": FIRST},
+                ],
             },
         ),
-        ("text", {}, "/byteplus/v1/generateVideoTask", {"model": MODEL, "text": TEXT}),
+        ("text", MODEL, [], "/byteplus/v1/generateVideoTask", {"model": MODEL, "text": TEXT}),
+        (
+            "image",
+            "seedance-2-0",
+            [("image", FIRST)],
+            "/seedance-2-0/v1/first-last-frame-to-video",
+            {"content": [{"type": "text", "text": PROMPT}, image_item(FIRST, "first_frame")]},
+        ),
+        (
+            "frames",
+            "seedance-2-0-fast",
+            [("image", FIRST), ("last_frame", LAST)],
+            "/seedance-2-0-fast/v1/first-last-frame-to-video-fast",
+            {
+                "content": [
+                    {"type": "text", "text": PROMPT},
+                    image_item(FIRST, "first_frame"),
+                    image_item(LAST, "last_frame"),
+                ]
+            },
+        ),
+        (
+            "text",
+            "seedance-2-0-mini",
+            [],
+            "/seedance-2-0-mini/text-to-video",
+            {"content": [{"type": "text", "text": PROMPT}]},
+        ),
+        (
+            "reference",
+            "seedance-2-5",
+            [("reference", url) for url in REFS],
+            "/seedance-2-5/v1/reference-to-video",
+            {
+                "content": [
+                    {"type": "text", "text": PROMPT},
+                    *(image_item(url, "reference_image") for url in REFS),
+                ]
+            },
+        ),
     ],
 )
-async def test_each_kind_has_its_endpoint_and_exact_body(
-    kind: Any, media: dict[str, str], path: str, body: dict[str, Any]
+async def test_each_family_and_kind_has_its_endpoint_and_exact_body(
+    kind: Any, model: str, media: list[tuple[str, str]], path: str, body: dict[str, Any]
 ) -> None:
-    async with serving(Reply.json(200, {"id": "cgt-9"})) as (server, gw):
-        await gw.create_task(
-            GenerationRequest(kind, MODEL, TEXT), media, webhook_url="https://me/hook?token=t"
-        )
-    (seen,) = server.requests
-    assert seen.target == path and seen.json() == body
+    """Seedance 1.0 keeps the seed's bodies byte for byte; Seedance 2 goes to its
+    family's endpoint with no model key, the prompt alone, each image an object with
+    its role (references in order), and the options as keys only when set."""
+    seedance_2 = model.startswith("seedance-2")
+    text = PROMPT if seedance_2 else TEXT
+    for options in ({}, OPTIONS) if seedance_2 else ({},):
+        async with serving(Reply.json(200, {"id": "cgt-9"})) as (server, gw):
+            await gw.create_task(
+                GenerationRequest(kind, model, text, options),
+                media,
+                webhook_url="https://me/hook?token=t",
+            )
+        (seen,) = server.requests
+        assert seen.target == path
+        assert seen.json() == ({**body, **KEYS} if options else body)
+        assert list(seen.json()) == list({**body, **KEYS} if options else body)
     assert seen.headers["x-webhook-url"] == "https://me/hook?token=t"

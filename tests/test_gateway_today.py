@@ -110,11 +110,17 @@ def test_a_restart_in_the_middle_of_polling_an_envelope_task_resumes_it(
         assert outputs(tmp_path)["beach"]["task_id"] == job.task_id
 
 
-def test_a_ledger_of_the_first_release_resumes_under_the_new_code(
-    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
+RETIRED = "seedance-1-0-lite-i2v-250428"  # switched off on 2026-05-13
+
+
+@pytest.mark.parametrize("schema", ["first release", "current"])
+def test_a_ledger_whose_task_has_a_since_retired_model_resumes_and_finishes(
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair, schema: str
 ) -> None:
-    """A job recorded as the first release wrote it (one ``s3_key``, a ``cgt-`` task, no
-    kind, no dialect) is polled the legacy way and finishes."""
+    """A job submitted before its model was switched off keeps polling and finishes:
+    as the first release wrote it (one ``s3_key``, a ``cgt-`` task, no kind, no dialect,
+    polled the legacy way) and as today's code writes it.  The model a job was submitted
+    with is never re-checked once the task exists; nothing is submitted again."""
     with Simulator(quick_tasks()) as sim:  # today's default: the {"id"} answer
         config_path = write_config(tmp_path, s3_server, sim)
         from seedance_watch.config import load_config
@@ -123,23 +129,31 @@ def test_a_ledger_of_the_first_release_resumes_under_the_new_code(
         image, _ = write_pair(cfg.paths.inbox, "beach")
         drop = examine_drop(
             cfg.paths.inbox, "beach.jpg", "beach.yaml", defaults=cfg.defaults,
-            default_model=cfg.gateway.model, now=time.time(),
+            models=cfg.gateway.models, now=time.time(),
         )  # fmt: skip
         from seedance_watch.files.storage import Storage
 
         storage = Storage(cfg.storage)
         key = storage.key_for(drop.job.job_id, "beach.jpg")
         storage.upload(image, key, content_type="image/jpeg")
+        # The task was created while the model still ran (the simulator, like the
+        # gateway today, refuses it now): the ledger remembers the retired model.
         task_id = sim_submit(sim, storage.url_for(key), drop.job)
-        v1 = {
-            k: v for k, v in drop.job.to_dict().items() if k not in ("inputs", "kind", "provider")
-        }
-        v1.update(state="submitted", s3_key=key, task_id=task_id, submitted_at=time.time(), seq=3)
+        record = drop.job.to_dict()
+        if schema == "first release":
+            record = {k: v for k, v in record.items() if k not in ("inputs", "kind", "provider")}
+            record.update(s3_key=key)
+        else:
+            record.update(uploads=[["image", key]], dialect="legacy", intent_at=time.time())
+        record.update(
+            state="submitted", model=RETIRED, task_id=task_id, submitted_at=time.time(), seq=3
+        )
         with Ledger.open(cfg.paths.state) as ledger:
-            ledger.put(Job.from_dict(v1))
+            ledger.put(Job.from_dict(record))
         result, _ = run_once(config_path)
         assert result.exit_code == 0 and len(sim.submits) == 1
         assert outputs(tmp_path)["beach"]["task_id"] == task_id
+        assert outputs(tmp_path)["beach"]["model"] == RETIRED
         assert [p.name for p in (tmp_path / "done").iterdir()] != []
 
 

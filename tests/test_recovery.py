@@ -65,7 +65,7 @@ def new_job(config: Config, image: str, sidecar: str) -> Job:
         image,
         sidecar,
         defaults=config.defaults,
-        default_model=config.gateway.model,
+        models=config.gateway.models,
         now=time.time(),
     )
     assert drop.error is None

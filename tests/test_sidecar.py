@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from typing import Any
@@ -13,15 +14,13 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from seedance_watch.config import GatewayConfig
-from seedance_watch.core.models import KIND_NAMES, MODEL_KINDS, Kind, kind_refusal, models_for
-from seedance_watch.core.models import KNOWN_MODELS as CORE_KNOWN_MODELS
+from seedance_watch.core.models import DEFAULT_MODELS, KIND_NAMES, MODELS, Kind, kind_refusal
 from seedance_watch.core.names import IMAGE_SUFFIXES
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import DropHint
 from seedance_watch.errors import InvalidSidecar
 from seedance_watch.files import sidecar as sidecar_module
 from seedance_watch.files.sidecar import (
-    KNOWN_MODELS,
     SIDECAR_KEYS,
     Sidecar,
     bare_name_fault,
@@ -31,11 +30,14 @@ from seedance_watch.files.sidecar import (
     sidecar_hint,
     sidecar_problems,
 )
-from seedance_watch.simulator import KNOWN_MODELS as SIM_KNOWN_MODELS
-from seedance_watch.simulator import MODEL_KINDS as SIM_MODEL_KINDS
 
 DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
-LITE = "seedance-1-0-lite-i2v-250428"
+PRO = "seedance-1-0-pro-250528"
+PRO_FAST = "seedance-1-0-pro-fast-251015"
+FAST2 = "seedance-2-0-fast"
+LITE = "seedance-1-0-lite-i2v-250428"  # switched off on 2026-05-13
+T2V = "seedance-1-0-lite-t2v-250428"  # likewise
+LIVE = [row.model for row in MODELS.live()]
 POSITION = re.compile(r"line \d+, column \d+")
 
 # (sidecar text, expected key, fragments the message must contain)
@@ -70,7 +72,7 @@ BAD_SIDECARS: list[tuple[str, str | None, list[str]]] = [
     (
         "prompt: x\nduration: 20\n",
         "duration",
-        ["duration: 20 is out of range; use an integer from 2 to 12"],
+        ["duration: 20 is out of range; use an integer from 2 to 15, or auto"],
     ),
     ("prompt: x\nduration: 1\n", "duration", ["duration: 1 is out of range"]),
     ('prompt: x\nduration: "5"\n', "duration", ["duration: '5' is not an integer", "quotes"]),
@@ -80,7 +82,7 @@ BAD_SIDECARS: list[tuple[str, str | None, list[str]]] = [
     (
         "prompt: x\nduration: " + "9" * 5000 + "\n",
         "duration",
-        ["too many digits", "2 to 12"],
+        ["too many digits", "2 to 15"],
     ),
     ("prompt: x\nseed: -2\n", "seed", ["seed: -2 is out of range", "-1 to 4294967295"]),
     ("prompt: x\nseed: 4294967296\n", "seed", ["seed: 4294967296 is out of range"]),
@@ -160,8 +162,8 @@ def test_unquoted_ratio_is_the_string_a_person_means() -> None:
 
 def test_prompt_is_stripped_and_model_kept() -> None:
     """The prompt loses surrounding blank space; a known model is kept as written."""
-    sidecar = parse_sidecar(f"prompt: |\n  clouds drift\nmodel: {LITE}\n".encode())
-    assert sidecar == Sidecar(prompt="clouds drift", model=LITE, options=GenerationOptions())
+    sidecar = parse_sidecar(f"prompt: |\n  clouds drift\nmodel: {PRO}\n".encode())
+    assert sidecar == Sidecar(prompt="clouds drift", model=PRO, options=GenerationOptions())
 
 
 def test_unknown_model_is_a_warning() -> None:
@@ -180,17 +182,23 @@ def test_unknown_model_is_refused_in_strict_mode() -> None:
         parse_sidecar(b"prompt: x\nmodel: seedance-2-0-new\n", strict_model=True)
     assert info.value.key == "model"
     assert "'seedance-2-0-new'" in info.value.message
-    assert all(model in info.value.message for model in KNOWN_MODELS)
+    assert all(model in info.value.message for model in LIVE)
+    assert LITE not in info.value.message  # a retired model is never suggested
 
 
-KIND_LINES = {"image": "", "frames": "last_frame: end.png\n", "text": "mode: text\n"}
+KIND_LINES = {
+    "image": "",
+    "frames": "last_frame: end.png\n",
+    "text": "mode: text\n",
+    "reference": "references: [a.png, b.png]\n",
+}
 
 
 @pytest.mark.parametrize(
-    ("model", "kind"), sorted((m, k) for m, kinds in MODEL_KINDS.items() for k in kinds)
+    ("model", "kind"), sorted((row.model, k) for row in MODELS.live() for k in row.kinds)
 )
 def test_known_models_pass_strict_mode(model: str, kind: Kind) -> None:
-    """Every Seedance 1.0 model is known, even in strict mode, for each kind it offers."""
+    """Every live model is known, even in strict mode, for each kind it offers."""
     text = f"prompt: x\nmodel: {model}\n{KIND_LINES[kind]}".encode()
     sidecar = parse_sidecar(text, strict_model=True)
     assert (sidecar.model, sidecar.kind) == (model, kind)
@@ -200,7 +208,7 @@ def test_every_option_is_parsed() -> None:
     """All option keys are read with their YAML 1.2 types."""
     text = (
         b"prompt: clouds\nresolution: 1080p\nratio: adaptive\nduration: 12\n"
-        b"camerafixed: true\nseed: -1\nwatermark: false\n"
+        b"camerafixed: true\nseed: -1\nwatermark: false\ngenerate_audio: false\n"
     )
     assert parse_sidecar(text).options == GenerationOptions(
         resolution="1080p",
@@ -209,7 +217,9 @@ def test_every_option_is_parsed() -> None:
         camerafixed=True,
         seed=-1,
         watermark=False,
+        generate_audio=False,
     )
+    assert parse_sidecar(b"prompt: x\nduration: auto\n").options.duration == "auto"
 
 
 @pytest.mark.parametrize(
@@ -233,28 +243,31 @@ def test_every_option_is_parsed() -> None:
 )
 def test_request_text_renders_options_over_defaults(text: bytes, expected: str) -> None:
     """Sidecar options override the defaults and render in the gateway's order."""
-    request = build_request(parse_sidecar(text), defaults=DEFAULTS, default_model=LITE)
+    request = build_request(parse_sidecar(text), defaults=DEFAULTS)
     assert request.text == expected
-    assert request.model == LITE
+    assert (request.model, request.family) == (PRO_FAST, "1.0")
     assert request.options == parse_sidecar(text).options.over(DEFAULTS)
+    assert request.body_options is None
 
 
 def test_request_without_commands_is_just_the_prompt() -> None:
     """With no options anywhere the text is the bare prompt; the sidecar's model wins."""
     sidecar = parse_sidecar(b"prompt: clouds\nmodel: seedance-1-0-pro-250528\n")
-    request = build_request(sidecar, defaults=GenerationOptions(), default_model=LITE)
+    request = build_request(sidecar, defaults=GenerationOptions())
     assert request.text == "clouds"
     assert request.prompt == "clouds"
     assert request.model == "seedance-1-0-pro-250528"
 
 
 def test_sidecar_keys_are_prompt_model_mode_last_frame_and_every_option() -> None:
-    """SIDECAR_KEYS covers exactly prompt, model, mode, last_frame and the options."""
+    """SIDECAR_KEYS covers exactly prompt, model, mode, last_frame, references and the
+    options."""
     assert set(SIDECAR_KEYS) == {
         "prompt",
         "model",
         "mode",
         "last_frame",
+        "references",
         *GenerationOptions.model_fields,
     }
 
@@ -416,48 +429,63 @@ def test_check_sidecar_logs_nothing_and_lists_what_parse_joins() -> None:
 
 # --- the model table (core/models.py) ---------------------------------------------------
 
-PRO = "seedance-1-0-pro-250528"
-PRO_FAST = "seedance-1-0-pro-fast-251015"
-T2V = "seedance-1-0-lite-t2v-250428"
 
-
-def test_model_table_is_modelarks_capabilities() -> None:
-    """The four Seedance 1.0 models and their kinds, as ModelArk documents them:
-    pro-fast has no last frame, lite-i2v no text, lite-t2v only text."""
-    assert dict(MODEL_KINDS) == {
-        LITE: {"image", "frames"},
-        T2V: {"text"},
-        PRO: {"image", "frames", "text"},
+def test_model_table_is_todays_seedance() -> None:
+    """The live models and their kinds as the gateway serves them today: Seedance 1.0
+    Pro and Pro Fast make image and text drops, the Seedance 2 family every kind; Lite
+    and 1.5 Pro are retired, each with its replacement."""
+    live = {row.model: set(row.kinds) for row in MODELS.live()}
+    every = {"image", "frames", "text", "reference"}
+    assert live == {
         PRO_FAST: {"image", "text"},
+        PRO: {"image", "text"},
+        "seedance-2-0": every,
+        FAST2: every,
+        "seedance-2-0-mini": every,
+        "seedance-2-5": every,
     }
-    assert KNOWN_MODELS == CORE_KNOWN_MODELS == set(MODEL_KINDS)
-    assert set(KIND_NAMES) == {"image", "frames", "text"}
+    retired = {row.model: (row.retired_on, row.replacement) for row in MODELS.values()}
+    for model in (LITE, T2V, "seedance-1-0-lite-i2v-250219", "seedance-1-0-lite-t2v-250219"):
+        assert retired[model] == (dt.date(2026, 5, 13), PRO_FAST)
+    assert retired["seedance-1-5-pro-251215"] == (dt.date(2026, 11, 11), "seedance-2-5")
+    assert set(KIND_NAMES) == every
+    assert dict(DEFAULT_MODELS) == {
+        "image": PRO_FAST,
+        "text": PRO_FAST,
+        "frames": FAST2,
+        "reference": FAST2,
+    }
 
 
-def test_the_simulator_reads_the_same_table() -> None:
-    """The simulated gateway offers exactly the kinds the daemon believes in."""
-    assert SIM_MODEL_KINDS is MODEL_KINDS
-    assert SIM_KNOWN_MODELS == KNOWN_MODELS
+def test_every_row_names_its_source_and_when_it_was_read() -> None:
+    """A row is data with its provenance: a source and the day it was read."""
+    for row in MODELS.values():
+        assert row.source.strip() and row.read_on.year >= 2026
 
 
 @pytest.mark.parametrize(
     ("kind", "models"),
-    [("image", [LITE, PRO, PRO_FAST]), ("frames", [LITE, PRO]), ("text", [T2V, PRO, PRO_FAST])],
+    [
+        ("image", [PRO_FAST, PRO, "seedance-2-0", FAST2, "seedance-2-0-mini", "seedance-2-5"]),
+        ("frames", ["seedance-2-0", FAST2, "seedance-2-0-mini", "seedance-2-5"]),
+        ("text", [PRO_FAST, PRO, "seedance-2-0", FAST2, "seedance-2-0-mini", "seedance-2-5"]),
+    ],
 )
-def test_models_for_lists_the_models_of_a_kind(kind: Kind, models: list[str]) -> None:
-    """models_for(kind) is the sorted list of known models that take the kind."""
-    assert models_for(kind) == models
+def test_models_for_lists_the_live_models_of_a_kind(kind: Kind, models: list[str]) -> None:
+    """models_for(kind) lists the live models that take the kind, in table order."""
+    assert MODELS.models_for(kind) == models
 
 
 def test_kind_refusal_names_model_its_kinds_and_the_models_that_do() -> None:
-    """A known model lacking the kind is refused in one sentence; an offered kind or an
-    unknown model is not refused."""
-    assert kind_refusal(PRO, "frames") is None
+    """A known model lacking the kind is refused in one sentence; a retired one names
+    its date and replacement; an offered kind or an unknown model is not refused."""
+    assert kind_refusal(FAST2, "frames") is None
     assert kind_refusal("seedance-9-0", "frames") is None
     assert kind_refusal(PRO_FAST, "frames") == (
         f"{PRO_FAST} does not offer first and last frame (it takes image to video, "
-        f"text to video); models that do: {LITE}, {PRO}"
+        f"text to video); models that do: seedance-2-0, {FAST2}, seedance-2-0-mini, seedance-2-5"
     )
+    assert kind_refusal(LITE, "image") == (f"{LITE} was switched off on 2026-05-13; use {PRO_FAST}")
 
 
 # --- mode and last_frame ------------------------------------------------------------------
@@ -490,8 +518,29 @@ BAD_KIND_SIDECARS: list[tuple[str, str, list[str]]] = [
     (
         "mode: text\nlast_frame: end.png\n",
         "last_frame",
-        ["last_frame: a text drop (mode: text) has no frames"],
+        ["last_frame: mode: text and last_frame make different kinds of drop", "keep one"],
     ),
+    (
+        "last_frame: end.png\nreferences: [a.png]\n",
+        "references",
+        ["references: last_frame and references make different kinds of drop"],
+    ),
+    (
+        "references: [a.png]\nmode: text\n",
+        "references",
+        ["references: mode: text and references make different kinds"],
+    ),
+    ("references: a.png\n", "references", ["references: 'a.png' is not a list of file names"]),
+    ("references: []\n", "references", ["references: lists 0 images; list 1 to 9"]),
+    (
+        "references: [a.png, b.png, c.png, d.png, e.png, f.png, g.png, h.png, i.png, j.png]\n",
+        "references",
+        ["references: lists 10 images; list 1 to 9"],
+    ),
+    ("references: [a.png, ../b.png]\n", "references", ["item 2 '../b.png' is not a bare"]),
+    ("references: [a.png, b.txt]\n", "references", ["item 2 'b.txt' is not an image file"]),
+    ("references: [a.png, 3]\n", "references", ["item 2 3 is not a file name"]),
+    ("references: [a.png, a.png]\n", "references", ["a.png is listed twice"]),
 ]
 
 
@@ -547,45 +596,56 @@ def _sidecar(**fields: Any) -> Sidecar:
     ("fields", "kind", "model"),
     [
         ({}, "image", PRO_FAST),
-        ({"last_frame": "end.png"}, "frames", LITE),
+        ({"last_frame": "end.png"}, "frames", FAST2),
         ({"mode": "text"}, "text", PRO),
-        ({"mode": "text", "model": T2V}, "text", T2V),
-        ({"last_frame": "end.png", "model": PRO}, "frames", PRO),
+        ({"references": ("a.png",)}, "reference", "seedance-2-0-mini"),
+        ({"mode": "text", "model": FAST2}, "text", FAST2),
+        ({"last_frame": "end.png", "model": "seedance-2-5"}, "frames", "seedance-2-5"),
         ({"model": "seedance-9-0"}, "image", "seedance-9-0"),
     ],
 )
 def test_build_request_kind_and_model(fields: dict[str, Any], kind: Kind, model: str) -> None:
-    """The kind follows mode and last_frame; the sidecar's model wins, else text_model
-    for a text drop and default_model for the others."""
-    default = LITE if kind == "frames" else PRO_FAST
-    request = build_request(
-        _sidecar(**fields), defaults=DEFAULTS, default_model=default, text_model=PRO
-    )
+    """The kind follows mode, last_frame and references; the sidecar's model wins, else
+    the model the config names for the kind."""
+    models: dict[Kind, str] = {
+        "image": PRO_FAST,
+        "frames": FAST2,
+        "text": PRO,
+        "reference": "seedance-2-0-mini",
+    }
+    request = build_request(_sidecar(**fields), defaults=DEFAULTS, models=models)
     assert (request.kind, request.model) == (kind, model)
-    assert request.text == "clouds --resolution 720p --duration 5 --camerafixed false"
+    if request.family == "1.0":
+        assert request.text == "clouds --resolution 720p --duration 5 --camerafixed false"
+    else:  # the prompt alone; camerafixed (a default Seedance 2 does not take) left out
+        assert request.text == "clouds"
+        assert request.body_options == {"resolution": "720p", "duration": 5}
 
 
-def test_build_request_text_model_defaults_to_the_configs_default() -> None:
-    """A caller that passes no text_model gets gateway.text_model's default, lite-t2v."""
-    request = build_request(_sidecar(mode="text"), defaults=DEFAULTS, default_model=LITE)
-    assert (request.kind, request.model) == ("text", T2V)
-    assert GatewayConfig().text_model == T2V
+def test_build_request_models_default_to_the_configs_defaults() -> None:
+    """A caller that passes no models gets the gateway.*model defaults of today."""
+    assert GatewayConfig().models == dict(DEFAULT_MODELS)
+    for kind, fields in (
+        ("image", {}),
+        ("text", {"mode": "text"}),
+        ("frames", {"last_frame": "e.png"}),
+        ("reference", {"references": ("a.png",)}),
+    ):
+        request = build_request(_sidecar(**fields), defaults=DEFAULTS)
+        assert (request.kind, request.model) == (kind, DEFAULT_MODELS[kind])  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
-    ("fields", "default_model", "text_model", "model", "takes", "use"),
+    ("fields", "models", "model", "takes", "use"),
     [
-        ({"last_frame": "e.png"}, T2V, T2V, T2V, "text to video", [LITE, PRO]),
-        ({"last_frame": "e.png"}, PRO_FAST, T2V, PRO_FAST, "image to video, text to", [LITE]),
-        ({"mode": "text"}, LITE, LITE, LITE, "image to video, first and last", [T2V, PRO]),
-        ({}, T2V, T2V, T2V, "text to video", [LITE, PRO, PRO_FAST]),
-        ({"last_frame": "e.png", "model": PRO_FAST}, LITE, T2V, PRO_FAST, "image", [LITE]),
+        ({"last_frame": "e.png"}, {"frames": PRO}, PRO, "image to video, text to", [FAST2]),
+        ({"references": ("a.png",)}, {"reference": PRO_FAST}, PRO_FAST, "image", [FAST2]),
+        ({"last_frame": "e.png", "model": PRO_FAST}, {}, PRO_FAST, "image", ["seedance-2-5"]),
     ],
 )
 def test_build_request_refuses_a_model_without_the_kind(
     fields: dict[str, Any],
-    default_model: str,
-    text_model: str,
+    models: dict[Kind, str],
     model: str,
     takes: str,
     use: list[str],
@@ -593,29 +653,100 @@ def test_build_request_refuses_a_model_without_the_kind(
     """A known model that does not offer the drop's kind is an invalid sidecar (key
     model), naming the model, the kinds it takes, and the models that do in the hint."""
     with pytest.raises(InvalidSidecar) as info:
-        build_request(
-            _sidecar(**fields),
-            defaults=DEFAULTS,
-            default_model=default_model,
-            text_model=text_model,
-        )
+        build_request(_sidecar(**fields), defaults=DEFAULTS, models={**DEFAULT_MODELS, **models})
     assert info.value.key == "model"
     assert info.value.message.startswith(f"model: {model} does not offer ")
     assert f"(it takes {takes}" in info.value.message
     assert info.value.hint is not None
     assert all(m in info.value.hint for m in use)
     if "model" not in fields:  # a default model: the message says which setting it is
-        setting = "gateway.text_model" if fields.get("mode") == "text" else "gateway.model"
-        assert f"{model} is {setting}" in info.value.message
+        (kind,) = models
+        assert f"{model} is gateway.{'model' if kind == 'image' else kind + '_model'}" in (
+            info.value.message
+        )
+
+
+@pytest.mark.parametrize("model", [LITE, T2V, "seedance-1-5-pro-251215"])
+def test_a_retired_model_is_refused_naming_its_date_and_replacement(model: str) -> None:
+    """A sidecar naming a model that was switched off is invalid_sidecar at parse (so
+    validate and intake refuse it before anything is uploaded), with the date and the
+    replacement, and a hint pointing at `seedance-watch models`."""
+    row = MODELS[model]
+    line = "mode: text\n" if "t2v" in model else ""
+    problems = sidecar_problems(f"prompt: x\nmodel: {model}\n{line}".encode())
+    assert [p.key for p in problems] == ["model"]
+    assert problems[0].message == (
+        f"model: {model} was switched off on {row.retired_on}; use {row.replacement}"
+    )
+    assert problems[0].hint is not None and "seedance-watch models" in problems[0].hint
+    assert row.replacement in problems[0].hint
+
+
+@pytest.mark.parametrize(
+    ("line", "model", "key", "fragment"),
+    [
+        ("camerafixed: true", FAST2, "camerafixed", f"{FAST2} does not take camerafixed"),
+        ("seed: 42", "seedance-2-5", "seed", "does not take seed (it takes resolution"),
+        ("generate_audio: false", PRO_FAST, "generate_audio", "does not take generate_audio"),
+        ("duration: auto", PRO, "duration", "does not take duration: auto; it takes an integer"),
+        ("duration: 13", PRO_FAST, "duration", "does not take duration: 13; it takes an"),
+        ("duration: 3", FAST2, "duration", "from 4 to 15, or auto"),
+        ("resolution: 1080p", "seedance-2-0", "resolution", "it takes 480p or 720p"),
+    ],
+)
+def test_an_option_the_model_does_not_take_is_refused(
+    line: str, model: str, key: str, fragment: str
+) -> None:
+    """A sidecar key (or value) the chosen model does not take is invalid_sidecar naming
+    the key, the model and what it takes."""
+    sidecar = parse_sidecar(f"prompt: x\nmodel: {model}\n{line}\n".encode())
+    with pytest.raises(InvalidSidecar) as info:
+        build_request(sidecar, defaults=DEFAULTS)
+    assert info.value.key == key
+    assert info.value.message.startswith(f"{key}: {model} does not take {key}")
+    assert fragment in info.value.message
+
+
+def test_resolution_1080p_is_taken_by_seedance_2_5_only_in_its_family() -> None:
+    """seedance-2-5 takes 1080p where seedance-2-0 does not."""
+    sidecar = parse_sidecar(b"prompt: x\nmodel: seedance-2-5\nresolution: 1080p\n")
+    assert build_request(sidecar, defaults=DEFAULTS).body_options == {
+        "resolution": "1080p",
+        "duration": 5,
+    }
+
+
+def test_defaults_a_model_does_not_take_are_left_out() -> None:
+    """A defaults: key the chosen model does not take is simply not sent to it."""
+    defaults = GenerationOptions(
+        resolution="1080p", duration=12, camerafixed=True, seed=7, generate_audio=False
+    )
+    one = build_request(_sidecar(), defaults=defaults)  # Seedance 1.0: no generate_audio
+    assert one.text == "clouds --resolution 1080p --duration 12 --camerafixed true --seed 7"
+    two = build_request(_sidecar(model="seedance-2-0"), defaults=defaults)
+    assert two.text == "clouds"
+    assert two.body_options == {"duration": 12, "generate_audio": False}
+
+
+def test_seedance_2_sends_duration_auto_as_minus_one_and_keys_only_when_set() -> None:
+    """A Seedance 2 request sends the prompt alone and the set options as keys,
+    duration: auto as -1."""
+    sidecar = parse_sidecar(
+        f"prompt: waves\nmodel: {FAST2}\nduration: auto\ngenerate_audio: false\n"
+        "ratio: 9:16\n".encode()
+    )
+    request = build_request(sidecar, defaults=GenerationOptions())
+    assert (request.text, request.family) == ("waves", "2")
+    assert request.body_options == {"ratio": "9:16", "duration": -1, "generate_audio": False}
+    assert request.options.duration == "auto"
 
 
 @pytest.mark.parametrize(
     ("text", "model", "kind"),
     [
-        ("last_frame: e.png\n", T2V, "first and last frame"),
+        ("last_frame: e.png\n", PRO, "first and last frame"),
         ("last_frame: e.png\n", PRO_FAST, "first and last frame"),
-        ("mode: text\n", LITE, "text to video"),
-        ("", T2V, "image to video"),
+        ("references: [a.png]\n", PRO, "reference images"),
     ],
 )
 def test_a_sidecar_model_without_its_kind_is_refused_at_parse(
@@ -630,24 +761,33 @@ def test_a_sidecar_model_without_its_kind_is_refused_at_parse(
 
 
 def test_unknown_model_with_a_kind_is_accepted_with_a_warning() -> None:
-    """An unknown model is the gateway's to judge, whatever the kind: logged, kept."""
+    """An unknown model is the gateway's to judge for image and text drops: logged, kept,
+    sent in the Seedance 1.0 dialect."""
     with capture_logs() as logs:
-        sidecar = parse_sidecar(b"prompt: x\nmode: text\nmodel: seedance-2-0-t2v\n")
+        sidecar = parse_sidecar(b"prompt: x\nmode: text\nmodel: seedance-3-0-t2v\n")
     assert [e["model"] for e in logs if e["event"] == "sidecar.unknown_model"] == [
-        "seedance-2-0-t2v"
+        "seedance-3-0-t2v"
     ]
-    request = build_request(sidecar, defaults=DEFAULTS, default_model=LITE, text_model=T2V)
-    assert (request.kind, request.model) == ("text", "seedance-2-0-t2v")
+    request = build_request(sidecar, defaults=DEFAULTS)
+    assert (request.kind, request.model, request.family) == ("text", "seedance-3-0-t2v", "1.0")
 
 
-def test_strict_model_refuses_unknown_models_of_every_kind_listing_all_four() -> None:
+def test_an_unknown_model_cannot_make_frames_or_reference_drops() -> None:
+    """Only the table's Seedance 2 models have frames and reference endpoints."""
+    for fields in ({"last_frame": "e.png"}, {"references": ("a.png",)}):
+        with pytest.raises(InvalidSidecar) as info:
+            build_request(_sidecar(model="seedance-3-0", **fields), defaults=DEFAULTS)
+        assert info.value.key == "model" and FAST2 in info.value.message
+
+
+def test_strict_model_refuses_unknown_models_of_every_kind_listing_the_live_ones() -> None:
     """With strict_model an unknown model is refused for a frames or text drop too, and
-    the message lists every known model (lite-t2v included)."""
+    the message lists every live model."""
     for line in ("mode: text\n", "last_frame: e.png\n"):
         with pytest.raises(InvalidSidecar) as info:
-            parse_sidecar(f"prompt: x\nmodel: seedance-2-0\n{line}".encode(), strict_model=True)
+            parse_sidecar(f"prompt: x\nmodel: seedance-3-0\n{line}".encode(), strict_model=True)
         assert info.value.key == "model"
-        assert all(model in info.value.message for model in (LITE, T2V, PRO, PRO_FAST))
+        assert all(model in info.value.message for model in LIVE)
 
 
 # --- sidecar_hint -------------------------------------------------------------------------

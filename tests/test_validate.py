@@ -135,7 +135,7 @@ def test_single_files_are_checked_with_their_partner(tmp_path: Path) -> None:
 
 def test_unknown_model_warns_or_fails_in_strict_mode(tmp_path: Path) -> None:
     """An unknown model is a warning on stderr (exit 0), and a problem with --strict (exit 1)."""
-    write_pair(tmp_path, "new", sidecar="prompt: x\nmodel: seedance-2-0\n")
+    write_pair(tmp_path, "new", sidecar="prompt: x\nmodel: seedance-3-0\n")
 
     lenient = validate(tmp_path)
     assert lenient.returncode == 0

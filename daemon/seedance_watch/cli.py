@@ -27,7 +27,7 @@ EXIT_USAGE = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seedance-watch",
-        description="Turn images dropped in a folder into Seedance 1.0 videos.",
+        description="Turn images dropped in a folder into Seedance videos.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         help="what to drop: an image, a first and last frame, a text sidecar, or all three",
     )
 
+    models = sub.add_parser(
+        "models", help="the Seedance models: kinds, options, prices, live or retired"
+    )
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+
     sub.add_parser("simulator", help="run the built-in Pixazo simulator", add_help=False)
     return parser
 
@@ -131,6 +136,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(args.folder, args.kind)
     if args.command == "validate":
         return _validate(args)
+    if args.command == "models":
+        from seedance_watch.commands.models import format_models, models_report
+
+        print(json.dumps(models_report(), indent=2) if args.json else format_models())
+        return 0
     config = load_config(args.config, os.environ)
     if args.command == "run":
         return _run(config, once=args.once, config_path=args.config)

@@ -34,6 +34,17 @@ Ratio = Literal["16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"]
 #: The order in which Seedance 1.0 text commands are appended to the prompt.
 COMMAND_ORDER = ("resolution", "ratio", "duration", "camerafixed", "seed", "watermark")
 
+#: The order of the Seedance 2 body keys (as the gateway's documentation shows them).
+BODY_ORDER = (
+    "duration",
+    "ratio",
+    "resolution",
+    "generate_audio",
+    "watermark",
+    "seed",
+    "camerafixed",
+)
+
 #: What the gateway uses for an option that is not sent (what a task then costs).
 GATEWAY_DEFAULTS: dict[str, Any] = {"resolution": "720p", "duration": 5}
 
@@ -89,8 +100,9 @@ class GenerationOptions(BaseModel):
         return " ".join(parts)
 
     def body_keys(self) -> dict[str, Any]:
-        """The Seedance 2 top-level keys: the set options, ``duration: auto`` as -1."""
-        keys = self.set_options()
+        """The Seedance 2 top-level keys: the set options, in the documentation's order,
+        ``duration: auto`` as -1."""
+        keys = {k: getattr(self, k) for k in BODY_ORDER if getattr(self, k) is not None}
         if keys.get("duration") == "auto":
             keys["duration"] = -1
         return keys

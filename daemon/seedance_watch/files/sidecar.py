@@ -464,7 +464,7 @@ def bare_name_fault(value: object) -> str | None:
     if value != value.strip():
         return "has spaces around it; write the file name alone"
     if "/" in value or "\\" in value or value in (".", ".."):
-        return "is not a bare file name; the last frame must be in the sidecar's own folder"
+        return "is not a bare file name; the image must be in the sidecar's own folder"
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         return "contains a control character; no file name holds one"
     if len(value.encode("utf-8", "surrogatepass")) > _NAME_MAX_BYTES:

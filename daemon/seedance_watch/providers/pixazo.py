@@ -107,8 +107,9 @@ _MODEL_GONE = re.compile(
     re.IGNORECASE,
 )
 MODELS_HINT = (
-    "The gateway no longer serves this model; `seedance-watch models` lists the models "
-    "of today: set model: in the sidecar (or the gateway.*model keys) to a live one."
+    "The gateway does not serve this model (any more): check the model name; "
+    "`seedance-watch models` lists the models of today. Set model: in the sidecar (or "
+    "the gateway.*model keys) to a live one, then retry the job."
 )
 POLL_PATH = "/bytedance-polling/getVideoResult"
 #: Where an envelope task is polled when its ``polling_url`` is not ours to call.
@@ -291,7 +292,9 @@ class Gateway:
         status = response.status_code
         if status in (400, 404, 410):
             message = self._error_message(response)
-            gone = status == 410 or bool(_MODEL_GONE.search(message))
+            gone = status == 410 or (
+                "model" in message.lower() and bool(_MODEL_GONE.search(message))
+            )
             if status == 404 or gone:
                 what = f"HTTP {status} {httpx.codes.get_reason_phrase(status)}"
                 raise GatewayRejected(
