@@ -20,7 +20,6 @@ from seedance_watch.config import (
 )
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
-from seedance_watch.files.yaml12 import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET_ENV = {"SEEDANCE_WATCH_STORAGE__BUCKET": "b"}
@@ -395,18 +394,29 @@ def test_example_config_loads_and_documents_every_key(tmp_path: Path) -> None:
     ).model_dump(exclude={"source", "paths", "storage"})
 
 
-@pytest.mark.parametrize("name", ["beach.yaml", "minimal.yaml", "portrait.yaml"])
+EXAMPLES = sorted(p.name for p in (REPO / "config" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_example_sidecars_are_valid(name: str) -> None:
-    """Each example sidecar has a prompt and valid options (ratio stays a string)."""
-    data = load_yaml((REPO / "config" / "examples" / name).read_text())
-    prompt = data.pop("prompt")
-    assert isinstance(prompt, str) and prompt.strip()
-    data.pop("model", None)
-    options = GenerationOptions.model_validate(data)
-    if name == "portrait.yaml":
-        assert options.ratio == "9:16"
-    if name == "beach.yaml":
-        assert options.ratio == "16:9"
+    """Each example sidecar passes the daemon's own checks and builds a request with the
+    default models (a kind and options its model takes; ratio stays a string)."""
+    from seedance_watch.files.sidecar import build_request, parse_sidecar
+
+    sidecar = parse_sidecar((REPO / "config" / "examples" / name).read_bytes(), strict_model=True)
+    request = build_request(sidecar, defaults=Config(storage={"bucket": "b"}).defaults)  # type: ignore[arg-type]
+    expected = {
+        "beach.yaml": ("image", "16:9"),
+        "portrait.yaml": ("image", "9:16"),
+        "dusk.yaml": ("frames", None),
+        "lighthouse.yaml": ("text", "16:9"),
+        "waves.yaml": ("image", "16:9"),
+        "shoe.yaml": ("reference", "1:1"),
+        "minimal.yaml": ("image", None),
+    }
+    assert (request.kind, request.options.ratio) == expected[name]
+    if name in ("waves.yaml", "shoe.yaml"):  # the Seedance 2 examples of the README
+        assert request.family == "2" and request.options.generate_audio is False
 
 
 # --- the API key -------------------------------------------------------------------------

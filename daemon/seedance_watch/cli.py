@@ -83,9 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--folder", type=Path, default=Path("demo"), help="default: ./demo")
     demo.add_argument(
         "--kind",
-        choices=("image", "frames", "text", "all"),
+        choices=("image", "seedance2", "frames", "text", "reference", "all"),
         default="image",
-        help="what to drop: an image, a first and last frame, a text sidecar, or all three",
+        help="what to drop: an image (default model), an image for a Seedance 2 model, a "
+        "first and last frame, a text sidecar, reference images, or all of them",
     )
 
     models = sub.add_parser(

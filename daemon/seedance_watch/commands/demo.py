@@ -2,10 +2,11 @@
 
 Starts the built-in Pixazo simulator and an S3 emulator (moto) on free loopback
 ports, lays out ``./demo/`` (inbox, outbox, done, failed, state and a config
-file), drops a generated sample (``--kind``: an image with its sidecar, a first
-and a last frame, a text-only sidecar, or all three), runs the daemon once until
-the videos are written, and prints where they are.  The daemon is the real one:
-it only sees a config whose gateway and bucket happen to be local.
+file), drops a generated sample (``--kind``: an image with its sidecar, the same
+with a Seedance 2 model, a first and a last frame, a text-only sidecar, reference
+images, or all of them), runs the daemon once until the videos are written, and
+prints where they are.  The daemon is the real one, on today's default models: it
+only sees a config whose gateway and bucket happen to be local.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ DEMO_BUCKET = "seedance-demo"
 DEMO_KEY = "demo-key"
 
 SIDECAR = """\
-# A sidecar: the prompt, and options that become text commands (see config/examples/).
+# A sidecar: the prompt and options (see config/examples/).  No model: the default
+# for image drops, gateway.model (Seedance 1.0 Pro Fast), reads them as text commands.
 prompt: "The sun sinks into a calm sea, soft waves roll towards the shore"
 resolution: 720p
 ratio: 16:9
@@ -31,8 +33,18 @@ duration: 5
 camerafixed: false
 """
 
+SEEDANCE_2_SIDECAR = """\
+# The same kind of drop sent to a Seedance 2 model, billed per second of video:
+# options travel as keys, and generate_audio: false leaves the soundtrack out.
+prompt: "Waves break on the rocks at sunset, spray glowing in the light"
+model: seedance-2-0-fast
+duration: 4
+generate_audio: false
+"""
+
 FRAMES_SIDECAR = """\
-# First and last frame: the video starts on dusk.jpg and ends on dusk-end.jpg.
+# First and last frame: the video starts on dusk.jpg and ends on dusk-end.jpg
+# (gateway.frames_model, a Seedance 2 model).
 prompt: "The sun goes down behind the sea and the sky darkens"
 last_frame: dusk-end.jpg
 duration: 5
@@ -46,11 +58,26 @@ ratio: 16:9
 duration: 5
 """
 
-#: What each --kind drops: file name -> contents (None: a generated picture).
+REFERENCE_SIDECAR = """\
+# Reference images: the video shows what they show (gateway.reference_model).
+prompt: "The same coast from the air, then from the beach, as the light fades"
+references: [coast-1.jpg, coast-2.jpg]
+duration: auto   # the model picks the length; the cost settles at the real length
+generate_audio: false
+"""
+
+#: What each --kind drops: file name -> contents (a tuple: a generated picture,
+#: the sun lowered by that many pixels and the sky dimmed by the second number).
 KINDS: dict[str, dict[str, str | tuple[int, int]]] = {
     "image": {"sunset.jpg": (0, 0), "sunset.yaml": SIDECAR},
+    "seedance2": {"waves.jpg": (40, 20), "waves.yaml": SEEDANCE_2_SIDECAR},
     "frames": {"dusk.jpg": (0, 0), "dusk-end.jpg": (170, 70), "dusk.yaml": FRAMES_SIDECAR},
     "text": {"boat.yaml": TEXT_SIDECAR},
+    "reference": {
+        "coast-1.jpg": (20, 0),
+        "coast-2.jpg": (120, 50),
+        "coast.yaml": REFERENCE_SIDECAR,
+    },
 }
 
 
@@ -108,6 +135,15 @@ def _drop(inbox: Path, kind: str) -> list[str]:
     return written
 
 
+def _command() -> str:
+    """How to run ``seedance-watch`` from here: the script beside this Python (a venv's
+    ``bin/``, not always on PATH), else the module."""
+    script = Path(sys.executable).parent / "seedance-watch"
+    if script.exists():
+        return str(script)
+    return f"{sys.executable} -m seedance_watch"
+
+
 def run_demo(folder: Path, kind: str = "image") -> int:
     """Run the demo in ``folder`` with a drop of ``kind`` (or ``all``); returns the exit code."""
     try:
@@ -133,10 +169,9 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         api_key=DEMO_KEY,
         queued_seconds=0.5,
         running_seconds=2.0,
-        video_seconds=2.0,
-        video_fps=12,
+        video_fps=8,
         video_max_side=640,
-        submit_answer="envelope",  # the gateway as it answers today (SPEC §2)
+        submit_answer="envelope",  # the gateway as it answers today
     )
     with S3Emulator(DEMO_BUCKET) as s3, Simulator(sim_config) as sim:
         config_path = _write_config(folder, s3.endpoint_url, sim.base_url)
@@ -157,9 +192,14 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         assert job.output is not None
         video = config.paths.outbox / job.output
         print(f"Video written: {video}")
-        print(f"Details:       {video.with_suffix('.json')}  (kind: {job.kind})")
+        print(f"Details:       {video.with_suffix('.json')}  (kind: {job.kind}, {job.model})")
         if job.duplicate_of:
             print(f"(identical to job {job.duplicate_of}: copied, not paid for again)")
+    if result.summary.done:
+        print(
+            "(The simulator's clips are stand-ins made from your images -- a slow zoom or a "
+            "cross-fade of the length asked for -- not generated video.)"
+        )
     for job_id in result.summary.failed:
         error = jobs[job_id].error or {}
         print(f"Job {job_id} failed: {error.get('code')}: {error.get('message')}")
@@ -169,5 +209,5 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         "objects_left_in_bucket": len(leftovers),
     }
     print("Summary:", json.dumps(summary))
-    print(f"Config used: {config_path}  (try: seedance-watch status --config {config_path})")
+    print(f"Config used: {config_path}  (try: {_command()} status --config {config_path})")
     return result.exit_code
