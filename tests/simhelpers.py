@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import av
 import httpx
 from PIL import Image, ImageStat
 
 from seedance_watch.core.models import MODELS, Kind
-from seedance_watch.simulator import SimulatorConfig
+from seedance_watch.simulator import Simulator, SimulatorConfig
 
 from .daemon_harness import wait_for
-
-if TYPE_CHECKING:
-    from seedance_watch.simulator import Simulator
 
 SUBMIT = "/byteplus/v1/generateImage2VideoTask"
 TEXT = "/byteplus/v1/generateVideoTask"
@@ -152,6 +152,45 @@ def mean_colour(picture: Image.Image) -> tuple[float, ...]:
 
 def close_to(actual: tuple[float, ...], expected: tuple[int, int, int], tolerance: float) -> bool:
     return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
+
+
+class Receiver:
+    """A tiny webhook receiver on loopback that records each POST and answers ``status``."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.calls: list[tuple[str, dict[str, str], Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                data = json.loads(self.rfile.read(length))
+                heads = {k.lower(): v for k, v in self.headers.items()}
+                receiver.calls.append((self.path, heads, data))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
 
 
 def _ready_line(proc: subprocess.Popen[str]) -> str | None:

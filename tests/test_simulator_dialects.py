@@ -8,17 +8,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -39,6 +36,7 @@ from .simhelpers import (
     STATUS,
     SUBMIT,
     TEXT,
+    Receiver,
     _ready_line,
     body,
     container_seconds,
@@ -101,45 +99,6 @@ def legacy_until_done(sim: Simulator, task_id: str) -> dict[str, Any]:
         return None if task["status"] in ("queued", "running") else task
 
     return wait_for(step)  # type: ignore[no-any-return]
-
-
-class Receiver:
-    """A tiny webhook receiver on loopback that records each POST and answers ``status``."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.status = status
-        self.calls: list[tuple[str, dict[str, str], Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                data = json.loads(self.rfile.read(length))
-                heads = {k.lower(): v for k, v in self.headers.items()}
-                receiver.calls.append((self.path, heads, data))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
 
 def closed_port_url() -> str:
