@@ -1,45 +1,58 @@
 """The simulator speaks today's gateway too: the envelope answer and its v2 status
-endpoint, the frames and text submit endpoints of SPEC §4, webhooks, and the
-proxy statuses that lose a submit's answer after the task was created."""
+endpoint, the Seedance 1.0 text endpoint, the models it refuses at the 1.0
+endpoints, webhooks, and the proxy statuses that lose a submit's answer after the
+task was created."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
-import io
-import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import av
 import httpx
 import pytest
-from PIL import Image, ImageStat
 
-from seedance_watch.simulator import MODEL_KINDS, Simulator, SimulatorConfig
+from seedance_watch.core.models import MODELS, ModelTable
+from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.simulator.video import text_picture
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .conftest import BUCKET, make_image_bytes
 from .daemon_harness import wait_for
-from .simhelpers import FAST, MODEL, POLL, SUBMIT, _ready_line, body, headers
+from .simhelpers import (
+    FAST,
+    FAST_2,
+    MODEL,
+    POLL,
+    STATUS,
+    SUBMIT,
+    TEXT,
+    Receiver,
+    _ready_line,
+    body,
+    container_seconds,
+    decoded_frames,
+    headers,
+    post,
+    status,
+    status_until_done,
+)
 
 FRAMES = "/byteplus/v1/generateFrame2VideoTask"
-TEXT = "/byteplus/v1/generateVideoTask"
-STATUS = "/v2/requests/status/"
-T2V = "seedance-1-0-lite-t2v-250428"
+#: The text model of these tests: Seedance 1.0 Pro Fast takes image and text.
+T2V = MODEL
 PRO = "seedance-1-0-pro-250528"
-PRO_FAST = "seedance-1-0-pro-fast-251015"
-RED = (220, 40, 40)
-BLUE = (40, 40, 220)
+LITE = "seedance-1-0-lite-i2v-250428"
+LITE_T2V = "seedance-1-0-lite-t2v-250428"
 ENVELOPE_ID = re.compile(
     r"^byteplus_[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 )
@@ -78,39 +91,6 @@ def put_image(s3_server: S3Emulator) -> Callable[[bytes], str]:
     return _put
 
 
-def solid_png(colour: tuple[int, int, int], size: tuple[int, int] = (640, 480)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def post(sim: Simulator, path: str, payload: Any, **extra: str) -> httpx.Response:
-    return httpx.post(sim.base_url + path, headers={**headers(), **extra}, json=payload, timeout=10)
-
-
-def frames_body(first: str, last: str, text: str = "Sunset --duration 5") -> dict[str, Any]:
-    return {"model": MODEL, "text": text, "first_frame": first, "last_frame": last}
-
-
-def status(sim: Simulator, request_id: str) -> dict[str, Any]:
-    r = httpx.get(sim.base_url + STATUS + request_id, headers=headers(), timeout=10)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()
-    return result
-
-
-def status_until_done(sim: Simulator, request_id: str) -> tuple[dict[str, Any], list[str]]:
-    seen: list[str] = []
-
-    def step() -> dict[str, Any] | None:
-        answer = status(sim, request_id)
-        if not seen or seen[-1] != answer["status"]:
-            seen.append(answer["status"])
-        return None if answer["status"] in ("QUEUED", "PROCESSING") else answer
-
-    return wait_for(step), seen
-
-
 def legacy_until_done(sim: Simulator, task_id: str) -> dict[str, Any]:
     def step() -> dict[str, Any] | None:
         r = post(sim, POLL, {"task_id": task_id})
@@ -119,59 +99,6 @@ def legacy_until_done(sim: Simulator, task_id: str) -> dict[str, Any]:
         return None if task["status"] in ("queued", "running") else task
 
     return wait_for(step)  # type: ignore[no-any-return]
-
-
-def decoded_frames(video: bytes) -> list[Image.Image]:
-    with av.open(io.BytesIO(video)) as container:
-        assert container.streams.video[0].codec_context.name == "h264"
-        return [frame.to_image() for frame in container.decode(video=0)]
-
-
-def mean_colour(picture: Image.Image) -> tuple[float, ...]:
-    return tuple(ImageStat.Stat(picture.convert("RGB")).mean)
-
-
-def close_to(actual: tuple[float, ...], expected: tuple[int, int, int], tolerance: float) -> bool:
-    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
-
-
-class Receiver:
-    """A tiny webhook receiver on loopback that records each POST and answers ``status``."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.status = status
-        self.calls: list[tuple[str, dict[str, str], Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                data = json.loads(self.rfile.read(length))
-                heads = {k.lower(): v for k, v in self.headers.items()}
-                receiver.calls.append((self.path, heads, data))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
 
 def closed_port_url() -> str:
@@ -336,52 +263,25 @@ def test_cancelled_tasks(
 # --- the frames and text endpoints ----------------------------------------------------------
 
 
-def test_frames_video_fades_from_the_first_frame_to_the_last(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
-) -> None:
-    """generateFrame2VideoTask fetches both frames; the clip starts on the first image
-    and ends on the last (mean colour), and the record lists both URLs and hashes."""
-    sim = make_sim(video_fps=8, video_seconds=1.0)
-    red, blue = solid_png(RED), solid_png(BLUE, size=(480, 640))
-    first, last = put_image(red), put_image(blue)
-    r = post(sim, FRAMES, frames_body(first, last, text="Dusk --ratio 4:3 --duration 5"))
-    assert r.status_code == 200, r.text
-    task_id = r.json()["id"]
-    task = legacy_until_done(sim, task_id)
-    assert task["status"] == "succeeded"
-    video = httpx.get(task["content"]["video_url"], timeout=10).content
-    assert video == sim.video_bytes(task_id)
-    frames = decoded_frames(video)
-    assert len(frames) == 8 and frames[0].size == (256, 192)
-    assert close_to(mean_colour(frames[0]), RED, 12), mean_colour(frames[0])
-    assert close_to(mean_colour(frames[-1]), BLUE, 12), mean_colour(frames[-1])
-    middle = mean_colour(frames[len(frames) // 2])
-    assert BLUE[0] + 30 < middle[0] < RED[0] - 30  # a blend, neither end
-    [record] = sim.submits
-    assert record.kind == "frames" and record.endpoint == FRAMES
-    assert record.fetched_urls == (first, last) and record.image_url == first
-    assert record.fetched_sha256s == (
-        hashlib.sha256(red).hexdigest(),
-        hashlib.sha256(blue).hexdigest(),
-    )
-    assert sim.task_params(task_id)["ratio"] == "4:3"
-
-
 def test_text_video_decodes_in_the_ratio_asked(make_sim: Callable[..., Simulator]) -> None:
-    """generateVideoTask needs no image: the clip is drawn from the prompt, in --ratio."""
+    """generateVideoTask needs no image: the clip is drawn from the prompt, in --ratio,
+    and lasts the --duration asked."""
     sim = make_sim(submit_answer="envelope")
-    r = post(sim, TEXT, {"model": T2V, "text": "A lighthouse at night --ratio 9:16"})
+    r = post(sim, TEXT, {"model": T2V, "text": "A lighthouse at night --ratio 9:16 --duration 3"})
     assert r.status_code == 200, r.text
     request_id = r.json()["request_id"]
     answer, _ = status_until_done(sim, request_id)
     assert answer["status"] == "COMPLETED"
     video = httpx.get(answer["output"]["media_url"], timeout=10).content
     frames = decoded_frames(video)
-    assert len(frames) >= 2 and frames[0].size == (144, 256)
+    assert len(frames) == 3 * 8 and frames[0].size == (144, 256)
     assert frames[0].tobytes() != frames[-1].tobytes()
+    assert container_seconds(video) == pytest.approx(3.0)
     [record] = sim.submits
     assert record.kind == "text" and record.endpoint == TEXT and record.model == T2V
     assert record.fetched_urls == () and record.fetched_sha256s == () and record.image_url == ""
+    assert record.family == "1.0" and record.roles == () and record.video_seconds == 3.0
+    assert record.params["ratio"] == "9:16" and record.answer["request_id"] == request_id
 
 
 def test_text_picture_is_a_function_of_the_prompt() -> None:
@@ -391,67 +291,162 @@ def test_text_picture_is_a_function_of_the_prompt() -> None:
     assert one != text_picture("A harbour", 64, 36).tobytes()
 
 
-def test_frames_and_text_bodies_are_checked_strictly(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
-) -> None:
-    """Extra or missing keys, non-strings, bad commands, unfetchable frames → 400;
-    an unknown model → 404; nothing is created."""
+def test_text_bodies_are_checked_strictly(make_sim: Callable[..., Simulator]) -> None:
+    """Extra or missing keys, non-strings, empty text, unknown commands → 400; an
+    unknown model → 404; nothing is created."""
     sim = make_sim()
-    good = put_image(make_image_bytes())
-    notes = put_image(b"not an image")
-    cases: list[tuple[str, Any, int, str]] = [
-        (FRAMES, {**frames_body(good, good), "extra": "x"}, 400, "exactly"),
-        (FRAMES, {"model": MODEL, "text": "Sea", "first_frame": good}, 400, "last_frame"),
-        (FRAMES, {**frames_body(good, good), "first_frame": {"url": good}}, 400, "first_frame"),
-        (FRAMES, {**frames_body(good, good), "text": 5}, 400, "text must be a string"),
-        (FRAMES, frames_body(good, good, text="Sea --fps 24"), 400, "--fps"),
-        (FRAMES, frames_body(good, notes), 400, "last_frame could not be fetched"),
-        (FRAMES, frames_body("ftp://x/y.png", good), 400, "first_frame could not be fetched"),
-        (FRAMES, {**frames_body(good, good), "model": "seedance-9"}, 404, "seedance-9"),
-        (TEXT, {"model": T2V, "text": "Sea", "content": []}, 400, "exactly"),
-        (TEXT, {"model": T2V}, 400, "text"),
-        (TEXT, {"model": T2V, "text": ["Sea"]}, 400, "text must be a string"),
-        (TEXT, {"model": T2V, "text": "  "}, 400, "empty"),
-        (TEXT, {"model": T2V, "text": "Sea --motion high"}, 400, "--motion"),
-        (TEXT, ["Sea"], 400, "exactly"),
+    cases: list[tuple[Any, int, str]] = [
+        ({"model": T2V, "text": "Sea", "content": []}, 400, "exactly"),
+        ({"model": T2V}, 400, "text"),
+        ({"model": T2V, "text": ["Sea"]}, 400, "text must be a string"),
+        ({"model": T2V, "text": "  "}, 400, "empty"),
+        ({"model": T2V, "text": "Sea --motion high"}, 400, "--motion"),
+        ({"model": "seedance-9", "text": "Sea"}, 404, "seedance-9"),
+        (["Sea"], 400, "exactly"),
     ]
-    for path, payload, code, word in cases:
-        r = post(sim, path, payload)
+    for payload, code, word in cases:
+        r = post(sim, TEXT, payload)
         assert r.status_code == code, (payload, r.text)
         assert word in r.json()["error"]["message"], (payload, r.text)
     assert sim.submits == [] and sim.submit_attempts == len(cases)
 
 
+def test_the_frames_endpoint_is_gone(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """generateFrame2VideoTask answers 404 with the body of any unknown path, before
+    the key is even looked at; nothing is created or counted as a submit."""
+    sim = make_sim()
+    url = put_image(make_image_bytes())
+    frames = {"model": MODEL, "text": "Dusk", "first_frame": url, "last_frame": url}
+    gone = post(sim, FRAMES, frames)
+    unknown = post(sim, "/byteplus/v1/noSuchTask", frames)
+    assert gone.status_code == unknown.status_code == 404
+    assert gone.json() == {
+        "error": {"code": "NotFound", "message": f"Resource not found: {FRAMES}"}
+    }
+    assert unknown.json()["error"]["code"] == gone.json()["error"]["code"]
+    assert httpx.post(sim.base_url + FRAMES, json=frames, timeout=10).status_code == 404
+    assert sim.submits == [] and sim.submit_attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "date"),
+    [
+        (LITE, "2026-05-13"),
+        (LITE_T2V, "2026-05-13"),
+        ("seedance-1-5-pro-251215", "2026-11-11"),
+    ],
+)
+def test_a_retired_model_is_not_available(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str], model: str, date: str
+) -> None:
+    """A model the table retired is a 400 ModelNotAvailable at both 1.0 endpoints, its
+    message saying the model is not available and since when; nothing is created."""
+    sim = make_sim()
+    url = put_image(make_image_bytes())
+    for path, payload in ((SUBMIT, body(url, model=model)), (TEXT, {"model": model, "text": "A"})):
+        r = post(sim, path, payload)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == {
+            "code": "ModelNotAvailable",
+            "message": f"The model {model} is not available: it was switched off on {date}.",
+        }
+    assert sim.submits == []
+
+
+def test_an_unknown_model_is_404(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """A model the table does not know is 404 ModelNotFound at both 1.0 endpoints."""
+    sim = make_sim()
+    url = put_image(make_image_bytes())
+    for path, payload in (
+        (SUBMIT, body(url, model="seedance-9")),
+        (TEXT, {"model": "seedance-9", "text": "A"}),
+    ):
+        r = post(sim, path, payload)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "ModelNotFound"
+        assert "seedance-9" in r.json()["error"]["message"]
+    assert sim.submits == []
+
+
+@pytest.mark.parametrize("model", [FAST_2, "seedance-2-5"])
+def test_a_seedance_2_model_is_refused_at_the_1_0_endpoints(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str], model: str
+) -> None:
+    """A live Seedance 2 model in a 1.0 body is a 400 naming the model and the
+    endpoints it has instead."""
+    sim = make_sim()
+    url = put_image(make_image_bytes())
+    for path, payload in ((SUBMIT, body(url, model=model)), (TEXT, {"model": model, "text": "A"})):
+        r = post(sim, path, payload)
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert model in message and path in message
+        assert MODELS[model].endpoints["text"] in message
+    assert sim.submits == []
+
+
+def test_both_1_0_pro_models_make_image_and_text(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """Seedance 1.0 Pro and Pro Fast, the live 1.0 rows, take image and text."""
+    sim = make_sim()
+    url = put_image(make_image_bytes())
+    for model in (MODEL, PRO):
+        assert post(sim, SUBMIT, body(url, model=model)).status_code == 200
+        assert post(sim, TEXT, {"model": model, "text": "A quiet street"}).status_code == 200
+    assert [(s.model, s.kind) for s in sim.submits] == [
+        (MODEL, "image"),
+        (MODEL, "text"),
+        (PRO, "image"),
+        (PRO, "text"),
+    ]
+
+
 def test_a_model_must_offer_the_kind_asked_for(
     make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
 ) -> None:
-    """lite-i2v: image and frames; lite-t2v: text only; pro: all three; pro-fast: image
-    and text, no last frame."""
-    sim = make_sim()
+    """With a table whose Pro Fast makes images only, its text submit is a 400 naming
+    the model and what it offers, while its image submit is accepted."""
+    row = MODELS[MODEL]
+    image_only = dataclasses.replace(
+        row,
+        kinds=frozenset({"image"}),
+        endpoints={"image": row.endpoints["image"]},
+    )
+    table = ModelTable(tuple(image_only if r.model == MODEL else r for r in MODELS.values()))
+    sim = make_sim(models=table)
+    r = post(sim, TEXT, {"model": MODEL, "text": "A quiet street"})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert MODEL in message and "does not support text to video" in message
+    assert "image to video" in message
+    assert post(sim, SUBMIT, body(put_image(make_image_bytes()))).status_code == 200
+    assert [s.kind for s in sim.submits] == ["image"]
+
+
+def test_a_model_retired_while_running_is_refused_from_then_on(
+    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+) -> None:
+    """configure(models=...) retires a model mid-run: the next submit is refused as not
+    available, while the task submitted before still completes and serves its video."""
+    sim = make_sim(submit_answer="envelope")
     url = put_image(make_image_bytes())
-    asks = {
-        "image": lambda m: post(sim, SUBMIT, body(url, model=m)),
-        "frames": lambda m: post(sim, FRAMES, {**frames_body(url, url), "model": m}),
-        "text": lambda m: post(sim, TEXT, {"model": m, "text": "A quiet street"}),
-    }
-    for model in (MODEL, T2V, PRO, PRO_FAST):
-        for kind, ask in asks.items():
-            r = ask(model)
-            if kind in MODEL_KINDS[model]:
-                assert r.status_code == 200, (model, kind, r.text)
-            else:
-                assert r.status_code == 400, (model, kind, r.text)
-                assert "does not support" in r.json()["error"]["message"]
-    assert {(s.model, s.kind) for s in sim.submits} == {
-        (MODEL, "image"),
-        (MODEL, "frames"),
-        (T2V, "text"),
-        (PRO, "image"),
-        (PRO, "frames"),
-        (PRO, "text"),
-        (PRO_FAST, "image"),
-        (PRO_FAST, "text"),
-    }
+    earlier = post(sim, SUBMIT, body(url)).json()["request_id"]
+    retired = dataclasses.replace(
+        MODELS[MODEL], retired_on=dt.date(2027, 1, 1), replacement=PRO, endpoints={}
+    )
+    sim.configure(
+        models=ModelTable(tuple(retired if r.model == MODEL else r for r in MODELS.values()))
+    )
+    r = post(sim, SUBMIT, body(url))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "ModelNotAvailable"
+    assert "2027-01-01" in r.json()["error"]["message"]
+    answer, _ = status_until_done(sim, earlier)
+    assert answer["status"] == "COMPLETED"
+    assert len(sim.submits) == 1
 
 
 # --- injected submit statuses ---------------------------------------------------------------

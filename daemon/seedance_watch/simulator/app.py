@@ -5,11 +5,14 @@ an ``HttpReply`` (or ``None``: drop the connection without answering).  The
 h11 server in ``server.py`` carries the bytes.  Runs on one event loop; the
 records are also read from other threads, hence the lock.
 
-Two dialects, as the gateway has spoken over time (SPEC §2): a task answered
+Two answers, as the gateway has spoken over time: a task answered
 ``{"id": "cgt-..."}`` is polled with ``POST /bytedance-polling/getVideoResult``;
 a task answered with the envelope (``request_id``, ``polling_url``) is polled
-with ``GET /v2/requests/status/{request_id}``.  Each endpoint knows only its own
-dialect's tasks (the other's ids are 404), like two generations of a real API.
+with ``GET /v2/requests/status/{request_id}``.  Each poll endpoint knows only its
+own dialect's tasks (the other's ids are 404), like two generations of a real
+API.  The Seedance 1.0 endpoints answer in the dialect ``submit_answer`` names;
+the Seedance 2 endpoints always with the envelope, its ``request_id`` prefixed
+with the endpoint's first path segment (``seedance-2-0-fast_<uuid7>``).
 """
 
 from __future__ import annotations
@@ -45,11 +48,9 @@ from seedance_watch.simulator.config import (
 from seedance_watch.simulator.protocol import (
     POLL_PATH,
     STATUS_PREFIX,
-    SUBMIT_PATHS,
     BadRequest,
     HttpReply,
     HttpRequest,
-    check_submit_body,
     error_reply,
     invalid,
     json_body,
@@ -57,13 +58,25 @@ from seedance_watch.simulator.protocol import (
     server_error,
     xml_error,
 )
-from seedance_watch.simulator.video import make_frames_video, make_text_video, make_video
+from seedance_watch.simulator.submits import (
+    AUTO_DURATION,
+    Endpoint,
+    SubmitRequest,
+    check_submit,
+    submit_endpoints,
+)
+from seedance_watch.simulator.video import (
+    make_frames_video,
+    make_reference_video,
+    make_text_video,
+    make_video,
+)
 
 __all__ = ["POLL_PATH", "STATUS_PREFIX", "SUBMIT_PATH", "GatewayApp"]
 
 log = structlog.get_logger(__name__)
 
-#: The image-to-video submit (the first endpoint; ``SUBMIT_PATHS`` holds all three).
+#: The Seedance 1.0 image-to-video submit (``submits.submit_endpoints`` lists them all).
 SUBMIT_PATH = "/byteplus/v1/generateImage2VideoTask"
 VIDEO_PREFIX = "/videos/"
 MAX_IMAGE_BYTES = 30 * 1024 * 1024
@@ -77,6 +90,14 @@ _PIXAZO_STATUS = {
     "cancelled": "CANCELLED",
 }
 _RESOLUTION_PIXELS = {"480p": (864, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
+#: What a Seedance 2 model uses for an option it takes that the body does not set.
+_SEEDANCE_2_DEFAULTS: dict[str, str | int | bool] = {
+    "resolution": "720p",
+    "ratio": "adaptive",
+    "duration": 5,
+    "generate_audio": True,
+    "watermark": False,
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,8 @@ class GatewayApp:
         self._lock = threading.Lock()
         self._clock = clock
         self._config = config
+        self._endpoints = submit_endpoints(config.models)
+        self._peak_unfinished = 0
         self._rng = random.Random(config.seed)
         self._ids = random.Random(f"{config.seed}-ids")
         self._bucket: TokenBucket | None = None
@@ -137,6 +160,8 @@ class GatewayApp:
                 self._rng = random.Random(new.seed)
             if new.rate_limit_per_minute != self._config.rate_limit_per_minute:
                 self._bucket = None
+            if new.models is not self._config.models:
+                self._endpoints = submit_endpoints(new.models)
             self._config = new
 
     @property
@@ -163,6 +188,13 @@ class GatewayApp:
     def submit_attempts(self) -> int:
         with self._lock:
             return self._submit_attempts
+
+    @property
+    def peak_unfinished(self) -> int:
+        """The most tasks ever unfinished (queued or running) at once: the gateway's
+        peak concurrency, as a client's submits drove it."""
+        with self._lock:
+            return self._peak_unfinished
 
     def video_bytes(self, task_id: str) -> bytes:
         """The full mp4 served for ``task_id``; ``KeyError`` if it has no video (yet)."""
@@ -218,7 +250,8 @@ class GatewayApp:
     async def _route(self, request: HttpRequest) -> HttpReply | None:
         path = request.path
         methods: tuple[str, ...]
-        if path in SUBMIT_PATHS:
+        endpoint = self._endpoints.get(path)
+        if endpoint is not None:
             kind, methods = "submit", ("POST",)
         elif path == POLL_PATH:
             kind, methods = "poll", ("POST",)
@@ -267,7 +300,8 @@ class GatewayApp:
             answer = None
         elif faults.submit_status is not None:
             answer = faults.submit_status
-        reply = await self._submit(request, config, SUBMIT_PATHS[request.path], answer)
+        assert endpoint is not None
+        reply = await self._submit(request, config, endpoint, answer)
         if reply.status != 200 or answer == 200:
             return reply
         return None if answer is None else server_error(answer)
@@ -336,7 +370,7 @@ class GatewayApp:
     # --- submit -------------------------------------------------------------------------
 
     async def _submit(
-        self, request: HttpRequest, config: SimulatorConfig, kind: Kind, answer: int | None
+        self, request: HttpRequest, config: SimulatorConfig, endpoint: Endpoint, answer: int | None
     ) -> HttpReply:
         """Check, fetch and create one task; ``answer`` is what the client will be sent."""
         with self._lock:
@@ -347,21 +381,19 @@ class GatewayApp:
                 429, "TooManyRequests", "Rate limit is exceeded.", headers=[("Retry-After", retry)]
             )
         body = json_body(request)
-        checked = check_submit_body(kind, body)
-        field = "content.text" if kind == "image" else "text"
-        try:
-            parsed = parse_text(checked.text)
-        except CommandError as exc:
-            raise invalid(f"{field}: {exc}") from exc
+        checked = check_submit(endpoint, body, config.models)
+        prompt, params = _generation(checked, endpoint, config)
         webhook_url = request.headers.get("x-webhook-url")
         if webhook_url is not None and urlsplit(webhook_url).scheme not in ("http", "https"):
             raise invalid("X-Webhook-URL must be an http(s) URL")
-        names = {"image": ("image_url",), "frames": ("first_frame", "last_frame"), "text": ()}
         images = [
             await self._fetch_image(url, name)
-            for url, name in zip(checked.urls, names[kind], strict=True)
+            for url, name in zip(checked.urls, _image_names(checked.roles), strict=True)
         ]
         shas = tuple(hashlib.sha256(image).hexdigest() for image in images)
+        seconds = config.video_seconds
+        if seconds is None:
+            seconds = float(params["duration"])
         with self._lock:
             now = self._advance()
             config = self._config
@@ -383,19 +415,21 @@ class GatewayApp:
                 outcome = "expired"
             elif config.cancel_task_rate > 0 and self._rng.random() < config.cancel_task_rate:
                 outcome = "cancelled"
-            dialect: Dialect = config.submit_answer
+            dialect: Dialect = "envelope" if checked.family == "2" else config.submit_answer
             task = Task(
-                id=self._new_id(dialect),
+                id=self._new_id(dialect, endpoint.prefix),
                 model=checked.model,
                 text=checked.text,
-                params=parsed.params,
+                params=params,
                 image_sha256=shas[0] if shas else "",
                 created=now,
                 eligible=now + config.queued_seconds,
                 outcome=outcome,
                 running_seconds=config.running_seconds,
-                kind=kind,
-                last_frame_sha256=shas[1] if len(shas) > 1 else None,
+                kind=checked.kind,
+                image_sha256s=shas,
+                prompt=prompt,
+                seconds=seconds,
                 dialect=dialect,
                 seq=len(self._board.tasks),
                 webhook_url=webhook_url,
@@ -405,6 +439,7 @@ class GatewayApp:
                     self._images.setdefault(sha, image)
                     self._image_refs[sha] = self._image_refs.get(sha, 0) + 1
             self._board.add(task)
+            self._peak_unfinished = max(self._peak_unfinished, self._board.unfinished())
             if webhook_url is not None:
                 self._webhook_due[task.id] = task
             polling_url = None
@@ -429,19 +464,24 @@ class GatewayApp:
                     body=body,
                     at=time.time(),
                     endpoint=request.path,
-                    kind=kind,
+                    kind=checked.kind,
+                    family=checked.family,
                     webhook_url=webhook_url,
                     fetched_urls=checked.urls,
                     fetched_sha256s=shas,
+                    roles=checked.roles,
                     dialect=dialect,
                     polling_url=polling_url,
                     answer_status=answer,
+                    answer=dict(payload),
+                    params=dict(params),
+                    video_seconds=seconds,
                 )
             )
         log.debug(
             "simulator.task_created",
             task_id=task.id,
-            kind=kind,
+            kind=checked.kind,
             model=checked.model,
             outcome=outcome,
             answer=answer,
@@ -456,8 +496,8 @@ class GatewayApp:
             self._bucket = TokenBucket(config.rate_limit_per_minute, now)
         return self._bucket.take(now)
 
-    def _new_id(self, dialect: Dialect = "id") -> str:
-        """``cgt-<UTC stamp>-<5 chars>`` (ModelArk), or ``byteplus_<UUIDv7>`` (envelope)."""
+    def _new_id(self, dialect: Dialect = "id", prefix: str = "byteplus") -> str:
+        """``cgt-<UTC stamp>-<5 chars>`` (ModelArk), or ``<prefix>_<UUIDv7>`` (envelope)."""
         while True:
             if dialect == "envelope":
                 # A UUIDv7 layout: 48 bits of epoch milliseconds, then seeded random bits.
@@ -470,7 +510,7 @@ class GatewayApp:
                     | (0b10 << 62)
                     | (bits & ((1 << 62) - 1))
                 )
-                task_id = f"byteplus_{uuid.UUID(int=value)}"
+                task_id = f"{prefix}_{uuid.UUID(int=value)}"
             else:
                 stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
                 suffix = "".join(self._ids.choice(_ID_ALPHABET) for _ in range(5))
@@ -626,11 +666,11 @@ class GatewayApp:
             todo, self._to_encode = self._to_encode, []
             config = self._config
         for task in todo:
-            size = (config.video_max_side, config.video_fps, config.video_seconds)
-            shas = _image_shas(task)
-            prompt = parse_text(task.text).prompt if task.kind == "text" else ""
-            ratio = str(task.params["ratio"]) if task.kind == "text" else ""
-            key = (task.kind, shas, prompt, ratio, *size)
+            shape = _Shape(config.video_max_side, config.video_fps, task.seconds)
+            shas = task.image_sha256s
+            prompt = task.prompt if task.kind == "text" else ""
+            ratio = str(task.params.get("ratio", "adaptive")) if task.kind == "text" else ""
+            key = (task.kind, shas, prompt, ratio, shape)
             with self._lock:
                 future = self._videos.get(key)
                 images = [self._images.get(sha) for sha in shas]
@@ -642,7 +682,7 @@ class GatewayApp:
                     task.video_error = "internal: the image is gone"
                     continue
                 future = asyncio.ensure_future(
-                    asyncio.to_thread(_encode, task.kind, present, prompt, ratio, config)
+                    asyncio.to_thread(_encode, task.kind, present, prompt, ratio, shape)
                 )
                 with self._lock:
                     self._videos[key] = future
@@ -714,25 +754,58 @@ class GatewayApp:
             log.warning("simulator.webhook_failed", task_id=task_id, error=error)
 
 
-def _encode(
-    kind: Kind, images: list[bytes], prompt: str, ratio: str, config: SimulatorConfig
-) -> bytes:
+@dataclass(frozen=True)
+class _Shape:
+    """How a clip is encoded: its longer side, frame rate and length."""
+
+    max_side: int
+    fps: int
+    seconds: float
+
+
+def _encode(kind: Kind, images: list[bytes], prompt: str, ratio: str, shape: _Shape) -> bytes:
     """The mp4 of a task of ``kind`` (in a worker thread)."""
-    max_side, fps, seconds = config.video_max_side, config.video_fps, config.video_seconds
+    side, fps, seconds = shape.max_side, shape.fps, shape.seconds
     if kind == "frames":
-        return make_frames_video(images[0], images[1], max_side=max_side, fps=fps, seconds=seconds)
+        return make_frames_video(images[0], images[1], max_side=side, fps=fps, seconds=seconds)
     if kind == "text":
-        return make_text_video(prompt, ratio, max_side=max_side, fps=fps, seconds=seconds)
-    return make_video(images[0], max_side=max_side, fps=fps, seconds=seconds)
+        return make_text_video(prompt, ratio, max_side=side, fps=fps, seconds=seconds)
+    if kind == "reference":
+        return make_reference_video(images, max_side=side, fps=fps, seconds=seconds)
+    return make_video(images[0], max_side=side, fps=fps, seconds=seconds)
 
 
-def _image_shas(task: Task) -> tuple[str, ...]:
-    """The sha256s of the images a task's video is made from."""
-    if task.kind == "text":
-        return ()
-    if task.kind == "frames" and task.last_frame_sha256 is not None:
-        return (task.image_sha256, task.last_frame_sha256)
-    return (task.image_sha256,)
+def _generation(
+    checked: SubmitRequest, endpoint: Endpoint, config: SimulatorConfig
+) -> tuple[str, dict[str, str | int | bool]]:
+    """The prompt and the parameters a task is generated with; ``duration`` is the
+    length the model makes (for ``duration: -1``, the one it picks).
+
+    Seedance 1.0 reads them from the text commands (an unknown one is a 400, an
+    invalid value silently the default); Seedance 2 takes the checked keys, and
+    its defaults for the options the model takes that were not sent.
+    """
+    if checked.family == "1.0":
+        try:
+            parsed = parse_text(checked.text)
+        except CommandError as exc:
+            field = "content.text" if checked.kind == "image" else "text"
+            raise invalid(f"{field}: {exc}") from exc
+        return parsed.prompt, parsed.params
+    assert endpoint.row is not None
+    params = {k: v for k, v in _SEEDANCE_2_DEFAULTS.items() if k in endpoint.row.options}
+    params.update(checked.options)
+    if params.get("duration") == AUTO_DURATION:
+        params["duration"] = config.auto_seconds
+    return checked.text, params
+
+
+def _image_names(roles: tuple[str, ...]) -> list[str]:
+    """How a fetch error names each image: its role, numbered when several share it."""
+    return [
+        role if roles.count(role) == 1 else f"{role} {roles[:index].count(role) + 1}"
+        for index, role in enumerate(roles)
+    ]
 
 
 def _failure(task: Task, status: Status) -> tuple[str, str]:

@@ -47,10 +47,15 @@ class Task:
     video_error: str | None = None
     encode_requested: bool = False
     extra: dict[str, object] = field(default_factory=dict)
-    #: ``image``, ``frames`` or ``text`` (see ``config.Kind``).
+    #: ``image``, ``frames``, ``text`` or ``reference`` (see ``config.Kind``).
     kind: Kind = "image"
-    #: The last frame's sha256 (frames kind); ``image_sha256`` is the first frame's.
-    last_frame_sha256: str | None = None
+    #: The sha256 of every image the video is made from, in body order
+    #: (``image_sha256`` is the first).
+    image_sha256s: tuple[str, ...] = ()
+    #: The prompt the picture of a text task is drawn from (without commands).
+    prompt: str = ""
+    #: The clip's length in seconds.
+    seconds: float = 5.0
     #: ``id`` or ``envelope``: how the task was answered, hence how it can be polled.
     dialect: Dialect = "id"
     #: The task's place in submit order (0, 1, ...): drives the "alternate" knobs.

@@ -31,11 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     defaults = SimulatorConfig()
     p = argparse.ArgumentParser(
         prog="seedance-watch simulator",
-        description="A local Pixazo (Seedance 1.0) gateway for tests and demos.",
+        description="A local Pixazo gateway (Seedance 1.0 Pro and Seedance 2, as it answers "
+        "today) for tests and demos.",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
-    p.add_argument("--api-key", default=defaults.api_key, help="the key to accept (a placeholder)")
+    p.add_argument(
+        "--api-key",
+        default=defaults.api_key,
+        help="the key to accept, a placeholder (default: %(default)s)",
+    )
     p.add_argument("--queued-seconds", type=float, default=defaults.queued_seconds)
     p.add_argument("--running-seconds", type=float, default=defaults.running_seconds)
     p.add_argument("--max-concurrent", type=int, default=None)
@@ -57,7 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated statuses that --submit-status-rate draws from (default 502,504)",
     )
     p.add_argument("--webhook-timeout", type=float, default=defaults.webhook_timeout)
-    p.add_argument("--video-seconds", type=float, default=defaults.video_seconds)
+    p.add_argument(
+        "--video-seconds",
+        type=float,
+        default=defaults.video_seconds,
+        help="every clip's length, overriding the duration each task asked for",
+    )
+    p.add_argument(
+        "--auto-seconds",
+        type=int,
+        default=defaults.auto_seconds,
+        help="the length a Seedance 2 model picks for duration -1 (default: %(default)s)",
+    )
     p.add_argument("--video-fps", type=int, default=defaults.video_fps)
     p.add_argument("--video-max-side", type=int, default=defaults.video_max_side)
     p.add_argument("--video-ttl-seconds", type=float, default=defaults.video_ttl_seconds)

@@ -10,19 +10,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# The Seedance 1.0 models the gateway knows and the kinds of task each offers are
-# the daemon's own table (core/models.py), re-exported here: any other model is a
-# 404; a known model asked for a kind it lacks is a 400.
-from seedance_watch.core.models import MODELS, Kind
-
-#: The live models and the kinds each makes (retired ones are unknown here).
-MODEL_KINDS: dict[str, frozenset[Kind]] = {row.model: row.kinds for row in MODELS.live()}
-KNOWN_MODELS = frozenset(MODEL_KINDS)
+# The models the gateway serves, and where, are the daemon's own table
+# (core/models.py): one table, so the simulator cannot drift from what the daemon
+# believes; a test may hand the simulator another (``SimulatorConfig.models``).
+from seedance_watch.core.models import MODELS, Kind, ModelTable
+from seedance_watch.simulator.submits import submit_endpoints
 
 __all__ = [
+    "AUTO_SECONDS_RANGE",
     "FAULT_TARGETS",
-    "KNOWN_MODELS",
-    "MODEL_KINDS",
     "Dialect",
     "Kind",
     "RequestRecord",
@@ -40,6 +36,9 @@ PROXY_STATUSES = frozenset({502, 504})
 
 #: Where per-request faults can be aimed (``SimulatorConfig.faults_on``).
 FAULT_TARGETS = frozenset({"submit", "poll", "video"})
+
+#: The lengths (seconds) a Seedance 2 model may pick when asked for ``duration: -1``.
+AUTO_SECONDS_RANGE = range(4, 16)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,14 @@ class SimulatorConfig:
     #: ``modelark``: lower-case statuses, ``content.video_url``;
     #: ``pixazo``: ``QUEUED``/``PROCESSING``/``COMPLETED``/``FAILED``, ``output.media_url``.
     status_style: Literal["modelark", "pixazo"] = "modelark"
-    video_seconds: float = 1.0
+    #: The models the gateway serves (their families, kinds, options and endpoints).
+    models: ModelTable = field(default_factory=lambda: MODELS)
+    #: Every clip's length in seconds, overriding what the task asked for (tests use a
+    #: fraction of a second for speed); ``None``: the requested duration (Seedance 2
+    #: ``duration``, the 1.0 ``--duration`` command, 5 s when none was sent).
+    video_seconds: float | None = None
+    #: The length a Seedance 2 model "picks" when asked for ``duration: -1`` (auto).
+    auto_seconds: int = 6
     video_fps: int = 8
     video_max_side: int = 256
     #: Seconds after a task ends during which its video can be downloaded (then 403).
@@ -164,8 +170,22 @@ class SimulatorConfig:
             raise ValueError("max_concurrent must be at least 1 (or None)")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
             raise ValueError("rate_limit_per_minute must be at least 1 (or None)")
-        if self.video_max_side < 16 or self.video_fps < 1 or self.video_seconds <= 0:
-            raise ValueError("video_max_side >= 16, video_fps >= 1 and video_seconds > 0 required")
+        if self.video_max_side < 16 or self.video_fps < 1:
+            raise ValueError("video_max_side >= 16 and video_fps >= 1 required")
+        if self.video_seconds is not None and not self.video_seconds > 0:
+            raise ValueError(
+                f"video_seconds must be positive (or None), not {self.video_seconds!r}"
+            )
+        auto = self.auto_seconds
+        if type(auto) is not int or auto not in AUTO_SECONDS_RANGE:
+            low, high = AUTO_SECONDS_RANGE[0], AUTO_SECONDS_RANGE[-1]
+            raise ValueError(f"auto_seconds must be an integer from {low} to {high}, not {auto!r}")
+        if not isinstance(self.models, ModelTable):
+            raise ValueError(f"models must be a ModelTable, not {type(self.models).__name__}")
+        try:
+            submit_endpoints(self.models)
+        except ValueError as exc:
+            raise ValueError(f"models: {exc}") from exc
 
     def replace(self, **changes: Any) -> SimulatorConfig:
         """A copy with ``changes`` applied; an unknown knob is a ``TypeError``."""
@@ -180,14 +200,18 @@ class SimulatorConfig:
 class SubmitRecord:
     """One submit that created a task (including those whose answer was lost).
 
-    ``image_url``/``image_sha256`` are the image (image kind) or the first frame
-    (frames kind), empty for text; ``fetched_urls``/``fetched_sha256s`` list every
-    image the gateway fetched for the submit, in body order.
+    ``fetched_urls``/``fetched_sha256s``/``roles`` list every image the gateway
+    fetched for the submit, in body order; ``image_url``/``image_sha256`` are the
+    first of them (the image, or the first frame, or the first reference), empty for
+    text.
     """
 
     #: The task's id: ``cgt-...`` (id dialect) or the envelope's ``request_id``.
     task_id: str
+    #: The model: the body's ``model`` (Seedance 1.0), the endpoint's (Seedance 2).
     model: str
+    #: What the text item (or ``text`` key) held: the prompt with its commands (1.0),
+    #: the prompt alone (Seedance 2).
     text: str
     image_url: str
     image_sha256: str
@@ -197,19 +221,35 @@ class SubmitRecord:
     body: Any
     #: Wall-clock time (epoch seconds).
     at: float
-    #: The request path, e.g. ``/byteplus/v1/generateFrame2VideoTask``.
+    #: The request path, e.g. ``/seedance-2-0-fast/v1/first-last-frame-to-video-fast``.
     endpoint: str = ""
+    #: ``image``, ``frames`` (a first and a last frame), ``text`` or ``reference``.
     kind: Kind = "image"
+    #: The request dialect: ``1.0`` (text commands, ``model`` in the body) or ``2``.
+    family: str = "1.0"
     #: The ``X-Webhook-URL`` header, if the submit carried one.
     webhook_url: str | None = None
     fetched_urls: tuple[str, ...] = ()
     fetched_sha256s: tuple[str, ...] = ()
-    #: The dialect the submit was answered in.
+    #: The role of each fetched image, in the same order: Seedance 2's ``role``
+    #: (``first_frame``, ``last_frame``, ``reference_image``), or the 1.0 body key
+    #: that held it (``image_url``).
+    roles: tuple[str, ...] = ()
+    #: The dialect the submit was answered in (Seedance 2: always ``envelope``).
     dialect: Dialect = "id"
     #: The polling URL the envelope named (``None`` in the id dialect).
     polling_url: str | None = None
     #: What the client was sent: 200, a proxy's 502/504, or ``None`` (connection dropped).
     answer_status: int | None = 200
+    #: The 200 answer's JSON (``{"id"}`` or the envelope), even when it was not delivered.
+    answer: dict[str, Any] = field(default_factory=dict)
+    #: The generation parameters the gateway used (Seedance 2: its defaults filled in;
+    #: 1.0: the text commands, invalid values replaced); ``duration`` is the length
+    #: the model made (for ``duration: -1``, the one it picked).
+    params: dict[str, str | int | bool] = field(default_factory=dict)
+    #: The length of the mp4 served for the task, in seconds (``params["duration"]``
+    #: unless ``SimulatorConfig.video_seconds`` overrides it).
+    video_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

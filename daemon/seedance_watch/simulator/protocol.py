@@ -1,8 +1,7 @@
-"""The wire shapes of the simulated gateway: requests, replies, error bodies, body checks.
+"""The wire shapes of the simulated gateway: requests, replies and error bodies.
 
-Pure functions over parsed requests, so the exact request contract of SPEC §2
-and §4 (``image_url`` a string, exactly one text item, exactly the keys of each
-submit body, known models offering the kind asked for) reads in one place.
+Pure functions over parsed requests; the submit bodies are checked in
+``submits.py``.
 """
 
 from __future__ import annotations
@@ -12,18 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from seedance_watch.core.models import KIND_NAMES, Kind
-from seedance_watch.simulator.config import MODEL_KINDS
-
 __all__ = [
     "POLL_PATH",
     "STATUS_PREFIX",
-    "SUBMIT_PATHS",
     "BadRequest",
     "HttpReply",
     "HttpRequest",
-    "SubmitRequest",
-    "check_submit_body",
     "error_reply",
     "invalid",
     "json_body",
@@ -33,27 +26,10 @@ __all__ = [
 ]
 
 
-#: The submit endpoints and the kind of task each creates (SPEC §2, §4).
-SUBMIT_PATHS: dict[str, Kind] = {
-    "/byteplus/v1/generateImage2VideoTask": "image",
-    "/byteplus/v1/generateFrame2VideoTask": "frames",
-    "/byteplus/v1/generateVideoTask": "text",
-}
 #: Polling a task answered ``{"id"}``: ``POST`` with ``{"task_id"}``.
 POLL_PATH = "/bytedance-polling/getVideoResult"
 #: Polling a task answered with the envelope: ``GET STATUS_PREFIX + request_id``.
 STATUS_PREFIX = "/v2/requests/status/"
-
-
-@dataclass(frozen=True)
-class SubmitRequest:
-    """A submit body that passed the checks."""
-
-    kind: Kind
-    model: str
-    text: str
-    #: The image URLs to fetch, in body order (none for text).
-    urls: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -112,90 +88,6 @@ def json_body(request: HttpRequest) -> Any:
         return json.loads(request.body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise invalid(f"the body is not valid JSON: {exc}") from exc
-
-
-def check_submit_body(kind: Kind, body: Any) -> SubmitRequest:
-    """The checked submit of ``kind``, or ``BadRequest`` (400; 404 for an unknown model)."""
-    if kind == "image":
-        model, text, urls = _image_body(body)
-    elif kind == "frames":
-        model, text, urls = _flat_body(body, ("first_frame", "last_frame"))
-    else:
-        model, text, urls = _flat_body(body, ())
-    _check_model(model, kind)
-    for name, url in zip(_URL_NAMES[kind], urls, strict=True):
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise invalid(f"{name} could not be fetched: not an http(s) URL")
-    return SubmitRequest(kind, model, text, urls)
-
-
-_URL_NAMES: dict[Kind, tuple[str, ...]] = {
-    "image": ("image_url",),
-    "frames": ("first_frame", "last_frame"),
-    "text": (),
-}
-
-
-def _image_body(body: Any) -> tuple[str, str, tuple[str, ...]]:
-    if not isinstance(body, dict) or set(body) != {"model", "content"}:
-        raise invalid('the body must hold exactly "model" and "content"')
-    model, content = body["model"], body["content"]
-    if not isinstance(model, str):
-        raise invalid("model must be a string")
-    _check_known(model)
-    if not isinstance(content, list):
-        raise invalid("content must be a list")
-    texts: list[str] = []
-    urls: list[str] = []
-    for item in content:
-        if not isinstance(item, dict) or set(item) not in ({"type", "text"}, {"type", "image_url"}):
-            raise invalid(f"content item {item!r} is not a text or image_url item")
-        if item["type"] == "text" and "text" in item and isinstance(item["text"], str):
-            texts.append(item["text"])
-        elif item["type"] == "image_url" and "image_url" in item:
-            if not isinstance(item["image_url"], str):
-                raise invalid("content.image_url must be a string URL, not an object")
-            urls.append(item["image_url"])
-        else:
-            raise invalid(f"content item {item!r} is not a text or image_url item")
-    if len(texts) != 1:
-        raise invalid("content must hold exactly one text item")
-    if len(urls) != 1:
-        raise invalid("content must hold exactly one image_url item")
-    return model, texts[0], (urls[0],)
-
-
-def _flat_body(body: Any, url_keys: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
-    """A body of exactly ``model``, ``text`` and ``url_keys``, every value a string."""
-    keys = ("model", "text", *url_keys)
-    if not isinstance(body, dict) or set(body) != set(keys):
-        wanted = ", ".join(f'"{k}"' for k in keys)
-        got = sorted(body) if isinstance(body, dict) else type(body).__name__
-        raise invalid(f"the body must hold exactly {wanted}; got {got}")
-    for key in keys:
-        if not isinstance(body[key], str):
-            raise invalid(f"{key} must be a string, not {type(body[key]).__name__}")
-    _check_known(body["model"])
-    if not body["text"].strip():
-        raise invalid("text must not be empty")
-    return body["model"], body["text"], tuple(body[k] for k in url_keys)
-
-
-def _check_known(model: str) -> None:
-    if model not in MODEL_KINDS:
-        raise BadRequest(
-            error_reply(
-                404, "ModelNotFound", f"The model {model} does not exist or you have no access."
-            )
-        )
-
-
-def _check_model(model: str, kind: Kind) -> None:
-    if kind not in MODEL_KINDS[model]:
-        offered = ", ".join(sorted(KIND_NAMES[k] for k in MODEL_KINDS[model]))
-        raise invalid(
-            f"The model {model} does not support {KIND_NAMES[kind]} (it offers: {offered})."
-        )
 
 
 def server_error(status: int) -> HttpReply:

@@ -271,6 +271,11 @@ class Simulator:
     def submit_attempts(self) -> int:
         return self.app.submit_attempts
 
+    @property
+    def peak_unfinished(self) -> int:
+        """The most tasks ever unfinished (queued or running) at once."""
+        return self.app.peak_unfinished
+
     def video_bytes(self, task_id: str) -> bytes:
         """The complete mp4 served for ``task_id`` (a ``cgt-`` id or an envelope's
         ``request_id``; ``KeyError`` if none yet)."""

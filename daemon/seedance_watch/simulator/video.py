@@ -1,4 +1,4 @@
-"""Real, playable H.264 mp4s for the three kinds of task (PyAV, libx264).
+"""Real, playable H.264 mp4s for the four kinds of task (PyAV, libx264).
 
 PyAV comes with the ``demo`` extra; it is imported only when a video is made,
 so ``import seedance_watch.simulator`` works on a core install.  Every frame
@@ -7,7 +7,13 @@ of a clip differs (a player, or a test, can tell it is video and not a still):
 - image: a slow zoom into the submitted image;
 - frames: a cross-fade from the first frame to the last, which ends exactly on it;
 - text: a slow zoom into a picture drawn from a hash of the prompt (a gradient
-  and a few shapes), so one prompt always gives the same picture.
+  and a few shapes), so one prompt always gives the same picture;
+- reference: cross-fades that visit the reference images in order (one image:
+  the zoom of an image task).
+
+A clip of ``seconds`` at ``fps`` has ``round(seconds * fps)`` frames (at least
+two), so its container duration is exactly ``seconds`` whenever that is a
+whole number of frames (every whole second is).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "fit_even",
     "make_frames_video",
+    "make_reference_video",
     "make_text_video",
     "make_video",
     "ratio_size",
@@ -83,6 +90,37 @@ def make_frames_video(
     count = _frame_count(fps, seconds)
     pictures = (Image.blend(start, end, index / (count - 1)) for index in range(count))
     return _encode(pictures, width, height, fps)
+
+
+def make_reference_video(
+    images: list[bytes], *, max_side: int = 256, fps: int = 8, seconds: float = 1.0
+) -> bytes:
+    """A clip that visits ``images`` in order: frame 0 is the first, the last frame the
+    last, with cross-fades between neighbours (one image: a zoom, as ``make_video``).
+
+    The clip takes the first image's proportions.  Raises ``ValueError`` if an image
+    cannot be decoded or none is given.  CPU-bound: run it in a thread.
+    """
+    if not images:
+        raise ValueError("a reference video needs at least one image")
+    if len(images) == 1:
+        return make_video(images[0], max_side=max_side, fps=fps, seconds=seconds)
+    first = _decode(images[0])
+    width, height = fit_even(first.width, first.height, max_side)
+    stills = [
+        picture.resize((width, height), Image.Resampling.BILINEAR)
+        for picture in (first, *(_decode(image) for image in images[1:]))
+    ]
+    count = _frame_count(fps, seconds)
+    gaps = len(stills) - 1
+
+    def pictures() -> Iterator[Image.Image]:
+        for index in range(count):
+            position = index * gaps / (count - 1)
+            gap = min(int(position), gaps - 1)
+            yield Image.blend(stills[gap], stills[gap + 1], position - gap)
+
+    return _encode(pictures(), width, height, fps)
 
 
 def make_text_video(
