@@ -51,7 +51,7 @@ def finished_job(n: int) -> Job:
         updated_at=1_757_500_400.0 + n,
         image_sha256=sha,
         content_key=f"{n + 7:064x}",
-        model="seedance-1-0-lite-i2v-250428",
+        model="seedance-1-0-pro-fast-251015",
         prompt="In the sky, soft cotton-like clouds drift with subtle layered motions",
         text=(
             "In the sky, soft cotton-like clouds drift with subtle layered motions "
@@ -61,7 +61,7 @@ def finished_job(n: int) -> Job:
         task_id=f"cgt-20250910201045-{n:05x}",
         submitted_at=1_757_500_010.0 + n,
         video_url=(
-            "https://ark-content-generation.example/doubao-seedance-1-0-lite-i2v/"
+            "https://ark-content-generation.example/doubao-seedance-1-0-pro-fast/"
             f"{job_id}/video.mp4?X-Tos-Algorithm=TOS4-HMAC-SHA256&X-Tos-Expires=86400"
             "&X-Tos-Signature=3f1d0c8e9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"
         ),

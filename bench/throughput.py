@@ -49,7 +49,7 @@ from common import (
 )
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS
 
-MODEL = "seedance-1-0-lite-i2v-250428"
+MODEL = "seedance-1-0-pro-fast-251015"
 SUFFIX = " --resolution 720p --duration 5 --camerafixed false"
 
 

@@ -98,7 +98,8 @@ def make_batch(inbox: Path, count: int, seed: int, *, kinds: bool = False) -> Ba
         kind = drop_kind(i, kinds=kinds)
         stem = f"shot-{i:03d}"
         prompt = f"Scene number {i} drifts"
-        sidecar = f'prompt: "{prompt}"\nseed: {i}\n'
+        # A frames drop goes to a Seedance 2 model, which takes no seed.
+        sidecar = f'prompt: "{prompt}"\n' + ("" if kind == "frames" else f"seed: {i}\n")
         files: dict[str, bytes] = {}
         if kind != "text":
             files[f"{stem}.jpg"] = _image(rng, i % 256, "JPEG")

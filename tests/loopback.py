@@ -15,7 +15,7 @@ import h11
 from seedance_watch.providers.pixazo import Gateway
 
 KEY = "sk-test-0123456789abcdef"
-MODEL = "seedance-1-0-lite-i2v-250428"
+MODEL = "seedance-1-0-pro-fast-251015"
 TEXT = "Clouds drift --resolution 720p --duration 5 --camerafixed false"
 IMAGE_URL = "https://bucket.example/seedance-watch/j1/sky.jpg?X-Amz-Signature=abc"
 

@@ -105,7 +105,7 @@ def test_once_turns_every_pair_into_a_video(
         )
         assert meta["text"] == record.text
         assert meta["prompt"] == f"Slow waves at {stem}"
-        assert meta["model"] == "seedance-1-0-lite-i2v-250428"
+        assert meta["model"] == "seedance-1-0-pro-fast-251015"
         assert meta["video_sha256"] == sha256(video) and meta["video_bytes"] == len(video)
         assert video == sim.video_bytes(meta["task_id"])
         assert meta["usage"]["total_tokens"] > 0

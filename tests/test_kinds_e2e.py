@@ -39,9 +39,11 @@ from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(60)
 
-I2V = "seedance-1-0-lite-i2v-250428"
-T2V = "seedance-1-0-lite-t2v-250428"
-FRAMES_ENDPOINT = "/byteplus/v1/generateFrame2VideoTask"
+PRO_FAST = "seedance-1-0-pro-fast-251015"  # gateway.model and text_model by default
+PRO = "seedance-1-0-pro-250528"  # Seedance 1.0: no first and last frame
+RETIRED = "seedance-1-0-lite-t2v-250428"  # switched off on 2026-05-13
+#: gateway.frames_model's default, seedance-2-0-fast: frames are a Seedance 2 feature.
+FRAMES_ENDPOINT = "/seedance-2-0-fast/v1/first-last-frame-to-video-fast"
 TEXT_ENDPOINT = "/byteplus/v1/generateVideoTask"
 IMAGE_ENDPOINT = "/byteplus/v1/generateImage2VideoTask"
 #: The commands the harness config's defaults add to every prompt.
@@ -170,8 +172,8 @@ def test_one_inbox_with_every_kind_and_every_bad_case_ends_as_three_videos(
     (inbox / "link-end.png").symlink_to(outside)
     image(inbox / "clash.jpg", shade=17)
     sidecar(inbox / "clash.yaml", "prompt: words only\nmode: text\n")
-    frames_drop(inbox, "wrongmodel", shade=19, extra=f"model: {T2V}\n")
-    sidecar(inbox / "textmodel.yaml", f"prompt: words\nmode: text\nmodel: {I2V}\n")
+    frames_drop(inbox, "wrongmodel", shade=19, extra=f"model: {PRO}\n")
+    sidecar(inbox / "textmodel.yaml", f"prompt: words\nmode: text\nmodel: {RETIRED}\n")
     image(inbox / "small.jpg", shade=21)
     image(inbox / "small-end.png", size=(200, 150), shade=22)
     sidecar(inbox / "small.yaml", "prompt: tiny end\nlast_frame: small-end.png\n")
@@ -203,16 +205,21 @@ def test_one_inbox_with_every_kind_and_every_bad_case_ends_as_three_videos(
     assert set(image_sub.body) == {"model", "content"} and image_sub.fetched_sha256s == (
         sha256(sunset),
     )
-    assert set(frames_sub.body) == {"model", "text", "first_frame", "last_frame"}
-    assert frames_sub.body["model"] == I2V and frames_sub.kind == "frames"
-    assert frames_sub.body["text"] == f"From beach to its end {COMMANDS}"
-    assert frames_sub.fetched_urls == (
-        frames_sub.body["first_frame"],
-        frames_sub.body["last_frame"],
-    )
+    # Seedance 2: no model key, the prompt alone, roles, the defaults it takes as keys
+    # (camerafixed, a Seedance 1.0 option of the harness's defaults, left out).
+    text_item, first, last = frames_sub.body["content"]
+    assert frames_sub.body == {
+        "content": [text_item, first, last],
+        "resolution": "720p",
+        "duration": 5,
+    }
+    assert frames_sub.model == "seedance-2-0-fast" and frames_sub.kind == "frames"
+    assert text_item == {"type": "text", "text": "From beach to its end"}
+    assert (first["role"], last["role"]) == ("first_frame", "last_frame")
+    assert frames_sub.fetched_urls == (first["image_url"]["url"], last["image_url"]["url"])
     assert frames_sub.fetched_sha256s == (sha256(beach["image"]), sha256(beach["last_frame"]))
     assert set(text_sub.body) == {"model", "text"}
-    assert text_sub.body == {"model": T2V, "text": f"Ink spreads into a poem {COMMANDS}"}
+    assert text_sub.body == {"model": PRO_FAST, "text": f"Ink spreads into a poem {COMMANDS}"}
     assert text_sub.fetched_urls == ()
     # The outputs: kind, hashes, the video the gateway served.
     metas = {rel: report(outbox / f"{rel}.json") for rel in ("sunset", "sub/beach", "poem")}
@@ -229,7 +236,7 @@ def test_one_inbox_with_every_kind_and_every_bad_case_ends_as_three_videos(
     text = metas["poem"]
     assert text["kind"] == "text" and text["task_id"] == text_sub.task_id
     assert text["source"] == "poem.yaml" and text["source_sha256"] == sha256(poem)
-    assert text["model"] == T2V and "last_frame_sha256" not in text
+    assert text["model"] == PRO_FAST and "last_frame_sha256" not in text
     # The good drops' inputs in done/, all of them.
     assert files_under(tmp_path / "done") == sorted(
         [
@@ -252,9 +259,13 @@ def test_one_inbox_with_every_kind_and_every_bad_case_ends_as_three_videos(
         "wrongmodel": (
             "invalid_sidecar",
             ["wrongmodel.jpg", "wrongmodel-end.png", "wrongmodel.yaml"],
-            [T2V, "text to video", "first and last frame"],
+            [PRO, "does not offer first and last frame", "seedance-2-0-fast"],
         ),
-        "textmodel": ("invalid_sidecar", ["textmodel.yaml"], [I2V, "text to video"]),
+        "textmodel": (
+            "invalid_sidecar",
+            ["textmodel.yaml"],
+            [RETIRED, "switched off on 2026-05-13", f"use {PRO_FAST}"],
+        ),
         "small": (
             "invalid_image",
             ["small.jpg", "small-end.png", "small.yaml"],
@@ -489,7 +500,7 @@ def test_a_frames_drop_colliding_in_done_or_failed_takes_one_suffix_for_all_thre
     (failed / "wrong-end.png").write_bytes(b"an earlier failure's file")
     beach = frames_drop(inbox, "beach", shade=1)
     cove = frames_drop(inbox / "only", "cove", shade=3)
-    wrong = frames_drop(inbox, "wrong", shade=5, extra=f"model: {T2V}\n")
+    wrong = frames_drop(inbox, "wrong", shade=5, extra=f"model: {PRO}\n")
     result, _ = run_once(config)
     assert result.exit_code == 4, result.summary  # the wrong model fails
     assert len(result.summary.done) == 2
@@ -586,7 +597,7 @@ def test_status_json_and_metrics_show_each_jobs_kind(
         image(inbox / "sunset.jpg", shade=1)
         sidecar(inbox / "sunset.yaml", "prompt: sun\n")
         frames_drop(inbox, "beach", shade=2)
-        frames_drop(inbox, "wrong", shade=4, extra=f"model: {T2V}\n")
+        frames_drop(inbox, "wrong", shade=4, extra=f"model: {PRO}\n")
         sidecar(inbox / "poem.yaml", "prompt: words\nmode: text\n")
         wait_for(
             lambda: all((outbox / f"{s}.json").exists() for s in ("sunset", "beach", "poem")),
