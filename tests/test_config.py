@@ -419,6 +419,16 @@ def test_example_sidecars_are_valid(name: str) -> None:
         assert request.family == "2" and request.options.generate_audio is False
 
 
+def test_an_exposed_listen_without_a_token_names_the_address(tmp_path: Path) -> None:
+    """A non-loopback health.listen without a token is refused with the address itself in
+    the message (not a template placeholder)."""
+    path = write(tmp_path, "storage: {bucket: b}\nhealth: {listen: '0.0.0.0:9464'}\n")
+    err = config_error(path, {})
+    assert err.key == "health.token"
+    assert "health.listen '0.0.0.0:9464' is not a loopback address; set health.token" in str(err)
+    assert "{" not in str(err)
+
+
 # --- the API key -------------------------------------------------------------------------
 
 KEY = "pk-CANARY-0123456789"

@@ -268,9 +268,9 @@ class HealthConfig(BaseModel):
             if not _is_loopback(host):
                 raise PydanticCustomError(
                     "listen_needs_token",
-                    "health.listen {listen!r} is not a loopback address; set health.token "
+                    "health.listen {listen} is not a loopback address; set health.token "
                     "(at least 16 characters) so that only you can reach the page and metrics",
-                    {"key": "token", "listen": self.listen},
+                    {"key": "token", "listen": repr(self.listen)},
                 )
         return self
 
