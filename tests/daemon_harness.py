@@ -14,10 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from seedance_watch.config import Config, load_api_key, load_config
+from seedance_watch.config import Config, load_config
+from seedance_watch.providers.keys import load_api_key
+from seedance_watch.providers.pixazo import PROVIDER
 from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
+
+KEYS = PROVIDER.keys
 
 BUCKET = "test-bucket"
 
@@ -62,7 +66,7 @@ def fresh_bucket(s3: S3Emulator) -> str:
 def run_once(config_path: Path, key: str = "sim-key") -> tuple[RunResult, Config]:
     """``run --once`` in-process (the same code path as the CLI)."""
     config = load_config(config_path, {})
-    api_key = load_api_key({"PIXAZO_API_KEY": key})
+    api_key = load_api_key({"PIXAZO_API_KEY": key}, KEYS)
     return asyncio.run(run_service(config, api_key, once=True)), config
 
 

@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 
 from seedance_watch.config import (
-    ApiKey,
     Config,
     GatewayConfig,
     HealthConfig,
     PathsConfig,
-    load_api_key,
     load_config,
 )
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
+from seedance_watch.providers.keys import ApiKey, load_api_key
+from seedance_watch.providers.pixazo import PROVIDER
+
+KEYS = PROVIDER.keys
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET_ENV = {"SEEDANCE_WATCH_STORAGE__BUCKET": "b"}
@@ -448,22 +450,22 @@ def test_api_key_order(tmp_path: Path) -> None:
         "PIXAZO_API_KEY_FILE": str(keyfile),
         "PIXAZO_API_KEY": "from-env",
     }
-    key = load_api_key(env, home=home)
+    key = load_api_key(env, KEYS, home=home)
     assert (key.reveal(), key.source) == ("from-creds", "$CREDENTIALS_DIRECTORY/pixazo-api-key")
     (creds / "pixazo-api-key").unlink()
-    key = load_api_key(env, home=home)
+    key = load_api_key(env, KEYS, home=home)
     assert key.reveal() == "from-file" and key.source == f"PIXAZO_API_KEY_FILE ({keyfile})"
     del env["PIXAZO_API_KEY_FILE"]
-    assert load_api_key(env, home=home).source == "PIXAZO_API_KEY"
+    assert load_api_key(env, KEYS, home=home).source == "PIXAZO_API_KEY"
     del env["PIXAZO_API_KEY"]
-    key = load_api_key(env, home=home)
+    key = load_api_key(env, KEYS, home=home)
     assert (key.reveal(), key.source) == ("from-home", "~/.pixazo/api-key")
 
 
 def test_no_api_key_names_all_four_sources(tmp_path: Path) -> None:
     """Nothing found: the error lists every place looked at."""
     with pytest.raises(ConfigError) as info:
-        load_api_key({}, home=tmp_path)
+        load_api_key({}, KEYS, home=tmp_path)
     msg = str(info.value)
     for source in ("CREDENTIALS_DIRECTORY", "PIXAZO_API_KEY_FILE", "PIXAZO_API_KEY", ".pixazo"):
         assert source in msg
@@ -472,26 +474,26 @@ def test_no_api_key_names_all_four_sources(tmp_path: Path) -> None:
 def test_bad_api_key_sources(tmp_path: Path) -> None:
     """An empty key, a missing named file or an unreadable file say which source."""
     with pytest.raises(ConfigError, match="PIXAZO_API_KEY is empty"):
-        load_api_key({"PIXAZO_API_KEY": "  "}, home=tmp_path)
+        load_api_key({"PIXAZO_API_KEY": "  "}, KEYS, home=tmp_path)
     missing = tmp_path / "missing"
     with pytest.raises(ConfigError, match="PIXAZO_API_KEY_FILE"):
-        load_api_key({"PIXAZO_API_KEY_FILE": str(missing)}, home=tmp_path)
+        load_api_key({"PIXAZO_API_KEY_FILE": str(missing)}, KEYS, home=tmp_path)
     empty = write(tmp_path, "\n", "empty")
     with pytest.raises(ConfigError, match="empty"):
-        load_api_key({"PIXAZO_API_KEY_FILE": str(empty)}, home=tmp_path)
+        load_api_key({"PIXAZO_API_KEY_FILE": str(empty)}, KEYS, home=tmp_path)
     with pytest.raises(ConfigError, match="PIXAZO_API_KEY_FILE"):
-        load_api_key({"PIXAZO_API_KEY_FILE": str(tmp_path)}, home=tmp_path)  # a directory
+        load_api_key({"PIXAZO_API_KEY_FILE": str(tmp_path)}, KEYS, home=tmp_path)  # a directory
     if os.geteuid() != 0:  # root reads anything
         locked = write(tmp_path, KEY, "locked")
         locked.chmod(0)
         with pytest.raises(ConfigError, match="cannot be read"):
-            load_api_key({"PIXAZO_API_KEY_FILE": str(locked)}, home=tmp_path)
+            load_api_key({"PIXAZO_API_KEY_FILE": str(locked)}, KEYS, home=tmp_path)
 
 
 def test_api_key_with_inner_whitespace_is_rejected_without_showing_it(tmp_path: Path) -> None:
     """A key that would break the header is refused, and the message omits it."""
     with pytest.raises(ConfigError) as info:
-        load_api_key({"PIXAZO_API_KEY": "abc\ndef-secret"}, home=tmp_path)
+        load_api_key({"PIXAZO_API_KEY": "abc\ndef-secret"}, KEYS, home=tmp_path)
     assert "def-secret" not in str(info.value)
 
 
@@ -511,5 +513,5 @@ def test_api_key_never_in_error_messages(tmp_path: Path) -> None:
     """No ConfigError about a key source contains the key itself."""
     bad = write(tmp_path, KEY + " trailing-part", "bad")
     with pytest.raises(ConfigError) as info:
-        load_api_key({"PIXAZO_API_KEY_FILE": str(bad)}, home=tmp_path)
+        load_api_key({"PIXAZO_API_KEY_FILE": str(bad)}, KEYS, home=tmp_path)
     assert KEY not in str(info.value) and "trailing-part" not in str(info.value)

@@ -27,7 +27,8 @@ from seedance_watch.errors import (
     SubmitNotSent,
     TaskNotFound,
 )
-from seedance_watch.providers.pixazo import Gateway, TaskStatus, parse_retry_after
+from seedance_watch.providers.http import parse_retry_after
+from seedance_watch.providers.pixazo import Gateway, TaskStatus
 
 from .loopback import IMAGE_URL, KEY, MODEL, TEXT, FakeKey, Reply, Seen, serving
 
@@ -187,6 +188,27 @@ async def test_credentials_refused_says_which(status: int, word: str) -> None:
     async with serving(Reply(status, b"")) as (_server, gw):
         with pytest.raises(CredentialsRefused, match=word):
             await SUBMIT(gw)
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"), [(SUBMIT, SubmitNotSent), (POLL, GatewayUnavailable)]
+)
+async def test_a_403_that_is_not_the_gateways_json_is_a_block_not_a_credentials_pause(
+    call: Any, expected: type[Exception]
+) -> None:
+    """An HTML 403 (a proxy's or a firewall's challenge page in front of the gateway) is
+    transient -- a submit provably not created, a poll to repeat -- never a credentials
+    pause; it is logged once as gateway.blocked with the first bytes of the body."""
+    page = b"<html><head><title>Just a moment...</title></head><body>challenge</body></html>"
+    with capture_logs() as logs:
+        async with serving(Reply(403, page, [("Content-Type", "text/html")])) as (_server, gw):
+            for _ in range(2):
+                with pytest.raises(expected) as info:
+                    await call(gw)
+    assert type(info.value) is expected and info.value.http_status == 403  # type: ignore[attr-defined]
+    assert "Just a moment" in info.value.message  # type: ignore[attr-defined]
+    blocked = [e for e in logs if e["event"] == "gateway.blocked"]
+    assert len(blocked) == 1 and blocked[0]["body"].startswith("<html>")
 
 
 async def test_submit_404_names_url_and_model() -> None:

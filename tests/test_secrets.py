@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
-from seedance_watch.config import load_api_key
+from seedance_watch.providers.keys import load_api_key
+from seedance_watch.providers.pixazo import PROVIDER
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .daemon_harness import DaemonProcess, daemon_env, wait_for, write_config
+
+KEYS = PROVIDER.keys
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -138,7 +141,7 @@ def test_the_key_is_read_in_spec_order_and_its_repr_is_masked(tmp_path: Path) ->
     order = []
     for drop in (None, "CREDENTIALS_DIRECTORY", "PIXAZO_API_KEY_FILE", "PIXAZO_API_KEY"):
         env.pop(drop or "", None)
-        key = load_api_key(env, home=tmp_path)
+        key = load_api_key(env, KEYS, home=tmp_path)
         order.append(key.reveal())
         assert key.reveal() not in repr(key) and key.reveal() not in str(key)
         assert key.source in repr(key)

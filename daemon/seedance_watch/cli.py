@@ -165,13 +165,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(config: object, *, once: bool, config_path: Path | None) -> int:
-    from seedance_watch.config import Config, load_api_key, load_config
+    from seedance_watch.config import Config, load_config
     from seedance_watch.logs import configure_logging, register_secret
+    from seedance_watch.providers.keys import load_api_key
+    from seedance_watch.providers.registry import provider_spec
     from seedance_watch.service.lifecycle import run_service
 
     assert isinstance(config, Config)
     configure_logging(fmt=config.log.format, level=config.log.level)
-    api_key = load_api_key(os.environ)
+    api_key = load_api_key(os.environ, provider_spec(config.gateway.provider).keys)
     register_secret(api_key.reveal())
     try:
         result = asyncio.run(

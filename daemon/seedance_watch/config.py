@@ -45,13 +45,12 @@ from seedance_watch.core.models import DEFAULT_MODELS, MODELS, Kind
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.yaml12 import load_yaml
+from seedance_watch.providers.registry import DEFAULT_PROVIDER, provider_spec
 
 __all__ = [
-    "API_KEY_FILE_NAME",
     "CONFIG_ENV",
     "DEFAULT_PRICES",
     "ENV_PREFIX",
-    "ApiKey",
     "BudgetConfig",
     "Config",
     "GatewayConfig",
@@ -62,13 +61,11 @@ __all__ = [
     "PathsConfig",
     "StorageConfig",
     "WatchConfig",
-    "load_api_key",
     "load_config",
 ]
 
 ENV_PREFIX = "SEEDANCE_WATCH_"
 CONFIG_ENV = "SEEDANCE_WATCH_CONFIG"
-API_KEY_FILE_NAME = "pixazo-api-key"
 
 PositiveFloat = Annotated[StrictFloat, Field(gt=0)]
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -134,11 +131,14 @@ MODEL_KEYS: dict[Kind, str] = {
 
 
 class GatewayConfig(BaseModel):
-    """The Pixazo gateway: where, which model, how often, how much at once."""
+    """The gateway: which provider, where, which model, how often, how much at once."""
 
     model_config = _FROZEN
 
-    base_url: StrictStr = "https://gateway.pixazo.ai"
+    #: The provider module (``providers/<name>.py``), or a plug-in's ``module:PROVIDER``.
+    provider: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_PROVIDER
+    #: The provider's own base URL when the config names none.
+    base_url: StrictStr = ""
     #: The model of image drops that name none (``model:`` in the sidecar wins).
     model: Annotated[StrictStr, Field(min_length=1)] = DEFAULT_MODELS["image"]
     poll_interval: PositiveFloat = 5.0
@@ -161,6 +161,22 @@ class GatewayConfig(BaseModel):
     webhook_url: StrictStr | None = None
     #: With webhooks on, the safety-net pace of polls (a callback triggers one at once).
     webhook_poll_interval: PositiveFloat = 60.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_defaults(cls, data: Any) -> Any:
+        # The base URL a config leaves out is the provider's own.
+        if isinstance(data, Mapping) and data.get("base_url") in (None, ""):
+            name = data.get("provider", DEFAULT_PROVIDER)
+            if isinstance(name, str):
+                try:
+                    spec = provider_spec(name)
+                except ConfigError as exc:
+                    raise PydanticCustomError(
+                        "provider", "{message}", {"key": "provider", "message": exc.message}
+                    ) from None
+                return {**data, "base_url": spec.base_url}
+        return data
 
     @field_validator("base_url", mode="after")
     @classmethod
@@ -684,6 +700,7 @@ class _Loader:
                 "budget_cap",
                 "notify_url",
                 "model_kind",
+                "provider",
             )
         ):
             message = first["msg"]
@@ -708,98 +725,3 @@ def load_config(path: Path | None, environ: Mapping[str, str]) -> Config:
         loader.read_file(source)
     loader.apply_env(environ)
     return loader.build()
-
-
-# --- the API key -----------------------------------------------------------------------
-
-
-class ApiKey:
-    """The Pixazo API key and where it came from.  Printing it never shows it."""
-
-    __slots__ = ("__value", "source")
-
-    def __init__(self, value: str, source: str) -> None:
-        self.__value = value
-        self.source = source
-
-    def reveal(self) -> str:
-        """The key itself: only for the request header."""
-        return self.__value
-
-    def __repr__(self) -> str:
-        return f"ApiKey(source={self.source!r}, value='***')"
-
-    __str__ = __repr__
-
-    def __reduce_ex__(self, protocol: typing.SupportsIndex) -> NoReturn:
-        # A pickled key would land in the clear wherever the pickle goes.
-        raise TypeError("ApiKey cannot be pickled")
-
-    def __copy__(self) -> ApiKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> ApiKey:
-        return self
-
-
-_HOME_KEY = "~/.pixazo/api-key"
-
-
-def _key_from_file(path: Path, source: str, *, must_exist: bool) -> ApiKey | None:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        if not must_exist:
-            return None
-        raise ConfigError(f"API key file from {source} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"API key file from {source} cannot be read: {exc.strerror or type(exc).__name__}"
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"API key from {source} is not UTF-8 text") from None
-    return _checked(text.strip(), source)
-
-
-def _checked(value: str, source: str) -> ApiKey:
-    if not value:
-        raise ConfigError(f"API key from {source} is empty")
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        # It goes into an HTTP header; a stray newline would corrupt the request.
-        raise ConfigError(f"API key from {source} contains whitespace or control characters")
-    return ApiKey(value, source)
-
-
-def load_api_key(environ: Mapping[str, str], home: Path | None = None) -> ApiKey:
-    """Find the API key: systemd credential, key file, env var, then ``~/.pixazo``."""
-    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        key = _key_from_file(
-            Path(cred_dir) / API_KEY_FILE_NAME,
-            f"$CREDENTIALS_DIRECTORY/{API_KEY_FILE_NAME}",
-            must_exist=False,
-        )
-        if key is not None:
-            return key
-    if "PIXAZO_API_KEY_FILE" in environ:
-        named = environ["PIXAZO_API_KEY_FILE"]
-        if not named:
-            raise ConfigError("PIXAZO_API_KEY_FILE is set but empty; it must name a file")
-        key = _key_from_file(
-            Path(named).expanduser(), f"PIXAZO_API_KEY_FILE ({named})", must_exist=True
-        )
-        assert key is not None
-        return key
-    if "PIXAZO_API_KEY" in environ:
-        return _checked(environ["PIXAZO_API_KEY"].strip(), "PIXAZO_API_KEY")
-    home_dir = home if home is not None else Path.home()
-    key = _key_from_file(home_dir / ".pixazo" / "api-key", _HOME_KEY, must_exist=False)
-    if key is not None:
-        return key
-    raise ConfigError(
-        "no Pixazo API key found; looked in $CREDENTIALS_DIRECTORY/"
-        f"{API_KEY_FILE_NAME} (systemd LoadCredential=), the file named by "
-        f"PIXAZO_API_KEY_FILE, the PIXAZO_API_KEY variable, and {_HOME_KEY}"
-    )

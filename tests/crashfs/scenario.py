@@ -22,15 +22,18 @@ from typing import Any
 
 import pytest
 
-from seedance_watch.config import load_api_key, load_config
+from seedance_watch.config import load_config
 from seedance_watch.ledger import jsonl
-from seedance_watch.providers.pixazo import Gateway
+from seedance_watch.providers.keys import load_api_key
+from seedance_watch.providers.pixazo import PROVIDER, Gateway
 from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from ..conftest import make_image_bytes
 from .recorder import Recorder, Recording
+
+KEYS = PROVIDER.keys
 
 __all__ = [
     "FOLDERS",
@@ -78,7 +81,7 @@ def run_daemon_once(config_path: Path) -> RunResult:
     """``run --once`` in-process on the tree of ``config_path``."""
     config = load_config(config_path, {})
     result = asyncio.run(
-        run_service(config, load_api_key({"PIXAZO_API_KEY": "sim-key"}), once=True)
+        run_service(config, load_api_key({"PIXAZO_API_KEY": "sim-key"}, KEYS), once=True)
     )
     gc.collect()  # a never-awaited coroutine warns here, in this run, not in a later test
     return result

@@ -156,9 +156,11 @@ def run_demo(folder: Path, kind: str = "image") -> int:
             file=sys.stderr,
         )
         return 2
-    from seedance_watch.config import load_api_key, load_config
+    from seedance_watch.config import load_config
     from seedance_watch.ledger.jsonl import read_jobs
     from seedance_watch.logs import configure_logging
+    from seedance_watch.providers.keys import load_api_key
+    from seedance_watch.providers.pixazo import PROVIDER
     from seedance_watch.service.lifecycle import run_service
 
     folder = folder.resolve()
@@ -181,7 +183,7 @@ def run_demo(folder: Path, kind: str = "image") -> int:
             print(f"Dropped into {inbox}: {', '.join(names)} ({each})")
         print("Running the daemon once...")
         config = load_config(config_path, {})
-        api_key = load_api_key({"PIXAZO_API_KEY": DEMO_KEY})
+        api_key = load_api_key({PROVIDER.keys.env: DEMO_KEY}, PROVIDER.keys)
         configure_logging(fmt=config.log.format, level=config.log.level)
         result = asyncio.run(run_service(config, api_key, once=True, environ=os.environ))
         leftovers = s3.keys(DEMO_BUCKET)

@@ -9,21 +9,29 @@ and builds the job error of a task that ended badly, so the pipeline holds no
 gateway rule.  Downloading the video is shared by every provider
 (:mod:`seedance_watch.providers.download`).
 
-Adding a gateway is one module beside ``pixazo.py`` implementing this protocol.
+Adding a gateway is one module beside ``pixazo.py``: a class implementing
+:class:`VideoProvider` and a module-level ``PROVIDER`` (:class:`ProviderSpec`) that
+says what is the gateway's own -- its name, where its key is looked for, its base
+URL, its model table, its webhook path -- and how to build its client.  The
+registry (:mod:`.registry`) finds it by ``gateway.provider``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from seedance_watch.core.models import Kind
+from seedance_watch.core.models import MODELS, Kind, ModelTable
 from seedance_watch.errors import JobError
 
 __all__ = [
+    "ApiKeyLike",
     "GenerationRequest",
+    "KeySources",
     "Media",
+    "ProviderFactory",
+    "ProviderSpec",
     "TaskRef",
     "TaskState",
     "TaskStatus",
@@ -103,3 +111,72 @@ class VideoProvider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ApiKeyLike(Protocol):
+    """A secret that shows its value only when asked (:class:`.keys.ApiKey`)."""
+
+    @property
+    def source(self) -> str: ...
+
+    def reveal(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class KeySources:
+    """Where a provider's API key is looked for, in order (:func:`.keys.load_api_key`)."""
+
+    #: The provider, as people know it (``Pixazo``): in the message when none is found.
+    provider: str
+    #: ``$CREDENTIALS_DIRECTORY/<credential>`` (systemd ``LoadCredential=``).
+    credential: str
+    #: The variable naming a file that holds the key (Docker secrets).
+    file_env: str
+    #: The variable holding the key itself.
+    env: str
+    #: The key file under the user's home, relative to it (``.pixazo/api-key``).
+    home: str
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The environment variables that lead to the key (kept from hooks)."""
+        return ("CREDENTIALS_DIRECTORY", self.file_env, self.env)
+
+
+class ProviderFactory(Protocol):
+    """Builds a provider's client for ``base_url`` with ``api_key``."""
+
+    def __call__(
+        self,
+        base_url: str,
+        api_key: ApiKeyLike,
+        *,
+        request_timeout: float,
+        max_connections: int,
+        on_response: Callable[[str, int | None, float], None] | None,
+        downloader: Any,
+    ) -> VideoProvider: ...
+
+
+def _query_token(query: Mapping[str, str]) -> str | None:
+    return query.get("token") or None
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What is one gateway's own: the registry's entry for ``gateway.provider``."""
+
+    name: str
+    #: ``gateway.base_url`` when the config names none.
+    base_url: str
+    keys: KeySources
+    make: ProviderFactory
+    models: ModelTable = field(default_factory=lambda: MODELS)
+    #: Where the gateway's callbacks arrive on ``health.listen`` (open, token-checked).
+    webhook_path: str = ""
+    #: The per-job token of a callback, from its query (never from its body).
+    callback_token: Callable[[Mapping[str, str]], str | None] = _query_token
+
+    def __post_init__(self) -> None:
+        if not self.webhook_path:
+            object.__setattr__(self, "webhook_path", f"/webhooks/{self.name}")

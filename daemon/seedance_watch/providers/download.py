@@ -1,4 +1,4 @@
-"""The video download every provider shares: stream, check, fsync (SPEC §6).
+"""The video download every provider shares: stream, check, fsync.
 
 The video host is not the gateway: no API key is ever sent there, and the URL's
 query string (a signature) is never logged.  A download writes to the staging file
@@ -11,29 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import hashlib
-import math
 import os
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import structlog
 
 from seedance_watch.errors import DownloadFailed, DownloadIncomplete
 from seedance_watch.files.fsutil import write_all
+from seedance_watch.providers.http import (
+    ResponseHook,
+    mapped_errors,
+    observe,
+    parse_retry_after,
+    strip_query,
+)
 
-__all__ = ["Downloaded", "VideoDownloader", "parse_retry_after", "strip_query"]
-
-log = structlog.get_logger(__name__)
+__all__ = ["Downloaded", "VideoDownloader"]
 
 _CHUNK = 64 * 1024
-#: ``on_response(operation, http_status or None on a transport error, seconds)``.
-ResponseHook = Callable[[str, int | None, float], None]
 
 
 @dataclass(frozen=True)
@@ -42,31 +40,6 @@ class Downloaded:
 
     sha256: str
     size: int
-
-
-def strip_query(url: str) -> str:
-    """``url`` without its query string or fragment, safe to log (no signature)."""
-    return url.split("?", 1)[0].split("#", 1)[0]
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP-date); None if unusable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
 
 
 class VideoDownloader:
@@ -104,7 +77,7 @@ class VideoDownloader:
         started = time.monotonic()
         status: int | None = None
         try:
-            with _download_errors(shown):
+            with mapped_errors("download", shown):
                 async with self._client.stream(
                     "GET", url, headers={"Accept-Encoding": "identity"}
                 ) as response:
@@ -122,40 +95,7 @@ class VideoDownloader:
             _remove_quietly(dest)
             raise
         finally:
-            self._observe(shown, status, time.monotonic() - started)
-
-    def _observe(self, shown: str, status: int | None, seconds: float) -> None:
-        log.debug(
-            "gateway.request",
-            op="download",
-            method="GET",
-            path=shown,
-            status=status,
-            seconds=round(seconds, 4),
-        )
-        if self._on_response is not None:
-            try:
-                self._on_response("download", status, seconds)
-            except Exception:
-                log.exception("gateway.response_hook_failed", op="download")
-
-
-@contextlib.contextmanager
-def _download_errors(target: str) -> Iterator[None]:
-    """Translate httpx's request errors of a download into our tree."""
-    try:
-        yield
-    except httpx.UnsupportedProtocol as exc:
-        raise DownloadFailed(f"cannot fetch the video at {target}: {exc}") from exc
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise DownloadIncomplete(f"could not connect to {target}: {_describe(exc)}") from exc
-    except httpx.RequestError as exc:
-        raise DownloadIncomplete(f"the download from {target} broke off: {_describe(exc)}") from exc
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            observe(self._on_response, "download", "GET", shown, status, time.monotonic() - started)
 
 
 def _check_download_status(response: httpx.Response, shown: str) -> None:

@@ -1,37 +1,29 @@
-"""The Pixazo gateway client: submit, poll and download, one attempt each.
+"""The Pixazo gateway: the provider that fronts ByteDance's Seedance models.
 
-This is the only module that knows httpx.  Every outcome of an HTTP call is
-translated here into the exception tree of :mod:`seedance_watch.errors`; the
-engine owns scheduling and retries, so nothing here retries or sleeps.
+What is Pixazo's here, and nowhere else: its name, where its API key is looked for,
+its base URL, its authentication header, its endpoints and request bodies (from the
+model table's rows), its two submit answers, its status words, its error bodies, and
+its webhook path.  The money-safe HTTP rules every provider shares (a fresh
+connection per submit, which failures provably did not send, 502/504 ambiguity, the
+key to one origin only, the one error mapping) are :mod:`.http`'s.
 
-The one subtle case is a submit: every task costs money, so a submit that may
-have reached the gateway must never be sent again automatically (SPEC §2).
-Submits therefore travel on a fresh connection each (no keep-alive pool), so
-that a failure to connect provably means "not sent" (:class:`SubmitNotSent`)
-and any failure after the request may have been written means "outcome
-unknown" (:class:`SubmitAmbiguous`).  Polls are idempotent and share a pool.
-
-The gateway answers a submit in one of two dialects (SPEC §2): the seed's
+The gateway answers a submit in one of two dialects: the first documentation's
 ``{"id": "cgt-…"}`` (``legacy``: polled with ``POST /bytedance-polling/getVideoResult``)
 or today's envelope ``{"request_id", "status", "polling_url"}`` (``envelope``: polled
-with ``GET polling_url``).  Both are a created, billed task; the :class:`TaskRef`
-says how to poll it, also after a restart.  A request carrying the key goes only to
-the origin of ``gateway.base_url``: a ``polling_url`` elsewhere is never called.
+with ``GET polling_url``).  Both are a created, billed task; the :class:`TaskRef` says
+how to poll it, also after a restart.  A ``polling_url`` on another origin than
+``gateway.base_url`` is never called (the key would go with it): the task is polled
+at ``{base_url}/v2/requests/status/{id}`` instead.
 
-Downloads go to the video host, not the gateway: the API key is never sent
-there, and the video URL's query string (a signature) is never logged.
+Nothing here retries or sleeps: the engine owns scheduling and retries.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import time
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 import structlog
@@ -40,29 +32,32 @@ from seedance_watch.core.models import MODELS, ModelTable
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import (
     ConfigError,
-    CredentialsRefused,
     GatewayRejected,
     GatewayUnavailable,
     JobError,
-    RateLimited,
     SubmitAmbiguous,
-    SubmitNotSent,
     TaskCancelled,
     TaskExpired,
     TaskFailed,
     TaskNotFound,
 )
 from seedance_watch.providers.base import (
+    ApiKeyLike,
     GenerationRequest,
+    KeySources,
     Media,
+    ProviderSpec,
     TaskRef,
     TaskState,
     TaskStatus,
 )
-from seedance_watch.providers.download import (
-    Downloaded,
-    VideoDownloader,
-    parse_retry_after,
+from seedance_watch.providers.download import Downloaded, VideoDownloader
+from seedance_watch.providers.http import (
+    KeyedClient,
+    ResponseHook,
+    error_text,
+    json_object,
+    status_error,
     strip_query,
 )
 
@@ -70,19 +65,15 @@ __all__ = [
     "ENVELOPE",
     "LEGACY",
     "POLL_PATH",
+    "PROVIDER",
     "STATUS_PATH",
     "SUBMIT_PATH",
     "SUBMIT_PATHS",
     "ApiKeyLike",
     "Downloaded",
     "Gateway",
-    "Operation",
-    "ResponseHook",
     "TaskState",
     "TaskStatus",
-    "origin",
-    "parse_retry_after",
-    "strip_query",
     "submit_body",
 ]
 
@@ -117,12 +108,7 @@ STATUS_PATH = "/v2/requests/status/"
 LEGACY = "legacy"
 ENVELOPE = "envelope"
 
-Operation = Literal["submit", "poll", "download"]
-#: ``on_response(operation, http_status or None on a transport error, seconds)``.
-ResponseHook = Callable[[str, int | None, float], None]
-
 _MAX_MESSAGE = 500
-_CHUNK = 64 * 1024
 
 # BytePlus ModelArk spellings, Pixazo's newer upper-case ones, and a few
 # pending-like words other queues use; matched case-insensitively.
@@ -145,20 +131,6 @@ _STATUS_STATES: dict[str, TaskState] = {
     "cancelled": "cancelled",
     "canceled": "cancelled",
 }
-
-
-class ApiKeyLike(Protocol):
-    """A secret that shows its value only when asked (``config.ApiKey``)."""
-
-    def reveal(self) -> str: ...
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    """``(scheme, host, port)`` of ``url``, the default port made explicit."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port
 
 
 class Gateway:
@@ -184,32 +156,32 @@ class Gateway:
             raise ConfigError(
                 f"gateway.base_url must be an http(s) URL, got {base_url!r}", key="gateway.base_url"
             )
-        self._base_url = base_url.rstrip("/")
         self._models = models
-        self._origin = origin(self._base_url)
         self._foreign_logged = False
         self._api_key = api_key
-        self._on_response = on_response
         self._unknown_statuses: set[str] = set()
-        timeout = httpx.Timeout(request_timeout)
-        self._poll_client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections),
+        self._http = KeyedClient(
+            base_url,
+            self._headers,
+            request_timeout=request_timeout,
+            max_connections=max_connections,
             transport=transport,
+            on_response=on_response,
         )
-        # No keep-alive for submits: see the module docstring.
-        self._submit_client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=0),
-            headers={"Connection": "close"},
-            transport=transport,
-        )
+        self._base_url = self._http.base_url
         self._downloader = downloader or VideoDownloader(
             request_timeout=request_timeout,
             max_connections=max_connections,
             transport=transport,
             on_response=on_response,
         )
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Ocp-Apim-Subscription-Key": self._api_key.reveal(),
+            "Content-Type": "application/json",
+            "Cache-Control": "no-cache",
+        }
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -224,8 +196,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close every connection pool."""
-        for client in (self._submit_client, self._poll_client):
-            await client.aclose()
+        await self._http.aclose()
         await self._downloader.aclose()
 
     async def download(self, url: str, dest: Path, *, max_bytes: int) -> Downloaded:
@@ -277,11 +248,11 @@ class Gateway:
         url = self._base_url + path
         body = submit_body(request, media, family=self.family(request.model))
         extra = {"X-Webhook-URL": webhook_url} if webhook_url else None
-        response = await self._request(
-            self._submit_client, "submit", "POST", url, path, body, extra_headers=extra
+        response = await self._http.send(
+            "submit", "POST", url, shown=path, body=body, extra_headers=extra
         )
         if response.is_success:
-            ref = self._task_ref(_json_object(response))
+            ref = self._task_ref(json_object(response))
             if ref is None:
                 raise SubmitAmbiguous(
                     f"the gateway answered HTTP {response.status_code} to the submit at {url} "
@@ -303,7 +274,7 @@ class Gateway:
                     hint=MODELS_HINT if gone else "check gateway.base_url and the model name",
                     http_status=status,
                 )
-        raise self._status_error("submit", response)
+        raise status_error("submit", response, self._error_message(response))
 
     def _task_ref(self, data: dict[str, Any] | None) -> TaskRef | None:
         """The task reference of a 2xx submit answer, in either dialect, or None."""
@@ -313,15 +284,12 @@ class Gateway:
         if isinstance(request_id, str) and request_id.strip():
             polling_url = data.get("polling_url")
             poll_url = polling_url.strip() if isinstance(polling_url, str) else None
-            if poll_url and not self._is_ours(poll_url):
+            if poll_url and not self._http.is_ours(poll_url):
                 self._log_foreign(poll_url)
                 poll_url = None
             return TaskRef(task_id=request_id.strip(), poll_url=poll_url or None, dialect=ENVELOPE)
         task_id = _task_id(data)
         return None if task_id is None else TaskRef(task_id=task_id, dialect=LEGACY)
-
-    def _is_ours(self, url: str) -> bool:
-        return url.startswith(("http://", "https://")) and origin(url) == self._origin
 
     def _log_foreign(self, url: str) -> None:
         if not self._foreign_logged:
@@ -348,17 +316,15 @@ class Gateway:
         task_id = ref.task_id
         if ref.dialect == ENVELOPE:
             url = ref.poll_url
-            if url is None or not self._is_ours(url):
+            if url is None or not self._http.is_ours(url):
                 if url is not None:
                     self._log_foreign(url)
                 url = self._base_url + STATUS_PATH + task_id
-            response = await self._request(
-                self._poll_client, "poll", "GET", url, STATUS_PATH + "{id}", None
-            )
+            response = await self._http.send("poll", "GET", url, shown=STATUS_PATH + "{id}")
         else:
             url = self._base_url + POLL_PATH
-            response = await self._request(
-                self._poll_client, "poll", "POST", url, POLL_PATH, {"task_id": task_id}
+            response = await self._http.send(
+                "poll", "POST", url, shown=POLL_PATH, body={"task_id": task_id}
             )
         if response.status_code == 404:
             raise TaskNotFound(
@@ -368,8 +334,8 @@ class Gateway:
                 http_status=404,
             )
         if not response.is_success:
-            raise self._status_error("poll", response)
-        data = _json_object(response)
+            raise status_error("poll", response, self._error_message(response))
+        data = json_object(response)
         if data is None:
             raise GatewayUnavailable(
                 f"the poll answer for task {task_id} is not a JSON object: "
@@ -413,148 +379,20 @@ class Gateway:
 
     # --- shared -------------------------------------------------------------------------
 
-    async def _request(
-        self,
-        client: httpx.AsyncClient,
-        op: Operation,
-        method: str,
-        url: str,
-        shown: str,
-        body: dict[str, Any] | None,
-        *,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """One call carrying the key: only ever to the origin of ``gateway.base_url``."""
-        if not self._is_ours(url):  # a guard, never expected to trip
-            raise GatewayRejected(f"refusing to send the API key to {strip_query(url)}")
-        headers = {
-            "Ocp-Apim-Subscription-Key": self._api_key.reveal(),
-            "Content-Type": "application/json",
-            "Cache-Control": "no-cache",
-            **(extra_headers or {}),
-        }
-        started = time.monotonic()
-        status: int | None = None
-        try:
-            with _mapped_errors(op, strip_query(url)):
-                if body is None:
-                    response = await client.request(method, url, headers=headers)
-                else:
-                    response = await client.request(method, url, json=body, headers=headers)
-            status = response.status_code
-            return response
-        finally:
-            self._observe(op, method, shown, status, time.monotonic() - started)
-
-    def _observe(
-        self, op: Operation, method: str, path: str, status: int | None, seconds: float
-    ) -> None:
-        log.debug(
-            "gateway.request",
-            op=op,
-            method=method,
-            path=path,
-            status=status,
-            seconds=round(seconds, 4),
-        )
-        if self._on_response is not None:
-            try:
-                self._on_response(op, status, seconds)
-            except Exception:
-                # A metrics bug must not turn a created (billed) task into an error.
-                log.exception("gateway.response_hook_failed", op=op)
-
-    def _status_error(self, op: Operation, response: httpx.Response) -> Exception:
-        """The error for a non-2xx answer (404 is handled by the caller)."""
-        status = response.status_code
-        message = self._error_message(response)
-        if status in (401, 402, 403):
-            what = {
-                401: "refused the API key",
-                402: "refused the request: the account has no credit left",
-                403: "refused access: the API key may not use this endpoint or model",
-            }[status]
-            return CredentialsRefused(
-                f"the gateway {what} (HTTP {status}): {message}", http_status=status
-            )
-        if status == 429:
-            return RateLimited(
-                f"the gateway is rate limiting us (HTTP 429): {message}",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                http_status=429,
-            )
-        if op == "submit" and status in (502, 504):
-            # A proxy in front of the gateway answered: it may have passed the submit on.
-            return SubmitAmbiguous(
-                f"a proxy in front of the gateway answered HTTP {status} to the submit: "
-                f"{message}; the gateway may have created (and bills) the task",
-                http_status=status,
-            )
-        if status >= 500:
-            cls = SubmitNotSent if op == "submit" else GatewayUnavailable
-            return cls(
-                f"the gateway failed the {op} (HTTP {status}): {message}",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                http_status=status,
-            )
-        return GatewayRejected(
-            f"the gateway rejected the {op} (HTTP {status}): {message}", http_status=status
-        )
-
     def _error_message(self, response: httpx.Response) -> str:
         """The gateway's own words from an error body, truncated, key redacted."""
-        message: str | None = None
-        data = _json_object(response)
-        if data is not None:
-            code, text = _error_parts(data.get("error"))
-            message = ": ".join(p for p in (code, text) if p) or None
-            if message is None and isinstance(data.get("message"), str):
-                message = data["message"]
-        if not message:
-            return self._excerpt(response)
-        return self._redact(message)
+        return error_text(response, self._redact)
 
     def _excerpt(self, response: httpx.Response) -> str:
         text = response.text.strip() if response.content else ""
-        return self._redact(
-            " ".join(text.split())
-            or response.reason_phrase
-            or httpx.codes.get_reason_phrase(response.status_code)
-            or "(empty body)"
-        )
+        return self._redact(" ".join(text.split()) or "(empty body)")[:_MAX_MESSAGE]
 
     def _redact(self, text: str) -> str:
         key = self._api_key.reveal()
-        if key:
-            text = text.replace(key, "[redacted]")
-        return text[:_MAX_MESSAGE]
+        return text.replace(key, "[redacted]") if key else text
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _mapped_errors(op: Operation, target: str) -> Iterator[None]:
-    """Translate httpx's request errors for ``op`` into our tree, in one place."""
-    try:
-        yield
-    except httpx.UnsupportedProtocol as exc:
-        raise GatewayRejected(
-            f"cannot call {target}: {exc}", hint="check gateway.base_url"
-        ) from exc
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        # Raised before any byte of the request left: provably not sent.
-        message = f"could not connect to {target}: {_describe(exc)}"
-        if op == "submit":
-            raise SubmitNotSent(message) from exc
-        raise GatewayUnavailable(message) from exc
-    except httpx.RequestError as exc:
-        if op == "submit":
-            raise SubmitAmbiguous(
-                f"the submit to {target} may have reached the gateway, but no answer "
-                f"came back: {_describe(exc)}"
-            ) from exc
-        raise GatewayUnavailable(f"the poll at {target} failed: {_describe(exc)}") from exc
 
 
 def submit_body(request: GenerationRequest, media: Media, *, family: str = "1.0") -> dict[str, Any]:
@@ -601,19 +439,6 @@ def _task_error(
     return None
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _task_id(data: dict[str, Any] | None) -> str | None:
     if data is None:
         return None
@@ -652,3 +477,19 @@ def _error_parts(error: object) -> tuple[str | None, str | None]:
             str(message)[:_MAX_MESSAGE] if message not in (None, "") else None,
         )
     return None, None
+
+
+#: Pixazo in the registry (``gateway.provider: pixazo``, the default).
+PROVIDER = ProviderSpec(
+    name="pixazo",
+    base_url="https://gateway.pixazo.ai",
+    keys=KeySources(
+        provider="Pixazo",
+        credential="pixazo-api-key",
+        file_env="PIXAZO_API_KEY_FILE",
+        env="PIXAZO_API_KEY",
+        home=".pixazo/api-key",
+    ),
+    make=Gateway,
+    models=MODELS,
+)

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from seedance_watch.config import ApiKey, Config
+from seedance_watch.config import Config
 from seedance_watch.errors import ConfigError, DurabilityError
 from seedance_watch.files.fsutil import UNUSABLE_PATH_ERRNOS, make_dirs
 from seedance_watch.files.inbox import Inbox
@@ -32,8 +32,9 @@ from seedance_watch.ledger.base import JobStore
 from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.logs import configure_logging, redact_text
 from seedance_watch.pipeline.engine import Engine, RunSummary
+from seedance_watch.providers.base import ApiKeyLike
 from seedance_watch.providers.download import VideoDownloader
-from seedance_watch.providers.pixazo import Gateway
+from seedance_watch.providers.registry import provider_spec
 from seedance_watch.service.hooks import HookRunner
 from seedance_watch.service.http import HealthServer, Heartbeat
 from seedance_watch.service.metrics import Metrics
@@ -94,7 +95,7 @@ def _make_dirs(config: Config) -> None:
 
 async def run_service(
     config: Config,
-    api_key: ApiKey,
+    api_key: ApiKeyLike,
     *,
     once: bool = False,
     environ: Mapping[str, str] | None = None,
@@ -118,7 +119,8 @@ async def run_service(
     downloader = VideoDownloader(
         request_timeout=gw.request_timeout, max_connections=connections, on_response=on_response
     )
-    gateway = Gateway(
+    spec = provider_spec(gw.provider)
+    gateway = spec.make(
         gw.base_url,
         api_key,
         request_timeout=gw.request_timeout,
