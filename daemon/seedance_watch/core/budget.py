@@ -283,6 +283,11 @@ class BudgetPrices:
     timezone: str = "UTC"
     currency: str = "USD"
     zone: dt.tzinfo = field(init=False, repr=False, compare=False)
+    #: What :meth:`reserve` found, by (model, resolution, duration): start-up prices
+    #: every record written before costs were kept.
+    _reserved: dict[tuple[str | None, object, object], JobCost] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zone", zoneinfo.ZoneInfo(self.timezone))
@@ -314,18 +319,27 @@ class BudgetPrices:
         gateway's default when not sent; ``duration: auto`` reserves the model's
         longest duration, to be settled at the video's real length.
         """
+        sent = options or {}
+        resolution = sent.get("resolution") or GATEWAY_DEFAULTS["resolution"]
+        duration = sent.get("duration") or GATEWAY_DEFAULTS["duration"]
+        key = (model, resolution, duration)
+        found = self._reserved.get(key)
+        if found is None:
+            found = self._reserved[key] = self._reserve(model, str(resolution), duration)
+        return found
+
+    def _reserve(self, model: str | None, resolution: str, duration: object) -> JobCost:
         price = self.price(model)
-        sent = {k: v for k, v in (options or {}).items() if v is not None}
+        rate = _rate_at(price, resolution)
         if price.per == "generation":
-            return JobCost.of("generation", _rate_at(price, sent.get("resolution", "720p")))
-        effective = {**GATEWAY_DEFAULTS, **sent}
-        rate = _rate_at(price, str(effective["resolution"]))
-        duration = effective["duration"]
+            return JobCost.of("generation", rate)
         if duration == "auto":
             row = MODELS.get(model) if model is not None else None
             longest = row.longest_duration() if row is not None else None
             return JobCost.of("second", rate, longest or AUTO_RESERVE_SECONDS, settled=False)
-        return JobCost.of("second", rate, int(duration))
+        if type(duration) is not int:
+            raise ValueError(f"a duration is whole seconds or auto, not {duration!r}")
+        return JobCost.of("second", rate, duration)
 
     def cost_of(self, job: Job) -> JobCost:
         """``job``'s recorded cost; for records without one, priced now."""
@@ -333,6 +347,16 @@ class BudgetPrices:
         if recorded is not None:
             return recorded
         return self.reserve(job.model, job.options)
+
+    def cents(self, job: Job) -> int:
+        """What ``job`` counts for, in cents: :meth:`cost_of`'s amount, read straight
+        from the record when it has one (start-up counts every job of the ledger)."""
+        cost = job.cost
+        if cost is not None:
+            cents = cost.get("cents")
+            if type(cents) is int and cents >= 0:
+                return cents
+        return self.cost_of(job).cents
 
 
 def price_of(spec: float | _PerSecondSettings) -> Price:
@@ -449,7 +473,7 @@ class BudgetTally:
         for job in jobs:
             at = submit_time(job)
             if at is not None:
-                tally.intent(at, prices.cost_of(job).cents)
+                tally.intent(at, prices.cents(job))
         return tally
 
     def _day_for(self, ts: float) -> dt.date:
@@ -611,7 +635,7 @@ def daily_costs(
         entry = days.get(day)
         if entry is None:
             entry = days[day] = DayCost(day)
-        price = prices.cost_of(job).cents
+        price = prices.cents(job)
         entry.submits += 1
         entry.cost += price
         entry.done += int(job.state is State.DONE)
