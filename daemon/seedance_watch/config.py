@@ -327,7 +327,7 @@ def _check_amount(key: str, value: Any) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        or (isinstance(value, float) and not math.isfinite(value))
         or value < 0
     ):
         raise _price_error(
