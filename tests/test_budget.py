@@ -1,14 +1,24 @@
-"""The daily budget: cents, days in a time zone, the tally and its holds (SPEC §13)."""
+"""The daily budget: cents, days in a time zone, the tally and its holds, and the gate
+that lets submits through without two of them sharing the day's last slot."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import io
+import json
+import time
 import zoneinfo
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
+from structlog.testing import capture_logs
 
 from seedance_watch.config import BudgetConfig, load_config
 from seedance_watch.core.budget import (
@@ -22,13 +32,22 @@ from seedance_watch.core.budget import (
     submit_time,
     to_cents,
 )
-from seedance_watch.core.jobs import Job, State
+from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, Submitted, TaskSucceeded
 from seedance_watch.errors import ConfigError
+from seedance_watch.providers.base import GenerationRequest, TaskRef
+from seedance_watch.providers.download import VideoDownloader
+from seedance_watch.simulator.video import make_video
+
+from .fakes import FakeProvider, make_engine
 
 pytestmark = pytest.mark.timeout(60)
 
-LITE = "seedance-1-0-lite-i2v-250428"
-PRO = "seedance-1-0-pro-250528"
+#: A model priced 0.10 per generation by the test's budget.prices.
+DIME = "dime-model"
+#: A model priced 0.62 per generation by the test's budget.prices.
+PRO = "pro-model"
+#: The built-in default of image and text drops (0.20 per generation).
+PRO_FAST = "seedance-1-0-pro-fast-251015"
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 ZONES = [
     "UTC",
@@ -52,20 +71,26 @@ def prices(
     cap: float | None = None,
     submits: int | None = None,
     timezone: str = "UTC",
-    lite: float = 0.10,
 ) -> BudgetPrices:
     return BudgetPrices.from_config(
-        BudgetConfig(
-            max_cost_per_day=cap,
-            max_submits_per_day=submits,
-            timezone=timezone,
-            prices={LITE: lite},
+        BudgetConfig.model_validate(
+            {
+                "max_cost_per_day": cap,
+                "max_submits_per_day": submits,
+                "timezone": timezone,
+                "prices": {DIME: 0.10, PRO: 0.62},
+            }
         )
     )
 
 
+def reserves(p: BudgetPrices, model: str | None) -> int:
+    """What one submit with ``model`` reserves (no options: the gateway's defaults)."""
+    return p.reserve(model, None).cents
+
+
 def job(
-    job_id: str, *, state: State = State.DONE, model: str | None = LITE, **fields: object
+    job_id: str, *, state: State = State.DONE, model: str | None = DIME, **fields: object
 ) -> Job:
     return Job(
         job_id=job_id,
@@ -114,9 +139,9 @@ def test_three_dimes_reach_a_cap_of_thirty_cents_exactly() -> None:
     tally = BudgetTally(prices(cap=0.3))
     now = local("UTC", 2026, 12, 1, 9)
     for i in range(3):
-        assert tally.check(now + i, LITE) is None
-        tally.intent(now + i, LITE)
-    hold = tally.check(now + 3, LITE)
+        assert tally.check(now + i, 10) is None
+        tally.intent(now + i, 10)
+    hold = tally.check(now + 3, 10)
     assert hold is not None
     assert (hold.cap, hold.spent, hold.limit, hold.price) == ("max_cost_per_day", 30, 30, 10)
     assert tally.today(now + 3) == {
@@ -183,15 +208,15 @@ def test_a_submit_counts_on_its_local_day_across_midnight() -> None:
     """23:59:59 local counts on that day; at midnight the new day starts with nothing spent."""
     tally = BudgetTally(prices(cap=0.2, timezone="Europe/Paris"))
     before = local("Europe/Paris", 2026, 10, 25, 23, 59, 59)
-    tally.intent(before - 5, LITE)
-    tally.intent(before, LITE)
-    hold = tally.check(before + 0.5, LITE)
+    tally.intent(before - 5, 10)
+    tally.intent(before, 10)
+    hold = tally.check(before + 0.5, 10)
     assert hold is not None
     midnight = local("Europe/Paris", 2026, 10, 26)
     assert hold.lifts_at == midnight
     assert hold.day == dt.date(2026, 10, 25)
     assert "2026-10-26 00:00 Europe/Paris" in hold.message
-    assert tally.check(midnight, LITE) is None
+    assert tally.check(midnight, 10) is None
     assert tally.spent(midnight) == (0, 0)
     assert tally.spent(midnight - 0.001) == (20, 2)
 
@@ -201,9 +226,9 @@ def test_days_are_local_not_utc() -> None:
     tally = BudgetTally(prices(submits=1, timezone="Europe/Paris"))
     late = local("Europe/Paris", 2026, 12, 1, 23, 30)
     early_next = local("Europe/Paris", 2026, 12, 2, 0, 30)  # still Dec 1 in UTC
-    tally.intent(late, LITE)
-    assert tally.check(late + 60, LITE) is not None
-    assert tally.check(early_next, LITE) is None
+    tally.intent(late, 10)
+    assert tally.check(late + 60, 10) is not None
+    assert tally.check(early_next, 10) is None
 
 
 # --- caps ----------------------------------------------------------------------------------
@@ -213,10 +238,10 @@ def test_submit_cap_reached_exactly_then_held() -> None:
     """max_submits_per_day: 2 lets two submits through and holds the third."""
     tally = BudgetTally(prices(submits=2))
     now = local("UTC", 2026, 12, 1, 9)
-    tally.intent(now, LITE)
-    assert tally.check(now, LITE) is None
-    tally.intent(now, LITE)
-    hold = tally.check(now, LITE)
+    tally.intent(now, 10)
+    assert tally.check(now, 10) is None
+    tally.intent(now, 10)
+    hold = tally.check(now, 10)
     assert hold is not None
     assert (hold.cap, hold.spent, hold.limit) == ("max_submits_per_day", 2, 2)
     assert hold.lifts_at == local("UTC", 2026, 12, 2)
@@ -225,12 +250,13 @@ def test_submit_cap_reached_exactly_then_held() -> None:
 
 def test_the_next_submit_s_own_price_decides() -> None:
     """With 0.10 left, a 0.10 model goes and a 0.62 one waits."""
-    tally = BudgetTally(prices(cap=1.0))
+    p = prices(cap=1.0)
+    tally = BudgetTally(p)
     now = local("UTC", 2026, 12, 1, 9)
     for _ in range(9):
-        tally.intent(now, LITE)
-    assert tally.check(now, LITE) is None
-    hold = tally.check(now, PRO)
+        tally.intent(now, reserves(p, DIME))
+    assert tally.check(now, reserves(p, DIME)) is None
+    hold = tally.check(now, reserves(p, PRO))
     assert hold is not None and hold.price == 62 and hold.spent == 90
     assert "0.90 USD" in hold.why and "1.00" in hold.why
     assert hold.message.startswith(hold.why)
@@ -242,21 +268,22 @@ def test_no_caps_never_hold() -> None:
     tally = BudgetTally(prices())
     now = local("UTC", 2026, 12, 1)
     for _ in range(1000):
-        tally.intent(now, PRO)
-    assert tally.check(now, PRO) is None
+        tally.intent(now, 62)
+    assert tally.check(now, 62) is None
     today = tally.today(now)
     assert today["cap"] is None and today["remaining"] is None and today["submits"] == 1000
     assert today["spent"] == 620.0
 
 
 def test_price_falls_back_to_default_price() -> None:
-    """An unknown model (or none) costs budget.default_price."""
+    """A model in neither table (or none; or a retired one, which has no price) costs
+    budget.default_price per generation; a table model its built-in price."""
     p = BudgetPrices.from_config(BudgetConfig(default_price=0.5, max_cost_per_day=1.0))
-    assert p.price("someone-elses-model") == 50
-    assert p.price(None) == 50
-    assert p.price(LITE) == to_cents(BudgetConfig().prices[LITE])
-    assert not p.exceeds_cap(PRO)
-    assert BudgetPrices.from_config(BudgetConfig(max_cost_per_day=0.5)).exceeds_cap(PRO)
+    assert reserves(p, "someone-elses-model") == 50
+    assert reserves(p, None) == 50
+    assert reserves(p, "seedance-1-0-lite-i2v-250428") == 50
+    assert reserves(p, PRO_FAST) == 20
+    assert p.reserve("someone-elses-model", {"duration": 12}).per == "generation"
 
 
 # --- the tally from the ledger's jobs --------------------------------------------------------
@@ -284,14 +311,14 @@ def test_refusal_gives_the_submit_back() -> None:
     """A provable refusal takes the submit off the day it was counted on."""
     tally = BudgetTally(prices(cap=0.2))
     at = local("UTC", 2026, 12, 1, 23, 59)
-    tally.intent(at, LITE)
-    tally.intent(at, LITE)
-    assert tally.check(at + 120, LITE) is None  # a new day
-    assert tally.check(at, LITE) is not None
-    assert tally.refused(at, LITE)
-    assert tally.check(at, LITE) is None
+    tally.intent(at, 10)
+    tally.intent(at, 10)
+    assert tally.check(at + 120, 10) is None  # a new day
+    assert tally.check(at, 10) is not None
+    assert tally.refused(at, 10)
+    assert tally.check(at, 10) is None
     assert tally.spent(at) == (10, 1)
-    assert not tally.refused(at + 86400, LITE)  # nothing counted that day: no change
+    assert not tally.refused(at + 86400, 10)  # nothing counted that day: no change
     assert tally.spent(at + 86400) == (0, 0)
 
 
@@ -300,7 +327,7 @@ def test_refusal_gives_the_submit_back() -> None:
     st.lists(
         st.tuples(
             st.floats(min_value=1_790_000_000, max_value=1_790_000_000 + 5 * 86400),
-            st.sampled_from([LITE, PRO, None, "other"]),
+            st.sampled_from([DIME, PRO, None, "other", PRO_FAST]),
             st.booleans(),
         ),
         max_size=40,
@@ -314,10 +341,10 @@ def test_incremental_tally_matches_a_rebuild_from_the_ledger(
     p = prices(cap=5.0, submits=10, timezone=zone)
     live = BudgetTally(p)
     for at, model, _ in submits:
-        live.intent(at, model)
+        live.intent(at, reserves(p, model))
     for at, model, refused in submits:
         if refused:
-            live.refused(at, model)
+            live.refused(at, reserves(p, model))
     kept = [
         job(f"j{i}", model=model, intent_at=at)
         for i, (at, model, refused) in enumerate(submits)
@@ -326,11 +353,13 @@ def test_incremental_tally_matches_a_rebuild_from_the_ledger(
     rebuilt = BudgetTally.from_jobs(p, kept)
     for at, model, _ in submits:
         assert live.spent(at) == rebuilt.spent(at)
-        assert live.check(at, model) == rebuilt.check(at, model)
-        cents = sum(
-            p.price(k.model) for k in kept if day_of(k.intent_at or 0, p.zone) == day_of(at, p.zone)
+        assert live.check(at, reserves(p, model)) == rebuilt.check(at, reserves(p, model))
+        total = sum(
+            reserves(p, k.model)
+            for k in kept
+            if day_of(k.intent_at or 0, p.zone) == day_of(at, p.zone)
         )
-        assert live.spent(at)[0] == cents
+        assert live.spent(at)[0] == total
 
 
 def test_daily_costs_per_day_and_model_newest_first() -> None:
@@ -352,7 +381,7 @@ def test_daily_costs_per_day_and_model_newest_first() -> None:
             "done": 0,
             "failed": 0,
             "cost": 0.1,
-            "models": {LITE: {"submits": 1, "cost": 0.1}},
+            "models": {DIME: {"submits": 1, "cost": 0.1}},
         },
         {
             "date": "2026-12-01",
@@ -360,7 +389,7 @@ def test_daily_costs_per_day_and_model_newest_first() -> None:
             "done": 1,
             "failed": 1,
             "cost": 0.72,
-            "models": {LITE: {"submits": 1, "cost": 0.1}, PRO: {"submits": 1, "cost": 0.62}},
+            "models": {DIME: {"submits": 1, "cost": 0.1}, PRO: {"submits": 1, "cost": 0.62}},
         },
     ]
     assert [d.date for d in daily_costs(p, jobs, since=dt.date(2026, 12, 2))] == [
@@ -377,17 +406,42 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+#: Every kind's default model priced 0.18 per generation: one default job of any kind
+#: reserves 0.18.
+FLAT = "prices: {seedance-1-0-pro-fast-251015: 0.18, seedance-2-0-fast: 0.18}"
+
+
 def test_config_cap_equal_to_one_price_is_allowed(tmp_path: Path) -> None:
-    """A cap of exactly one generation's price is valid; a cent less is a config error."""
-    ok = load_config(
-        write(tmp_path, f"budget: {{max_cost_per_day: 0.18, prices: {{{LITE}: 0.18}}}}\n"), {}
-    )
+    """A cap of exactly what one default job reserves is valid; a cent less is a config
+    error naming budget.max_cost_per_day."""
+    ok = load_config(write(tmp_path, f"budget: {{max_cost_per_day: 0.18, {FLAT}}}\n"), {})
     assert ok.budget.max_cost_per_day == 0.18
     with pytest.raises(ConfigError) as info:
-        load_config(
-            write(tmp_path, f"budget: {{max_cost_per_day: 0.17, prices: {{{LITE}: 0.18}}}}\n"), {}
-        )
+        load_config(write(tmp_path, f"budget: {{max_cost_per_day: 0.17, {FLAT}}}\n"), {})
     assert info.value.key == "budget.max_cost_per_day"
+
+
+def test_config_cap_below_one_default_job_of_any_kind(tmp_path: Path) -> None:
+    """Frames and reference drops default to seedance-2-0-fast (0.24/s): at the
+    config's defaults (720p, 5 s) one reserves 1.20, so a cap of 1.00 could never
+    let one through: a config error naming the kind, the model key and the amount.
+    A cheaper frames and reference model, or shorter default clips, make it fit."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "budget: {max_cost_per_day: 1.0}\n"), {})
+    assert info.value.key == "budget.max_cost_per_day"
+    message = str(info.value)
+    assert "frames" in message and "gateway.frames_model" in message
+    assert "1.20" in message and "5 s at 0.24 per second" in message
+    mini = "gateway: {frames_model: seedance-2-0-mini, reference_model: seedance-2-0-mini}\n"
+    assert load_config(write(tmp_path, mini + "budget: {max_cost_per_day: 1.0}\n"), {})
+    short = "defaults: {duration: 4}\nbudget: {max_cost_per_day: 0.96}\n"
+    assert load_config(write(tmp_path, short), {}).budget.max_cost_per_day == 0.96
+    with pytest.raises(ConfigError):  # 4 s × 0.24 = 0.96: a cent less is too little
+        load_config(write(tmp_path, short.replace("0.96", "0.95")), {})
+    auto = "defaults: {duration: auto}\nbudget: {max_cost_per_day: 3.59}\n"
+    with pytest.raises(ConfigError) as info:  # auto reserves 15 s: 3.60
+        load_config(write(tmp_path, auto), {})
+    assert "3.60" in str(info.value)
 
 
 def test_config_prices_add_to_the_defaults_and_ints_are_money(tmp_path: Path) -> None:
@@ -397,7 +451,7 @@ def test_config_prices_add_to_the_defaults_and_ints_are_money(tmp_path: Path) ->
         {"SEEDANCE_WATCH_BUDGET__DEFAULT_PRICE": "0.3"},
     )
     p = BudgetPrices.from_config(config.budget)
-    assert p.price("mine") == 100 and p.price(LITE) == 18 and p.price("x") == 30
+    assert reserves(p, "mine") == 100 and reserves(p, PRO_FAST) == 20 and reserves(p, "x") == 30
     assert p.max_cost_per_day == 500
 
 
@@ -416,3 +470,204 @@ def test_config_refuses_budget_nonsense(tmp_path: Path, text: str, key: str) -> 
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), {})
     assert info.value.key == key
+
+
+# --- the gate: per-job amounts, the last slot, settlements ---------------------------------------
+
+#: A per-second model for the engine tests: 0.24/s, 1.20 for 5 s at 720p.
+PER_SECOND = {"prices": {"m": {"per_second": 0.24}}}
+FIVE = {"resolution": "720p", "duration": 5}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def uploaded(job_id: str, *, model: str = "m", options: Mapping[str, Any] = FIVE) -> Job:
+    """A job ready to submit, with its effective options."""
+    return Job(
+        job_id=job_id,
+        state=State.UPLOADED,
+        source=f"{job_id}.jpg",
+        sidecar=f"{job_id}.yaml",
+        created_at=1.0,
+        updated_at=1.0,
+        model=model,
+        prompt="p",
+        text="p",
+        options=dict(options),
+        uploads=(("image", f"k/{job_id}"),),
+    )
+
+
+class HeldProvider(FakeProvider):
+    """Each submit waits until the test lets it answer: they are all in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def create_task(
+        self,
+        request: GenerationRequest,
+        media: Mapping[str, str],
+        *,
+        webhook_url: str | None = None,
+    ) -> TaskRef:
+        self.created.append((request, dict(media), webhook_url))
+        await self.answer.wait()
+        return TaskRef(f"t-{len(self.created)}", None, "legacy")
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10.0
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_the_gate_counts_each_let_through_submit_at_its_own_amount(tmp_path: Path) -> None:
+    """Two per-second submits let through before either intent is written take the
+    day's 2.40: a third (1.20) is held though no intent is recorded yet; one that ends
+    without an intent gives its slot back."""
+    engine, store, _, _ = make_engine(tmp_path, budget={**PER_SECOND, "max_cost_per_day": 2.40})
+    jobs = [uploaded(f"j{i}") for i in range(3)]
+    for j in jobs:
+        store.put(j)
+    gate = engine.budget
+    assert gate.wait(jobs[0]) == 0 and gate.wait(jobs[1]) == 0
+    assert gate.wait(jobs[2]) > 0
+    assert gate.hold is not None and (gate.hold.spent, gate.hold.price) == (240, 120)
+    gate.release("j1")
+    assert gate.wait(jobs[2]) == 0 and gate.today()["spent"] == 2.4
+
+
+def test_what_is_left_lets_a_cheaper_job_through_and_holds_a_dearer_one(tmp_path: Path) -> None:
+    """With 0.50 left of 1.50, a 480p job (0.10/s × 5 = 0.50) reaches the cap exactly
+    and goes; a 720p one (1.00) waits: each job is checked at what it reserves."""
+    rates = {"m": {"per_second": {"480p": 0.10, "720p": 0.20, "1080p": 0.50}}}
+    engine, store, _, _ = make_engine(tmp_path, budget={"prices": rates, "max_cost_per_day": 1.50})
+    spent = uploaded("j0")
+    store.put(spent)
+    engine._put(spent, SubmitIntent(cost=engine.budget.prices.reserve("m", FIVE).to_dict()))
+    assert engine.budget.today()["spent"] == 1.0
+    dear, cheap = uploaded("dear"), uploaded("cheap", options={"resolution": "480p"})
+    assert engine.budget.wait(dear) > 0
+    assert engine.budget.wait(cheap) == 0
+    assert engine.budget.today()["spent"] == 1.5
+
+
+@pytest.mark.anyio
+async def test_the_last_slot_under_a_per_second_cap_is_never_shared(tmp_path: Path) -> None:
+    """Three per-second drops (1.20 each) under a cap of 2.40, every submit held in
+    flight: two reach the gateway, the third never does and stays uploaded, and the
+    recorded reservations are what the day counts."""
+    engine, store, _, _ = make_engine(tmp_path, budget={**PER_SECOND, "max_cost_per_day": 2.40})
+    provider = engine.deps.provider = HeldProvider()
+    for i in range(3):
+        store.put(uploaded(f"j{i}"))
+    submitter = asyncio.create_task(engine.dispatch.submitter())
+    try:
+        for i in range(3):
+            engine.dispatch.route(store.get(f"j{i}"))  # type: ignore[arg-type]
+        await until(lambda: engine.budget.hold is not None and len(provider.created) == 2)
+        assert store.get("j2").state is State.UPLOADED  # type: ignore[union-attr]
+        assert {store.get(f"j{i}").state for i in range(2)} == {State.SUBMITTING}  # type: ignore[union-attr]
+        provider.answer.set()
+        await until(lambda: store.get("j1").state is State.SUBMITTED)  # type: ignore[union-attr]
+        await until(lambda: store.get("j0").state is State.SUBMITTED)  # type: ignore[union-attr]
+        assert len(provider.created) == 2
+        assert store.get("j2").state is State.UPLOADED  # type: ignore[union-attr]
+        for i in range(2):
+            assert store.get(f"j{i}").cost == {  # type: ignore[union-attr]
+                "cents": 120,
+                "per": "second",
+                "rate": "0.24",
+                "seconds": 5,
+                "settled": True,
+            }
+        assert engine.budget.today()["spent"] == 2.4 and engine.budget.today()["submits"] == 2
+    finally:
+        submitter.cancel()
+        await asyncio.gather(submitter, return_exceptions=True)
+        await engine.shutdown(1.0)
+
+
+@pytest.fixture(scope="module")
+def clip_6_2_seconds() -> bytes:
+    """A real H.264 mp4 asked for 6.2 s (its header says 6.25 s)."""
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 48), "navy").save(picture, "PNG")
+    return make_video(picture.getvalue(), seconds=6.2)
+
+
+def downloaded(tmp_path: Path, video: bytes, *, options: Mapping[str, Any]) -> tuple[Any, Any]:
+    """An engine with one 2.0 Fast job whose task succeeded (its intent counted), and
+    a downloader that serves ``video``."""
+    engine, store, _, _ = make_engine(tmp_path)
+    engine.deps.downloader = VideoDownloader(
+        transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=video))
+    )
+    for name in ("clip.jpg", "clip.yaml"):
+        (tmp_path / "inbox" / name).write_bytes(b"x")
+    job = uploaded("clip", model="seedance-2-0-fast", options=options)
+    store.put(job)
+    cost = engine.budget.prices.reserve(job.model, job.options)
+    job = engine._put(job, SubmitIntent(cost=cost.to_dict()))
+    job = engine._put(job, Submitted(task_id="t-1"))
+    engine._put(job, TaskSucceeded(video_url="https://videos.example/clip.mp4"))
+    return engine, store
+
+
+@pytest.mark.anyio
+async def test_auto_reserves_15_seconds_and_settles_at_the_mp4_s_length(
+    tmp_path: Path, clip_6_2_seconds: bytes
+) -> None:
+    """duration: auto reserves 15 s (3.60) at the intent; the downloaded mp4's header
+    says 6.25 s, so the job settles at 7 s (1.68) in its Placing record, before the
+    output JSON shows it, and the day's spend drops by the difference."""
+    engine, store = downloaded(tmp_path, clip_6_2_seconds, options={"duration": "auto"})
+    assert engine.budget.today()["spent"] == 3.6
+    assert store.get("clip").cost["seconds"] == 15 and not store.get("clip").cost["settled"]
+    await engine._step(Stage.DOWNLOAD, "clip")
+    job = store.get("clip")
+    assert job.state is State.DONE
+    settled = {"cents": 168, "per": "second", "rate": "0.24", "seconds": 7, "settled": True}
+    assert job.cost == settled
+    placing = next(j for j in store.puts if j.state is State.PLACING)
+    assert placing.cost == settled  # durable with the plan, before any output file
+    meta = json.loads((tmp_path / "outbox" / "clip.json").read_text())
+    assert meta["cost"] == {"amount": 1.68, "currency": "USD", "per": "second", "seconds": 7}
+    assert engine.budget.today()["spent"] == 1.68 and engine.budget.today()["submits"] == 1
+    rebuilt = BudgetTally.from_jobs(engine.budget.prices, store.jobs().values())
+    assert rebuilt.spent(engine.clock()) == (168, 1)  # a restart agrees
+
+
+@pytest.mark.anyio
+async def test_a_set_duration_is_never_settled_and_an_unreadable_length_keeps_the_reservation(
+    tmp_path: Path, clip_6_2_seconds: bytes
+) -> None:
+    """A set duration costs what was asked (5 s: 1.20) whatever the video's length; an
+    auto job whose video has no readable length keeps its 15 s reservation."""
+    engine, store = downloaded(tmp_path, clip_6_2_seconds, options=FIVE)
+    await engine._step(Stage.DOWNLOAD, "clip")
+    assert store.get("clip").cost["cents"] == 120 and engine.budget.today()["spent"] == 1.2
+    junk = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 2048
+    other = tmp_path / "other"
+    other.mkdir()
+    engine, store = downloaded(other, junk, options={"duration": "auto"})
+    with capture_logs() as logs:
+        await engine._step(Stage.DOWNLOAD, "clip")
+    assert store.get("clip").state is State.DONE
+    assert store.get("clip").cost == {
+        "cents": 360,
+        "per": "second",
+        "rate": "0.24",
+        "seconds": 15,
+        "settled": False,
+    }
+    assert engine.budget.today()["spent"] == 3.6
+    assert any(e["event"] == "budget.length_unknown" for e in logs)
+    meta = json.loads((other / "outbox" / "clip.json").read_text())
+    assert meta["cost"]["seconds"] == 15 and meta["cost"]["amount"] == 3.6

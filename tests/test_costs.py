@@ -1,4 +1,5 @@
-"""``seedance-watch costs`` from a real ledger: days in the budget's zone, models, outcomes."""
+"""``seedance-watch costs`` from a real ledger: days in the budget's zone, models, outcomes,
+each job at its recorded cost (exact to the cent), older records at today's prices."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from seedance_watch.cli import main
 from seedance_watch.commands.costs import costs_report, format_costs
 from seedance_watch.config import BudgetConfig
+from seedance_watch.core.budget import BudgetPrices
 from seedance_watch.core.jobs import (
     Event,
     Fail,
@@ -31,9 +33,12 @@ from seedance_watch.ledger.jsonl import Ledger
 
 pytestmark = pytest.mark.timeout(60)
 
-LITE = "seedance-1-0-lite-i2v-250428"
+#: Seedance 1.0 Pro Fast and Pro, at prices budget.prices sets over the table's 0.20.
+FAST = "seedance-1-0-pro-fast-251015"
 PRO = "seedance-1-0-pro-250528"
-PRICES = {LITE: 0.25, PRO: 0.5}
+PRICES = {FAST: 0.25, PRO: 0.5}
+MINI = "seedance-2-0-mini"
+V25 = "seedance-2-5"
 
 
 def paris(*args: int) -> float:
@@ -110,14 +115,14 @@ def state(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     write_ledger(
         path,
-        done("a", LITE, paris(2026, 12, 1, 10)),
+        done("a", FAST, paris(2026, 12, 1, 10)),
         failed_after("b", PRO, paris(2026, 12, 1, 11), "task_failed", submitted=True),
-        refused("c", LITE, paris(2026, 12, 1, 12)),
+        refused("c", FAST, paris(2026, 12, 1, 12)),
         # Cut off mid-submit, found on restart: may have been billed, so it counts.
-        failed_after("d", LITE, paris(2026, 12, 1, 13), "submit_ambiguous", submitted=False),
-        done("e", LITE, paris(2026, 12, 2, 0, 30)),
+        failed_after("d", FAST, paris(2026, 12, 1, 13), "submit_ambiguous", submitted=False),
+        done("e", FAST, paris(2026, 12, 2, 0, 30)),
         history(
-            "f", LITE, [(paris(2026, 12, 2, 9), UPLOAD), (paris(2026, 12, 2, 9, 1), SubmitIntent())]
+            "f", FAST, [(paris(2026, 12, 2, 9), UPLOAD), (paris(2026, 12, 2, 9, 1), SubmitIntent())]
         ),
     )
     return path
@@ -140,7 +145,7 @@ def test_costs_json_per_day_and_model(state: Path) -> None:
                 "done": 1,
                 "failed": 0,
                 "cost": 0.5,
-                "models": {LITE: {"submits": 2, "cost": 0.5}},
+                "models": {FAST: {"submits": 2, "cost": 0.5}},
             },
             {
                 "date": "2026-12-01",
@@ -148,7 +153,7 @@ def test_costs_json_per_day_and_model(state: Path) -> None:
                 "done": 1,
                 "failed": 2,
                 "cost": 1.0,
-                "models": {LITE: {"submits": 2, "cost": 0.5}, PRO: {"submits": 1, "cost": 0.5}},
+                "models": {FAST: {"submits": 2, "cost": 0.5}, PRO: {"submits": 1, "cost": 0.5}},
             },
         ],
         "today": {"spent": 0.5, "cap": 1.0, "remaining": 0.5},
@@ -206,7 +211,7 @@ def test_cli_costs_json_and_table(
     config = tmp_path / "seedance-watch.yaml"
     config.write_text(
         f"paths: {{state: {state}}}\nstorage: {{bucket: b}}\n"
-        f"budget: {{timezone: Europe/Paris, prices: {{{LITE}: 0.25, {PRO}: 0.5}}}}\n"
+        f"budget: {{timezone: Europe/Paris, prices: {{{FAST}: 0.25, {PRO}: 0.5}}}}\n"
     )
     assert main(["costs", "--config", str(config), "--json", "--days", "100000"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -217,3 +222,111 @@ def test_cli_costs_json_and_table(
     with pytest.raises(SystemExit) as exit_info:
         main(["costs", "--config", str(config), "--days", "0"])
     assert exit_info.value.code == 2
+
+
+def test_costs_json_is_exact_to_the_cent_with_per_second_costs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per-second jobs count at their recorded costs, each rounded once: two Mini 5 s
+    (0.378 → 0.38 each), a Mini auto settled at 7 s (0.5292 → 0.53) and a 2.5 at 5 s
+    (1.155 → 1.16) make 2.45, where adding the exact products gives 2.44; the JSON
+    shows cents, never float noise (3.00 - 2.45 is 0.55)."""
+    prices = BudgetPrices.from_config(BudgetConfig())
+    five = {"resolution": "720p", "duration": 5}
+    at = paris(2026, 12, 2, 9)
+
+    def billed(job_id: str, model: str, options: dict[str, Any], length: float | None) -> list[Job]:
+        reserved = prices.reserve(model, options)
+        settled = reserved if length is None else reserved.settle(length)
+        records = history(
+            job_id,
+            model,
+            [
+                (at - 5, UPLOAD),
+                (at, SubmitIntent(cost=reserved.to_dict())),
+                (at + 1, Submitted(task_id=f"t-{job_id}")),
+                (at + 60, TaskSucceeded(video_url="https://video.example/v.mp4")),
+                (
+                    at + 61,
+                    Placing(
+                        output=f"{job_id}.mp4",
+                        video_sha256="0" * 64,
+                        video_bytes=1,
+                        moved_to=(),
+                        cost=settled.to_dict(),
+                    ),
+                ),
+                (at + 62, Finished()),
+            ],
+        )
+        return records
+
+    state = tmp_path / "state"
+    write_ledger(
+        state,
+        billed("m1", MINI, five, None),
+        billed("m2", MINI, five, None),
+        billed("m3", MINI, {"duration": "auto"}, 6.25),
+        billed("v", V25, five, None),
+    )
+    config = tmp_path / "seedance-watch.yaml"
+    config.write_text(
+        f"paths: {{state: {state}}}\nstorage: {{bucket: b}}\n"
+        "budget: {timezone: Europe/Paris, max_cost_per_day: 3.0}\n"
+    )
+    report = costs_report(
+        state, BudgetConfig(timezone="Europe/Paris", max_cost_per_day=3.0), now=at + 100
+    )
+    (day,) = report["days"]
+    assert day["cost"] == 2.45 and day["submits"] == 4 and day["done"] == 4
+    assert day["models"] == {
+        MINI: {"submits": 3, "cost": 1.29},
+        V25: {"submits": 1, "cost": 1.16},
+    }
+    assert report["today"] == {"spent": 2.45, "cap": 3.0, "remaining": 0.55}
+    assert 0.378 + 0.378 + 0.5292 + 1.155 < 2.445  # what rounding only the sum would give
+    assert "2.45" in format_costs(report).splitlines()[-2]
+    capsys.readouterr()  # the ledger's own log lines
+    assert main(["costs", "--config", str(config), "--json", "--days", "100000"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["days"][0]["cost"] == 2.45 and printed["days"][0]["date"] == "2026-12-02"
+
+
+def test_a_settled_job_counts_at_its_settlement_and_an_older_record_at_today_s_price(
+    tmp_path: Path,
+) -> None:
+    """The auto job reserved 15 s of Mini (1.13) and settled at 7 s (0.53): costs shows
+    0.53; a record from before costs were kept is priced now (Pro Fast's 0.20)."""
+    prices = BudgetPrices.from_config(BudgetConfig())
+    at = paris(2026, 12, 2, 9)
+    reserved = prices.reserve(MINI, {"duration": "auto"})
+    assert reserved.cents == 113
+    settled = reserved.settle(6.25)
+    auto = history(
+        "auto",
+        MINI,
+        [
+            (at - 5, UPLOAD),
+            (at, SubmitIntent(cost=reserved.to_dict())),
+            (at + 1, Submitted(task_id="t-auto")),
+            (at + 60, TaskSucceeded(video_url="https://video.example/v.mp4")),
+            (
+                at + 61,
+                Placing(
+                    output="auto.mp4",
+                    video_sha256="0" * 64,
+                    video_bytes=1,
+                    moved_to=(),
+                    cost=settled.to_dict(),
+                ),
+            ),
+        ],
+    )
+    state = tmp_path / "state"
+    write_ledger(state, auto, done("old", FAST, at + 5))
+    report = costs_report(state, BudgetConfig(), now=at + 100)
+    assert report["days"][0]["models"] == {
+        MINI: {"submits": 1, "cost": 0.53},
+        FAST: {"submits": 1, "cost": 0.2},
+    }
+    assert report["today"]["spent"] == 0.73

@@ -29,9 +29,10 @@ from .simhelpers import quick_tasks
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 WritePair = Callable[..., tuple[Path, Path]]
-MODEL = "seedance-1-0-lite-i2v-250428"
+#: The default model of image drops: 0.20 per generation in the built-in table.
+MODEL = "seedance-1-0-pro-fast-251015"
 KEY = "sk-canary-must-never-leak-4242"
-BUDGET = f"budget: {{prices: {{{MODEL}: 0.25}}, max_cost_per_day: 0.75}}\n"
+BUDGET = "budget: {max_cost_per_day: 0.60}\n"
 
 
 @pytest.fixture
@@ -44,6 +45,17 @@ def sim() -> Iterator[Simulator]:
     config = quick_tasks(api_key=KEY, submit_answer="envelope")
     with Simulator(config) as simulator:
         yield simulator
+
+
+def budget_config(tmp_path: Path, s3: S3Emulator, sim: Simulator, extra: str) -> Path:
+    """A daemon config whose frames and reference drops default to Seedance 2.0 Mini
+    (0.38 for 5 s at 720p): a cap below the 1.20 that one 2.0 Fast frames job
+    reserves is then a valid config."""
+    path = write_config(tmp_path, s3, sim, extra=extra)
+    text = path.read_text()
+    mini = "frames_model: seedance-2-0-mini, reference_model: seedance-2-0-mini, "
+    path.write_text(text.replace("task_timeout: 60, ", "task_timeout: 60, " + mini, 1))
+    return path
 
 
 def run(config_path: Path, env: dict[str, str] | None = None) -> RunResult:
@@ -67,11 +79,12 @@ def costs_json(config_path: Path) -> dict[str, Any]:
 def test_a_cap_of_three_generations_submits_three_of_five_and_exits_5(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
 ) -> None:
-    """Five pairs, a cap worth three: exactly three submits, exit 5, two jobs wait intact;
-    the same day again submits nothing (the tally is read from the ledger: a restart
-    keeps it); a higher cap through the environment finishes the rest; `costs --json`
-    matches what the simulator recorded."""
-    config = write_config(tmp_path, s3_server, sim, extra=BUDGET)
+    """Five pairs, a cap worth three (0.60 at the built-in 0.20): exactly three submits,
+    exit 5, two jobs wait intact; the same day again submits nothing (the tally is read
+    from the ledger: a restart keeps it); a higher cap through the environment finishes
+    the rest; `costs --json` matches what the simulator recorded; each job records its
+    cost and each output JSON shows it."""
+    config = budget_config(tmp_path, s3_server, sim, BUDGET)
     for i in range(5):
         write_pair(tmp_path / "inbox", f"p{i}")
     first = run(config)
@@ -89,8 +102,9 @@ def test_a_cap_of_three_generations_submits_three_of_five_and_exits_5(
     assert "budget" in json.dumps(status["daemon"])
     report = costs_json(config)
     today = report["days"][0]
-    assert (today["submits"], today["cost"]) == (len(sim.submits), 0.75)
-    assert report["today"] == {"spent": 0.75, "cap": 0.75, "remaining": 0.0}
+    assert (today["submits"], today["cost"]) == (len(sim.submits), 0.6)
+    assert report["today"] == {"spent": 0.6, "cap": 0.6, "remaining": 0.0}
+    assert today["models"] == {MODEL: {"submits": 3, "cost": 0.6}}
 
     again = run(config)
     assert again.exit_code == 5 and len(sim.submits) == 3
@@ -100,7 +114,12 @@ def test_a_cap_of_three_generations_submits_three_of_five_and_exits_5(
     assert len(list((tmp_path / "outbox").glob("*.mp4"))) == 5
     report = costs_json(config)
     assert report["days"][0]["submits"] == len(sim.submits) == 5
-    assert report["days"][0]["done"] == 5 and report["days"][0]["cost"] == 1.25
+    assert report["days"][0]["done"] == 5 and report["days"][0]["cost"] == 1.0
+    for job in read_jobs(tmp_path / "state").values():
+        assert job.cost == {"cents": 20, "per": "generation", "rate": "0.20", "settled": True}
+    for meta in (tmp_path / "outbox").glob("*.json"):
+        cost = json.loads(meta.read_text())["cost"]
+        assert cost == {"amount": 0.2, "currency": "USD", "per": "generation"}
 
 
 async def test_ambiguous_submits_count_and_refused_ones_do_not(tmp_path: Path) -> None:
@@ -272,9 +291,9 @@ def test_notifications_one_per_ended_job_and_per_pause(
     try:
         extra = (
             f"notify: {{urls: ['{receiver.url}'], events: [done, failed, paused]}}\n"
-            f"budget: {{prices: {{{MODEL}: 0.25}}, max_cost_per_day: 0.25}}\n"
+            "budget: {max_cost_per_day: 0.38}\n"  # one 0.20 submit; two would be 0.40
         )
-        config = write_config(tmp_path, s3_server, sim, extra=extra)
+        config = budget_config(tmp_path, s3_server, sim, extra)
         write_pair(tmp_path / "inbox", "good")
         write_pair(tmp_path / "inbox", "bad", sidecar="prompt: ''\n")
         write_pair(tmp_path / "inbox", "later")

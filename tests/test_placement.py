@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from seedance_watch import errors as E
+from seedance_watch.config import BudgetConfig
+from seedance_watch.core.budget import BudgetPrices
 from seedance_watch.core.jobs import InputFile, Job, Stage, State
 from seedance_watch.pipeline.placement import _output_metadata
 from seedance_watch.pipeline.stage import Fail
@@ -72,8 +74,10 @@ def job_of(kind: str, state: State = State.PLACING, **fields: Any) -> Job:
 
 
 def test_output_metadata_of_an_image_drop_keeps_every_field_and_adds_its_kind() -> None:
-    """An image drop's JSON: the SPEC §6 fields, ``kind: image``, the image's hash."""
-    meta = _output_metadata(job_of("image"))
+    """An image drop's JSON: the SPEC §6 fields, ``kind: image``, the image's hash,
+    and the recorded cost."""
+    cost = {"cents": 20, "per": "generation", "rate": "0.20", "settled": True}
+    meta = _output_metadata(job_of("image", cost=cost))
     assert meta == {
         "job_id": "j1",
         "kind": "image",
@@ -86,9 +90,24 @@ def test_output_metadata_of_an_image_drop_keeps_every_field_and_adds_its_kind() 
         "video_sha256": VIDEO_SHA,
         "video_bytes": len(VIDEO),
         "usage": {"completion_tokens": 10},
+        "cost": {"amount": 0.2, "currency": "USD", "per": "generation"},
         "submitted_at": "2025-09-10T20:10:45Z",
         "completed_at": "2025-09-10T20:11:40Z",
     }
+
+
+def test_output_metadata_cost_per_second_priced_now_or_none_for_a_copy() -> None:
+    """A per-second cost shows its seconds; a record without a cost (written before
+    costs were kept) is priced at today's prices in budget.currency; a duplicate
+    paid nothing: null."""
+    cost = {"cents": 144, "per": "second", "rate": "0.24", "seconds": 6, "settled": True}
+    meta = _output_metadata(job_of("image", cost=cost))
+    assert meta["cost"] == {"amount": 1.44, "currency": "USD", "per": "second", "seconds": 6}
+    prices = BudgetPrices.from_config(BudgetConfig(currency="EUR", prices={"m": 0.37}))
+    older = _output_metadata(job_of("image"), prices)
+    assert older["cost"] == {"amount": 0.37, "currency": "EUR", "per": "generation"}
+    copy = _output_metadata(job_of("image", duplicate_of="j0"), prices)
+    assert copy["cost"] is None and copy["duplicate_of"] == "j0"
 
 
 def test_output_metadata_of_a_v1_record_takes_the_image_hash() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 import types
@@ -40,16 +41,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from seedance_watch.core.budget import to_cents
-from seedance_watch.core.models import DEFAULT_MODELS, MODELS, Kind
-from seedance_watch.core.options import GenerationOptions
+from seedance_watch.core.budget import BudgetPrices, money
+from seedance_watch.core.models import DEFAULT_MODELS, MODELS, RESOLUTIONS, Choice, Kind
+from seedance_watch.core.options import GenerationOptions, Resolution
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.yaml12 import load_yaml
 from seedance_watch.providers.registry import DEFAULT_PROVIDER, provider_spec
 
 __all__ = [
     "CONFIG_ENV",
-    "DEFAULT_PRICES",
     "ENV_PREFIX",
     "BudgetConfig",
     "Config",
@@ -59,6 +59,7 @@ __all__ = [
     "LogConfig",
     "NotifyConfig",
     "PathsConfig",
+    "PerSecondPrice",
     "StorageConfig",
     "WatchConfig",
     "load_config",
@@ -316,27 +317,85 @@ def _split_listen(value: str) -> tuple[str, int]:
     return host, int(match.group(2) or match.group(4))
 
 
-#: Per-generation prices (USD) by model, used by the daily budget (SPEC §13);
-#: ``budget.prices`` overrides them model by model.
-#:
-#: PLACEHOLDERS: set budget.prices.  Pixazo's own per-generation prices for the
-#: Seedance 1.0 models could not be found in a published source when these were
-#: set, so these are rough placeholders of the order resellers list for a 5 s 720p
-#: clip, not Pixazo's figures.  Put your account's prices (Pixazo console) in
-#: ``budget.prices`` before relying on a cost cap.
-DEFAULT_PRICES: dict[str, float] = {
-    "seedance-1-0-lite-i2v-250428": 0.18,
-    "seedance-1-0-lite-t2v-250428": 0.18,
-    "seedance-1-0-pro-250528": 0.62,
-    "seedance-1-0-pro-fast-251015": 0.25,
-}
-
-#: An amount in ``budget.currency``: finite and >= 0 (compared in cents, SPEC §13).
+#: An amount in ``budget.currency``: finite and >= 0 (compared in cents).
 Money = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
 
+class PerSecondPrice(BaseModel):
+    """A ``budget.prices`` entry per second of video: one rate, or one per resolution."""
+
+    model_config = _FROZEN
+
+    per_second: Money | dict[Resolution, Money]
+
+
+_PRICE_FORMS = (
+    "a number (USD per generation), {per_second: N} or {per_second: {480p: N, 720p: N, 1080p: N}}"
+)
+
+
+def _price_error(message: str, **ctx: Any) -> PydanticCustomError:
+    return PydanticCustomError("budget_price", message, ctx)
+
+
+def _check_amount(key: str, value: Any) -> None:
+    """``value`` is money: a number (not a bool, not text), finite and >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < 0
+    ):
+        raise _price_error(
+            "{key} = {value} is not an amount: write a number >= 0 (USD), such as 0.24",
+            key=key,
+            value=repr(value),
+        )
+
+
+def _price_entry(model: str, spec: Any) -> Any:
+    """One ``budget.prices`` entry checked, each problem naming its key."""
+    key = f"budget.prices.{model}"
+    if not isinstance(spec, Mapping):
+        _check_amount(key, spec)
+        return spec
+    if set(spec) != {"per_second"}:
+        raise _price_error(
+            "{key} takes {forms}; not the key(s) {keys}",
+            key=key,
+            forms=_PRICE_FORMS,
+            keys=", ".join(map(str, spec)) or "(none)",
+        )
+    rates = spec["per_second"]
+    if not isinstance(rates, Mapping):
+        _check_amount(f"{key}.per_second", rates)
+        return {"per_second": rates}
+    if not rates:
+        raise _price_error("{key}.per_second is empty: give a rate for each resolution", key=key)
+    for resolution, rate in rates.items():
+        if resolution not in RESOLUTIONS:
+            raise _price_error(
+                "{key}.per_second.{resolution} is not a resolution; use {resolutions}",
+                key=key,
+                resolution=str(resolution),
+                resolutions=", ".join(RESOLUTIONS[:-1]) + " or " + RESOLUTIONS[-1],
+            )
+        _check_amount(f"{key}.per_second.{resolution}", rate)
+    row = MODELS.get(model)
+    made = row.options.get("resolution") if row is not None and not row.retired else None
+    missing = [r for r in made.values if r not in rates] if isinstance(made, Choice) else []
+    if missing:
+        raise _price_error(
+            "{key}.per_second has no rate for {missing}, which {model} makes",
+            key=key,
+            missing=", ".join(map(str, missing)),
+            model=model,
+        )
+    return {"per_second": dict(rates)}
+
+
 class BudgetConfig(BaseModel):
-    """A daily cap on what submits may cost (SPEC §13); ``None`` caps: no cap."""
+    """A daily cap on what submits may cost; ``None`` caps: no cap."""
 
     model_config = _FROZEN
 
@@ -345,8 +404,10 @@ class BudgetConfig(BaseModel):
     max_submits_per_day: Annotated[StrictInt, Field(ge=1)] | None = None
     timezone: StrictStr = "UTC"
     currency: Annotated[StrictStr, Field(min_length=1)] = "USD"
-    #: Keys given here are added to (or replace) the built-in prices, model by model.
-    prices: dict[StrictStr, Money] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    #: Prices by model, added to (or replacing) the model table's built-in ones:
+    #: a number is USD per generation, ``per_second`` a rate or a rate per resolution.
+    prices: dict[StrictStr, Money | PerSecondPrice] = Field(default_factory=dict)
+    #: The price per generation of a model that is in neither table.
     default_price: Money = 0.20
 
     @field_validator("timezone", mode="after")
@@ -362,16 +423,12 @@ class BudgetConfig(BaseModel):
 
     @field_validator("prices", mode="before")
     @classmethod
-    def _merge_prices(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {**DEFAULT_PRICES, **value}
-        return value
-
-    def price(self, model: str | None) -> float:
-        """What one generation with ``model`` costs (unknown or None: ``default_price``)."""
-        if model is None:
-            return self.default_price
-        return self.prices.get(model, self.default_price)
+    def _prices(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _price_error(
+                "budget.prices maps a model to its price: {forms}", forms=_PRICE_FORMS
+            )
+        return {model: _price_entry(str(model), spec) for model, spec in value.items()}
 
 
 def _argv(value: Any) -> Any:
@@ -491,22 +548,39 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _cap_fits_one_job(self) -> Self:
-        cap = self.budget.max_cost_per_day
-        if cap is not None:
-            for model in (self.gateway.model, self.gateway.text_model):
-                price = self.budget.price(model)
-                if to_cents(price) > to_cents(cap):
-                    raise PydanticCustomError(
-                        "budget_cap",
-                        "budget.max_cost_per_day ({cap}) is below the price of one "
-                        "generation with {model} ({price}): no job could ever be submitted",
-                        {
-                            "key": "budget.max_cost_per_day",
-                            "cap": cap,
-                            "model": model,
-                            "price": price,
-                        },
-                    )
+        # What one drop of each kind reserves with the model it gets when its sidecar
+        # names none, at the config's defaults: a cap below it could never let one go.
+        if self.budget.max_cost_per_day is None:
+            return self
+        prices = BudgetPrices.from_config(self.budget)
+        cap = prices.max_cost_per_day
+        assert cap is not None
+        for kind, model in self.gateway.models.items():
+            row = MODELS.get(model)
+            options = self.defaults.fitted(row) if row is not None else self.defaults
+            cost = prices.reserve(model, options.set_options())
+            if cost.cents > cap:
+                how = (
+                    f"{cost.seconds} s at {cost.rate} per second"
+                    if cost.seconds is not None
+                    else "one generation"
+                )
+                raise PydanticCustomError(
+                    "budget_cap",
+                    "budget.max_cost_per_day ({cap}) is below what one {kind} drop with "
+                    "gateway.{model_key} ({model}) reserves at the config's defaults "
+                    "({amount}: {how}): no such job could ever be submitted; raise the "
+                    "cap, or set gateway.{model_key} to a cheaper model",
+                    {
+                        "key": "budget.max_cost_per_day",
+                        "cap": money(cap),
+                        "kind": kind,
+                        "model_key": MODEL_KEYS[kind],
+                        "model": model,
+                        "amount": money(cost.cents),
+                        "how": how,
+                    },
+                )
         return self
 
 
@@ -698,6 +772,7 @@ class _Loader:
                 "missing_public",
                 "listen_needs_token",
                 "budget_cap",
+                "budget_price",
                 "notify_url",
                 "model_kind",
                 "provider",

@@ -2,8 +2,11 @@
 
 The ledger is read without the lock (as ``status`` does), so this works while the
 daemon runs.  Days are calendar days in ``budget.timezone``, newest first; a job
-counts on the day its submit intent was recorded, at its model's price in the
-current config, and ``done``/``failed`` say what became of that day's submits.
+counts on the day its submit intent was recorded, at the cost recorded on it
+(reserved with the intent, settled when a ``duration: auto`` video was
+downloaded; records written before costs were kept: at their model's price in the
+current config), and ``done``/``failed`` say what became of that day's submits.
+Amounts are whole cents until they are printed.
 """
 
 from __future__ import annotations
@@ -84,5 +87,5 @@ def format_costs(report: dict[str, Any]) -> str:
                 f"{'':<12}{name:<32}{model['submits']:>8}{'':>6}{'':>8}{_amount(model['cost']):>10}"
             )
     lines.append(f"{'total':<12}{'':<32}{'':>8}{'':>6}{'':>8}{_amount(from_cents(total)):>10}")
-    lines.append(f"(amounts in {currency}, at the prices in budget.prices)")
+    lines.append(f"(amounts in {currency}: what each submit reserved or settled at)")
     return "\n".join(lines)

@@ -1,16 +1,37 @@
-"""The daily budget: what submits cost, per day, and whether the next one may go (SPEC §13).
+"""The money rules: what a submit costs, per day, and whether the next one may go.
 
-Pure: no I/O and no clock.  Times are Unix seconds passed in by the caller; days
-are calendar days in ``budget.timezone`` (midnight to midnight, whatever DST does
-to their length).  Money is integer cents from the moment it leaves the config, so
-``3 × 0.10`` is exactly ``0.30`` and a cap of ``0.30`` admits the third submit.
+Everything the daemon decides about money lives here, pure: no I/O and no clock.
+Times are Unix seconds passed in by the caller; days are calendar days in
+``budget.timezone`` (midnight to midnight, whatever DST does to their length).
 
-A submit counts from the moment its intent is recorded (``Job.intent_at``): it may
-be billed even when its outcome is unknown.  A submit the gateway provably refused
-has its ``intent_at`` cleared by the job record, so it no longer counts.
+The rules:
+
+* **A price** is per generation (one amount) or per second of video (one rate, or
+  a rate per resolution).  The built-in prices are the model table's
+  (:data:`~seedance_watch.core.models.MODELS`); ``budget.prices`` adds to and
+  overrides them model by model; a model in neither costs ``budget.default_price``
+  per generation.
+* **A job's cost** is its price per generation, or its rate at its effective
+  resolution times its seconds (the effective duration).  An option the job does
+  not send costs what the gateway then uses (720p, 5 s).  The product is exact
+  (``Decimal``) and rounded half up to the cent once, at the end: 0.0756 × 5 =
+  0.378 is 38 cents, never 5 × 8.
+* **Reserve, then settle.**  The cost is recorded on the job with its submit
+  intent (:class:`JobCost` in ``Job.cost``).  With ``duration: auto`` the model
+  picks the length, so the model's longest duration is reserved, and the job
+  settles at the video's real length in whole seconds, rounded up, once it is
+  downloaded.  The cap is checked against the reservation.
+* **Counting.**  A submit counts from the moment its intent is recorded
+  (``Job.intent_at``): it may be billed even when its outcome is unknown.  A submit
+  the gateway provably refused has its ``intent_at`` cleared by the job record, so
+  it no longer counts.  Records without a recorded cost (written before costs were
+  kept) are priced at read time from the current prices.
+* **Caps** are whole cents (a config's ``0.30`` is 30 cents, so ``3 × 0.10``
+  reaches it exactly and the third submit goes); reaching a cap is allowed, going
+  over it is not.
 
 :class:`BudgetTally` is built once from the ledger's jobs (a restart does not reset
-the day) and then kept current in O(1) per submit intent and per refusal;
+the day) and then kept current in O(1) per submit intent, refusal and settlement;
 :func:`daily_costs` is the per-day, per-model report of ``seedance-watch costs``.
 """
 
@@ -21,29 +42,60 @@ import math
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal, Protocol, TypedDict
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Literal, Protocol, TypedDict
 
 from seedance_watch.core.jobs import Job, State
+from seedance_watch.core.models import MODELS, Price
+from seedance_watch.core.options import GATEWAY_DEFAULTS
 
 __all__ = [
+    "AUTO_RESERVE_SECONDS",
     "UNKNOWN_MODEL",
     "BudgetHold",
     "BudgetPrices",
     "BudgetTally",
     "DayCost",
+    "JobCost",
     "ModelCost",
     "TodaySpend",
+    "cents_of",
     "daily_costs",
     "day_of",
     "day_start",
     "from_cents",
+    "money",
     "next_day_start",
+    "price_of",
+    "recorded_cost",
     "submit_time",
     "to_cents",
+    "written_decimal",
 ]
 
 _CENT = Decimal("0.01")
+
+#: The seconds reserved for ``duration: auto`` with a model the table does not know:
+#: the longest any model makes.
+AUTO_RESERVE_SECONDS: int = max(
+    d for d in (row.longest_duration() for row in MODELS.values()) if d is not None
+)
+
+
+def written_decimal(amount: float) -> Decimal:
+    """``amount`` (a config float such as ``0.0756``) as the decimal the user wrote.
+
+    The float goes through its shortest decimal form, so ``0.285`` is exactly
+    ``Decimal("0.285")``, not the binary float's ``0.28499999...``.
+    """
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"an amount of money must be finite and >= 0, not {amount!r}")
+    return Decimal(repr(float(amount)))
+
+
+def cents_of(amount: Decimal) -> int:
+    """An exact amount in whole cents, half rounded up (``0.378`` → 38)."""
+    return int((amount / _CENT).quantize(Decimal(1), ROUND_HALF_UP))
 
 
 def to_cents(amount: float) -> int:
@@ -52,14 +104,17 @@ def to_cents(amount: float) -> int:
     The float goes through its shortest decimal form (what the user wrote), so
     ``0.285`` is 29 cents, not the 28 that ``round(0.285 * 100)`` gives.
     """
-    if not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"an amount of money must be finite and >= 0, not {amount!r}")
-    return int((Decimal(repr(float(amount))) / _CENT).quantize(Decimal(1), ROUND_HALF_UP))
+    return cents_of(written_decimal(amount))
 
 
 def from_cents(cents: int) -> float:
     """Cents as the float amount shown in JSON and tables (``75`` → ``0.75``)."""
     return cents / 100
+
+
+def money(cents: int) -> str:
+    """Cents as an amount for people: ``144`` → ``1.44``."""
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def day_of(ts: float, tz: dt.tzinfo) -> dt.date:
@@ -104,61 +159,229 @@ def submit_time(job: Job) -> float | None:
     return None
 
 
+# --- what one job costs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobCost:
+    """What one job's submit costs: recorded on the job (``Job.cost``) with its intent.
+
+    ``cents`` is the amount, rounded half up to the cent once from the exact product
+    ``rate × seconds`` (per second) or ``rate`` (per generation).  ``rate`` is USD
+    per ``per`` (exact).  ``seconds`` is what is charged (per second only).
+    ``settled`` is False while a ``duration: auto`` reservation (the model's
+    longest duration) waits for the video's real length.
+    """
+
+    cents: int
+    per: Literal["generation", "second"]
+    rate: Decimal
+    seconds: int | None = None
+    settled: bool = True
+
+    @classmethod
+    def of(
+        cls,
+        per: Literal["generation", "second"],
+        rate: Decimal,
+        seconds: int | None = None,
+        *,
+        settled: bool = True,
+    ) -> JobCost:
+        """The cost at ``rate``: per generation, or per second for ``seconds``."""
+        if per == "second":
+            if seconds is None:
+                raise ValueError("a cost per second needs its seconds")
+            return cls(cents_of(rate * seconds), per, rate, seconds, settled)
+        return cls(cents_of(rate), per, rate, None, settled)
+
+    def settle(self, length: float) -> JobCost:
+        """The cost once the video is known to last ``length`` seconds.
+
+        Charged in whole seconds, rounded up (6.2 s is 7 s).  Only a reservation
+        (``settled`` False) changes; a settled cost stays what it is.
+        """
+        if self.settled or self.per != "second":
+            return self
+        if not math.isfinite(length) or length <= 0:
+            raise ValueError(f"a video length must be finite and > 0, not {length!r}")
+        return JobCost.of("second", self.rate, math.ceil(length))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``Job.cost`` (the rate as a decimal string: exact)."""
+        out: dict[str, Any] = {"cents": self.cents, "per": self.per, "rate": str(self.rate)}
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        out["settled"] = self.settled
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobCost:
+        """Inverse of :meth:`to_dict`.  Raises ``KeyError``/``ValueError``/``TypeError``."""
+        per = data["per"]
+        if per not in ("generation", "second"):
+            raise ValueError(f"unknown cost unit {per!r}")
+        cents, seconds = data["cents"], data.get("seconds")
+        if type(cents) is not int or cents < 0:
+            raise ValueError(f"cents must be a whole number >= 0, not {cents!r}")
+        if seconds is not None and type(seconds) is not int:
+            raise ValueError(f"seconds must be a whole number, not {seconds!r}")
+        try:
+            rate = Decimal(str(data["rate"]))
+        except InvalidOperation as exc:
+            raise ValueError(f"rate {data['rate']!r} is not a number") from exc
+        return cls(cents, per, rate, seconds, bool(data.get("settled", True)))
+
+    def to_output(self, currency: str) -> dict[str, Any]:
+        """The output JSON's ``cost``: ``{"amount", "currency", "per"[, "seconds"]}``."""
+        out: dict[str, Any] = {
+            "amount": from_cents(self.cents),
+            "currency": currency,
+            "per": self.per,
+        }
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        return out
+
+
+def recorded_cost(job: Job) -> JobCost | None:
+    """The cost recorded on ``job`` (None: none, or one that does not read back)."""
+    if job.cost is None:
+        return None
+    try:
+        return JobCost.from_dict(job.cost)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 # --- prices and caps ---------------------------------------------------------------------
+
+
+def _rate_at(price: Price, resolution: str) -> Decimal:
+    """``price``'s rate at ``resolution``; a resolution it does not list costs its
+    dearest listed rate (a model the table does not know: never under-counted)."""
+    rate = price.rate(resolution)
+    if rate is not None:
+        return rate
+    if price.by_resolution:
+        return max(price.by_resolution.values())
+    raise ValueError("a price without an amount")
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetPrices:
-    """The budget config in cents: prices by model, the default price and the caps.
+    """The budget config, exact: prices by model, the default price, the caps in cents.
 
     Built with :meth:`from_config` from a ``BudgetConfig`` (duck-typed, so this
     module does not import the config layer).
     """
 
-    prices: dict[str, int]
-    default_price: int
+    prices: Mapping[str, Price]
+    default_price: Decimal
     max_cost_per_day: int | None
     max_submits_per_day: int | None
     timezone: str = "UTC"
     currency: str = "USD"
     zone: dt.tzinfo = field(init=False, repr=False, compare=False)
+    #: What :meth:`reserve` found, by (model, resolution, duration): start-up prices
+    #: every record written before costs were kept.
+    _reserved: dict[tuple[str | None, object, object], JobCost] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zone", zoneinfo.ZoneInfo(self.timezone))
 
     @classmethod
     def from_config(cls, budget: _BudgetSettings) -> BudgetPrices:
+        """The model table's prices, overridden and extended by ``budget.prices``."""
         cap = budget.max_cost_per_day
+        prices = {row.model: row.price for row in MODELS.values() if row.price is not None}
+        prices.update({model: price_of(spec) for model, spec in budget.prices.items()})
         return cls(
-            prices={model: to_cents(price) for model, price in budget.prices.items()},
-            default_price=to_cents(budget.default_price),
+            prices=prices,
+            default_price=written_decimal(budget.default_price),
             max_cost_per_day=None if cap is None else to_cents(cap),
             max_submits_per_day=budget.max_submits_per_day,
             timezone=budget.timezone,
             currency=budget.currency,
         )
 
-    def price(self, model: str | None) -> int:
-        """One generation with ``model``, in cents (unknown or missing: the default price)."""
-        if model is None:
-            return self.default_price
-        return self.prices.get(model, self.default_price)
+    def price(self, model: str | None) -> Price:
+        """``model``'s price (unknown or missing: ``default_price`` per generation)."""
+        found = None if model is None else self.prices.get(model)
+        return found if found is not None else Price("generation", self.default_price)
 
-    def exceeds_cap(self, model: str | None) -> bool:
-        """True when one generation with ``model`` costs more than a whole day's cap.
+    def reserve(self, model: str | None, options: Mapping[str, Any] | None) -> JobCost:
+        """What a submit with ``model`` and the effective ``options`` reserves.
 
-        Such a job could never be submitted; the config check refuses this for the
-        configured models, but a sidecar may name another one.
+        Per second: the rate at the resolution times the duration, each the
+        gateway's default when not sent; ``duration: auto`` reserves the model's
+        longest duration, to be settled at the video's real length.
         """
-        cap = self.max_cost_per_day
-        return cap is not None and self.price(model) > cap
+        sent = options or {}
+        resolution = sent.get("resolution") or GATEWAY_DEFAULTS["resolution"]
+        duration = sent.get("duration") or GATEWAY_DEFAULTS["duration"]
+        key = (model, resolution, duration)
+        found = self._reserved.get(key)
+        if found is None:
+            found = self._reserved[key] = self._reserve(model, str(resolution), duration)
+        return found
+
+    def _reserve(self, model: str | None, resolution: str, duration: object) -> JobCost:
+        price = self.price(model)
+        rate = _rate_at(price, resolution)
+        if price.per == "generation":
+            return JobCost.of("generation", rate)
+        if duration == "auto":
+            row = MODELS.get(model) if model is not None else None
+            longest = row.longest_duration() if row is not None else None
+            return JobCost.of("second", rate, longest or AUTO_RESERVE_SECONDS, settled=False)
+        if type(duration) is not int:
+            raise ValueError(f"a duration is whole seconds or auto, not {duration!r}")
+        return JobCost.of("second", rate, duration)
+
+    def cost_of(self, job: Job) -> JobCost:
+        """``job``'s recorded cost; for records without one, priced now."""
+        recorded = recorded_cost(job)
+        if recorded is not None:
+            return recorded
+        return self.reserve(job.model, job.options)
+
+    def cents(self, job: Job) -> int:
+        """What ``job`` counts for, in cents: :meth:`cost_of`'s amount, read straight
+        from the record when it has one (start-up counts every job of the ledger)."""
+        cost = job.cost
+        if cost is not None:
+            cents = cost.get("cents")
+            if type(cents) is int and cents >= 0:
+                return cents
+        return self.cost_of(job).cents
+
+
+def price_of(spec: float | _PerSecondSettings) -> Price:
+    """One ``budget.prices`` entry as an exact :class:`Price`: a number is per
+    generation; ``per_second`` is one rate or a rate per resolution."""
+    if isinstance(spec, int | float):
+        return Price("generation", written_decimal(spec))
+    rates = spec.per_second
+    if isinstance(rates, Mapping):
+        return Price("second", by_resolution={k: written_decimal(v) for k, v in rates.items()})
+    return Price("second", written_decimal(rates))
+
+
+class _PerSecondSettings(Protocol):
+    """A per-second ``budget.prices`` entry (``config.PerSecondPrice`` has it)."""
+
+    @property
+    def per_second(self) -> float | Mapping[Any, float]: ...
 
 
 class _BudgetSettings(Protocol):
     """What :meth:`BudgetPrices.from_config` reads (``config.BudgetConfig`` has it)."""
 
     @property
-    def prices(self) -> Mapping[str, float]: ...
+    def prices(self) -> Mapping[str, float | _PerSecondSettings]: ...
     @property
     def default_price(self) -> float: ...
     @property
@@ -197,9 +420,9 @@ class BudgetHold:
         """Which cap and where the day stands, for a person (without when it lifts)."""
         if self.cap == "max_cost_per_day":
             return (
-                f"Today's spend is {_money(self.spent)} {self.currency} of the "
-                f"budget.max_cost_per_day {_money(self.limit)}; the next submit "
-                f"({_money(self.price)}) would go over it."
+                f"Today's spend is {money(self.spent)} {self.currency} of the "
+                f"budget.max_cost_per_day {money(self.limit)}; the next submit "
+                f"({money(self.price)}) would go over it."
             )
         return f"{self.spent} submits today reached budget.max_submits_per_day {self.limit}."
 
@@ -221,18 +444,16 @@ class TodaySpend(TypedDict):
     max_submits: int | None
 
 
-def _money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
-
-
 class BudgetTally:
-    """Spend and submits per day, kept current as submit intents are recorded and refused.
+    """Spend (cents) and submits per day, kept current as submits are recorded.
 
     Build it once with :meth:`from_jobs` (every job whose submit counts, on the day
-    of its intent, at its model's price), then call :meth:`intent` when a submit
-    intent is made durable and :meth:`refused` when the gateway provably refused
-    it, each O(1).  :meth:`check` says whether the next submit may go.  Prices are
-    those of the config it was built with: rebuild it after a config reload.
+    of its intent, at its recorded cost), then call :meth:`intent` when a submit
+    intent is made durable, :meth:`refused` when the gateway provably refused it and
+    :meth:`settled` when a reservation settles, each O(1).  :meth:`check` says
+    whether the next submit may go.  Amounts are the jobs' own (:class:`JobCost`);
+    the caps are those of the prices it was built with: rebuild it after a config
+    reload.
     """
 
     __slots__ = ("_cents", "_day", "_day_end", "_day_start", "_submits", "prices")
@@ -252,7 +473,7 @@ class BudgetTally:
         for job in jobs:
             at = submit_time(job)
             if at is not None:
-                tally.intent(at, job.model)
+                tally.intent(at, prices.cents(job))
         return tally
 
     def _day_for(self, ts: float) -> dt.date:
@@ -267,25 +488,40 @@ class BudgetTally:
         )
         return day
 
-    def intent(self, at: float, model: str | None) -> None:
-        """A submit intent was recorded at ``at`` (the job's ``intent_at``) for ``model``."""
+    def intent(self, at: float, cents: int) -> None:
+        """A submit intent costing ``cents`` was recorded at ``at`` (its ``intent_at``)."""
         day = self._day_for(at)
-        self._cents[day] = self._cents.get(day, 0) + self.prices.price(model)
+        self._cents[day] = self._cents.get(day, 0) + cents
         self._submits[day] = self._submits.get(day, 0) + 1
 
-    def refused(self, intent_at: float, model: str | None) -> bool:
-        """The submit whose intent was recorded at ``intent_at`` was provably refused.
+    def refused(self, intent_at: float, cents: int) -> bool:
+        """The submit whose intent (costing ``cents``) was recorded at ``intent_at`` was
+        provably refused.
 
-        Pass the ``intent_at`` of the job record *before* the refusal cleared it.
-        Returns False (and changes nothing) when that day holds no such submit: a
-        caller's bug, which must not take the day's tally below zero.
+        Pass the ``intent_at`` and cost of the job record *before* the refusal
+        cleared them.  Returns False (and changes nothing) when that day holds no
+        such submit: a caller's bug, which must not take the day's tally below zero.
         """
         day = self._day_for(intent_at)
-        cents = self._cents.get(day, 0) - self.prices.price(model)
+        left = self._cents.get(day, 0) - cents
         submits = self._submits.get(day, 0) - 1
-        if submits < 0 or cents < 0:
+        if submits < 0 or left < 0:
             return False
-        self._cents[day], self._submits[day] = cents, submits
+        self._cents[day], self._submits[day] = left, submits
+        return True
+
+    def settled(self, intent_at: float, reserved: int, settled: int) -> bool:
+        """The submit of ``intent_at`` settled: its day's spend moves from the
+        ``reserved`` cents to the ``settled`` ones (by the difference).
+
+        Returns False (and changes nothing) when the day does not hold the
+        reservation: a caller's bug, which must not take the day below zero.
+        """
+        day = self._day_for(intent_at)
+        before = self._cents.get(day, 0)
+        if before < reserved:
+            return False
+        self._cents[day] = before - reserved + settled
         return True
 
     def spent(self, now: float) -> tuple[int, int]:
@@ -293,28 +529,27 @@ class BudgetTally:
         day = self._day_for(now)
         return self._cents.get(day, 0), self._submits.get(day, 0)
 
-    def check(self, now: float, model: str | None) -> BudgetHold | None:
-        """None when one more submit with ``model`` at ``now`` stays within the caps.
+    def check(self, now: float, cents: int) -> BudgetHold | None:
+        """None when one more submit reserving ``cents`` at ``now`` stays within the caps.
 
         Reaching a cap exactly is allowed; going over it is not.  The cost cap is
         checked first: it is the one that costs money.
         """
         p = self.prices
         day = self._day_for(now)
-        cents, submits = self._cents.get(day, 0), self._submits.get(day, 0)
-        price = p.price(model)
+        spent, submits = self._cents.get(day, 0), self._submits.get(day, 0)
         cap: Literal["max_cost_per_day", "max_submits_per_day"]
-        if p.max_cost_per_day is not None and cents + price > p.max_cost_per_day:
-            cap, spent, limit = "max_cost_per_day", cents, p.max_cost_per_day
+        if p.max_cost_per_day is not None and spent + cents > p.max_cost_per_day:
+            cap, counted, limit = "max_cost_per_day", spent, p.max_cost_per_day
         elif p.max_submits_per_day is not None and submits + 1 > p.max_submits_per_day:
-            cap, spent, limit = "max_submits_per_day", submits, p.max_submits_per_day
+            cap, counted, limit = "max_submits_per_day", submits, p.max_submits_per_day
         else:
             return None
         return BudgetHold(
             cap=cap,
-            spent=spent,
+            spent=counted,
             limit=limit,
-            price=price,
+            price=cents,
             day=day,
             lifts_at=self._day_end,
             currency=p.currency,
@@ -385,8 +620,8 @@ def daily_costs(
     """Every day with submits (on or after ``since``), newest first.
 
     A job counts on the day its submit started counting (:func:`submit_time`) at
-    its model's current price; ``done`` and ``failed`` are what became of that
-    day's submits so far.
+    its recorded cost (records without one: at its model's current price);
+    ``done`` and ``failed`` are what became of that day's submits so far.
     """
     days: dict[dt.date, DayCost] = {}
     zone = prices.zone
@@ -400,7 +635,7 @@ def daily_costs(
         entry = days.get(day)
         if entry is None:
             entry = days[day] = DayCost(day)
-        price = prices.price(job.model)
+        price = prices.cents(job)
         entry.submits += 1
         entry.cost += price
         entry.done += int(job.state is State.DONE)

@@ -124,10 +124,12 @@ class SubmitIntent:
     """We are about to send the submit request (made durable first).
 
     ``webhook_token`` is the job's callback secret, recorded before the gateway
-    could use it.
+    could use it.  ``cost`` is what the submit reserves against the day's budget
+    (``core.budget.JobCost.to_dict``), recorded as ``Job.cost``.
     """
 
     webhook_token: str | None = None
+    cost: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,8 @@ class Placing:
     """The verified video goes to ``output`` (relative to the outbox); inputs to ``moved_to``.
 
     ``duplicate_of`` is set when the video is a copy of an earlier job's output.
+    ``cost``, when set, replaces ``Job.cost``: a reservation settled at the
+    downloaded video's real length, durable before the output JSON shows it.
     """
 
     output: str
@@ -164,6 +168,7 @@ class Placing:
     video_bytes: int
     moved_to: tuple[tuple[str, str], ...]
     duplicate_of: str | None = None
+    cost: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +301,12 @@ class Job:
     #: Seedance 1.0 sends them as the text commands in ``text``, Seedance 2 as body keys.
     #: None in records written before options were kept.
     options: dict[str, Any] | None = None
-    #: What the submit costs: reserved with the intent, settled when the video is
-    #: downloaded (``core/budget.py``).  None: priced from the model at read time.
+    #: What the submit costs (``core.budget.JobCost.to_dict``): ``cents`` (int),
+    #: ``per`` (``generation`` or ``second``), ``rate`` (USD per unit, a decimal
+    #: string), ``seconds`` (charged; per second only) and ``settled`` (False while
+    #: a ``duration: auto`` reservation waits for the video's length).  Reserved
+    #: with the intent (``SubmitIntent``), settled with the placement (``Placing``),
+    #: cleared by a refusal.  None: priced from the model at read time.
     cost: dict[str, Any] | None = None
     #: Every input file, as examined at intake (identity checked before use and moves).
     inputs: tuple[InputFile, ...] = field(default=())
@@ -434,12 +443,15 @@ def apply(job: Job, event: Event, now: float) -> Job:
         case Uploaded(uploads=uploads):
             changes["uploads"] = uploads
             changes["s3_key"] = None
-        case SubmitIntent(webhook_token=token):
+        case SubmitIntent(webhook_token=token, cost=cost):
             changes["intent_at"] = now
+            changes["cost"] = cost
             if token is not None:
                 changes["webhook_token"] = token
         case SubmitRefused():
+            # Never billed: it no longer counts, and the next intent reserves anew.
             changes["intent_at"] = None
+            changes["cost"] = None
         case Submitted(task_id=task_id, poll_url=poll_url, dialect=dialect):
             changes["task_id"] = task_id
             changes["poll_url"] = poll_url
@@ -461,6 +473,8 @@ def apply(job: Job, event: Event, now: float) -> Job:
                 moved_to=event.moved_to,
                 duplicate_of=event.duplicate_of,
             )
+            if event.cost is not None:
+                changes["cost"] = event.cost
         case Redownload():
             changes.update(output=None, video_sha256=None, video_bytes=None, moved_to=())
         case Fail(error=error, moved_to=moved_to):

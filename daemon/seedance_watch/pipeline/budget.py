@@ -2,8 +2,9 @@
 
 The arithmetic is pure (:mod:`seedance_watch.core.budget`); this module is its I/O
 shell: it builds the tally from the ledger (a restart does not reset the day),
-keeps it current from the ledger writes the engine makes (an intent counts, a
-provable refusal does not), and when the next submit would go over a cap it holds
+keeps it current from the ledger writes the engine makes (an intent counts at the
+cost it reserves, a provable refusal not at all, a settlement by its difference),
+and when the next submit would go over a cap it holds
 submits -- nothing fails -- logging ``budget.reached`` once, showing the pause in
 ``state/daemon.json`` and ``/metrics``, and telling the notifiers; at the next day
 it lifts by itself.
@@ -16,8 +17,14 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from seedance_watch.config import BudgetConfig
-from seedance_watch.core.budget import BudgetHold, BudgetPrices, BudgetTally, TodaySpend
-from seedance_watch.core.jobs import Job, SubmitIntent, SubmitRefused
+from seedance_watch.core.budget import (
+    BudgetHold,
+    BudgetPrices,
+    BudgetTally,
+    TodaySpend,
+    submit_time,
+)
+from seedance_watch.core.jobs import Job, Placing, SubmitIntent, SubmitRefused
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.service.notify import Notifications
 from seedance_watch.service.statusfile import DaemonStatusFile
@@ -45,8 +52,9 @@ class BudgetGate:
         self._clock, self._metrics, self._status, self._notes = clock, metrics, status, notes
         self._announced: tuple[object, str] | None = None
         # Submits let through but whose intent is not written yet (they run
-        # concurrently): counted already, so that two cannot pass one last slot.
-        self._reserved: dict[str, tuple[float, str | None]] = {}
+        # concurrently): counted already, at what each reserves, so that two
+        # cannot pass one last slot.  job id -> (when, cents).
+        self._reserved: dict[str, tuple[float, int]] = {}
         self._view: TodaySpend = self.tally.today(clock())
 
     def load(self, jobs: Iterable[Job]) -> None:
@@ -55,12 +63,26 @@ class BudgetGate:
         self._publish()
 
     def recorded(self, before: Job, after: Job, event: object) -> None:
-        """The engine wrote ``event``: an intent counts from now, a refusal no more."""
+        """The engine wrote ``event``: an intent counts from now, a refusal no more,
+        a settled reservation by the difference."""
         if isinstance(event, SubmitIntent) and after.intent_at is not None:
             self.release(after.job_id)
-            self.tally.intent(after.intent_at, after.model)
+            self.tally.intent(after.intent_at, self.prices.cost_of(after).cents)
         elif isinstance(event, SubmitRefused) and before.intent_at is not None:
-            self.tally.refused(before.intent_at, before.model)
+            self.tally.refused(before.intent_at, self.prices.cost_of(before).cents)
+        elif isinstance(event, Placing) and after.cost != before.cost:
+            at = submit_time(after)
+            if at is None:
+                return
+            reserved, settled = self.prices.cost_of(before), self.prices.cost_of(after)
+            self.tally.settled(at, reserved.cents, settled.cents)
+            log.info(
+                "budget.settled",
+                job_id=after.job_id,
+                reserved=reserved.cents,
+                cents=settled.cents,
+                seconds=settled.seconds,
+            )
         else:
             return
         self._publish()
@@ -72,16 +94,17 @@ class BudgetGate:
             self.tally.refused(*reserved)
 
     def wait(self, job: Job) -> float:
-        """0 when ``job`` may be submitted now (it is counted from now on); else the
-        seconds until the day ends."""
+        """0 when ``job`` may be submitted now (what it reserves is counted from now
+        on); else the seconds until the day ends."""
         now = self._clock()
-        hold = self.tally.check(now, job.model)
+        cents = self.prices.reserve(job.model, job.options).cents
+        hold = self.tally.check(now, cents)
         self._view = self.tally.today(now)  # a new day shows as one
         if hold is None:
             if self.hold is not None:
                 self._lift()
-            self._reserved[job.job_id] = (now, job.model)
-            self.tally.intent(now, job.model)
+            self._reserved[job.job_id] = (now, cents)
+            self.tally.intent(now, cents)
             return 0.0
         if self.hold is None or (hold.day, hold.cap) != (self.hold.day, self.hold.cap):
             self._reached(hold)

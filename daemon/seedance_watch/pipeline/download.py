@@ -2,7 +2,9 @@
 
 The shared downloader checks and fsyncs it; a broken body is retried in this
 coroutine (stamina) within the download budget, a gone URL fails the job.  A
-checked video is handed back as :class:`Place`: the engine places it.
+checked video is handed back as :class:`Place`: the engine places it.  When the
+job's cost is a ``duration: auto`` reservation, the video's length is read from
+its header here, so that placement records the settled cost before the output.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ import asyncio
 import time
 
 import stamina
+import structlog
 
 from seedance_watch import errors as E
+from seedance_watch.core.budget import recorded_cost
 from seedance_watch.core.jobs import Job, Stage
 from seedance_watch.core.scheduling import STAGE_POLICIES
 from seedance_watch.files.fsutil import make_dirs
+from seedance_watch.files.mp4 import video_seconds
 from seedance_watch.pipeline.placement import Placement
 from seedance_watch.pipeline.stage import Done, Fail, Outcome, Place, StageDeps
 
 __all__ = ["DownloadStage"]
+
+log = structlog.get_logger(__name__)
 
 
 class DownloadStage:
@@ -58,7 +65,14 @@ class DownloadStage:
             return Fail(self._failed(job, f": {exc.message}{gone}", exc.http_status))
         d.metrics.download_bytes.inc(result.size)
         d.metrics.download_seconds.inc(time.monotonic() - started)
-        return Place(result.sha256, result.size)
+        length = None
+        cost = recorded_cost(job)
+        if cost is not None and not cost.settled:
+            length = await asyncio.to_thread(video_seconds, staging)
+            if length is None:
+                # The reservation stands (the longest duration): never under-counted.
+                log.warning("budget.length_unknown", job_id=job.job_id, cents=cost.cents)
+        return Place(result.sha256, result.size, length)
 
     @staticmethod
     def _failed(job: Job, what: str, status: int | None) -> E.DownloadFailed:

@@ -154,6 +154,7 @@ class Engine:
             download_again=lambda job_id: self.dispatch.route_id(job_id),
             release_objects=self._delete_objects,
             hook_due=self.endings.hook_due,
+            prices=self.budget.prices,
         )
         deps = StageDeps(
             config=config,
@@ -169,6 +170,7 @@ class Engine:
             put=self._put,
             critical=self._critical,
             log_retry=self._log_retry,
+            prices=self.budget.prices,
         )
         self.deps, self.storage = deps, storage
         self.dispatch = Dispatcher(
@@ -391,8 +393,8 @@ class Engine:
                 self._pause(job, reason, error)
             case Fail(error=error):
                 await self._fail(job, error)
-            case Place(sha256=sha, size=size):
-                await self._guard(job, self.placement.place(job, sha, size))
+            case Place(sha256=sha, size=size, length=length):
+                await self._guard(job, self.placement.place(job, sha, size, length=length))
             case Done():
                 pass
         self.dispatch.track(self.ledger.get(job.job_id) or job)

@@ -23,6 +23,7 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import PathsConfig
+from seedance_watch.core.budget import BudgetPrices, recorded_cost, submit_time
 from seedance_watch.core.jobs import (
     Event,
     Fail,
@@ -72,8 +73,10 @@ class Placement:
         download_again: Callable[[str], Awaitable[None]],
         release_objects: Callable[[Job], Awaitable[None]] | None = None,
         hook_due: Callable[[State], bool] = lambda _state: False,
+        prices: BudgetPrices | None = None,
     ) -> None:
         self._ledger = store
+        self._prices = prices
         self._put = put
         self._outbox = paths.outbox
         self._roots = {"inbox": paths.inbox, "done": paths.done, "failed": paths.failed}
@@ -139,9 +142,19 @@ class Placement:
         return True
 
     async def place(
-        self, job: Job, sha: str, size: int, *, duplicate_of: str | None = None
+        self,
+        job: Job,
+        sha: str,
+        size: int,
+        *,
+        duplicate_of: str | None = None,
+        length: float | None = None,
     ) -> None:
-        """Plan the output and the input moves durably, then carry them out."""
+        """Plan the output and the input moves durably, then carry them out.
+
+        ``length`` (the video's seconds, from its header) settles a ``duration:
+        auto`` reservation in the same record, before the output JSON shows it.
+        """
         sub, stem = split_source(job.source)
         output = plan_output(self._outbox, sub, stem, taken=self._planned_outputs)
         moves = plan_moves(
@@ -158,6 +171,7 @@ class Placement:
             video_bytes=size,
             moved_to=moves,
             duplicate_of=duplicate_of,
+            cost=_settled(job, length),
         )
         job = self._put(job, event)
         self.reserve(job)
@@ -174,7 +188,7 @@ class Placement:
                 staging=self.staging(job),
                 output_rel=job.output,
                 video_sha256=job.video_sha256,
-                metadata=_output_metadata(job),
+                metadata=_output_metadata(job, self._prices),
             )
             await asyncio.to_thread(
                 finish_moves,
@@ -277,12 +291,33 @@ def _names_of(job: Job) -> list[str]:
     return names
 
 
-def _output_metadata(job: Job) -> dict[str, Any]:
+def _settled(job: Job, length: float | None) -> dict[str, Any] | None:
+    """``job``'s reservation settled at ``length`` seconds (None: nothing to settle)."""
+    cost = recorded_cost(job)
+    if cost is None or length is None:
+        return None
+    settled = cost.settle(length)
+    return None if settled == cost else settled.to_dict()
+
+
+def _cost(job: Job, prices: BudgetPrices | None) -> dict[str, Any] | None:
+    """The output JSON's ``cost``: the recorded one, or for a record without one
+    (written before costs were kept) its price now; None for a duplicate (a copy of
+    an earlier job's video: nothing was paid for it)."""
+    currency = prices.currency if prices is not None else "USD"
+    cost = recorded_cost(job)
+    if cost is None and prices is not None and submit_time(job) is not None:
+        cost = prices.cost_of(job)
+    return None if cost is None else cost.to_output(currency)
+
+
+def _output_metadata(job: Job, prices: BudgetPrices | None = None) -> dict[str, Any]:
     """The ``NAME.json`` written beside the video: where it came from and what it cost.
 
     ``source_sha256`` is the hash of the input at ``source`` (a text drop's sidecar),
     else, for records without inputs (schema v1), the image's; a frames drop adds
-    its end image's path and hash (SPEC §4).
+    its end image's path and hash.  ``cost`` is what the submit cost (``amount``
+    in ``budget.currency``, ``per`` generation or second, the ``seconds`` charged).
     """
     by_path = {item.path: item for item in job.inputs}
     source = by_path.get(job.source)
@@ -298,6 +333,7 @@ def _output_metadata(job: Job) -> dict[str, Any]:
         "video_sha256": job.video_sha256,
         "video_bytes": job.video_bytes,
         "usage": job.usage,
+        "cost": _cost(job, prices),
         "submitted_at": iso_utc(job.submitted_at) if job.submitted_at else None,
         "completed_at": iso_utc(job.completed_at) if job.completed_at else None,
     }

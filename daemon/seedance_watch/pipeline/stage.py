@@ -17,7 +17,8 @@ The outcomes, a closed union:
 * :class:`Pause` -- the gateway refused the key or the bucket is unusable: nothing
   fails, the pipeline waits for the breaker's probe;
 * :class:`Fail` -- the job fails with ``error``;
-* :class:`Place` -- the video is staged and checked: place it;
+* :class:`Place` -- the video is staged and checked: place it (``length``: its
+  seconds as its header says, read when a reservation waits to settle on it);
 * :class:`Done` -- nothing left for the engine (the job is gone or finished).
 """
 
@@ -32,6 +33,7 @@ from typing import Literal, Protocol
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
+from seedance_watch.core.budget import BudgetPrices
 from seedance_watch.core.jobs import Event, Job, Stage
 from seedance_watch.core.scheduling import (
     STAGE_POLICIES,
@@ -93,6 +95,7 @@ class Fail:
 class Place:
     sha256: str
     size: int
+    length: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class StageDeps:
     critical: Callable[[], contextlib.AbstractContextManager[None]]
     #: ``job.retry`` bookkeeping of an in-coroutine retry loop (stage, attempt, delay, why).
     log_retry: Callable[[str, str, int, float, str], None]
+    #: What a submit reserves (the budget gate's prices: the same amounts it let through).
+    prices: BudgetPrices
 
     def retry_hook(self, job_id: str, stage: Stage, retry_on: type[Exception]) -> RetryHook:
         """The stamina backoff hook of one in-coroutine retry loop (uploads, downloads)."""

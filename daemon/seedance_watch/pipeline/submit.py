@@ -84,7 +84,8 @@ class SubmitStage:
             token = job.webhook_token
             if webhook is not None and token is None:
                 token = new_webhook_token()
-            job = d.put(job, SubmitIntent(webhook_token=token))
+            cost = d.prices.reserve(model, job.options)
+            job = d.put(job, SubmitIntent(webhook_token=token, cost=cost.to_dict()))
             d.metrics.submit_attempts.inc()
             request = GenerationRequest(
                 kind=job.kind,  # type: ignore[arg-type]
