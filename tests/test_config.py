@@ -413,11 +413,11 @@ def test_example_sidecars_are_valid(name: str) -> None:
         "dusk.yaml": ("frames", None),
         "lighthouse.yaml": ("text", "16:9"),
         "waves.yaml": ("image", "16:9"),
-        "shoe.yaml": ("reference", "1:1"),
+        "sneaker.yaml": ("reference", None),
         "minimal.yaml": ("image", None),
     }
     assert (request.kind, request.options.ratio) == expected[name]
-    if name in ("waves.yaml", "shoe.yaml"):  # the Seedance 2 examples of the README
+    if name == "waves.yaml":  # the Seedance 2 image drop of the README
         assert request.family == "2" and request.options.generate_audio is False
 
 

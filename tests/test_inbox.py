@@ -508,7 +508,7 @@ def test_an_old_last_frame_at_start_up_belongs_to_its_drop(tmp_path: Path) -> No
     events = asyncio.run(make_inbox(tmp_path, pair_timeout=300).scan_once())
     assert events == [
         PairReady("a", "a.jpg", "a.yaml", "a-end.png"),
-        Orphan("b.yaml", "missing_image", ("b.jpg",), "b-end.png"),
+        Orphan("b.yaml", "missing_image", ("b.jpg",), ("b-end.png",), "last_frame"),
     ]
 
 
@@ -521,7 +521,9 @@ def test_a_last_frame_that_never_comes_fails_the_drop(tmp_path: Path) -> None:
         await until(lambda: bool(events), task)
 
     events = run_inbox(inbox, scenario)
-    assert events == [Orphan("beach.yaml", "missing_image", ("beach.jpg",), "gone.png")]
+    assert events == [
+        Orphan("beach.yaml", "missing_image", ("beach.jpg",), ("gone.png",), "last_frame")
+    ]
 
 
 def test_a_sidecar_rewritten_to_name_another_end_image_takes_that_one(tmp_path: Path) -> None:
@@ -562,6 +564,71 @@ def test_a_text_sidecar_is_a_drop_alone(tmp_path: Path) -> None:
         PairReady("both", "both.jpg", "both.yaml"),
     }
     assert events[2] == Orphan("poem.jpg", "missing_sidecar")
+
+
+# --- reference drops: the sidecar and the images it lists ---------------------------------
+
+
+def test_late_reference_images_complete_their_drop_in_the_sidecars_order(
+    tmp_path: Path,
+) -> None:
+    """The sidecar (a block list) first, its images one by one after: one drop, the
+    images in the listed order, none of them ever an orphan or a drop of its own."""
+    inbox = make_inbox(tmp_path, pair_timeout=30)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(lambda: inbox._observer is not None, task)
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "ad.yaml").write_text(
+            "prompt: the shoe\nreferences:\n  - shoe-2.jpg\n  - 'shoe.png'\n"
+        )
+        await until(lambda: "sub/ad" in inbox._waiting, task)
+        (tmp_path / "sub" / "shoe.png").write_bytes(b"\x89PNG first")
+        await until(lambda: inbox._tracker.is_stable("sub/shoe.png"), task)
+        assert events == []  # complete but for shoe-2.jpg
+        (tmp_path / "sub" / "shoe-2.jpg").write_bytes(b"\xff\xd8 second")
+        await until(lambda: bool(events), task)
+
+    events = run_inbox(inbox, scenario)
+    refs = ("sub/shoe-2.jpg", "sub/shoe.png")
+    assert events == [PairReady("sub/ad", None, "sub/ad.yaml", references=refs)]
+
+
+def test_old_reference_drops_at_start_up(tmp_path: Path) -> None:
+    """At start-up old listed images belong to their drop; a drop whose images never all
+    came fails naming the missing ones, with those that did."""
+    (tmp_path / "ad.yaml").write_text("prompt: x\nreferences: [a.jpg, b.jpg]\n")
+    (tmp_path / "bd.yaml").write_text("prompt: x\nreferences: [c.jpg, gone.jpg, d.jpg]\n")
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / name).write_bytes(b"\xff\xd8")
+    for p in tmp_path.iterdir():
+        age(p, 1000)
+    events = asyncio.run(make_inbox(tmp_path, pair_timeout=300).scan_once())
+    assert events == [
+        PairReady("ad", None, "ad.yaml", references=("a.jpg", "b.jpg")),
+        Orphan("bd.yaml", "missing_image", ("c.jpg", "d.jpg"), ("gone.jpg",), "reference"),
+    ]
+
+
+def test_a_sidecar_rewritten_to_list_other_images_lets_the_old_ones_go(tmp_path: Path) -> None:
+    """The claims follow the sidecar: an image it no longer lists is on its own again
+    (and, alone past pair_timeout, an orphan), the ones it lists now complete it."""
+    inbox = make_inbox(tmp_path, pair_timeout=2.0)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(lambda: inbox._observer is not None, task)
+        (tmp_path / "old.jpg").write_bytes(b"\xff\xd8")
+        (tmp_path / "ad.yaml").write_text("prompt: x\nreferences: [old.jpg, new.jpg]\n")
+        await until(lambda: "ad" in inbox._waiting and "old" not in inbox._waiting, task)
+        (tmp_path / "ad.yaml").write_text("prompt: x\nreferences: [new.jpg]\n")
+        (tmp_path / "new.jpg").write_bytes(b"\xff\xd8")
+        await until(lambda: len(events) >= 2, task)
+
+    events = run_inbox(inbox, scenario)
+    assert set(events) == {
+        PairReady("ad", None, "ad.yaml", references=("new.jpg",)),
+        Orphan("old.jpg", "missing_sidecar"),
+    }
 
 
 def test_cancelling_the_watcher_as_it_is_woken_stops_it(tmp_path: Path) -> None:

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from seedance_watch.config import load_api_key, load_config
+from seedance_watch.config import load_config
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused
 from seedance_watch.ledger.jsonl import Ledger, read_jobs
+from seedance_watch.providers.keys import load_api_key
+from seedance_watch.providers.pixazo import PROVIDER
 from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
@@ -61,7 +63,9 @@ def budget_config(tmp_path: Path, s3: S3Emulator, sim: Simulator, extra: str) ->
 def run(config_path: Path, env: dict[str, str] | None = None) -> RunResult:
     """``run --once`` in-process with ``env`` as the environment overrides."""
     config = load_config(config_path, env or {})
-    return asyncio.run(run_service(config, load_api_key({"PIXAZO_API_KEY": KEY}), once=True))
+    return asyncio.run(
+        run_service(config, load_api_key({"PIXAZO_API_KEY": KEY}, PROVIDER.keys), once=True)
+    )
 
 
 def costs_json(config_path: Path) -> dict[str, Any]:

@@ -39,10 +39,18 @@ def _input(role: str, path: str, sha: str) -> InputFile:
 
 def job_of(kind: str, state: State = State.PLACING, **fields: Any) -> Job:
     """A record of ``kind`` in ``state``: ``sub/beach.*`` (frames end on beach-end.png),
-    or the sidecar ``sub/poem.yaml`` alone for text."""
+    the sidecar ``sub/poem.yaml`` alone for text, ``sub/ad.yaml`` and the images it
+    lists (``sub/shoe.jpg`` then ``sub/heel.png``) for reference."""
     if kind == "text":
         source, sidecar = "sub/poem.yaml", "sub/poem.yaml"
         inputs: tuple[InputFile, ...] = (_input("sidecar", source, "c" * 64),)
+    elif kind == "reference":
+        source, sidecar = "sub/ad.yaml", "sub/ad.yaml"
+        inputs = (
+            _input("sidecar", source, "c" * 64),
+            _input("reference", "sub/shoe.jpg", "e" * 64),
+            _input("reference", "sub/heel.png", "b" * 64),
+        )
     else:
         source, sidecar = "sub/beach.jpg", "sub/beach.yaml"
         inputs = (_input("image", source, "a" * 64),)
@@ -63,7 +71,7 @@ def job_of(kind: str, state: State = State.PLACING, **fields: Any) -> Job:
         "submitted_at": 1757535045.0,
         "completed_at": 1757535100.0,
         "usage": {"completion_tokens": 10},
-        "image_sha256": None if kind == "text" else "a" * 64,
+        "image_sha256": None if kind in ("text", "reference") else "a" * 64,
         "kind": kind,
         "inputs": inputs,
         "output": "sub/beach.mp4",
@@ -133,6 +141,19 @@ def test_output_metadata_of_a_text_drop_is_the_sidecar_s() -> None:
     assert meta["kind"] == "text"
     assert meta["source"] == "sub/poem.yaml" and meta["source_sha256"] == "c" * 64
     assert "last_frame" not in meta and "last_frame_sha256" not in meta
+
+
+def test_output_metadata_of_a_reference_drop_lists_its_images_in_order() -> None:
+    """A reference drop's ``source`` and ``source_sha256`` are its sidecar's; it adds
+    ``reference_sha256s`` (and the images' paths) in the sidecar's order."""
+    meta = _output_metadata(job_of("reference"))
+    assert meta["kind"] == "reference"
+    assert meta["source"] == "sub/ad.yaml" and meta["source_sha256"] == "c" * 64
+    assert meta["reference_sha256s"] == ["e" * 64, "b" * 64]
+    assert meta["references"] == ["sub/shoe.jpg", "sub/heel.png"]
+    assert "last_frame" not in meta and "last_frame_sha256" not in meta
+    for kind in ("image", "frames", "text"):
+        assert "reference_sha256s" not in _output_metadata(job_of(kind))
 
 
 def write_inputs(inbox: Path, job: Job) -> dict[str, bytes]:
@@ -205,6 +226,10 @@ def _real(inbox: Path, item: InputFile) -> InputFile:
             ],
         ),
         ("text", ["beach.error.json", "poem.error.json", "poem.yaml"]),
+        (
+            "reference",
+            ["ad.error.json", "ad.yaml", "beach.error.json", "heel.png", "shoe.jpg"],
+        ),
     ],
 )
 async def test_a_failed_drop_moves_all_its_files_beside_the_lead_s_report(
@@ -226,7 +251,46 @@ async def test_a_failed_drop_moves_all_its_files_beside_the_lead_s_report(
     assert stored is not None and stored.state is State.FAILED
     assert sorted(p.name for p in (tmp_path / "failed" / "sub").iterdir()) == expected
     assert [p for p in (tmp_path / "inbox").rglob("*") if p.is_file()] == []
-    report_name = "poem.error.json" if kind == "text" else "beach-2.error.json"
+    report_name = {"text": "poem.error.json", "reference": "ad.error.json"}.get(
+        kind, "beach-2.error.json"
+    )
     report = json.loads((tmp_path / "failed" / "sub" / report_name).read_text())
     assert report["job_id"] == "j1" and report["code"] == "task_failed"
     assert report["source"] == job.source
+
+
+async def test_a_reference_job_is_placed_with_all_its_files_under_one_suffix(
+    tmp_path: Path,
+) -> None:
+    """The video is named after the sidecar; the sidecar and its images go to done/ all
+    with -2 when only one image's name was taken there; the JSON has the images' hashes
+    in the sidecar's order."""
+    engine, store, _, _ = make_engine(tmp_path)
+    job = job_of("reference", state=State.SUCCEEDED, output=None, video_sha256=None)
+    inputs = write_inputs(tmp_path / "inbox", job)
+    job = replace(job, inputs=tuple(_real(tmp_path / "inbox", i) for i in job.inputs))
+    store.put(job)
+    (tmp_path / "done" / "sub").mkdir(parents=True)
+    (tmp_path / "done" / "sub" / "heel.png").write_bytes(b"an earlier drop's image")
+    staging = engine.placement.staging(job)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_bytes(VIDEO)
+
+    await engine.placement.place(job, VIDEO_SHA, len(VIDEO))
+
+    stored = store.get("j1")
+    assert stored is not None and stored.state is State.DONE
+    assert stored.moved_to == (
+        ("sub/ad.yaml", "done/sub/ad-2.yaml"),
+        ("sub/shoe.jpg", "done/sub/shoe-2.jpg"),
+        ("sub/heel.png", "done/sub/heel-2.png"),
+    )
+    for src, dst in stored.moved_to:
+        assert (tmp_path / dst).read_bytes() == inputs[src]
+    assert (tmp_path / "outbox/sub/ad.mp4").read_bytes() == VIDEO
+    meta = json.loads((tmp_path / "outbox/sub/ad.json").read_text())
+    assert meta["kind"] == "reference" and meta["source"] == "sub/ad.yaml"
+    assert meta["source_sha256"] == hashlib.sha256(inputs["sub/ad.yaml"]).hexdigest()
+    assert meta["reference_sha256s"] == [
+        hashlib.sha256(inputs[p]).hexdigest() for p in ("sub/shoe.jpg", "sub/heel.png")
+    ]

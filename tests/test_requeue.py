@@ -134,7 +134,13 @@ def failed_drop(tmp_path: Path, job_id: str, files: dict[str, str]) -> Config:
         sidecar=next(p for p, role in files.items() if role == "sidecar"),
         created_at=1.0,
         updated_at=2.0,
-        kind="frames" if "last_frame" in roles else "image" if "image" in roles else "text",
+        kind="frames"
+        if "last_frame" in roles
+        else "reference"
+        if "reference" in roles
+        else "image"
+        if "image" in roles
+        else "text",
         inputs=inputs,
         error={"code": "task_failed", "message": "it failed"},
         moved_to=moves,
@@ -211,6 +217,45 @@ def test_retry_brings_back_a_text_drop_s_sidecar(tmp_path: Path) -> None:
     assert files_under(tmp_path / "failed") == []
 
 
+REFERENCES = {"ad.yaml": "sidecar", "shoe.jpg": "reference", "shoe-2.png": "reference"}
+
+
+def test_retry_brings_back_every_file_of_a_reference_drop(tmp_path: Path) -> None:
+    """The sidecar and its images come back from their -2 names in failed/; with the
+    sidecar's name taken in the inbox it alone takes a free name, while the images keep
+    the names the sidecar lists them by."""
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "ad.error.json").write_text('{"job_id": "earlier"}')
+    config = failed_drop(tmp_path, "r1", REFERENCES)
+    assert files_under(tmp_path / "failed") == [
+        "ad-2.error.json",
+        "ad-2.yaml",
+        "ad.error.json",
+        "shoe-2-2.png",
+        "shoe-2.jpg",
+    ]
+    (tmp_path / "inbox" / "ad.yaml").write_text("prompt: a newer drop\n")
+
+    result = requeue(config, ["r1"])
+
+    assert result.problems == {}
+    assert sorted(result.moved["r1"]) == ["ad-2.yaml", "shoe-2.png", "shoe.jpg"]
+    assert files_under(tmp_path / "inbox") == ["ad-2.yaml", "ad.yaml", "shoe-2.png", "shoe.jpg"]
+    assert (tmp_path / "inbox" / "shoe.jpg").read_text() == "bytes of shoe.jpg"
+    assert (tmp_path / "inbox" / "ad-2.yaml").read_text() == "bytes of ad.yaml"
+    assert files_under(tmp_path / "failed") == ["ad.error.json"]  # another job's
+
+
+def test_retry_of_a_reference_drop_whose_image_name_is_taken_stays(tmp_path: Path) -> None:
+    """A listed image's name taken in the inbox: nothing moves, the problem names it."""
+    config = failed_drop(tmp_path, "r1", REFERENCES)
+    (tmp_path / "inbox" / "shoe-2.png").write_bytes(b"someone else's")
+    result = requeue(config, ["r1"])
+    assert "shoe-2.png" in result.problems["r1"] and result.moved == {}
+    assert files_under(tmp_path / "inbox") == ["shoe-2.png"]
+    assert len(files_under(tmp_path / "failed")) == 4
+
+
 def test_status_names_the_kind_of_a_job_that_is_not_image_to_video(tmp_path: Path) -> None:
     """``status`` prints ``(frames)``/``(text)`` after a job's source; image jobs stay as
     they were; ``--json`` has ``kind`` for every job."""
@@ -221,6 +266,9 @@ def test_status_names_the_kind_of_a_job_that_is_not_image_to_video(tmp_path: Pat
     assert "beach.jpg (frames)  task_failed: it failed" in format_status(report)
     text = status_report(config.paths.state)
     assert "poem.yaml (text)" in format_status(text)
+    references = status_report(failed_drop(tmp_path / "r", "r1", REFERENCES).paths.state)
+    assert references["jobs"][0]["kind"] == "reference"
+    assert "ad.yaml (reference)  task_failed" in format_status(references)
     image = {**text, "jobs": [{**text["jobs"][0], "kind": "image", "source": "a.jpg"}]}
     assert "a.jpg  task_failed" in format_status(image) and "(image)" not in format_status(image)
 

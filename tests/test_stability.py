@@ -270,14 +270,14 @@ def test_a_frames_drop_waits_for_its_last_frame_from_the_sidecars_mtime() -> Non
 def test_a_last_frame_that_never_comes_fails_the_drop_naming_it() -> None:
     files = {"a.jpg": stable(), "a.yaml": frames_sidecar(mtime=NOW - 300)}
     out = Pairer(300).evaluate(files, NOW)
-    assert out.events == [Orphan("a.yaml", "missing_image", ("a.jpg",), "end.png")]
+    assert out.events == [Orphan("a.yaml", "missing_image", ("a.jpg",), ("end.png",), "last_frame")]
     # Neither image: the sidecar waits, then fails with nothing beside it.
     out = Pairer(300).evaluate({"a.yaml": frames_sidecar(mtime=NOW - 300)}, NOW)
-    assert out.events == [Orphan("a.yaml", "missing_image", (), "end.png")]
+    assert out.events == [Orphan("a.yaml", "missing_image", (), ("end.png",), "last_frame")]
     # The last frame but no image of the sidecar's name: the frame fails with it.
     files = {"a.yaml": frames_sidecar(mtime=NOW - 300), "end.png": stable(OLD)}
     out = Pairer(300).evaluate(files, NOW)
-    assert out.events == [Orphan("a.yaml", "missing_image", ("end.png",), None)]
+    assert out.events == [Orphan("a.yaml", "missing_image", ("end.png",), (), "last_frame")]
 
 
 def test_an_early_last_frame_is_never_an_orphan_once_claimed() -> None:
@@ -346,3 +346,145 @@ def test_a_sidecar_without_a_hint_is_an_image_drop() -> None:
     """A sidecar the shell could not read (or a test's plain Candidate) pairs as today."""
     files = {"a.jpg": stable(), "a.yaml": Candidate(NOW, True, hint=None)}
     assert Pairer(300).evaluate(files, NOW).events == [PairReady("a", "a.jpg", "a.yaml")]
+
+
+# --- reference drops: a sidecar and the images it lists ----------------------------------
+
+
+def ref_sidecar(*refs: str, mtime: float = NOW, stable_: bool = True) -> Candidate:
+    return Candidate(mtime, stable_, hint=DropHint(alone=True, references=refs))
+
+
+def test_a_reference_drop_is_ready_with_every_listed_image_in_the_sidecars_order() -> None:
+    """The sidecar and the images it lists are one drop, the sidecar its lead, the images
+    in the order the sidecar lists them (not the order of their names)."""
+    files = {
+        "sub/ad.yaml": ref_sidecar("shoe-2.jpg", "shoe.png", "heel.webp"),
+        "sub/shoe.png": stable(),
+        "sub/shoe-2.jpg": stable(),
+        "sub/heel.webp": stable(),
+    }
+    out = Pairer(300).evaluate(files, NOW)
+    refs = ("sub/shoe-2.jpg", "sub/shoe.png", "sub/heel.webp")
+    assert out.events == [PairReady("sub/ad", None, "sub/ad.yaml", references=refs)]
+    assert out.events[0].paths == ("sub/ad.yaml", *refs)  # type: ignore[union-attr]
+    assert out.waiting == []
+
+
+def test_a_reference_drop_waits_for_every_image_it_lists() -> None:
+    """One listed image missing: the drop waits from the sidecar's mtime; one present
+    but still being written: it waits too, and nothing fails in the meantime."""
+    p = Pairer(300)
+    files = {"ad.yaml": ref_sidecar("a.jpg", "b.jpg", mtime=NOW - 100), "a.jpg": stable(OLD)}
+    out = p.evaluate(files, NOW)
+    assert out.events == []
+    assert out.waiting == [("ad.yaml", NOW + 200)]
+    files["b.jpg"] = Candidate(NOW, False)
+    out = p.evaluate(files, NOW + 1000)  # long past the timeout: b.jpg is a partner
+    assert (out.events, out.waiting) == ([], [])
+    files["b.jpg"] = stable()
+    assert p.evaluate(files, NOW).events == [
+        PairReady("ad", None, "ad.yaml", references=("a.jpg", "b.jpg"))
+    ]
+
+
+def test_reference_images_that_never_come_fail_the_drop_naming_them() -> None:
+    """Past pair_timeout (from the sidecar's mtime) the drop is an orphan that names
+    every missing image in the sidecar's order, with the images that did come."""
+    files = {
+        "ad.yaml": ref_sidecar("c.jpg", "a.jpg", "b.jpg", mtime=NOW - 300),
+        "a.jpg": stable(),
+    }
+    assert Pairer(300).evaluate(files, NOW - 1).events == []
+    out = Pairer(300).evaluate(files, NOW)
+    assert out.events == [
+        Orphan("ad.yaml", "missing_image", ("a.jpg",), ("c.jpg", "b.jpg"), "reference")
+    ]
+    out = Pairer(300).evaluate({"ad.yaml": ref_sidecar("a.jpg", mtime=NOW - 300)}, NOW)
+    assert out.events == [Orphan("ad.yaml", "missing_image", (), ("a.jpg",), "reference")]
+
+
+def test_a_listed_image_is_never_a_drop_of_its_own() -> None:
+    """Older than pair_timeout, alone it is an orphan; listed by a sidecar it belongs to
+    that drop, even with a sidecar of its own name beside it (left waiting)."""
+    p = Pairer(300)
+    assert p.evaluate({"a.jpg": stable(OLD)}, NOW).events == [Orphan("a.jpg", "missing_sidecar")]
+    files = {"a.jpg": stable(OLD), "ad.yaml": ref_sidecar("a.jpg", "b.jpg")}
+    out = p.evaluate(files, NOW)
+    assert (out.events, out.waiting) == ([], [("ad.yaml", NOW + 300)])
+    files |= {"b.jpg": stable(), "a.yaml": stable(NOW - 300)}
+    assert p.evaluate(files, NOW).events == [
+        Orphan("a.yaml", "missing_image"),
+        PairReady("ad", None, "ad.yaml", references=("a.jpg", "b.jpg")),
+    ]
+
+
+def test_two_sidecars_listing_one_image_are_one_ambiguous_drop_with_all_their_files() -> None:
+    """A reference image listed twice, or listed by one and the last frame of another,
+    belongs to neither: every file of both drops (their other images too) fails at once."""
+    files = {
+        "ad.yaml": ref_sidecar("shared.jpg", "x.jpg"),
+        "bd.yaml": ref_sidecar("y.jpg", "shared.jpg"),
+        "shared.jpg": stable(),
+        "x.jpg": stable(),
+        "y.jpg": stable(),
+    }
+    (event,) = Pairer(300).evaluate(files, NOW).events
+    assert isinstance(event, AmbiguousDrop)
+    assert event.paths == ("shared.jpg", "x.jpg", "y.jpg", "ad.yaml", "bd.yaml")
+    assert "shared.jpg" in event.message and "ad.yaml, bd.yaml" in event.message
+    assert "references" in event.message
+
+    files = {
+        "a.jpg": stable(),
+        "a.yaml": frames_sidecar("end.png"),
+        "ad.yaml": ref_sidecar("end.png", "x.jpg"),
+        "end.png": stable(),
+        "x.jpg": stable(),
+    }
+    (event,) = Pairer(300).evaluate(files, NOW).events
+    assert isinstance(event, AmbiguousDrop)
+    assert event.paths == ("a.jpg", "end.png", "x.jpg", "a.yaml", "ad.yaml")
+    assert "last_frame and references" in event.message
+
+
+def test_two_sidecar_spellings_keep_every_file_they_claim() -> None:
+    """NAME.yaml beside NAME.yml, each naming other images: all of them fail together
+    under one report (none stays behind unheld)."""
+    files = {
+        "ad.yaml": ref_sidecar("a.jpg"),
+        "ad.yml": ref_sidecar("b.jpg"),
+        "a.jpg": stable(),
+        "b.jpg": stable(),
+    }
+    (event,) = Pairer(300).evaluate(files, NOW).events
+    assert isinstance(event, AmbiguousDrop)
+    assert event.paths == ("a.jpg", "b.jpg", "ad.yaml", "ad.yml")
+    assert "more than one sidecar" in event.message
+
+
+def test_an_image_of_the_reference_sidecars_own_name_goes_with_its_drop() -> None:
+    """A reference drop has no image of the sidecar's name: one beside it neither makes
+    the drop an image drop nor waits for a sidecar of its own; it goes with the drop,
+    once the listed images are there, for intake to refuse (naming both)."""
+    p = Pairer(300)
+    files = {"ad.yaml": ref_sidecar("a.jpg"), "ad.jpg": stable(OLD)}
+    assert p.evaluate(files, NOW).events == []
+    files["a.jpg"] = stable()
+    assert p.evaluate(files, NOW).events == [
+        PairReady("ad", "ad.jpg", "ad.yaml", references=("a.jpg",))
+    ]
+    assert p.evaluate(files, NOW).events[0].paths == ("ad.jpg", "ad.yaml", "a.jpg")  # type: ignore[union-attr]
+    # A list that names only its own image (or that intake refuses) claims nothing:
+    # the drop is ready at once, and fails at intake.
+    files = {"ad.yaml": Candidate(NOW, True, hint=DropHint(alone=True)), "ad.jpg": stable()}
+    assert p.evaluate(files, NOW).events == [PairReady("ad", "ad.jpg", "ad.yaml")]
+
+
+def test_a_symlinked_reference_fails_the_whole_drop() -> None:
+    files = {
+        "ad.yaml": ref_sidecar("a.jpg", "b.jpg"),
+        "a.jpg": stable(),
+        "b.jpg": Candidate(NOW, True, is_symlink=True),
+    }
+    assert Pairer(300).evaluate(files, NOW).events == [Unsafe("b.jpg", ("a.jpg", "ad.yaml"))]

@@ -135,11 +135,11 @@ def test_single_files_are_checked_with_their_partner(tmp_path: Path) -> None:
 
 def test_unknown_model_warns_or_fails_in_strict_mode(tmp_path: Path) -> None:
     """An unknown model is a warning on stderr (exit 0), and a problem with --strict (exit 1)."""
-    write_pair(tmp_path, "new", sidecar="prompt: x\nmodel: seedance-3-0\n")
+    write_pair(tmp_path, "new", sidecar="prompt: x\nmodel: seedance-9-9\n")
 
     lenient = validate(tmp_path)
     assert lenient.returncode == 0
-    assert "warning" in lenient.stderr and "seedance-2-0" in lenient.stderr
+    assert "warning" in lenient.stderr and "seedance-9-9" in lenient.stderr
 
     strict = validate("--strict", tmp_path)
     assert strict.returncode == 1
@@ -202,6 +202,62 @@ def test_a_file_named_alone_is_checked_with_the_rest_of_its_drop(tmp_path: Path)
     write_pair(tmp_path, "dusk", sidecar="prompt: p\nlast_frame: dusk-end.jpg\n")
     (tmp_path / "dusk-end.jpg").write_bytes(JPEG)
     for named in ("dusk-end.jpg", "dusk.yaml", "dusk.jpg"):
+        result = validate(named, cwd=tmp_path)
+        assert result.returncode == 0, (named, result.stdout)
+        assert result.stdout.endswith("1 pair(s) checked, 0 problem(s)\n"), named
+
+
+def reference_drop(
+    folder: Path, stem: str, *refs: str, present: tuple[str, ...] | None = None
+) -> None:
+    """``stem.yaml`` listing ``refs``; the images in ``present`` (default: all) are written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.yaml").write_text(f"prompt: p\nreferences: [{', '.join(refs)}]\n")
+    for name in refs if present is None else present:
+        (folder / name).write_bytes(
+            make_image_bytes(640, 480, "PNG" if name.endswith(".png") else "JPEG")
+        )
+
+
+def test_reference_drops_are_paired_and_checked_like_the_daemon_does(tmp_path: Path) -> None:
+    """A sidecar and the images it lists are one drop; a listed image that is missing or
+    bad, an image of the sidecar's own name beside it and a listed image of that name
+    are reported with the daemon's codes, naming the files."""
+    reference_drop(tmp_path, "ad", "shoe.jpg", "shoe-2.png", "heel.jpg")
+    good = validate(tmp_path)
+    assert good.returncode == 0, good.stdout
+    assert good.stdout.endswith("1 pair(s) checked, 0 problem(s)\n")
+
+    reference_drop(
+        tmp_path, "late", "late-1.jpg", "never.jpg", "late-2.jpg", present=("late-1.jpg",)
+    )
+    reference_drop(tmp_path, "tiny", "tiny-ref.png")
+    (tmp_path / "tiny-ref.png").write_bytes(SMALL_PNG)
+    reference_drop(tmp_path, "both", "both-ref.jpg")
+    (tmp_path / "both.jpg").write_bytes(JPEG)
+    reference_drop(tmp_path, "self", "self.jpg", "self-ref.jpg")
+    bad = validate(tmp_path)
+    assert bad.returncode == 1
+    assert problems(bad.stdout) == [
+        ("both.yaml", "invalid_sidecar"),
+        ("late.yaml", "missing_image"),
+        ("self.yaml", "invalid_sidecar"),
+        ("tiny-ref.png", "invalid_image"),
+    ]
+    lines = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line for line in bad.stdout.splitlines()}
+    assert "never.jpg, late-2.jpg" in lines["late.yaml"]
+    assert "both.jpg" in lines["both.yaml"] and "references" in lines["both.yaml"]
+    assert "self.jpg" in lines["self.yaml"]
+    assert "reference image tiny-ref.png" in lines["tiny-ref.png"]
+    # The listed images are never drops of their own (no missing_sidecar for them).
+    assert "missing_sidecar" not in bad.stdout
+
+
+def test_a_reference_image_named_alone_is_checked_with_its_whole_drop(tmp_path: Path) -> None:
+    """Naming one listed image (or the sidecar) checks the sidecar and every image it
+    lists, not an orphan nor a drop missing its other images."""
+    reference_drop(tmp_path, "ad", "b.jpg", "a.jpg", "c.jpg")
+    for named in ("c.jpg", "ad.yaml", "a.jpg"):
         result = validate(named, cwd=tmp_path)
         assert result.returncode == 0, (named, result.stdout)
         assert result.stdout.endswith("1 pair(s) checked, 0 problem(s)\n"), named

@@ -4,9 +4,10 @@ Works whether or not the daemon runs: it reads the ledger without the lock and
 only moves files (failed/ → inbox/) and removes the error report; the daemon
 sees the files as a new drop, with a new job id.  A ``submit_ambiguous`` job is
 therefore submitted once more, on purpose.  Every file of the drop comes back (a
-frames drop's three, a text drop's sidecar) under its inbox name; when the image's
-or the sidecar's name is taken there, both take one free ``NAME-N``, while a last
-frame keeps its name (the sidecar names it) or, when that is taken, the job stays.
+frames drop's three, a text drop's sidecar, a reference drop's sidecar and images)
+under its inbox name; when the image's or the sidecar's name is taken there, both
+take one free ``NAME-N``, while a file the sidecar names (a last frame, a reference
+image) keeps its name or, when that is taken, the job stays.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Job, State
+from seedance_watch.core.stability import CLAIM_ROLES
 from seedance_watch.files.fsutil import move_file, next_free_suffix
 from seedance_watch.files.outbox import error_report_rel
 from seedance_watch.ledger.jsonl import read_jobs
@@ -66,9 +68,10 @@ def _requeue_job(config: Config, job: Job, result: RequeueResult) -> None:
             result.problems[job.job_id] = "its inputs are no longer in failed/ (already retried?)"
         return
     inbox = config.paths.inbox
-    # A last frame keeps its inbox name: the sidecar names it.  The image and the
-    # sidecar share one free stem, so that they stay a pair (a text drop: its sidecar).
-    named = {item.path for item in job.inputs if item.role == "last_frame"}
+    # A last frame or a reference image keeps its inbox name: the sidecar names it.
+    # The image and the sidecar share one free stem, so that they stay a pair (a text
+    # or reference drop: its sidecar).
+    named = {item.path for item in job.inputs if item.role in CLAIM_ROLES}
     kept = [src for src, _ in present if src in named]
     paired = [src for src, _ in present if src not in named]
     busy = [src for src in kept if os.path.lexists(inbox / src)]

@@ -34,7 +34,7 @@ from seedance_watch.core.stability import (
     DropHint,
     Pairer,
     PairReady,
-    claimed_frame,
+    claimed_files,
 )
 from seedance_watch.files.fsutil import read_nofollow
 from seedance_watch.files.sidecar import (
@@ -47,6 +47,7 @@ from seedance_watch.files.sidecar import (
 from seedance_watch.pipeline.intake import (
     check_drop_files,
     check_last_frame,
+    check_reference,
     event_error,
 )
 
@@ -95,25 +96,35 @@ def _entries(paths: Iterable[Path]) -> dict[Path, tuple[str, bool]]:
 
 def _drop_siblings(file: Path) -> list[str]:
     """The names of the files of ``file``'s drop beside it: the same stem (a partner, a
-    second spelling), the last frame its sidecar names, the drop that names it."""
+    second spelling), the files its sidecar claims (a last frame, reference images),
+    the drop that claims it."""
     try:
         siblings = [
             e.name for e in os.scandir(file.parent) if is_image(e.name) or is_sidecar(e.name)
         ]
     except OSError:
         return []
-    stems = {PurePosixPath(file.name).stem}
-    for name in siblings:
-        if not is_sidecar(name):
-            continue
-        frame = claimed_frame(name, _hint(file.parent / name))
-        if frame is None:
-            continue
-        if PurePosixPath(name).stem in stems:
-            stems.add(PurePosixPath(frame).stem)
-        if frame == file.name:
-            stems.add(PurePosixPath(name).stem)
-    return [name for name in siblings if PurePosixPath(name).stem in stems]
+
+    def stem(name: str) -> str:
+        return PurePosixPath(name).stem
+
+    claims = {
+        name: set(claimed_files(name, _hint(file.parent / name)))
+        for name in siblings
+        if is_sidecar(name)
+    }
+    stems = {stem(file.name)}
+    while True:  # until nothing more links in (a drop may claim nine images)
+        members = {name for name in siblings if stem(name) in stems}
+        grown = set(stems)
+        for name, claimed in claims.items():
+            if stem(name) in stems:
+                grown.update(stem(path) for path in claimed)
+            if claimed & members:
+                grown.add(stem(name))
+        if grown == stems:
+            return [name for name in siblings if stem(name) in stems]
+        stems = grown
 
 
 def _hint(sidecar: Path) -> DropHint | None:
@@ -215,7 +226,7 @@ def _check_drop(
     problems.extend(_problem(sidecar, error) for error in found_problems)
     if parsed is not None:
         try:
-            check_drop_files(parsed, event.image, event.sidecar, event.last_frame)
+            check_drop_files(parsed, event.image, event.sidecar, event.last_frame, event.references)
             request = build_request(parsed, defaults=defaults, models=models)
         except E.JobError as exc:
             problems.append(_problem(sidecar, exc))
@@ -225,6 +236,7 @@ def _check_drop(
     checks: list[tuple[str | None, Callable[[Path], object]]] = [
         (event.image, check_image),
         (event.last_frame, check_last_frame),
+        *((rel, check_reference) for rel in event.references),
     ]
     for rel, check in checks:
         if rel is None:

@@ -9,8 +9,13 @@ return decisions.  That keeps the subtle rules unit-testable with a fake clock.
   All waiting files live in one heap; :meth:`StabilityTracker.next_deadline`
   tells the shell when to look again, so there is no fixed tick.
 * :class:`Pairer` turns the present files (stable or not) into inbox events:
-  a ready pair, an orphan past ``pair_timeout``, an unsafe symlink, or an
-  ambiguous group (two sidecar spellings, two images with one stem).
+  a ready drop, an orphan past ``pair_timeout``, an unsafe symlink, or an
+  ambiguous group (two sidecar spellings, two images with one stem, one image
+  claimed by two sidecars).
+
+A sidecar may claim other files of its folder (its last frame, or its reference
+images): :func:`claimed_files` is the one rule for which, and a claimed file is
+part of the claiming drop, never a drop of its own.
 
 Paths are inbox-relative POSIX strings (``sub/dir/beach.jpg``).
 """
@@ -22,13 +27,19 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Literal, get_args
 
 from seedance_watch.core import names
 
+#: The role of a file a sidecar claims: its end image, or one of its reference images.
+ClaimRole = Literal["last_frame", "reference"]
+CLAIM_ROLES: tuple[ClaimRole, ...] = get_args(ClaimRole)
+
 __all__ = [
+    "CLAIM_ROLES",
     "AmbiguousDrop",
     "Candidate",
+    "ClaimRole",
     "DropHint",
     "FileSig",
     "InboxEvent",
@@ -39,7 +50,7 @@ __all__ = [
     "StabilityTracker",
     "ambiguity_message",
     "beside",
-    "claimed_frame",
+    "claimed_files",
     "is_watched_path",
 ]
 
@@ -204,17 +215,33 @@ class StabilityTracker:
 
 @dataclass(frozen=True, slots=True)
 class DropHint:
-    """What a stable sidecar says about the files of its drop (SPEC §4), for pairing.
+    """What a stable sidecar says about the files of its drop, for pairing.
 
-    ``alone``: the sidecar is a drop of its own (``mode: text``, or a ``mode:`` that
-    is not ``image``, which then fails at once as ``invalid_sidecar`` rather than
-    waiting for an image).  ``last_frame``: the bare file name of the end image, in
-    the sidecar's folder, when the sidecar names a valid one.  A sidecar that cannot
-    be read as YAML gives the default hint: an image drop like any other.
+    ``alone``: no image of the sidecar's own name belongs to the drop: ``mode:
+    text``, a reference drop, or a ``mode:`` or ``references:`` that is not valid,
+    which then fails at once as ``invalid_sidecar`` rather than waiting for files.
+    ``last_frame``: the bare file name of the end image, in the sidecar's folder,
+    when the sidecar names a valid one.  ``references``: the bare file names of
+    the reference images it lists, in its order (never the sidecar's own name:
+    intake refuses that one).  A sidecar that cannot be read as YAML gives the
+    default hint: an image drop like any other.
     """
 
     alone: bool = False
     last_frame: str | None = None
+    references: tuple[str, ...] = ()
+
+    @property
+    def claims(self) -> tuple[str, ...]:
+        """The bare names of the other files of its folder the drop holds, in order."""
+        return (self.last_frame,) if self.last_frame is not None else self.references
+
+    @property
+    def role(self) -> ClaimRole | None:
+        """The role of the files it claims (``last_frame`` or ``reference``), if any."""
+        if self.last_frame is not None:
+            return "last_frame"
+        return "reference" if self.references else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,19 +250,22 @@ class PairReady:
 
     An image drop is ``image`` + ``sidecar``; a first-and-last-frame drop adds
     ``last_frame`` (the file its sidecar names); a text drop (``mode: text``) is
-    the sidecar alone (``image`` None) -- or, when an image of the same name lies
-    beside it, both, for intake to refuse (SPEC §4).
+    the sidecar alone (``image`` None); a reference drop is the sidecar and its
+    ``references`` (in the sidecar's order).  Text and reference drops carry an
+    image of the sidecar's own name when one lies beside it, for intake to refuse.
     """
 
     stem: str
     image: str | None
     sidecar: str
     last_frame: str | None = None
+    references: tuple[str, ...] = ()
 
     @property
     def paths(self) -> tuple[str, ...]:
-        """The drop's files, the lead first: image, last frame, sidecar."""
-        return tuple(p for p in (self.image, self.last_frame, self.sidecar) if p is not None)
+        """The drop's files, the lead first: image, last frame, sidecar, references."""
+        named = (self.image, self.last_frame, self.sidecar, *self.references)
+        return tuple(p for p in named if p is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,14 +274,16 @@ class Orphan:
 
     ``path`` is the file that waited (an image for ``missing_sidecar``, a sidecar
     for ``missing_image``); ``partners`` are the other files of its drop that did
-    arrive (the image and the last frame of a frames drop); ``missing`` is the last
-    frame a sidecar names when that is the file that never came.
+    arrive (the image, and the files its sidecar claims); ``missing`` are the files
+    the sidecar claims that never came, in its order; ``role`` is what the sidecar
+    claims them as (``last_frame`` or ``reference``), None when it claims none.
     """
 
     path: str
     code: Literal["missing_sidecar", "missing_image"]
     partners: tuple[str, ...] = ()
-    missing: str | None = None
+    missing: tuple[str, ...] = ()
+    role: ClaimRole | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,40 +345,47 @@ def is_watched_path(rel: str) -> bool:
 
 
 def beside(rel: str, name: str) -> str:
-    """The inbox path of the file ``name`` in ``rel``'s folder (a sidecar's last frame)."""
+    """The inbox path of the file ``name`` in ``rel``'s folder (a file a sidecar names)."""
     parent = PurePosixPath(rel).parent
     return name if str(parent) == "." else f"{parent}/{name}"
 
 
-def claimed_frame(rel: str, hint: DropHint | None) -> str | None:
-    """The path of the last frame the sidecar ``rel`` claims with ``hint``, if any."""
-    if hint is None or hint.alone or hint.last_frame is None:
-        return None
-    return beside(rel, hint.last_frame)
+def claimed_files(rel: str, hint: DropHint | None) -> tuple[str, ...]:
+    """The paths of the files the sidecar ``rel`` claims with ``hint``, in its order.
+
+    Its last frame, or its reference images: each belongs to this drop and is never
+    a drop of its own.
+    """
+    if hint is None:
+        return ()
+    return tuple(beside(rel, name) for name in hint.claims)
 
 
 @dataclass(slots=True)
 class _Drop:
-    """The files one decision covers: a stem's files, plus the last frame it claims."""
+    """The files one decision covers: a stem's files, plus the files its sidecars claim."""
 
     members: list[str]
-    frame: str | None = None  # the last frame its sidecar names (present or not)
-    contested: list[str] = field(default_factory=list)  # other sidecars naming that frame
+    claimed: list[str] = field(default_factory=list)  # named by its sidecars (present or not)
+    # Claimed files that other drops' sidecars claim too -> every sidecar naming each.
+    contested: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Pairer:
-    """Groups files into drops and decides (SPEC §4).
+    """Groups files into drops and decides.
 
     A drop is the files of one :func:`names.pair_stem` (so always within one folder),
-    plus the last frame its sidecar names (``last_frame:``), which belongs to that drop
-    and is never a drop of its own:
+    plus the files its sidecar claims (:func:`claimed_files`: a ``last_frame:``, or
+    the images listed in ``references:``), which belong to that drop and are never a
+    drop of their own:
 
     * an image + a sidecar, all stable → :class:`PairReady`; with a last frame named,
       only once that file is there too (and stable);
-    * a ``mode: text`` sidecar, stable → :class:`PairReady` at once (with the image of
+    * a ``mode: text`` sidecar, stable → :class:`PairReady` at once; a reference
+      sidecar once every image it lists is there and stable (either with the image of
       the same name if one lies beside it, which intake refuses);
-    * more than one image or sidecar for a stem, or two sidecars naming one last
-      frame, all stable → :class:`AmbiguousDrop` (never a guess);
+    * more than one image or sidecar for a stem, or two sidecars claiming one file,
+      all stable → :class:`AmbiguousDrop` (never a guess);
     * a stable drop still missing a file when the waiting file's mtime is
       ``pair_timeout`` old → :class:`Orphan` (a partner that is present but still being
       written counts as a partner);
@@ -354,7 +393,7 @@ class Pairer:
 
     Files that are neither images nor sidecars, and ignored names, are skipped.  The
     pairer keeps no state: the shell remembers what it already emitted, and passes the
-    files of every stem a claimed last frame links (both ways).
+    files of every stem a claimed file links (both ways).
     """
 
     def __init__(self, pair_timeout: float) -> None:
@@ -368,7 +407,7 @@ class Pairer:
             name = PurePosixPath(rel).name
             if cand.is_symlink or names.is_image(name) or names.is_sidecar(name):
                 drops.setdefault(names.pair_stem(rel), _Drop([])).members.append(rel)
-        self._attach_frames(drops, files)
+        self._attach_claims(drops, files)
         events: list[InboxEvent] = []
         waiting: list[tuple[str, float]] = []
         for stem in sorted(drops):
@@ -385,40 +424,54 @@ class Pairer:
         return PairOutcome(events, waiting, next_deadline)
 
     @staticmethod
-    def _attach_frames(drops: dict[str, _Drop], files: Mapping[str, Candidate]) -> None:
-        """Move each claimed last frame out of its own stem into the claiming drop."""
-        claims: dict[str, list[str]] = {}
+    def _attach_claims(drops: dict[str, _Drop], files: Mapping[str, Candidate]) -> None:
+        """Move each claimed file out of its own stem into the claiming drop; drops
+        whose sidecars claim one file become one (ambiguous) drop."""
+        claimants: dict[str, list[str]] = {}  # claimed path -> the sidecars claiming it
         for stem in sorted(drops):
-            for rel in sorted(drops[stem].members):
-                frame = claimed_frame(rel, files[rel].hint)
-                if frame is not None and not files[rel].is_symlink:
-                    stems = claims.setdefault(frame, [])
-                    if stem not in stems:
-                        stems.append(stem)
-        for frame in sorted(claims):
-            own = drops.get(names.pair_stem(frame))
-            if own is not None and frame in own.members:
-                own.members.remove(frame)
-                if not own.members:
-                    del drops[names.pair_stem(frame)]
-            first, *others = claims[frame]
-            target = drops.get(first)
-            if target is None:  # merged into another drop that is ambiguous anyway
-                continue
-            target.frame = target.frame or frame
+            drop = drops[stem]
+            for rel in sorted(drop.members):
+                if files[rel].is_symlink:
+                    continue
+                for path in claimed_files(rel, files[rel].hint):
+                    if path not in drop.claimed:
+                        drop.claimed.append(path)
+                    claimants.setdefault(path, []).append(rel)
+        for path in claimants:
+            own = drops.get(names.pair_stem(path))
+            if own is not None and path in own.members:
+                own.members.remove(path)
+                if not own.members:  # a drop with claims has a sidecar: never this one
+                    del drops[names.pair_stem(path)]
+        merged_into: dict[str, str] = {}
+
+        def home(stem: str) -> str:
+            while stem in merged_into:
+                stem = merged_into[stem]
+            return stem
+
+        for path in sorted(claimants):
+            sidecars = claimants[path]
+            if len({names.pair_stem(rel) for rel in sidecars}) < 2:
+                continue  # one stem's two sidecars: ambiguous for that alone
+            stems = list(dict.fromkeys(home(names.pair_stem(rel)) for rel in sidecars))
+            # One image, two drops: neither may have it (nor be guessed).
+            first, *others = stems
+            target = drops[first]
             for other in others:
-                # One end image, two drops: neither may have it (nor be guessed).
-                merged = drops.pop(other, None)
-                if merged is not None:
-                    target.members.extend(merged.members)
-                target.contested.append(other)
+                absorbed = drops.pop(other)
+                merged_into[other] = first
+                target.members.extend(absorbed.members)
+                target.claimed.extend(p for p in absorbed.claimed if p not in target.claimed)
+                target.contested.update(absorbed.contested)
+            target.contested[path] = sidecars
 
     def _decide(
         self, stem: str, drop: _Drop, files: Mapping[str, Candidate], now: float
     ) -> tuple[InboxEvent | None, tuple[str, float] | None]:
-        frame = drop.frame if drop.frame in files else None
         members = sorted(drop.members)
-        everything = members + ([frame] if frame is not None else [])
+        present = [rel for rel in drop.claimed if rel in files]
+        everything = members + present
         links = [rel for rel in everything if files[rel].is_symlink]
         if links:
             # One drop, one report: a link's real partners fail with it (once stable).
@@ -431,9 +484,9 @@ class Pairer:
         images = [rel for rel in members if names.is_image(PurePosixPath(rel).name)]
         sidecars = [rel for rel in members if not names.is_image(PurePosixPath(rel).name)]
         if drop.contested:
-            message = (
-                f"{drop.frame} is named as last_frame by {', '.join(sidecars)}; "
-                "an end image belongs to one drop"
+            message = "; ".join(
+                _contest_message(path, claimants, files)
+                for path, claimants in sorted(drop.contested.items())
             )
             return AmbiguousDrop(tuple(sorted(everything, key=_lead_first)), message), None
         if len(images) > 1 or len(sidecars) > 1:
@@ -448,16 +501,34 @@ class Pairer:
         (sidecar,) = sidecars
         image = images[0] if images else None
         hint = files[sidecar].hint or DropHint()
-        if hint.alone:
-            return PairReady(stem, image, sidecar), None
-        if image is not None and (drop.frame is None or frame is not None):
-            return PairReady(stem, image, sidecar, frame), None
+        named = claimed_files(sidecar, hint)  # the drop's claims: its one sidecar's
+        missing = tuple(rel for rel in named if rel not in files)
+        if not missing and (hint.alone or image is not None):
+            if hint.last_frame is not None:
+                return PairReady(stem, image, sidecar, named[0]), None
+            return PairReady(stem, image, sidecar, references=named), None
         due = files[sidecar].mtime + self.pair_timeout
         if due > now:
             return None, (sidecar, due)
-        partners = tuple(p for p in (image, frame) if p is not None)
-        missing = drop.frame if frame is None else None
-        return Orphan(sidecar, "missing_image", partners, missing), None
+        partners = tuple(p for p in (image, *present) if p is not None)
+        return Orphan(sidecar, "missing_image", partners, missing, hint.role), None
+
+
+def _contest_message(path: str, sidecars: list[str], files: Mapping[str, Candidate]) -> str:
+    """Why a file two sidecars claim belongs to neither drop."""
+    keys = {
+        "last_frame" if (files[rel].hint or DropHint()).last_frame is not None else "references"
+        for rel in sidecars
+    }
+    if keys == {"last_frame"}:
+        return (
+            f"{path} is named as last_frame by {', '.join(sidecars)}; "
+            "an end image belongs to one drop"
+        )
+    return (
+        f"{path} is named in {' and '.join(sorted(keys))} by {', '.join(sidecars)}; "
+        "an image belongs to one drop"
+    )
 
 
 def _lead_first(rel: str) -> tuple[bool, str]:

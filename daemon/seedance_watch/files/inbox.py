@@ -62,7 +62,7 @@ from seedance_watch.core.stability import (
     PairReady,
     StabilityTracker,
     Unsafe,
-    claimed_frame,
+    claimed_files,
     is_watched_path,
 )
 from seedance_watch.errors import UnsafePath
@@ -188,7 +188,7 @@ class Inbox:
         self._present: dict[str, FileSig] = {}
         self._by_stem: dict[str, set[str]] = {}
         # What each stable sidecar says about its drop (kept while it is rewritten),
-        # and which sidecars claim each last-frame path (SPEC §4).
+        # and which sidecars claim each path (a last frame, a reference image).
         self._hints: dict[str, DropHint] = {}
         self._claims: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
@@ -422,14 +422,12 @@ class Inbox:
         return self._evaluate(now)
 
     def _linked_stems(self, dirty: set[str]) -> set[str]:
-        """``dirty`` and every stem a claimed last frame links to it, both ways."""
+        """``dirty`` and every stem a claimed file links to it, both ways."""
         stems, todo = set(dirty), list(dirty)
         while todo:
             for rel in self._by_stem.get(todo.pop(), ()):
                 linked = {names.pair_stem(s) for s in self._claims.get(rel, ())}
-                frame = claimed_frame(rel, self._hints.get(rel))
-                if frame is not None:
-                    linked.add(names.pair_stem(frame))
+                linked.update(names.pair_stem(p) for p in claimed_files(rel, self._hints.get(rel)))
                 for stem in linked - stems:
                     stems.add(stem)
                     todo.append(stem)
@@ -518,20 +516,18 @@ class Inbox:
         if hint == DropHint():
             return
         self._hints[rel] = hint
-        frame = claimed_frame(rel, hint)
-        if frame is not None:
-            self._claims.setdefault(frame, set()).add(rel)
-            self._dirty.add(names.pair_stem(frame))
+        for path in claimed_files(rel, hint):
+            self._claims.setdefault(path, set()).add(rel)
+            self._dirty.add(names.pair_stem(path))
 
     def _forget_hint(self, rel: str) -> None:
-        frame = claimed_frame(rel, self._hints.pop(rel, None))
-        if frame is not None:
-            claimers = self._claims.get(frame)
+        for path in claimed_files(rel, self._hints.pop(rel, None)):
+            claimers = self._claims.get(path)
             if claimers is not None:
                 claimers.discard(rel)
                 if not claimers:
-                    del self._claims[frame]
-            self._dirty.add(names.pair_stem(frame))
+                    del self._claims[path]
+            self._dirty.add(names.pair_stem(path))
 
     def _lstat(self, rel: str) -> os.stat_result | None:
         try:

@@ -242,9 +242,13 @@ def sidecar_hint(data: bytes, sidecar_name: str) -> DropHint:
 
     ``alone`` when a ``mode:`` key holds anything but ``image`` (so ``mode: text``
     is a drop of its own, and a bad mode fails at once instead of waiting for an
-    image); else ``last_frame`` when it names a valid bare image name whose stem
-    is not the sidecar's own (intake refuses that one).  Bytes that are not a
-    readable YAML mapping give the default hint, and intake reports them.
+    image); else, with a ``references:`` key, ``alone`` too (a reference drop has
+    no image of the sidecar's name) and the images it lists, when the list is one
+    intake accepts and there is no ``last_frame:`` beside it (else none, so the
+    drop fails at once); else ``last_frame`` when it names a valid bare image name.
+    A name whose stem is the sidecar's own is never claimed (intake refuses it).
+    Bytes that are not a readable YAML mapping give the default hint, and intake
+    reports them.
 
     Only the first :data:`SIDECAR_MAX_BYTES` are read, as intake does.  The YAML
     is read as a stream of parser events (libyaml's when present), never built
@@ -597,6 +601,8 @@ _EVENT_LOADER: Final = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeL
 _MAX_DEPTH: Final = 100
 # Tags under which a scalar is text ("!" is a quoted scalar's, None a plain one's).
 _TEXT_TAGS: Final = (None, "!", "tag:yaml.org,2002:str")
+# Tags under which a collection is a plain sequence.
+_SEQ_TAGS: Final = (None, "!", "tag:yaml.org,2002:seq")
 
 
 def _hint(data: bytes, own_stem: str) -> DropHint:
@@ -605,10 +611,15 @@ def _hint(data: bytes, own_stem: str) -> DropHint:
     A plain scalar that passes :func:`bare_name_fault` ends in an image suffix, so
     no YAML 1.2 implicit type (null, bool, int, float) can claim it: it is text.
     An alias stands for the text scalar it names, as it does when intake reads it.
+    ``references`` is a flow or block sequence of such scalars.
     """
     text = _UNICODE_BREAKS.sub("\n", data.decode("utf-8-sig"))
     events = yaml.parse(text, Loader=_EVENT_LOADER)
     found: dict[str, list[str | None]] = {"mode": [], "last_frame": []}
+    # One entry per references key: its items (None for one that is no text), or
+    # None when the value is not a plain sequence.
+    lists: list[list[str | None] | None] = []
+    items: list[str | None] | None = None  # the sequence being read
     anchors: dict[str, str | None] = {}
     depth, documents, at_key, key = 0, 0, True, None
     for event in events:
@@ -630,10 +641,20 @@ def _hint(data: bytes, own_stem: str) -> DropHint:
         if depth == 1:
             if at_key:
                 key = _text_of(event, anchors)
+            elif key == "references":
+                sequence = isinstance(event, yaml.SequenceStartEvent) and event.tag in _SEQ_TAGS
+                items = [] if sequence else None
+                lists.append(items)
             elif key in found:
                 found[key].append(_text_of(event, anchors))
             if not isinstance(event, yaml.MappingEndEvent):
                 at_key = not at_key
+        elif depth == 2 and items is not None:
+            # An item of the list, or its end (a nested collection's end is deeper).
+            if isinstance(event, yaml.SequenceEndEvent):
+                items = None
+            else:
+                items.append(_text_of(event, anchors))
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             depth += 1
             if depth > _MAX_DEPTH:  # never a valid sidecar; PyYAML's scanner would be slow
@@ -644,6 +665,15 @@ def _hint(data: bytes, own_stem: str) -> DropHint:
     # A duplicate key is intake's to refuse; any mode but image fails sooner alone.
     if any(mode != "image" for mode in found["mode"]):
         return DropHint(alone=True)
+    if lists:
+        # A list intake refuses, or another kind beside it: claim nothing, fail at once.
+        listed = lists[0]
+        if len(lists) > 1 or found["last_frame"] or listed is None:
+            return DropHint(alone=True)
+        if _check_references(listed) is not None:
+            return DropHint(alone=True)
+        others = (n for n in listed if n is not None and PurePosixPath(n).stem != own_stem)
+        return DropHint(alone=True, references=tuple(others))
     name = found["last_frame"][0] if found["last_frame"] else None
     if name is None or bare_name_fault(name) is not None or PurePosixPath(name).stem == own_stem:
         return DropHint()

@@ -47,6 +47,7 @@ __all__ = [
     "bare_job_id",
     "check_drop_files",
     "check_last_frame",
+    "check_reference",
     "event_error",
     "event_files",
     "examine_drop",
@@ -85,6 +86,7 @@ def examine_drop(
     sidecar_rel: str,
     *,
     last_frame: str | None = None,
+    references: tuple[str, ...] = (),
     defaults: GenerationOptions,
     models: Mapping[Kind, str] = DEFAULT_MODELS,
     now: float,
@@ -93,19 +95,22 @@ def examine_drop(
     """Hash and validate one drop; the job id is derived from what was dropped.
 
     A drop is an image and its sidecar, plus ``last_frame`` for a first-and-last-frame
-    drop, or the sidecar alone (``image_rel`` None) for text to video (SPEC §4).  Every
-    file is read once, through the descriptor whose identity the job records.  With
-    ``strict_model`` a sidecar ``model:`` the daemon does not know fails the drop
-    (``gateway.strict_model``); otherwise it is logged and kept.
+    drop; the sidecar alone (``image_rel`` None) for text to video; the sidecar and its
+    ``references`` (in its order) for reference images.  Every file is read once,
+    through the descriptor whose identity the job records; the lead (the job's
+    ``source``) is the image, else the sidecar.  With ``strict_model`` a sidecar
+    ``model:`` the daemon does not know fails the drop (``gateway.strict_model``);
+    otherwise it is logged and kept.
     """
-    named = (("image", image_rel), ("last_frame", last_frame), ("sidecar", sidecar_rel))
+    named = [("image", image_rel), ("last_frame", last_frame), ("sidecar", sidecar_rel)]
+    named += [("reference", rel) for rel in references]
     files = [(role, rel) for role, rel in named if rel is not None]
-    kind = "text" if image_rel is None else "frames" if last_frame is not None else "image"
+    kind = _paired_kind(image_rel, last_frame, references)
     try:
         sidecar_bytes, sidecar_st = read_nofollow_stat(
             inbox / sidecar_rel, max_bytes=SIDECAR_MAX_BYTES
         )
-        hashed = {role: _hash_file(inbox / rel) for role, rel in files if role != "sidecar"}
+        hashed = {rel: _hash_file(inbox / rel) for role, rel in files if role != "sidecar"}
     except E.JobError as exc:
         return Drop(_bare(inbox, files, kind, now), exc)
     except FileNotFoundError as exc:
@@ -118,30 +123,34 @@ def examine_drop(
             return Drop(_bare(inbox, files, kind, now), unsafe)
         raise
     sidecar_sha = hashlib.sha256(sidecar_bytes).hexdigest()
-    shas = {role: sha for role, (sha, _) in hashed.items()} | {"sidecar": sidecar_sha}
-    stats = {role: st for role, (_, st) in hashed.items()} | {"sidecar": sidecar_st}
-    lead = files[0][0]
-    # The id of an image drop is what it always was; a last frame is part of the drop.
-    sidecar_part = sidecar_sha if last_frame is None else f"{sidecar_sha}\0{shas['last_frame']}"
+    shas = {rel: sha for rel, (sha, _) in hashed.items()} | {sidecar_rel: sidecar_sha}
+    stats = {rel: st for rel, (_, st) in hashed.items()} | {sidecar_rel: sidecar_st}
+    lead = files[0][1]
+    reference_shas = tuple(shas[rel] for rel in references)
+    # The id of an image drop is what it always was; other images are part of the drop.
+    others = [shas[last_frame]] if last_frame is not None else list(reference_shas)
+    sidecar_part = "\0".join([sidecar_sha, *others])
     job = Job(
-        job_id=make_job_id(files[0][1], shas[lead], sidecar_part, stats[lead].st_ctime_ns),
+        job_id=make_job_id(lead, shas[lead], sidecar_part, stats[lead].st_ctime_ns),
         state=State.NEW,
-        source=files[0][1],
+        source=lead,
         sidecar=sidecar_rel,
         created_at=now,
         updated_at=now,
-        image_sha256=shas.get("image"),
+        image_sha256=shas[image_rel] if image_rel is not None else None,
         kind=kind,
-        inputs=tuple(input_file(role, rel, shas[role], stats[role]) for role, rel in files),
+        inputs=tuple(input_file(role, rel, shas[rel], stats[rel]) for role, rel in files),
     )
     try:
         sidecar = parse_sidecar(sidecar_bytes, strict_model=strict_model)
-        check_drop_files(sidecar, image_rel, sidecar_rel, last_frame)
+        check_drop_files(sidecar, image_rel, sidecar_rel, last_frame, references)
         request = build_request(sidecar, defaults=defaults, models=models)
         if image_rel is not None:
             check_image(inbox / image_rel)
         if last_frame is not None:
             check_last_frame(inbox / last_frame)
+        for rel in references:
+            check_reference(inbox / rel)
     except E.JobError as exc:
         return Drop(job, exc)
     job = replace(
@@ -152,22 +161,42 @@ def examine_drop(
         text=request.text,
         options=request.options.set_options(),
         content_key=content_key(
-            shas.get("image"),
+            job.image_sha256,
             request.model,
             request.text,
             kind=request.kind,
-            last_frame_sha256=shas.get("last_frame"),
+            last_frame_sha256=shas[last_frame] if last_frame is not None else None,
+            reference_sha256s=reference_shas,
             body_options=request.body_options,
         ),
     )
     return Drop(job, None)
 
 
+def _paired_kind(image_rel: str | None, last_frame: str | None, references: tuple[str, ...]) -> str:
+    """The kind of drop the pairer found (a job that fails before its sidecar is read)."""
+    if references:
+        return "reference"
+    if image_rel is None:
+        return "text"
+    return "frames" if last_frame is not None else "image"
+
+
 def check_drop_files(
-    sidecar: Sidecar, image_rel: str | None, sidecar_rel: str, last_frame: str | None
+    sidecar: Sidecar,
+    image_rel: str | None,
+    sidecar_rel: str,
+    last_frame: str | None,
+    references: tuple[str, ...] = (),
 ) -> None:
-    """The files paired are the ones the sidecar asks for (SPEC §4), or InvalidSidecar."""
-    name = PurePosixPath(sidecar_rel).name
+    """The files paired are the ones the sidecar asks for, or InvalidSidecar.
+
+    A text or reference drop has no image of the sidecar's name: one beside it is
+    refused, naming both, and so is a reference or last frame of that name.  Files
+    paired that the sidecar (as read now) does not name mean it changed after it
+    was found complete (InputReplaced).
+    """
+    changed = _changed(sidecar_rel)
     if sidecar.mode == "text":
         if image_rel is not None:
             raise E.InvalidSidecar(
@@ -176,10 +205,19 @@ def check_drop_files(
                 key="mode",
                 hint="Remove the image, or remove the line mode: text to animate the image.",
             )
+        if last_frame is not None or references:
+            raise changed
         return
+    if sidecar.references:
+        _check_reference_files(sidecar, image_rel, sidecar_rel, references)
+        if last_frame is not None:
+            raise changed
+        return
+    if references:
+        raise changed
     if image_rel is None:
         # Paired as a text drop, but the sidecar read now asks for an image.
-        raise E.InputReplaced(f"{name} changed after it was found complete; drop it again.")
+        raise changed
     if sidecar.last_frame is not None:
         if PurePosixPath(sidecar.last_frame).stem == PurePosixPath(sidecar_rel).stem:
             raise E.InvalidSidecar(
@@ -189,17 +227,61 @@ def check_drop_files(
                 hint="Name the end image in last_frame:, a file with another name.",
             )
         if last_frame is None or PurePosixPath(last_frame).name != sidecar.last_frame:
-            raise E.InputReplaced(f"{name} changed after it was found complete; drop it again.")
+            raise changed
     elif last_frame is not None:
-        raise E.InputReplaced(f"{name} changed after it was found complete; drop it again.")
+        raise changed
+
+
+def _check_reference_files(
+    sidecar: Sidecar, image_rel: str | None, sidecar_rel: str, references: tuple[str, ...]
+) -> None:
+    """A reference drop is its sidecar and the images it lists, none of its own name."""
+    own_stem = PurePosixPath(sidecar_rel).stem
+    hint = (
+        "Give the reference images names of their own (not the sidecar's), list them "
+        "in references:, and remove the image of the sidecar's name."
+    )
+    own = [ref for ref in sidecar.references if PurePosixPath(ref).stem == own_stem]
+    if own:
+        raise E.InvalidSidecar(
+            f"references: {', '.join(own)} has the name of the sidecar {sidecar_rel}; a "
+            "reference drop is its sidecar and the images it lists, none of its own name",
+            key="references",
+            hint=hint,
+        )
+    if image_rel is not None:
+        raise E.InvalidSidecar(
+            f"{sidecar_rel} lists reference images (references:), but the image "
+            f"{image_rel} has the same name; a reference drop is its sidecar and the "
+            "images it lists",
+            key="references",
+            hint=hint,
+        )
+    if tuple(PurePosixPath(rel).name for rel in references) != sidecar.references:
+        raise _changed(sidecar_rel)
+
+
+def _changed(sidecar_rel: str) -> E.InputReplaced:
+    """The files paired are not the ones the sidecar names now: it was rewritten."""
+    name = PurePosixPath(sidecar_rel).name
+    return E.InputReplaced(f"{name} changed after it was found complete; drop it again.")
 
 
 def check_last_frame(path: Path) -> None:
     """:func:`check_image` for a last frame: the same limits, the report names the file."""
+    _check_named_image(path, "last frame")
+
+
+def check_reference(path: Path) -> None:
+    """:func:`check_image` for a reference image: the same limits, the report names it."""
+    _check_named_image(path, "reference image")
+
+
+def _check_named_image(path: Path, what: str) -> None:
     try:
         check_image(path)
     except E.InvalidImage as exc:
-        raise E.InvalidImage(f"last frame {path.name}: {exc.message}", hint=exc.hint) from exc
+        raise E.InvalidImage(f"{what} {path.name}: {exc.message}", hint=exc.hint) from exc
 
 
 def _bare(inbox: Path, files: list[tuple[str, str]], kind: str, now: float) -> Job:
@@ -210,7 +292,7 @@ def _bare(inbox: Path, files: list[tuple[str, str]], kind: str, now: float) -> J
             job_id=bare_job_id(paths, now),
             state=State.NEW,
             source=paths[0],
-            sidecar=files[-1][1] if files[-1][0] == "sidecar" else None,
+            sidecar=next((rel for role, rel in files if role == "sidecar"), None),
             created_at=now,
             updated_at=now,
             kind=kind,
@@ -259,16 +341,15 @@ def _lead_first(files: list[str]) -> list[str]:
 
 
 def _roles(event: InboxEvent, files: list[str]) -> list[tuple[str, str]]:
-    """``(role, path)`` of a failing drop's files (an orphaned frames drop's end image
-    is its ``last_frame``; the rest by their names)."""
-    frame = None
-    if isinstance(event, Orphan) and event.partners:
+    """``(role, path)`` of a failing drop's files (an orphaned drop's files of another
+    stem than its sidecar are what the sidecar claims them as: its ``last_frame``, its
+    ``reference`` images; the rest by their names)."""
+    claimed: dict[str, str] = {}
+    if isinstance(event, Orphan) and event.role is not None:
         own = pair_stem(event.path)
-        frame = next((p for p in event.partners if pair_stem(p) != own), None)
-    return [
-        ("last_frame" if rel == frame else "image" if is_image(rel) else "sidecar", rel)
-        for rel in files
-    ]
+        claimed = {p: event.role for p in event.partners if pair_stem(p) != own}
+    roles = [claimed.get(rel) or ("image" if is_image(rel) else "sidecar") for rel in files]
+    return list(zip(roles, files, strict=True))
 
 
 def bare_job(event: InboxEvent, now: float, inbox: Path | None = None) -> Job:
@@ -278,11 +359,12 @@ def bare_job(event: InboxEvent, now: float, inbox: Path | None = None) -> Job:
     """
     files = event_files(event)
     sidecars = [p for p in files if not is_image(PurePosixPath(p).name)]
+    pair = len(files) == 2 and not is_image(PurePosixPath(files[1]).name)
     job = Job(
         job_id=bare_job_id(files, now),
         state=State.NEW,
         source=files[0],
-        sidecar=files[1] if len(files) == 2 else (sidecars[0] if sidecars else None),
+        sidecar=files[1] if pair else (sidecars[0] if sidecars else None),
         created_at=now,
         updated_at=now,
     )
@@ -300,13 +382,24 @@ def event_error(event: InboxEvent) -> E.JobError:
                 f"No sidecar ({stem}.yaml or {stem}.yml) arrived for {event.path} "
                 "within watch.pair_timeout."
             )
-        if event.missing is not None:
+        if event.missing and event.role == "reference":
+            listed = ", ".join(event.missing)
+            images = "image" if len(event.missing) == 1 else "images"
+            return E.MissingImage(
+                f"The reference {images} {listed} named by {event.path} did not arrive "
+                "within watch.pair_timeout.",
+                hint=f"Drop {', '.join(PurePosixPath(p).name for p in event.missing)} beside "
+                "the sidecar, or fix its references: line, then move the drop back into "
+                "the inbox.",
+            )
+        if event.missing:
+            (missing,) = event.missing
             own = [p for p in event.partners if pair_stem(p) == pair_stem(event.path)]
             also = "" if own else f", nor an image with the name of {event.path}"
             return E.MissingImage(
-                f"The last frame {event.missing} named by {event.path} did not arrive "
+                f"The last frame {missing} named by {event.path} did not arrive "
                 f"within watch.pair_timeout{also}.",
-                hint=f"Drop {PurePosixPath(event.missing).name} beside the sidecar, or fix "
+                hint=f"Drop {PurePosixPath(missing).name} beside the sidecar, or fix "
                 "its last_frame: line, then move the drop back into the inbox.",
             )
         return E.MissingImage(
@@ -427,6 +520,7 @@ class Intake:
                 event.image,
                 event.sidecar,
                 last_frame=event.last_frame,
+                references=event.references,
                 defaults=cfg.defaults,
                 models=cfg.gateway.models,
                 now=now,

@@ -314,10 +314,12 @@ def _cost(job: Job, prices: BudgetPrices | None) -> dict[str, Any] | None:
 def _output_metadata(job: Job, prices: BudgetPrices | None = None) -> dict[str, Any]:
     """The ``NAME.json`` written beside the video: where it came from and what it cost.
 
-    ``source_sha256`` is the hash of the input at ``source`` (a text drop's sidecar),
-    else, for records without inputs (schema v1), the image's; a frames drop adds
-    its end image's path and hash.  ``cost`` is what the submit cost (``amount``
-    in ``budget.currency``, ``per`` generation or second, the ``seconds`` charged).
+    ``source_sha256`` is the hash of the input at ``source`` (a text or reference
+    drop's sidecar), else, for records without inputs (schema v1), the image's; a
+    frames drop adds its end image's path and hash, a reference drop its images'
+    paths and hashes, in the sidecar's order.  ``cost`` is what the submit cost
+    (``amount`` in ``budget.currency``, ``per`` generation or second, the ``seconds``
+    charged).
     """
     by_path = {item.path: item for item in job.inputs}
     source = by_path.get(job.source)
@@ -341,6 +343,10 @@ def _output_metadata(job: Job, prices: BudgetPrices | None = None) -> dict[str, 
         last = next((item for item in job.inputs if item.role == "last_frame"), None)
         meta["last_frame"] = last.path if last is not None else None
         meta["last_frame_sha256"] = last.sha256 if last is not None else None
+    if job.kind == "reference":
+        references = [item for item in job.inputs if item.role == "reference"]
+        meta["references"] = [item.path for item in references]
+        meta["reference_sha256s"] = [item.sha256 for item in references]
     if job.duplicate_of is not None:
         meta["duplicate_of"] = job.duplicate_of
     return meta
