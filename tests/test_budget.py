@@ -421,27 +421,22 @@ def test_config_cap_equal_to_one_price_is_allowed(tmp_path: Path) -> None:
     assert info.value.key == "budget.max_cost_per_day"
 
 
-def test_config_cap_below_one_default_job_of_any_kind(tmp_path: Path) -> None:
-    """Frames and reference drops default to seedance-2-0-fast (0.24/s): at the
-    config's defaults (720p, 5 s) one reserves 1.20, so a cap of 1.00 could never
-    let one through: a config error naming the kind, the model key and the amount.
-    A cheaper frames and reference model, or shorter default clips, make it fit."""
+def test_config_cap_below_one_default_image_or_text_job(tmp_path: Path) -> None:
+    """A cap below what one image or text drop reserves with its default model (0.20 per
+    generation) is a config error naming the kind, the model key and the amount; frames
+    and reference drops (Seedance 2, per second) are judged per drop at intake, so a cap
+    below a default 5 s clip of theirs still loads."""
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, "budget: {max_cost_per_day: 1.0}\n"), {})
+        load_config(write(tmp_path, "budget: {max_cost_per_day: 0.19}\n"), {})
     assert info.value.key == "budget.max_cost_per_day"
     message = str(info.value)
-    assert "frames" in message and "gateway.frames_model" in message
-    assert "1.20" in message and "5 s at 0.24 per second" in message
-    mini = "gateway: {frames_model: seedance-2-0-mini, reference_model: seedance-2-0-mini}\n"
-    assert load_config(write(tmp_path, mini + "budget: {max_cost_per_day: 1.0}\n"), {})
-    short = "defaults: {duration: 4}\nbudget: {max_cost_per_day: 0.96}\n"
-    assert load_config(write(tmp_path, short), {}).budget.max_cost_per_day == 0.96
-    with pytest.raises(ConfigError):  # 4 s × 0.24 = 0.96: a cent less is too little
-        load_config(write(tmp_path, short.replace("0.96", "0.95")), {})
-    auto = "defaults: {duration: auto}\nbudget: {max_cost_per_day: 3.59}\n"
-    with pytest.raises(ConfigError) as info:  # auto reserves 15 s: 3.60
-        load_config(write(tmp_path, auto), {})
-    assert "3.60" in str(info.value)
+    assert "image" in message and "gateway.model" in message and "0.20" in message
+    assert load_config(write(tmp_path, "budget: {max_cost_per_day: 0.20}\n"), {})
+    assert load_config(write(tmp_path, "budget: {max_cost_per_day: 1.0}\n"), {})  # frames: 1.20
+    text = "gateway: {model: seedance-2-0-fast}\nbudget: {max_cost_per_day: 1.19}\n"
+    with pytest.raises(ConfigError) as info:  # 5 s × 0.24 = 1.20 for every image drop
+        load_config(write(tmp_path, text), {})
+    assert "5 s at 0.24 per second" in str(info.value) and "1.20" in str(info.value)
 
 
 def test_config_prices_add_to_the_defaults_and_ints_are_money(tmp_path: Path) -> None:

@@ -131,6 +131,17 @@ def test_a_config_naming_a_retired_model_is_refused_naming_the_replacement(
     assert f"; use {replacement}" in str(err)
 
 
+@pytest.mark.parametrize("key", ["frames_model", "reference_model"])
+def test_an_unknown_frames_or_reference_model_is_a_config_error(tmp_path: Path, key: str) -> None:
+    """Frames and reference drops exist only at the table's Seedance 2 endpoints: a model
+    the daemon does not know there is refused at start, naming the models that do."""
+    path = write(tmp_path, f"storage: {{bucket: b}}\ngateway: {{{key}: seedance-3-0}}\n")
+    err = config_error(path, {})
+    assert err.key == f"gateway.{key}"
+    assert "seedance-3-0 is not a model the daemon knows" in str(err)
+    assert str(err).endswith(", ".join(SEEDANCE_2))
+
+
 @pytest.mark.parametrize(
     ("model", "text_model"),
     [(PRO_FAST, PRO_FAST), (PRO, PRO), (FAST2, "seedance-2-5"), ("seedance-3-0", "seedance-3-t")],

@@ -211,6 +211,16 @@ async def test_a_403_that_is_not_the_gateways_json_is_a_block_not_a_credentials_
     assert len(blocked) == 1 and blocked[0]["body"].startswith("<html>")
 
 
+@pytest.mark.parametrize("status", [501, 505, 507])
+async def test_a_submit_answered_by_another_5xx_is_never_resent(status: int) -> None:
+    """Only 429, 500 and 503 say a submit was refused; another 5xx came after the
+    request arrived, so the task may exist: submit_ambiguous, never resent."""
+    async with serving(Reply.json(status, {"error": "odd"})) as (server, gw):
+        with pytest.raises(SubmitAmbiguous) as info:
+            await SUBMIT(gw)
+    assert info.value.http_status == status and len(server.requests) == 1
+
+
 async def test_submit_404_names_url_and_model() -> None:
     """A 404 on submit fails the job with the URL, the model and a hint about both."""
     async with serving(Reply.json(404, {"error": "Resource not found"})) as (server, gw):

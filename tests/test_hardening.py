@@ -203,3 +203,35 @@ def test_a_file_replaced_under_its_name_mid_job_is_never_uploaded_or_moved_as_th
     assert report["code"] == "input_replaced"
     assert (tmp_path / "inbox" / "beach.jpg").read_bytes().endswith(b"\0new")
     assert not (tmp_path / "failed" / "beach.jpg").exists()
+
+
+def test_a_symlink_swapped_in_after_intake_fails_the_job_instead_of_retrying_for_ever(
+    tmp_path: Path,
+    s3_server: S3Emulator,
+    sim: Simulator,
+    write_pair: WritePair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A link that takes an examined image's name between intake and upload is never
+    followed: the job fails as input_replaced at once (it used to be retried as a file
+    error, for ever in daemon mode); nothing is uploaded from the link's target."""
+    from seedance_watch.pipeline import intake as intake_mod
+
+    real = intake_mod.examine_drop
+    outside = tmp_path / "outside.jpg"
+
+    def examine_then_link(inbox: Path, image: str, *args: Any, **kwargs: Any) -> Any:
+        drop = real(inbox, image, *args, **kwargs)
+        (inbox / image).rename(outside)
+        (inbox / image).symlink_to(outside)
+        return drop
+
+    monkeypatch.setattr(intake_mod, "examine_drop", examine_then_link)
+    config_path = write_config(tmp_path, s3_server, sim)
+    write_pair(tmp_path / "inbox", "beach")
+    result, _ = run_once(config_path)
+    assert result.exit_code == 4 and result.summary.unfinished is None
+    assert len(sim.submits) == 0
+    report = json.loads((tmp_path / "failed" / "beach.error.json").read_text())
+    assert report["code"] == "input_replaced" and "symbolic link" in report["message"]
+    assert (tmp_path / "inbox" / "beach.jpg").is_symlink()  # left alone, never moved

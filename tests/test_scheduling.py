@@ -176,3 +176,21 @@ def test_estimator_delays_the_first_poll() -> None:
     est.observe("k", 20.0, poll_interval=1.0)
     assert 19 <= est.first_poll_delay("k", 1.0) <= 20
     assert est.first_poll_delay("other", 1.0) == 1.0
+
+
+def test_the_task_time_estimate_is_kept_per_model_resolution_and_duration() -> None:
+    """Tasks are grouped for the first-poll estimate by model and the options that set
+    their length (Seedance 2's are body keys, not text commands); a record from before
+    options were kept falls back to the commands in its text."""
+    from seedance_watch.core.scheduling import task_kind
+
+    fast = task_kind("seedance-2-0-fast", {"resolution": "480p", "duration": 10})
+    assert fast == "seedance-2-0-fast,resolution=480p,duration=10"
+    assert task_kind("seedance-2-0-fast", {"duration": "auto"}) != task_kind(
+        "seedance-2-0-fast", {"duration": 5}
+    )
+    assert task_kind("seedance-2-5", {"duration": 5}) != task_kind(
+        "seedance-2-0-fast", {"duration": 5}
+    )
+    old = task_kind("m", None, "clouds --resolution 720p --duration 5 --camerafixed false")
+    assert old == "m,resolution=720p,duration=5"

@@ -279,6 +279,40 @@ def test_duration_auto_reserves_the_longest_clip_then_settles_at_the_real_length
     assert costs_json(config)["today"] == {"spent": 1.4, "cap": 3.0, "remaining": 1.6}
 
 
+def test_a_drop_that_alone_costs_more_than_the_days_cap_fails_before_upload(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
+) -> None:
+    """A frames drop reserving 1.20 under a 1.00 cap could never be submitted: it fails
+    at intake as over_budget (nothing uploaded, nothing sent), while an image drop at
+    0.20 goes through."""
+    bucket = fresh_bucket(s3_server)
+    config = write_config(
+        tmp_path, s3_server, sim, bucket=bucket, extra="budget: {max_cost_per_day: 1.00}\n"
+    )
+    inbox = tmp_path / "inbox"
+    image(inbox / "dusk.jpg", 40)
+    image(inbox / "dusk-end.png", 41)
+    text(inbox / "dusk.yaml", 'prompt: "Dusk"\nlast_frame: dusk-end.png\n')
+    image(inbox / "sun.jpg", 42)
+    text(inbox / "sun.yaml", 'prompt: "Sun"\n')
+
+    result, _ = run_once(config)
+
+    assert result.exit_code == 4 and len(result.summary.done) == 1
+    assert [r.endpoint for r in sim.submits] == ["/byteplus/v1/generateImage2VideoTask"]
+    report = json.loads((tmp_path / "failed" / "dusk.error.json").read_text())
+    assert report["code"] == "over_budget" and report["stage"] == "new"
+    assert "would cost 1.20 USD (5 s at 0.24 per second)" in report["message"]
+    assert "budget.max_cost_per_day (1.00)" in report["message"]
+    assert files_under(tmp_path / "failed") == [
+        "dusk-end.png",
+        "dusk.error.json",
+        "dusk.jpg",
+        "dusk.yaml",
+    ]
+    assert costs_json(config)["today"]["spent"] == 0.2
+
+
 def test_a_job_waiting_to_be_submitted_when_its_model_was_switched_off_is_never_sent(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:

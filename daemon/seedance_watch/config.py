@@ -42,7 +42,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from seedance_watch.core.budget import BudgetPrices, money
-from seedance_watch.core.models import DEFAULT_MODELS, MODELS, RESOLUTIONS, Choice, Kind
+from seedance_watch.core.models import DEFAULT_MODELS, KIND_NAMES, MODELS, RESOLUTIONS, Choice, Kind
 from seedance_watch.core.options import GenerationOptions, Resolution
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.yaml12 import load_yaml
@@ -197,6 +197,12 @@ class GatewayConfig(BaseModel):
         for kind, key in MODEL_KEYS.items():
             model = getattr(self, key)
             refusal = MODELS.refusal(model, kind)
+            if refusal is None and model not in MODELS and kind in ("frames", "reference"):
+                # Only the table's Seedance 2 rows have these endpoints.
+                refusal = (
+                    f"{model} is not a model the daemon knows, and {KIND_NAMES[kind]} drops "
+                    f"need one of its Seedance 2 models: {', '.join(MODELS.models_for(kind))}"
+                )
             if refusal is not None:
                 raise PydanticCustomError(
                     "model_kind", "gateway.{key}: {refusal}", {"key": key, "refusal": refusal}
@@ -548,14 +554,18 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _cap_fits_one_job(self) -> Self:
-        # What one drop of each kind reserves with the model it gets when its sidecar
-        # names none, at the config's defaults: a cap below it could never let one go.
+        # What one image or text drop reserves with the model it gets when its sidecar
+        # names none, at the config's defaults: a cap below it could never let one go,
+        # which is a mistake worth stopping for.  (A frames or reference drop, or a
+        # sidecar asking for more, that alone goes over the cap fails as over_budget
+        # at intake, before anything is uploaded.)
         if self.budget.max_cost_per_day is None:
             return self
         prices = BudgetPrices.from_config(self.budget)
         cap = prices.max_cost_per_day
         assert cap is not None
-        for kind, model in self.gateway.models.items():
+        for kind in ("image", "text"):
+            model = self.gateway.models[kind]
             row = MODELS.get(model)
             options = self.defaults.fitted(row) if row is not None else self.defaults
             cost = prices.reserve(model, options.set_options())

@@ -32,6 +32,7 @@ anything, and a *daemon* error stops the process.
         ├── InputVanished            input_vanished (removed from the inbox mid-job)
         ├── InputReplaced            input_replaced (another file under its name mid-job)
         ├── StorageRejected          storage_rejected (S3 refused this one object)
+        ├── OverBudget               over_budget (one job over the whole daily cap)
         ├── GatewayRejected          gateway_rejected (400, 404)
         ├── SubmitAmbiguous          submit_ambiguous
         ├── TaskFailed               task_failed
@@ -244,6 +245,17 @@ class StorageRejected(JobError):
 class GatewayRejected(JobError):
     code = "gateway_rejected"
     default_hint = "Check the request parameters and the model name."
+
+
+class OverBudget(JobError):
+    """One job alone would cost more than a whole day's ``budget.max_cost_per_day``:
+    it could never be submitted, so it fails before anything is uploaded."""
+
+    code = "over_budget"
+    default_hint = (
+        "Raise budget.max_cost_per_day, or ask for less (a shorter duration, a lower "
+        "resolution, a cheaper model), then move the drop back into the inbox."
+    )
 
 
 class SubmitAmbiguous(JobError):

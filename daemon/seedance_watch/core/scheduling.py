@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -372,14 +372,22 @@ class TaskTimeEstimator:
         self._planned.pop(key, None)
 
 
-def task_kind(text: str | None) -> str:
-    """The polling-estimate bucket of a task: its resolution and duration commands."""
-    if not text:
-        return ""
-    words = text.split()
-    kind = [
-        f"{w}={words[i + 1]}"
-        for i, w in enumerate(words[:-1])
-        if w in ("--resolution", "--duration")
-    ]
-    return ",".join(kind)
+def task_kind(
+    model: str | None, options: Mapping[str, object] | None, text: str | None = None
+) -> str:
+    """The polling-estimate bucket of a task: its model, resolution and duration.
+
+    From the job's effective options; a record written before options were kept
+    falls back to the resolution and duration commands in its text.
+    """
+    if options is None:
+        words = (text or "").split()
+        found = {
+            w[2:]: words[i + 1]
+            for i, w in enumerate(words[:-1])
+            if w in ("--resolution", "--duration")
+        }
+    else:
+        found = {k: str(options[k]) for k in ("resolution", "duration") if k in options}
+    parts = [f"{k}={found[k]}" for k in ("resolution", "duration") if k in found]
+    return ",".join([model or "", *parts])

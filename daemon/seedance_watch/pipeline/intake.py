@@ -18,6 +18,7 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
+from seedance_watch.core.budget import BudgetPrices, money
 from seedance_watch.core.jobs import InputFile, Job, State, content_key, job_files, make_job_id
 from seedance_watch.core.models import DEFAULT_MODELS, Kind
 from seedance_watch.core.names import is_image, is_sidecar, pair_stem
@@ -180,6 +181,27 @@ def _paired_kind(image_rel: str | None, last_frame: str | None, references: tupl
     if image_rel is None:
         return "text"
     return "frames" if last_frame is not None else "image"
+
+
+def over_budget(job: Job, prices: BudgetPrices) -> E.OverBudget | None:
+    """The error of a job that alone would cost more than the whole daily cap (it could
+    never be submitted: better refused now, before its images are uploaded)."""
+    cap = prices.max_cost_per_day
+    if cap is None or job.model is None:
+        return None
+    cost = prices.reserve(job.model, job.options)
+    if cost.cents <= cap:
+        return None
+    how = (
+        f"{cost.seconds} s at {cost.rate} per second"
+        if cost.seconds is not None
+        else "one generation"
+    )
+    return E.OverBudget(
+        f"This {job.kind} drop with {job.model} would cost {money(cost.cents)} "
+        f"{prices.currency} ({how}), more than budget.max_cost_per_day "
+        f"({money(cap)}): it could never be submitted."
+    )
 
 
 def check_drop_files(
@@ -445,6 +467,7 @@ class Intake:
         self, config: Config, store: JobStore, placement: Placement, clock: Callable[[], float]
     ) -> None:
         self.config, self.store, self.placement, self.clock = config, store, placement, clock
+        self.prices = BudgetPrices.from_config(config.budget)
         self.inbox: Inbox | None = None
         self.pending = 0
         self._queue: asyncio.Queue[tuple[InboxEvent, list[str]]] = asyncio.Queue()
@@ -542,5 +565,9 @@ class Intake:
             copied = await self.placement.dedupe(job)
             if copied:
                 return
+        over = over_budget(job, self.prices)
+        if over is not None:
+            await fail(job, over)
+            return
         self.store.put(job)
         route(job)

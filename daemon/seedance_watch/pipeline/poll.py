@@ -77,7 +77,9 @@ class PollStage:
         if status.state == "succeeded":
             assert status.video_url is not None
             elapsed = d.clock() - (job.submitted_at or d.clock())
-            d.estimator.observe(task_kind(job.text), elapsed, poll_interval=self.interval)
+            d.estimator.observe(
+                task_kind(job.model, job.options, job.text), elapsed, poll_interval=self.interval
+            )
             log.info(
                 "task.succeeded", job_id=job.job_id, task_id=job.task_id, seconds=round(elapsed, 3)
             )

@@ -125,7 +125,9 @@ class SubmitStage:
         return Advance(
             Submitted(task_id=ref.task_id, poll_url=ref.poll_url, dialect=ref.dialect),
             at=d.clock()
-            + d.estimator.first_poll_delay(task_kind(job.text), self.poll_interval, key=job.job_id),
+            + d.estimator.first_poll_delay(
+                task_kind(job.model, job.options, job.text), self.poll_interval, key=job.job_id
+            ),
         )
 
     @property

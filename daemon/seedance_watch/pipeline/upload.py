@@ -10,6 +10,7 @@ uploads (nothing fails); a vanished input fails the job.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from pathlib import PurePosixPath
 
@@ -73,6 +74,12 @@ class UploadStage:
                 uploads.append((role, key))
         except FileNotFoundError:
             return Fail(E.InputVanished("An image left the inbox before its upload."))
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise  # a file error: the engine retries the step
+            # A symbolic link took the name of an image intake examined: never followed.
+            name = PurePosixPath(exc.filename or "").name or "an image"
+            return Fail(E.InputReplaced(f"{name} is now a symbolic link; not followed."))
         except E.StorageUnavailable as exc:
             return Pause("storage", exc)
         except E.StorageTransient as exc:

@@ -152,6 +152,9 @@ def mapped_errors(op: Operation, target: str) -> Iterator[None]:
 
 # --- the one mapping of answers ------------------------------------------------------------
 
+#: The 5xx answers to a submit that say it was refused, not taken: sent again later.
+_REFUSED_5XX = frozenset({500, 503})
+
 _REFUSALS = {
     401: "refused the API key",
     402: "refused the request: the account has no credit left",
@@ -227,6 +230,14 @@ def status_error(op: Operation, response: httpx.Response, message: str) -> E.See
         return E.SubmitAmbiguous(
             f"a proxy in front of the gateway answered HTTP {status} to the submit: "
             f"{message}; the gateway may have created (and bills) the task",
+            http_status=status,
+        )
+    if op == "submit" and status >= 500 and status not in _REFUSED_5XX:
+        # Only these say the gateway did not take it; another 5xx came from whatever
+        # handled the request, after it arrived: never resent automatically.
+        return E.SubmitAmbiguous(
+            f"the gateway answered HTTP {status} to the submit: {message}; whether it "
+            "created (and bills) the task is unknown",
             http_status=status,
         )
     if status >= 500:
