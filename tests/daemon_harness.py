@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from seedance_watch.config import Config, load_config
+from seedance_watch.daemon import RunResult, run_service
 from seedance_watch.providers.keys import load_api_key
 from seedance_watch.providers.pixazo import PROVIDER
-from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 

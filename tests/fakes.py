@@ -6,13 +6,15 @@ Shared by the engine-level tests; no network and no simulator.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Job, State
+from seedance_watch.core.models import MODELS
 from seedance_watch.pipeline.engine import Engine
+from seedance_watch.pipeline.providers import Providers
 from seedance_watch.providers.base import GenerationRequest, TaskRef, TaskStatus
 from seedance_watch.providers.download import VideoDownloader
 
@@ -73,6 +75,7 @@ class MemoryStore:
 
 class FakeProvider:
     name = "fake"
+    models = MODELS
 
     def __init__(self) -> None:
         self.created: list[tuple[GenerationRequest, dict[str, str], str | None]] = []
@@ -83,7 +86,7 @@ class FakeProvider:
     async def create_task(
         self,
         request: GenerationRequest,
-        media: Mapping[str, str],
+        media: Sequence[tuple[str, str]],
         *,
         webhook_url: str | None = None,
     ) -> TaskRef:
@@ -144,9 +147,9 @@ def make_engine(
     store, provider, clock = MemoryStore(), FakeProvider(), FakeClock()
     engine = Engine(
         config,
-        ledger=store,
+        store=store,
         storage=FakeBucket(),  # type: ignore[arg-type]
-        provider=provider,
+        providers=Providers(provider, lambda _name: provider),  # type: ignore[arg-type]
         downloader=VideoDownloader(),
         inbox=FakeInbox(),  # type: ignore[arg-type]
         clock=clock,

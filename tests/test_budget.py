@@ -9,7 +9,7 @@ import io
 import json
 import time
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from seedance_watch.core.budget import (
 )
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, Submitted, TaskSucceeded
 from seedance_watch.errors import ConfigError
+from seedance_watch.pipeline.providers import Providers
 from seedance_watch.providers.base import GenerationRequest, TaskRef
 from seedance_watch.providers.download import VideoDownloader
 from seedance_watch.simulator.video import make_video
@@ -506,7 +507,7 @@ class HeldProvider(FakeProvider):
     async def create_task(
         self,
         request: GenerationRequest,
-        media: Mapping[str, str],
+        media: Sequence[tuple[str, str]],
         *,
         webhook_url: str | None = None,
     ) -> TaskRef:
@@ -545,7 +546,7 @@ def test_what_is_left_lets_a_cheaper_job_through_and_holds_a_dearer_one(tmp_path
     engine, store, _, _ = make_engine(tmp_path, budget={"prices": rates, "max_cost_per_day": 1.50})
     spent = uploaded("j0")
     store.put(spent)
-    engine._put(spent, SubmitIntent(cost=engine.budget.prices.reserve("m", FIVE).to_dict()))
+    engine.put(spent, SubmitIntent(cost=engine.budget.prices.reserve("m", FIVE).to_dict()))
     assert engine.budget.today()["spent"] == 1.0
     dear, cheap = uploaded("dear"), uploaded("cheap", options={"resolution": "480p"})
     assert engine.budget.wait(dear) > 0
@@ -559,7 +560,8 @@ async def test_the_last_slot_under_a_per_second_cap_is_never_shared(tmp_path: Pa
     flight: two reach the gateway, the third never does and stays uploaded, and the
     recorded reservations are what the day counts."""
     engine, store, _, _ = make_engine(tmp_path, budget={**PER_SECOND, "max_cost_per_day": 2.40})
-    provider = engine.deps.provider = HeldProvider()
+    provider = HeldProvider()
+    engine.deps.providers = Providers(provider, lambda _name: provider)
     for i in range(3):
         store.put(uploaded(f"j{i}"))
     submitter = asyncio.create_task(engine.dispatch.submitter())
@@ -609,9 +611,9 @@ def downloaded(tmp_path: Path, video: bytes, *, options: Mapping[str, Any]) -> t
     job = uploaded("clip", model="seedance-2-0-fast", options=options)
     store.put(job)
     cost = engine.budget.prices.reserve(job.model, job.options)
-    job = engine._put(job, SubmitIntent(cost=cost.to_dict()))
-    job = engine._put(job, Submitted(task_id="t-1"))
-    engine._put(job, TaskSucceeded(video_url="https://videos.example/clip.mp4"))
+    job = engine.put(job, SubmitIntent(cost=cost.to_dict()))
+    job = engine.put(job, Submitted(task_id="t-1"))
+    engine.put(job, TaskSucceeded(video_url="https://videos.example/clip.mp4"))
     return engine, store
 
 
@@ -625,7 +627,7 @@ async def test_auto_reserves_15_seconds_and_settles_at_the_mp4_s_length(
     engine, store = downloaded(tmp_path, clip_6_2_seconds, options={"duration": "auto"})
     assert engine.budget.today()["spent"] == 3.6
     assert store.get("clip").cost["seconds"] == 15 and not store.get("clip").cost["settled"]
-    await engine._step(Stage.DOWNLOAD, "clip")
+    await engine.step(Stage.DOWNLOAD, "clip")
     job = store.get("clip")
     assert job.state is State.DONE
     settled = {"cents": 168, "per": "second", "rate": "0.24", "seconds": 7, "settled": True}
@@ -646,14 +648,14 @@ async def test_a_set_duration_is_never_settled_and_an_unreadable_length_keeps_th
     """A set duration costs what was asked (5 s: 1.20) whatever the video's length; an
     auto job whose video has no readable length keeps its 15 s reservation."""
     engine, store = downloaded(tmp_path, clip_6_2_seconds, options=FIVE)
-    await engine._step(Stage.DOWNLOAD, "clip")
+    await engine.step(Stage.DOWNLOAD, "clip")
     assert store.get("clip").cost["cents"] == 120 and engine.budget.today()["spent"] == 1.2
     junk = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 2048
     other = tmp_path / "other"
     other.mkdir()
     engine, store = downloaded(other, junk, options={"duration": "auto"})
     with capture_logs() as logs:
-        await engine._step(Stage.DOWNLOAD, "clip")
+        await engine.step(Stage.DOWNLOAD, "clip")
     assert store.get("clip").state is State.DONE
     assert store.get("clip").cost == {
         "cents": 360,

@@ -229,9 +229,9 @@ def test_once_ends_when_the_gateway_stays_unreachable(
     import socket
 
     from seedance_watch.ledger.jsonl import read_jobs
-    from seedance_watch.pipeline import engine
+    from seedance_watch.pipeline import once
 
-    monkeypatch.setitem(engine.ONCE_ATTEMPTS, "submit", 2)  # keep the backoff short
+    monkeypatch.setitem(once.ONCE_ATTEMPTS, "submit", 2)  # keep the backoff short
     with socket.socket() as probe:  # a port with nothing listening
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"

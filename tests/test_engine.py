@@ -15,11 +15,11 @@ import pytest
 
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import ACTIVE_STATES, RESUME, Job, Stage, State, SubmitRefused
+from seedance_watch.daemon import health_check
 from seedance_watch.pipeline.engine import StageCrashed
 from seedance_watch.pipeline.poll import TASK_NOT_FOUND_LIMIT
 from seedance_watch.pipeline.stage import Advance, Done, Fail, Pause, Retry, Wait
 from seedance_watch.service.http import Heartbeat
-from seedance_watch.service.lifecycle import health_check
 
 from .fakes import make_engine, seed
 
@@ -100,7 +100,7 @@ async def test_pause_keeps_the_job_first_in_line(tmp_path: Path) -> None:
     await engine.apply(job, Stage.SUBMIT, Pause("credentials", refused, event=SubmitRefused()))
     stored = store.get("j1")
     assert stored is not None and stored.state is State.UPLOADED
-    assert list(engine.dispatch.ready) == ["j1"] and engine.credentials.is_open
+    assert list(engine.dispatch.ready) == ["j1"] and engine.pauses.credentials.is_open
 
 
 async def test_fail_writes_the_report_and_moves_the_inputs(tmp_path: Path) -> None:
@@ -135,9 +135,9 @@ async def test_task_not_found_after_the_set_number_of_404s(tmp_path: Path) -> No
     gone = E.TaskNotFound("the gateway does not know task t-1", task_id="t-1", http_status=404)
     provider.statuses = [gone] * TASK_NOT_FOUND_LIMIT
     for _ in range(TASK_NOT_FOUND_LIMIT - 1):
-        await engine._step(Stage.POLL, "j1")
+        await engine.step(Stage.POLL, "j1")
         assert store.get("j1").state is State.SUBMITTED  # type: ignore[union-attr]
-    await engine._step(Stage.POLL, "j1")
+    await engine.step(Stage.POLL, "j1")
     stored = store.get("j1")
     assert stored is not None and stored.state is State.FAILED
     assert stored.error is not None and stored.error["code"] == "task_not_found"
@@ -168,13 +168,7 @@ async def test_a_crashing_stage_stops_the_daemon_cleanly(tmp_path: Path) -> None
     assert isinstance(engine.fatal, StageCrashed)
     await engine.shutdown(1.0)
     # /healthz says so: 503 with the reason, although the loop beats and the ledger writes.
-    check = health_check(
-        Heartbeat(),
-        store,
-        ready=lambda: True,
-        paused=dict,
-        fatal=lambda: None if engine.fatal is None else engine.fatal.message,
-    )
+    check = health_check(Heartbeat(), engine.view())
     healthy, detail = check()
     assert not healthy and "a bug" in detail["engine_error"]
 
@@ -184,7 +178,7 @@ async def test_a_submitting_job_found_at_start_fails_ambiguous_and_is_not_resent
 ) -> None:
     engine, store, provider, _ = make_engine(tmp_path)
     seed(store, State.SUBMITTING, uploads=(("image", "k"),))
-    await engine._step(Stage.SUBMIT, "j1")
+    await engine.step(Stage.SUBMIT, "j1")
     stored = store.get("j1")
     assert stored is not None and stored.state is State.FAILED
     assert stored.error is not None and stored.error["code"] == "submit_ambiguous"
@@ -214,7 +208,7 @@ async def test_submit_sends_the_request_and_a_fresh_url_per_image(tmp_path: Path
             }
         )
     )
-    await engine._step(Stage.SUBMIT, "j1")
+    await engine.step(Stage.SUBMIT, "j1")
     stored = store.get("j1")
     assert stored is not None and stored.state is State.SUBMITTED and stored.task_id == "t-1"
     request, media, webhook = provider.created[0]
@@ -236,6 +230,6 @@ async def test_a_burst_of_429s_slows_submits_but_never_below_a_quarter(tmp_path:
     for _ in range(10):
         seed_uploaded = seed(store, State.UPLOADED, uploads=(("image", "k"),))
         provider.submit_error = E.RateLimited("slow down", retry_after=1.0, http_status=429)
-        await engine._step(Stage.SUBMIT, seed_uploaded.job_id)
+        await engine.step(Stage.SUBMIT, seed_uploaded.job_id)
         assert store.get("j1").state is State.UPLOADED  # type: ignore[union-attr]
     assert engine.deps.bucket.rate_per_minute == 15.0

@@ -17,9 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from seedance_watch.config import Config
+from seedance_watch.daemon import health_check
 from seedance_watch.ledger.jsonl import Ledger
-from seedance_watch.service.http import HealthServer, Heartbeat, probe
-from seedance_watch.service.lifecycle import health_check
+from seedance_watch.providers.pixazo import PROVIDER
+from seedance_watch.service.http import HealthServer, Heartbeat, PageSources, probe
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
@@ -125,6 +126,28 @@ def test_healthz_and_metrics_answer_during_a_run_with_true_values(
     assert 0 <= value("seedance_seconds_since_last_gateway_success") < 30
 
 
+class StoreOnlyView:
+    """What /healthz reads of an engine, for a bare ledger: ready, nothing paused."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def writable(self) -> bool:
+        return self.ledger.writable()
+
+    def counts(self) -> dict[str, int]:
+        return self.ledger.counts()
+
+    def fatal(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
+    def pauses(self) -> dict[str, str]:
+        return {}
+
+
 def test_healthz_is_503_when_the_loop_is_stuck_or_the_ledger_cannot_be_written(
     tmp_path: Path,
 ) -> None:
@@ -143,7 +166,7 @@ def test_healthz_is_503_when_the_loop_is_stuck_or_the_ledger_cannot_be_written(
         await asyncio.gather(task, return_exceptions=True)
 
     beating = asyncio.run_coroutine_threadsafe(beat_until_stopped(), loop)
-    check = health_check(heartbeat, ledger, ready=lambda: True, paused=dict)
+    check = health_check(heartbeat, StoreOnlyView(ledger))  # type: ignore[arg-type]
     paths = {name: str(tmp_path / name) for name in ("inbox", "outbox", "done", "failed")}
     config = Config.model_validate(
         {
@@ -152,7 +175,11 @@ def test_healthz_is_503_when_the_loop_is_stuck_or_the_ledger_cannot_be_written(
             "health": {"listen": "127.0.0.1:0"},
         }
     )
-    server = HealthServer(config, check=check, metrics=Metrics(), jobs=ledger.snapshot)
+    server = HealthServer(
+        config,
+        PageSources(check=check, metrics=Metrics().render, jobs=ledger.snapshot),
+        webhook_path=PROVIDER.webhook_path,
+    )
     server.start()
     try:
         assert get(server.address, "/healthz")[0] == 200
@@ -195,7 +222,11 @@ def test_health_command_probes_the_server_and_fails_once_it_is_gone(tmp_path: Pa
         }
     )
     server = HealthServer(
-        config, check=lambda: (True, {"ready": True}), metrics=Metrics(), jobs=ledger.snapshot
+        config,
+        PageSources(
+            check=lambda: (True, {"ready": True}), metrics=Metrics().render, jobs=ledger.snapshot
+        ),
+        webhook_path=PROVIDER.webhook_path,
     )
     server.start()
     config_file = tmp_path / "seedance-watch.yaml"

@@ -17,7 +17,10 @@ from structlog.testing import capture_logs
 from seedance_watch.config import HooksConfig, PathsConfig, load_config
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import ConfigError
-from seedance_watch.service.hooks import STDERR_TAIL_BYTES, HookRunner, JobEnd
+from seedance_watch.pipeline.endings import job_end
+from seedance_watch.pipeline.ports import JobEnd
+from seedance_watch.providers.pixazo import PROVIDER
+from seedance_watch.service.hooks import STDERR_TAIL_BYTES, HookRunner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,6 +78,7 @@ def runner(
         HooksConfig(timeout=timeout, **argv),
         base_environ(),
         [KEY, TOKEN, ""],
+        scrub=PROVIDER.keys.variables,
         max_running=max_running,
     )
 
@@ -154,7 +158,7 @@ def test_job_end_from_records_finds_the_files(tmp_path: Path) -> None:
     paths = PathsConfig.model_validate({}, context={"base_dir": tmp_path})
     common: dict[str, Any] = {"sidecar": "sub/a.yaml", "created_at": 1.0, "updated_at": 2.0}
     done = Job("j1", State.DONE, "sub/a.jpg", output="sub/a-2.mp4", **common)
-    end = JobEnd.from_job(done, paths)
+    end = job_end(done, paths)
     assert end.output == tmp_path / "outbox" / "sub" / "a-2.mp4"
     assert end.metadata == tmp_path / "outbox" / "sub" / "a-2.json"
     failed = Job(
@@ -165,7 +169,7 @@ def test_job_end_from_records_finds_the_files(tmp_path: Path) -> None:
         moved_to=(("sub/a.jpg", "failed/sub/a-3.jpg"), ("sub/a.yaml", "failed/sub/a-3.yaml")),
         **common,
     )
-    end = JobEnd.from_job(failed, paths)
+    end = job_end(failed, paths)
     assert (end.event, end.output, end.code, end.hint) == (
         "failed",
         None,
@@ -174,7 +178,7 @@ def test_job_end_from_records_finds_the_files(tmp_path: Path) -> None:
     )
     assert end.metadata == tmp_path / "failed" / "sub" / "a-3.error.json"
     with pytest.raises(ValueError):
-        JobEnd.from_job(Job("j3", State.SUBMITTED, "a.jpg", **common), paths)
+        job_end(Job("j3", State.SUBMITTED, "a.jpg", **common), paths)
 
 
 def test_no_hook_configured_runs_nothing(tmp_path: Path) -> None:

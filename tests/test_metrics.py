@@ -12,7 +12,7 @@ from seedance_watch.core.jobs import Job, State
 from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.service.metrics import Metrics
 
-from .fakes import make_engine
+from .fakes import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -66,14 +66,15 @@ def test_the_ledger_counts_jobs_by_kind_through_changes_and_a_restart(tmp_path: 
 def test_metrics_show_jobs_by_kind_beside_the_unchanged_job_gauges(tmp_path: Path) -> None:
     """``seedance_jobs_by_kind{kind,state}`` is fed from the store at each scrape; the
     ``seedance_jobs{state}`` gauge and the finished counter keep their one label."""
-    engine, store, _, _ = make_engine(tmp_path)
+    store = MemoryStore()
+    metrics = Metrics(job_counts=store.counts, kind_counts=store.counts_by_kind)
     store.put(job("a", "image", State.DONE))
     store.put(job("b", "frames", State.DONE))
     store.put(job("c", "frames", State.SUBMITTED))
     store.put(job("d", "text", State.FAILED))
-    engine.metrics.finished.labels(state="done").inc()
+    metrics.finished("done", 12.0)  # what the pipeline reports as a job ends
 
-    m = samples(engine.metrics.render())
+    m = samples(metrics.render())
 
     assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "done")))] == 1
     assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "submitted")))] == 1
@@ -83,7 +84,7 @@ def test_metrics_show_jobs_by_kind_beside_the_unchanged_job_gauges(tmp_path: Pat
     assert m[("seedance_jobs_finished_total", (("state", "done"),))] == 1
 
     store.put(replace(job("c", "frames", State.DONE), seq=1))
-    m = samples(engine.metrics.render())
+    m = samples(metrics.render())
     assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "done")))] == 2
     assert m[("seedance_jobs_by_kind", (("kind", "frames"), ("state", "submitted")))] == 0
 

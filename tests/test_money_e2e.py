@@ -16,10 +16,10 @@ import pytest
 
 from seedance_watch.config import load_config
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused
+from seedance_watch.daemon import RunResult, run_service
 from seedance_watch.ledger.jsonl import Ledger, read_jobs
 from seedance_watch.providers.keys import load_api_key
 from seedance_watch.providers.pixazo import PROVIDER
-from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
@@ -129,11 +129,11 @@ def test_a_cap_of_three_generations_submits_three_of_five_and_exits_5(
 async def test_ambiguous_submits_count_and_refused_ones_do_not(tmp_path: Path) -> None:
     engine, store, _, _ = make_engine(tmp_path)
     job = seed(store, State.UPLOADED)
-    intent = engine._put(job, SubmitIntent())
+    intent = engine.put(job, SubmitIntent())
     assert engine.budget.today()["submits"] == 1
-    engine._put(intent, SubmitRefused())
+    engine.put(intent, SubmitRefused())
     assert engine.budget.today()["submits"] == 0  # provably refused: not billed
-    again = engine._put(store.get("j1"), SubmitIntent())  # type: ignore[arg-type]
+    again = engine.put(store.get("j1"), SubmitIntent())  # type: ignore[arg-type]
     from seedance_watch import errors as E
 
     await engine.placement.fail(again, E.SubmitAmbiguous("lost answer"))
@@ -151,7 +151,7 @@ async def test_a_submit_the_gateway_rejected_is_not_counted(tmp_path: Path) -> N
     seed(store, State.UPLOADED, uploads=(("image", "k"),))
     provider.submit_error = E.GatewayRejected("no such model", http_status=404)
     assert engine.budget.wait(store.get("j1")) == 0  # type: ignore[arg-type]
-    await engine._step(Stage.SUBMIT, "j1")
+    await engine.step(Stage.SUBMIT, "j1")
     failed = store.get("j1")
     assert failed is not None and failed.state is State.FAILED and failed.intent_at is None
     assert failed.error is not None and failed.error["stage"] == "submitting"
@@ -165,7 +165,7 @@ async def test_the_pause_lifts_when_the_fake_clock_crosses_midnight(tmp_path: Pa
         tmp_path, budget={"max_submits_per_day": 1, "timezone": "Europe/Paris"}
     )
     spent = seed(store, State.UPLOADED, uploads=(("image", "k"),))
-    engine._put(spent, SubmitIntent())  # today's one submit
+    engine.put(spent, SubmitIntent())  # today's one submit
     waiting = Job.from_dict({**spent.to_dict(), "job_id": "j2", "state": "uploaded", "seq": 0})
     store.put(waiting)
     submitter = asyncio.create_task(engine.dispatch.submitter())

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from seedance_watch.config import NotifyConfig, load_config
 from seedance_watch.errors import ConfigError
-from seedance_watch.service.hooks import JobEnd
+from seedance_watch.pipeline.ports import JobEnd
 from seedance_watch.service.notify import Notifications
 
 from .receivers import Receiver

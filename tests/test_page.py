@@ -19,10 +19,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from seedance_watch.commands.requeue import requeue
+from seedance_watch.commands.status import read_daemon_status, status_report
 from seedance_watch.config import Config, load_config
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.ledger.jsonl import Ledger
-from seedance_watch.service.http import MAX_WEBHOOK_BYTES, HealthServer
+from seedance_watch.service.http import MAX_WEBHOOK_BYTES, HealthServer, PageSources
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.service.statusfile import DaemonStatusFile
 from seedance_watch.service.web.access import COOKIE_NAME
@@ -83,16 +85,24 @@ class World:
             self.webhooks.append(value)
             return value == "known-token"
 
-        server = HealthServer(
-            config,
+        paths = config.paths
+
+        def retry(job_id: str) -> tuple[list[str] | None, str]:
+            result = requeue(config, [job_id])
+            return result.moved.get(job_id), result.problems.get(job_id, "")
+
+        sources = PageSources(
             check=lambda: (True, {"loop_alive": True}),
-            metrics=Metrics(job_counts=self.ledger.counts),
+            metrics=Metrics(job_counts=self.ledger.counts).render,
             jobs=self.ledger.snapshot,
+            report=lambda: status_report(paths.state),
+            daemon=lambda: read_daemon_status(paths.state),
+            retry=retry,
             task_eta=task_eta,
-            budget_view=budget_view,
-            on_webhook=on_webhook if webhooks else None,
-            clock=lambda: NOW,
+            budget=budget_view,
+            poke=on_webhook if webhooks else None,
         )
+        server = HealthServer(config, sources, webhook_path="/webhooks/pixazo", clock=lambda: NOW)
         server.start()
         self.servers.append(server)
         host, port = server.address

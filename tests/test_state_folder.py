@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from seedance_watch import daemon as lifecycle
 from seedance_watch.cli import main
 from seedance_watch.commands.status import (
     DAEMON_STATUS_NAME,
@@ -22,7 +23,6 @@ from seedance_watch.config import load_config
 from seedance_watch.files import fsutil
 from seedance_watch.ledger import jsonl
 from seedance_watch.ledger.jsonl import LOCK_NAME, Ledger, lock_holder
-from seedance_watch.service import lifecycle
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 

@@ -132,7 +132,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from seedance_watch.config import load_config
 
     if args.command == "demo":
-        from seedance_watch.commands.demo import run_demo
+        from seedance_watch.demo import run_demo
 
         return run_demo(args.folder, args.kind)
     if args.command == "validate":
@@ -166,10 +166,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run(config: object, *, once: bool, config_path: Path | None) -> int:
     from seedance_watch.config import Config, load_config
+    from seedance_watch.daemon import run_service
     from seedance_watch.logs import configure_logging, register_secret
     from seedance_watch.providers.keys import load_api_key
     from seedance_watch.providers.registry import provider_spec
-    from seedance_watch.service.lifecycle import run_service
 
     assert isinstance(config, Config)
     configure_logging(fmt=config.log.format, level=config.log.level)

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from seedance_watch.config import load_config
+from seedance_watch.daemon import RunResult, run_service
 from seedance_watch.ledger import jsonl
 from seedance_watch.providers.keys import load_api_key
 from seedance_watch.providers.pixazo import PROVIDER, Gateway
-from seedance_watch.service.lifecycle import RunResult, run_service
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 

@@ -125,11 +125,13 @@ class SubmitIntent:
 
     ``webhook_token`` is the job's callback secret, recorded before the gateway
     could use it.  ``cost`` is what the submit reserves against the day's budget
-    (``core.budget.JobCost.to_dict``), recorded as ``Job.cost``.
+    (``core.budget.JobCost.to_dict``), recorded as ``Job.cost``.  ``provider`` names
+    the provider the task is created at: its polls go there, also after a restart.
     """
 
     webhook_token: str | None = None
     cost: dict[str, Any] | None = None
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,9 +445,11 @@ def apply(job: Job, event: Event, now: float) -> Job:
         case Uploaded(uploads=uploads):
             changes["uploads"] = uploads
             changes["s3_key"] = None
-        case SubmitIntent(webhook_token=token, cost=cost):
+        case SubmitIntent(webhook_token=token, cost=cost, provider=provider):
             changes["intent_at"] = now
             changes["cost"] = cost
+            if provider is not None:
+                changes["provider"] = provider
             if token is not None:
                 changes["webhook_token"] = token
         case SubmitRefused():

@@ -25,8 +25,7 @@ from seedance_watch.core.budget import (
     submit_time,
 )
 from seedance_watch.core.jobs import Job, Placing, SubmitIntent, SubmitRefused
-from seedance_watch.service.metrics import Metrics
-from seedance_watch.service.notify import Notifications
+from seedance_watch.pipeline.ports import Announcer, Observer
 from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["BudgetGate"]
@@ -42,14 +41,14 @@ class BudgetGate:
         config: BudgetConfig,
         *,
         clock: Callable[[], float],
-        metrics: Metrics,
+        observer: Observer,
         status: DaemonStatusFile,
-        notes: Notifications | None = None,
+        notes: Announcer | None = None,
     ) -> None:
         self.prices = BudgetPrices.from_config(config)
         self.tally = BudgetTally(self.prices)
         self.hold: BudgetHold | None = None
-        self._clock, self._metrics, self._status, self._notes = clock, metrics, status, notes
+        self._clock, self._observer, self._status, self._notes = clock, observer, status, notes
         self._announced: tuple[object, str] | None = None
         # Submits let through but whose intent is not written yet (they run
         # concurrently): counted already, at what each reserves, so that two
@@ -131,7 +130,7 @@ class BudgetGate:
             )
             if self._notes is not None:
                 self._notes.pause_started("budget", hold.why, hold.lifts_at)
-        self._metrics.paused.labels(reason="budget").set(1)
+        self._observer.paused("budget", True)
         try:
             self._status.pause("budget", hold.message, next_probe_at=hold.lifts_at)
         except OSError as exc:  # the status file is best effort
@@ -140,7 +139,7 @@ class BudgetGate:
     def _lift(self) -> None:
         self.hold = None
         log.info("budget.resumed")
-        self._metrics.paused.labels(reason="budget").set(0)
+        self._observer.paused("budget", False)
         if self._notes is not None:
             self._notes.pause_ended("budget")
         try:
@@ -150,7 +149,4 @@ class BudgetGate:
 
     def _publish(self) -> None:
         today = self._view = self.tally.today(self._clock())
-        self._metrics.budget_spent.set(today["spent"])
-        self._metrics.budget_submits.set(today["submits"])
-        if today["cap"] is not None:
-            self._metrics.budget_cap.set(today["cap"])
+        self._observer.budget(today)

@@ -60,6 +60,24 @@ class Dispatcher:
         self.last_poll: dict[str, float] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
+    def wake(self) -> None:
+        """Something the submitter waits for may have changed (a slot, a pause, a day)."""
+        self.submit_wake.set()
+
+    def first_in_line(self, job_id: str) -> None:
+        """``job_id`` goes to the gateway next (the probe a pause let through)."""
+        self.ready.appendleft(job_id)
+        self.submit_wake.set()
+
+    def stop(self) -> None:
+        """Take no more submits or polls (a shutdown, or the end of a ``--once`` run)."""
+        self.stopping = True
+        self.submit_wake.set()
+
+    def start(self) -> None:
+        """Bind to the running loop (webhook callbacks arrive from another thread)."""
+        self.loop = asyncio.get_running_loop()
+
     def know_token(self, job: Job) -> None:
         if job.webhook_token is not None:
             self.tokens[job.webhook_token] = job.job_id

@@ -63,8 +63,7 @@ class DownloadStage:
         except E.DownloadFailed as exc:
             gone = " (its URL has probably expired)" if exc.http_status in (403, 404) else ""
             return Fail(self._failed(job, f": {exc.message}{gone}", exc.http_status))
-        d.metrics.download_bytes.inc(result.size)
-        d.metrics.download_seconds.inc(time.monotonic() - started)
+        d.observer.downloaded(result.size, time.monotonic() - started)
         length = None
         cost = recorded_cost(job)
         if cost is not None and not cost.settled:

@@ -1,4 +1,4 @@
-"""After a job ends: its notification and its hook (SPEC §14).
+"""After a job ends: its notification and its hook (docs/design.md, "Hooks and notifications").
 
 Both run off the pipeline: a notification is queued (Apprise sends it from its
 own thread), a hook runs in a bounded pool of subprocesses.  Neither can block or
@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from pathlib import PurePosixPath
 from typing import Any
 
 import structlog
 
 from seedance_watch.config import PathsConfig
 from seedance_watch.core.jobs import Event, HookRan, Job, State
-from seedance_watch.service.hooks import HookRunner, JobEnd
-from seedance_watch.service.notify import Notifications
+from seedance_watch.files.outbox import error_report_rel
+from seedance_watch.pipeline.ports import Announcer, HookRunner, JobEnd
 
-__all__ = ["Endings"]
+__all__ = ["Endings", "job_end"]
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ class Endings:
         paths: PathsConfig,
         *,
         hooks: HookRunner | None,
-        notes: Notifications | None,
+        notes: Announcer | None,
         get: Callable[[str], Job | None],
         put: Callable[[Job, Event], Job],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
@@ -52,7 +53,7 @@ class Endings:
         if self.notes is None and not (job.hook_due and not job.hook_done):
             return  # nobody to tell
         try:
-            end = JobEnd.from_job(job, self._paths)
+            end = job_end(job, self._paths)
         except ValueError:
             log.exception("job.end_unreadable", job_id=job.job_id)
             return
@@ -70,7 +71,7 @@ class Endings:
 
     def ended_hook_only(self, job: Job) -> None:
         try:
-            end = JobEnd.from_job(job, self._paths)
+            end = job_end(job, self._paths)
         except ValueError:
             return
         self._spawn(self._run_hook(job.job_id, end))
@@ -93,3 +94,29 @@ class Endings:
                 log.warning("hook.drain_timeout", timeout=timeout)
         if self.notes is not None:
             await self.notes.drain(timeout)
+
+
+def job_end(job: Job, paths: PathsConfig) -> JobEnd:
+    """The end of a DONE or FAILED job record, with the paths its end left behind."""
+    if job.state is State.DONE:
+        if job.output is None:
+            raise ValueError(f"job {job.job_id} is done without an output")
+        output = paths.outbox.joinpath(*PurePosixPath(job.output).parts)
+        return JobEnd("done", job.job_id, job.source, output.with_suffix(".json"), output)
+    if job.state is State.FAILED:
+        error = job.error or {}
+        report = paths.failed.joinpath(*PurePosixPath(error_report_rel(job.moved_to)).parts)
+        return JobEnd(
+            "failed",
+            job.job_id,
+            job.source,
+            report,
+            code=str(error.get("code") or "unknown"),
+            message=_text(error.get("message")),
+            hint=_text(error.get("hint")),
+        )
+    raise ValueError(f"job {job.job_id} has not ended (state {job.state})")
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

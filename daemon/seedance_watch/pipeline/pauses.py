@@ -16,8 +16,7 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.core.scheduling import CircuitBreaker
-from seedance_watch.service.metrics import Metrics
-from seedance_watch.service.notify import Notifications
+from seedance_watch.pipeline.ports import Announcer, Observer
 from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["Pauses"]
@@ -35,17 +34,17 @@ class Pauses:
     def __init__(
         self,
         *,
-        metrics: Metrics,
+        observer: Observer,
         status: DaemonStatusFile,
         clock: Callable[[], float],
         key_source: str,
         on_credentials_accepted: Callable[[], None],
-        notes: Notifications | None = None,
+        notes: Announcer | None = None,
     ) -> None:
         self.credentials = CircuitBreaker()
         self.storage = CircuitBreaker()
         self.status = status
-        self._metrics = metrics
+        self._observer = observer
         self._clock = clock
         self._key_source = key_source
         self._on_credentials_accepted = on_credentials_accepted
@@ -63,7 +62,7 @@ class Pauses:
             )
             if self._notes is not None:
                 self._notes.pause_started("storage", reason, probe)
-        self._metrics.paused.labels(reason="storage").set(1)
+        self._observer.paused("storage", True)
         self.status.pause("storage", reason, since=self.storage.since, next_probe_at=probe)
 
     def storage_ok(self) -> None:
@@ -72,7 +71,7 @@ class Pauses:
             log.info("storage.resumed")
             if self._notes is not None:
                 self._notes.pause_ended("storage")
-            self._metrics.paused.labels(reason="storage").set(0)
+            self._observer.paused("storage", False)
         self.status.resume("storage")
 
     def pause_credentials(self, exc: E.CredentialsRefused) -> None:
@@ -81,7 +80,7 @@ class Pauses:
         if before is None and self._notes is not None:
             self._notes.pause_started("credentials", exc.message, None)
         probe = self.credentials.trip(exc.message, self._clock())
-        self._metrics.paused.labels(reason="credentials").set(1)
+        self._observer.paused("credentials", True)
         # One error per pause and per failed probe, not one per request in flight.
         (log.error if probe != before else log.debug)(
             "gateway.credentials_refused",
@@ -101,7 +100,7 @@ class Pauses:
     def credentials_ok(self) -> None:
         """The gateway accepted a request: end the credentials pause, if there was one."""
         if self.credentials.success():
-            self._metrics.paused.labels(reason="credentials").set(0)
+            self._observer.paused("credentials", False)
             log.info("gateway.credentials_accepted", key_source=self._key_source)
             if self._notes is not None:
                 self._notes.pause_ended("credentials")

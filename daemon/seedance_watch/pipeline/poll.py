@@ -46,10 +46,10 @@ class PollStage:
         wait = d.pauses.credentials.acquire(d.clock())
         if wait > 0:
             return Wait(d.clock() + wait)
-        d.metrics.polls.inc()
+        d.observer.polled()
         ref = TaskRef(job.task_id, job.poll_url, job.dialect)
         try:
-            status = await d.provider.task_status(ref)
+            status = await d.providers.of(job).task_status(ref)
         except E.TaskNotFound as exc:
             seen = self._not_found[job.job_id] = self._not_found.get(job.job_id, 0) + 1
             if seen >= TASK_NOT_FOUND_LIMIT:
@@ -65,7 +65,7 @@ class PollStage:
             exc.task_id = exc.task_id or job.task_id
             return Fail(exc)
         self._not_found.pop(job.job_id, None)
-        d.metrics.gateway_ok()
+        d.observer.gateway_ok()
         d.pauses.credentials_ok()
         log.debug("task.polled", job_id=job.job_id, task_id=job.task_id, status=status.raw_status)
         done = {"pending": False, "succeeded": True}.get(status.state)

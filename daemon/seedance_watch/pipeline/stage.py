@@ -43,9 +43,9 @@ from seedance_watch.core.scheduling import (
 )
 from seedance_watch.files.storage import Storage
 from seedance_watch.pipeline.pauses import Pauses
-from seedance_watch.providers.base import VideoProvider
+from seedance_watch.pipeline.ports import Observer
+from seedance_watch.pipeline.providers import Providers
 from seedance_watch.providers.download import VideoDownloader
-from seedance_watch.service.metrics import Metrics
 
 __all__ = [
     "Advance",
@@ -111,10 +111,10 @@ class StageDeps:
     """What the stages share: the seams, the pure schedulers and two engine services."""
 
     config: Config
-    provider: VideoProvider
+    providers: Providers
     downloader: VideoDownloader
     storage: Storage
-    metrics: Metrics
+    observer: Observer
     pauses: Pauses
     bucket: TokenBucket
     estimator: TaskTimeEstimator

@@ -19,7 +19,6 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused, Submitted
-from seedance_watch.core.models import MODELS
 from seedance_watch.core.scheduling import task_kind
 from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps
 from seedance_watch.providers.base import GenerationRequest
@@ -58,7 +57,8 @@ class SubmitStage:
             )
         model, text = job.model, job.text
         assert model is not None and text is not None
-        row = MODELS.get(model)
+        provider = d.providers.default
+        row = provider.models.get(model)
         if row is not None and row.retired:
             # Taken in before its model was switched off (an upgrade found it waiting):
             # never sent, so never billed.
@@ -85,8 +85,9 @@ class SubmitStage:
             if webhook is not None and token is None:
                 token = new_webhook_token()
             cost = d.prices.reserve(model, job.options)
-            job = d.put(job, SubmitIntent(webhook_token=token, cost=cost.to_dict()))
-            d.metrics.submit_attempts.inc()
+            intent = SubmitIntent(webhook_token=token, cost=cost.to_dict(), provider=provider.name)
+            job = d.put(job, intent)
+            d.observer.submit_attempted()
             request = GenerationRequest(
                 kind=job.kind,  # type: ignore[arg-type]
                 model=model,
@@ -94,7 +95,7 @@ class SubmitStage:
                 options=job.options or {},
             )
             try:
-                ref = await d.provider.create_task(
+                ref = await provider.create_task(
                     request,
                     media,
                     webhook_url=webhook_url_for(webhook, token) if webhook and token else None,

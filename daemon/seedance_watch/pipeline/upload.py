@@ -87,6 +87,5 @@ class UploadStage:
         except E.JobError as exc:
             return Fail(exc)
         d.pauses.storage_ok()
-        d.metrics.upload_bytes.inc(total)
-        d.metrics.upload_seconds.inc(time.monotonic() - started)
+        d.observer.uploaded(total, time.monotonic() - started)
         return Advance(Uploaded(uploads=tuple(uploads)))

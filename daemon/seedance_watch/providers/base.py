@@ -87,9 +87,14 @@ class TaskStatus:
 
 
 class VideoProvider(Protocol):
-    """A gateway that makes videos from requests (SPEC §2)."""
+    """A gateway that makes videos from requests (docs/design.md, "The gateway protocol").
+
+    ``name`` is its registry name (recorded on each job it creates a task for);
+    ``models`` the model table it serves.
+    """
 
     name: str
+    models: ModelTable
 
     async def create_task(
         self,

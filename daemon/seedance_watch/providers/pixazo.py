@@ -156,7 +156,7 @@ class Gateway:
             raise ConfigError(
                 f"gateway.base_url must be an http(s) URL, got {base_url!r}", key="gateway.base_url"
             )
-        self._models = models
+        self.models = models
         self._foreign_logged = False
         self._api_key = api_key
         self._unknown_statuses: set[str] = set()
@@ -217,7 +217,7 @@ class Gateway:
     def submit_path(self, request: GenerationRequest) -> str:
         """The endpoint of ``request``: its model's row, or the Seedance 1.0 path of its
         kind for a model the table does not know."""
-        row = self._models.get(request.model)
+        row = self.models.get(request.model)
         if row is not None and request.kind in row.endpoints:
             return row.endpoints[request.kind]
         if request.kind not in SUBMIT_PATHS:
@@ -229,7 +229,7 @@ class Gateway:
 
     def family(self, model: str) -> str:
         """The request dialect of ``model`` (Seedance 1.0 for a model the table lacks)."""
-        row = self._models.get(model)
+        row = self.models.get(model)
         return "1.0" if row is None else row.family
 
     async def create_task(

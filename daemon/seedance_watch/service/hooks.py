@@ -22,30 +22,21 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Literal
 
 import structlog
 
-from seedance_watch.config import HooksConfig, PathsConfig
-from seedance_watch.core.jobs import Job, State
-from seedance_watch.files.outbox import error_report_rel
+from seedance_watch.config import HooksConfig
 from seedance_watch.logs import MASK, redact_text
+from seedance_watch.pipeline.ports import JobEnd
 
-__all__ = ["SCRUBBED_VARIABLES", "HookRunner", "JobEnd"]
+__all__ = ["HOOK_SCRUBBED", "HookRunner", "hook_environment", "scrubbed_environment"]
 
 log = structlog.get_logger(__name__)
 
-#: Variables never passed to a hook: where the key comes from, and the token.
-SCRUBBED_VARIABLES = frozenset(
-    {
-        "PIXAZO_API_KEY",
-        "PIXAZO_API_KEY_FILE",
-        "CREDENTIALS_DIRECTORY",
-        "SEEDANCE_WATCH_HEALTH__TOKEN",
-    }
-)
+#: Variables never passed to a hook whatever the provider: the page's token.  The
+#: provider's own key variables are added by whoever builds the runner
+#: (``ProviderSpec.keys.variables``).
+HOOK_SCRUBBED = frozenset({"SEEDANCE_WATCH_HEALTH__TOKEN"})
 _JOB_VARIABLES = ("EVENT", "JOB_ID", "SOURCE", "OUTPUT", "METADATA", "CODE")
 _PREFIX = "SEEDANCE_WATCH_"
 #: How much of a failed hook's stderr is logged (its end: where the error usually is).
@@ -54,75 +45,33 @@ _KILL_GRACE = 2.0
 _PIPE_GRACE = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class JobEnd:
-    """How a job ended, for its hook and its notification.
-
-    ``source`` is relative to the inbox (the image, or the sidecar of a text job);
-    ``output`` is the mp4's absolute path (done only); ``metadata`` the absolute
-    path of ``NAME.json`` (done) or ``NAME.error.json`` (failed); ``code``,
-    ``message`` and ``hint`` come from the error report (failed only).
-    """
-
-    event: Literal["done", "failed"]
-    job_id: str
-    source: str
-    metadata: Path
-    output: Path | None = None
-    code: str | None = None
-    message: str | None = None
-    hint: str | None = None
-
-    @classmethod
-    def from_job(cls, job: Job, paths: PathsConfig) -> JobEnd:
-        """The end of a DONE or FAILED job record, with the paths its end left behind."""
-        if job.state is State.DONE:
-            if job.output is None:
-                raise ValueError(f"job {job.job_id} is done without an output")
-            output = paths.outbox.joinpath(*PurePosixPath(job.output).parts)
-            return cls("done", job.job_id, job.source, output.with_suffix(".json"), output)
-        if job.state is State.FAILED:
-            error = job.error or {}
-            report = paths.failed.joinpath(*PurePosixPath(error_report_rel(job.moved_to)).parts)
-            return cls(
-                "failed",
-                job.job_id,
-                job.source,
-                report,
-                code=str(error.get("code") or "unknown"),
-                message=_text(error.get("message")),
-                hint=_text(error.get("hint")),
-            )
-        raise ValueError(f"job {job.job_id} has not ended (state {job.state})")
-
-    def environment(self) -> dict[str, str]:
-        """The ``SEEDANCE_WATCH_*`` variables of SPEC §14 (those that apply, only)."""
-        env = {
-            "SEEDANCE_WATCH_EVENT": self.event,
-            "SEEDANCE_WATCH_JOB_ID": self.job_id,
-            "SEEDANCE_WATCH_SOURCE": self.source,
-            "SEEDANCE_WATCH_METADATA": str(self.metadata),
-        }
-        if self.output is not None:
-            env["SEEDANCE_WATCH_OUTPUT"] = str(self.output)
-        if self.code is not None:
-            env["SEEDANCE_WATCH_CODE"] = self.code
-        return env
+def hook_environment(end: JobEnd) -> dict[str, str]:
+    """The ``SEEDANCE_WATCH_*`` variables of a job's end (those that apply, only)."""
+    env = {
+        "SEEDANCE_WATCH_EVENT": end.event,
+        "SEEDANCE_WATCH_JOB_ID": end.job_id,
+        "SEEDANCE_WATCH_SOURCE": end.source,
+        "SEEDANCE_WATCH_METADATA": str(end.metadata),
+    }
+    if end.output is not None:
+        env["SEEDANCE_WATCH_OUTPUT"] = str(end.output)
+    if end.code is not None:
+        env["SEEDANCE_WATCH_CODE"] = end.code
+    return env
 
 
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def scrubbed_environment(environ: Mapping[str, str], secrets: Iterable[str]) -> dict[str, str]:
-    """``environ`` without the key's sources, the token, any value holding a secret,
-    and any job variable the daemon itself inherited."""
+def scrubbed_environment(
+    environ: Mapping[str, str], secrets: Iterable[str], scrub: Iterable[str] = HOOK_SCRUBBED
+) -> dict[str, str]:
+    """``environ`` without the variables in ``scrub`` (the key's sources, the token),
+    any value holding a secret, and any job variable the daemon itself inherited."""
     values = [s for s in secrets if s]
     job_vars = {_PREFIX + name for name in _JOB_VARIABLES}
+    dropped = frozenset(scrub)
     return {
         name: value
         for name, value in environ.items()
-        if name not in SCRUBBED_VARIABLES
+        if name not in dropped
         and name not in job_vars
         and not any(secret in value for secret in values)
     }
@@ -141,11 +90,12 @@ class HookRunner:
         environ: Mapping[str, str],
         secrets: Iterable[str],
         *,
+        scrub: Iterable[str] = (),
         max_running: int = 4,
     ) -> None:
         self._hooks = hooks
         self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
-        self._base_env = scrubbed_environment(environ, self._secrets)
+        self._base_env = scrubbed_environment(environ, self._secrets, HOOK_SCRUBBED | set(scrub))
         self._slots = asyncio.Semaphore(max_running)
         self._running = 0
         self._idle = asyncio.Event()
@@ -161,7 +111,7 @@ class HookRunner:
 
     def environment(self, end: JobEnd) -> dict[str, str]:
         """The exact environment the hook of ``end`` runs with."""
-        return {**self._base_env, **end.environment()}
+        return {**self._base_env, **hook_environment(end)}
 
     async def run(self, end: JobEnd) -> None:
         """Run the hook of ``end`` (if one is configured) to its end or its timeout.

@@ -6,20 +6,13 @@ answers when the daemon's loop is stuck, and says so: the daemon's loop proves i
 is alive through a :class:`Heartbeat` it beats itself, and a stale beat turns
 ``/healthz`` into a 503.
 
-What the daemon wires (everything is called from the server's thread, so each
-callable must be safe to call from there and cheap)::
+What the daemon wires: the config (``health.listen``, ``health.token``, paths), the
+:class:`~seedance_watch.service.web.PageSources` (everything the routes read and do,
+each callable safe to call from the server's thread), and the provider's webhook
+path::
 
-    server = HealthServer(
-        config,                      # health.listen, health.token, paths
-        check=check,                 # () -> (healthy, body): lifecycle.health_check(heartbeat, ...)
-        metrics=metrics,             # the Metrics registry: /metrics
-        jobs=ledger.snapshot,        # () -> Sequence[Job]: a consistent copy of every record
-        task_eta=engine.task_eta,    # () -> float | None: the learned task time, seconds
-        budget_view=budget.view,     # () -> {spent, cap, remaining, currency} | None
-        on_webhook=engine.poke,      # (token) -> bool: a callback's job is known (then 204)
-        clock=time.time,             # optional: the page's "now" (tests fix it)
-    )                                # binds now: OSError when the address is taken
-    server.start()                   # returns once it serves
+    server = HealthServer(config, sources, webhook_path=spec.webhook_path)
+    server.start()                   # binds at construction; returns once it serves
     ...
     server.close()                   # stops serving and releases the port
 
@@ -34,18 +27,15 @@ import http.client
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 import uvicorn
 
 from seedance_watch.config import Config
-from seedance_watch.core.jobs import Job
-from seedance_watch.service.metrics import Metrics
-from seedance_watch.service.web import MAX_WEBHOOK_BYTES, WEBHOOK_PATH, Check, build_app
+from seedance_watch.service.web import MAX_WEBHOOK_BYTES, Check, PageSources, build_app
 
-__all__ = ["MAX_WEBHOOK_BYTES", "WEBHOOK_PATH", "Check", "HealthServer", "Heartbeat", "probe"]
+__all__ = ["MAX_WEBHOOK_BYTES", "Check", "HealthServer", "Heartbeat", "PageSources", "probe"]
 
 log = structlog.get_logger(__name__)
 
@@ -74,14 +64,6 @@ class Heartbeat:
         return self.age() < self.stale_after
 
 
-def _no_eta() -> float | None:
-    return None
-
-
-def _no_budget() -> Mapping[str, Any] | None:
-    return None
-
-
 def _bind(address: tuple[str, int]) -> socket.socket:
     host, port = address
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -102,28 +84,15 @@ class HealthServer:
     def __init__(
         self,
         config: Config,
+        sources: PageSources,
         *,
-        check: Check,
-        metrics: Metrics,
-        jobs: Callable[[], Sequence[Job]],
-        task_eta: Callable[[], float | None] = _no_eta,
-        budget_view: Callable[[], Mapping[str, Any] | None] = _no_budget,
-        on_webhook: Callable[[str], bool] | None = None,
+        webhook_path: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         address = config.health.address
         if address is None:
             raise ValueError("health.listen is not set")
-        app = build_app(
-            config,
-            check=check,
-            render_metrics=metrics.render,
-            jobs=jobs,
-            task_eta=task_eta,
-            budget_view=budget_view,
-            on_webhook=on_webhook,
-            clock=clock,
-        )
+        app = build_app(config, sources, webhook_path=webhook_path, clock=clock)
         self._socket = _bind(address)
         self._server = uvicorn.Server(
             uvicorn.Config(

@@ -8,11 +8,14 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from seedance_watch.core.budget import TodaySpend
+
 __all__ = ["Metrics"]
 
 
 class Metrics:
-    """Counters and histograms the engine updates and ``/metrics`` serves."""
+    """Counters and histograms the pipeline reports (it is the pipeline's
+    :class:`~seedance_watch.pipeline.ports.Observer`) and ``/metrics`` serves."""
 
     def __init__(
         self,
@@ -51,7 +54,7 @@ class Metrics:
             buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
             registry=r,
         )
-        self.finished = Counter(
+        self.finished_jobs = Counter(
             "seedance_jobs_finished", "Jobs that ended, by outcome.", ["state"], registry=r
         )
         self.jobs = Gauge("seedance_jobs", "Jobs in the ledger by state.", ["state"], registry=r)
@@ -84,16 +87,55 @@ class Metrics:
         self.budget_submits = Gauge(
             "seedance_budget_submits_today", "Submits counted against today's budget.", registry=r
         )
-        self.paused = Gauge(
+        self.pause_state = Gauge(
             "seedance_paused", "1 while submissions are paused, by reason.", ["reason"], registry=r
         )
         self._job_counts = job_counts
         self._kind_counts = kind_counts
 
+    # --- the pipeline's Observer (pipeline/ports.py) -----------------------------------
+
+    def submit_attempted(self) -> None:
+        self.submit_attempts.inc()
+
+    def submitted(self) -> None:
+        self.submits.inc()
+
+    def polled(self) -> None:
+        self.polls.inc()
+
+    def retried(self, stage: str) -> None:
+        self.retries.labels(stage=stage).inc()
+
+    def paused(self, reason: str, active: bool) -> None:
+        self.pause_state.labels(reason=reason).set(1 if active else 0)
+
+    def uploaded(self, size: int, seconds: float) -> None:
+        self.upload_bytes.inc(size)
+        self.upload_seconds.inc(seconds)
+
+    def downloaded(self, size: int, seconds: float) -> None:
+        self.download_bytes.inc(size)
+        self.download_seconds.inc(seconds)
+
+    def finished(self, state: str, seconds: float) -> None:
+        self.finished_jobs.labels(state=state).inc()
+        self.job_latency.observe(max(0.0, seconds))
+
     def gateway_ok(self) -> None:
         now = time.time()
         self._last_gateway_success = now
         self.last_gateway_success.set(now)
+
+    def budget(self, today: TodaySpend) -> None:
+        self.budget_spent.set(today["spent"])
+        self.budget_submits.set(today["submits"])
+        if today["cap"] is not None:
+            self.budget_cap.set(today["cap"])
+
+    def http_response(self, operation: str, status: int | None, seconds: float) -> None:
+        """A provider's ``on_response``: every exchange, by operation and status."""
+        self.http_responses.labels(operation=operation, status=str(status or "error")).inc()
 
     def _since_gateway_success(self) -> float:
         last = self._last_gateway_success

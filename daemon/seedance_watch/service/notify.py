@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from seedance_watch.config import NotifyConfig
-from seedance_watch.service.hooks import JobEnd
+from seedance_watch.pipeline.ports import JobEnd
 
 __all__ = ["Message", "Notifications"]
 

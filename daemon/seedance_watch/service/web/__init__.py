@@ -1,4 +1,4 @@
-"""The status page and the other routes of ``health.listen`` (SPEC §12).
+"""The status page and the other routes of ``health.listen`` (docs/design.md, "The status page").
 
 :mod:`.app` is the Starlette application, :mod:`.access` who may use it,
 :mod:`.view` what the page shows, :mod:`.files` the files it serves by job id;
@@ -8,6 +8,6 @@
 
 from __future__ import annotations
 
-from seedance_watch.service.web.app import MAX_WEBHOOK_BYTES, WEBHOOK_PATH, Check, build_app
+from seedance_watch.service.web.app import MAX_WEBHOOK_BYTES, Check, PageSources, build_app
 
-__all__ = ["MAX_WEBHOOK_BYTES", "WEBHOOK_PATH", "Check", "build_app"]
+__all__ = ["MAX_WEBHOOK_BYTES", "Check", "PageSources", "build_app"]

@@ -34,7 +34,9 @@ __all__ = ["COOKIE_NAME", "OPEN_PATHS", "AccessGuard", "same_origin"]
 COOKIE_NAME = "seedance_watch_session"
 COOKIE_MAX_AGE = 30 * 24 * 3600
 #: Routes anyone who reaches the port may call (the webhook carries its own secret).
-OPEN_PATHS = frozenset({"/healthz", "/webhooks/pixazo"})
+#: Open to anyone (no token): the health probe.  The provider's webhook path is open
+#: too (its callbacks carry their own per-job token): passed to the guard.
+OPEN_PATHS = frozenset({"/healthz"})
 PAGE_PATH = "/"
 
 _NEED_TOKEN_PAGE = """<!doctype html>
@@ -105,13 +107,14 @@ def same_origin(headers: Headers) -> bool:
 class AccessGuard:
     """ASGI middleware: lets a request through only as the module docstring says."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, token: str | None, open_paths: frozenset[str]) -> None:
         self.app = app
         self.token = token
+        self.open_paths = OPEN_PATHS | open_paths
         self.cookie = None if token is None else _cookie_value(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)

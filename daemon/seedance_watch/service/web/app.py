@@ -9,7 +9,7 @@
 ``GET  /jobs/{id}/thumbnail``  a small JPEG of the job's source image (cached)
 ``GET  /jobs/{id}/video``      the job's mp4 from the outbox, with Range requests
 ``POST /jobs/{id}/retry``      ``seedance-watch retry ID`` (same-origin only)
-``POST /webhooks/pixazo``      a gateway callback: ``?token=`` pokes its job (open)
+``POST /webhooks/<provider>``  a gateway callback: ``?token=`` pokes its job (open)
 ``GET  /static/...``           the page's script and style sheet
 =============================  =====================================================
 
@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,24 +48,55 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from seedance_watch.commands.requeue import requeue
-from seedance_watch.commands.status import read_daemon_status, status_report
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Job
 from seedance_watch.service.web.access import AccessGuard, same_origin
 from seedance_watch.service.web.files import JobFiles
 from seedance_watch.service.web.view import build_view
 
-__all__ = ["MAX_WEBHOOK_BYTES", "WEBHOOK_PATH", "Check", "build_app"]
+__all__ = ["MAX_WEBHOOK_BYTES", "Check", "PageSources", "build_app"]
 
 log = structlog.get_logger(__name__)
 
-#: Where the gateway's callbacks arrive (SPEC §2, ``gateway.webhook_url``).
-WEBHOOK_PATH = "/webhooks/pixazo"
 MAX_WEBHOOK_BYTES = 64 * 1024
 
 #: ``check()`` returns ``(healthy, body)``; the body is served as JSON.
 Check = Callable[[], tuple[bool, Mapping[str, Any]]]
+
+
+def _nothing() -> None:
+    return None
+
+
+def _empty_report() -> dict[str, Any]:
+    return {"counts": {}, "jobs": [], "daemon": None}
+
+
+@dataclass(frozen=True)
+class PageSources:
+    """What the routes read and do, handed in by ``daemon.py``: each callable is safe
+    to call from the server's own thread, and cheap (the engine's side is its
+    :class:`~seedance_watch.pipeline.view.EngineView`)."""
+
+    #: ``/healthz``: ``(healthy, body)``.
+    check: Check
+    #: ``/metrics``: the Prometheus text.
+    metrics: Callable[[], bytes]
+    #: A consistent copy of every job record.
+    jobs: Callable[[], Sequence[Job]]
+    #: ``GET /api/jobs``: exactly ``seedance-watch status --json``.
+    report: Callable[[], Mapping[str, Any]] = _empty_report
+    #: The daemon's recorded pauses and whether one runs (``status``'s ``daemon``).
+    daemon: Callable[[], Mapping[str, Any] | None] = _nothing
+    #: ``seedance-watch retry JOB_ID``: the inbox names moved, or why not.
+    retry: Callable[[str], tuple[list[str] | None, str]] | None = None
+    #: The learned task time, seconds.
+    task_eta: Callable[[], float | None] = _nothing
+    #: Today's spend against the caps.
+    budget: Callable[[], Mapping[str, Any] | None] = _nothing
+    #: A webhook callback's token: True when it names a job.
+    poke: Callable[[str], bool] | None = None
+
 
 _HERE = Path(__file__).parent
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -114,26 +146,11 @@ def _templates() -> Jinja2Templates:
 class _Routes:
     """The endpoints, over the callables the daemon hands in."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        check: Check,
-        render_metrics: Callable[[], bytes],
-        jobs: Callable[[], Sequence[Job]],
-        task_eta: Callable[[], float | None],
-        budget_view: Callable[[], Mapping[str, Any] | None],
-        on_webhook: Callable[[str], bool] | None,
-        clock: Callable[[], float],
-    ) -> None:
+    def __init__(self, config: Config, sources: PageSources, clock: Callable[[], float]) -> None:
         self.config = config
         self.clock = clock
-        self.check = check
-        self.render_metrics = render_metrics
-        self.jobs = jobs
-        self.task_eta = task_eta
-        self.budget_view = budget_view
-        self.on_webhook = on_webhook
+        self.sources = sources
+        self.jobs = sources.jobs
         self.files = JobFiles(config.paths)
         self.templates = _templates()
         self._check_lock = threading.Lock()  # one ledger probe at a time
@@ -143,7 +160,7 @@ class _Routes:
 
     def _run_check(self) -> tuple[bool, Mapping[str, Any]]:
         with self._check_lock:
-            return self.check()
+            return self.sources.check()
 
     async def healthz(self, request: Request) -> Response:
         healthy, body = await run_in_threadpool(self._run_check)
@@ -151,7 +168,7 @@ class _Routes:
         return JSONResponse(content, 200 if healthy else 503, headers=_NO_STORE)
 
     async def metrics(self, request: Request) -> Response:
-        body = await run_in_threadpool(self.render_metrics)
+        body = await run_in_threadpool(self.sources.metrics)
         return Response(body, media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)
 
     # --- the page -----------------------------------------------------------------------
@@ -160,9 +177,9 @@ class _Routes:
         return build_view(
             self.jobs(),
             now=self.clock(),
-            task_eta=self.task_eta(),
-            budget=self.budget_view(),
-            daemon=read_daemon_status(self.config.paths.state),
+            task_eta=self.sources.task_eta(),
+            budget=self.sources.budget(),
+            daemon=self.sources.daemon(),
             retryable=self.files.retryable,
         )
 
@@ -176,7 +193,7 @@ class _Routes:
         return JSONResponse(await run_in_threadpool(self._view), headers=_NO_STORE)
 
     async def api_jobs(self, request: Request) -> Response:
-        report = await run_in_threadpool(status_report, self.config.paths.state)
+        report = await run_in_threadpool(self.sources.report)
         return JSONResponse(report, headers=_NO_STORE)
 
     # --- files, by job id ---------------------------------------------------------------
@@ -213,9 +230,10 @@ class _Routes:
     # --- actions ------------------------------------------------------------------------
 
     def _retry(self, job_id: str) -> tuple[list[str] | None, str]:
+        if self.sources.retry is None:
+            return None, "retry is not available here"
         with self._retry_lock:
-            result = requeue(self.config, [job_id])
-        return result.moved.get(job_id), result.problems.get(job_id, "")
+            return self.sources.retry(job_id)
 
     async def retry(self, request: Request) -> Response:
         wants_json = "application/json" in request.headers.get("accept", "")
@@ -248,7 +266,8 @@ class _Routes:
             if size > MAX_WEBHOOK_BYTES:
                 return too_large
         token = request.query_params.get("token", "")
-        known = bool(token) and self.on_webhook is not None and self.on_webhook(token)
+        poke = self.sources.poke
+        known = bool(token) and poke is not None and poke(token)
         if known:
             return Response(status_code=204)
         return PlainTextResponse("unknown token\n", 404)
@@ -256,26 +275,17 @@ class _Routes:
 
 def build_app(
     config: Config,
+    sources: PageSources,
     *,
-    check: Check,
-    render_metrics: Callable[[], bytes],
-    jobs: Callable[[], Sequence[Job]],
-    task_eta: Callable[[], float | None],
-    budget_view: Callable[[], Mapping[str, Any] | None],
-    on_webhook: Callable[[str], bool] | None,
+    webhook_path: str,
     clock: Callable[[], float] = time.time,
 ) -> ASGIApp:
-    """The ASGI application; see :class:`~seedance_watch.service.http.HealthServer`."""
-    r = _Routes(
-        config,
-        check=check,
-        render_metrics=render_metrics,
-        jobs=jobs,
-        task_eta=task_eta,
-        budget_view=budget_view,
-        on_webhook=on_webhook,
-        clock=clock,
-    )
+    """The ASGI application; see :class:`~seedance_watch.service.http.HealthServer`.
+
+    ``webhook_path`` is the provider's (``ProviderSpec.webhook_path``): open to the
+    gateway, each callback checked by its own per-job token.
+    """
+    r = _Routes(config, sources, clock)
     app = Starlette(
         routes=[
             Route("/healthz", r.healthz, methods=["GET"]),
@@ -286,8 +296,9 @@ def build_app(
             Route("/jobs/{job_id}/thumbnail", r.thumbnail, methods=["GET"]),
             Route("/jobs/{job_id}/video", r.video, methods=["GET"]),
             Route("/jobs/{job_id}/retry", r.retry, methods=["POST"]),
-            Route(WEBHOOK_PATH, r.webhook, methods=["POST"]),
+            Route(webhook_path, r.webhook, methods=["POST"]),
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
         ]
     )
-    return _SecurityHeaders(AccessGuard(app, token=config.health.token))
+    guard = AccessGuard(app, token=config.health.token, open_paths=frozenset({webhook_path}))
+    return _SecurityHeaders(guard)

@@ -1,14 +1,19 @@
-"""The daemon's lifecycle: start-up → main loop → shutdown, readable in one screen.
+"""The one place that wires the daemon together, and its lifecycle.
 
-Signal handlers only set events; the main coroutine does the work.  SIGTERM and
-SIGINT stop intake and drain in-flight steps (bounded), a second SIGINT exits at
-once (the ledger is consistent after every write, so that is safe).  SIGHUP
-reloads the config: the log format and level apply at once (the log handler is
-re-created), any other change is logged as needing a restart.
+``run_service`` reads as one screen: start-up (folders, the store, the provider,
+the bucket, the engine and what it reports to) → the main loop (``run`` until a
+signal, or one ``--once`` pass) → shutdown (a bounded drain, then everything
+closed).  Signal handlers only set events; the main coroutine does the work.
+SIGTERM and SIGINT stop intake and drain in-flight steps (bounded), a second SIGINT
+exits at once (the ledger is consistent after every write, so that is safe).
+SIGHUP reloads the config: the log format and level apply at once (the log handler
+is re-created), any other change is logged as needing a restart.
 
 Around the engine: sd_notify (READY=1 once the ledger is recovered and the inbox
 watched, WATCHDOG=1 from this loop, STATUS= with job counts, STOPPING=1) and the
-``health.listen`` endpoint (``/healthz``, ``/metrics``).
+``health.listen`` server (``/healthz``, ``/metrics``, the status page, webhooks).
+This module is the top floor: it may import every other; nothing imports it but
+the command line and the demo.
 """
 
 from __future__ import annotations
@@ -23,31 +28,40 @@ from typing import Any
 
 import structlog
 
+from seedance_watch.commands.requeue import requeue
+from seedance_watch.commands.status import read_daemon_status, status_report
 from seedance_watch.config import Config
 from seedance_watch.errors import ConfigError, DurabilityError
 from seedance_watch.files.fsutil import UNUSABLE_PATH_ERRNOS, make_dirs
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
-from seedance_watch.ledger.base import JobStore
 from seedance_watch.ledger.jsonl import Ledger
-from seedance_watch.logs import configure_logging, redact_text
-from seedance_watch.pipeline.engine import Engine, RunSummary
-from seedance_watch.providers.base import ApiKeyLike
+from seedance_watch.logs import configure_logging
+from seedance_watch.pipeline.engine import Engine
+from seedance_watch.pipeline.once import RunSummary
+from seedance_watch.pipeline.providers import Providers
+from seedance_watch.pipeline.view import EngineView
+from seedance_watch.providers.base import ApiKeyLike, ProviderSpec, VideoProvider
 from seedance_watch.providers.download import VideoDownloader
+from seedance_watch.providers.keys import load_api_key
 from seedance_watch.providers.registry import provider_spec
 from seedance_watch.service.hooks import HookRunner
 from seedance_watch.service.http import HealthServer, Heartbeat
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.service.notify import Notifications
 from seedance_watch.service.sdnotify import Notifier
+from seedance_watch.service.web import PageSources
 
 __all__ = [
+    "EXIT_BUDGET",
     "EXIT_CREDENTIALS",
     "EXIT_FAILED_JOBS",
     "EXIT_OK",
     "EXIT_SIGINT",
     "EXIT_STORAGE",
     "RunResult",
+    "changed_keys",
+    "health_check",
     "run_service",
 ]
 
@@ -93,6 +107,38 @@ def _make_dirs(config: Config) -> None:
             ) from exc
 
 
+def _providers(
+    config: Config,
+    spec: ProviderSpec,
+    api_key: ApiKeyLike,
+    environ: Mapping[str, str],
+    metrics: Metrics,
+    downloader: VideoDownloader,
+) -> Providers:
+    """The configured provider, and a way to build the provider of an older job."""
+    gw = config.gateway
+    connections = min(100, max(10, gw.max_in_flight * 2))
+
+    def make(other: ProviderSpec, base_url: str, key: ApiKeyLike) -> VideoProvider:
+        return other.make(
+            base_url,
+            key,
+            request_timeout=gw.request_timeout,
+            max_connections=connections,
+            on_response=metrics.http_response,
+            downloader=downloader,
+        )
+
+    def build(name: str) -> VideoProvider:
+        # A job whose task another provider created (gateway.provider changed since):
+        # that provider, at its own base URL, with its own key.
+        other = provider_spec(name)
+        log.info("provider.started", provider=name, base_url=other.base_url)
+        return make(other, other.base_url, load_api_key(environ, other.keys))
+
+    return Providers(make(spec, gw.base_url, api_key), build)
+
+
 async def run_service(
     config: Config,
     api_key: ApiKeyLike,
@@ -103,36 +149,27 @@ async def run_service(
 ) -> RunResult:
     """Run the daemon (or one ``--once`` pass) until done or signalled.
 
-    ``environ`` supplies ``NOTIFY_SOCKET``/``WATCHDOG_USEC`` (default: the process
-    environment); ``reload`` loads the config again on SIGHUP (None: SIGHUP only
-    re-creates the log handler).
+    ``environ`` supplies ``NOTIFY_SOCKET``/``WATCHDOG_USEC`` and the hooks' base
+    environment (default: the process environment); ``reload`` loads the config
+    again on SIGHUP (None: SIGHUP only re-creates the log handler).
     """
+    env = os.environ if environ is None else environ
     _make_dirs(config)
-    ledger = Ledger.open(config.paths.state)
-    metrics = Metrics(job_counts=ledger.counts, kind_counts=ledger.counts_by_kind)
+    store = Ledger.open(config.paths.state)
+    metrics = Metrics(job_counts=store.counts, kind_counts=store.counts_by_kind)
+    spec = provider_spec(config.gateway.provider)
     gw = config.gateway
-
-    def on_response(operation: str, status: int | None, seconds: float) -> None:
-        metrics.http_responses.labels(operation=operation, status=str(status or "error")).inc()
-
-    connections = min(100, max(10, gw.max_in_flight * 2))
     downloader = VideoDownloader(
-        request_timeout=gw.request_timeout, max_connections=connections, on_response=on_response
-    )
-    spec = provider_spec(gw.provider)
-    gateway = spec.make(
-        gw.base_url,
-        api_key,
         request_timeout=gw.request_timeout,
-        max_connections=connections,
-        on_response=on_response,
-        downloader=downloader,
+        max_connections=min(100, max(10, gw.max_in_flight * 2)),
+        on_response=metrics.http_response,
     )
+    providers = _providers(config, spec, api_key, env, metrics, downloader)
     storage = Storage(config.storage)
-    secrets = [api_key.reveal(), config.health.token or ""]
     hooks = None
     if config.hooks.on_done or config.hooks.on_failed:
-        hooks = HookRunner(config.hooks, os.environ if environ is None else environ, secrets)
+        secrets = [api_key.reveal(), config.health.token or ""]
+        hooks = HookRunner(config.hooks, env, secrets, scrub=spec.keys.variables)
     notes = (
         Notifications(config.notify, timezone=config.budget.timezone)
         if config.notify.urls
@@ -140,9 +177,9 @@ async def run_service(
     )
     engine = Engine(
         config,
-        ledger=ledger,
+        store=store,
         storage=storage,
-        provider=gateway,
+        providers=providers,
         downloader=downloader,
         inbox=Inbox(
             config.paths.inbox,
@@ -151,12 +188,12 @@ async def run_service(
             pair_timeout=config.watch.pair_timeout,
             mode=config.watch.mode,
         ),
-        metrics=metrics,
+        observer=metrics,
         key_source=api_key.source,
         hooks=hooks,
         notes=notes,
     )
-    log.info("daemon.starting", once=once, state=str(config.paths.state), jobs=ledger.counts())
+    log.info("daemon.starting", once=once, state=str(config.paths.state), jobs=store.counts())
     try:
         if once:
             try:
@@ -164,20 +201,25 @@ async def run_service(
             finally:
                 await engine.shutdown(DRAIN_SECONDS)
             return RunResult(_once_exit_code(summary), summary)
-        env = os.environ if environ is None else environ
-        code = await _run_until_signalled(engine, config, Notifier(env), reload)
+        code = await _run_until_signalled(engine, config, spec, metrics, Notifier(env), reload)
         return RunResult(code, engine.summary)
     finally:
         if notes is not None:
             notes.close()
-        await gateway.aclose()
+        await providers.aclose()
+        await downloader.aclose()
         storage.close()
-        ledger.close()
+        store.close()
         log.info("daemon.stopped")
 
 
 async def _run_until_signalled(
-    engine: Engine, config: Config, notifier: Notifier, reload: Callable[[], Config] | None
+    engine: Engine,
+    config: Config,
+    spec: ProviderSpec,
+    metrics: Metrics,
+    notifier: Notifier,
+    reload: Callable[[], Config] | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -197,11 +239,12 @@ async def _run_until_signalled(
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     heartbeat = Heartbeat()
-    server = _start_health(config, engine, heartbeat)
+    view = engine.view()
+    server = _start_health(config, spec, view, metrics, heartbeat)
     helpers = [
         asyncio.create_task(heartbeat.run(), name="heartbeat"),
-        asyncio.create_task(notifier.watchdog_loop(lambda: status_line(engine)), name="watchdog"),
-        asyncio.create_task(_announce_ready(engine, notifier), name="ready"),
+        asyncio.create_task(notifier.watchdog_loop(lambda: status_line(view)), name="watchdog"),
+        asyncio.create_task(_announce_ready(engine, view, notifier), name="ready"),
         asyncio.create_task(_reload_on_hup(hup, config, reload), name="reload"),
     ]
     try:
@@ -223,16 +266,16 @@ async def _run_until_signalled(
     return EXIT_SIGINT if signal.SIGINT in received else EXIT_OK
 
 
-async def _announce_ready(engine: Engine, notifier: Notifier) -> None:
+async def _announce_ready(engine: Engine, view: EngineView, notifier: Notifier) -> None:
     """READY=1 once recovery is done and the inbox is watched (``Engine.run`` order)."""
     await engine.inbox.watching.wait()
-    log.info("daemon.ready", jobs=engine.ledger.counts())
-    notifier.ready(status_line(engine))
+    log.info("daemon.ready", jobs=view.counts())
+    notifier.ready(status_line(view))
 
 
-def status_line(engine: Engine) -> str:
+def status_line(view: EngineView) -> str:
     """The STATUS= text: job counts by state, and why submissions are paused."""
-    counts = engine.ledger.counts()
+    counts = view.counts()
     active = {k: n for k, n in counts.items() if n and k not in ("done", "failed")}
     detail = ", ".join(f"{k} {n}" for k, n in active.items())
     text = (
@@ -240,42 +283,35 @@ def status_line(engine: Engine) -> str:
         + (f" ({detail})" if detail else "")
         + f", {counts.get('done', 0)} done, {counts.get('failed', 0)} failed"
     )
-    reasons = pause_reasons(engine)
+    reasons = view.pauses()
     if reasons:
         text += "; paused: " + "; ".join(f"{k}: {v}" for k, v in reasons.items())
     return text
 
 
-def pause_reasons(engine: Engine) -> dict[str, str]:
-    """Why submissions (credentials) or uploads (storage) are paused, if they are."""
-    out: dict[str, str] = {}
-    for name, breaker in (("credentials", engine.credentials), ("storage", engine.store_breaker)):
-        if breaker.reason is not None:
-            out[name] = redact_text(breaker.reason)[:160]
-    return out
-
-
-def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> HealthServer | None:
-    address = config.health.address
-    if address is None:
+def _start_health(
+    config: Config, spec: ProviderSpec, view: EngineView, metrics: Metrics, heartbeat: Heartbeat
+) -> HealthServer | None:
+    if config.health.address is None:
         return None
-    check = health_check(
-        heartbeat,
-        engine.ledger,
-        ready=engine.inbox.watching.is_set,
-        paused=lambda: pause_reasons(engine),
-        fatal=lambda: None if engine.fatal is None else engine.fatal.message,
+
+    def retry(job_id: str) -> tuple[list[str] | None, str]:
+        result = requeue(config, [job_id])
+        return result.moved.get(job_id), result.problems.get(job_id, "")
+
+    sources = PageSources(
+        check=health_check(heartbeat, view),
+        metrics=metrics.render,
+        jobs=view.jobs,
+        report=lambda: status_report(config.paths.state),
+        daemon=lambda: read_daemon_status(config.paths.state),
+        retry=retry,
+        task_eta=view.task_eta,
+        budget=view.budget,
+        poke=view.poke,
     )
     try:
-        server = HealthServer(
-            config,
-            check=check,
-            metrics=engine.metrics,
-            jobs=engine.ledger.snapshot,
-            task_eta=engine.deps.estimator.typical,
-            budget_view=engine.budget.view,
-            on_webhook=engine.poke,
-        )
+        server = HealthServer(config, sources, webhook_path=spec.webhook_path)
     except OSError as exc:
         raise ConfigError(
             f"health.listen: cannot listen on {config.health.listen}: {exc.strerror or exc}"
@@ -285,28 +321,23 @@ def _start_health(config: Config, engine: Engine, heartbeat: Heartbeat) -> Healt
 
 
 def health_check(
-    heartbeat: Heartbeat,
-    ledger: JobStore,
-    *,
-    ready: Callable[[], bool],
-    paused: Callable[[], Mapping[str, str]],
-    fatal: Callable[[], str | None] = lambda: None,
+    heartbeat: Heartbeat, view: EngineView
 ) -> Callable[[], tuple[bool, dict[str, Any]]]:
-    """``/healthz``: healthy when the loop beats, the ledger takes a write now and no
+    """``/healthz``: healthy when the loop beats, the store takes a write now and no
     stage has stopped the engine."""
 
     def check() -> tuple[bool, dict[str, Any]]:
         alive = heartbeat.alive()
-        writable = ledger.writable()
-        stopped = fatal()
+        writable = view.writable()
+        stopped = view.fatal()
         return alive and writable and stopped is None, {
             "engine_error": stopped,
             "loop_alive": alive,
             "loop_heartbeat_age": round(heartbeat.age(), 3),
             "ledger_writable": writable,
-            "ready": ready(),
-            "jobs": ledger.counts(),
-            "paused": dict(paused()),
+            "ready": view.ready(),
+            "jobs": view.counts(),
+            "paused": view.pauses(),
         }
 
     return check

@@ -157,11 +157,11 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         )
         return 2
     from seedance_watch.config import load_config
+    from seedance_watch.daemon import run_service
     from seedance_watch.ledger.jsonl import read_jobs
     from seedance_watch.logs import configure_logging
     from seedance_watch.providers.keys import load_api_key
     from seedance_watch.providers.pixazo import PROVIDER
-    from seedance_watch.service.lifecycle import run_service
 
     folder = folder.resolve()
     inbox = folder / "inbox"
