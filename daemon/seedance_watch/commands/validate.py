@@ -37,10 +37,10 @@ from seedance_watch.core.stability import (
     claimed_files,
 )
 from seedance_watch.files.fsutil import read_nofollow
+from seedance_watch.files.images import check_image
 from seedance_watch.files.sidecar import (
     SIDECAR_MAX_BYTES,
     build_request,
-    check_image,
     check_sidecar,
     sidecar_hint,
 )

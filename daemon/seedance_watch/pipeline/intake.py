@@ -25,11 +25,11 @@ from seedance_watch.core.names import is_image, is_sidecar, pair_stem
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import AmbiguousDrop, InboxEvent, Orphan, PairReady, Unsafe
 from seedance_watch.files.fsutil import read_nofollow_stat
+from seedance_watch.files.images import check_image
 from seedance_watch.files.sidecar import (
     SIDECAR_MAX_BYTES,
     Sidecar,
     build_request,
-    check_image,
     parse_sidecar,
 )
 
