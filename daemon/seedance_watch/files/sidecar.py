@@ -30,7 +30,7 @@ import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Final, get_args
+from typing import Any, Final
 
 import structlog
 import yaml
@@ -41,11 +41,13 @@ from seedance_watch.core.models import (
     KIND_NAMES,
     MODELS,
     OPTION_KEYS,
+    OPTION_UNION,
+    IntRange,
     Kind,
     ModelTable,
 )
 from seedance_watch.core.names import IMAGE_SUFFIXES, is_ignored
-from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions, Ratio, Resolution
+from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions
 from seedance_watch.core.stability import DropHint
 from seedance_watch.errors import InvalidSidecar
 from seedance_watch.files.yaml12 import Yaml12Loader
@@ -80,10 +82,6 @@ MODES: Final = ("image", "text")
 SIDECAR_MAX_BYTES: Final = 1 << 20
 
 PROMPT_MAX_CHARS: Final = 2000
-_RESOLUTIONS: Final[tuple[str, ...]] = get_args(Resolution)
-_RATIOS: Final[tuple[str, ...]] = get_args(Ratio)
-# The union of what the models take; each model's own range is the table's to check.
-_INT_RANGES: Final = {"duration": (2, 15), "seed": (-1, 4294967295)}
 # Anything the gateway would parse as a command: two dashes, then a letter.
 _TEXT_COMMAND = re.compile(r"--([^\W\d_][\w-]*)")
 # What YAML 1.1 (and so PyYAML's reader) counts as a line break besides \r and \n.
@@ -477,8 +475,9 @@ def _unreadable_value(key: str, node: yaml.Node, exc: Exception) -> InvalidSidec
     where = _at(node.start_mark)
     if isinstance(exc, ValueError):  # int() refuses numbers of thousands of digits
         message = f"{key}: the number at {where} has too many digits"
-        if key in _INT_RANGES:
-            message += "; use an integer from {} to {}".format(*_INT_RANGES[key])
+        spec = OPTION_UNION.get(key)
+        if isinstance(spec, IntRange):
+            message += f"; use an integer from {spec.low} to {spec.high}"
         return _problem(message, key)
     if isinstance(exc, RecursionError):
         return _problem(f"{key}: the value at {where} is nested too deeply", key)
@@ -516,29 +515,33 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
         return _problem(f"last_frame: {_show(value)} {fault}", key, hint)
     if key == "references":
         return _check_references(value)
-    if key in ("resolution", "ratio"):
-        allowed = _RESOLUTIONS if key == "resolution" else _RATIOS
-        if isinstance(value, str) and value in allowed:
-            return None
-        message = f"{key}: {_show(value)} is not allowed; use one of {', '.join(allowed)}"
-        return _problem(message, key)
-    if key in _INT_RANGES:
-        low, high = _INT_RANGES[key]
-        wanted = f"use an integer from {low} to {high}"
-        if key == "duration":
+    return _check_option(key, value)
+
+
+def _check_option(key: str, value: Any) -> InvalidSidecar | None:
+    """An option's value against what any live model takes (:data:`OPTION_UNION`);
+    whether the drop's own model takes it is :func:`build_request`'s question."""
+    spec = OPTION_UNION.get(key)
+    if spec is None:
+        return _problem(f"{key}: no model the daemon knows takes {key} today", key)
+    if isinstance(spec, IntRange):
+        wanted = f"use an integer from {spec.low} to {spec.high}"
+        if spec.auto:
             if value == "auto":
                 return None
             wanted += ", or auto (Seedance 2: the model picks)"
         if not isinstance(value, int) or isinstance(value, bool):
             quoted = " (without quotes)" if isinstance(value, str) else ""
             return _problem(f"{key}: {_show(value)} is not an integer; {wanted}{quoted}", key)
-        if not low <= value <= high:
+        if not spec.low <= value <= spec.high:
             return _problem(f"{key}: {_show(value)} is out of range; {wanted}", key)
         return None
-    # camerafixed, watermark
-    if isinstance(value, bool):
+    if spec.allows(value):
         return None
-    return _problem(f"{key}: {_show(value)} is not allowed; use true or false", key)
+    if all(isinstance(v, bool) for v in spec.values):  # camerafixed, watermark...
+        return _problem(f"{key}: {_show(value)} is not allowed; use {spec.describe()}", key)
+    allowed = ", ".join(str(v) for v in spec.values)
+    return _problem(f"{key}: {_show(value)} is not allowed; use one of {allowed}", key)
 
 
 def _check_references(value: Any) -> InvalidSidecar | None:
