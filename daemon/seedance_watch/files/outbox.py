@@ -23,12 +23,14 @@ import os
 import re
 import stat
 from collections.abc import Container, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import structlog
 
+# iso_utc is imported here only for service/statusfile.py and service/web/view.py
+# (to go when they import it from core.timestamps).
+from seedance_watch.core.timestamps import iso_utc
 from seedance_watch.errors import InputReplaced, SeedanceWatchError
 from seedance_watch.files import fsutil
 
@@ -182,11 +184,6 @@ def error_report_rel(moves: Sequence[tuple[str, str]]) -> str:
         raise ValueError("no planned moves to name the report after")
     rest = PurePosixPath(*PurePosixPath(moves[0][1]).parts[1:])
     return _join(str(rest.parent), f"{rest.stem}{_REPORT_SUFFIX}")
-
-
-def iso_utc(ts: float) -> str:
-    """Unix time as ISO 8601 UTC with whole seconds (truncated): ``2025-09-10T20:10:45Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- content ----------------------------------------------------------------------------
