@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from seedance_watch.errors import InputReplaced
+from seedance_watch.errors import ConfigError, DurabilityError, InputReplaced
 from seedance_watch.files import fsutil
 
 
@@ -213,6 +213,30 @@ def test_make_dirs_fsyncs_the_parent_of_an_existing_folder(
     monkeypatch.setattr(fsutil, "fsync_dir", synced.append)
     fsutil.make_dirs(tmp_path / "a" / "b")
     assert synced == [tmp_path / "a"]
+
+
+@pytest.mark.parametrize(
+    ("code", "config"),
+    [
+        (errno.EACCES, True),
+        (errno.EROFS, True),
+        (errno.ENOTDIR, True),
+        (errno.ELOOP, True),
+        (errno.EIO, False),
+        (errno.ENOSPC, False),
+    ],
+)
+def test_path_error_tells_an_unusable_path_from_a_failing_disk(code: int, config: bool) -> None:
+    """A path that cannot be used as asked is a config error naming its key; a failing
+    disk is a durability error; each with its own message."""
+    error = fsutil.path_error(
+        OSError(code, os.strerror(code)), "paths.inbox", unusable="bad path", failing="bad disk"
+    )
+    if config:
+        assert isinstance(error, ConfigError)
+        assert (error.message, error.key) == ("bad path", "paths.inbox")
+    else:
+        assert isinstance(error, DurabilityError) and error.message == "bad disk"
 
 
 # --- moves ------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from seedance_watch.core.jobs import Job, State
+from seedance_watch.files.drop import examine_drop
 from seedance_watch.ledger.jsonl import Ledger, read_jobs
-from seedance_watch.pipeline.intake import examine_drop
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 

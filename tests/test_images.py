@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from seedance_watch.errors import InvalidImage
-from seedance_watch.files.sidecar import MAX_IMAGE_BYTES, ImageInfo, check_image
+from seedance_watch.files.images import MAX_IMAGE_BYTES, ImageInfo, check_image
 
 
 def _image(path: Path, size: tuple[int, int], fmt: str, mode: str = "RGB") -> Path:

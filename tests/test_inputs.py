@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from seedance_watch.pipeline.intake import job_groups
+from seedance_watch.files.drop import job_groups
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 

@@ -66,7 +66,8 @@ def test_happy_path_records_each_fact() -> None:
     job = apply(job, Finished(), 112)
     assert job.state is State.DONE and job.terminal
     assert job.seq == 6 and job.updated_at == 112
-    assert job.upload_key("image") == "p/j1/beach.jpg" and job.object_keys == ["p/j1/beach.jpg"]
+    assert job.uploaded() == (("image", "p/j1/beach.jpg"),)
+    assert job.object_keys == ["p/j1/beach.jpg"]
 
 
 def test_submit_not_sent_returns_to_uploaded() -> None:
@@ -176,8 +177,7 @@ def test_a_v1_record_loads_as_pixazo_image_to_video() -> None:
     }
     job = Job.from_dict(v1)
     assert (job.kind, job.provider, job.inputs, job.uploads) == ("image", "pixazo", (), ())
-    assert job.upload_key("image") == "seedance-watch/j1/beach.jpg"
-    assert job.upload_key("last_frame") is None
+    assert job.uploaded() == (("image", "seedance-watch/j1/beach.jpg"),)  # no last frame
     assert job.to_dict() == v1  # written back as it was read
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from seedance_watch.core.timestamps import iso_utc
 from seedance_watch.files import fsutil, outbox
 from seedance_watch.files.outbox import OutputConflict, StagingMissing
 
@@ -40,7 +41,7 @@ def metadata(job_id: str = JOB, **extra: Any) -> dict[str, Any]:
         "source": "sub dir/plage été.jpg",
         "video_sha256": VIDEO_SHA,
         "video_bytes": len(VIDEO),
-        "submitted_at": outbox.iso_utc(1757506245),
+        "submitted_at": iso_utc(1757506245),
     }
     meta.update(extra)
     return meta
@@ -304,12 +305,6 @@ def test_error_report_rel_follows_the_lead() -> None:
     assert outbox.error_report_rel(frames) == "s/b-2.error.json"
     with pytest.raises(ValueError):
         outbox.error_report_rel(())
-
-
-def test_iso_utc_whole_seconds_z() -> None:
-    """Unix seconds become ISO 8601 UTC with a Z, fractions truncated."""
-    assert outbox.iso_utc(1757535045.987) == "2025-09-10T20:10:45Z"
-    assert outbox.iso_utc(0) == "1970-01-01T00:00:00Z"
 
 
 def test_sha256_file(tmp_path: Path) -> None:

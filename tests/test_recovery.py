@@ -27,9 +27,9 @@ from seedance_watch.config import Config, load_config
 from seedance_watch.core.jobs import Fail, Job, State, SubmitIntent, Uploaded, apply
 from seedance_watch.daemon import RunResult
 from seedance_watch.errors import DurabilityError
+from seedance_watch.files.drop import examine_drop
 from seedance_watch.files.outbox import plan_moves, staging_path
 from seedance_watch.ledger.jsonl import Ledger
-from seedance_watch.pipeline.intake import examine_drop
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 

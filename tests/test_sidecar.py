@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -11,10 +12,21 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from seedance_watch.config import GatewayConfig
-from seedance_watch.core.models import DEFAULT_MODELS, KIND_NAMES, MODELS, Kind, kind_refusal
+from seedance_watch.core.models import (
+    DEFAULT_MODELS,
+    KIND_NAMES,
+    MODELS,
+    OPTION_UNION,
+    Choice,
+    IntRange,
+    Kind,
+    ModelTable,
+    kind_refusal,
+)
 from seedance_watch.core.names import IMAGE_SUFFIXES
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import DropHint
@@ -455,6 +467,86 @@ def test_model_table_is_todays_seedance() -> None:
         "frames": FAST2,
         "reference": FAST2,
     }
+
+
+def test_the_option_ranges_are_the_union_of_the_live_models() -> None:
+    """What any live model takes, per option: every resolution and ratio some row lists,
+    duration from the shortest to the longest (or auto, as Seedance 2 takes it), seed's
+    range, and the booleans; the options model checks the same integer bounds."""
+    assert dict(OPTION_UNION) == {
+        "resolution": Choice(("480p", "720p", "1080p")),
+        "ratio": Choice(("16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive")),
+        "duration": IntRange(2, 15, auto=True),
+        "camerafixed": Choice((True, False)),
+        "seed": IntRange(-1, 4294967295),
+        "watermark": Choice((True, False)),
+        "generate_audio": Choice((True, False)),
+    }
+    GenerationOptions(duration=15, seed=4294967295)
+    for bad in ({"duration": 16}, {"duration": 1}, {"seed": -2}):
+        with pytest.raises(ValidationError):
+            GenerationOptions.model_validate(bad)
+
+
+def test_a_model_with_a_new_range_widens_the_union_and_retired_ones_do_not() -> None:
+    """A new row is the one place a wider range is written: the union follows it (values
+    one row lacks come from another, first seen first); a retired row's options count for
+    nothing; a key that is a choice in one row and a range in another is refused."""
+    two = MODELS["seedance-2-0"]  # 480p and 720p, 4 to 15 s or auto
+    wide = dataclasses.replace(
+        two,
+        model="seedance-9",
+        options={**two.options, "duration": IntRange(1, 20), "resolution": Choice(("1080p",))},
+    )
+    gone = dataclasses.replace(
+        wide,
+        model="seedance-0",
+        options={**two.options, "duration": IntRange(1, 60)},
+        retired_on=dt.date(2026, 1, 1),
+        replacement="seedance-2-0",
+    )
+    union = ModelTable((two, wide, gone)).option_union()
+    assert union["duration"] == IntRange(1, 20, auto=True)
+    assert union["resolution"] == Choice(("480p", "720p", "1080p"))
+    assert "seed" not in union  # no live row takes it
+    assert ModelTable((*MODELS.values(), gone)).option_union() == OPTION_UNION
+    mixed = dataclasses.replace(wide, options={**two.options, "duration": Choice(("5",))})
+    with pytest.raises(ValueError, match="duration: a choice in one model and a range"):
+        ModelTable((two, mixed)).option_union()
+
+
+def test_a_row_with_a_resolution_or_ratio_outside_the_known_ones_is_refused() -> None:
+    """Resolution and Ratio name every value a row may list: a row going outside them is
+    an error in the table, not a value the options model would then refuse."""
+    two = MODELS["seedance-2-0"]
+    for key, value in (("resolution", "2k"), ("ratio", "2:1")):
+        odd = dataclasses.replace(
+            two, model="seedance-9", options={**two.options, key: Choice((value,))}
+        )
+        with pytest.raises(ValueError, match=f"seedance-9: a {key} outside"):
+            ModelTable((*MODELS.values(), odd))
+
+
+def test_the_sidecars_option_checks_read_the_union(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidecar's messages say what the union says: widen a range or a choice there
+    and the sidecar takes it (and says so when refusing), with nothing else changed."""
+    wider = {
+        **OPTION_UNION,
+        "duration": IntRange(1, 20, auto=True),
+        "resolution": Choice(("480p", "720p", "1080p", "2k")),
+    }
+    monkeypatch.setattr(sidecar_module, "OPTION_UNION", wider)
+    _, problems = check_sidecar(b"prompt: x\nduration: 21\n")
+    assert [p.message for p in problems] == [
+        "duration: 21 is out of range; use an integer from 1 to 20, or auto (Seedance 2: "
+        "the model picks)"
+    ]
+    _, problems = check_sidecar(b"prompt: x\nresolution: 4k\n")
+    assert [p.message for p in problems] == [
+        "resolution: '4k' is not allowed; use one of 480p, 720p, 1080p, 2k"
+    ]
+    _, problems = check_sidecar(b"prompt: x\nseed: " + b"9" * 5000 + b"\n")
+    assert problems[0].message.endswith("has too many digits; use an integer from -1 to 4294967295")
 
 
 def test_every_row_names_its_source_and_when_it_was_read() -> None:

@@ -261,3 +261,28 @@ def test_a_reference_image_named_alone_is_checked_with_its_whole_drop(tmp_path: 
         result = validate(named, cwd=tmp_path)
         assert result.returncode == 0, (named, result.stdout)
         assert result.stdout.endswith("1 pair(s) checked, 0 problem(s)\n"), named
+
+
+def test_without_a_config_validate_checks_with_the_configs_own_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --config: the drops are checked against the defaults and models of a config that
+    sets none (the config module's own, not a copy of them), as the daemon would."""
+    from seedance_watch.cli import main
+    from seedance_watch.commands import validate as validate_module
+    from seedance_watch.config import Config
+
+    seen: dict[str, object] = {}
+
+    def capture(paths: object, **kwargs: object) -> tuple[int, list[object]]:
+        seen.update(kwargs)
+        return 0, []
+
+    monkeypatch.setattr(validate_module, "validate_paths", capture)
+    assert main(["validate", str(tmp_path)]) == 0
+    unset = Config.model_validate({"storage": {"bucket": "b"}})
+    assert seen == {
+        "defaults": unset.defaults,
+        "models": unset.gateway.models,
+        "strict_model": False,
+    }

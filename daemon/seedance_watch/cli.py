@@ -228,8 +228,7 @@ def _retry(config: object, args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from seedance_watch.commands.validate import validate_paths
-    from seedance_watch.config import GatewayConfig, load_config
-    from seedance_watch.core.options import GenerationOptions
+    from seedance_watch.config import BUILTIN_DEFAULTS, GatewayConfig, load_config
 
     strict = args.strict
     if args.config is not None:
@@ -237,8 +236,7 @@ def _validate(args: argparse.Namespace) -> int:
         defaults, gateway = config.defaults, config.gateway
         strict = strict or config.gateway.strict_model
     else:
-        defaults = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
-        gateway = GatewayConfig()
+        defaults, gateway = BUILTIN_DEFAULTS, GatewayConfig()
     pairs, problems = validate_paths(
         args.paths,
         defaults=defaults,

@@ -42,13 +42,22 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from seedance_watch.core.budget import BudgetPrices, money
-from seedance_watch.core.models import DEFAULT_MODELS, KIND_NAMES, MODELS, RESOLUTIONS, Choice, Kind
-from seedance_watch.core.options import GenerationOptions, Resolution
+from seedance_watch.core.models import (
+    DEFAULT_MODELS,
+    KIND_NAMES,
+    MODELS,
+    RESOLUTIONS,
+    Choice,
+    Kind,
+    Resolution,
+)
+from seedance_watch.core.options import GenerationOptions
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.yaml12 import load_yaml
 from seedance_watch.providers.registry import DEFAULT_PROVIDER, provider_spec
 
 __all__ = [
+    "BUILTIN_DEFAULTS",
     "CONFIG_ENV",
     "ENV_PREFIX",
     "BudgetConfig",
@@ -521,7 +530,8 @@ class NotifyConfig(BaseModel):
         return list(dict.fromkeys(value))
 
 
-_BUILTIN_DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
+#: The generation options of a config that sets no ``defaults:`` (a partial one adds to them).
+BUILTIN_DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
 
 
 class Config(BaseModel):
@@ -533,7 +543,7 @@ class Config(BaseModel):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     storage: StorageConfig
     watch: WatchConfig = Field(default_factory=WatchConfig)
-    defaults: GenerationOptions = _BUILTIN_DEFAULTS
+    defaults: GenerationOptions = BUILTIN_DEFAULTS
     dedupe: StrictBool = True
     log: LogConfig = Field(default_factory=LogConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -549,7 +559,7 @@ class Config(BaseModel):
         # A partial defaults: section (or one env override) adds to the built-in
         # defaults instead of silently dropping them; `key: null` unsets one.
         if isinstance(value, Mapping):
-            return {**_BUILTIN_DEFAULTS.model_dump(), **value}
+            return {**BUILTIN_DEFAULTS.model_dump(), **value}
         return value
 
     @model_validator(mode="after")

@@ -31,8 +31,8 @@ import structlog
 from seedance_watch.commands.requeue import requeue
 from seedance_watch.commands.status import read_daemon_status, status_report
 from seedance_watch.config import Config
-from seedance_watch.errors import ConfigError, DurabilityError
-from seedance_watch.files.fsutil import UNUSABLE_PATH_ERRNOS, make_dirs
+from seedance_watch.errors import ConfigError
+from seedance_watch.files.fsutil import make_dirs, path_error
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.jsonl import Ledger
@@ -99,11 +99,11 @@ def _make_dirs(config: Config) -> None:
         try:
             make_dirs(path)
         except OSError as exc:
-            if exc.errno not in UNUSABLE_PATH_ERRNOS:
-                raise DurabilityError(f"cannot create paths.{key} {path} durably: {exc}") from exc
-            raise ConfigError(
-                f"paths.{key} {path} cannot be created: {exc.strerror or exc}",
-                key=f"paths.{key}",
+            raise path_error(
+                exc,
+                f"paths.{key}",
+                unusable=f"paths.{key} {path} cannot be created: {exc.strerror or exc}",
+                failing=f"cannot create paths.{key} {path} durably: {exc}",
             ) from exc
 
 

@@ -36,19 +36,19 @@ from seedance_watch.core.stability import (
     PairReady,
     claimed_files,
 )
-from seedance_watch.files.fsutil import read_nofollow
-from seedance_watch.files.sidecar import (
-    SIDECAR_MAX_BYTES,
-    build_request,
-    check_image,
-    check_sidecar,
-    sidecar_hint,
-)
-from seedance_watch.pipeline.intake import (
+from seedance_watch.files.drop import (
     check_drop_files,
     check_last_frame,
     check_reference,
     event_error,
+)
+from seedance_watch.files.fsutil import read_nofollow
+from seedance_watch.files.images import check_image
+from seedance_watch.files.sidecar import (
+    SIDECAR_MAX_BYTES,
+    build_request,
+    check_sidecar,
+    sidecar_hint,
 )
 
 __all__ = ["Problem", "validate_paths"]
@@ -215,7 +215,7 @@ def _check_drop(
     strict_model: bool,
     warn: Callable[[Path, str], None],
 ) -> list[Problem]:
-    """The daemon's checks of one drop (intake.examine_drop), each problem on its own."""
+    """The daemon's checks of one drop (files/drop.examine_drop), each problem on its own."""
     problems: list[Problem] = []
     sidecar = found[event.sidecar]
     try:

@@ -355,13 +355,6 @@ class Job:
             return self.uploads
         return (("image", self.s3_key),) if self.s3_key is not None else ()
 
-    def upload_key(self, role: str) -> str | None:
-        """The key of the image uploaded as ``role`` (v1 records: ``image`` is ``s3_key``)."""
-        for name, key in self.uploads:
-            if name == role:
-                return key
-        return self.s3_key if role == "image" else None
-
     def to_dict(self) -> dict[str, Any]:
         """A compact JSON-ready dict (fields that are None or empty are left out)."""
         out: dict[str, Any] = {}

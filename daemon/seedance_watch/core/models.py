@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -40,6 +40,7 @@ __all__ = [
     "KNOWN_MODELS",
     "MODELS",
     "OPTION_KEYS",
+    "OPTION_UNION",
     "RATIOS",
     "RESOLUTIONS",
     "Choice",
@@ -49,6 +50,8 @@ __all__ = [
     "ModelTable",
     "OptionSpec",
     "Price",
+    "Ratio",
+    "Resolution",
     "kind_refusal",
     "models_for",
 ]
@@ -70,8 +73,12 @@ KIND_NAMES: Final[Mapping[Kind, str]] = MappingProxyType(
     }
 )
 
-RESOLUTIONS: Final = ("480p", "720p", "1080p")
-RATIOS: Final = ("16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive")
+#: Every resolution and every ratio a model of the table may take (each row says
+#: which of them it does).
+Resolution = Literal["480p", "720p", "1080p"]
+Ratio = Literal["16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"]
+RESOLUTIONS: Final[tuple[Resolution, ...]] = get_args(Resolution)
+RATIOS: Final[tuple[Ratio, ...]] = get_args(Ratio)
 #: Every generation option a sidecar, a folder preset or ``defaults:`` may set, in
 #: the order Seedance 1.0 text commands are appended to the prompt.
 OPTION_KEYS: Final = (
@@ -420,6 +427,10 @@ class ModelTable(Mapping[str, ModelRow]):
                 raise ValueError(f"{row.model}: replacement {row.replacement} is not in the table")
             if not row.retired and set(row.endpoints) != set(row.kinds):
                 raise ValueError(f"{row.model}: an endpoint per kind, no more, no less")
+            for key, vocabulary in (("resolution", RESOLUTIONS), ("ratio", RATIOS)):
+                spec = row.options.get(key)
+                if isinstance(spec, Choice) and not set(spec.values) <= set(vocabulary):
+                    raise ValueError(f"{row.model}: a {key} outside {', '.join(vocabulary)}")
 
     def __getitem__(self, model: str) -> ModelRow:
         return self._rows[model]
@@ -436,6 +447,33 @@ class ModelTable(Mapping[str, ModelRow]):
     def models_for(self, kind: Kind) -> list[str]:
         """The live models that make ``kind`` drops, in table order."""
         return [row.model for row in self.live() if kind in row.kinds]
+
+    def option_union(self) -> Mapping[str, OptionSpec]:
+        """What at least one live model takes, per option key, in :data:`OPTION_KEYS` order.
+
+        A :class:`Choice` of every value some row lists (first seen first, in table
+        order), or the widest :class:`IntRange` (with ``auto`` when one row takes it).
+        A key no live model takes is left out; a key that is a choice in one row and a
+        range in another is an error in the table.
+        """
+        union: dict[str, OptionSpec] = {}
+        for key in OPTION_KEYS:
+            for row in self.live():
+                spec, seen = row.options.get(key), union.get(key)
+                if spec is None:
+                    continue
+                if seen is None:
+                    union[key] = spec
+                elif isinstance(seen, Choice) and isinstance(spec, Choice):
+                    more = tuple(v for v in spec.values if not Choice(seen.values).allows(v))
+                    union[key] = Choice(seen.values + more)
+                elif isinstance(seen, IntRange) and isinstance(spec, IntRange):
+                    union[key] = IntRange(
+                        min(seen.low, spec.low), max(seen.high, spec.high), seen.auto or spec.auto
+                    )
+                else:
+                    raise ValueError(f"{key}: a choice in one model and a range in another")
+        return MappingProxyType(union)
 
     def kinds_of(self, model: str) -> str:
         """The kinds a known model takes, in words (``image to video, text to video``)."""
@@ -466,6 +504,10 @@ MODELS: Final = ModelTable(_ROWS)
 
 #: Every model the daemon knows (live or retired); a sidecar may still name another.
 KNOWN_MODELS: Final = frozenset(MODELS)
+
+#: What any live model takes, per option: the ranges a sidecar's options and the
+#: config's ``defaults:`` are checked against before the chosen model's own row.
+OPTION_UNION: Final = MODELS.option_union()
 
 #: The model of each kind of drop when neither the sidecar nor the config names one.
 DEFAULT_MODELS: Final[Mapping[Kind, str]] = MappingProxyType(

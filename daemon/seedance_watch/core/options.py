@@ -2,8 +2,10 @@
 
 One model of the options, shared by the sidecar and the config's ``defaults:``
 section so both validate the same way.  The ranges here are the union of what
-the models take; whether the chosen model takes a key (and that value) is the
-model table's question (:meth:`~seedance_watch.core.models.ModelRow.option_refusal`).
+the models take, read from the model table
+(:data:`~seedance_watch.core.models.OPTION_UNION`); whether the chosen model takes
+a key (and that value) is the table's question too
+(:meth:`~seedance_watch.core.models.ModelRow.option_refusal`).
 The gateway silently replaces invalid values with its defaults, hence the
 strictness.
 
@@ -18,18 +20,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seedance_watch.core.models import OPTION_KEYS, ModelRow
+from seedance_watch.core.models import (
+    OPTION_KEYS,
+    OPTION_UNION,
+    IntRange,
+    ModelRow,
+    Ratio,
+    Resolution,
+)
 
-__all__ = [
-    "COMMAND_ORDER",
-    "GATEWAY_DEFAULTS",
-    "GenerationOptions",
-    "Ratio",
-    "Resolution",
-]
-
-Resolution = Literal["480p", "720p", "1080p"]
-Ratio = Literal["16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"]
+__all__ = ["COMMAND_ORDER", "GATEWAY_DEFAULTS", "GenerationOptions"]
 
 #: The order in which Seedance 1.0 text commands are appended to the prompt.
 COMMAND_ORDER = ("resolution", "ratio", "duration", "camerafixed", "seed", "watermark")
@@ -49,6 +49,17 @@ BODY_ORDER = (
 GATEWAY_DEFAULTS: dict[str, Any] = {"resolution": "720p", "duration": 5}
 
 
+def _int_range(key: str) -> IntRange:
+    spec = OPTION_UNION[key]
+    if not isinstance(spec, IntRange):
+        raise TypeError(f"{key}: the model table gives no integer range")
+    return spec
+
+
+_DURATION = _int_range("duration")
+_SEED = _int_range("seed")
+
+
 class GenerationOptions(BaseModel):
     """Optional parameters; ``None`` means "not set here"."""
 
@@ -56,9 +67,11 @@ class GenerationOptions(BaseModel):
 
     resolution: Resolution | None = None
     ratio: Ratio | None = None
-    duration: Annotated[int, Field(ge=2, le=15)] | Literal["auto"] | None = None
+    duration: (
+        Annotated[int, Field(ge=_DURATION.low, le=_DURATION.high)] | Literal["auto"] | None
+    ) = None
     camerafixed: bool | None = None
-    seed: Annotated[int, Field(ge=-1, le=4294967295)] | None = None
+    seed: Annotated[int, Field(ge=_SEED.low, le=_SEED.high)] | None = None
     watermark: bool | None = None
     generate_audio: bool | None = None
 

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Protocol
 
 import structlog
 
-from seedance_watch.errors import InputReplaced, UnsafePath
+from seedance_watch.errors import ConfigError, DurabilityError, InputReplaced, UnsafePath
 
 __all__ = [
     "MOUNTINFO",
@@ -54,6 +54,7 @@ __all__ = [
     "make_dirs",
     "move_file",
     "next_free_suffix",
+    "path_error",
     "read_nofollow",
     "read_nofollow_stat",
     "remove_stale_temps",
@@ -92,6 +93,19 @@ UNUSABLE_PATH_ERRNOS = frozenset(
         errno.ENAMETOOLONG,
     }
 )
+
+
+def path_error(
+    exc: OSError, key: str, *, unusable: str, failing: str
+) -> ConfigError | DurabilityError:
+    """What an OSError on a configured path means: the path cannot be used as asked
+    (:data:`UNUSABLE_PATH_ERRNOS`) is a :class:`ConfigError` naming ``key`` with the
+    message ``unusable``; anything else (EIO, ENOSPC: the disk fails) is a
+    :class:`DurabilityError` with the message ``failing``."""
+    if exc.errno in UNUSABLE_PATH_ERRNOS:
+        return ConfigError(unusable, key=key)
+    return DurabilityError(failing)
+
 
 #: Where :func:`file_system_of` reads the mounts (a module attribute, for tests).
 MOUNTINFO = Path("/proc/self/mountinfo")

@@ -23,7 +23,6 @@ import os
 import re
 import stat
 from collections.abc import Container, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -39,7 +38,6 @@ __all__ = [
     "copy_for_duplicate",
     "error_report_rel",
     "finish_moves",
-    "iso_utc",
     "place_output",
     "plan_moves",
     "plan_output",
@@ -182,11 +180,6 @@ def error_report_rel(moves: Sequence[tuple[str, str]]) -> str:
         raise ValueError("no planned moves to name the report after")
     rest = PurePosixPath(*PurePosixPath(moves[0][1]).parts[1:])
     return _join(str(rest.parent), f"{rest.stem}{_REPORT_SUFFIX}")
-
-
-def iso_utc(ts: float) -> str:
-    """Unix time as ISO 8601 UTC with whole seconds (truncated): ``2025-09-10T20:10:45Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- content ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-r"""The sidecar schema, the request it renders to, and the image checks (SPEC §4).
+r"""The sidecar schema, the request it renders to, and the drop hint (SPEC §4).
 
 A sidecar is written by a person, so every problem is reported in words that
 person can act on: the key, the value and what is allowed.  The gateway silently
@@ -25,18 +25,15 @@ Line breaks in a prompt, on purpose and the same whichever way they were written
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import reprlib
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Final, get_args
+from pathlib import PurePosixPath
+from typing import Any, Final
 
 import structlog
 import yaml
-from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
 from seedance_watch.core.models import (
@@ -44,29 +41,27 @@ from seedance_watch.core.models import (
     KIND_NAMES,
     MODELS,
     OPTION_KEYS,
+    OPTION_UNION,
+    IntRange,
     Kind,
     ModelTable,
 )
-from seedance_watch.core.names import IMAGE_SUFFIXES, IMAGE_TYPES, is_ignored
-from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions, Ratio, Resolution
+from seedance_watch.core.names import IMAGE_SUFFIXES, is_ignored
+from seedance_watch.core.options import COMMAND_ORDER, GenerationOptions
 from seedance_watch.core.stability import DropHint
-from seedance_watch.errors import InvalidImage, InvalidSidecar
+from seedance_watch.errors import InvalidSidecar
 from seedance_watch.files.yaml12 import Yaml12Loader
 
 __all__ = [
-    "IMAGE_CONTENT_TYPES",
-    "MAX_IMAGE_BYTES",
     "MAX_REFERENCES",
     "MODES",
     "PROMPT_MAX_CHARS",
     "SIDECAR_KEYS",
     "SIDECAR_MAX_BYTES",
-    "ImageInfo",
     "Request",
     "Sidecar",
     "bare_name_fault",
     "build_request",
-    "check_image",
     "check_sidecar",
     "normalize_line_breaks",
     "parse_sidecar",
@@ -87,10 +82,6 @@ MODES: Final = ("image", "text")
 SIDECAR_MAX_BYTES: Final = 1 << 20
 
 PROMPT_MAX_CHARS: Final = 2000
-_RESOLUTIONS: Final[tuple[str, ...]] = get_args(Resolution)
-_RATIOS: Final[tuple[str, ...]] = get_args(Ratio)
-# The union of what the models take; each model's own range is the table's to check.
-_INT_RANGES: Final = {"duration": (2, 15), "seed": (-1, 4294967295)}
 # Anything the gateway would parse as a command: two dashes, then a letter.
 _TEXT_COMMAND = re.compile(r"--([^\W\d_][\w-]*)")
 # What YAML 1.1 (and so PyYAML's reader) counts as a line break besides \r and \n.
@@ -484,8 +475,9 @@ def _unreadable_value(key: str, node: yaml.Node, exc: Exception) -> InvalidSidec
     where = _at(node.start_mark)
     if isinstance(exc, ValueError):  # int() refuses numbers of thousands of digits
         message = f"{key}: the number at {where} has too many digits"
-        if key in _INT_RANGES:
-            message += "; use an integer from {} to {}".format(*_INT_RANGES[key])
+        spec = OPTION_UNION.get(key)
+        if isinstance(spec, IntRange):
+            message += f"; use an integer from {spec.low} to {spec.high}"
         return _problem(message, key)
     if isinstance(exc, RecursionError):
         return _problem(f"{key}: the value at {where} is nested too deeply", key)
@@ -523,29 +515,33 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
         return _problem(f"last_frame: {_show(value)} {fault}", key, hint)
     if key == "references":
         return _check_references(value)
-    if key in ("resolution", "ratio"):
-        allowed = _RESOLUTIONS if key == "resolution" else _RATIOS
-        if isinstance(value, str) and value in allowed:
-            return None
-        message = f"{key}: {_show(value)} is not allowed; use one of {', '.join(allowed)}"
-        return _problem(message, key)
-    if key in _INT_RANGES:
-        low, high = _INT_RANGES[key]
-        wanted = f"use an integer from {low} to {high}"
-        if key == "duration":
+    return _check_option(key, value)
+
+
+def _check_option(key: str, value: Any) -> InvalidSidecar | None:
+    """An option's value against what any live model takes (:data:`OPTION_UNION`);
+    whether the drop's own model takes it is :func:`build_request`'s question."""
+    spec = OPTION_UNION.get(key)
+    if spec is None:
+        return _problem(f"{key}: no model the daemon knows takes {key} today", key)
+    if isinstance(spec, IntRange):
+        wanted = f"use an integer from {spec.low} to {spec.high}"
+        if spec.auto:
             if value == "auto":
                 return None
             wanted += ", or auto (Seedance 2: the model picks)"
         if not isinstance(value, int) or isinstance(value, bool):
             quoted = " (without quotes)" if isinstance(value, str) else ""
             return _problem(f"{key}: {_show(value)} is not an integer; {wanted}{quoted}", key)
-        if not low <= value <= high:
+        if not spec.low <= value <= spec.high:
             return _problem(f"{key}: {_show(value)} is out of range; {wanted}", key)
         return None
-    # camerafixed, watermark
-    if isinstance(value, bool):
+    if spec.allows(value):
         return None
-    return _problem(f"{key}: {_show(value)} is not allowed; use true or false", key)
+    if all(isinstance(v, bool) for v in spec.values):  # camerafixed, watermark...
+        return _problem(f"{key}: {_show(value)} is not allowed; use {spec.describe()}", key)
+    allowed = ", ".join(str(v) for v in spec.values)
+    return _problem(f"{key}: {_show(value)} is not allowed; use one of {allowed}", key)
 
 
 def _check_references(value: Any) -> InvalidSidecar | None:
@@ -687,135 +683,3 @@ def _text_of(event: yaml.Event, anchors: Mapping[str, str | None]) -> str | None
     if isinstance(event, yaml.ScalarEvent) and event.tag in _TEXT_TAGS:
         return event.value
     return None
-
-
-# --- image checks ------------------------------------------------------------------------
-
-MAX_IMAGE_BYTES: Final = 30 * 1024 * 1024
-_MIN_SHORT_SIDE: Final = 300  # exclusive
-_MAX_LONG_SIDE: Final = 6000  # exclusive
-_MIN_RATIO, _MAX_RATIO = 0.4, 2.5  # inclusive
-
-_FORMAT_OF_SUFFIX: Final = {suffix: fmt for suffix, (fmt, _) in IMAGE_TYPES.items()}
-IMAGE_CONTENT_TYPES: Final = dict(IMAGE_TYPES.values())
-# Only these decoders are tried: less attack surface, and a clear "not supported".
-# (The JPEG decoder itself returns "MPO" for the multi-picture JPEGs some cameras
-# write; to everyone else they are JPEGs.)
-_PILLOW_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the checks learned about an image: canonical format, pixels and bytes."""
-
-    format: str
-    width: int
-    height: int
-    size: int
-    content_type: str
-
-
-def check_image(path: Path) -> ImageInfo:
-    """Check an image against the model's limits: its header, then one full decode.
-
-    Raises :class:`InvalidImage` naming the numbers involved.  An ``OSError``
-    from the file itself (gone, unreadable) propagates: it is not the image's fault.
-    """
-    suffix = path.suffix.lower()
-    expected = _FORMAT_OF_SUFFIX.get(suffix)
-    if expected is None:
-        allowed = ", ".join(sorted(_FORMAT_OF_SUFFIX))
-        shown = repr(path.suffix) if path.suffix else "no extension"
-        raise InvalidImage(f"{shown} is not an image extension; use one of {allowed}")
-
-    with open(path, "rb") as fp:
-        # fstat, not stat: the size is that of the very file that is decoded.
-        size = os.fstat(fp.fileno()).st_size
-        if size == 0:
-            raise InvalidImage("the image is empty (0 bytes)")
-        if size > MAX_IMAGE_BYTES:
-            raise InvalidImage(
-                f"the image is {size / 1024 / 1024:.1f} MB ({size} bytes); "
-                f"the limit is 30 MB ({MAX_IMAGE_BYTES} bytes)",
-                hint="Compress or scale the image below 30 MB.",
-            )
-        fmt, width, height = _read_header(fp)
-
-    if fmt != expected:
-        raise InvalidImage(
-            f"the file is a {fmt} image but its extension {path.suffix} means {expected}",
-            hint=f"Rename it with the extension of a {fmt} file, or convert it to {expected}.",
-        )
-    _check_dimensions(width, height)
-    _decode(path)
-    return ImageInfo(
-        format=fmt, width=width, height=height, size=size, content_type=IMAGE_CONTENT_TYPES[fmt]
-    )
-
-
-def _read_header(fp: BinaryIO) -> tuple[str, int, int]:
-    """Identify and verify the image, then reopen it for its size (verify spends the file)."""
-    try:
-        with warnings.catch_warnings():
-            # Above Pillow's pixel limit the image breaks the side limits anyway;
-            # make the warning an error so the report says so, every time.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp, formats=_PILLOW_FORMATS) as im:
-                im.verify()
-            fp.seek(0)
-            with Image.open(fp, formats=_PILLOW_FORMATS) as im:
-                fmt, (width, height) = im.format or "", im.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImage(
-            f"the image is too large to decode ({exc}); "
-            f"the longer side must be under {_MAX_LONG_SIDE} px"
-        ) from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidImage(
-            "the file is not a readable JPEG, PNG, WebP, BMP, TIFF or GIF image"
-        ) from exc
-    except OSError as exc:  # Pillow's word for "truncated" or "broken"
-        raise InvalidImage(f"the image cannot be decoded: {exc}") from exc
-    except Exception as exc:  # crafted files make decoders raise anything
-        raise InvalidImage(f"the image cannot be decoded: {type(exc).__name__}: {exc}") from exc
-    return ("JPEG" if fmt == "MPO" else fmt), width, height
-
-
-def _decode(path: Path) -> None:
-    """Decode the pixels once: a truncated JPEG passes ``verify()`` (which reads only
-    its structure) but would be uploaded, submitted and billed as a broken image."""
-    try:
-        with Image.open(path, formats=_PILLOW_FORMATS) as im:
-            im.load()
-    except OSError as exc:  # "image file is truncated", "broken data stream"
-        raise InvalidImage(
-            f"the image cannot be decoded: {exc}",
-            hint="The file looks cut short (an interrupted copy?); drop it again.",
-        ) from exc
-    except Exception as exc:  # crafted files make decoders raise anything
-        raise InvalidImage(f"the image cannot be decoded: {type(exc).__name__}: {exc}") from exc
-
-
-def _check_dimensions(width: int, height: int) -> None:
-    shorter, longer = min(width, height), max(width, height)
-    if shorter <= _MIN_SHORT_SIDE:
-        raise InvalidImage(
-            f"image is {width}x{height} px: the shorter side must be over {_MIN_SHORT_SIDE} px",
-            hint="Use a larger image or upscale it.",
-        )
-    if longer >= _MAX_LONG_SIDE:
-        raise InvalidImage(
-            f"image is {width}x{height} px: the longer side must be under {_MAX_LONG_SIDE} px",
-            hint="Scale the image down.",
-        )
-    # Integer arithmetic: 0.4 and 2.5 are inclusive bounds, exactly.
-    if 5 * width < 2 * height or 2 * width > 5 * height:
-        ratio = width / height
-        shown = f"{ratio:.2f}"
-        if _MIN_RATIO <= float(shown) <= _MAX_RATIO:  # rounding must not hide the excess
-            shown = f"{ratio:.6g}"
-        raise InvalidImage(
-            f"aspect ratio {shown} (width/height {width}x{height}) is outside "
-            f"{_MIN_RATIO} to {_MAX_RATIO}",
-            hint="Crop the image to a ratio between 2:5 and 5:2.",
-        )

@@ -308,15 +308,13 @@ def _unusable(state_dir: Path, exc: OSError) -> ConfigError | DurabilityError:
     used (EACCES, ENOTDIR, EROFS...), a durability one when the disk fails (EIO, ENOSPC)."""
     name = errno.errorcode.get(exc.errno or 0, "error")
     where = f", at {exc.filename}" if exc.filename else ""
-    if exc.errno not in fsutil.UNUSABLE_PATH_ERRNOS:
-        return DurabilityError(
-            f"the state folder {state_dir} cannot be prepared: {exc.strerror or exc} "
-            f"({name}{where})"
-        )
-    return ConfigError(
-        f"paths.state {state_dir} cannot be used: {exc.strerror or exc} ({name}{where}); "
-        "give paths.state a local folder this user can create and write",
-        key="paths.state",
+    return fsutil.path_error(
+        exc,
+        "paths.state",
+        unusable=f"paths.state {state_dir} cannot be used: {exc.strerror or exc} "
+        f"({name}{where}); give paths.state a local folder this user can create and write",
+        failing=f"the state folder {state_dir} cannot be prepared: {exc.strerror or exc} "
+        f"({name}{where})",
     )
 
 

@@ -34,6 +34,7 @@ from seedance_watch.config import Config
 from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
 from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
+from seedance_watch.files.drop import event_files
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
@@ -42,7 +43,7 @@ from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.endings import Endings
 from seedance_watch.pipeline.finish import FinishStage
-from seedance_watch.pipeline.intake import Intake, event_files
+from seedance_watch.pipeline.intake import Intake
 from seedance_watch.pipeline.leftovers import remove_leftovers
 from seedance_watch.pipeline.once import OncePolicy, RunPolicy, RunSummary
 from seedance_watch.pipeline.pauses import Pauses

@@ -35,13 +35,13 @@ from seedance_watch.core.jobs import (
     job_files,
 )
 from seedance_watch.core.names import split_source
+from seedance_watch.core.timestamps import iso_utc
 from seedance_watch.files.outbox import (
     OutputConflict,
     StagingMissing,
     copy_for_duplicate,
     error_report_rel,
     finish_moves,
-    iso_utc,
     place_output,
     plan_moves,
     plan_output,

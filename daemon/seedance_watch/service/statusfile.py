@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from seedance_watch.core.timestamps import iso_utc
 from seedance_watch.files.fsutil import atomic_write_json
-from seedance_watch.files.outbox import iso_utc
 
 __all__ = ["DAEMON_STATUS_NAME", "DaemonStatusFile"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from seedance_watch.core.jobs import RESUME, Job, State
-from seedance_watch.files.outbox import iso_utc
+from seedance_watch.core.timestamps import iso_utc
 
 __all__ = ["MAX_DONE", "MAX_FAILED", "MAX_RECENT", "build_view", "duration_text"]
 
