@@ -288,8 +288,9 @@ fi
 health=$(podman inspect --format '{{.State.Health.Status}}' "$NAME" 2>/dev/null ||
     podman inspect --format '{{.State.Healthcheck.Status}}' "$NAME")
 [ "$health" = healthy ] || fail "podman inspect says the health is '$health'"
-podman logs "$NAME" 2>&1 | grep -q '"event": "container.page_inside_only"' ||
-    fail "the log does not say how to publish the page"
+# (Whole logs into variables, not into `grep -q`: an early exit breaks podman's pipe.)
+logged() { [[ "$(podman logs "$NAME" 2>&1)" == *"\"event\": \"$1\""* ]]; }
+logged container.page_inside_only || fail "the log does not say how to publish the page"
 init=$(podman exec "$NAME" cat /proc/1/comm)
 [ "$init" = tini ] || fail "PID 1 is $init, not tini (nothing would reap a hook's orphans)"
 step "healthy; dropping a pair"
@@ -323,14 +324,13 @@ for file in "$WORK"/outbox/*; do
 done
 step "video $(basename "$mp4") ($(stat -c %s "$mp4") bytes), outputs 10001 0640"
 
-hook_ran() { podman logs "$NAME" 2>&1 | grep -q '"event": "hook.ran"'; }
 # shellcheck disable=SC2016 # expanded by the container's shell
 sleepers() {
     podman exec "$NAME" sh -c 'for f in /proc/[0-9]*/stat; do
         read -r _ comm state _ <"$f" 2>/dev/null && [ "$comm" = "(sleep)" ] && echo "$state"; done; true'
 }
 no_sleeper() { [ -z "$(sleepers)" ]; }
-wait_for 30 hook_ran || fail "the on_done hook did not run"
+wait_for 30 logged hook.ran || fail "the on_done hook did not run"
 wait_for 15 no_sleeper || fail "the hook's orphan was not reaped (states: $(sleepers | tr '\n' ' '))"
 
 # A token (here a secret file) moves the page to all addresses.
@@ -344,7 +344,8 @@ costs=$(podman run --rm -v "$NAME-state:/data/state" -e SEEDANCE_WATCH_STORAGE__
     "$IMAGE" costs --json)
 printf '%s' "$costs" | "$PYTHON" -c 'import json, sys; r = json.load(sys.stdin); assert r["days"], r' ||
     fail "costs through the entrypoint: $costs"
-podman run --rm "$IMAGE" models | grep -q seedance-2-0-fast || fail "models through the entrypoint"
+models=$(podman run --rm "$IMAGE" models) && [[ "$models" == *seedance-2-0-fast* ]] ||
+    fail "models through the entrypoint: $models"
 names=$(podman run --rm --entrypoint python "$IMAGE" -c '
 import argparse
 from seedance_watch.cli import _parser
