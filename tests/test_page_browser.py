@@ -140,7 +140,9 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
         assert refused is not None and refused.status == 401
         page.goto(base + "/?token=" + TOKEN)
         assert page.url == base + "/"  # the token left the address bar
-        page.wait_for_function("document.documentElement.dataset.live === 'on'")
+        # Predicates as functions, never bare expressions: Playwright evaluates an
+        # expression with eval(), which the page's CSP (no 'unsafe-eval') refuses.
+        page.wait_for_function("() => document.documentElement.dataset.live === 'on'")
 
         for source, job in jobs.items():
             row = page.locator(f"tbody[data-list=recent] tr[data-key='{job.job_id}']")
@@ -172,7 +174,7 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
         assert played["type"] == "video/mp4" and played["status"] in (200, 206)
         assert played["readyState"] >= 1
         page.wait_for_function(
-            f"document.querySelector(\"li[data-key='{done_id}'] video\").currentTime > 0",
+            f"() => document.querySelector(\"li[data-key='{done_id}'] video\").currentTime > 0",
             timeout=BROWSER_WAIT_MS,
         )
 
