@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, LedgerLocked
-from seedance_watch.ledger.jsonl import Ledger, encode_record, read_jobs
+from seedance_watch.ledger.jsonl import Ledger, read_jobs
+from seedance_watch.ledger.record import encode_record
 
 
 def make_job(n: int, state: State = State.NEW, seq: int = 0, **changes: Any) -> Job:
@@ -507,7 +508,7 @@ def test_a_lock_file_replaced_while_locking_is_locked_again(
     new file, so a second opener is still refused."""
     import fcntl
 
-    from seedance_watch.ledger import jsonl
+    from seedance_watch.ledger import lock
 
     real_flock = fcntl.flock
     replaced = {"n": 0}
@@ -519,9 +520,9 @@ def test_a_lock_file_replaced_while_locking_is_locked_again(
             (tmp_path / "LOCK").unlink()
             (tmp_path / "LOCK").write_text("")
 
-    monkeypatch.setattr(jsonl.fcntl, "flock", flock)
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
     with capture_logs() as logs, Ledger.open(tmp_path):
-        monkeypatch.setattr(jsonl.fcntl, "flock", real_flock)
+        monkeypatch.setattr(lock.fcntl, "flock", real_flock)
         assert [e["event"] for e in logs if e["event"] == "ledger.lock_replaced"] == [
             "ledger.lock_replaced"
         ]
@@ -536,7 +537,7 @@ def test_a_lock_file_replaced_every_time_is_refused(
     import fcntl
 
     from seedance_watch.errors import StateError
-    from seedance_watch.ledger import jsonl
+    from seedance_watch.ledger import lock
 
     real_flock = fcntl.flock
 
@@ -545,7 +546,7 @@ def test_a_lock_file_replaced_every_time_is_refused(
         (tmp_path / "LOCK").unlink()
         (tmp_path / "LOCK").write_text("")
 
-    monkeypatch.setattr(jsonl.fcntl, "flock", flock)
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
     with pytest.raises(StateError, match=r"LOCK file .* was replaced"):
         Ledger.open(tmp_path)
 

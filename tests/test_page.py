@@ -21,10 +21,10 @@ from PIL import Image
 
 from seedance_watch.config import Config, load_config
 from seedance_watch.core.jobs import Job, State
+from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.service.http import MAX_WEBHOOK_BYTES, HealthServer
 from seedance_watch.service.metrics import Metrics
-from seedance_watch.service.statusfile import DaemonStatusFile
 from seedance_watch.service.web.access import COOKIE_NAME
 
 from .conftest import make_image_bytes

@@ -20,8 +20,9 @@ from seedance_watch.commands.status import (
 )
 from seedance_watch.config import load_config
 from seedance_watch.files import fsutil
-from seedance_watch.ledger import jsonl
-from seedance_watch.ledger.jsonl import LOCK_NAME, Ledger, lock_holder
+from seedance_watch.ledger import lock
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.ledger.lock import LOCK_NAME, lock_holder
 from seedance_watch.service import lifecycle
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
@@ -88,7 +89,7 @@ def test_a_daemon_starting_while_status_tests_the_lock_still_starts(
         waits.append(seconds)
         os.close(fd)  # status releases the lock
 
-    monkeypatch.setattr(jsonl.time, "sleep", sleep)
+    monkeypatch.setattr(lock.time, "sleep", sleep)
     with Ledger.open(state):
         assert len(waits) == 1
 

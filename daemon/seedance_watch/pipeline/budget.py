@@ -25,9 +25,9 @@ from seedance_watch.core.budget import (
     submit_time,
 )
 from seedance_watch.core.jobs import Job, Placing, SubmitIntent, SubmitRefused
+from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.service.notify import Notifications
-from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["BudgetGate"]
 
