@@ -114,6 +114,46 @@ def test_status_on_an_unusable_state_folder_exits_2_with_a_clear_message(
     assert "paths.state" in err and "cannot be used" in err and "Traceback" not in err
 
 
+def test_status_on_a_folder_without_a_ledger_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No ledger in paths.state (a mistyped path, a service's other folder): "no ledger
+    at PATH", not "jobs: none", which would say an empty ledger was found; --json keeps
+    its shape.  An empty ledger still says "jobs: none"."""
+    state = tmp_path / "state"
+    config = config_file(tmp_path)
+    assert main(["status", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"no ledger at {state}"]
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"counts": {}, "jobs": [], "daemon": None}
+    assert not state.exists()
+    with Ledger.open(state):
+        pass
+    capsys.readouterr()  # its log lines
+    assert main(["status", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["jobs: none"]
+
+
+def test_status_into_a_closed_pipe_ends_without_a_traceback(tmp_path: Path) -> None:
+    """`status | head` when head has gone: no BrokenPipeError traceback on stderr."""
+    config = config_file(tmp_path)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "seedance_watch", "status", "--json", "--config", str(config)],
+            env=daemon_env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+
+
 @pytest.mark.parametrize("key", ["state", "done"])
 def test_run_on_an_unusable_folder_exits_2_without_a_traceback(tmp_path: Path, key: str) -> None:
     """`run` with paths.state (or another folder) impossible to create: exit 2 naming it."""
