@@ -10,7 +10,7 @@ budget tally and the counts are aggregated by the database instead of from a
 snapshot.  :mod:`seedance_watch.ledger` opens the configured backend;
 :mod:`seedance_watch.testing.memory` is an in-memory one for tests, and
 ``tests/test_store_contract.py`` the suite every backend passes
-(docs/design.md, "The ledger and crash guarantees").
+(docs/design.md, "Writers and readers").
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ retrying could report a record durable that is not.
 
 :class:`JsonlReader` reads the same files without the lock and without writing,
 so ``status``, ``costs`` and ``retry`` work while the daemon runs
-(docs/design.md, "The ledger and crash guarantees").
+(docs/design.md, "Writers and readers").
 """
 
 from __future__ import annotations
