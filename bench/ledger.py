@@ -35,7 +35,8 @@ from pathlib import Path
 import structlog
 
 from seedance_watch.core.jobs import Job, State
-from seedance_watch.ledger.jsonl import Ledger, encode_record
+from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.ledger.record import encode_record
 
 
 def finished_job(n: int) -> Job:

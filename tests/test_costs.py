@@ -29,7 +29,7 @@ from seedance_watch.core.jobs import (
     Uploaded,
     apply,
 )
-from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,7 +135,9 @@ def budget(**kw: Any) -> BudgetConfig:
 def test_costs_json_per_day_and_model(state: Path) -> None:
     """Refused submits are not counted, ambiguous ones are; days are Paris days, newest first."""
     now = paris(2026, 12, 2, 12)
-    report = costs_report(state, budget(timezone="Europe/Paris", max_cost_per_day=1.0), now=now)
+    report = costs_report(
+        JsonlReader(state), budget(timezone="Europe/Paris", max_cost_per_day=1.0), now=now
+    )
     assert report == {
         "currency": "USD",
         "days": [
@@ -162,7 +164,7 @@ def test_costs_json_per_day_and_model(state: Path) -> None:
 
 def test_the_same_ledger_in_utc_moves_the_midnight_submit(state: Path) -> None:
     """In UTC, the 00:30 Paris submit belongs to December 1st."""
-    report = costs_report(state, budget(), now=paris(2026, 12, 2, 12))
+    report = costs_report(JsonlReader(state), budget(), now=paris(2026, 12, 2, 12))
     assert [(d["date"], d["submits"]) for d in report["days"]] == [
         ("2026-12-02", 1),
         ("2026-12-01", 4),
@@ -174,9 +176,10 @@ def test_days_bounds_the_report_and_today_stays(state: Path) -> None:
     """--days 1 keeps today only; a later day with no submits shows an empty list."""
     b = budget(timezone="Europe/Paris")
     assert [
-        d["date"] for d in costs_report(state, b, now=paris(2026, 12, 2, 12), days=1)["days"]
+        d["date"]
+        for d in costs_report(JsonlReader(state), b, now=paris(2026, 12, 2, 12), days=1)["days"]
     ] == ["2026-12-02"]
-    later = costs_report(state, b, now=paris(2026, 12, 20, 12), days=7)
+    later = costs_report(JsonlReader(state), b, now=paris(2026, 12, 20, 12), days=7)
     assert later["days"] == [] and later["today"]["spent"] == 0.0
 
 
@@ -184,14 +187,18 @@ def test_costs_reads_while_the_daemon_holds_the_ledger(state: Path) -> None:
     """The daemon's lock does not stop costs: the ledger is read without it."""
     with Ledger.open(state) as ledger:
         ledger.put(done("g", PRO, paris(2026, 12, 2, 10))[-1])
-        report = costs_report(state, budget(timezone="Europe/Paris"), now=paris(2026, 12, 2, 12))
+        report = costs_report(
+            JsonlReader(state), budget(timezone="Europe/Paris"), now=paris(2026, 12, 2, 12)
+        )
     assert report["days"][0]["models"][PRO] == {"submits": 1, "cost": 0.5}
 
 
 def test_table_for_people(state: Path) -> None:
     """Without --json: today's standing, one line per day and per model, a total."""
     report = costs_report(
-        state, budget(timezone="Europe/Paris", max_cost_per_day=1.0), now=paris(2026, 12, 2, 12)
+        JsonlReader(state),
+        budget(timezone="Europe/Paris", max_cost_per_day=1.0),
+        now=paris(2026, 12, 2, 12),
     )
     text = format_costs(report)
     lines = text.splitlines()
@@ -275,7 +282,9 @@ def test_costs_json_is_exact_to_the_cent_with_per_second_costs(
         "budget: {timezone: Europe/Paris, max_cost_per_day: 3.0}\n"
     )
     report = costs_report(
-        state, BudgetConfig(timezone="Europe/Paris", max_cost_per_day=3.0), now=at + 100
+        JsonlReader(state),
+        BudgetConfig(timezone="Europe/Paris", max_cost_per_day=3.0),
+        now=at + 100,
     )
     (day,) = report["days"]
     assert day["cost"] == 2.45 and day["submits"] == 4 and day["done"] == 4
@@ -324,7 +333,7 @@ def test_a_settled_job_counts_at_its_settlement_and_an_older_record_at_today_s_p
     )
     state = tmp_path / "state"
     write_ledger(state, auto, done("old", FAST, at + 5))
-    report = costs_report(state, BudgetConfig(), now=at + 100)
+    report = costs_report(JsonlReader(state), BudgetConfig(), now=at + 100)
     assert report["days"][0]["models"] == {
         MINI: {"submits": 1, "cost": 0.53},
         FAST: {"submits": 1, "cost": 0.2},

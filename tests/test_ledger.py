@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, LedgerLocked
-from seedance_watch.ledger.jsonl import Ledger, encode_record, read_jobs
+from seedance_watch.ledger.jsonl import Ledger, read_jobs
+from seedance_watch.ledger.record import encode_record
 
 
 def make_job(n: int, state: State = State.NEW, seq: int = 0, **changes: Any) -> Job:
@@ -507,7 +508,7 @@ def test_a_lock_file_replaced_while_locking_is_locked_again(
     new file, so a second opener is still refused."""
     import fcntl
 
-    from seedance_watch.ledger import jsonl
+    from seedance_watch.ledger import lock
 
     real_flock = fcntl.flock
     replaced = {"n": 0}
@@ -519,9 +520,9 @@ def test_a_lock_file_replaced_while_locking_is_locked_again(
             (tmp_path / "LOCK").unlink()
             (tmp_path / "LOCK").write_text("")
 
-    monkeypatch.setattr(jsonl.fcntl, "flock", flock)
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
     with capture_logs() as logs, Ledger.open(tmp_path):
-        monkeypatch.setattr(jsonl.fcntl, "flock", real_flock)
+        monkeypatch.setattr(lock.fcntl, "flock", real_flock)
         assert [e["event"] for e in logs if e["event"] == "ledger.lock_replaced"] == [
             "ledger.lock_replaced"
         ]
@@ -536,7 +537,7 @@ def test_a_lock_file_replaced_every_time_is_refused(
     import fcntl
 
     from seedance_watch.errors import StateError
-    from seedance_watch.ledger import jsonl
+    from seedance_watch.ledger import lock
 
     real_flock = fcntl.flock
 
@@ -545,7 +546,7 @@ def test_a_lock_file_replaced_every_time_is_refused(
         (tmp_path / "LOCK").unlink()
         (tmp_path / "LOCK").write_text("")
 
-    monkeypatch.setattr(jsonl.fcntl, "flock", flock)
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
     with pytest.raises(StateError, match=r"LOCK file .* was replaced"):
         Ledger.open(tmp_path)
 
@@ -596,3 +597,58 @@ def test_a_failing_disk_under_the_state_folder_is_a_durability_error(
     monkeypatch.setattr(fsutil, "fsync_dir", fail)
     with pytest.raises(DurabilityError, match="cannot be prepared"):
         Ledger.open(tmp_path / "state")
+
+
+# --- the reader and the factory ----------------------------------------------------------
+
+
+def test_the_reader_of_a_folder_without_a_ledger_says_there_is_none(tmp_path: Path) -> None:
+    """JsonlReader on a missing or empty folder: exists() False and an empty store,
+    nothing created; once a daemon opened the folder (even with no job), it exists."""
+    from seedance_watch.ledger.jsonl import JsonlReader
+
+    for state in (tmp_path / "missing", tmp_path / "empty"):
+        if state.name == "empty":
+            state.mkdir()
+        reader = JsonlReader(state)
+        assert not reader.exists() and reader.where == str(state)
+        assert reader.snapshot() == [] and reader.holder() is None
+        assert reader.daemon_record() is None and set(reader.counts().values()) == {0}
+    assert not (tmp_path / "missing").exists() and list((tmp_path / "empty").iterdir()) == []
+    with Ledger.open(tmp_path / "empty"):
+        assert JsonlReader(tmp_path / "empty").exists()
+    assert JsonlReader(tmp_path / "empty").exists()
+
+
+def test_the_reader_refuses_a_damaged_ledger_as_recovery_does(tmp_path: Path) -> None:
+    """A damaged record before the last one: the reader raises LedgerCorrupt naming it."""
+    from seedance_watch.ledger.jsonl import JsonlReader
+
+    fill(tmp_path, [make_job(1), make_job(2)])
+    path = segment(tmp_path, 1)
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(LedgerCorrupt, match=r"line 1"):
+        JsonlReader(tmp_path).snapshot()
+
+
+def test_the_config_opens_the_json_lines_store_in_paths_state(tmp_path: Path) -> None:
+    """open_store/open_reader pick the backend from the config: today the JSON-lines
+    ledger in paths.state, its reader working while the store is held."""
+    from seedance_watch.config import Config, PathsConfig
+    from seedance_watch.ledger import open_reader, open_store
+    from seedance_watch.ledger.jsonl import JsonlReader
+
+    config = Config.model_validate(
+        {"paths": PathsConfig(state=tmp_path / "state"), "storage": {"bucket": "b"}}
+    )
+    store = open_store(config)
+    try:
+        assert isinstance(store, Ledger)
+        store.put(make_job(1))
+        reader = open_reader(config)
+        assert isinstance(reader, JsonlReader) and reader.where == str(tmp_path / "state")
+        assert reader.snapshot() == [make_job(1)] and reader.holder() is not None
+    finally:
+        store.close()

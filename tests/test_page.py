@@ -23,10 +23,10 @@ from seedance_watch.commands.requeue import requeue
 from seedance_watch.commands.status import read_daemon_status, status_report
 from seedance_watch.config import Config, load_config
 from seedance_watch.core.jobs import Job, State
-from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.ledger.daemonfile import DaemonStatusFile
+from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.service.http import MAX_WEBHOOK_BYTES, HealthServer, PageSources
 from seedance_watch.service.metrics import Metrics
-from seedance_watch.service.statusfile import DaemonStatusFile
 from seedance_watch.service.web.access import COOKIE_NAME
 
 from .conftest import make_image_bytes
@@ -95,8 +95,8 @@ class World:
             check=lambda: (True, {"loop_alive": True}),
             metrics=Metrics(job_counts=self.ledger.counts).render,
             jobs=self.ledger.snapshot,
-            report=lambda: status_report(paths.state),
-            daemon=lambda: read_daemon_status(paths.state),
+            report=lambda: status_report(JsonlReader(paths.state)),
+            daemon=lambda: read_daemon_status(JsonlReader(paths.state)),
             retry=retry,
             task_eta=task_eta,
             budget=budget_view,

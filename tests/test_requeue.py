@@ -16,7 +16,7 @@ from seedance_watch.commands.status import format_status, status_report
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.files.outbox import error_report_rel, plan_moves
-from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
@@ -261,12 +261,14 @@ def test_status_names_the_kind_of_a_job_that_is_not_image_to_video(tmp_path: Pat
     they were; ``--json`` has ``kind`` for every job."""
     failed_drop(tmp_path, "f1", FRAMES)
     config = failed_drop(tmp_path / "t", "t1", {"poem.yaml": "sidecar"})
-    report = status_report(tmp_path / "state")
+    report = status_report(JsonlReader(tmp_path / "state"))
     assert [j["kind"] for j in report["jobs"]] == ["frames"]
     assert "beach.jpg (frames)  task_failed: it failed" in format_status(report)
-    text = status_report(config.paths.state)
+    text = status_report(JsonlReader(config.paths.state))
     assert "poem.yaml (text)" in format_status(text)
-    references = status_report(failed_drop(tmp_path / "r", "r1", REFERENCES).paths.state)
+    references = status_report(
+        JsonlReader(failed_drop(tmp_path / "r", "r1", REFERENCES).paths.state)
+    )
     assert references["jobs"][0]["kind"] == "reference"
     assert "ad.yaml (reference)  task_failed" in format_status(references)
     image = {**text, "jobs": [{**text["jobs"][0], "kind": "image", "source": "a.jpg"}]}

@@ -22,6 +22,7 @@ import stamina
 from structlog.testing import capture_logs
 
 from seedance_watch.commands.status import format_status, status_report
+from seedance_watch.ledger.jsonl import JsonlReader
 from seedance_watch.providers.pixazo import SUBMIT_PATH
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
@@ -209,7 +210,7 @@ def test_bad_key_once_exits_3_then_the_right_key_finishes(
     assert refused and refused[0]["log_level"] == "error"
     assert refused[0]["key_source"] == "PIXAZO_API_KEY" and refused[0]["http_status"] == 401
     assert "wrong-key-123" not in repr(logs)
-    report = status_report(cfg.paths.state)
+    report = status_report(JsonlReader(cfg.paths.state))
     paused = report["daemon"]["paused"]["credentials"]
     assert paused["key_source"] == "PIXAZO_API_KEY" and paused["http_status"] == 401
     assert report["daemon"]["pid"] == os.getpid()  # in-process run
@@ -219,7 +220,7 @@ def test_bad_key_once_exits_3_then_the_right_key_finishes(
     result, _ = run_once(config)
     assert result.exit_code == 0 and len(result.summary.done) == 2
     assert len(sim.submits) == 2
-    assert status_report(cfg.paths.state)["daemon"]["paused"] == {}
+    assert status_report(JsonlReader(cfg.paths.state))["daemon"]["paused"] == {}
 
 
 @pytest.mark.slow
@@ -248,7 +249,9 @@ def test_revoked_key_pauses_submits_and_polls_then_resumes(
             timeout=20,
         )
         report = wait_for(
-            lambda: (r := status_report(state))["daemon"] and r["daemon"]["paused"] and r,
+            lambda: (
+                (r := status_report(JsonlReader(state)))["daemon"] and r["daemon"]["paused"] and r
+            ),
             timeout=10,
         )
         info = report["daemon"]["paused"]["credentials"]
@@ -266,7 +269,7 @@ def test_revoked_key_pauses_submits_and_polls_then_resumes(
         )
         assert daemon.has_event("gateway.credentials_accepted")
         assert len(sim.submits) == 3 and files_under(tmp_path / "failed") == []
-        wait_for(lambda: status_report(state)["daemon"]["paused"] == {}, timeout=5)
+        wait_for(lambda: status_report(JsonlReader(state))["daemon"]["paused"] == {}, timeout=5)
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(30) == 0
     finally:
@@ -356,7 +359,7 @@ def test_missing_bucket_once_exits_1_with_inputs_intact(
     assert len(files_under(tmp_path / "inbox")) == 6 and files_under(tmp_path / "failed") == []
     paused = [e for e in logs if e["event"] == "storage.paused"]
     assert len(paused) == 1 and "no-such" in paused[0]["reason"]
-    info = status_report(cfg.paths.state)["daemon"]["paused"]["storage"]
+    info = status_report(JsonlReader(cfg.paths.state))["daemon"]["paused"]["storage"]
     assert "no-such" in info["message"]
 
 
@@ -373,7 +376,9 @@ def test_missing_bucket_daemon_resumes_when_it_appears(
     daemon = DaemonProcess(config)
     try:
         wait_for(lambda: daemon.has_event("storage.paused"), timeout=20)
-        wait_for(lambda: (status_report(tmp_path / "state")["daemon"] or {}).get("paused"))
+        wait_for(
+            lambda: (status_report(JsonlReader(tmp_path / "state"))["daemon"] or {}).get("paused")
+        )
         assert files_under(tmp_path / "failed") == [] and sim.submit_attempts == 0
         s3_server.client().create_bucket(Bucket=bucket)
         wait_for(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from seedance_watch.commands.status import status_report
+from seedance_watch.ledger.jsonl import JsonlReader
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
@@ -122,7 +123,7 @@ def test_a_second_sigint_exits_at_once_with_130(
         daemon.kill()
     assert daemon.has_event("daemon.second_sigint")
     assert not daemon.has_event("job.submitted")
-    report = status_report(tmp_path / "state")
+    report = status_report(JsonlReader(tmp_path / "state"))
     assert sum(report["counts"].values()) == 1
 
 

@@ -21,8 +21,9 @@ from seedance_watch.commands.status import (
 )
 from seedance_watch.config import load_config
 from seedance_watch.files import fsutil
-from seedance_watch.ledger import jsonl
-from seedance_watch.ledger.jsonl import LOCK_NAME, Ledger, lock_holder
+from seedance_watch.ledger import lock
+from seedance_watch.ledger.jsonl import JsonlReader, Ledger
+from seedance_watch.ledger.lock import LOCK_NAME, lock_holder
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
@@ -44,19 +45,21 @@ def test_status_tells_running_by_the_lock_not_by_a_pid(tmp_path: Path) -> None:
     "running" even before daemon.json exists, with the holder's pid."""
     state = tmp_path / "state"
     write_daemon_json(state, os.getpid())
-    daemon = read_daemon_status(state)
+    daemon = read_daemon_status(JsonlReader(state))
     assert daemon is not None and daemon["running"] is False
-    assert "daemon: not running" in format_status(status_report(state))
+    assert "daemon: not running" in format_status(status_report(JsonlReader(state)))
 
     (state / DAEMON_STATUS_NAME).unlink()
     with Ledger.open(state):
         assert lock_holder(state) is not None and f"pid {os.getpid()}" in str(lock_holder(state))
-        daemon = read_daemon_status(state)
+        daemon = read_daemon_status(JsonlReader(state))
         assert daemon is not None and daemon["running"] is True
         assert daemon["pid"] == os.getpid()
-        assert f"daemon: running (pid {os.getpid()})" in format_status(status_report(state))
+        assert f"daemon: running (pid {os.getpid()})" in format_status(
+            status_report(JsonlReader(state))
+        )
     assert lock_holder(state) is None
-    assert read_daemon_status(state) is None
+    assert read_daemon_status(JsonlReader(state)) is None
 
 
 def test_status_testing_the_lock_never_creates_it_or_keeps_it(tmp_path: Path) -> None:
@@ -88,7 +91,7 @@ def test_a_daemon_starting_while_status_tests_the_lock_still_starts(
         waits.append(seconds)
         os.close(fd)  # status releases the lock
 
-    monkeypatch.setattr(jsonl.time, "sleep", sleep)
+    monkeypatch.setattr(lock.time, "sleep", sleep)
     with Ledger.open(state):
         assert len(waits) == 1
 
@@ -111,6 +114,46 @@ def test_status_on_an_unusable_state_folder_exits_2_with_a_clear_message(
     assert main(["status", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "paths.state" in err and "cannot be used" in err and "Traceback" not in err
+
+
+def test_status_on_a_folder_without_a_ledger_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No ledger in paths.state (a mistyped path, a service's other folder): "no ledger
+    at PATH", not "jobs: none", which would say an empty ledger was found; --json keeps
+    its shape.  An empty ledger still says "jobs: none"."""
+    state = tmp_path / "state"
+    config = config_file(tmp_path)
+    assert main(["status", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"no ledger at {state}"]
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"counts": {}, "jobs": [], "daemon": None}
+    assert not state.exists()
+    with Ledger.open(state):
+        pass
+    capsys.readouterr()  # its log lines
+    assert main(["status", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["jobs: none"]
+
+
+def test_status_into_a_closed_pipe_ends_without_a_traceback(tmp_path: Path) -> None:
+    """`status | head` when head has gone: no BrokenPipeError traceback on stderr."""
+    config = config_file(tmp_path)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "seedance_watch", "status", "--json", "--config", str(config)],
+            env=daemon_env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
 
 
 @pytest.mark.parametrize("key", ["state", "done"])

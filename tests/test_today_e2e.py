@@ -27,7 +27,8 @@ from seedance_watch.core.jobs import Job, State
 from seedance_watch.files.drop import examine_drop
 from seedance_watch.files.mp4 import video_seconds
 from seedance_watch.files.storage import Storage
-from seedance_watch.ledger.jsonl import Ledger, decode_record, read_jobs
+from seedance_watch.ledger.jsonl import Ledger, read_jobs
+from seedance_watch.ledger.record import decode_record
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -116,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulator_main(args_list[1:])
     args = _parser().parse_args(args_list)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader gone away (`status | head`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _drop_stdout()
+        return 1
     except ConfigError as exc:
         print(f"seedance-watch: config error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -126,6 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateError as exc:
         print(f"seedance-watch: state error: {exc.message}", file=sys.stderr)
         return 1
+
+
+def _drop_stdout() -> None:
+    """Send what is left of stdout to /dev/null: the pipe's reader has gone (as after
+    ``status | head``), and the flush at exit must not fail again with a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -149,14 +165,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _health(config, args.timeout)
     if args.command == "status":
         from seedance_watch.commands.status import format_status, status_report
+        from seedance_watch.ledger import open_reader
 
-        report = status_report(config.paths.state)
-        print(json.dumps(report, indent=2) if args.json else format_status(report))
+        with contextlib.closing(open_reader(config)) as reader:
+            report = status_report(reader)
+            missing = None if reader.exists() else reader.where
+        print(json.dumps(report, indent=2) if args.json else format_status(report, missing=missing))
         return 0
     if args.command == "costs":
         from seedance_watch.commands.costs import costs_report, format_costs
+        from seedance_watch.ledger import open_reader
 
-        costs = costs_report(config.paths.state, config.budget, now=time.time(), days=args.days)
+        with contextlib.closing(open_reader(config)) as reader:
+            costs = costs_report(reader, config.budget, now=time.time(), days=args.days)
         print(json.dumps(costs, indent=2) if args.json else format_costs(costs))
         return 0
     if args.command == "retry":

@@ -35,7 +35,7 @@ from seedance_watch.errors import ConfigError
 from seedance_watch.files.fsutil import make_dirs, path_error
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
-from seedance_watch.ledger.jsonl import Ledger
+from seedance_watch.ledger import open_reader, open_store
 from seedance_watch.logs import configure_logging
 from seedance_watch.pipeline.engine import Engine
 from seedance_watch.pipeline.once import RunSummary
@@ -155,7 +155,7 @@ async def run_service(
     """
     env = os.environ if environ is None else environ
     _make_dirs(config)
-    store = Ledger.open(config.paths.state)
+    store = open_store(config)
     metrics = Metrics(job_counts=store.counts, kind_counts=store.counts_by_kind)
     spec = provider_spec(config.gateway.provider)
     gw = config.gateway
@@ -296,15 +296,16 @@ def _start_health(
         return None
 
     def retry(job_id: str) -> tuple[list[str] | None, str]:
-        result = requeue(config, [job_id])
+        result = requeue(config, [job_id], reader=reader)
         return result.moved.get(job_id), result.problems.get(job_id, "")
 
+    reader = open_reader(config)
     sources = PageSources(
         check=health_check(heartbeat, view),
         metrics=metrics.render,
         jobs=view.jobs,
-        report=lambda: status_report(config.paths.state),
-        daemon=lambda: read_daemon_status(config.paths.state),
+        report=lambda: status_report(reader),
+        daemon=lambda: read_daemon_status(reader),
         retry=retry,
         task_eta=view.task_eta,
         budget=view.budget,

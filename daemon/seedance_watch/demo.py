@@ -12,6 +12,7 @@ only sees a config whose gateway and bucket happen to be local.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -158,7 +159,7 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         return 2
     from seedance_watch.config import load_config
     from seedance_watch.daemon import run_service
-    from seedance_watch.ledger.jsonl import read_jobs
+    from seedance_watch.ledger import open_reader
     from seedance_watch.logs import configure_logging
     from seedance_watch.providers.keys import load_api_key
     from seedance_watch.providers.pixazo import PROVIDER
@@ -187,7 +188,8 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         configure_logging(fmt=config.log.format, level=config.log.level)
         result = asyncio.run(run_service(config, api_key, once=True, environ=os.environ))
         leftovers = s3.keys(DEMO_BUCKET)
-    jobs = read_jobs(config.paths.state)
+    with contextlib.closing(open_reader(config)) as reader:
+        jobs = {job.job_id: job for job in reader.snapshot()}
     print()
     for job_id in result.summary.done:
         job = jobs[job_id]

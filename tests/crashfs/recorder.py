@@ -8,7 +8,8 @@ write through a file object, which it does not model) with wrappers that call
 the real function and, when the path or descriptor is under the recorded root,
 append a logical operation to :attr:`Recording.ops`.  The daemon makes all its
 changes through these calls (``files/fsutil.py``, ``files/outbox.py``,
-``ledger/jsonl.py``, ``providers/download.py``); ``pathlib`` reaches them too.
+``ledger/jsonl.py``, ``ledger/lock.py``, ``providers/download.py``); ``pathlib``
+reaches them too.
 
 The logical model: every file, folder and symlink is an inode with a number of
 our own; a folder's entries map names to inodes.  The tree as it was when

@@ -1,6 +1,7 @@
 """``seedance-watch costs``: spend and submits per day and model, from the ledger (SPEC §13).
 
-The ledger is read without the lock (as ``status`` does), so this works while the
+The store is read through a :class:`~seedance_watch.ledger.base.JobReader`, which
+takes nothing from a running daemon (as ``status`` does), so this works while the
 daemon runs.  Days are calendar days in ``budget.timezone``, newest first; a job
 counts on the day its submit intent was recorded, at the cost recorded on it
 (reserved with the intent, settled when a ``duration: auto`` video was
@@ -12,18 +13,16 @@ Amounts are whole cents until they are printed.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from seedance_watch.config import BudgetConfig
 from seedance_watch.core.budget import (
     BudgetPrices,
-    BudgetTally,
     daily_costs,
     day_of,
     from_cents,
 )
-from seedance_watch.ledger.jsonl import read_jobs
+from seedance_watch.ledger.base import JobReader
 
 __all__ = ["DEFAULT_DAYS", "costs_report", "format_costs"]
 
@@ -32,22 +31,23 @@ DEFAULT_DAYS = 30
 
 
 def costs_report(
-    state_dir: Path, budget: BudgetConfig, *, now: float, days: int = DEFAULT_DAYS
+    reader: JobReader, budget: BudgetConfig, *, now: float, days: int = DEFAULT_DAYS
 ) -> dict[str, Any]:
     """``{"currency", "days": [...], "today": {"spent", "cap", "remaining"}}`` (SPEC §13).
 
     ``days`` bounds the report to the last ``days`` calendar days, today included;
-    only days with submits are listed.
+    only days with submits are listed.  ``today`` is the store's budget tally
+    (:meth:`~seedance_watch.ledger.base.JobReader.tally`): the spend the daily cap counts.
     """
     if days < 1:
         raise ValueError("days must be at least 1")
     prices = BudgetPrices.from_config(budget)
-    jobs = list(read_jobs(state_dir).values())
+    jobs = reader.snapshot()
     try:
         since = day_of(now, prices.zone) - dt.timedelta(days=days - 1)
     except OverflowError:  # --days 99999999: every day there is
         since = dt.date.min
-    today = BudgetTally.from_jobs(prices, jobs).today(now)
+    today = reader.tally(prices).today(now)
     return {
         "currency": prices.currency,
         "days": [day.to_dict() for day in daily_costs(prices, jobs, since=since)],

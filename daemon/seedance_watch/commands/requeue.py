@@ -1,7 +1,8 @@
 """``seedance-watch retry``: failed jobs' inputs go back to the inbox as new drops.
 
-Works whether or not the daemon runs: it reads the ledger without the lock and
-only moves files (failed/ → inbox/) and removes the error report; the daemon
+Works whether or not the daemon runs: it reads the store through a
+:class:`~seedance_watch.ledger.base.JobReader` (which takes nothing from a running
+daemon) and only moves files (failed/ → inbox/) and removes the error report; the daemon
 sees the files as a new drop, with a new job id.  A ``submit_ambiguous`` job is
 therefore submitted once more, on purpose.  Every file of the drop comes back (a
 frames drop's three, a text drop's sidecar, a reference drop's sidecar and images)
@@ -12,6 +13,7 @@ image) keeps its name or, when that is taken, the job stays.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ from seedance_watch.core.jobs import Job, State
 from seedance_watch.core.stability import CLAIM_ROLES
 from seedance_watch.files.fsutil import move_file, next_free_suffix
 from seedance_watch.files.outbox import error_report_rel
-from seedance_watch.ledger.jsonl import read_jobs
+from seedance_watch.ledger import open_reader
+from seedance_watch.ledger.base import JobReader
 
 __all__ = ["RequeueResult", "requeue"]
 
@@ -33,8 +36,23 @@ class RequeueResult:
     problems: dict[str, str] = field(default_factory=dict)  # job_id → why not
 
 
-def requeue(config: Config, job_ids: Iterable[str], *, all_failed: bool = False) -> RequeueResult:
-    jobs = read_jobs(config.paths.state)
+def requeue(
+    config: Config,
+    job_ids: Iterable[str],
+    *,
+    all_failed: bool = False,
+    reader: JobReader | None = None,
+) -> RequeueResult:
+    """Move the inputs of the failed jobs ``job_ids`` (and with ``all_failed``, of every
+    failed job whose inputs still wait in failed/) back to the inbox.
+
+    ``reader``: the store to read (default: the one ``config`` names).
+    """
+    if reader is None:
+        with contextlib.closing(open_reader(config)) as own:
+            jobs = {job.job_id: job for job in own.snapshot()}
+    else:
+        jobs = {job.job_id: job for job in reader.snapshot()}
     result = RequeueResult()
     wanted = [j.job_id for j in jobs.values() if j.state is State.FAILED] if all_failed else []
     for job_id in wanted:

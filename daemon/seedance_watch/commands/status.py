@@ -1,22 +1,19 @@
-"""``seedance-watch status``: jobs by state from the ledger, and the daemon's pauses.
+"""``seedance-watch status``: jobs by state from the store, and the daemon's pauses.
 
-The ledger is read without the lock, and ``state/daemon.json`` (the daemon's
-pauses, :mod:`seedance_watch.service.statusfile`) beside it.  ``status`` shows
-them, and says whether a daemon is running: it tests the ledger's lock (a daemon
-holds ``state/LOCK`` for its whole life), never a recorded pid, which another
-process may have reused by now or which may belong to another container.
+Everything comes through a :class:`~seedance_watch.ledger.base.JobReader`, which
+reads without taking the store from a running daemon: the jobs, the daemon's last
+recorded pauses, and whether a daemon runs now -- told by the store (the JSON-lines
+one tests its lock), never by a recorded pid, which another process may have
+reused by now or which may belong to another container.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from seedance_watch.core.jobs import State
-from seedance_watch.ledger.jsonl import LOCK_NAME, lock_holder, read_jobs
-from seedance_watch.service.statusfile import DAEMON_STATUS_NAME
+from seedance_watch.ledger.base import JobReader
+from seedance_watch.ledger.daemonfile import DAEMON_STATUS_NAME
 
 __all__ = [
     "DAEMON_STATUS_NAME",
@@ -26,45 +23,35 @@ __all__ = [
 ]
 
 
-def read_daemon_status(state_dir: Path) -> dict[str, Any] | None:
-    """``daemon.json`` plus ``running`` (a daemon holds the state lock now).
+def read_daemon_status(reader: JobReader) -> dict[str, Any] | None:
+    """The daemon's last record (``daemon.json``) plus ``running`` (a daemon holds the
+    store now).
 
-    ``running`` comes from testing the lock; while a daemon runs, ``pid`` is the
-    lock holder's.  None when no daemon runs and ``daemon.json`` is absent or
-    unreadable.
+    ``running`` comes from the store; while a daemon runs, ``holder`` describes it
+    and ``pid`` is its pid.  None when no daemon runs and none left a readable record.
     """
-    holder = lock_holder(state_dir)
-    try:
-        loaded = json.loads((state_dir / DAEMON_STATUS_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        loaded = None
-    if not isinstance(loaded, dict) and holder is None:
+    holder = reader.holder()
+    loaded = reader.daemon_record()
+    if loaded is None and holder is None:
         return None
-    data: dict[str, Any] = loaded if isinstance(loaded, dict) else {"paused": {}}
+    data: dict[str, Any] = dict(loaded) if loaded is not None else {"paused": {}}
     data["running"] = holder is not None
     if holder is not None:
-        data["holder"] = holder
-        pid = _holder_pid(state_dir)
-        if pid is not None:
-            data["pid"] = pid
+        data["holder"] = holder.description
+        if holder.pid is not None:
+            data["pid"] = holder.pid
     return data
 
 
-def _holder_pid(state_dir: Path) -> int | None:
-    try:
-        info = json.loads((state_dir / LOCK_NAME).read_bytes())
-    except (OSError, ValueError):
-        return None
-    pid = info.get("pid") if isinstance(info, dict) else None
-    return pid if isinstance(pid, int) else None
-
-
-def status_report(state_dir: Path) -> dict[str, Any]:
-    """``{"counts": {STATE: N}, "jobs": [...], "daemon": {...} | null}`` (SPEC §10)."""
-    jobs = sorted(read_jobs(state_dir).values(), key=lambda j: (j.created_at, j.job_id))
-    counts = Counter(job.state.value for job in jobs)
+def status_report(reader: JobReader) -> dict[str, Any]:
+    """``{"counts": {STATE: N}, "jobs": [...], "daemon": {...} | null}`` (docs/design.md,
+    "Routes": the shape ``status --json`` and ``/api/jobs`` share)."""
+    jobs = reader.snapshot()
+    counts = dict.fromkeys((state.value for state in State), 0)
+    for job in jobs:
+        counts[job.state.value] += 1
     return {
-        "counts": {state.value: counts[state.value] for state in State if counts[state.value]},
+        "counts": {state: n for state, n in counts.items() if n},
         "jobs": [
             {
                 "job_id": job.job_id,
@@ -78,7 +65,7 @@ def status_report(state_dir: Path) -> dict[str, Any]:
             }
             for job in jobs
         ],
-        "daemon": read_daemon_status(state_dir),
+        "daemon": read_daemon_status(reader),
     }
 
 
@@ -106,11 +93,18 @@ def _format_daemon(daemon: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def format_status(report: dict[str, Any], *, limit: int = 50) -> str:
-    """A short human summary: the daemon's pauses, counts, then the latest jobs."""
+def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | None = None) -> str:
+    """A short human summary: the daemon's pauses, counts, then the latest jobs.
+
+    ``missing``: where the store was looked for when there is none (instead of
+    "jobs: none", which would say that an empty store was found).
+    """
     counts = report["counts"]
     lines = _format_daemon(report.get("daemon"))
-    lines.append("jobs: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+    if missing is not None:
+        lines.append(f"no ledger at {missing}")
+    else:
+        lines.append("jobs: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
     for job in report["jobs"][-limit:]:
         detail = job["output"] or ""
         if job["error"]:

@@ -1,17 +1,28 @@
-"""The seam between the pipeline and where job records live: :class:`JobStore`.
+"""The seams between the code and where job records live: :class:`JobStore`, :class:`JobReader`.
 
-Today's implementation is the JSON-lines ledger (:mod:`.jsonl`); a shared SQL
-database for several hosts would be one more module implementing this protocol.
+The daemon writes through a :class:`JobStore` (one per store, held for the daemon's
+life); everything that only looks -- ``status``, ``costs``, ``retry``, the page, the
+demo -- reads through a :class:`JobReader`, which works while a daemon holds the
+store and never writes to it.  Today's backend is the JSON-lines ledger
+(:mod:`.jsonl`: :class:`~.jsonl.Ledger` and :class:`~.jsonl.JsonlReader`); a shared
+SQL database for several hosts is one more module implementing both, where the
+budget tally and the counts are aggregated by the database instead of from a
+snapshot.  :mod:`seedance_watch.ledger` opens the configured backend;
+:mod:`seedance_watch.testing.memory` is an in-memory one for tests, and
+``tests/test_store_contract.py`` the suite every backend passes
+(docs/design.md, "Writers and readers").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from seedance_watch.core.budget import BudgetPrices, BudgetTally
 from seedance_watch.core.jobs import Job
 
-__all__ = ["JobStore"]
+__all__ = ["JobReader", "JobStore", "StoreHolder", "status_order"]
 
 
 class JobStore(Protocol):
@@ -56,3 +67,71 @@ class JobStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHolder:
+    """A running daemon that holds the store now, as far as the store knows it."""
+
+    #: For people: ``"pid 12 on host h, started 2026-05-01T10:00:00+00:00"``.
+    description: str
+    pid: int | None = None
+    host: str | None = None
+    #: ISO 8601, as the holder recorded it.
+    started_at: str | None = None
+
+
+def status_order(job: Job) -> tuple[float, str]:
+    """The order :meth:`JobReader.snapshot` returns jobs in: oldest first, then by id."""
+    return job.created_at, job.job_id
+
+
+class JobReader(Protocol):
+    """What the readers of a store see, without taking it from the daemon that holds it.
+
+    Each call reads the store as it is now (nothing is cached between calls); each
+    answer is consistent in itself: a snapshot taken while a daemon writes holds the
+    state after some ``put``, never half of one.
+    """
+
+    @property
+    def where(self) -> str:
+        """The store's location for messages (a folder; a database without secrets)."""
+        ...
+
+    def exists(self) -> bool:
+        """Whether a store is there at all (a state folder no daemon ever used: False)."""
+        ...
+
+    def snapshot(self) -> list[Job]:
+        """The latest record of every job, in :func:`status_order`."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state value, every state present (zeros included)."""
+        ...
+
+    def tally(self, prices: BudgetPrices) -> BudgetTally:
+        """Spend and submits per day at ``prices``: every submit that counts, on its day.
+
+        Equal to ``BudgetTally.from_jobs(prices, self.snapshot())``, however a backend
+        computes it.
+        """
+        ...
+
+    def holder(self) -> StoreHolder | None:
+        """The running daemon that holds the store now; None when none does."""
+        ...
+
+    def daemon_record(self) -> dict[str, Any] | None:
+        """What the last daemon recorded about itself: ``pid``, ``key_source``, ``paused``
+        (reason -> since, message, next probe...) and ``updated_at``.
+
+        It outlives the daemon (the pauses a run ended with); None when none was
+        recorded or it cannot be read.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the reader holds (a connection); the reader is not used after."""
+        ...

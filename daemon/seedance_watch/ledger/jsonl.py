@@ -1,15 +1,13 @@
-"""The durable job ledger: checksummed JSON lines, crash recovery, compaction, a lock.
+"""The JSON-lines store: the durable ledger (:class:`Ledger`) and its lock-free reader.
 
 The state folder (``paths.state``) holds::
 
-    LOCK                      flock()ed for the daemon's life; JSON naming the holder
+    LOCK                      flock()ed for the daemon's life (:mod:`.lock`)
     snapshot-<N>.jsonl        every live record as of the end of segment N
     ledger-<N+1>.jsonl ...    records appended since, one per state change
+    daemon.json               the daemon's pauses (:mod:`.daemonfile`)
 
-Each line is ``{"crc":"<8 hex>","job":<compact JSON of Job.to_dict()>}`` where the
-crc is ``zlib.crc32`` of the exact bytes of the job JSON.  The prefix has a fixed
-length, so a checker slices the raw line instead of re-serialising it, and ``jq``
-reads every file as it is.
+Each line is one checksummed record (:mod:`.record`).
 
 Why this shape: one ``put()`` is one ``os.write`` on an ``O_APPEND`` descriptor and
 one ``fsync`` -- its cost does not depend on the number of jobs.  The log is kept
@@ -29,177 +27,58 @@ refused with the older snapshot and segments still there for a person to use.
 A failed write or fsync raises :class:`DurabilityError` and the ledger refuses
 further writes: after a failed fsync the kernel may have dropped the data, so
 retrying could report a record durable that is not.
+
+:class:`JsonlReader` reads the same files without the lock and without writing,
+so ``status``, ``costs`` and ``retry`` work while the daemon runs
+(docs/design.md, "Writers and readers").
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
-import fcntl
 import gc
-import json
 import os
 import re
-import socket
 import threading
 import time
-import zlib
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
+from typing import Any
 
 import structlog
 
+from seedance_watch.core.budget import BudgetPrices, BudgetTally
 from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
-from seedance_watch.errors import (
-    ConfigError,
-    DurabilityError,
-    LedgerCorrupt,
-    LedgerLocked,
-    StateError,
-)
+from seedance_watch.errors import DurabilityError, LedgerCorrupt, StateError
 from seedance_watch.files import fsutil
 from seedance_watch.files.fsutil import fsync_dir
+from seedance_watch.ledger.base import StoreHolder, status_order
+from seedance_watch.ledger.daemonfile import read_daemon_file
+from seedance_watch.ledger.lock import acquire_lock, folder_error, held_by, warn_if_network_fs
+from seedance_watch.ledger.record import (
+    WHAT_TO_DO,
+    Latest,
+    decode_latest,
+    encode_record,
+    scan,
+)
 
-__all__ = ["LOCK_NAME", "Ledger", "decode_record", "encode_record", "lock_holder", "read_jobs"]
+__all__ = ["JsonlReader", "Ledger", "read_jobs"]
 
 log = structlog.get_logger(__name__)
 
-LOCK_NAME = "LOCK"
 _SEGMENT_RE = re.compile(r"ledger-(\d{8})\.jsonl")
 _SNAPSHOT_RE = re.compile(r"snapshot-(\d{8})\.jsonl")
 _SNAPSHOT_TMP_RE = re.compile(r"snapshot-\d{8}\.jsonl\.tmp")
 _PROBE_NAME = ".writable-probe"
-_HEAD = b'{"crc":"'
-_MID = b'","job":'
-_BODY = len(_HEAD) + 8 + len(_MID)
-_CLOSE = ord("}")
-_ID_HEAD = b'{"job_id":"'
-_RECORD_START = re.compile(rb'\{"crc":"[0-9a-f]{8}","job":')
 _DEFAULT_COMPACT = 10_000
 _SNAPSHOT_BATCH = 32
 _SNAPSHOT_SYNC_BYTES = 4 << 20
 _READ_ATTEMPTS = 5
-# A LOCK file replaced under us, or a brief shared lock of `status`: try again.
-_LOCK_ATTEMPTS = 5
-_LOCK_RETRY_SECONDS = 0.05
-_WHAT_TO_DO = (
-    "restore the state folder from a backup, or move it aside to start with an empty "
-    "ledger (the jobs it holds will be forgotten)"
-)
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-# --- the record format ------------------------------------------------------------------
-
-
-def encode_record(job: Job) -> bytes:
-    """One ledger line for ``job``, newline included (pure ASCII)."""
-    body = _ENCODER.encode(job.to_dict()).encode("ascii")
-    return b'{"crc":"%08x","job":%b}\n' % (zlib.crc32(body), body)
-
-
-def _check(data: bytes, start: int, end: int) -> bytes:
-    """The job JSON of the ledger line ``data[start:end]`` (no newline) if its checksum holds.
-
-    Slices the raw bytes once: this runs for every line of the log at start-up.
-    """
-    if (
-        end - start <= _BODY
-        or not data.startswith(_HEAD, start)
-        or not data.startswith(_MID, start + 16)
-        or data[end - 1] != _CLOSE
-    ):
-        raise ValueError("not a ledger record")
-    body = data[start + _BODY : end - 1]
-    if data[start + 8 : start + 16] != b"%08x" % zlib.crc32(body):
-        raise ValueError("checksum mismatch")
-    return body
-
-
-def _decode_body(body: bytes) -> Job:
-    try:
-        return Job.from_dict(json.loads(body))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"invalid job record: {exc!r}") from None
-
-
-def decode_record(line: bytes) -> Job:
-    """The job in one ledger line (without its newline); ``ValueError`` says what is wrong."""
-    return _decode_body(_check(line, 0, len(line)))
-
-
-def _job_id_of(body: bytes) -> str:
-    """The job id of a checksummed body, without parsing the whole record.
-
-    ``job_id`` is the first field ``to_dict`` writes; only an id with escapes needs
-    the full JSON parser.
-    """
-    if body.startswith(_ID_HEAD):
-        end = body.find(b'"', len(_ID_HEAD))
-        if end > 0 and b"\\" not in body[len(_ID_HEAD) : end]:
-            return body[len(_ID_HEAD) : end].decode()
-    data = json.loads(body)
-    job_id = data.get("job_id") if isinstance(data, dict) else None
-    if not isinstance(job_id, str):
-        raise ValueError("record without a job_id")
-    return job_id
-
-
-def _corrupt(path: Path, line_no: int, offset: int, reason: str) -> LedgerCorrupt:
-    return LedgerCorrupt(
-        f"ledger damaged: {path}, line {line_no} (byte offset {offset}): {reason}. "
-        f"Refusing to guess; {_WHAT_TO_DO}."
-    )
-
-
-#: job id -> where its latest record is (file, line number, byte offset) and its JSON.
-_Latest = dict[str, tuple[Path, int, int, bytes]]
-
-
-def _scan(data: bytes, path: Path, latest: _Latest, *, tail_ok: bool) -> tuple[int, int | None]:
-    """Check every line of one file and note the latest record of each job in ``latest``.
-
-    Returns the number of good lines and where a torn last line starts (if any).  A
-    bad last line is a torn append when ``tail_ok`` (the newest segment); any other
-    bad line raises :class:`LedgerCorrupt`.  Only checksums are verified here: the
-    JSON of the records that stay latest is parsed once, by :func:`_decode_latest`,
-    so replaying a long log costs little more than reading it.
-    """
-    pos, line_no, size = 0, 0, len(data)
-    while pos < size:
-        line_no += 1
-        end = data.find(b"\n", pos)
-        try:
-            if end == -1:
-                raise ValueError("no end of line (an interrupted write)")
-            body = _check(data, pos, end)
-            latest[_job_id_of(body)] = (path, line_no, pos, body)
-        except ValueError as exc:
-            reason = str(exc)
-            if tail_ok and (end == -1 or end == size - 1):
-                # One torn append holds one record; a second header means a lost line
-                # break merged an acknowledged record into the tail: that is damage.
-                if _RECORD_START.search(data, pos + 1) is None:
-                    return line_no - 1, pos
-                reason += ", and another record follows it on the same line"
-            raise _corrupt(path, line_no, pos, reason) from None
-        pos = end + 1
-    return line_no, None
-
-
-def _decode_latest(latest: _Latest) -> Iterator[Job]:
-    """Parse the latest record of each job."""
-    for job_id, (path, line_no, offset, body) in latest.items():
-        try:
-            job = _decode_body(body)
-        except ValueError as exc:
-            raise _corrupt(path, line_no, offset, str(exc)) from None
-        if job.job_id != job_id:
-            raise _corrupt(path, line_no, offset, "job_id does not match the record")
-        yield job
 
 
 @contextlib.contextmanager
@@ -261,26 +140,26 @@ def _layout(state_dir: Path) -> _Layout:
             f"ledger damaged: {state_dir}: segment "
             f"{_segment_path(state_dir, missing[0]).name} is missing "
             f"(after {'no snapshot' if snapshot is None else f'snapshot {snapshot:08d}'}). "
-            f"Refusing to guess; {_WHAT_TO_DO}."
+            f"Refusing to guess; {WHAT_TO_DO}."
         )
     return out
 
 
-def _scan_all(state_dir: Path, layout: _Layout) -> tuple[_Latest, int, int | None]:
+def _scan_all(state_dir: Path, layout: _Layout) -> tuple[Latest, int, int | None]:
     """Scan the snapshot and the segments after it, in order.
 
     Returns the latest record of each job, the number of lines in the segments, and
     where the newest segment's torn last line starts (None when it is whole).
     """
-    latest: _Latest = {}
+    latest: Latest = {}
     if layout.snapshot is not None:
         path = _snapshot_path(state_dir, layout.snapshot)
-        _scan(path.read_bytes(), path, latest, tail_ok=False)
+        scan(path.read_bytes(), path, latest, tail_ok=False)
     lines, torn_at = 0, None
     for number in layout.segments:
         path = _segment_path(state_dir, number)
         last = number == layout.segments[-1]
-        count, torn_at = _scan(path.read_bytes(), path, latest, tail_ok=last)
+        count, torn_at = scan(path.read_bytes(), path, latest, tail_ok=last)
         lines += count
     return latest, lines, torn_at
 
@@ -290,134 +169,6 @@ def _write_once(fd: int, data: bytes) -> None:
     written = os.write(fd, data)
     if written != len(data):
         raise OSError(errno.ENOSPC, f"short write: {written} of {len(data)} bytes")
-
-
-# --- the lock ---------------------------------------------------------------------------
-
-
-def _describe_holder(raw: bytes) -> str:
-    try:
-        info = json.loads(raw)
-        return f"pid {info['pid']} on host {info['host']}, started {info['started_at']}"
-    except (ValueError, KeyError, TypeError):
-        return "holder unknown (the LOCK file names no process yet)"
-
-
-def _unusable(state_dir: Path, exc: OSError) -> ConfigError | DurabilityError:
-    """An OSError on the state folder itself: a config problem when the path cannot be
-    used (EACCES, ENOTDIR, EROFS...), a durability one when the disk fails (EIO, ENOSPC)."""
-    name = errno.errorcode.get(exc.errno or 0, "error")
-    where = f", at {exc.filename}" if exc.filename else ""
-    return fsutil.path_error(
-        exc,
-        "paths.state",
-        unusable=f"paths.state {state_dir} cannot be used: {exc.strerror or exc} "
-        f"({name}{where}); give paths.state a local folder this user can create and write",
-        failing=f"the state folder {state_dir} cannot be prepared: {exc.strerror or exc} "
-        f"({name}{where})",
-    )
-
-
-def _acquire_lock(state_dir: Path) -> int:
-    """flock() ``LOCK`` and name this process in it; returns the descriptor.
-
-    After the lock is taken the descriptor must still be the file named ``LOCK``: a
-    LOCK deleted or replaced meanwhile (a person moving the folder aside, another
-    daemon starting in the same instant) would leave two daemons each holding a
-    lock on a different file.  Then it tries again, a few times.
-    """
-    path = state_dir / LOCK_NAME
-    for attempt in range(_LOCK_ATTEMPTS):
-        last = attempt == _LOCK_ATTEMPTS - 1
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise _unusable(state_dir, exc) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not last:
-                # Perhaps `seedance-watch status` testing the lock for a moment.
-                os.close(fd)
-                time.sleep(_LOCK_RETRY_SECONDS)
-                continue
-            holder = _describe_holder(os.pread(fd, 4096, 0))
-            os.close(fd)
-            raise LedgerLocked(
-                f"the state folder {state_dir} is in use by another seedance-watch daemon "
-                f"({holder}); stop it first, or give this one its own paths.state",
-                holder=holder,
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise StateError(f"cannot lock the state folder {state_dir}: {exc}") from exc
-        if _is_lock_file(fd, path):
-            break
-        os.close(fd)
-        log.warning("ledger.lock_replaced", state=str(state_dir), attempt=attempt + 1)
-    else:
-        raise StateError(
-            f"the LOCK file in {state_dir} was replaced each time this daemon locked it; "
-            "something else is using the state folder: stop it, or give this daemon "
-            "its own paths.state"
-        )
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
-    return fd
-
-
-def _is_lock_file(fd: int, path: Path) -> bool:
-    """True when descriptor ``fd`` is the file that ``path`` names now."""
-    held = os.fstat(fd)
-    try:
-        named = path.stat()
-    except FileNotFoundError:
-        return False
-    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
-
-
-def lock_holder(state_dir: Path) -> str | None:
-    """Who holds the state folder's lock (``"pid ... on host ..."``); None when nobody does.
-
-    Tests the lock itself -- a non-blocking shared flock(), released at once --
-    rather than a recorded pid, which may have been reused by another process or
-    belong to another PID namespace.  Never creates ``LOCK``.
-    """
-    try:
-        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _unusable(state_dir, exc) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _describe_holder(os.pread(fd, 4096, 0))
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def _warn_if_network_fs(state_dir: Path) -> None:
-    found = fsutil.file_system_of(state_dir)
-    if found is not None and fsutil.is_network_fs(found[1]):
-        mount_point, fstype = found
-        log.warning(
-            "ledger.network_fs",
-            state=str(state_dir),
-            fstype=fstype,
-            mount_point=mount_point,
-            risk="flock() there may be local to this host: a daemon on another machine "
-            "would not see the lock, and fsync may not reach the server's disk",
-            advice="put paths.state on a local disk; never share one state folder between machines",
-        )
 
 
 # --- the ledger -------------------------------------------------------------------------
@@ -462,9 +213,9 @@ class Ledger:
         try:
             fsutil.make_dirs(state_dir)
         except OSError as exc:
-            raise _unusable(state_dir, exc) from exc
-        _warn_if_network_fs(state_dir)
-        ledger = cls(state_dir, _acquire_lock(state_dir), compact_threshold)
+            raise folder_error(state_dir, exc) from exc
+        warn_if_network_fs(state_dir)
+        ledger = cls(state_dir, acquire_lock(state_dir), compact_threshold)
         try:
             ledger._recover()
         except BaseException:
@@ -477,12 +228,12 @@ class Ledger:
         try:
             layout = _layout(self._dir)
         except OSError as exc:
-            raise _unusable(self._dir, exc) from exc
+            raise folder_error(self._dir, exc) from exc
         if layout.gap is not None:
             raise LedgerCorrupt(layout.gap)
         with _gc_paused():
             latest, self._lines, torn_at = _scan_all(self._dir, layout)
-            for job in _decode_latest(latest):
+            for job in decode_latest(latest):
                 self._index(job)
             del latest
         # Only now, with every record read and decoded, does recovery touch the disk:
@@ -798,11 +549,63 @@ def read_jobs(state_dir: Path) -> dict[str, Job]:
                 continue
             with _gc_paused():
                 latest = _scan_all(state_dir, layout)[0]
-                return {job.job_id: job for job in _decode_latest(latest)}
+                return {job.job_id: job for job in decode_latest(latest)}
         except FileNotFoundError as exc:
             reason = f"{exc.filename} vanished while reading"
         except OSError as exc:
-            raise _unusable(state_dir, exc) from exc
+            raise folder_error(state_dir, exc) from exc
     raise LedgerCorrupt(
         f"cannot read a consistent ledger in {state_dir} after {_READ_ATTEMPTS} attempts: {reason}"
     )
+
+
+class JsonlReader:
+    """A :class:`~seedance_watch.ledger.base.JobReader` of one state folder.
+
+    Takes no lock and writes nothing, so it works while a daemon holds the folder:
+    each call reads the files anew (:func:`read_jobs`), the holder is told by testing
+    the lock (:func:`~seedance_watch.ledger.lock.held_by`), the pauses come from
+    ``daemon.json``.  A folder that does not exist reads as an empty store.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def __repr__(self) -> str:
+        return f"JsonlReader({str(self.state_dir)!r})"
+
+    @property
+    def where(self) -> str:
+        return str(self.state_dir)
+
+    def exists(self) -> bool:
+        """Whether the folder holds a ledger: a segment or a snapshot (a daemon that
+        opened it once left at least its first, empty, segment)."""
+        if not self.state_dir.is_dir():
+            return False
+        try:
+            layout = _layout(self.state_dir)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise folder_error(self.state_dir, exc) from exc
+        return layout.snapshot is not None or bool(layout.segments)
+
+    def snapshot(self) -> list[Job]:
+        return sorted(read_jobs(self.state_dir).values(), key=status_order)
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(job.state.value for job in read_jobs(self.state_dir).values())
+        return {state.value: found[state.value] for state in State}
+
+    def tally(self, prices: BudgetPrices) -> BudgetTally:
+        return BudgetTally.from_jobs(prices, read_jobs(self.state_dir).values())
+
+    def holder(self) -> StoreHolder | None:
+        return held_by(self.state_dir)
+
+    def daemon_record(self) -> dict[str, Any] | None:
+        return read_daemon_file(self.state_dir)
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes what it reads."""

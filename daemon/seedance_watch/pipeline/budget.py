@@ -25,8 +25,8 @@ from seedance_watch.core.budget import (
     submit_time,
 )
 from seedance_watch.core.jobs import Job, Placing, SubmitIntent, SubmitRefused
+from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.ports import Announcer, Observer
-from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["BudgetGate"]
 

@@ -38,6 +38,7 @@ from seedance_watch.files.drop import event_files
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
+from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.budget import BudgetGate
 from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
@@ -67,7 +68,6 @@ from seedance_watch.pipeline.submit import SubmitStage
 from seedance_watch.pipeline.upload import UploadStage
 from seedance_watch.pipeline.view import EngineView
 from seedance_watch.providers.download import VideoDownloader
-from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["Engine", "RunSummary", "StageCrashed"]
 

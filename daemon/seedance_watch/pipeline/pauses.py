@@ -4,7 +4,7 @@ A pause fails nothing: submits and polls (credentials) or uploads (storage) wait
 behind a :class:`~seedance_watch.core.scheduling.CircuitBreaker` that lets one probe
 through with backoff.  The breakers decide; this module reports: a log event when
 a pause starts, escalates or ends, the ``seedance_paused`` gauge, and
-``state/daemon.json`` (:class:`~seedance_watch.service.statusfile.DaemonStatusFile`) for
+``state/daemon.json`` (:class:`~seedance_watch.ledger.daemonfile.DaemonStatusFile`) for
 ``status``.  What a pause means for a ``--once`` run is the engine's business.
 """
 
@@ -16,8 +16,8 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.core.scheduling import CircuitBreaker
+from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.ports import Announcer, Observer
-from seedance_watch.service.statusfile import DaemonStatusFile
 
 __all__ = ["Pauses"]
 

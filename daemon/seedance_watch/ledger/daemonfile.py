@@ -1,5 +1,8 @@
 """``state/daemon.json``: the running daemon's pauses, for ``status`` and the page.
 
+It lives beside the JSON-lines ledger and belongs to that store: the pipeline
+writes it (:class:`DaemonStatusFile`), readers get it through
+:meth:`~seedance_watch.ledger.base.JobReader.daemon_record` (:func:`read_daemon_file`).
 Written atomically whenever a pause starts, escalates or ends (``credentials``:
 the gateway refused the key; ``storage``: the bucket is missing or refuses us;
 ``budget``: the day's cap is reached): since when, why, when the next probe goes
@@ -9,6 +12,7 @@ effort: a failed write is logged by the caller and never stops a job.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +22,7 @@ from typing import Any
 from seedance_watch.core.timestamps import iso_utc
 from seedance_watch.files.fsutil import atomic_write_json
 
-__all__ = ["DAEMON_STATUS_NAME", "DaemonStatusFile"]
+__all__ = ["DAEMON_STATUS_NAME", "DaemonStatusFile", "read_daemon_file"]
 
 DAEMON_STATUS_NAME = "daemon.json"
 
@@ -86,3 +90,16 @@ class DaemonStatusFile:
                 "updated_at": iso_utc(self.clock()),
             },
         )
+
+
+def read_daemon_file(state_dir: Path) -> dict[str, Any] | None:
+    """What the last daemon recorded in ``daemon.json``; None when it is absent or unreadable.
+
+    The document as written (``pid``, ``key_source``, ``paused``, ``updated_at``);
+    anything but a JSON object counts as unreadable.
+    """
+    try:
+        loaded = json.loads((state_dir / DAEMON_STATUS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
