@@ -183,7 +183,15 @@ class Engine:
 
     def view(self) -> EngineView:
         """What the status page and ``/healthz`` read (safe from another thread)."""
-        return EngineView(self)
+        return EngineView(
+            store=self.store,
+            estimator=self.deps.estimator,
+            budget=self.budget,
+            pauses=self.pauses,
+            poke=self.poke,
+            fatal=lambda: None if self.fatal is None else self.fatal.message,
+            ready=self.inbox.watching.is_set,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
 

@@ -7,62 +7,63 @@ engine's loop) and cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from seedance_watch.core.budget import TodaySpend
 from seedance_watch.core.jobs import Job
+from seedance_watch.core.scheduling import TaskTimeEstimator
+from seedance_watch.ledger.base import JobStore
 from seedance_watch.logs import redact_text
-
-if TYPE_CHECKING:
-    from seedance_watch.pipeline.engine import Engine
+from seedance_watch.pipeline.budget import BudgetGate
+from seedance_watch.pipeline.pauses import Pauses
 
 __all__ = ["EngineView"]
 
 
 class EngineView:
-    """A read-only window on one :class:`~seedance_watch.pipeline.engine.Engine`."""
+    """A read-only window on one :class:`~seedance_watch.pipeline.engine.Engine`, built
+    by :meth:`Engine.view` from the parts it reads."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        estimator: TaskTimeEstimator,
+        budget: BudgetGate,
+        pauses: Pauses,
+        poke: Callable[[str], bool],
+        fatal: Callable[[], str | None],
+        ready: Callable[[], bool],
+    ) -> None:
+        self._store, self._estimator, self._budget, self._pauses = store, estimator, budget, pauses
+        self.poke, self.fatal, self.ready = poke, fatal, ready
 
     def jobs(self) -> Sequence[Job]:
         """A consistent copy of every record."""
-        return self._engine.store.snapshot()
+        return self._store.snapshot()
 
     def counts(self) -> dict[str, int]:
-        return self._engine.store.counts()
+        return self._store.counts()
 
     def task_eta(self) -> float | None:
         """The learned time from submit to a finished task, seconds (None: not yet)."""
-        return self._engine.deps.estimator.typical()
+        return self._estimator.typical()
 
     def budget(self) -> TodaySpend:
         """Today's spend against the caps, as last published."""
-        return self._engine.budget.view()
-
-    def poke(self, token: str) -> bool:
-        """A webhook callback's token: True when it names a job (its task is polled soon)."""
-        return self._engine.poke(token)
+        return self._budget.view()
 
     def pauses(self) -> dict[str, str]:
         """Why submissions (credentials) or uploads (storage) are paused, if they are."""
         out: dict[str, str] = {}
-        pauses = self._engine.pauses
-        for name, breaker in (("credentials", pauses.credentials), ("storage", pauses.storage)):
+        for name, breaker in (
+            ("credentials", self._pauses.credentials),
+            ("storage", self._pauses.storage),
+        ):
             if breaker.reason is not None:
                 out[name] = redact_text(breaker.reason)[:160]
         return out
 
-    def fatal(self) -> str | None:
-        """Why the engine stopped, when a stage crashed or the state failed."""
-        fatal = self._engine.fatal
-        return None if fatal is None else fatal.message
-
-    def ready(self) -> bool:
-        """Recovery is done and the inbox is watched."""
-        return self._engine.inbox.watching.is_set()
-
     def writable(self) -> bool:
         """The store takes a write now."""
-        return self._engine.store.writable()
+        return self._store.writable()
