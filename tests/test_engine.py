@@ -129,7 +129,8 @@ async def test_done_changes_nothing(tmp_path: Path) -> None:
 
 
 async def test_task_not_found_after_the_set_number_of_404s(tmp_path: Path) -> None:
-    """SPEC §2: a 404 for a task we submitted is retried, then the job fails."""
+    """docs/design.md, "The gateway protocol": a 404 for a task we submitted is retried, then the
+    job fails."""
     engine, store, provider, _ = make_engine(tmp_path)
     job = seed(store, State.SUBMITTED, task_id="t-1", submitted_at=1_000_000.0)
     gone = E.TaskNotFound("the gateway does not know task t-1", task_id="t-1", http_status=404)

@@ -1,9 +1,9 @@
 """Hostile and messy inputs through the real daemon (a subprocess) against the simulator + moto.
 
-Every bad input of SPEC §3/§4 is dropped together with good pairs into one inbox:
-each bad one lands in failed/ with its code and a message naming the problem, none
-is submitted, and the good pairs beside them finish in the same run.  The same
-suite runs with ``watch.mode: native`` and ``polling``.
+Every bad input of docs/design.md, "The inbox" and "The sidecar" is dropped together with good
+pairs into one inbox: each bad one lands in failed/ with its code and a message naming the problem,
+none is submitted, and the good pairs beside them finish in the same run.  The same suite runs with
+``watch.mode: native`` and ``polling``.
 """
 
 from __future__ import annotations

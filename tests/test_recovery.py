@@ -1,4 +1,4 @@
-"""Restart semantics (SPEC §7), driven deterministically.
+"""Restart semantics (docs/design.md, "The ledger and crash guarantees"), driven deterministically.
 
 Each test puts a job in a chosen durable state -- by writing the ledger with
 ``Ledger`` directly, or by SIGKILLing the real daemon at a chosen log event --

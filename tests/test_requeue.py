@@ -1,4 +1,5 @@
-"""Identity and duplicates (SPEC §8): ``seedance-watch retry`` and dedupe."""
+"""Identity and duplicates (docs/design.md, "Identity and duplicates"): ``seedance-watch retry``
+and dedupe."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Resilience (SPEC §2, §6): the real daemon against a faulty simulator and S3 emulator.
+"""Resilience (docs/design.md, "The gateway protocol", "Outputs"): the real daemon against a faulty
+simulator and S3 emulator.
 
 Every transient fault is retried to an exact result with no duplicate submit; a
 submit whose answer was lost is never sent again; task outcomes, broken and

@@ -37,7 +37,8 @@ def directives(text: str) -> dict[str, list[str]]:
 
 
 def test_unit_is_type_notify_with_watchdog_restart_and_the_credential() -> None:
-    """The unit declares what SPEC §12 names, and the state folder for the ledger."""
+    """The unit declares what docs/design.md, "The status page" names, and the state folder for the
+    ledger."""
     d = directives(UNIT.read_text())
     assert d["Type"] == ["notify"] and d["Restart"] == ["on-failure"]
     assert int(d["WatchdogSec"][0]) > 0

@@ -158,7 +158,8 @@ def test_symlinked_folder_is_reported_not_followed(tmp_path: Path) -> None:
     assert problems(result.stdout) == [("more", "unsafe_path")]
 
 
-# --- kinds of drop (SPEC §4) --------------------------------------------------------------
+# --- kinds of drop (docs/design.md, "Pairing")
+# --------------------------------------------------------------
 
 SMALL_PNG = make_image_bytes(200, 200, fmt="PNG")
 

@@ -1,8 +1,8 @@
 """The ``seedance-watch`` command line: parses arguments, loads config, calls the rest.
 
-Exit codes (SPEC §10): 0 success, 1 the bucket refused us (``--once``), 2 usage or
-config error, 3 the gateway refused our credentials, 4 ``--once`` finished with
-failed jobs, 130 SIGINT.
+Exit codes (docs/design.md, "Exit codes"): 0 success, 1 the bucket refused us (``--once``), 2 usage
+or config error, 3 the gateway refused our credentials, 4 ``--once`` finished with failed jobs, 130
+SIGINT.
 """
 
 from __future__ import annotations

@@ -223,7 +223,8 @@ class InputVanished(JobError):
 
 
 class InputReplaced(JobError):
-    """The file under an input's name is not the one intake examined (SPEC §3).
+    """The file under an input's name is not the one intake examined (docs/design.md, "A job owns
+    the files it examined").
 
     Raised by ``fsutil.move_file(expect=...)`` and ``Storage.upload``: the job
     owns the exact bytes it hashed, so it never uploads or moves a newcomer;

@@ -239,7 +239,8 @@ for _state in ACTIVE_STATES - {State.FAILING}:
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input file as intake examined it: the job owns exactly these bytes (SPEC §3).
+    """One input file as intake examined it: the job owns exactly these bytes (docs/design.md, "A
+    job owns the files it examined").
 
     ``role`` is ``image``, ``last_frame``, ``reference`` (in the sidecar's order) or
     ``sidecar``; ``path`` is relative to the

@@ -4,7 +4,7 @@ Nothing here sleeps or does I/O: every method takes ``now`` (or an injected cloc
 and returns a decision (a time, a delay, a yes/no).  The engine owns the clock and
 the sleeping, so these are tested with plain numbers.
 
-The retry policy of SPEC §2 (one policy, two mechanics)
+The retry policy of docs/design.md, "The gateway protocol" (one policy, two mechanics)
 --------------------------------------------------------
 
 Every transient error is retried with :class:`Backoff`: exponential, full jitter

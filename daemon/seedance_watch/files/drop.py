@@ -71,7 +71,8 @@ def _hash_file(path: Path) -> tuple[str, os.stat_result]:
 
 
 def input_file(role: str, rel: str, sha256: str, st: os.stat_result) -> InputFile:
-    """The identity of an examined input (SPEC §3: a job owns the exact files it read)."""
+    """The identity of an examined input (docs/design.md, "A job owns the files it examined": a job
+    owns the exact files it read)."""
     return InputFile(role, rel, sha256, st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns)
 
 

@@ -1,11 +1,11 @@
 """Carrying out a job's file plans: outputs into the outbox, inputs to done/ or failed/.
 
-The engine first makes a *plan* durable in the ledger (``PLACING``: the output
-name, the video's hash and the input moves; ``FAILING``: the report and the
-moves), then calls the functions here to carry it out.  Each of them is
-idempotent: after a crash at any point (``kill -9``) the engine simply calls it
-again and it finishes the work from wherever the disk says it stopped.  None of
-them ever overwrites a file it did not plan (SPEC §6, §7).
+The engine first makes a *plan* durable in the ledger (``PLACING``: the output name, the video's
+hash and the input moves; ``FAILING``: the report and the moves), then calls the functions here to
+carry it out.  Each of them is idempotent: after a crash at any point (``kill -9``) the engine
+simply calls it again and it finishes the work from wherever the disk says it stopped.  None of
+them ever overwrites a file it did not plan (docs/design.md, "Outputs", "The ledger and crash
+guarantees").
 
 Names: the staging file of a download is ``outbox/<subdir>/.seedance-<job_id>.mp4.part``
 (hidden, same folder hence same file system as the final mp4, so placing it is a
@@ -364,7 +364,7 @@ def finish_moves(
 
     Idempotent.  ``roots`` maps ``inbox``, ``done`` and ``failed`` to folders.
     ``expect`` maps a source to the identity the job examined: a file replaced under
-    that name is not this job's and stays in the inbox (SPEC §3).  Per
+    that name is not this job's and stays in the inbox (docs/design.md, "The inbox").  Per
     move: source only → moved; destination only → already done; neither → the
     user removed the input (warning ``outbox.input_vanished``); both → if they are
     one file or identical (a crash in the middle of a move) the source is

@@ -1,4 +1,5 @@
-r"""The sidecar schema, the request it renders to, and the drop hint (SPEC §4).
+r"""The sidecar schema, the request it renders to, and the drop hint (docs/design.md, "The
+sidecar").
 
 A sidecar is written by a person, so every problem is reported in words that
 person can act on: the key, the value and what is allowed.  The gateway silently

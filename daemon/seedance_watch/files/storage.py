@@ -17,10 +17,10 @@ synchronous and thread-safe (one boto3 client, which is thread-safe, created onc
 the engine runs them with ``asyncio.to_thread`` in a bounded pool.  ``OSError``
 from reading the local file (e.g. it vanished) propagates unchanged.
 
-An upload sends exactly the bytes the job examined (SPEC §3): the file is opened
-once, without following a symlink, its identity is checked on the open
-descriptor, and the bytes are hashed as they are sent; an upload whose bytes do
-not hash to what intake recorded is deleted again and raises ``InputReplaced``.
+An upload sends exactly the bytes the job examined (docs/design.md, "A job owns the files it
+examined"): the file is opened once, without following a symlink, its identity is checked on the
+open descriptor, and the bytes are hashed as they are sent; an upload whose bytes do not hash to
+what intake recorded is deleted again and raises ``InputReplaced``.
 """
 
 from __future__ import annotations

@@ -61,8 +61,8 @@ class UploadStage:
                     on=hook, attempts=policy.attempts, timeout=None
                 ):
                     with attempt, d.critical():
-                        # Only the bytes intake hashed go up (SPEC §3): other bytes
-                        # under that name fail this job as input_replaced.  (The hash
+                        # Only the bytes intake hashed go up (docs/design.md, "The inbox"): other
+                        # bytes under that name fail this job as input_replaced.  (The hash
                         # decides, not the inode: a restored inbox has new inodes.)
                         total += await asyncio.to_thread(
                             d.storage.upload,

@@ -134,7 +134,8 @@ _STATUS_STATES: dict[str, TaskState] = {
 
 
 class Gateway:
-    """An async client for the Pixazo Seedance 1.0 gateway (SPEC §2): a VideoProvider.
+    """An async client for the Pixazo gateway (docs/design.md, "The gateway protocol"): a
+    VideoProvider.
 
     ``transport`` replaces the network for every call (tests); ``on_response``
     is told about every HTTP exchange, so the engine can count statuses.
@@ -353,7 +354,8 @@ class Gateway:
         spelling = raw.strip().lower()
         state = _STATUS_STATES.get(spelling)
         if state is None:
-            # Still pending until the task deadline (SPEC §2); say so once per spelling.
+            # Still pending until the task deadline (docs/design.md, "The gateway protocol"); say
+            # so once per spelling.
             state = "pending"
             if spelling not in self._unknown_statuses:
                 self._unknown_statuses.add(spelling)
