@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         "first and last frame, a text sidecar, reference images, or all of them",
     )
 
+    check = sub.add_parser(
+        "check",
+        help="what run checks before it is ready: folders, the bucket, the API key "
+        "(nothing is created, uploaded or paid)",
+    )
+    with_config(check)
+
     models = sub.add_parser(
         "models", help="the Seedance models: kinds, options, prices, live or retired"
     )
@@ -182,6 +189,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "retry":
         return _retry(config, args)
+    if args.command == "check":
+        from seedance_watch.commands.check import run_checks
+        from seedance_watch.logs import configure_logging
+
+        # The report is the output; the log (its requests) goes to stderr, warnings only.
+        configure_logging(fmt=config.log.format, level="warning")
+        checked = run_checks(config, os.environ)
+        print(checked.text())
+        return checked.exit_code
     raise AssertionError(args.command)
 
 

@@ -38,6 +38,7 @@ from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.budget import BudgetGate
+from seedance_watch.pipeline.checks import KeyWatch, preflight
 from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.endings import Endings
@@ -161,6 +162,7 @@ class Engine:
             gate=self._budget_wait,
             spawn_side=lambda coro: self.tasks.spawn(coro, "submit", side=True),
         )
+        self.key_watch = KeyWatch(self.deps, self.pauses, clock)
         self.intake = Intake(config, store, self.placement, clock)
         self.intake.attach(inbox)
         self.poller = PollStage(self.deps)
@@ -190,6 +192,7 @@ class Engine:
         """Take up every unfinished job of the store: each re-enters its stage
         (docs/design.md, "Recovery")."""
         self.dispatch.start()
+        self.deps.free_key_check = await preflight(self.deps, self.pauses, self.policy)
         active = self.store.active()
         await remove_leftovers(self.config.paths, {job.job_id for job in active})
         self.budget.load(self.store.jobs().values())
@@ -209,6 +212,8 @@ class Engine:
         """Start the timer loop, the submitter, intake and the stage pools."""
         self.tasks.spawn(self.dispatch.timer_loop(), "timers")
         self.tasks.spawn(self.dispatch.submitter(), "submitter")
+        if self.deps.free_key_check:
+            self.tasks.spawn(self.key_watch.run(), "key-watch")
         for i in range(2):
             worker = self.intake.worker(
                 self.dispatch.route, self._fail, self._guard, self.tasks.idle.set
@@ -360,6 +365,7 @@ class Engine:
         try:
             if isinstance(error, E.CredentialsRefused):
                 self.pauses.pause_credentials(error)
+                self.key_watch.wake.set()
             else:
                 self.pauses.pause_storage(error.message)
         except OSError as exc:
