@@ -62,6 +62,7 @@ def status_report(reader: JobReader) -> dict[str, Any]:
                 "error": job.error,
                 "output": job.output,
                 "duplicate_of": job.duplicate_of,
+                "priority": job.priority,
             }
             for job in jobs
         ],
@@ -111,6 +112,9 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
             detail = f"{job['error'].get('code')}: {job['error'].get('message', '')}"
         # Image to video is the usual kind: only the others are named.
         kind = f" ({job['kind']})" if job.get("kind", "image") != "image" else ""
+        # Priority 0 is the usual one: only the others are shown.
+        if job.get("priority"):
+            kind += f" [priority {job['priority']}]"
         lines.append(
             f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}  {detail}".rstrip()
         )

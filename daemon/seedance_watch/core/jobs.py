@@ -300,6 +300,9 @@ class Job:
     kind: str = "image"
     #: The provider module that owns ``task_id`` (``providers/<name>.py``).
     provider: str = "pixazo"
+    #: Among waiting jobs, higher goes to the gateway first (``priority:`` in the sidecar
+    #: or a folder preset; waiting raises it, see ``core/scheduling.ReadyQueue``).
+    priority: int = 0
     #: The effective generation options (sidecar over defaults, fitted to the model):
     #: Seedance 1.0 sends them as the text commands in ``text``, Seedance 2 as body keys.
     #: None in records written before options were kept.
@@ -363,7 +366,7 @@ class Job:
             value = getattr(self, f.name)
             if value is None or value == () or value is False:
                 continue
-            if f.name in ("kind", "provider") and value == f.default:
+            if f.name in ("kind", "provider", "priority") and value == f.default:
                 continue
             if f.name in ("moved_to", "uploads"):
                 value = [list(pair) for pair in value]
