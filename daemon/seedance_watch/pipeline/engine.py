@@ -29,7 +29,16 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
-from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
+from seedance_watch.core.jobs import (
+    RESUME,
+    Event,
+    Job,
+    Retried,
+    Stage,
+    State,
+    apply,
+    job_files,
+)
 from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
 from seedance_watch.files.drop import event_files
@@ -164,6 +173,7 @@ class Engine:
         )
         self.key_watch = KeyWatch(self.deps, self.pauses, clock)
         self.intake = Intake(config, store, self.placement, clock)
+        self.intake.retried = self._retried
         self.intake.attach(inbox)
         self.poller = PollStage(self.deps)
         self.stages: dict[Stage, JobStage] = {
@@ -425,6 +435,13 @@ class Engine:
         return wait
 
     # --- finished -------------------------------------------------------------------------------
+
+    def _retried(self, failed: Job, new_id: str) -> None:
+        """A retried drop became ``new_id``: the failed job's story continues there."""
+        current = self.store.get(failed.job_id) or failed
+        if current.state is State.FAILED:
+            self.put(current, Retried(retried_as=new_id))
+            log.info("job.retried", job_id=current.job_id, retried_as=new_id)
 
     def _finished(self, job: Job) -> None:
         self.observer.finished(job.state.value, job.updated_at - job.created_at)
