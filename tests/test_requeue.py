@@ -331,6 +331,8 @@ def test_a_retried_job_tells_one_story_with_its_rerun(
     write_pair(tmp_path / "inbox", "beach", sidecar=BAD_SIDECAR)
     first, _ = run_once(config_path)
     (old_id,) = first.summary.failed
+    report = json.loads((tmp_path / "failed" / "beach.error.json").read_text())
+    assert report["hint"].endswith(f"then run: seedance-watch retry {old_id}")  # this very job
     (tmp_path / "failed" / "beach.yaml").write_text("prompt: fixed now\n")
     assert retry(config_path, "--failed").returncode == 0
     second, _ = run_once(config_path)
