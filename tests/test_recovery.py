@@ -260,10 +260,11 @@ def test_accepted_then_dropped_submit_is_ambiguous_and_retry_submits_once_more(
 
     sim.configure(submit_accept_then_drop_rate=0.0)
 
+    RETRY = (sys.executable, "-m", "seedance_watch", "retry", "--failed")
+
     def retry_failed(*flags: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "seedance_watch", "retry", "--failed", *flags]
-            + ["--config", str(config_path)],
+            [*RETRY, *flags, "--config", str(config_path)],
             capture_output=True,
             text=True,
             env=daemon_env(),

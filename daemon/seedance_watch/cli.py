@@ -292,5 +292,5 @@ def _validate(args: argparse.Namespace) -> int:
     )
     for problem in problems:
         print(f"{problem.path}: {problem.code}: {problem.message}")
-    print(f"{pairs} pair(s) checked, {len(problems)} problem(s)")
+    print(f"{pairs} drop(s) checked, {len(problems)} problem(s)")
     return 1 if problems else 0
