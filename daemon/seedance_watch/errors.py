@@ -249,7 +249,7 @@ class StorageRejected(JobError):
 class GatewayRejected(JobError):
     code = "gateway_rejected"
     default_hint = (
-        "Check the parameters and the model name (`seedance-watch models`), fix the sidecar "
+        "Check the request's parameters and the model name, fix the sidecar "
         "in failed/, then run: seedance-watch retry JOB_ID"
     )
 

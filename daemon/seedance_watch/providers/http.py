@@ -57,7 +57,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-Operation = Literal["submit", "poll", "download"]
+Operation = Literal["submit", "poll", "download", "check"]
 #: ``on_response(operation, http_status or None on a transport error, seconds)``.
 ResponseHook = Callable[[str, int | None, float], None]
 
@@ -123,6 +123,7 @@ _TRANSPORT: Mapping[Operation, tuple[type[E.SeedanceWatchError], ...]] = {
     "submit": (E.SubmitNotSent, E.SubmitAmbiguous, E.GatewayRejected),
     "poll": (E.GatewayUnavailable, E.GatewayUnavailable, E.GatewayRejected),
     "download": (E.DownloadIncomplete, E.DownloadIncomplete, E.DownloadFailed),
+    "check": (E.GatewayUnavailable, E.GatewayUnavailable, E.GatewayRejected),
 }
 
 

@@ -311,10 +311,10 @@ class Gateway:
         means it accepted the key (nothing is created, nothing billed); 401, 402 or 403
         that it does not."""
         url = self._base_url + STATUS_PATH + KEY_CHECK_ID
-        response = await self._http.send("poll", "GET", url, shown=STATUS_PATH + "{id}")
+        response = await self._http.send("check", "GET", url, shown=STATUS_PATH + "{id}")
         if response.is_success or (response.status_code == 404 and json_object(response)):
             return True
-        raise status_error("poll", response, self._error_message(response))
+        raise status_error("check", response, self._error_message(response))
 
     # --- poll ---------------------------------------------------------------------------
 

@@ -34,7 +34,8 @@ class Metrics:
         )
         self.http_responses = Counter(
             "seedance_http_responses",
-            "HTTP responses from the gateway and the video host, by operation and status.",
+            "HTTP responses from the gateway and the video host, by operation (submit, poll, "
+            "download, check) and status.",
             ["operation", "status"],
             registry=r,
         )
