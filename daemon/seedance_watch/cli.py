@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seedance_watch import __version__
+from seedance_watch.commands.terminal import printable
 from seedance_watch.errors import ConfigError, LedgerLocked, StateError
 
 __all__ = ["main"]
@@ -99,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(text: str, *, err: bool = False) -> None:
+    """Print one line whose parts may come from a file name, a sidecar or the gateway:
+    control characters escaped (:func:`~seedance_watch.commands.terminal.printable`)."""
+    print(printable(text), file=sys.stderr if err else sys.stdout)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -124,13 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_stdout()
         return 1
     except ConfigError as exc:
-        print(f"seedance-watch: config error: {exc.message}", file=sys.stderr)
+        _say(f"seedance-watch: config error: {exc.message}", err=True)
         return EXIT_USAGE
     except LedgerLocked as exc:
-        print(f"seedance-watch: {exc.message}", file=sys.stderr)
+        _say(f"seedance-watch: {exc.message}", err=True)
         return EXIT_USAGE
     except StateError as exc:
-        print(f"seedance-watch: state error: {exc.message}", file=sys.stderr)
+        _say(f"seedance-watch: state error: {exc.message}", err=True)
         return 1
 
 
@@ -218,14 +225,14 @@ def _health(config: object, timeout: float) -> int:
     assert isinstance(config, Config)
     address = config.health.address
     if address is None:
-        print("seedance-watch health: health.listen is not set", file=sys.stderr)
+        _say("seedance-watch health: health.listen is not set", err=True)
         return EXIT_USAGE
     try:
         status, body = probe(address, timeout=timeout)
     except OSError as exc:
-        print(f"seedance-watch health: {config.health.listen}: {exc}", file=sys.stderr)
+        _say(f"seedance-watch health: {config.health.listen}: {exc}", err=True)
         return 1
-    print(body)
+    _say(body)
     return 0 if status == 200 else 1
 
 
@@ -235,15 +242,15 @@ def _retry(config: object, args: argparse.Namespace) -> int:
 
     assert isinstance(config, Config)
     if not args.job_ids and not args.failed:
-        print("seedance-watch retry: give JOB_ID... or --failed", file=sys.stderr)
+        _say("seedance-watch retry: give JOB_ID... or --failed", err=True)
         return EXIT_USAGE
     result = requeue(config, args.job_ids, all_failed=args.failed)
     for job_id, paths in result.moved.items():
-        print(f"{job_id}: back in the inbox as {', '.join(paths)}")
+        _say(f"{job_id}: back in the inbox as {', '.join(paths)}")
     for job_id, why in result.problems.items():
-        print(f"{job_id}: not retried: {why}", file=sys.stderr)
+        _say(f"{job_id}: not retried: {why}", err=True)
     if not result.moved and not result.problems:
-        print("no failed jobs to retry")
+        _say("no failed jobs to retry")
     return 1 if result.problems and not result.moved else 0
 
 
@@ -265,6 +272,6 @@ def _validate(args: argparse.Namespace) -> int:
         strict_model=strict,
     )
     for problem in problems:
-        print(f"{problem.path}: {problem.code}: {problem.message}")
-    print(f"{pairs} pair(s) checked, {len(problems)} problem(s)")
+        _say(f"{problem.path}: {problem.code}: {problem.message}")
+    _say(f"{pairs} pair(s) checked, {len(problems)} problem(s)")
     return 1 if problems else 0
