@@ -276,6 +276,29 @@ def test_without_a_token_only_a_loopback_host_is_served(world: World) -> None:
     assert client.post("/webhooks/pixazo?token=known-token", headers=evil).status_code == 204
 
 
+def test_healthz_tells_its_details_only_to_who_may_read_the_page(world: World) -> None:
+    """/healthz answers everyone with the same status code, but its counts and pause
+    reasons (file names, bucket, endpoint) only to a caller the page itself would
+    serve: without a token a loopback Host, with a token its bearer or cookie.  Anyone
+    else gets ``{"status": "ok"}`` (item 9 of the third hardening round)."""
+    open_client = world.serve(token=None)
+    evil = {"Host": "rebound.example:8080"}
+    outside = open_client.get("/healthz", headers=evil)
+    assert outside.status_code == 200 and outside.json() == {"status": "ok"}
+    assert outside.headers["cache-control"] == "no-store"
+    local = open_client.get("/healthz")
+    assert local.status_code == 200 and local.json() == {"status": "ok", "loop_alive": True}
+
+    client = world.serve()
+    for headers in ({}, {"Host": "localhost"}, bearer("x" * len(TOKEN))):
+        anonymous = client.get("/healthz", headers=headers)
+        assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}, headers
+    trusted = client.get("/healthz", headers=bearer())
+    assert trusted.json() == {"status": "ok", "loop_alive": True}
+    client.get("/?token=" + TOKEN)  # the page's cookie counts as the token
+    assert client.get("/healthz").json() == {"status": "ok", "loop_alive": True}
+
+
 # --- the JSON ---------------------------------------------------------------------------
 
 

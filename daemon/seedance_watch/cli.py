@@ -228,7 +228,7 @@ def _health(config: object, timeout: float) -> int:
         _say("seedance-watch health: health.listen is not set", err=True)
         return EXIT_USAGE
     try:
-        status, body = probe(address, timeout=timeout)
+        status, body = probe(address, timeout=timeout, token=config.health.token)
     except OSError as exc:
         _say(f"seedance-watch health: {config.health.listen}: {exc}", err=True)
         return 1
