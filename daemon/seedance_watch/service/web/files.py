@@ -7,7 +7,8 @@ regular file, and is reached without following a symbolic link (a link planted
 in ``done/`` does not turn the page into a reader of the whole disk).
 
 Thumbnails are small JPEGs made with Pillow on first request and kept in
-``<paths.state>/thumbs/JOB_ID.jpg``; a later request serves that file.
+``<paths.state>/thumbs/JOB_ID.jpg``; a later request serves that file.  They are as
+private as the ledger beside them (:mod:`seedance_watch.ledger.modes`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PIL import Image, ImageOps
 from seedance_watch.config import PathsConfig
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.files.fsutil import atomic_write_bytes, make_dirs
+from seedance_watch.ledger.modes import file_mode, folder_mode, tighten
 
 __all__ = ["THUMBNAIL_SIZE", "JobFiles", "contained"]
 
@@ -69,7 +71,10 @@ class JobFiles:
     def __init__(self, paths: PathsConfig) -> None:
         self.outbox = paths.outbox
         self.roots = {"done": paths.done, "failed": paths.failed}
+        self.state = paths.state
         self.thumbs = paths.state / "thumbs"
+        # One an older version made readable by all keeps its thumbnails to itself now.
+        tighten(self.thumbs, folder_mode(self.state))
         self._lock = threading.Lock()
         self._unreadable: set[str] = set()
 
@@ -119,8 +124,8 @@ class JobFiles:
                 self._unreadable.add(job.job_id)
                 log.warning("page.thumbnail_failed", job_id=job.job_id, error=str(exc))
                 return None
-            make_dirs(self.thumbs)
-            atomic_write_bytes(cached, data)
+            make_dirs(self.thumbs, mode=folder_mode(self.state))
+            atomic_write_bytes(cached, data, mode=file_mode(self.state))
             log.debug("page.thumbnail_made", job_id=job.job_id, bytes=len(data))
             return cached
 
