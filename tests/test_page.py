@@ -75,8 +75,11 @@ class World:
         task_eta: Callable[[], float | None] = lambda: None,
         budget_view: Callable[[], Mapping[str, Any] | None] = lambda: None,
         webhooks: bool = True,
+        secure_cookie: bool = False,
     ) -> httpx.Client:
-        health = {"listen": "127.0.0.1:0", "token": token}
+        health: dict[str, Any] = {"listen": "127.0.0.1:0", "token": token}
+        if secure_cookie:
+            health["secure_cookie"] = True
         config = self.config.model_copy(
             update={"health": self.config.health.model_validate(health)}
         )
@@ -261,6 +264,28 @@ def test_the_page_trades_token_in_the_url_for_a_cookie_and_drops_it(world: World
     hop = client.get("/?token=" + TOKEN, headers={"Sec-Fetch-Site": "cross-site"})
     assert hop.status_code == 200 and COOKIE_NAME in hop.headers["set-cookie"]
     assert 'http-equiv="refresh"' in hop.text and TOKEN not in hop.text
+
+
+def test_behind_a_tls_proxy_secure_cookie_marks_the_cookie_secure(world: World) -> None:
+    """The daemon itself speaks plain HTTP, so its cookie is not ``Secure`` (a browser
+    would not send it back over http); behind a TLS reverse proxy
+    ``health.secure_cookie: true`` makes it ``Secure`` (item 13 of the third
+    hardening round), and it still opens the page."""
+
+    def cookie_flags(client: httpx.Client) -> list[str]:
+        answer = client.get("/?token=" + TOKEN)
+        assert answer.status_code == 303
+        return [part.strip().lower() for part in answer.headers["set-cookie"].split(";")]
+
+    assert "secure" not in cookie_flags(world.serve())
+    behind_proxy = world.serve(secure_cookie=True)
+    flags = cookie_flags(behind_proxy)
+    assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
+    # httpx, like a browser, would keep a Secure cookie for https only: send it by hand.
+    value = behind_proxy.cookies.get(COOKIE_NAME)
+    assert value is not None
+    page = behind_proxy.get("/", headers={"Cookie": f"{COOKIE_NAME}={value}"})
+    assert page.status_code == 200
 
 
 def test_without_a_token_only_a_loopback_host_is_served(world: World) -> None:

@@ -6,7 +6,8 @@ gets the cookie by opening ``/?token=...`` once: the answer sets it (HttpOnly,
 SameSite=Strict) and sends the browser on to the same URL without the token, so
 the token leaves the address bar and the history.  The cookie holds a value
 derived from the token (an HMAC), not the token itself.  Every comparison is in
-constant time.
+constant time.  The daemon speaks plain HTTP, so the cookie is ``Secure`` only with
+``health.secure_cookie`` (behind a TLS reverse proxy, which the daemon cannot see).
 
 Without a token the listen address is loopback (the config refuses anything
 else), and only a loopback ``Host`` is served: a web page whose name an attacker
@@ -133,8 +134,16 @@ class Access:
 class AccessGuard:
     """ASGI middleware: lets a request through only as the module docstring says."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        open_paths: frozenset[str],
+        secure_cookie: bool = False,
+    ) -> None:
         self.app = app
+        self.secure_cookie = secure_cookie
         self.access = Access(token)
         self.token = token
         self.open_paths = OPEN_PATHS | open_paths
@@ -188,6 +197,6 @@ class AccessGuard:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=conn.url.scheme == "https",
+            secure=self.secure_cookie or conn.url.scheme == "https",
         )
         return response

@@ -305,5 +305,10 @@ def build_app(
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
         ]
     )
-    guard = AccessGuard(app, token=config.health.token, open_paths=frozenset({webhook_path}))
+    guard = AccessGuard(
+        app,
+        token=config.health.token,
+        open_paths=frozenset({webhook_path}),
+        secure_cookie=config.health.secure_cookie,
+    )
     return _SecurityHeaders(guard)
