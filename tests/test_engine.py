@@ -299,3 +299,26 @@ async def test_a_url_in_a_pause_reason_keeps_no_query(tmp_path: Path) -> None:
     for text in [daemon_json, *(message for _, message in told.pauses)]:
         assert "X-Amz-" not in text and "per-job-secret" not in text, text
     assert told.pauses[0] == ("storage", "the bucket refused https://bucket.s3.example/in/a.jpg")
+
+
+async def test_a_late_callback_of_a_finished_job_is_known_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A finished job's webhook token stays known while the daemon runs (a late callback
+    gets 204), and so it does after a restart: recovery knows the tokens of every job
+    in the store, not only the unfinished ones (item 14 of the third hardening round)."""
+    from dataclasses import replace
+
+    engine, store, _, _ = make_engine(tmp_path)
+    done = seed(store, State.DONE, webhook_token="late-token", task_id="t-1")
+    store.put(replace(done, job_id="j2", state=State.FAILED, webhook_token="failed-token"))
+    store.put(replace(done, job_id="j3", state=State.SUBMITTED, webhook_token="live-token"))
+    await engine.recover()
+    for token in ("late-token", "failed-token", "live-token"):
+        assert engine.poke(token), token
+    assert not engine.poke("bogus") and not engine.poke("")
+    # The job that ends now, while the daemon runs, keeps its token known too.
+    live = store.get("j3")
+    assert live is not None
+    await engine.apply(live, Stage.POLL, Fail(E.TaskFailed("it failed", task_id="t-1")))
+    assert store.get("j3").state is State.FAILED and engine.poke("live-token")  # type: ignore[union-attr]
