@@ -186,6 +186,7 @@ class _Routes:
             budget=self.sources.budget(),
             daemon=self.sources.daemon(),
             retryable=self.files.retryable,
+            thumbnailed=self.files.thumbnailed,
         )
 
     async def page(self, request: Request) -> Response:
