@@ -528,7 +528,8 @@ def test_only_images_that_passed_the_checks_get_a_thumbnail(world: World) -> Non
     """A thumbnail is made only of an image whose drop passed the image checks, from
     the very bytes that were checked, with the checks' own decoders, and a
     decompression bomb is a 404, not a hang or a 500 (item 3 of the third hardening
-    round): a TGA named .jpg that failed the checks, a checked image replaced in
+    round): a TGA named .jpg that failed the checks (even with a thumbnail an older
+    version cached), a checked image replaced in
     failed/ by other bytes, and records claiming a TGA or a bomb passed all get 404;
     the failed card offers no thumbnail for a drop whose image was never checked."""
     client = world.serve(token=None)
@@ -553,6 +554,10 @@ def test_only_images_that_passed_the_checks_get_a_thumbnail(world: World) -> Non
         return f"/jobs/{job_id}/thumbnail"
 
     never_checked = failed_job("3333333333333333", "tga.jpg", tga.getvalue(), "invalid_image")
+    # As an older version left it: a thumbnail of that TGA, cached.
+    thumbs = world.config.paths.state / "thumbs"
+    thumbs.mkdir()
+    (thumbs / "3333333333333333.jpg").write_bytes(make_image_bytes(320, 240))
     swapped = failed_job(
         "4444444444444444",
         "swap.jpg",

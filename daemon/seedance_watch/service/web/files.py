@@ -130,12 +130,12 @@ class JobFiles:
 
     def thumbnail(self, job: Job) -> Path | None:
         """The cached thumbnail of the job's source image, made on first call."""
+        sha256 = checked_image(job)
+        if sha256 is None:  # also for a thumbnail an older version cached
+            return None
         cached = self.thumbs / f"{job.job_id}.jpg"
         if contained(self.thumbs, cached.name) is not None:
             return cached
-        sha256 = checked_image(job)
-        if sha256 is None:
-            return None
         with self._lock:  # one maker at a time: two first requests make it once
             if contained(self.thumbs, cached.name) is not None:
                 return cached
