@@ -263,6 +263,7 @@ def test_invalid_value_names_key_value_allowed_and_file(tmp_path: Path) -> None:
         ("log: {level: trace}", "log.level"),
         ("health: {listen: 'localhost'}", "health.listen"),
         ("health: {listen: '127.0.0.1:65536'}", "health.listen"),
+        ("health: {token: 'sixteen-chars-token', secure_cookie: 'yes'}", "health.secure_cookie"),
         ("dedupe: 'no'", "dedupe"),
     ],
 )
@@ -440,6 +441,21 @@ def test_an_exposed_listen_without_a_token_names_the_address(tmp_path: Path) -> 
     assert err.key == "health.token"
     assert "health.listen '0.0.0.0:9464' is not a loopback address; set health.token" in str(err)
     assert "{" not in str(err)
+
+
+def test_secure_cookie_is_validated_and_needs_a_token(tmp_path: Path) -> None:
+    """``health.secure_cookie`` (behind a TLS proxy) is a boolean, false by default, from
+    the file or the environment; true without ``health.token`` is refused naming it."""
+    base = "storage: {bucket: b}\n"
+    assert load_config(write(tmp_path, base), {}).health.secure_cookie is False
+    token = "health: {token: 'sixteen-chars-token', secure_cookie: true}\n"
+    assert load_config(write(tmp_path, base + token), {}).health.secure_cookie is True
+    env = {"SEEDANCE_WATCH_HEALTH__SECURE_COOKIE": "true"}
+    err = config_error(write(tmp_path, base), env)
+    assert err.key == "health.secure_cookie"
+    assert "health.secure_cookie is true but health.token is not set" in str(err)
+    both = {**env, "SEEDANCE_WATCH_HEALTH__TOKEN": "sixteen-chars-token"}
+    assert load_config(write(tmp_path, base), both).health.secure_cookie is True
 
 
 # --- the API key -------------------------------------------------------------------------

@@ -261,3 +261,92 @@ async def test_with_one_slot_free_waiting_jobs_go_by_priority(tmp_path: Path) ->
     finally:
         submitter.cancel()
         await asyncio.gather(submitter, return_exceptions=True)
+
+
+PRESIGNED = (
+    "https://bucket.s3.example/in/a.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAEXAMPLE%2F20260101&X-Amz-Signature=deadbeef"
+)
+CALLBACK = "https://me.example/webhooks/pixazo?token=per-job-secret-abc"
+
+
+async def test_a_url_in_a_gateway_error_keeps_no_query_in_the_report(tmp_path: Path) -> None:
+    """A gateway error quoting a presigned URL (a credential while it is valid) or our
+    webhook URL (its token) fails the job with both URLs cut at the query string: in
+    the ledger's error (which the page, ``status`` and notifications read) and in the
+    error report (item 13 of the third hardening round)."""
+    engine, store, _, _ = make_engine(tmp_path)
+    (tmp_path / "inbox" / "beach.jpg").write_bytes(b"x")
+    (tmp_path / "inbox" / "beach.yaml").write_text("prompt: p\n")
+    job = seed(store, State.SUBMITTED, task_id="t")
+    error = E.TaskFailed(f"could not fetch {PRESIGNED}; callback {CALLBACK} refused", task_id="t")
+    error.hint = f"see {PRESIGNED}"
+    await engine.apply(job, Stage.POLL, Fail(error))
+    stored = store.get("j1")
+    assert stored is not None and stored.error is not None
+    report = (tmp_path / "failed" / "beach.error.json").read_text()
+    for text in (stored.error["message"], stored.error["hint"], report):
+        assert "X-Amz-" not in text and "deadbeef" not in text and "per-job-secret" not in text
+    assert stored.error["message"] == (
+        "could not fetch https://bucket.s3.example/in/a.jpg; "
+        "callback https://me.example/webhooks/pixazo refused"
+    )
+
+
+class Told:
+    """An Announcer that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[str, str]] = []
+
+    def job_ended(self, end: Any) -> None:
+        pass
+
+    def pause_started(self, reason: str, message: str, lifts_at: float | None = None) -> None:
+        self.pauses.append((reason, message))
+
+    def pause_ended(self, reason: str) -> None:
+        pass
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
+        return True
+
+
+async def test_a_url_in_a_pause_reason_keeps_no_query(tmp_path: Path) -> None:
+    """A pause whose reason quotes a presigned URL (the bucket's answer, the gateway's)
+    records and announces it without the query string: daemon.json (``status``, the
+    page) and the notification."""
+    engine, _, _, _ = make_engine(tmp_path)
+    told = Told()
+    engine.pauses._notes = told
+    engine.pauses.pause_storage(f"the bucket refused {PRESIGNED}")
+    engine.pauses.pause_credentials(
+        E.CredentialsRefused(f"403 for {CALLBACK} and {PRESIGNED}", http_status=403)
+    )
+    daemon_json = (tmp_path / "state" / "daemon.json").read_text()
+    for text in [daemon_json, *(message for _, message in told.pauses)]:
+        assert "X-Amz-" not in text and "per-job-secret" not in text, text
+    assert told.pauses[0] == ("storage", "the bucket refused https://bucket.s3.example/in/a.jpg")
+
+
+async def test_a_late_callback_of_a_finished_job_is_known_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A finished job's webhook token stays known while the daemon runs (a late callback
+    gets 204), and so it does after a restart: recovery knows the tokens of every job
+    in the store, not only the unfinished ones (item 14 of the third hardening round)."""
+    from dataclasses import replace
+
+    engine, store, _, _ = make_engine(tmp_path)
+    done = seed(store, State.DONE, webhook_token="late-token", task_id="t-1")
+    store.put(replace(done, job_id="j2", state=State.FAILED, webhook_token="failed-token"))
+    store.put(replace(done, job_id="j3", state=State.SUBMITTED, webhook_token="live-token"))
+    await engine.recover()
+    for token in ("late-token", "failed-token", "live-token"):
+        assert engine.poke(token), token
+    assert not engine.poke("bogus") and not engine.poke("")
+    # The job that ends now, while the daemon runs, keeps its token known too.
+    live = store.get("j3")
+    assert live is not None
+    await engine.apply(live, Stage.POLL, Fail(E.TaskFailed("it failed", task_id="t-1")))
+    assert store.get("j3").state is State.FAILED and engine.poke("live-token")  # type: ignore[union-attr]

@@ -250,3 +250,57 @@ def test_health_command_probes_the_server_and_fails_once_it_is_gone(tmp_path: Pa
         server.close()
         ledger.close()
     assert health().returncode == 1
+
+
+def test_with_a_token_the_health_command_sends_it_and_others_get_the_status_alone(
+    tmp_path: Path,
+) -> None:
+    """With ``health.token`` (a page reachable from outside), an anonymous GET /healthz
+    gets the status code and ``{"status": ...}`` only, while ``seedance-watch health``
+    (the container's HEALTHCHECK) sends the token and prints the details; a 503 stays
+    a 503 for both (item 9 of the third hardening round)."""
+    token = "health-test-token-0123456789"
+    ledger = Ledger.open(tmp_path / "state")
+    config = Config.model_validate(
+        {
+            "paths": {"state": str(tmp_path / "state")},
+            "storage": {"bucket": "b"},
+            "health": {"listen": "127.0.0.1:0", "token": token},
+        }
+    )
+    healthy = [True]
+    details = {"paused": {"storage": "bucket b at http://s3.internal refused beach.jpg"}}
+    server = HealthServer(
+        config,
+        PageSources(
+            check=lambda: (healthy[0], details), metrics=Metrics().render, jobs=ledger.snapshot
+        ),
+        webhook_path=PROVIDER.webhook_path,
+    )
+    server.start()
+    config_file = tmp_path / "seedance-watch.yaml"
+    config_file.write_text(
+        "storage: {bucket: b}\n"
+        f"health: {{listen: '127.0.0.1:{server.address[1]}', token: '{token}'}}\n"
+    )
+
+    def health() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "seedance_watch", "health", "--config", str(config_file)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    try:
+        assert get(server.address, "/healthz") == (200, b'{"status":"ok"}')
+        answer = health()
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout) == {"status": "ok", **details}
+        healthy[0] = False
+        assert get(server.address, "/healthz") == (503, b'{"status":"unhealthy"}')
+        sick = health()
+        assert sick.returncode == 1 and json.loads(sick.stdout)["paused"] == details["paused"]
+    finally:
+        server.close()
+        ledger.close()

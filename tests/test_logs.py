@@ -16,6 +16,7 @@ from seedance_watch.logs import (
     clear_secrets,
     configure_logging,
     redact_event,
+    redact_text,
     redact_url,
     register_secret,
 )
@@ -255,6 +256,21 @@ def test_redact_url() -> None:
     assert redact_url("https://h/page?q=1") == "https://h/page?q=1"
     assert redact_url("http://user:pw@h:9/x") == "http://user:***@h:9/x"
     assert redact_url("not a url") == "not a url"
+
+
+def test_redact_text_keeps_the_sentence_around_a_url_and_can_drop_every_query() -> None:
+    """A signed URL in running text loses its query but not the punctuation after it;
+    with ``all_queries`` (reports, pauses) a plain URL's query goes too."""
+    text = f"fetch of {PRESIGNED}; then (see https://h/page?token=t1)."
+    assert redact_text(text) == (
+        "fetch of https://bucket.s3.amazonaws.com/seedance-watch/j1/beach.jpg; "
+        "then (see https://h/page?token=t1)."
+    )
+    assert redact_text(text, all_queries=True) == (
+        "fetch of https://bucket.s3.amazonaws.com/seedance-watch/j1/beach.jpg; "
+        "then (see https://h/page)."
+    )
+    assert redact_url("https://h/page?q=1#frag", all_queries=True) == "https://h/page"
 
 
 def test_redact_event_handles_odd_values() -> None:

@@ -3,13 +3,16 @@ access (token, cookie, same-origin, loopback Host) and the webhook."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +47,16 @@ LINKED_ID = "1111111111111111"
 ESCAPED_ID = "2222222222222222"
 
 
+def checked(image: bytes) -> dict[str, Any]:
+    """The fields intake records for an image that passed every check: its hash, and the
+    request's content key (recorded only then)."""
+    sha = hashlib.sha256(image).hexdigest()
+    return {"image_sha256": sha, "content_key": hashlib.sha256(sha.encode()).hexdigest()}
+
+
+BEACH = make_image_bytes(1280, 960)
+
+
 def _job(job_id: str, state: State, source: str, **fields: Any) -> Job:
     stem = source.rsplit(".", 1)[0]
     base = Job(
@@ -75,8 +88,11 @@ class World:
         task_eta: Callable[[], float | None] = lambda: None,
         budget_view: Callable[[], Mapping[str, Any] | None] = lambda: None,
         webhooks: bool = True,
+        secure_cookie: bool = False,
     ) -> httpx.Client:
-        health = {"listen": "127.0.0.1:0", "token": token}
+        health: dict[str, Any] = {"listen": "127.0.0.1:0", "token": token}
+        if secure_cookie:
+            health["secure_cookie"] = True
         config = self.config.model_copy(
             update={"health": self.config.health.model_validate(health)}
         )
@@ -122,7 +138,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         encoding="utf-8",
     )
     config = load_config(config_path, {})
-    (tmp_path / "done" / "beach.jpg").write_bytes(make_image_bytes(1280, 960))
+    (tmp_path / "done" / "beach.jpg").write_bytes(BEACH)
     (tmp_path / "done" / "beach.yaml").write_text("prompt: a beach\n")
     (tmp_path / "outbox" / "beach.mp4").write_bytes(VIDEO)
     (tmp_path / "failed" / "dune.jpg").write_bytes(make_image_bytes(200, 100))
@@ -140,6 +156,7 @@ def world(tmp_path: Path) -> Iterator[World]:
             output="beach.mp4",
             task_id="task-beach",
             completed_at=NOW - 10,
+            **checked(BEACH),
             moved_to=(("beach.jpg", "done/beach.jpg"), ("beach.yaml", "done/beach.yaml")),
         )
     )
@@ -263,6 +280,28 @@ def test_the_page_trades_token_in_the_url_for_a_cookie_and_drops_it(world: World
     assert 'http-equiv="refresh"' in hop.text and TOKEN not in hop.text
 
 
+def test_behind_a_tls_proxy_secure_cookie_marks_the_cookie_secure(world: World) -> None:
+    """The daemon itself speaks plain HTTP, so its cookie is not ``Secure`` (a browser
+    would not send it back over http); behind a TLS reverse proxy
+    ``health.secure_cookie: true`` makes it ``Secure`` (item 13 of the third
+    hardening round), and it still opens the page."""
+
+    def cookie_flags(client: httpx.Client) -> list[str]:
+        answer = client.get("/?token=" + TOKEN)
+        assert answer.status_code == 303
+        return [part.strip().lower() for part in answer.headers["set-cookie"].split(";")]
+
+    assert "secure" not in cookie_flags(world.serve())
+    behind_proxy = world.serve(secure_cookie=True)
+    flags = cookie_flags(behind_proxy)
+    assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
+    # httpx, like a browser, would keep a Secure cookie for https only: send it by hand.
+    value = behind_proxy.cookies.get(COOKIE_NAME)
+    assert value is not None
+    page = behind_proxy.get("/", headers={"Cookie": f"{COOKIE_NAME}={value}"})
+    assert page.status_code == 200
+
+
 def test_without_a_token_only_a_loopback_host_is_served(world: World) -> None:
     """With no token (loopback listen) a request naming another host (DNS rebinding)
     is refused, except /healthz and the webhook."""
@@ -274,6 +313,29 @@ def test_without_a_token_only_a_loopback_host_is_served(world: World) -> None:
         assert client.get(path, headers=evil).status_code == 403, path
     assert client.get("/healthz", headers=evil).status_code == 200
     assert client.post("/webhooks/pixazo?token=known-token", headers=evil).status_code == 204
+
+
+def test_healthz_tells_its_details_only_to_who_may_read_the_page(world: World) -> None:
+    """/healthz answers everyone with the same status code, but its counts and pause
+    reasons (file names, bucket, endpoint) only to a caller the page itself would
+    serve: without a token a loopback Host, with a token its bearer or cookie.  Anyone
+    else gets ``{"status": "ok"}`` (item 9 of the third hardening round)."""
+    open_client = world.serve(token=None)
+    evil = {"Host": "rebound.example:8080"}
+    outside = open_client.get("/healthz", headers=evil)
+    assert outside.status_code == 200 and outside.json() == {"status": "ok"}
+    assert outside.headers["cache-control"] == "no-store"
+    local = open_client.get("/healthz")
+    assert local.status_code == 200 and local.json() == {"status": "ok", "loop_alive": True}
+
+    client = world.serve()
+    for headers in ({}, {"Host": "localhost"}, bearer("x" * len(TOKEN))):
+        anonymous = client.get("/healthz", headers=headers)
+        assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}, headers
+    trusted = client.get("/healthz", headers=bearer())
+    assert trusted.json() == {"status": "ok", "loop_alive": True}
+    client.get("/?token=" + TOKEN)  # the page's cookie counts as the token
+    assert client.get("/healthz").json() == {"status": "ok", "loop_alive": True}
 
 
 # --- the JSON ---------------------------------------------------------------------------
@@ -431,8 +493,89 @@ def test_thumbnail_is_small_cached_and_never_remade(world: World) -> None:
     assert again.status_code == 200 and again.content == answer.content
     after = cached.stat()
     assert (after.st_ino, after.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
-    failed = client.get(f"/jobs/{FAILED_ID}/thumbnail")  # failed/ is served too
+    # failed/ is served too, for an image that passed the checks (the gateway failed it).
+    image = make_image_bytes(800, 600)
+    (world.root / "failed" / "reef.jpg").write_bytes(image)
+    world.ledger.put(
+        _job(
+            "f1f1f1f1f1f1f1f1",
+            State.FAILED,
+            "reef.jpg",
+            error={"code": "task_failed", "message": "no", "stage": "submitted"},
+            moved_to=(("reef.jpg", "failed/reef.jpg"),),
+            **checked(image),
+        )
+    )
+    failed = client.get("/jobs/f1f1f1f1f1f1f1f1/thumbnail")
     assert failed.status_code == 200 and failed.headers["content-type"] == "image/jpeg"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of ``width`` x ``height`` whose pixels are all zero: a few KB
+    on disk, ``width * height`` pixels to decode (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte, then the row's bits
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    idat = zlib.compress(row * height, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_only_images_that_passed_the_checks_get_a_thumbnail(world: World) -> None:
+    """A thumbnail is made only of an image whose drop passed the image checks, from
+    the very bytes that were checked, with the checks' own decoders, and a
+    decompression bomb is a 404, not a hang or a 500 (item 3 of the third hardening
+    round): a TGA named .jpg that failed the checks (even with a thumbnail an older
+    version cached), a checked image replaced in
+    failed/ by other bytes, and records claiming a TGA or a bomb passed all get 404;
+    the failed card offers no thumbnail for a drop whose image was never checked."""
+    client = world.serve(token=None)
+    failed = world.root / "failed"
+    tga = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(tga, format="TGA")
+    bomb = _png_header_only(10_000, 10_000)  # over Pillow's 89 MP limit, under twice it
+    assert len(bomb) < 64 * 1024
+
+    def failed_job(job_id: str, name: str, data: bytes, code: str, **fields: Any) -> str:
+        (failed / name).write_bytes(data)
+        world.ledger.put(
+            _job(
+                job_id,
+                State.FAILED,
+                name,
+                error={"code": code, "message": "m", "stage": "new"},
+                moved_to=((name, f"failed/{name}"),),
+                **fields,
+            )
+        )
+        return f"/jobs/{job_id}/thumbnail"
+
+    never_checked = failed_job("3333333333333333", "tga.jpg", tga.getvalue(), "invalid_image")
+    # As an older version left it: a thumbnail of that TGA, cached.
+    thumbs = world.config.paths.state / "thumbs"
+    thumbs.mkdir()
+    (thumbs / "3333333333333333.jpg").write_bytes(make_image_bytes(320, 240))
+    swapped = failed_job(
+        "4444444444444444",
+        "swap.jpg",
+        make_image_bytes(700, 500),
+        "task_failed",
+        **checked(make_image_bytes(640, 480)),
+    )
+    forged_tga = failed_job(
+        "5555555555555555", "forged.jpg", tga.getvalue(), "task_failed", **checked(tga.getvalue())
+    )
+    forged_bomb = failed_job("6666666666666666", "bomb.png", bomb, "task_failed", **checked(bomb))
+    for url in (never_checked, swapped, forged_tga, forged_bomb, f"/jobs/{FAILED_ID}/thumbnail"):
+        assert client.get(url).status_code == 404, url
+    assert not (world.config.paths.state / "thumbs" / "6666666666666666.jpg").exists()
+    cards = {card["job_id"]: card for card in client.get("/api/view").json()["failed"]}
+    assert cards["3333333333333333"]["thumbnail_url"] == ""
+    assert cards[FAILED_ID]["thumbnail_url"] == ""  # invalid_sidecar: the image never checked
+    assert cards["4444444444444444"]["thumbnail_url"] == "/jobs/4444444444444444/thumbnail"
 
 
 # --- retry ------------------------------------------------------------------------------

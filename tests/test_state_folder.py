@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,14 +24,18 @@ from seedance_watch.commands.status import (
     read_daemon_status,
     status_report,
 )
-from seedance_watch.config import load_config
+from seedance_watch.config import Config, load_config
+from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.files import fsutil
 from seedance_watch.ledger import lock
+from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.ledger.lock import LOCK_NAME, lock_holder
+from seedance_watch.service.web.files import JobFiles
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
+from .conftest import make_image_bytes
 from .daemon_harness import daemon_env, run_once, write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -215,3 +224,120 @@ def test_start_up_sweeps_old_temp_files_from_the_inbox_and_the_state_folder(
     assert result.exit_code == 0
     assert fresh.exists()
     assert not old.exists() and not in_state.exists()
+
+
+# --- who may read the state (item 12 of the third hardening round) ----------------------
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def _fill_state(root: Path, state: Path) -> None:
+    """What a daemon leaves in its state folder: segments, a snapshot, LOCK,
+    daemon.json and a thumbnail."""
+    for name in ("inbox", "outbox", "done", "failed"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    image = make_image_bytes(640, 480)
+    (root / "done" / "beach.jpg").write_bytes(image)
+    sha = hashlib.sha256(image).hexdigest()
+    job = Job(
+        job_id="0123456789abcdef",
+        state=State.DONE,
+        source="beach.jpg",
+        sidecar="beach.yaml",
+        created_at=1.0,
+        updated_at=2.0,
+        image_sha256=sha,
+        content_key="k" * 64,
+        model="m",
+        inputs=(InputFile("image", "beach.jpg", sha, len(image), 1, 1, 1),),
+        output="beach.mp4",
+        moved_to=(("beach.jpg", "done/beach.jpg"),),
+    )
+    with Ledger.open(state, compact_threshold=2) as ledger:
+        for n in range(4):
+            ledger.put(replace(job, job_id=f"{n:016x}"))
+        ledger.compact(wait=True)
+        ledger.put(job)
+    DaemonStatusFile(state, key_source="env").pause("storage", "the bucket refused us")
+    config = Config.model_validate(
+        {
+            "paths": {k: str(root / k) for k in ("inbox", "outbox", "done", "failed")}
+            | {"state": str(state)},
+            "storage": {"bucket": "b"},
+        }
+    )
+    assert JobFiles(config.paths).thumbnail(job) is not None
+
+
+def _created_files(state: Path) -> list[Path]:
+    files = [p for p in state.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"LOCK", "daemon.json", "0123456789abcdef.jpg"} <= names
+    assert any(n.startswith("snapshot-") for n in names) and any(
+        n.startswith("ledger-") for n in names
+    )
+    return files
+
+
+def test_under_a_default_umask_the_state_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Outside systemd and the container (umask 022), a state folder the daemon creates
+    is 0700 and every file in it -- segments, snapshots, LOCK, daemon.json, thumbnails
+    -- 0600; the folders above it are left to the umask."""
+    root = tmp_path / "home"
+    state = root / "new" / "state"
+    with umask(0o022):
+        _fill_state(root, state)
+    assert _mode(state) == 0o700 and _mode(root / "new") == 0o755
+    assert _mode(state / "thumbs") == 0o700
+    assert {p.name: _mode(p) for p in _created_files(state)} == {
+        p.name: 0o600 for p in _created_files(state)
+    }
+
+
+def test_a_group_folder_shares_its_state_with_its_group_and_nobody_else(tmp_path: Path) -> None:
+    """A state folder made a group folder on purpose (g+rx, nothing for others, as the
+    container's 0750) keeps its mode, and the daemon's files in it are 0640 (its group
+    can run ``status``), thumbs/ 0750; never anything for others."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o750)
+    with umask(0o022):
+        _fill_state(tmp_path, state)
+    assert _mode(state) == 0o750 and _mode(state / "thumbs") == 0o750
+    assert {_mode(p) for p in _created_files(state)} == {0o640}
+    with umask(0o077):  # the umask may still take more away
+        (state / "daemon.json").unlink()
+        DaemonStatusFile(state, key_source="env").pause("storage", "again")
+    assert _mode(state / "daemon.json") == 0o600
+
+
+def test_files_an_older_version_left_readable_by_all_are_tightened_at_start(
+    tmp_path: Path,
+) -> None:
+    """Opening a state folder whose files an older version left 0644 (and thumbs/ 0755)
+    makes them 0600 (thumbs/ 0700); the folder itself, the person's, keeps its mode."""
+    state = tmp_path / "state"
+    with umask(0o022):
+        _fill_state(tmp_path, state)
+    state.chmod(0o755)
+    for path in [state / "thumbs", *state.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    with umask(0o022):
+        with Ledger.open(state):
+            pass
+        config = load_config(config_file(tmp_path, state=state), {})
+        JobFiles(config.paths)
+    assert _mode(state) == 0o755 and _mode(state / "thumbs") == 0o700
+    files = [p for p in state.iterdir() if p.is_file()]
+    assert len(files) >= 4 and {_mode(p) for p in files} == {0o600}

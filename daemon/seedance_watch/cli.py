@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seedance_watch import __version__
+from seedance_watch.commands.terminal import printable
 from seedance_watch.errors import ConfigError, LedgerLocked, StateError
 
 __all__ = ["main"]
@@ -112,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(text: str, *, err: bool = False) -> None:
+    """Print one line whose parts may come from a file name, a sidecar or the gateway:
+    control characters escaped (:func:`~seedance_watch.commands.terminal.printable`)."""
+    print(printable(text), file=sys.stderr if err else sys.stdout)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -137,13 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_stdout()
         return 1
     except ConfigError as exc:
-        print(f"seedance-watch: config error: {exc.message}", file=sys.stderr)
+        _say(f"seedance-watch: config error: {exc.message}", err=True)
         return EXIT_USAGE
     except LedgerLocked as exc:
-        print(f"seedance-watch: {exc.message}", file=sys.stderr)
+        _say(f"seedance-watch: {exc.message}", err=True)
         return EXIT_USAGE
     except StateError as exc:
-        print(f"seedance-watch: state error: {exc.message}", file=sys.stderr)
+        _say(f"seedance-watch: state error: {exc.message}", err=True)
         return 1
 
 
@@ -202,7 +209,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         # The report is the output; the log (its requests) goes to stderr, warnings only.
         configure_logging(fmt=config.log.format, level="warning")
         checked = run_checks(config, os.environ)
-        print(checked.text())
+        for line in checked.text().splitlines():  # a folder's name or a peer's words
+            _say(line)
         return checked.exit_code
     raise AssertionError(args.command)
 
@@ -240,14 +248,14 @@ def _health(config: object, timeout: float) -> int:
     assert isinstance(config, Config)
     address = config.health.address
     if address is None:
-        print("seedance-watch health: health.listen is not set", file=sys.stderr)
+        _say("seedance-watch health: health.listen is not set", err=True)
         return EXIT_USAGE
     try:
-        status, body = probe(address, timeout=timeout)
+        status, body = probe(address, timeout=timeout, token=config.health.token)
     except OSError as exc:
-        print(f"seedance-watch health: {config.health.listen}: {exc}", file=sys.stderr)
+        _say(f"seedance-watch health: {config.health.listen}: {exc}", err=True)
         return 1
-    print(body)
+    _say(body)
     return 0 if status == 200 else 1
 
 
@@ -257,19 +265,19 @@ def _retry(config: object, args: argparse.Namespace) -> int:
 
     assert isinstance(config, Config)
     if not args.job_ids and not args.failed:
-        print("seedance-watch retry: give JOB_ID... or --failed", file=sys.stderr)
+        _say("seedance-watch retry: give JOB_ID... or --failed", err=True)
         return EXIT_USAGE
     result = requeue(
         config, args.job_ids, all_failed=args.failed, include_ambiguous=args.include_ambiguous
     )
     for job_id, paths in result.moved.items():
-        print(f"{job_id}: back in the inbox as {', '.join(paths)}")
+        _say(f"{job_id}: back in the inbox as {', '.join(paths)}")
     for job_id, why in result.skipped.items():
-        print(f"{job_id}: skipped: {why}; --include-ambiguous retries it anyway")
+        _say(f"{job_id}: skipped: {why}; --include-ambiguous retries it anyway")
     for job_id, why in result.problems.items():
-        print(f"{job_id}: not retried: {why}", file=sys.stderr)
+        _say(f"{job_id}: not retried: {why}", err=True)
     if not result.moved and not result.problems and not result.skipped:
-        print("no failed jobs to retry")
+        _say("no failed jobs to retry")
     return 1 if result.problems else 0
 
 
@@ -291,6 +299,6 @@ def _validate(args: argparse.Namespace) -> int:
         strict_model=strict,
     )
     for problem in problems:
-        print(f"{problem.path}: {problem.code}: {problem.message}")
-    print(f"{pairs} drop(s) checked, {len(problems)} problem(s)")
+        _say(f"{problem.path}: {problem.code}: {problem.message}")
+    _say(f"{pairs} drop(s) checked, {len(problems)} problem(s)")
     return 1 if problems else 0

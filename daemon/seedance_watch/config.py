@@ -284,6 +284,9 @@ class HealthConfig(BaseModel):
     #: With a token, every route but ``/healthz`` and ``/webhooks/pixazo`` needs
     #: ``Authorization: Bearer <token>`` (docs/design.md, "The status page").
     token: Annotated[StrictStr, Field(min_length=16)] | None = None
+    #: Behind a TLS reverse proxy: the page's cookie gets ``Secure`` (the daemon itself
+    #: speaks plain HTTP, so it cannot tell; docs/design.md, "Access rules").
+    secure_cookie: StrictBool = False
 
     @field_validator("listen", mode="after")
     @classmethod
@@ -304,6 +307,15 @@ class HealthConfig(BaseModel):
                     "(at least 16 characters) so that only you can reach the page and metrics",
                     {"key": "token", "listen": repr(self.listen)},
                 )
+        if self.secure_cookie and self.token is None:
+            # The cookie is the token's: without one there is none to mark, and a page
+            # behind a proxy without a token is one anybody reaching the proxy can use.
+            raise PydanticCustomError(
+                "secure_cookie_needs_token",
+                "health.secure_cookie is true but health.token is not set: the cookie it "
+                "marks Secure is the token's; set health.token (at least 16 characters)",
+                {"key": "secure_cookie"},
+            )
         return self
 
     @property

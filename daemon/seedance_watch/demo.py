@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from seedance_watch.commands.terminal import printable
+
 __all__ = ["run_demo"]
 
 DEMO_BUCKET = "seedance-demo"
@@ -195,8 +197,12 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         job = jobs[job_id]
         assert job.output is not None
         video = config.paths.outbox / job.output
-        print(f"Video written: {video}")
-        print(f"Details:       {video.with_suffix('.json')}  (kind: {job.kind}, {job.model})")
+        print(printable(f"Video written: {video}"))
+        print(
+            printable(
+                f"Details:       {video.with_suffix('.json')}  (kind: {job.kind}, {job.model})"
+            )
+        )
         if job.duplicate_of:
             print(f"(identical to job {job.duplicate_of}: copied, not paid for again)")
     if result.summary.done:
@@ -206,7 +212,7 @@ def run_demo(folder: Path, kind: str = "image") -> int:
         )
     for job_id in result.summary.failed:
         error = jobs[job_id].error or {}
-        print(f"Job {job_id} failed: {error.get('code')}: {error.get('message')}")
+        print(printable(f"Job {job_id} failed: {error.get('code')}: {error.get('message')}"))
     summary = {
         "done": len(result.summary.done),
         "failed": len(result.summary.failed),

@@ -11,6 +11,10 @@ redaction step before it is written:
 - signed URLs (``X-Amz-...``, ``...Signature=``) lose their query string, which is
   a bearer credential for as long as it is valid; signing parameters met outside a
   URL are masked, and botocore's signing debug lines are never emitted;
+- with ``all_queries`` (error reports, pauses: what the page, ``status`` and
+  notifications show, docs/design.md "The error report"), every URL loses its query
+  string and fragment, whose parameters a person never needs (a webhook URL's
+  ``token=``, a signature in a spelling the patterns do not know);
 - request headers dumped as text (botocore's debug "Sending http request:
   <AWSPreparedRequest ... headers={...}>") keep their names but lose the values
   of credential headers (``Authorization``, whose value names the access key and
@@ -124,8 +128,9 @@ _HEADER_LINE = re.compile(rf"(?im)^(\s*(?:{_HEADER_NAMES})\s*:\s*)\S.*$")
 _SIGV4_AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=[^'\"\r\n]*")
 
 
-def redact_url(url: str) -> str:
-    """The URL without its query string when that query signs it (presigned URLs).
+def redact_url(url: str, *, all_queries: bool = False) -> str:
+    """The URL without its query string when that query signs it (presigned URLs),
+    or, with ``all_queries``, whenever it has one.
 
     Also masks a password in the URL's user-info part.  Other URLs are unchanged.
     """
@@ -139,20 +144,35 @@ def redact_url(url: str) -> str:
         if ":" in userinfo:
             netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
     query, fragment = parts.query, parts.fragment
-    if _SIGNED_QUERY.search(query) or _SIGNED_QUERY.search(fragment):
+    if all_queries or _SIGNED_QUERY.search(query) or _SIGNED_QUERY.search(fragment):
         query, fragment = "", ""
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
-def redact_text(text: str) -> str:
-    """``text`` with registered secrets, signing material and credential headers masked."""
+# Punctuation that ends the sentence around a URL rather than the URL itself.
+_URL_TRAILER = re.compile(r"[.,;:!?)\]}]+$")
+
+
+def _redact_url_in_text(found: str, all_queries: bool) -> str:
+    """A URL found in running text, redacted; the sentence's own ``.``/``;``/``)`` after
+    it stay, instead of leaving with the query string they were matched into."""
+    trailer = _URL_TRAILER.search(found)
+    if trailer is None:
+        return redact_url(found, all_queries=all_queries)
+    head = found[: trailer.start()]
+    return redact_url(head, all_queries=all_queries) + trailer.group()
+
+
+def redact_text(text: str, *, all_queries: bool = False) -> str:
+    """``text`` with registered secrets, signing material and credential headers masked;
+    with ``all_queries`` no URL in it keeps a query string (:func:`redact_url`)."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     if "://" in text:
-        text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+        text = _URL.sub(lambda m: _redact_url_in_text(m.group(0), all_queries), text)
     if "AWS4-HMAC-SHA256" in text:
         text = _SIGV4_AUTH.sub("AWS4-HMAC-SHA256 " + MASK, text)
     if "=" in text:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from seedance_watch.commands.terminal import printable
 from seedance_watch.config import BudgetConfig
 from seedance_watch.core.budget import (
     BudgetPrices,
@@ -75,7 +76,7 @@ def format_costs(report: dict[str, Any]) -> str:
     lines = [head]
     if not report["days"]:
         lines.append("no submits in this period")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
     lines.append(f"{'date':<12}{'model':<32}{'submits':>8}{'done':>6}{'failed':>8}{'cost':>10}")
     total = 0
     for day in report["days"]:
@@ -90,4 +91,4 @@ def format_costs(report: dict[str, Any]) -> str:
             )
     lines.append(f"{'total':<12}{'':<32}{'':>8}{'':>6}{'':>8}{_amount(from_cents(total)):>10}")
     lines.append(f"(amounts in {currency}: what each submit reserved or settled at)")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

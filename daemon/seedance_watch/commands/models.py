@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from seedance_watch.commands.terminal import printable
 from seedance_watch.core.models import (
     DEFAULT_MODELS,
     KINDS,
@@ -69,7 +70,7 @@ def format_models(table: ModelTable = MODELS) -> str:
     lines.append("Sources:")
     for row in table.values():
         lines.append(f"  {row.model}: {row.source} (read {row.read_on.isoformat()})")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _options(row: ModelRow) -> str:

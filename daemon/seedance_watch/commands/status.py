@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from seedance_watch.commands.terminal import printable
 from seedance_watch.core.jobs import State
 from seedance_watch.ledger.base import JobReader
 from seedance_watch.ledger.daemonfile import DAEMON_STATUS_NAME
@@ -124,4 +125,4 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
         lines.append(
             f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}  {detail}".rstrip()
         )
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seedance_watch import errors as E
+from seedance_watch.commands.terminal import printable
 from seedance_watch.core.models import DEFAULT_MODELS, MODELS, Kind
 from seedance_watch.core.names import is_ignored, is_image, is_sidecar
 from seedance_watch.core.options import GenerationOptions
@@ -101,7 +102,7 @@ def _sidecar_problems(path: Path, strict_model: bool) -> list[Problem]:
 
 
 def _stderr_warning(path: Path, message: str) -> None:
-    print(f"{path}: warning: {message}", file=sys.stderr)
+    print(printable(f"{path}: warning: {message}"), file=sys.stderr)
 
 
 def _entries(paths: Iterable[Path]) -> dict[Path, tuple[str, bool]]:

@@ -276,8 +276,11 @@ def temp_path(final: Path) -> Path:
     return final.with_name(f".{name}{suffix}")
 
 
-def make_dirs(path: Path) -> None:
+def make_dirs(path: Path, *, mode: int = 0o777) -> None:
     """Create folder ``path`` and missing parents, fsyncing each new folder's parent.
+
+    ``path`` itself, when created, gets ``mode`` (filtered by the umask, as any
+    ``mkdir``); the parents the default.  A folder that exists keeps its mode.
 
     Without the parent fsync a freshly created folder (and everything moved into
     it) can vanish after a power cut even though the files themselves were synced.
@@ -297,7 +300,7 @@ def make_dirs(path: Path) -> None:
         fsync_dir(probe.parent)
     for folder in reversed(missing):
         try:
-            folder.mkdir()
+            folder.mkdir(mode=mode if folder == path else 0o777)
         except FileExistsError:
             if not folder.is_dir():
                 raise

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from seedance_watch.core.names import IMAGE_TYPES
 from seedance_watch.errors import InvalidImage
 
-__all__ = ["IMAGE_CONTENT_TYPES", "MAX_IMAGE_BYTES", "ImageInfo", "check_image"]
+__all__ = ["IMAGE_CONTENT_TYPES", "MAX_IMAGE_BYTES", "PILLOW_FORMATS", "ImageInfo", "check_image"]
 
 MAX_IMAGE_BYTES: Final = 30 * 1024 * 1024
 _MIN_SHORT_SIDE: Final = 300  # exclusive
@@ -28,10 +28,10 @@ _MIN_RATIO, _MAX_RATIO = 0.4, 2.5  # inclusive
 
 _FORMAT_OF_SUFFIX: Final = {suffix: fmt for suffix, (fmt, _) in IMAGE_TYPES.items()}
 IMAGE_CONTENT_TYPES: Final = dict(IMAGE_TYPES.values())
-# Only these decoders are tried: less attack surface, and a clear "not supported".
-# (The JPEG decoder itself returns "MPO" for the multi-picture JPEGs some cameras
-# write; to everyone else they are JPEGs.)
-_PILLOW_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+#: Only these decoders are tried, here and for the page's thumbnails: less attack
+#: surface, and a clear "not supported".  (The JPEG decoder itself returns "MPO" for
+#: the multi-picture JPEGs some cameras write; to everyone else they are JPEGs.)
+PILLOW_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,10 @@ def _read_header(fp: BinaryIO) -> tuple[str, int, int]:
             # Above Pillow's pixel limit the image breaks the side limits anyway;
             # make the warning an error so the report says so, every time.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp, formats=_PILLOW_FORMATS) as im:
+            with Image.open(fp, formats=PILLOW_FORMATS) as im:
                 im.verify()
             fp.seek(0)
-            with Image.open(fp, formats=_PILLOW_FORMATS) as im:
+            with Image.open(fp, formats=PILLOW_FORMATS) as im:
                 fmt, (width, height) = im.format or "", im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(
@@ -115,7 +115,7 @@ def _decode(path: Path) -> None:
     """Decode the pixels once: a truncated JPEG passes ``verify()`` (which reads only
     its structure) but would be uploaded, submitted and billed as a broken image."""
     try:
-        with Image.open(path, formats=_PILLOW_FORMATS) as im:
+        with Image.open(path, formats=PILLOW_FORMATS) as im:
             im.load()
     except OSError as exc:  # "image file is truncated", "broken data stream"
         raise InvalidImage(

@@ -21,6 +21,7 @@ from typing import Any
 
 from seedance_watch.core.timestamps import iso_utc
 from seedance_watch.files.fsutil import atomic_write_json
+from seedance_watch.ledger.modes import file_mode
 
 __all__ = ["DAEMON_STATUS_NAME", "DaemonStatusFile", "read_daemon_file"]
 
@@ -89,6 +90,7 @@ class DaemonStatusFile:
                 "paused": self.paused,
                 "updated_at": iso_utc(self.clock()),
             },
+            mode=file_mode(self.path.parent),
         )
 
 

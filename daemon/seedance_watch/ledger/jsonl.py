@@ -7,7 +7,8 @@ The state folder (``paths.state``) holds::
     ledger-<N+1>.jsonl ...    records appended since, one per state change
     daemon.json               the daemon's pauses (:mod:`.daemonfile`)
 
-Each line is one checksummed record (:mod:`.record`).
+Each line is one checksummed record (:mod:`.record`).  The folder is created
+``0700`` and every file in it ``0600`` (``0640`` in a group folder): :mod:`.modes`.
 
 Why this shape: one ``put()`` is one ``os.write`` on an ``O_APPEND`` descriptor and
 one ``fsync`` -- its cost does not depend on the number of jobs.  The log is kept
@@ -57,8 +58,15 @@ from seedance_watch.errors import DurabilityError, LedgerCorrupt, StateError
 from seedance_watch.files import fsutil
 from seedance_watch.files.fsutil import fsync_dir
 from seedance_watch.ledger.base import StoreHolder, status_order
-from seedance_watch.ledger.daemonfile import read_daemon_file
-from seedance_watch.ledger.lock import acquire_lock, folder_error, held_by, warn_if_network_fs
+from seedance_watch.ledger.daemonfile import DAEMON_STATUS_NAME, read_daemon_file
+from seedance_watch.ledger.lock import (
+    LOCK_NAME,
+    acquire_lock,
+    folder_error,
+    held_by,
+    warn_if_network_fs,
+)
+from seedance_watch.ledger.modes import STATE_FOLDER_MODE, file_mode, tighten
 from seedance_watch.ledger.record import (
     WHAT_TO_DO,
     Latest,
@@ -184,6 +192,7 @@ class Ledger:
     def __init__(self, state_dir: Path, lock_fd: int, compact_threshold: int | None) -> None:
         self._dir = state_dir
         self._lock_fd: int | None = lock_fd
+        self._mode = file_mode(state_dir)  # of every file it creates (docs: .modes)
         self._min_compact = compact_threshold or _DEFAULT_COMPACT
         self._mutex = threading.Lock()
         self._jobs: dict[str, Job] = {}
@@ -211,11 +220,11 @@ class Ledger:
         ``compact_threshold`` replaces the 10,000-line floor of the compaction rule.
         """
         try:
-            fsutil.make_dirs(state_dir)
+            fsutil.make_dirs(state_dir, mode=STATE_FOLDER_MODE)
         except OSError as exc:
             raise folder_error(state_dir, exc) from exc
         warn_if_network_fs(state_dir)
-        ledger = cls(state_dir, acquire_lock(state_dir), compact_threshold)
+        ledger = cls(state_dir, acquire_lock(state_dir, file_mode(state_dir)), compact_threshold)
         try:
             ledger._recover()
         except BaseException:
@@ -244,6 +253,13 @@ class Ledger:
             path.unlink(missing_ok=True)
         # Under the lock nothing else writes here, so every temp file is a crash's.
         fsutil.remove_stale_temps(self._dir)
+        # Files an older version made readable by all are made as private as new ones.
+        for number in layout.segments:
+            tighten(_segment_path(self._dir, number), self._mode)
+        if layout.snapshot is not None:
+            tighten(_snapshot_path(self._dir, layout.snapshot), self._mode)
+        for name in (LOCK_NAME, DAEMON_STATUS_NAME):
+            tighten(self._dir / name, self._mode)
         if layout.segments:
             self._segment = layout.segments[-1]
             self._fd = self._open_segment(self._segment, create=False)
@@ -278,7 +294,7 @@ class Ledger:
         path = _segment_path(self._dir, number)
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags, self._mode)
             if create:
                 # The new name must survive a crash before the records appended to it.
                 fsync_dir(self._dir)
@@ -446,7 +462,7 @@ class Ledger:
         assert self._fd is not None
         path = _segment_path(self._dir, self._segment + 1)
         try:
-            new_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+            new_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, self._mode)
         except OSError as exc:
             log.error("ledger.compaction_failed", stage="rotate", file=str(path), error=str(exc))
             self._lines = 0  # try again after another threshold's worth of changes
@@ -478,7 +494,7 @@ class Ledger:
         tmp = final.with_name(final.name + ".tmp")
         stage = "write"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self._mode)
             try:
                 batch: list[bytes] = []
                 unsynced = 0

@@ -83,8 +83,10 @@ def folder_error(state_dir: Path, exc: OSError) -> ConfigError | DurabilityError
     )
 
 
-def acquire_lock(state_dir: Path) -> int:
+def acquire_lock(state_dir: Path, mode: int = 0o600) -> int:
     """flock() ``LOCK`` and name this process in it; returns the descriptor.
+
+    ``mode``: of a ``LOCK`` created now (:func:`~seedance_watch.ledger.modes.file_mode`).
 
     Closing the descriptor releases the lock.  After the lock is taken the
     descriptor must still be the file named ``LOCK``: a LOCK deleted or replaced
@@ -96,7 +98,7 @@ def acquire_lock(state_dir: Path) -> int:
     for attempt in range(_LOCK_ATTEMPTS):
         last = attempt == _LOCK_ATTEMPTS - 1
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
         except OSError as exc:
             raise folder_error(state_dir, exc) from exc
         try:

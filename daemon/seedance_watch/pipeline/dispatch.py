@@ -15,7 +15,7 @@ business (``step``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from seedance_watch.aio import wait_event
@@ -81,6 +81,14 @@ class Dispatcher:
     def know_token(self, job: Job) -> None:
         if job.webhook_token is not None:
             self.tokens[job.webhook_token] = job.job_id
+
+    def know_tokens(self, jobs: Iterable[Job]) -> None:
+        """The tokens of every job of the store (recovery): a finished job's token stays
+        known for good, across restarts as while the daemon runs (docs/design.md,
+        "Webhooks")."""
+        self.tokens.update(
+            {job.webhook_token: job.job_id for job in jobs if job.webhook_token is not None}
+        )
 
     def forget(self, job: Job) -> None:
         """A finished job needs no poll bookkeeping (its token stays known: 204)."""

@@ -208,8 +208,10 @@ class Engine:
         self.budget.load(self.store.jobs().values())
         if hooks_due := self.endings.resume(self.store.snapshot()):
             log.info("hook.resumed", jobs=hooks_due)
+        # Every job's webhook token, finished ones too: a late callback answers 204 after
+        # a restart as it did before (one dict update, no I/O: cheap over 100,000s).
+        self.dispatch.know_tokens(self.store.jobs().values())
         for job in active:
-            self.dispatch.know_token(job)
             self.placement.reserve(job)
         for job in active:
             self.intake.claim(job)

@@ -6,6 +6,7 @@ through with backoff.  The breakers decide; this module reports: a log event whe
 a pause starts, escalates or ends, the ``seedance_paused`` gauge, and
 ``state/daemon.json`` (:class:`~seedance_watch.ledger.daemonfile.DaemonStatusFile`) for
 ``status``.  What a pause means for a ``--once`` run is the engine's business.
+A reason quoting a URL keeps no query string there (a presigned URL is a credential).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import structlog
 from seedance_watch import errors as E
 from seedance_watch.core.scheduling import CircuitBreaker
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
+from seedance_watch.logs import redact_text
 from seedance_watch.pipeline.ports import Announcer, Observer
 
 __all__ = ["Pauses"]
@@ -52,6 +54,7 @@ class Pauses:
 
     def pause_storage(self, reason: str) -> None:
         """The bucket is missing or refuses us: pause uploads (nothing fails), probe later."""
+        reason = redact_text(reason, all_queries=True)
         was_open = self.storage.is_open
         probe = self.storage.trip(reason, self._clock())
         if not was_open:
@@ -77,21 +80,22 @@ class Pauses:
     def pause_credentials(self, exc: E.CredentialsRefused) -> None:
         """401/402/403: pause submits and polls (nothing fails), probe with backoff."""
         before = self.credentials.probe_at if self.credentials.is_open else None
+        reason = redact_text(exc.message, all_queries=True)
         if before is None and self._notes is not None:
-            self._notes.pause_started("credentials", exc.message, None)
-        probe = self.credentials.trip(exc.message, self._clock())
+            self._notes.pause_started("credentials", reason, None)
+        probe = self.credentials.trip(reason, self._clock())
         self._observer.paused("credentials", True)
         # One error per pause and per failed probe, not one per request in flight.
         (log.error if probe != before else log.debug)(
             "gateway.credentials_refused",
             http_status=exc.http_status,
-            reason=exc.message,
+            reason=reason,
             key_source=self._key_source,
             next_probe_in=round(probe - self._clock(), 1),
         )
         self.status.pause(
             "credentials",
-            exc.message,
+            reason,
             since=self.credentials.since,
             next_probe_at=probe,
             http_status=exc.http_status,

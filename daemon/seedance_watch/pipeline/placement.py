@@ -49,6 +49,7 @@ from seedance_watch.files.outbox import (
     write_error_report,
 )
 from seedance_watch.ledger.base import JobStore
+from seedance_watch.logs import redact_text
 
 __all__ = ["Placement"]
 
@@ -253,6 +254,11 @@ class Placement:
             taken=self._planned_moves,
         )
         report = error.report()
+        # The report is what the page, status, notifications and NAME.error.json show:
+        # no URL keeps its query (a presigned URL quoted by the gateway is a credential).
+        for key in ("message", "hint"):
+            if isinstance(report.get(key), str):
+                report[key] = redact_text(report[key], all_queries=True)
         if isinstance(report.get("hint"), str):  # the retry command names this very job
             report["hint"] = report["hint"].replace("JOB_ID", job.job_id)
         if job.task_id is not None:

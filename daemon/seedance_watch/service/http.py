@@ -144,13 +144,20 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def probe(address: tuple[str, int], timeout: float = 5.0) -> tuple[int, str]:
-    """GET ``/healthz`` at ``address`` (a wildcard host means loopback): status and body."""
+def probe(
+    address: tuple[str, int], timeout: float = 5.0, *, token: str | None = None
+) -> tuple[int, str]:
+    """GET ``/healthz`` at ``address`` (a wildcard host means loopback): status and body.
+
+    With ``token`` (``health.token``) the request carries it, so the body has the
+    details (counts, pauses) that only an admitted caller gets.
+    """
     host, port = address
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", "/healthz")
+        conn.request("GET", "/healthz", headers=headers)
         response = conn.getresponse()
         return response.status, response.read().decode("utf-8", "replace")
     finally:

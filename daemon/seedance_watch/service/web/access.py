@@ -6,7 +6,8 @@ gets the cookie by opening ``/?token=...`` once: the answer sets it (HttpOnly,
 SameSite=Strict) and sends the browser on to the same URL without the token, so
 the token leaves the address bar and the history.  The cookie holds a value
 derived from the token (an HMAC), not the token itself.  Every comparison is in
-constant time.
+constant time.  The daemon speaks plain HTTP, so the cookie is ``Secure`` only with
+``health.secure_cookie`` (behind a TLS reverse proxy, which the daemon cannot see).
 
 Without a token the listen address is loopback (the config refuses anything
 else), and only a loopback ``Host`` is served: a web page whose name an attacker
@@ -14,6 +15,12 @@ points at 127.0.0.1 (DNS rebinding) would otherwise read the page and press retr
 
 State-changing requests also pass :func:`same_origin` (``Origin``, else
 ``Referer``, must name this server), token or not.
+
+``/healthz`` is open (a load balancer's or a container's probe carries nothing), but
+its details -- job counts and pause reasons, which quote file names, the bucket and
+the endpoint -- go only to a request :meth:`Access.admits`, the rule above for the
+other routes; anyone else gets the status code and ``{"status": ...}`` alone
+(docs/design.md, "Access rules").
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["COOKIE_NAME", "OPEN_PATHS", "AccessGuard", "same_origin"]
+__all__ = ["COOKIE_NAME", "OPEN_PATHS", "Access", "AccessGuard", "same_origin"]
 
 COOKIE_NAME = "seedance_watch_session"
 COOKIE_MAX_AGE = 30 * 24 * 3600
@@ -104,14 +111,43 @@ def same_origin(headers: Headers) -> bool:
     return _split_host(origin.netloc, default) == _split_host(host, default)
 
 
+class Access:
+    """Who may read what the protected routes show (the module docstring's rule)."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        self.cookie = None if token is None else _cookie_value(token)
+
+    def admits(self, conn: HTTPConnection) -> bool:
+        """With a token: the request carries it (bearer) or the page's cookie.  Without
+        one: the request names a loopback ``Host`` (not a name rebound to 127.0.0.1)."""
+        if self.token is None:
+            return _is_loopback_host(conn.headers.get("host"))
+        assert self.cookie is not None
+        scheme, _, credential = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and _equal(credential.strip(), self.token):
+            return True
+        cookie = conn.cookies.get(COOKIE_NAME)
+        return cookie is not None and _equal(cookie, self.cookie)
+
+
 class AccessGuard:
     """ASGI middleware: lets a request through only as the module docstring says."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        open_paths: frozenset[str],
+        secure_cookie: bool = False,
+    ) -> None:
         self.app = app
+        self.secure_cookie = secure_cookie
+        self.access = Access(token)
         self.token = token
         self.open_paths = OPEN_PATHS | open_paths
-        self.cookie = None if token is None else _cookie_value(token)
+        self.cookie = self.access.cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
@@ -127,26 +163,18 @@ class AccessGuard:
     def _refusal(self, conn: HTTPConnection) -> Response | None:
         """None to let ``conn`` through, else the answer it gets instead."""
         if self.token is None:
-            if _is_loopback_host(conn.headers.get("host")):
+            if self.access.admits(conn):
                 return None
             return PlainTextResponse("this server answers only to a loopback host name\n", 403)
         offered = conn.query_params.get("token")
         if offered is not None and conn.url.path == PAGE_PATH:
             return self._exchange(conn, offered)
-        if self._authorized(conn):
+        if self.access.admits(conn):
             return None
         headers = {"WWW-Authenticate": 'Bearer realm="seedance-watch"', "Cache-Control": "no-store"}
         if conn.url.path == PAGE_PATH:
             return HTMLResponse(_NEED_TOKEN_PAGE, 401, headers=headers)
         return PlainTextResponse("a token is needed (Authorization: Bearer ...)\n", 401, headers)
-
-    def _authorized(self, conn: HTTPConnection) -> bool:
-        assert self.token is not None and self.cookie is not None
-        scheme, _, credential = conn.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and _equal(credential.strip(), self.token):
-            return True
-        cookie = conn.cookies.get(COOKIE_NAME)
-        return cookie is not None and _equal(cookie, self.cookie)
 
     def _exchange(self, conn: HTTPConnection, offered: str) -> Response:
         """``/?token=``: a right token buys the cookie and a URL without the token."""
@@ -169,6 +197,6 @@ class AccessGuard:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=conn.url.scheme == "https",
+            secure=self.secure_cookie or conn.url.scheme == "https",
         )
         return response

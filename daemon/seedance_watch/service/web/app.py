@@ -1,7 +1,7 @@
 """The routes of ``health.listen`` as one Starlette application.
 
 =============================  =====================================================
-``GET  /healthz``              ``check()`` as JSON: 200 healthy, 503 not (open)
+``GET  /healthz``              200 healthy, 503 not (open); ``check()``'s details to the admitted
 ``GET  /metrics``              Prometheus text
 ``GET  /``                     the status page (server-side rendered first view)
 ``GET  /api/jobs``             exactly ``seedance-watch status --json``
@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Job
-from seedance_watch.service.web.access import AccessGuard, same_origin
+from seedance_watch.service.web.access import Access, AccessGuard, same_origin
 from seedance_watch.service.web.files import JobFiles
 from seedance_watch.service.web.view import build_view
 
@@ -152,6 +152,7 @@ class _Routes:
         self.sources = sources
         self.jobs = sources.jobs
         self.files = JobFiles(config.paths)
+        self.access = Access(config.health.token)
         self.templates = _templates()
         self._check_lock = threading.Lock()  # one ledger probe at a time
         self._retry_lock = threading.Lock()  # two clicks do not move one drop twice
@@ -163,8 +164,12 @@ class _Routes:
             return self.sources.check()
 
     async def healthz(self, request: Request) -> Response:
+        """Open to every probe; the details (counts, pause reasons naming files, the
+        bucket, the endpoint) only to a caller the page itself would serve."""
         healthy, body = await run_in_threadpool(self._run_check)
-        content = {"status": "ok" if healthy else "unhealthy", **body}
+        content: dict[str, Any] = {"status": "ok" if healthy else "unhealthy"}
+        if self.access.admits(request):
+            content.update(body)
         return JSONResponse(content, 200 if healthy else 503, headers=_NO_STORE)
 
     async def metrics(self, request: Request) -> Response:
@@ -181,6 +186,7 @@ class _Routes:
             budget=self.sources.budget(),
             daemon=self.sources.daemon(),
             retryable=self.files.retryable,
+            thumbnailed=self.files.thumbnailed,
         )
 
     async def page(self, request: Request) -> Response:
@@ -300,5 +306,10 @@ def build_app(
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
         ]
     )
-    guard = AccessGuard(app, token=config.health.token, open_paths=frozenset({webhook_path}))
+    guard = AccessGuard(
+        app,
+        token=config.health.token,
+        open_paths=frozenset({webhook_path}),
+        secure_cookie=config.health.secure_cookie,
+    )
     return _SecurityHeaders(guard)

@@ -85,20 +85,20 @@ def _in_flight(job: Job, now: float, estimate: float | None) -> dict[str, Any]:
     }
 
 
-def _done(job: Job, now: float) -> dict[str, Any]:
+def _done(job: Job, now: float, thumbnailed: bool) -> dict[str, Any]:
     ended = job.completed_at if job.completed_at is not None else job.updated_at
     return {
         **_row(job, now),
         "output": job.output or "",
         "duplicate_of": job.duplicate_of or "",
         "finished": f"{duration_text(now - ended)} ago",
-        "thumbnail_url": f"/jobs/{job.job_id}/thumbnail",
+        "thumbnail_url": f"/jobs/{job.job_id}/thumbnail" if thumbnailed else "",
         "video_url": f"/jobs/{job.job_id}/video",
         "video_label": f"Video made from {job.source}",
     }
 
 
-def _failed(job: Job, now: float, retryable: bool) -> dict[str, Any]:
+def _failed(job: Job, now: float, retryable: bool, thumbnailed: bool) -> dict[str, Any]:
     error = job.error or {}
     return {
         **_row(job, now),
@@ -106,7 +106,7 @@ def _failed(job: Job, now: float, retryable: bool) -> dict[str, Any]:
         "message": str(error.get("message") or ""),
         "hint": str(error.get("hint") or ""),
         "failed": f"{duration_text(now - job.updated_at)} ago",
-        "thumbnail_url": f"/jobs/{job.job_id}/thumbnail" if retryable else "",
+        "thumbnail_url": f"/jobs/{job.job_id}/thumbnail" if retryable and thumbnailed else "",
         "retry_url": f"/jobs/{job.job_id}/retry" if retryable else "",
         "retry_label": f"Retry {job.source}",
         "retried": "" if retryable else "its inputs are no longer in failed/ (retried?)",
@@ -169,13 +169,16 @@ def build_view(
     budget: Mapping[str, Any] | None,
     daemon: Mapping[str, Any] | None,
     retryable: Callable[[Job], bool],
+    thumbnailed: Callable[[Job], bool],
 ) -> dict[str, Any]:
     """The page's content at ``now``.
 
     ``task_eta``: the learned task time in seconds (None: not learned yet);
     ``budget``: ``spent``, ``cap``, ``remaining``, ``currency`` (None: no budget);
     ``daemon``: :func:`~seedance_watch.commands.status.read_daemon_status`;
-    ``retryable``: whether a failed job's inputs still wait in failed/.
+    ``retryable``: whether a failed job's inputs still wait in failed/;
+    ``thumbnailed``: whether a job's image passed the checks (only such an image gets
+    a thumbnail; a text drop has none).
     """
     newest = sorted(jobs, key=lambda j: (j.created_at, j.job_id), reverse=True)
     counts = Counter(job.state for job in newest)
@@ -200,8 +203,8 @@ def build_view(
         ],
         "recent": [_row(job, now) for job in newest[:MAX_RECENT]],
         "in_flight": [_in_flight(job, now, task_eta) for job in at_gateway],
-        "done": [_done(job, now) for job in done[:MAX_DONE]],
-        "failed": [_failed(job, now, retryable(job)) for job in shown_failed],
+        "done": [_done(job, now, thumbnailed(job)) for job in done[:MAX_DONE]],
+        "failed": [_failed(job, now, retryable(job), thumbnailed(job)) for job in shown_failed],
         "pauses": _pauses(daemon),
         "budget": _budget(budget),
     }
