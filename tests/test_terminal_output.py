@@ -115,7 +115,9 @@ def test_retry_prints_moved_names_and_refusals_escaped(
     with Ledger.open(tmp_path / "state") as ledger:
         ledger.put(_failed_job("c" * 16, f"{EVIL}.jpg", "m"))
     capsys.readouterr()
-    assert main(["retry", "--config", str(config), "c" * 16, "\x1b[2Jnope"]) == 0
+    assert (
+        main(["retry", "--config", str(config), "c" * 16, "\x1b[2Jnope"]) == 1
+    )  # one refused, one moved: exit 1
     captured = capsys.readouterr()
     _assert_clean(captured.out + captured.err)
     assert f"back in the inbox as {SHOWN}.jpg, {SHOWN}.yaml" in captured.out
