@@ -495,5 +495,5 @@ class Engine:
         for key in job.object_keys:
             try:
                 await asyncio.to_thread(self.deps.storage.delete, key)
-            except (E.StorageTransient, E.StorageUnavailable) as exc:
+            except (E.StorageTransient, E.StorageUnavailable, E.StorageRejected) as exc:
                 log.warning("storage.delete_failed", job_id=job.job_id, s3_key=key, reason=str(exc))
