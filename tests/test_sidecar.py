@@ -138,6 +138,24 @@ def test_invalid_utf8_is_refused_with_position() -> None:
     assert "0xe9 at line 2, column 11" in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (b'prompt: "caf\\udce9"\n', "prompt"),
+        (b'prompt: ok\nmodel: "m\\ud83d"\n', "model"),
+        (b'prompt: ok\nreferences: ["a\\udce9.jpg"]\n', "references"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused(text: bytes, key: str) -> None:
+    """A double-quoted ``\\ud83d`` escape gives half a surrogate pair, no character: it
+    is refused naming the key, instead of crashing whatever encodes it later (the job
+    id, the content key, the gateway's JSON body)."""
+    with pytest.raises(InvalidSidecar) as info:
+        parse_sidecar(text)
+    assert info.value.key == key and "surrogate" in info.value.message
+    assert parse_sidecar(b'prompt: "\\U0001F600 is fine"\n').prompt == "\U0001f600 is fine"
+
+
 def test_control_character_is_a_syntax_error_with_position() -> None:
     """A NUL in the file is reported as a YAML error at its line and column."""
     with pytest.raises(InvalidSidecar) as info:

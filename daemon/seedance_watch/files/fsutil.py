@@ -51,6 +51,7 @@ __all__ = [
     "fsync_file",
     "identify",
     "is_network_fs",
+    "json_bytes",
     "make_dirs",
     "move_file",
     "next_free_suffix",
@@ -339,10 +340,21 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:
-    """:func:`atomic_write_bytes` of ``obj`` as UTF-8 JSON, indent 2, trailing newline."""
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as UTF-8 JSON, indent 2, trailing newline: what the daemon's JSON files hold.
+
+    A file name that is not UTF-8 is a str with surrogate escapes (``\\udce9`` for the
+    byte 0xE9); it is written as that JSON escape, which reads back to the same str,
+    hence to the same bytes (docs/design.md, "File names").  Every surrogate stands
+    inside a JSON string, so ``backslashreplace`` writes exactly JSON's escape.
+    """
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+    return text.encode("utf-8", "backslashreplace")
+
+
+def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:
+    """:func:`atomic_write_bytes` of :func:`json_bytes` of ``obj``."""
+    atomic_write_bytes(path, json_bytes(obj), mode=mode)
 
 
 def same_entry(a: Path, b: Path) -> bool:

@@ -223,17 +223,13 @@ def _same_content(a: Path, b: Path) -> bool:
                 return True
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
 def _ensure_json(path: Path, obj: Any) -> bool:
     """Make ``path`` hold ``obj`` durably; rewrite only when it differs.  True if written."""
     try:
         current: bytes | None = path.read_bytes()
     except FileNotFoundError:
         current = None
-    if current == _json_bytes(obj):
+    if current == fsutil.json_bytes(obj):
         # It may predate a crash that came before its folder's fsync.
         fsutil.fsync_file(path)
         fsutil.fsync_dir(path.parent)
@@ -316,7 +312,7 @@ def _is_own_metadata(path: Path, metadata: dict[str, Any]) -> bool:
         return False
     if "job_id" in metadata:
         return isinstance(data, dict) and data.get("job_id") == metadata["job_id"]
-    return path.read_bytes() == _json_bytes(metadata)
+    return path.read_bytes() == fsutil.json_bytes(metadata)
 
 
 def copy_for_duplicate(src_mp4: Path, staging: Path) -> tuple[str, int]:

@@ -86,6 +86,8 @@ PROMPT_MAX_CHARS: Final = 2000
 _TEXT_COMMAND = re.compile(r"--([^\W\d_][\w-]*)")
 # What YAML 1.1 (and so PyYAML's reader) counts as a line break besides \r and \n.
 _UNICODE_BREAKS = re.compile("[\x85\u2028\u2029]")
+# A lone surrogate, which a double-quoted "\ud83d" escape gives: not a character.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Every line break a prompt may hold, each to become one "\n".
 _LINE_BREAK = re.compile("\r\n|[\r\x85\u2028\u2029]")
 
@@ -494,6 +496,17 @@ def _unknown_key(key: str) -> InvalidSidecar:
 
 def _check_value(key: str, value: Any) -> InvalidSidecar | None:
     """The problem with one known key's value, or None when it is valid."""
+    for text in value if isinstance(value, list) else (value,):
+        found = _SURROGATE.search(text) if isinstance(text, str) else None
+        if found is not None:
+            # A "\ud83d" escape in double quotes: no character, and no UTF-8 for the
+            # gateway, the ledger or a file name.
+            return _problem(
+                f"{key}: holds U+{ord(found.group()):04X}, half of a UTF-16 surrogate pair, "
+                "which is not a character",
+                key,
+                "Write the character itself, or its \\U escape (\\U0001F600).",
+            )
     if key == "prompt":
         return _check_prompt(value)
     if key == "model":
