@@ -170,7 +170,7 @@ def test_bad_inputs_fail_with_their_code_and_good_pairs_finish(
         for name in case.reports:
             message = "; ".join(message for _, message in lines[stem])
             assert message == found[name]["message"], case.id
-    assert result.stdout.splitlines()[-1].startswith(f"{len(GOOD_INPUTS) + 19} pair(s) checked")
+    assert result.stdout.splitlines()[-1].startswith(f"{len(GOOD_INPUTS) + 20} pair(s) checked")
 
 
 def write_slowly(path: Path, data: bytes, chunks: int, pause: float) -> None:

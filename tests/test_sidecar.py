@@ -956,8 +956,9 @@ HINTS: list[tuple[bytes, str, DropHint]] = [
     (b"prompt: " + b"{a: " * 50_000, "a.yaml", NONE),
     (b"prompt: " + b"- " * 50_000, "a.yaml", NONE),
     (b"prompt: x\nmode: text\n" + b"#" * (3 << 20), "a.yaml", ALONE),  # a huge comment
-    # Only the first MiB is read: the quote is cut open, so the YAML is unreadable.
-    (b"prompt: '" + b"x" * (1 << 20) + b"'\nmode: text\n", "a.yaml", NONE),
+    # Over 1 MiB: intake refuses it (never cut), so its drop fails at once.
+    (b"prompt: '" + b"x" * (1 << 20) + b"'\nmode: text\n", "a.yaml", ALONE),
+    (b"prompt: x\n" + b"#" * (1 << 20), "a.yaml", ALONE),
 ]
 
 

@@ -106,7 +106,7 @@ def test_bad_inputs_exit_1_with_every_code(tmp_path: Path) -> None:
         codes = {code for name, code in reported if Path(name).stem == stem}
         assert codes == {case.code}, (case.id, reported)
     assert not [name for name, _ in reported if name.startswith("good")]
-    assert result.stdout.splitlines()[-1] == f"20 pair(s) checked, {len(reported)} problem(s)"
+    assert result.stdout.splitlines()[-1] == f"21 pair(s) checked, {len(reported)} problem(s)"
 
 
 def test_single_files_are_checked_with_their_partner(tmp_path: Path) -> None:

@@ -78,7 +78,8 @@ MAX_REFERENCES: Final = 9
 #: What ``mode:`` takes: ``image`` (the default: an image drop, with or without a
 #: ``last_frame``) or ``text`` (the sidecar alone is the drop).
 MODES: Final = ("image", "text")
-#: How much of a sidecar is read; the rest of a larger file is never looked at.
+#: The largest sidecar: a larger one is invalid_sidecar, never cut (docs/design.md,
+#: "Keys").  Readers read one byte more, so that a larger file is seen as one.
 SIDECAR_MAX_BYTES: Final = 1 << 20
 
 PROMPT_MAX_CHARS: Final = 2000
@@ -243,12 +244,15 @@ def sidecar_hint(data: bytes, sidecar_name: str) -> DropHint:
     Bytes that are not a readable YAML mapping give the default hint, and intake
     reports them.
 
-    Only the first :data:`SIDECAR_MAX_BYTES` are read, as intake does.  The YAML
-    is read as a stream of parser events (libyaml's when present), never built
-    into values, so even a large sidecar costs little.
+    A sidecar over :data:`SIDECAR_MAX_BYTES` is ``alone``: intake refuses it, so its
+    drop fails at once instead of waiting for files.  The YAML is read as a stream
+    of parser events (libyaml's when present), never built into values, so even a
+    large sidecar costs little.
     """
+    if len(data) > SIDECAR_MAX_BYTES:
+        return DropHint(alone=True)
     try:
-        return _hint(data[:SIDECAR_MAX_BYTES], PurePosixPath(sidecar_name).stem)
+        return _hint(data, PurePosixPath(sidecar_name).stem)
     except Exception:  # anything a parser raises on crafted input: no hint
         return DropHint()
 
@@ -275,6 +279,14 @@ def _problem(message: str, key: str | None, hint: str | None = None) -> InvalidS
 
 
 def _validate(data: bytes, *, strict_model: bool) -> tuple[Sidecar | None, list[InvalidSidecar]]:
+    if len(data) > SIDECAR_MAX_BYTES:
+        # Cutting it would drop whatever follows the cut: a key, a fix, a typo.
+        message = (
+            f"the sidecar is over {SIDECAR_MAX_BYTES} bytes (1 MiB), the limit; "
+            "nothing in it was used"
+        )
+        hint = "A sidecar holds a prompt and a few keys: remove what it does not need."
+        return None, [_problem(message, None, hint)]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
