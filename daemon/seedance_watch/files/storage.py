@@ -67,7 +67,7 @@ from seedance_watch.errors import (
     StorageTransient,
     StorageUnavailable,
 )
-from seedance_watch.files.fsutil import FileIdentity, Identity
+from seedance_watch.files.fsutil import FileIdentity, Identity, open_beneath
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -229,12 +229,15 @@ class Storage:
         content_type: str,
         expect_sha256: str | None = None,
         expect: FileIdentity | None = None,
+        root: Path | None = None,
     ) -> int:
         """Upload ``path`` to ``key`` with ``content_type``; return the bytes uploaded.
 
         Files above the multipart threshold (8 MiB) go up in 8 MiB parts, four at once.
         The file is opened once (``O_NOFOLLOW``: a symlink is refused with ``OSError``
-        ELOOP, or with :class:`InputReplaced` when ``expect`` says it was a file).
+        ELOOP, or with :class:`InputReplaced` when ``expect`` says it was a file);
+        with ``root`` (the inbox), no folder between it and ``path`` is followed
+        either (:func:`~seedance_watch.files.fsutil.open_beneath`).
         With ``expect`` (intake's record), the open file must be that one (device,
         inode, size, mtime), else :class:`InputReplaced` before anything is sent.
         With ``expect_sha256``, the bytes sent are hashed on the way; if they do not
@@ -243,7 +246,10 @@ class Storage:
         """
         started = time.monotonic()
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if root is None:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            else:
+                fd = open_beneath(root, path.relative_to(root).as_posix())
         except OSError as exc:
             if exc.errno == errno.ELOOP and expect is not None:
                 # Intake examined a regular file; a symlink has taken its name since.

@@ -73,6 +73,7 @@ class UploadStage:
                             key,
                             content_type=content_type(rel),
                             expect_sha256=examined.sha256 if examined else None,
+                            root=self.inbox,
                         )
                 uploads.append((role, key))
         except FileNotFoundError:
