@@ -1,4 +1,5 @@
-"""Benchmark: completion-detection lag, polling alone vs webhooks (SPEC §2).
+"""Benchmark: completion-detection lag, polling alone vs webhooks (docs/design.md, "The gateway
+protocol").
 
     python bench/detection_lag.py [--jobs 20] [--task-seconds 2] [--poll-interval 5]
 

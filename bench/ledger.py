@@ -14,8 +14,8 @@ is laid down, then
   (a snapshot of N jobs plus N appended records, replayed);
 * the ledger's bytes on disk.
 
-Targets (SPEC section 7, from the issue): p99 of a change < 5 ms and start-up < 2 s
-at 100,000 jobs.
+Targets (docs/design.md, "The ledger and crash guarantees", from the issue): p99 of a change < 5 ms
+and start-up < 2 s at 100,000 jobs.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ Runs batches of ``--pairs`` pairs (a third in subfolders) against the simulator 
 the S3 emulator on loopback.  Each batch SIGKILLs the daemon (a subprocess) at
 seeded random stage events ``--kills-per-batch`` times, restarting it each time,
 then finishes with ``run --once``; batches repeat until ``--kills`` kills are done.
-With ``--kinds`` a batch mixes the three kinds of drop (SPEC §4): every third a
+With ``--kinds`` a batch mixes the three kinds of drop (docs/design.md, "Pairing"): every third a
 first-and-last-frame drop of three files, every fifth a text drop (a sidecar alone),
 and the checker also wants each drop's files together, with one suffix.
-The independent checker of ``tests/test_crash.py`` (written from the SPEC, not
+The independent checker of ``tests/test_crash.py`` (written from the contract in docs/design.md, not
 from the daemon's code) then counts, over all batches: lost inputs, duplicate
 outputs, drops split apart, wrong output metadata, staging leftovers, duplicate
 submits (other than jobs reported ``submit_ambiguous``) and ambiguous jobs.  Exit

@@ -1,7 +1,8 @@
 """Batches of drops for the torture tests, and the independent checker of their end state.
 
-The checker is written from the SPEC alone (§3, §4, §6-§8): it reads the folders and
-the simulator's records, never the daemon's ledger or helpers.
+The checker is written from the contract alone (docs/design.md, "The inbox", "The sidecar",
+"Outputs", "The ledger and crash guarantees"): it reads the folders and the simulator's records,
+never the daemon's ledger or helpers.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ _SUFFIX = re.compile(r"(-[0-9]+)?")
 def _suffix_of(original: str, found: str) -> str | None:
     """The collision suffix (``""``, ``-2``, ...) that turned ``original`` into ``found``.
 
-    None when ``found`` is not ``original`` with a suffix before its extension (SPEC §6).
+    None when ``found`` is not ``original`` with a suffix before its extension (docs/design.md,
+    "Outputs").
     """
     orig, name = PurePosixPath(original), PurePosixPath(found)
     if name.suffix != orig.suffix or not name.stem.startswith(orig.stem):
@@ -178,7 +180,8 @@ def _suffix_of(original: str, found: str) -> str | None:
 def _request_identity(record: SubmitRecord) -> tuple[str, ...]:
     """What a submit asked for, as a drop knows it: its kind and its images (or prompt).
 
-    A text drop has no image: its prompt is the text before the commands (SPEC §2).
+    A text drop has no image: its prompt is the text before the commands (docs/design.md, "The
+    gateway protocol").
     """
     if record.kind == "text":
         return ("text", record.text.split(" --", 1)[0])
@@ -201,7 +204,8 @@ def check_batch(
     *,
     allowed_failures: frozenset[str] = frozenset({"submit_ambiguous"}),
 ) -> Verdict:
-    """Check SPEC §4 and §6-§8's crash guarantees on the folders after a tortured batch.
+    """Check docs/design.md, "The sidecar" and "Outputs", "The ledger and crash guarantees",
+    "Identity and duplicates"'s crash guarantees on the folders after a tortured batch.
 
     ``sources`` is what :func:`make_batch` returned (a plain source → image mapping is
     read as image drops, whose sidecars are then checked by name only).
@@ -223,7 +227,7 @@ def check_batch(
                 v.empty_files.append(rel)
 
     # Every file of every drop is in done/ or failed/ exactly once, with its bytes, and
-    # all files of one drop are together, in its own subfolder, with one suffix (§4).
+    # all files of one drop are together, in its own subfolder, with one suffix ("The sidecar").
     homes: dict[str, list[tuple[str, str]]] = {}  # sha -> [(kind, path relative to kind)]
     for kind, root in (("done", done), ("failed", failed)):
         for path in _all_files(root):
@@ -285,7 +289,7 @@ def check_batch(
             )
 
     # Outputs: valid JSON naming an existing mp4 with the bytes the gateway served for
-    # this very drop, and the drop's kind, source and hashes (§4, §6).
+    # this very drop, and the drop's kind, source and hashes ("The sidecar", "Outputs").
     by_task = {record.task_id: record for record in sim.submits}
     outputs_per_source: Counter[str] = Counter()
     jsons = {p.with_suffix("") for p in outbox.rglob("*.json")}

@@ -1,8 +1,9 @@
 """Crash torture: the real daemon, SIGKILLed at seeded random moments, loses nothing.
 
-The checker in this file is written from SPEC §6-§8 alone: it reads the folders
-and the simulator's records, never the daemon's ledger or helpers.
-``bench/torture.py`` runs the same scenario with hundreds of kills.
+The checker in this file is written from docs/design.md, "Outputs", "The ledger and crash
+guarantees", "Identity and duplicates" alone: it reads the folders and the simulator's records,
+never the daemon's ledger or helpers. ``bench/torture.py`` runs the same scenario with hundreds of
+kills.
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_never_pays_twice(
     assert verdict.problems() == {}, (verdict, result.phases)
     assert verdict.done + verdict.failed == 12
     assert verdict.failed == verdict.ambiguous  # the only failure a kill may cause
-    # 4 only when a job failed during the final run itself (SPEC §10: "of this run").
+    # 4 only when a job failed during the final run itself (docs/design.md, "Exit codes": "of this
+    # run").
     assert result.final_exit in (0, 4)
     assert result.kills == 8
     # The kills really landed in different stages of the batch.

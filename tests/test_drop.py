@@ -348,3 +348,11 @@ def test_intake_reads_nothing_through_a_link_at_any_depth(tmp_path: Path, link: 
     assert isinstance(error, E.UnsafePath), error
     assert "symbolic link" in error.message
     assert all(i.sha256 == "" for i in job.inputs)
+
+
+def test_a_drops_priority_is_its_jobs(tmp_path: Path) -> None:
+    """``priority:`` in the sidecar becomes the job's priority (the ready queue's order)."""
+    (tmp_path / "rush.jpg").write_bytes(make_image_bytes())
+    (tmp_path / "rush.yaml").write_text("prompt: hurry\npriority: 7\n")
+    drop = examine_drop(tmp_path, "rush.jpg", "rush.yaml", defaults=GenerationOptions(), now=NOW)
+    assert drop.error is None and drop.job.priority == 7

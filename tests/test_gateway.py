@@ -65,7 +65,8 @@ def debug_logs() -> Iterator[list[MutableMapping[str, Any]]]:
 
 
 async def test_submit_sends_the_exact_documented_request() -> None:
-    """Submit POSTs SPEC §2's path, headers and body (image_url a string) and returns the id."""
+    """Submit POSTs docs/design.md, "The gateway protocol"'s path, headers and body (image_url a
+    string) and returns the id."""
     async with serving(Reply.json(200, {"id": "cgt-1"})) as (server, gw):
         task_id = await gw.submit(model=MODEL, text=TEXT, image_url=IMAGE_URL)
     assert task_id == "cgt-1"
@@ -160,7 +161,7 @@ POLL: Call = lambda gw: gw.poll("cgt-7")  # noqa: E731
         (SUBMIT, 418, GatewayRejected),
         (POLL, 422, GatewayRejected),
         (SUBMIT, 500, SubmitNotSent),
-        (SUBMIT, 502, SubmitAmbiguous),  # a proxy may have passed it on (SPEC §2)
+        (SUBMIT, 502, SubmitAmbiguous),  # a proxy may have passed it on ("Sent at most once")
         (SUBMIT, 503, SubmitNotSent),
         (SUBMIT, 504, SubmitAmbiguous),
         (POLL, 500, GatewayUnavailable),
@@ -170,7 +171,8 @@ POLL: Call = lambda gw: gw.poll("cgt-7")  # noqa: E731
 async def test_http_status_maps_to_error(
     call: Call, status: int, expected: type[Exception]
 ) -> None:
-    """Each non-2xx answer becomes its SPEC §2 error, with the status and the gateway's words."""
+    """Each non-2xx answer becomes its docs/design.md, "The gateway protocol" error, with the
+    status and the gateway's words."""
     body = {"error": {"code": "SomeCode", "message": f"it went wrong, key {KEY}"}}
     async with serving(Reply.json(status, body)) as (_server, gw):
         with pytest.raises(expected) as info:

@@ -1,4 +1,4 @@
-"""Today's gateway answers (SPEC §2, "The gateway as it answers today"): the async
+"""Today's gateway answers (docs/design.md, "The two submit answers"): the async
 envelope, polling URLs on our origin or elsewhere, and each kind's submit body."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The real daemon against the gateway as it answers today (SPEC §2): the envelope
-dialect end to end, failures with their gateway words, restarts mid-poll, a ledger of
-the first release resumed, polling URLs on a foreign origin, 502/504 on submit, and
+"""The real daemon against the gateway as it answers today (docs/design.md, "The gateway
+protocol"): the envelope dialect end to end, failures with their gateway words, restarts mid-poll,
+a ledger of the first release resumed, polling URLs on a foreign origin, 502/504 on submit, and
 webhooks that are only ever a hint."""
 
 from __future__ import annotations

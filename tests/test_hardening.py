@@ -180,9 +180,10 @@ def test_a_file_replaced_under_its_name_mid_job_is_never_uploaded_or_moved_as_th
     write_pair: WritePair,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A job owns the exact files it examined (SPEC §3, defect 2): the image is replaced
-    right after intake hashed it; the job uploads nothing it did not hash (it fails as
-    input_replaced, nothing is submitted) and the new file stays in the inbox."""
+    """A job owns the exact files it examined (docs/design.md, "A job owns the files it examined",
+    defect 2): the image is replaced right after intake hashed it; the job uploads nothing it did
+    not hash (it fails as input_replaced, nothing is submitted) and the new file stays in the
+    inbox."""
     from seedance_watch.pipeline import intake as intake_mod
 
     real = intake_mod.examine_drop

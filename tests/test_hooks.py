@@ -1,4 +1,5 @@
-"""End-of-job hooks with real little scripts: environment, timeout, stderr, the pool (SPEC §14)."""
+"""End-of-job hooks with real little scripts: environment, timeout, stderr, the pool
+(docs/design.md, "Hooks and notifications")."""
 
 from __future__ import annotations
 

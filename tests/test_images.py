@@ -1,4 +1,5 @@
-"""Image checks before upload: format, bytes, sides and aspect ratio (SPEC §4)."""
+"""Image checks before upload: format, bytes, sides and aspect ratio (docs/design.md, "The
+sidecar")."""
 
 from __future__ import annotations
 

@@ -489,7 +489,8 @@ def test_detect_mode_from_mount_table(tmp_path: Path) -> None:
     assert detect_mode(tmp_path, mountinfo=tmp_path / "no-such-table")[0] == "native"
 
 
-# --- kinds of drop (SPEC §4): a last frame of another stem, a text sidecar alone ---------
+# --- kinds of drop (docs/design.md, "Pairing"): a last frame of another stem, a text sidecar alone
+# ---------
 
 
 def frames_drop(folder: Path, stem: str, frame: str, *, with_frame: bool = True) -> None:

@@ -1,7 +1,8 @@
-"""The three kinds of drop end to end (SPEC §4, §6, §8): image, first and last frame,
-text to video, with the real daemon (``run --once`` in-process, or a subprocess where
-timing matters), the simulator and moto; every bad case of a frames or text drop ends
-in failed/ with its code, and the gateway sees exactly the bodies of §4."""
+"""The three kinds of drop end to end (docs/design.md, "Pairing", "Outputs", "Identity and
+duplicates"): image, first and last frame, text to video, with the real daemon (``run --once``
+in-process, or a subprocess where timing matters), the simulator and moto; every bad case of a
+frames or text drop ends in failed/ with its code, and the gateway sees exactly the bodies of "The
+sidecar"."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def test_one_inbox_with_every_kind_and_every_bad_case_ends_as_three_videos(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:
     """One good drop of each kind and every refused frames/text drop, in one inbox:
-    ``run --once`` makes exactly three videos (one submit each, with exactly the §4
+    ``run --once`` makes exactly three videos (one submit each, with exactly the "The sidecar"
     bodies, both frames fetched by the gateway byte for byte), three JSONs with the
     right kind and hashes, every bad drop in failed/ with its code and a message that
     names the culprit, nothing left in the inbox or the bucket, no link followed."""

@@ -1,5 +1,5 @@
 """The daily budget, the cost report, hooks and notifications with the real daemon
-(SPEC §13, §14): the simulator, moto, real files."""
+(docs/design.md, "Money", "Hooks and notifications"): the simulator, moto, real files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Notifications through Apprise to a real JSON receiver on loopback (SPEC §14)."""
+"""Notifications through Apprise to a real JSON receiver on loopback (docs/design.md, "Hooks and
+notifications")."""
 
 from __future__ import annotations
 

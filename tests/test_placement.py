@@ -82,8 +82,8 @@ def job_of(kind: str, state: State = State.PLACING, **fields: Any) -> Job:
 
 
 def test_output_metadata_of_an_image_drop_keeps_every_field_and_adds_its_kind() -> None:
-    """An image drop's JSON: the SPEC §6 fields, ``kind: image``, the image's hash,
-    and the recorded cost."""
+    """An image drop's JSON: the docs/design.md, "Outputs" fields, ``kind: image``, the image's
+    hash, and the recorded cost."""
     cost = {"cents": 20, "per": "generation", "rate": "0.20", "settled": True}
     meta = _output_metadata(job_of("image", cost=cost))
     assert meta == {
@@ -136,7 +136,8 @@ def test_output_metadata_of_a_frames_drop_names_its_end_image() -> None:
 
 
 def test_output_metadata_of_a_text_drop_is_the_sidecar_s() -> None:
-    """A text drop's ``source`` and ``source_sha256`` are its sidecar's (SPEC §4)."""
+    """A text drop's ``source`` and ``source_sha256`` are its sidecar's (docs/design.md, "The
+    sidecar")."""
     meta = _output_metadata(job_of("text"))
     assert meta["kind"] == "text"
     assert meta["source"] == "sub/poem.yaml" and meta["source_sha256"] == "c" * 64

@@ -302,7 +302,7 @@ def test_no_violation_on_a_frames_drop(
 ) -> None:
     """The real daemon with a first-and-last-frame drop (image, end image, sidecar)
     beside an image drop: no power cut loses one of its three files, and every
-    recovery moves the three together, with one suffix (SPEC §4)."""
+    recovery moves the three together, with one suffix (docs/design.md, "The sidecar")."""
     workload, report = run_explorer(tmp_path, s3_server, sim, frames=True)
     drop = ("inbox/scene0.jpg", "inbox/scene0-end.png", "inbox/scene0.yaml")
     assert workload.drops[0] == drop

@@ -1,4 +1,5 @@
-"""Signals and sd_notify on the real daemon subprocess (SPEC §10, §12)."""
+"""Signals and sd_notify on the real daemon subprocess (docs/design.md, "Exit codes", "The status
+page")."""
 
 from __future__ import annotations
 

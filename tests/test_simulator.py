@@ -1,4 +1,5 @@
-"""The built-in Pixazo simulator speaks SPEC §2 and injects the faults §11 names."""
+"""The built-in Pixazo simulator speaks docs/design.md, "The gateway protocol" and injects the
+faults of "The simulator and the demo"."""
 
 from __future__ import annotations
 

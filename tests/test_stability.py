@@ -233,7 +233,8 @@ def test_ignored_names_never_appear() -> None:
     assert is_watched_path("sub/c.jpg")
 
 
-# --- kinds of drop: first and last frame, text (SPEC §4) ---------------------------------
+# --- kinds of drop: first and last frame, text (docs/design.md, "Pairing")
+# ---------------------------------
 
 
 def frames_sidecar(frame: str = "end.png", mtime: float = NOW, stable_: bool = True) -> Candidate:

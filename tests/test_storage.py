@@ -417,7 +417,8 @@ def test_transient_errors_are_retried_by_boto3_first(
     assert handler.hits == ["HEAD", "HEAD"]
 
 
-# --- the job owns the exact bytes it examined (SPEC §3) ---------------------------------
+# --- the job owns the exact bytes it examined (docs/design.md, "A job owns the files it examined")
+# ---------------------------------
 
 
 def sha256_of(data: bytes) -> str:

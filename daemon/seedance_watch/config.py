@@ -1,14 +1,14 @@
 """The daemon's configuration: frozen models, the loader, env overrides and the API key.
 
-Validated once at start-up (SPEC §9).  ``load_config`` reads one YAML file (with
-YAML 1.2 scalars, so ``ratio: 16:9`` stays a string), applies the
-``SEEDANCE_WATCH_<SECTION>__<KEY>`` environment overrides and returns a frozen
-``Config``.  Every problem is a ``ConfigError`` whose message names the dotted key,
-the bad value, what is allowed and where the value came from.  Nothing here exits,
-creates folders or logs: the caller decides what to do with an error.
+Validated once at start-up (docs/design.md, "Configuration").  ``load_config`` reads one YAML file
+(with YAML 1.2 scalars, so ``ratio: 16:9`` stays a string), applies the
+``SEEDANCE_WATCH_<SECTION>__<KEY>`` environment overrides and returns a frozen ``Config``.  Every
+problem is a ``ConfigError`` whose message names the dotted key, the bad value, what is allowed and
+where the value came from.  Nothing here exits, creates folders or logs: the caller decides what to
+do with an error.
 
 The API key is never part of the config; ``load_api_key`` finds it in the four
-places SPEC §9 lists and wraps it in ``ApiKey``, which refuses to print it.
+places docs/design.md, "Configuration" lists and wraps it in ``ApiKey``, which refuses to print it.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ class HealthConfig(BaseModel):
 
     listen: StrictStr | None = None
     #: With a token, every route but ``/healthz`` and ``/webhooks/pixazo`` needs
-    #: ``Authorization: Bearer <token>`` (SPEC §12).
+    #: ``Authorization: Bearer <token>`` (docs/design.md, "The status page").
     token: Annotated[StrictStr, Field(min_length=16)] | None = None
 
     @field_validator("listen", mode="after")
@@ -457,7 +457,8 @@ def _argv(value: Any) -> Any:
 
 
 class HooksConfig(BaseModel):
-    """Commands run once per job after its end is durable (argv lists, no shell; SPEC §14).
+    """Commands run once per job after its end is durable (argv lists, no shell; docs/design.md,
+    "Hooks and notifications").
 
     A program path with a ``/`` that is not absolute (``./hooks/done.sh``) resolves
     against the config file's folder, like the paths; a bare name is looked up in
@@ -495,7 +496,7 @@ _DEFAULT_EVENTS: tuple[NotifyEvent, ...] = ("done", "failed", "paused")
 
 
 class NotifyConfig(BaseModel):
-    """Apprise URLs told of ended jobs and of pauses (SPEC §14)."""
+    """Apprise URLs told of ended jobs and of pauses (docs/design.md, "Hooks and notifications")."""
 
     model_config = _FROZEN
 

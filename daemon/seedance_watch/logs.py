@@ -1,9 +1,9 @@
 """Logging set-up: structlog events, stdlib logs through the same pipeline, redaction.
 
-One event per line (SPEC §12): JSON lines for machines, a plain console renderer
-for people.  Libraries that log through the standard ``logging`` module (httpx,
-botocore, watchdog...) are rendered by the same processors, so every line, ours or
-theirs, goes through one redaction step before it is written:
+One event per line (docs/design.md, "The status page"): JSON lines for machines, a plain console
+renderer for people.  Libraries that log through the standard ``logging`` module (httpx, botocore,
+watchdog...) are rendered by the same processors, so every line, ours or theirs, goes through one
+redaction step before it is written:
 
 - registered secrets (the API key) are replaced by ``***`` in every string, even
   inside rendered tracebacks;

@@ -19,7 +19,7 @@ Dynamic, after ``run --once`` on a copy of the state (a sample of states):
   4 with only ``submit_ambiguous`` failures;
 * ``input_lost`` / ``left_in_inbox``: every input ends in done/ or failed/;
 * ``drop_split``: a drop's files (a frames drop has three) are not together in one
-  of done/ or failed/ with one collision suffix (SPEC §4);
+  of done/ or failed/ with one collision suffix (docs/design.md, "The sidecar");
 * ``partial_output``, ``two_outputs``, and ``done_without_output``: each DONE job
   has its one mp4 with its video's hash;
 * ``acted_on_lost``: a job that held a task id, had a planned placement or moved

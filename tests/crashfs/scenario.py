@@ -97,7 +97,8 @@ class Workload:
     result: RunResult
     #: The ledger's compaction floor during the run (None: the default, 10,000 lines).
     compact_every: int | None = None
-    #: The tree-relative paths of each drop's files (they move together, SPEC §4).
+    # : The tree-relative paths of each drop's files (they move together, docs/design.md, "The
+    # sidecar").
     drops: tuple[tuple[str, ...], ...] = ()
 
 

@@ -1,4 +1,5 @@
-"""``seedance-watch costs``: spend and submits per day and model, from the ledger (SPEC §13).
+"""``seedance-watch costs``: spend and submits per day and model, from the ledger (docs/design.md,
+"Money").
 
 The store is read through a :class:`~seedance_watch.ledger.base.JobReader`, which
 takes nothing from a running daemon (as ``status`` does), so this works while the
@@ -33,7 +34,8 @@ DEFAULT_DAYS = 30
 def costs_report(
     reader: JobReader, budget: BudgetConfig, *, now: float, days: int = DEFAULT_DAYS
 ) -> dict[str, Any]:
-    """``{"currency", "days": [...], "today": {"spent", "cap", "remaining"}}`` (SPEC §13).
+    """``{"currency", "days": [...], "today": {"spent", "cap", "remaining"}}`` (docs/design.md,
+    "Money").
 
     ``days`` bounds the report to the last ``days`` calendar days, today included;
     only days with submits are listed.  ``today`` is the store's budget tally

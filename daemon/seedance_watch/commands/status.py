@@ -62,6 +62,9 @@ def status_report(reader: JobReader) -> dict[str, Any]:
                 "error": job.error,
                 "output": job.output,
                 "duplicate_of": job.duplicate_of,
+                "priority": job.priority,
+                "retry_of": job.retry_of,
+                "retried_as": job.retried_as,
             }
             for job in jobs
         ],
@@ -109,8 +112,15 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
         detail = job["output"] or ""
         if job["error"]:
             detail = f"{job['error'].get('code')}: {job['error'].get('message', '')}"
+        if job.get("retried_as"):
+            detail = f"retried as {job['retried_as']} ({job['error'].get('code')})"
+        elif job.get("retry_of"):
+            detail = f"{detail}  (retry of {job['retry_of']})".lstrip()
         # Image to video is the usual kind: only the others are named.
         kind = f" ({job['kind']})" if job.get("kind", "image") != "image" else ""
+        # Priority 0 is the usual one: only the others are shown.
+        if job.get("priority"):
+            kind += f" [priority {job['priority']}]"
         lines.append(
             f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}  {detail}".rstrip()
         )

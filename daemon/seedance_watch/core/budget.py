@@ -593,7 +593,7 @@ class DayCost:
     models: dict[str, ModelCost] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON of one entry of ``costs --json`` ``days`` (SPEC §13)."""
+        """The JSON of one entry of ``costs --json`` ``days`` (docs/design.md, "Money")."""
         return {
             "date": self.date.isoformat(),
             "submits": self.submits,

@@ -104,7 +104,8 @@ _WHAT = {"last_frame": "last frame", "reference": "reference image"}
 
 
 def input_file(role: str, rel: str, sha256: str, st: os.stat_result) -> InputFile:
-    """The identity of an examined input (SPEC §3: a job owns the exact files it read)."""
+    """The identity of an examined input (docs/design.md, "A job owns the files it examined": a job
+    owns the exact files it read)."""
     return InputFile(role, rel, sha256, st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
@@ -186,6 +187,7 @@ def examine_drop(
         prompt=request.prompt,
         text=request.text,
         options=request.options.set_options(),
+        priority=request.priority,
         content_key=content_key(
             job.image_sha256,
             request.model,

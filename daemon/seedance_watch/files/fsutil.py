@@ -10,9 +10,9 @@ file by a move (a user's file in ``done/`` or ``outbox/`` is sacred); only
 OSErrors are not swallowed: after cleaning up its own temp file a failed call
 re-raises, and the caller decides whether the failure is fatal.
 
-A job owns the exact files it examined (SPEC §3): :func:`identify` gives a file's
-identity (device, inode, size, mtime) without following links, :func:`same_file`
-compares it with what intake recorded, and ``move_file(..., expect=...)`` moves
+A job owns the exact files it examined (docs/design.md, "A job owns the files it examined"):
+:func:`identify` gives a file's identity (device, inode, size, mtime) without following links,
+:func:`same_file` compares it with what intake recorded, and ``move_file(..., expect=...)`` moves
 only that file, raising :class:`~seedance_watch.errors.InputReplaced` otherwise.
 
 :func:`file_system_of` reads the mount table: the inbox watcher polls on network

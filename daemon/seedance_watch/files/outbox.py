@@ -1,11 +1,11 @@
 """Carrying out a job's file plans: outputs into the outbox, inputs to done/ or failed/.
 
-The engine first makes a *plan* durable in the ledger (``PLACING``: the output
-name, the video's hash and the input moves; ``FAILING``: the report and the
-moves), then calls the functions here to carry it out.  Each of them is
-idempotent: after a crash at any point (``kill -9``) the engine simply calls it
-again and it finishes the work from wherever the disk says it stopped.  None of
-them ever overwrites a file it did not plan (SPEC §6, §7).
+The engine first makes a *plan* durable in the ledger (``PLACING``: the output name, the video's
+hash and the input moves; ``FAILING``: the report and the moves), then calls the functions here to
+carry it out.  Each of them is idempotent: after a crash at any point (``kill -9``) the engine
+simply calls it again and it finishes the work from wherever the disk says it stopped.  None of
+them ever overwrites a file it did not plan (docs/design.md, "Outputs", "The ledger and crash
+guarantees").
 
 Names: the staging file of a download is ``outbox/<subdir>/.seedance-<job_id>.mp4.part``
 (hidden, same folder hence same file system as the final mp4, so placing it is a

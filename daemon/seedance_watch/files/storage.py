@@ -22,10 +22,10 @@ synchronous and thread-safe (one boto3 client, which is thread-safe, created onc
 the engine runs them with ``asyncio.to_thread`` in a bounded pool.  ``OSError``
 from reading the local file (e.g. it vanished) propagates unchanged.
 
-An upload sends exactly the bytes the job examined (SPEC §3): the file is opened
-once, without following a symlink, its identity is checked on the open
-descriptor, and the bytes are hashed as they are sent; an upload whose bytes do
-not hash to what intake recorded is deleted again and raises ``InputReplaced``.
+An upload sends exactly the bytes the job examined (docs/design.md, "A job owns the files it
+examined"): the file is opened once, without following a symlink, its identity is checked on the
+open descriptor, and the bytes are hashed as they are sent; an upload whose bytes do not hash to
+what intake recorded is deleted again and raises ``InputReplaced``.
 """
 
 from __future__ import annotations
@@ -334,6 +334,20 @@ class Storage:
         """Prove the bucket exists and answers us (``head_bucket``), or raise."""
         with self._translated("check", None):
             self._client.head_bucket(Bucket=self.bucket)
+
+    def probe(self) -> str:
+        """Write and delete a small probe object: the bucket exists, the credentials work
+        and may write and delete (what every job needs).  Returns the probe's key.
+
+        Raises :class:`StorageUnavailable` (missing bucket, refused credentials) or
+        :class:`StorageTransient` (unreachable).
+        """
+        key = f"{self.prefix}.seedance-watch-check-{os.urandom(6).hex()}"
+        with self._translated("probe", key):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=b"seedance-watch check\n")
+        with self._translated("probe", key):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        return key
 
     def close(self) -> None:
         """Release the client's connection pool."""

@@ -20,18 +20,25 @@ ports (:mod:`seedance_watch.pipeline.ports`) for metrics, notifications and hook
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
 from seedance_watch import errors as E
-from seedance_watch.aio import wait_event
 from seedance_watch.config import Config
-from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
+from seedance_watch.core.jobs import (
+    RESUME,
+    Event,
+    Job,
+    Retried,
+    Stage,
+    State,
+    apply,
+    job_files,
+)
 from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
 from seedance_watch.files.drop import event_files
@@ -40,6 +47,7 @@ from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.budget import BudgetGate
+from seedance_watch.pipeline.checks import KeyWatch, preflight
 from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.endings import Endings
@@ -65,6 +73,7 @@ from seedance_watch.pipeline.stage import (
     Wait,
 )
 from seedance_watch.pipeline.submit import SubmitStage
+from seedance_watch.pipeline.tasks import StageCrashed, Supervisor
 from seedance_watch.pipeline.upload import UploadStage
 from seedance_watch.pipeline.view import EngineView
 from seedance_watch.providers.download import VideoDownloader
@@ -75,10 +84,6 @@ log = structlog.get_logger(__name__)
 
 #: Workers per pooled stage (polls: scaled with ``gateway.max_in_flight``).
 POOL_SIZES = {Stage.UPLOAD: 4, Stage.DOWNLOAD: 4, Stage.FINISH: 1}
-
-
-class StageCrashed(E.StateError):
-    """A stage raised an unexpected exception: a bug; the daemon stops cleanly."""
 
 
 class Engine:
@@ -104,12 +109,8 @@ class Engine:
         self.observer: Observer = observer or NullObserver()
         self.summary = RunSummary()
         self.policy = RunPolicy(self.summary)
-        self.fatal: E.StateError | None = None
+        self.tasks = Supervisor(on_fatal=lambda: self.dispatch.stop())
         self._attempts: dict[str, int] = {}
-        self._idle, self._fatal_event = asyncio.Event(), asyncio.Event()
-        self._busy = 0
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._side_tasks: set[asyncio.Task[Any]] = set()
         gw = config.gateway
         self.pauses = Pauses(
             observer=self.observer,
@@ -132,7 +133,7 @@ class Engine:
             notes=notes,
             get=store.get,
             put=self.put,
-            spawn=lambda coro: self._spawn(coro, "hook", side=True),
+            spawn=lambda coro: self.tasks.spawn(coro, "hook", side=True),
         )
         self.placement = Placement(
             store=store,
@@ -140,7 +141,7 @@ class Engine:
             paths=config.paths,
             on_finished=self._finished,
             download_again=lambda job_id: self.dispatch.route_id(job_id),
-            release_objects=self._delete_objects,
+            bucket=storage if config.storage.delete_after else None,
             hook_due=self.endings.hook_due,
             prices=self.budget.prices,
         )
@@ -156,7 +157,7 @@ class Engine:
             clock=clock,
             rng=rng or random.Random(),
             put=self.put,
-            critical=self._critical,
+            critical=self.tasks.critical,
             log_retry=self._log_retry,
             prices=self.budget.prices,
         )
@@ -168,9 +169,11 @@ class Engine:
             max_in_flight=gw.max_in_flight,
             step=self.step,
             gate=self._budget_wait,
-            spawn_side=lambda coro: self._spawn(coro, "submit", side=True),
+            spawn_side=lambda coro: self.tasks.spawn(coro, "submit", side=True),
         )
+        self.key_watch = KeyWatch(self.deps, self.pauses, clock)
         self.intake = Intake(config, store, self.placement, clock)
+        self.intake.retried = self._retried
         self.intake.attach(inbox)
         self.poller = PollStage(self.deps)
         self.stages: dict[Stage, JobStage] = {
@@ -199,6 +202,7 @@ class Engine:
         """Take up every unfinished job of the store: each re-enters its stage
         (docs/design.md, "Recovery")."""
         self.dispatch.start()
+        self.deps.free_key_check = await preflight(self.deps, self.pauses, self.policy)
         active = self.store.active()
         await remove_leftovers(self.config.paths, {job.job_id for job in active})
         self.budget.load(self.store.jobs().values())
@@ -216,17 +220,19 @@ class Engine:
 
     def start_workers(self) -> None:
         """Start the timer loop, the submitter, intake and the stage pools."""
-        self._spawn(self.dispatch.timer_loop(), "timers")
-        self._spawn(self.dispatch.submitter(), "submitter")
+        self.tasks.spawn(self.dispatch.timer_loop(), "timers")
+        self.tasks.spawn(self.dispatch.submitter(), "submitter")
+        if self.deps.free_key_check:
+            self.tasks.spawn(self.key_watch.run(), "key-watch")
         for i in range(2):
             worker = self.intake.worker(
-                self.dispatch.route, self._fail, self._guard, self._idle.set
+                self.dispatch.route, self._fail, self._guard, self.tasks.idle.set
             )
-            self._spawn(worker, f"intake-{i}")
+            self.tasks.spawn(worker, f"intake-{i}")
         sizes = {**POOL_SIZES, Stage.POLL: min(64, max(4, self.config.gateway.max_in_flight))}
         for stage, size in sizes.items():
             for i in range(size):
-                self._spawn(self.dispatch.worker(stage), f"{stage}-{i}")
+                self.tasks.spawn(self.dispatch.worker(stage), f"{stage}-{i}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """The daemon: watch the inbox until ``stop`` is set (or a fatal error), then return."""
@@ -236,13 +242,13 @@ class Engine:
         waits = {
             watcher,
             asyncio.create_task(stop.wait()),
-            asyncio.create_task(self._fatal_event.wait()),
+            asyncio.create_task(self.tasks.fatal_event.wait()),
         }
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if watcher.done() and not watcher.cancelled() and watcher.exception():
                 raise watcher.exception()  # type: ignore[misc]
-            self._raise_if_fatal()
+            self.tasks.raise_if_fatal()
         finally:
             for task in waits:
                 task.cancel()
@@ -256,9 +262,9 @@ class Engine:
         for event in await self.inbox.scan_once():
             await self.handle_event(event)
         while not self.dispatch.stopping and (self.intake.pending or self._waiting()):
-            self._idle.clear()
-            await self._idle.wait()
-        self._raise_if_fatal()
+            self.tasks.idle.clear()
+            await self.tasks.idle.wait()
+        self.tasks.raise_if_fatal()
         await self.endings.drain(self.config.hooks.timeout)
         return self.summary
 
@@ -269,67 +275,18 @@ class Engine:
     async def shutdown(self, grace: float = 20.0) -> None:
         """Stop taking work, let running uploads/submits/downloads finish (bounded), stop."""
         self.dispatch.stop()
-        deadline = time.monotonic() + grace
-        if self._side_tasks:  # submits in flight and object deletions
-            await asyncio.wait(set(self._side_tasks), timeout=grace)
-        while self._busy and time.monotonic() < deadline:
-            self._idle.clear()
-            await wait_event(self._idle, deadline - time.monotonic())
-        if self._busy:
-            log.warning("engine.drain_timeout", busy=self._busy, grace=grace)
-        tasks = [*self._tasks, *self._side_tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.drain(grace)
 
-    def _die(self, exc: E.StateError) -> None:
-        """The state can no longer be trusted (a failed fsync, a crashed stage): stop."""
-        if self.fatal is None:
-            log.critical("engine.state_error", error=exc.message)
-            self.fatal = exc
-        self.dispatch.stop()
-        self._fatal_event.set()
-        self._idle.set()
-
-    def _raise_if_fatal(self) -> None:
-        if self.fatal is not None:
-            raise self.fatal
+    @property
+    def fatal(self) -> E.StateError | None:
+        """Why the engine stopped on its own (a failed fsync, a crashed stage), if it did."""
+        return self.tasks.fatal
 
     def _stop_for(self, reason: str) -> None:
         """End a ``--once`` run (a pause cannot resolve itself there)."""
         self.dispatch.stop()
-        self._idle.set()
+        self.tasks.idle.set()
         log.error("engine.stopping", reason=reason)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str, *, side: bool = False) -> None:
-        task = asyncio.create_task(coro, name=name)
-        if side:
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
-        else:
-            self._tasks.append(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        """A worker never ends by itself: if one does, the daemon stops (never a dead worker)."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if isinstance(exc, E.StateError):
-            self._die(exc)
-        elif exc is not None:
-            log.error("engine.task_error", task=task.get_name(), exc_info=exc)
-            self._die(StageCrashed(f"the {task.get_name()} task crashed: {exc!r}"))
-
-    @contextlib.contextmanager
-    def _critical(self) -> Iterator[None]:
-        """Mark a step that shutdown lets finish (an upload, a submit, a download)."""
-        self._busy += 1
-        try:
-            yield
-        finally:
-            self._busy -= 1
-            self._idle.set()
 
     # --- intake and webhooks --------------------------------------------------------------------
 
@@ -418,6 +375,7 @@ class Engine:
         try:
             if isinstance(error, E.CredentialsRefused):
                 self.pauses.pause_credentials(error)
+                self.key_watch.wake.set()
             else:
                 self.pauses.pause_storage(error.message)
         except OSError as exc:
@@ -438,7 +396,7 @@ class Engine:
     async def _guard(self, job: Job, step: Coroutine[Any, Any, None]) -> None:
         """Run a placement step; a file error is retried from the recorded plan (finish)."""
         try:
-            with self._critical():  # a shutdown lets a placement finish (bounded)
+            with self.tasks.critical():  # a shutdown lets a placement finish (bounded)
                 await step
         except OSError as exc:
             current = self.store.get(job.job_id)
@@ -472,11 +430,18 @@ class Engine:
         wait = self.budget.wait(job)
         hold = self.budget.hold
         if wait > 0 and self.policy.park(job.job_id, hold.message if hold else "budget reached"):
-            self._idle.set()
+            self.tasks.idle.set()
             return -1.0
         return wait
 
     # --- finished -------------------------------------------------------------------------------
+
+    def _retried(self, failed: Job, new_id: str) -> None:
+        """A retried drop became ``new_id``: the failed job's story continues there."""
+        current = self.store.get(failed.job_id) or failed
+        if current.state is State.FAILED:
+            self.put(current, Retried(retried_as=new_id))
+            log.info("job.retried", job_id=current.job_id, retried_as=new_id)
 
     def _finished(self, job: Job) -> None:
         self.observer.finished(job.state.value, job.updated_at - job.created_at)
@@ -486,14 +451,4 @@ class Engine:
         self.dispatch.forget(job)
         self.dispatch.track(job)
         self.endings.ended(job)
-        self._idle.set()
-
-    async def _delete_objects(self, job: Job) -> None:
-        """Best effort: a bucket that refuses the delete never holds a job back."""
-        if not self.config.storage.delete_after:
-            return
-        for key in job.object_keys:
-            try:
-                await asyncio.to_thread(self.deps.storage.delete, key)
-            except (E.StorageTransient, E.StorageUnavailable, E.StorageRejected) as exc:
-                log.warning("storage.delete_failed", job_id=job.job_id, s3_key=key, reason=str(exc))
+        self.tasks.idle.set()

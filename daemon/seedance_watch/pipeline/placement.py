@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -55,6 +55,12 @@ __all__ = ["Placement"]
 log = structlog.get_logger(__name__)
 
 
+class ObjectBucket(Protocol):
+    """Where a job's uploads are deleted when it ends (``storage.delete_after``)."""
+
+    def delete(self, key: str) -> None: ...
+
+
 class Placement:
     """Places a job's output (``PLACING → DONE``) or its failure (``FAILING → FAILED``).
 
@@ -71,7 +77,7 @@ class Placement:
         paths: PathsConfig,
         on_finished: Callable[[Job], None],
         download_again: Callable[[str], Awaitable[None]],
-        release_objects: Callable[[Job], Awaitable[None]] | None = None,
+        bucket: ObjectBucket | None = None,
         hook_due: Callable[[State], bool] = lambda _state: False,
         prices: BudgetPrices | None = None,
     ) -> None:
@@ -82,7 +88,7 @@ class Placement:
         self._roots = {"inbox": paths.inbox, "done": paths.done, "failed": paths.failed}
         self._on_finished = on_finished
         self._download_again = download_again
-        self._release = release_objects
+        self._bucket = bucket
         self._hook_due = hook_due
         # Names planned but not yet carried out (outputs; done/ and failed/ destinations),
         # so two jobs never plan the same one.
@@ -97,9 +103,17 @@ class Placement:
             self._planned_moves.update(_names_of(job))
 
     async def _release_objects(self, job: Job) -> None:
-        """Delete the job's uploads before ``Finished``: a crash in between deletes again."""
-        if self._release is not None and job.object_keys:
-            await self._release(job)
+        """Delete the job's uploads before ``Finished``: a crash in between deletes again.
+
+        Best effort: a bucket that refuses the delete never holds a job back.
+        """
+        if self._bucket is None:
+            return
+        for key in job.object_keys:
+            try:
+                await asyncio.to_thread(self._bucket.delete, key)
+            except (E.StorageTransient, E.StorageUnavailable, E.StorageRejected) as exc:
+                log.warning("storage.delete_failed", job_id=job.job_id, s3_key=key, reason=str(exc))
 
     def _release_names(self, job: Job) -> None:
         if job.output is not None:
@@ -239,6 +253,8 @@ class Placement:
             taken=self._planned_moves,
         )
         report = error.report()
+        if isinstance(report.get("hint"), str):  # the retry command names this very job
+            report["hint"] = report["hint"].replace("JOB_ID", job.job_id)
         if job.task_id is not None:
             report.setdefault("task_id", job.task_id)
         job = self._put(job, Fail(error=report, moved_to=moves))

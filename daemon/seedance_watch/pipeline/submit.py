@@ -1,12 +1,11 @@
 """The submit stage: one billed call per job (``UPLOADED → SUBMITTING → SUBMITTED``).
 
-Every created task is billed, so the intent is made durable before the call and
-the task reference returned as :class:`Advance` -- the engine writes it before any
-other side effect.  A submit that provably never reached the gateway (or that it
-refused with 429/500/503) goes back to ``UPLOADED`` and waits; 401/402/403 pause
-submits; anything else that may have reached the gateway is ``submit_ambiguous``
-and never resent (SPEC §2).  A job found in ``SUBMITTING`` was cut off mid-submit
-by a crash: its outcome is unknown, so it fails the same way.
+Every created task is billed, so the intent is made durable before the call and the task reference
+returned as :class:`Advance` -- the engine writes it before any other side effect.  A submit that
+provably never reached the gateway (or that it refused with 429/500/503) goes back to ``UPLOADED``
+and waits; 401/402/403 pause submits; anything else that may have reached the gateway is
+``submit_ambiguous`` and never resent (docs/design.md, "The gateway protocol").  A job found in
+``SUBMITTING`` was cut off mid-submit by a crash: its outcome is unknown, so it fails the same way.
 """
 
 from __future__ import annotations

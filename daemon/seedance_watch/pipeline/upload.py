@@ -45,6 +45,10 @@ class UploadStage:
 
     async def run(self, job: Job) -> Outcome:
         d = self.deps
+        credentials = d.pauses.credentials
+        if d.free_key_check and credentials.is_open:
+            # The key is refused: it is probed for free; nothing goes up meanwhile.
+            return Wait(max(credentials.probe_at, d.clock()) + 0.5)
         # While the bucket is unusable one upload at a time probes it; the rest wait.
         wait = d.pauses.storage.acquire(d.clock())
         if wait > 0:
@@ -64,8 +68,8 @@ class UploadStage:
                     on=hook, attempts=policy.attempts, timeout=None
                 ):
                     with attempt, d.critical():
-                        # Only the bytes intake hashed go up (SPEC §3): other bytes
-                        # under that name fail this job as input_replaced.  (The hash
+                        # Only the bytes intake hashed go up (docs/design.md, "The inbox"): other
+                        # bytes under that name fail this job as input_replaced.  (The hash
                         # decides, not the inode: a restored inbox has new inodes.)
                         total += await asyncio.to_thread(
                             d.storage.upload,

@@ -105,6 +105,8 @@ MODELS_HINT = (
 POLL_PATH = "/bytedance-polling/getVideoResult"
 #: Where an envelope task is polled when its ``polling_url`` is not ours to call.
 STATUS_PATH = "/v2/requests/status/"
+#: The request id the free key check asks about (no task has it).
+KEY_CHECK_ID = "seedance-watch-key-check"
 LEGACY = "legacy"
 ENVELOPE = "envelope"
 
@@ -134,7 +136,8 @@ _STATUS_STATES: dict[str, TaskState] = {
 
 
 class Gateway:
-    """An async client for the Pixazo Seedance 1.0 gateway (SPEC §2): a VideoProvider.
+    """An async client for the Pixazo gateway (docs/design.md, "The gateway protocol"): a
+    VideoProvider.
 
     ``transport`` replaces the network for every call (tests); ``on_response``
     is told about every HTTP exchange, so the engine can count statuses.
@@ -301,6 +304,18 @@ class Gateway:
                 detail="the key goes to gateway.base_url only; polling there instead",
             )
 
+    # --- the free key check -----------------------------------------------------------
+
+    async def check_key(self) -> bool:
+        """Ask for the status of a request that does not exist: a 404 from the gateway
+        means it accepted the key (nothing is created, nothing billed); 401, 402 or 403
+        that it does not."""
+        url = self._base_url + STATUS_PATH + KEY_CHECK_ID
+        response = await self._http.send("poll", "GET", url, shown=STATUS_PATH + "{id}")
+        if response.is_success or (response.status_code == 404 and json_object(response)):
+            return True
+        raise status_error("poll", response, self._error_message(response))
+
     # --- poll ---------------------------------------------------------------------------
 
     async def poll(self, task: str | TaskRef) -> TaskStatus:
@@ -353,7 +368,8 @@ class Gateway:
         spelling = raw.strip().lower()
         state = _STATUS_STATES.get(spelling)
         if state is None:
-            # Still pending until the task deadline (SPEC §2); say so once per spelling.
+            # Still pending until the task deadline (docs/design.md, "The gateway protocol"); say
+            # so once per spelling.
             state = "pending"
             if spelling not in self._unknown_statuses:
                 self._unknown_statuses.add(spelling)

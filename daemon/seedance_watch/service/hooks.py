@@ -1,4 +1,5 @@
-"""End-of-job hooks: ``hooks.on_done`` / ``hooks.on_failed``, run once per job (SPEC §14).
+"""End-of-job hooks: ``hooks.on_done`` / ``hooks.on_failed``, run once per job (docs/design.md,
+"Hooks and notifications").
 
 The engine calls :meth:`HookRunner.run` with a :class:`JobEnd` once the job's end
 is durable, and records ``HookRan`` in the ledger when it returns; a crash before

@@ -1,4 +1,5 @@
-"""Notifications through Apprise: a job ended, a pause started or ended (SPEC §14).
+"""Notifications through Apprise: a job ended, a pause started or ended (docs/design.md, "Hooks and
+notifications").
 
 ``notify.urls`` are Apprise URLs (ntfy, Slack, Discord, e-mail, Telegram, JSON
 webhooks...); ``notify.events`` chooses which of ``done``, ``failed``, ``paused``

@@ -1,4 +1,4 @@
-"""Who may use the page (SPEC §12 "Access"): the token, the cookie, same-origin.
+"""Who may use the page (docs/design.md, "Access rules"): the token, the cookie, same-origin.
 
 With ``health.token`` set, every route but the open ones (``/healthz``, the
 webhook) needs ``Authorization: Bearer <token>`` or the page's cookie.  A browser
