@@ -68,9 +68,10 @@ class UploadStage:
                     on=hook, attempts=policy.attempts, timeout=None
                 ):
                     with attempt, d.critical():
-                        # Only the bytes intake hashed go up (docs/design.md, "The inbox"): other
-                        # bytes under that name fail this job as input_replaced.  (The hash
-                        # decides, not the inode: a restored inbox has new inodes.)
+                        # Only the bytes intake hashed go up (docs/design.md, "A job owns the
+                        # files it examined"): other bytes under that name fail this job as
+                        # input_replaced.  Here the hash decides (the same bytes are the same
+                        # image); a move goes by the inode, which the hash only confirms.
                         total += await asyncio.to_thread(
                             d.storage.upload,
                             path,
