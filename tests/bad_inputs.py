@@ -71,6 +71,12 @@ BAD_INPUTS = [
     sidecar_case("no-prompt", "ratio: 16:9\n", "prompt"),
     sidecar_case("empty-prompt", 'prompt: "  "\n', "prompt", "non-empty"),
     sidecar_case("typo-key", "prompt: x\nresolutoin: 720p\n", "resolutoin", "'resolution'"),
+    # A typo past the first MiB was cut off unseen (issue 21, item 5).
+    sidecar_case(
+        "over-a-mib",
+        "prompt: x\n" + "#" * (1 << 20) + "\nresolutoin: 1080p\n",
+        "1048576 bytes (1 MiB), the limit",
+    ),
     sidecar_case("quoted-int", 'prompt: x\nduration: "5"\n', "duration", "'5'", "integer"),
     sidecar_case(
         "yes-bool", "prompt: x\ncamerafixed: yes\n", "camerafixed", "yes", "true or false"

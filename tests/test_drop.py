@@ -235,6 +235,121 @@ def test_one_to_nine_references_are_taken(tmp_path: Path, refs: tuple[str, ...])
     assert [i.path for i in job.inputs if i.role == "reference"] == list(refs)
 
 
+# --- issue 21: bounded inputs, the bytes checked are the bytes hashed, links ---------------
+
+
+def _pair(inbox: Path, stem: str = "a", sidecar: str = "prompt: p\n") -> PairReady:
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / f"{stem}.jpg").write_bytes(make_image_bytes(640, 480))
+    (inbox / f"{stem}.yaml").write_text(sidecar)
+    return PairReady(stem, f"{stem}.jpg", f"{stem}.yaml")
+
+
+def test_a_sidecar_over_1_mib_is_refused_naming_the_limit_not_cut(tmp_path: Path) -> None:
+    """A sidecar with a typo past the first MiB (``resolutoin``) was cut there and the
+    drop went on with other options than written (item 5): over the limit is
+    invalid_sidecar, naming it."""
+    event = _pair(tmp_path, sidecar="prompt: p\n" + "#" * (1 << 20) + "\nresolutoin: 1080p\n")
+    job, error = examine(tmp_path, event)
+    assert isinstance(error, E.InvalidSidecar)
+    assert "1048576 bytes (1 MiB), the limit" in error.message
+    assert job.model is None  # nothing of it was used
+    # A sidecar of exactly the limit is read whole.
+    exact = b"prompt: p\n" + b"#" * ((1 << 20) - len(b"prompt: p\n"))
+    (tmp_path / "a.yaml").write_bytes(exact)
+    assert examine(tmp_path, event)[1] is None
+
+
+@pytest.mark.timeout(20)
+def test_a_huge_sparse_image_is_refused_from_its_size_before_a_byte_is_read(
+    tmp_path: Path,
+) -> None:
+    """A 64 GiB sparse "image" (item 7): fstat says too large, so it fails as
+    invalid_image at once, never hashed (its recorded sha256 is empty); hashing it
+    first held an intake worker for minutes."""
+    event = _pair(tmp_path)
+    with (tmp_path / "a.jpg").open("r+b") as f:
+        f.truncate(64 << 30)
+    job, error = examine(tmp_path, event)
+    assert isinstance(error, E.InvalidImage)
+    assert f"({64 << 30} bytes); the limit is 30 MB" in error.message
+    image = next(i for i in job.inputs if i.role == "image")
+    assert image.sha256 == "" and image.size == 64 << 30
+
+
+def test_the_bytes_checked_are_the_bytes_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken image replaced by a good one right after intake read it (item 11): the
+    checks judge the bytes that were hashed (and would be uploaded), not the file that
+    now has the name, so the drop fails as invalid_image with the broken bytes' hash."""
+    from seedance_watch.files import drop as drop_mod
+
+    event = _pair(tmp_path)
+    broken = make_image_bytes(640, 480)[:2000]  # a truncated JPEG
+    (tmp_path / "a.jpg").write_bytes(broken)
+    real_sha256 = hashlib.sha256
+    swapped: list[bool] = []
+
+    def sha256_then_swap(*args: bytes) -> object:
+        if not swapped:
+            swapped.append(True)
+            good = tmp_path / "good.tmp"
+            good.write_bytes(make_image_bytes(640, 480))
+            good.replace(tmp_path / "a.jpg")
+        return real_sha256(*args)
+
+    monkeypatch.setattr(drop_mod.hashlib, "sha256", sha256_then_swap)
+    job, error = examine(tmp_path, event)
+    monkeypatch.undo()
+    assert swapped
+    assert isinstance(error, E.InvalidImage), error
+    assert job.image_sha256 == hashlib.sha256(broken).hexdigest()
+
+
+def test_a_fifo_under_an_image_name_never_blocks_intake(tmp_path: Path) -> None:
+    """A FIFO swapped in under a paired image's name (item 11): opening it to read would
+    wait for a writer for ever and hold an intake worker; it is refused at once as
+    unsafe_path, without blocking."""
+    import os
+    import threading
+
+    event = _pair(tmp_path)
+    (tmp_path / "a.jpg").unlink()
+    os.mkfifo(tmp_path / "a.jpg")
+    result: list[tuple[Job, E.JobError | None]] = []
+    worker = threading.Thread(target=lambda: result.append(examine(tmp_path, event)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # unblock the reader so the thread can end
+        fd = os.open(tmp_path / "a.jpg", os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        pytest.fail("intake blocked on a FIFO")
+    ((_, error),) = result
+    assert isinstance(error, E.UnsafePath) and "not a regular file" in error.message
+
+
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_intake_reads_nothing_through_a_link_at_any_depth(tmp_path: Path, link: str) -> None:
+    """A pair whose folder became a link to a folder elsewhere (or whose image became a
+    link), after the watcher paired it: intake opens each folder without following a
+    link, so it fails as unsafe_path and reads nothing there (item 1)."""
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    _pair(elsewhere)
+    (inbox / "sub").mkdir(parents=True)
+    if link == "folder":
+        (inbox / "sub").rmdir()
+        (inbox / "sub").symlink_to(elsewhere, target_is_directory=True)
+    else:
+        _pair(inbox / "sub")
+        (inbox / "sub" / "a.jpg").unlink()
+        (inbox / "sub" / "a.jpg").symlink_to(elsewhere / "a.jpg")
+    job, error = examine(inbox, PairReady("sub/a", "sub/a.jpg", "sub/a.yaml"))
+    assert isinstance(error, E.UnsafePath), error
+    assert "symbolic link" in error.message
+    assert all(i.sha256 == "" for i in job.inputs)
+
+
 def test_a_drops_priority_is_its_jobs(tmp_path: Path) -> None:
     """``priority:`` in the sidecar becomes the job's priority (the ready queue's order)."""
     (tmp_path / "rush.jpg").write_bytes(make_image_bytes())

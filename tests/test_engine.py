@@ -237,6 +237,31 @@ async def test_a_burst_of_429s_slows_submits_but_never_below_a_quarter(tmp_path:
     assert engine.deps.bucket.rate_per_minute == 15.0
 
 
+async def test_an_object_refused_alone_fails_its_job_and_ends_a_storage_pause(
+    tmp_path: Path,
+) -> None:
+    """The bucket refused one object but answers a HEAD (StorageRejected): the upload
+    stage fails that job alone, and the storage pause it was probing for ends, so the
+    other uploads go on (issue 21, item 4: one object name paused every upload).  The
+    keys are the job id and the role, never the file's name."""
+    engine, store, _, clock = make_engine(tmp_path)
+    (tmp_path / "inbox" / "beach.jpg").write_bytes(b"bytes")
+    job = seed(store, State.NEW)
+    keys: list[str] = []
+
+    def refuse(path: Path, key: str, **_: Any) -> int:
+        keys.append(key)
+        raise E.StorageRejected("S3 upload failed for s3://b/p/j1/image.jpg: NoSuchKey")
+
+    engine.deps.storage.upload = refuse  # type: ignore[method-assign]
+    engine.pauses.pause_storage("S3 upload failed: an earlier refusal")
+    clock.now += 60  # the probe is due: this upload is it
+    outcome = await engine.stages[Stage.UPLOAD].run(job)
+    assert isinstance(outcome, Fail) and outcome.error.code == "storage_rejected"
+    assert keys == ["p/j1/image.jpg"]
+    assert not engine.pauses.storage.is_open
+
+
 async def test_with_one_slot_free_waiting_jobs_go_by_priority(tmp_path: Path) -> None:
     """Three uploaded jobs with priorities 0, 5 and 10, dropped together, reach the
     gateway 10, 5, 0 when one slot frees at a time (max_in_flight 1)."""

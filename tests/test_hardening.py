@@ -141,7 +141,7 @@ def test_the_bucket_is_emptied_before_a_job_is_finished(
     write_pair(tmp_path / "inbox", "beach")
     result, _ = run_once(config_path)
     assert result.exit_code == 0
-    assert order == ["delete beach.jpg", "finished"]
+    assert order == ["delete image.jpg", "finished"]
     listed = s3_server.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])
     (job_id,) = result.summary.done
     assert [o["Key"] for o in listed if job_id in o["Key"]] == []

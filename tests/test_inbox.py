@@ -308,6 +308,49 @@ def test_symlinks_are_reported_not_followed(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_whatever_an_observer_says_a_link_is_never_walked_through(
+    tmp_path: Path, mode: str
+) -> None:
+    """watchdog's stock polling observer stats through links: it reported a linked
+    folder as a new folder and the files behind it as new files (issue 21, item 1).
+    Fed exactly those events, the inbox reports the link itself (Unsafe) and never a
+    file through it, at the top and one folder down, and a real folder replaced by a
+    link mid-run is found as the link."""
+    outside = tmp_path / "outside"
+    drop(outside, "v")
+    drop(outside / "deep", "w")
+    for path in outside.rglob("*"):
+        age(path, 3600)
+    root = tmp_path / "inbox"
+    (root / "sub").mkdir(parents=True)
+    (root / "swapped").mkdir()
+    inbox = make_inbox(root, mode=mode)
+
+    async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
+        await until(inbox.watching.is_set, task)
+        (root / "evil").symlink_to(outside, target_is_directory=True)
+        (root / "sub" / "evil").symlink_to(outside, target_is_directory=True)
+        (root / "swapped").rmdir()
+        (root / "swapped").symlink_to(outside, target_is_directory=True)
+        for folder in ("evil", "sub/evil", "swapped"):
+            for rel in ("", "/deep"):
+                inbox._on_fs_event(f"{root}/{folder}{rel}", True)
+            for rel in ("/v.jpg", "/v.yaml", "/deep/w.jpg", "/deep/w.yaml"):
+                inbox._on_fs_event(f"{root}/{folder}{rel}", False)
+        await until(lambda: len(events) >= 3, task)
+        drop(root, "sentinel")
+        await until(lambda: "sentinel" in ready_stems(events), task)
+
+    events = run_inbox(inbox, scenario)
+    assert set(events) == {
+        Unsafe("evil"),
+        Unsafe("sub/evil"),
+        Unsafe("swapped"),
+        PairReady("sentinel", "sentinel.jpg", "sentinel.yaml"),
+    }
+
+
 def test_claim_and_release(tmp_path: Path) -> None:
     """Claimed paths are never emitted; once released, what is still there is a new drop."""
     drop(tmp_path, "owned")

@@ -141,6 +141,24 @@ def test_invalid_utf8_is_refused_with_position() -> None:
     assert "0xe9 at line 2, column 11" in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (b'prompt: "caf\\udce9"\n', "prompt"),
+        (b'prompt: ok\nmodel: "m\\ud83d"\n', "model"),
+        (b'prompt: ok\nreferences: ["a\\udce9.jpg"]\n', "references"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused(text: bytes, key: str) -> None:
+    """A double-quoted ``\\ud83d`` escape gives half a surrogate pair, no character: it
+    is refused naming the key, instead of crashing whatever encodes it later (the job
+    id, the content key, the gateway's JSON body)."""
+    with pytest.raises(InvalidSidecar) as info:
+        parse_sidecar(text)
+    assert info.value.key == key and "surrogate" in info.value.message
+    assert parse_sidecar(b'prompt: "\\U0001F600 is fine"\n').prompt == "\U0001f600 is fine"
+
+
 def test_control_character_is_a_syntax_error_with_position() -> None:
     """A NUL in the file is reported as a YAML error at its line and column."""
     with pytest.raises(InvalidSidecar) as info:
@@ -942,8 +960,9 @@ HINTS: list[tuple[bytes, str, DropHint]] = [
     (b"prompt: " + b"{a: " * 50_000, "a.yaml", NONE),
     (b"prompt: " + b"- " * 50_000, "a.yaml", NONE),
     (b"prompt: x\nmode: text\n" + b"#" * (3 << 20), "a.yaml", ALONE),  # a huge comment
-    # Only the first MiB is read: the quote is cut open, so the YAML is unreadable.
-    (b"prompt: '" + b"x" * (1 << 20) + b"'\nmode: text\n", "a.yaml", NONE),
+    # Over 1 MiB: intake refuses it (never cut), so its drop fails at once.
+    (b"prompt: '" + b"x" * (1 << 20) + b"'\nmode: text\n", "a.yaml", ALONE),
+    (b"prompt: x\n" + b"#" * (1 << 20), "a.yaml", ALONE),
 ]
 
 

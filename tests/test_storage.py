@@ -18,6 +18,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from seedance_watch.core.names import object_name
 from seedance_watch.errors import (
     ConfigError,
     InputReplaced,
@@ -261,12 +262,19 @@ class _Refusing(BaseHTTPRequestHandler):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "InternalError"
     hits: ClassVar[list[str]] = []
+    #: Answer HEAD (head_bucket) with 200: the bucket is fine, only other requests fail.
+    head_ok: ClassVar[bool] = False
 
     def _refuse(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
         self.hits.append(self.command)
+        if self.command == "HEAD" and self.head_ok:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = (
             f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{self.code}</Code>'
             f"<Message>refused by the fake</Message><RequestId>1</RequestId></Error>"
@@ -334,6 +342,48 @@ def test_s3_refusals_map_to_our_errors(
     assert code in str(caught.value)
     assert endpoint in str(caught.value)
     assert caught.value.http_status == status  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "NoSuchKey"), (400, "InvalidArgument")])
+@pytest.mark.parametrize("bucket_answers", [True, False])
+def test_an_upload_refusal_of_no_known_kind_asks_the_bucket(
+    aws_env: None,
+    refusing_s3: tuple[str, type[_Refusing]],
+    tmp_path: Path,
+    status: int,
+    code: str,
+    bucket_answers: bool,
+) -> None:
+    """An upload refused with a code that is not known to be the bucket's (a 404 for
+    one odd key, InvalidArgument) is judged by a HEAD of the bucket: the bucket answers,
+    so only this object is refused (StorageRejected: the job fails, nothing pauses);
+    the bucket does not answer, so its own answer pauses (StorageUnavailable)."""
+    endpoint, handler = refusing_s3
+    handler.status, handler.code, handler.head_ok = status, code, bucket_answers
+    path = tmp_path / "x.jpg"
+    path.write_bytes(make_image_bytes())
+    store = Storage(Settings(endpoint_url=endpoint), max_retries=0)
+    try:
+        with pytest.raises((StorageRejected, StorageUnavailable)) as caught:
+            store.upload(path, "k/image.jpg", content_type="image/jpeg")
+    finally:
+        store.close()
+    assert handler.hits == ["PUT", "HEAD"]
+    if bucket_answers:
+        assert type(caught.value) is StorageRejected
+        assert code in str(caught.value) and "only this job fails" in str(caught.value)
+    else:
+        assert type(caught.value) is StorageUnavailable
+        assert BUCKET in str(caught.value)
+
+
+def test_object_names_are_fixed_and_keep_the_image_suffix() -> None:
+    """A job's objects are named by role, never by the file's name (which may hold a
+    newline, bytes that are not UTF-8, anything): the suffix stays, in lower case."""
+    assert object_name("image", "sub/nl\nname.JPG") == "image.jpg"
+    assert object_name("last_frame", os.fsdecode(b"caf\xe9.png")) == "last_frame.png"
+    assert object_name("reference", "a b.webp", 3) == "reference-3.webp"
+    assert object_name("image", "no-suffix") == "image"
 
 
 def test_bare_403_on_head_bucket_is_unavailable(

@@ -80,10 +80,19 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def materialize(nodes: Mapping[str, Node], dest: Path, *, under: str = "") -> None:
+def materialize(
+    nodes: Mapping[str, Node],
+    dest: Path,
+    *,
+    under: str = "",
+    originals: Mapping[int, Path] | None = None,
+) -> None:
     """Write ``nodes`` (optionally only those below ``under``) as a real tree at ``dest``.
 
-    Paths that share an inode become hard links, as they were.
+    Paths that share an inode become hard links, as they were.  A file that was there
+    when the recording began and still holds its bytes is a hard link to its kept
+    original (``originals``, :attr:`Recording.originals`): the very inode, as after a
+    real power cut, so a job that examined it still owns it.
     """
     dest.mkdir(parents=True, exist_ok=True)
     prefix = under + "/" if under else ""
@@ -100,7 +109,11 @@ def materialize(nodes: Mapping[str, Node], dest: Path, *, under: str = "") -> No
         elif node.ino in first:
             os.link(first[node.ino], path)
         else:
-            path.write_bytes(node.content)
+            original = (originals or {}).get(node.ino)
+            if original is not None and original.read_bytes() == node.content:
+                os.link(original, path)
+            else:
+                path.write_bytes(node.content)
             first[node.ino] = path
 
 

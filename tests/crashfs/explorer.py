@@ -222,7 +222,7 @@ def _recover(
     state: FsState, verdict: LedgerVerdict, workload: Workload, sim: Simulator, root: Path
 ) -> list[Violation]:
     """``run --once`` on a copy of ``state``, then the checks after recovery."""
-    materialize(state.nodes, root)
+    materialize(state.nodes, root, originals=workload.recording.originals)
     try:
         with compaction(workload.compact_every):
             result = run_daemon_once(root / CONFIG_NAME)

@@ -189,6 +189,10 @@ class Recording:
     root: Path
     inodes: dict[int, Inode] = field(default_factory=dict)
     initial_entries: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: A hard link to each file there at the start, kept outside the root: a state's
+    #: tree gives such a file its very inode again (a power cut keeps inode numbers,
+    #: and a job moves only the inode it examined), where a copy would be another file.
+    originals: dict[int, Path] = field(default_factory=dict)
     ops: list[Op] = field(default_factory=list)
     unmodelled: list[str] = field(default_factory=list)
 
@@ -258,10 +262,16 @@ class Recorder:
             else:
                 with self._real_open(path, "rb") as f:
                     ino = self._new_inode(FILE, f.read())
+                original = keep / str(ino)
+                os.link(path, original)
+                self.recording.originals[ino] = original
             by_real[(st.st_dev, st.st_ino)] = ino
             return ino
 
-        visit(str(self.recording.root))
+        root = self.recording.root
+        keep = root.parent / f".{root.name}-originals"
+        keep.mkdir(exist_ok=True)
+        visit(str(root))
         self.recording.initial_entries = {k: dict(v) for k, v in self._entries.items()}
 
     def _rel(self, path: Any, dir_fd: int | None = None) -> str | None:

@@ -164,7 +164,7 @@ def _hint(sidecar: Path) -> DropHint | None:
     if sidecar.is_symlink():
         return None
     try:
-        data = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES)
+        data = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES + 1)
     except OSError:
         return None
     return sidecar_hint(data, sidecar.name)
@@ -256,7 +256,7 @@ def _check_drop(
     problems: list[Problem] = []
     sidecar = found[event.sidecar]
     try:
-        data = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES)
+        data = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES + 1)
     except OSError as exc:
         return [Problem(sidecar, E.InvalidSidecar.code, f"cannot be read: {exc.strerror}")]
     parsed, found_problems = check_sidecar(data, strict_model=strict_model)

@@ -536,7 +536,8 @@ def content_key(
             parts += ("options", json.dumps(dict(body_options), sort_keys=True))
     h = hashlib.sha256()
     for part in parts:
-        h.update(part.encode())
+        # The sidecar refuses lone surrogates; should one come, it hashes, never raises.
+        h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()
 
@@ -545,7 +546,10 @@ def make_job_id(source: str, image_sha256: str, sidecar_sha256: str, ctime_ns: i
     """A job id derived from the drop: what was dropped, where, and when.
 
     The same files dropped again (or moved back by ``retry``) have a new ctime,
-    hence a new id; a rescan of the very same drop finds the same id.
+    hence a new id; a rescan of the very same drop finds the same id.  ``source`` is
+    hashed as the bytes the file system gave (a name that is not UTF-8 is a str with
+    surrogate escapes; docs/design.md, "File names").
     """
-    h = hashlib.sha256(f"{source}\0{image_sha256}\0{sidecar_sha256}\0{ctime_ns}".encode())
+    text = f"{source}\0{image_sha256}\0{sidecar_sha256}\0{ctime_ns}"
+    h = hashlib.sha256(text.encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]

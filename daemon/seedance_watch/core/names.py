@@ -16,6 +16,7 @@ __all__ = [
     "is_ignored",
     "is_image",
     "is_sidecar",
+    "object_name",
     "pair_stem",
     "split_source",
 ]
@@ -66,3 +67,15 @@ def split_source(rel_path: str) -> tuple[str, str]:
     path = PurePosixPath(rel_path)
     parent = str(path.parent)
     return ("" if parent == "." else parent), path.stem
+
+
+def object_name(role: str, file_name: str, number: int = 1) -> str:
+    """The name of a job's image in its folder of the bucket: fixed and safe, the
+    image's suffix kept (lower case) for whoever reads the type from the key:
+    ``image.jpg``, ``last_frame.png``, ``reference-2.webp`` (``number``: the
+    reference's place in the sidecar's list, from 1).  Never the file's own name,
+    which may hold anything a file system allows (docs/design.md, "Storage")."""
+    suffix = PurePath(file_name).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        suffix = ""
+    return f"{role}-{number}{suffix}" if role == "reference" else f"{role}{suffix}"

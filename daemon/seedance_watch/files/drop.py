@@ -12,6 +12,7 @@ asyncio, no ledger and no network here.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
@@ -25,8 +26,13 @@ from seedance_watch.core.models import DEFAULT_MODELS, Kind
 from seedance_watch.core.names import is_image, is_sidecar, pair_stem
 from seedance_watch.core.options import GenerationOptions
 from seedance_watch.core.stability import AmbiguousDrop, InboxEvent, Orphan, PairReady, Unsafe
-from seedance_watch.files.fsutil import read_nofollow_stat
-from seedance_watch.files.images import check_image
+from seedance_watch.files.fsutil import lstat_beneath, open_beneath, read_beneath
+from seedance_watch.files.images import (
+    MAX_IMAGE_BYTES,
+    check_image,
+    check_image_bytes,
+    image_too_large,
+)
 from seedance_watch.files.sidecar import (
     SIDECAR_MAX_BYTES,
     Sidecar,
@@ -50,8 +56,6 @@ __all__ = [
     "over_budget",
 ]
 
-_CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class Drop:
@@ -59,15 +63,44 @@ class Drop:
     error: E.JobError | None
 
 
-def _hash_file(path: Path) -> tuple[str, os.stat_result]:
-    """The sha256 of a file and what ``fstat`` said of the very descriptor hashed."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    h = hashlib.sha256()
-    with os.fdopen(fd, "rb") as f:
+@dataclass(frozen=True)
+class _Image:
+    """One image of a drop as intake read it: the hash of its bytes, what ``fstat``
+    said of the descriptor read, and what the image checks said of those same bytes."""
+
+    sha256: str
+    stat: os.stat_result
+    error: E.InvalidImage | None
+
+
+def _read_image(inbox: Path, role: str, rel: str) -> _Image:
+    """Open ``rel`` once (no link followed at any depth, never blocking: see
+    :func:`fsutil.open_beneath`), refuse a size over the limit from ``fstat`` before
+    reading a byte, then hash and check the very bytes read (docs/design.md, "A job
+    owns the files it examined")."""
+    with os.fdopen(open_beneath(inbox, rel), "rb") as f:
+        too_large = image_too_large(os.fstat(f.fileno()).st_size)
+        if too_large is not None:
+            raise _named(too_large, role, rel)
+        data = f.read(MAX_IMAGE_BYTES + 1)
         st = os.fstat(f.fileno())
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest(), st
+    error = None
+    try:
+        check_image_bytes(PurePosixPath(rel).name, data)
+    except E.InvalidImage as exc:
+        error = _named(exc, role, rel)
+    return _Image(hashlib.sha256(data).hexdigest(), st, error)
+
+
+def _named(exc: E.InvalidImage, role: str, rel: str) -> E.InvalidImage:
+    """The report of a last frame or a reference image names the file."""
+    what = _WHAT.get(role)
+    if what is None:
+        return exc
+    return E.InvalidImage(f"{what} {PurePosixPath(rel).name}: {exc.message}", hint=exc.hint)
+
+
+_WHAT = {"last_frame": "last frame", "reference": "reference image"}
 
 
 def input_file(role: str, rel: str, sha256: str, st: os.stat_result) -> InputFile:
@@ -103,24 +136,24 @@ def examine_drop(
     files = [(role, rel) for role, rel in named if rel is not None]
     kind = _paired_kind(image_rel, last_frame, references)
     try:
-        sidecar_bytes, sidecar_st = read_nofollow_stat(
-            inbox / sidecar_rel, max_bytes=SIDECAR_MAX_BYTES
+        sidecar_bytes, sidecar_st = read_beneath(
+            inbox, sidecar_rel, max_bytes=SIDECAR_MAX_BYTES + 1
         )
-        hashed = {rel: _hash_file(inbox / rel) for role, rel in files if role != "sidecar"}
+        images = {rel: _read_image(inbox, role, rel) for role, rel in files if role != "sidecar"}
     except E.JobError as exc:
         return Drop(_bare(inbox, files, kind, now), exc)
     except FileNotFoundError as exc:
         gone = E.InputVanished(f"{Path(exc.filename or '').name} left the inbox.")
         return Drop(_bare(inbox, files, kind, now), gone)
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: a link appeared under an examined name
-            name = Path(exc.filename or image_rel or sidecar_rel).name
+        if exc.errno == errno.ELOOP:  # a link appeared under an examined name, or above it
+            name = exc.filename or image_rel or sidecar_rel
             unsafe = E.UnsafePath(f"{name} is a symbolic link; not followed.")
             return Drop(_bare(inbox, files, kind, now), unsafe)
         raise
     sidecar_sha = hashlib.sha256(sidecar_bytes).hexdigest()
-    shas = {rel: sha for rel, (sha, _) in hashed.items()} | {sidecar_rel: sidecar_sha}
-    stats = {rel: st for rel, (_, st) in hashed.items()} | {sidecar_rel: sidecar_st}
+    shas = {rel: image.sha256 for rel, image in images.items()} | {sidecar_rel: sidecar_sha}
+    stats = {rel: image.stat for rel, image in images.items()} | {sidecar_rel: sidecar_st}
     lead = files[0][1]
     reference_shas = tuple(shas[rel] for rel in references)
     # The id of an image drop is what it always was; other images are part of the drop.
@@ -141,12 +174,10 @@ def examine_drop(
         sidecar = parse_sidecar(sidecar_bytes, strict_model=strict_model)
         check_drop_files(sidecar, image_rel, sidecar_rel, last_frame, references)
         request = build_request(sidecar, defaults=defaults, models=models)
-        if image_rel is not None:
-            check_image(inbox / image_rel)
-        if last_frame is not None:
-            check_last_frame(inbox / last_frame)
-        for rel in references:
-            check_reference(inbox / rel)
+        # The image checks ran on the bytes hashed; their verdict comes after the sidecar's.
+        for image in images.values():
+            if image.error is not None:
+                raise image.error
     except E.JobError as exc:
         return Drop(job, exc)
     job = replace(
@@ -287,19 +318,19 @@ def _changed(sidecar_rel: str) -> E.InputReplaced:
 
 def check_last_frame(path: Path) -> None:
     """:func:`check_image` for a last frame: the same limits, the report names the file."""
-    _check_named_image(path, "last frame")
+    _check_named_image(path, "last_frame")
 
 
 def check_reference(path: Path) -> None:
     """:func:`check_image` for a reference image: the same limits, the report names it."""
-    _check_named_image(path, "reference image")
+    _check_named_image(path, "reference")
 
 
-def _check_named_image(path: Path, what: str) -> None:
+def _check_named_image(path: Path, role: str) -> None:
     try:
         check_image(path)
     except E.InvalidImage as exc:
-        raise E.InvalidImage(f"{what} {path.name}: {exc.message}", hint=exc.hint) from exc
+        raise _named(exc, role, path.name) from exc
 
 
 def _bare(inbox: Path, files: list[tuple[str, str]], kind: str, now: float) -> Job:
@@ -326,7 +357,7 @@ def bare_inputs(inbox: Path, files: Iterable[tuple[str, str]]) -> tuple[InputFil
     out = []
     for role, rel in files:
         try:
-            st = os.lstat(inbox / rel)
+            st = lstat_beneath(inbox, rel)
         except OSError:
             continue
         out.append(input_file(role, rel, "", st))

@@ -29,7 +29,7 @@ import secrets
 import stat
 import time
 from collections.abc import Container, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, Protocol
 
 import structlog
@@ -37,6 +37,7 @@ import structlog
 from seedance_watch.errors import ConfigError, DurabilityError, InputReplaced, UnsafePath
 
 __all__ = [
+    "FOLDER_FLAGS",
     "MOUNTINFO",
     "NETWORK_FS_TYPES",
     "STALE_TEMP_SECONDS",
@@ -51,10 +52,15 @@ __all__ = [
     "fsync_file",
     "identify",
     "is_network_fs",
+    "json_bytes",
+    "lstat_beneath",
     "make_dirs",
     "move_file",
     "next_free_suffix",
+    "open_beneath",
+    "open_folder",
     "path_error",
+    "read_beneath",
     "read_nofollow",
     "read_nofollow_stat",
     "remove_stale_temps",
@@ -342,10 +348,21 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:
-    """:func:`atomic_write_bytes` of ``obj`` as UTF-8 JSON, indent 2, trailing newline."""
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as UTF-8 JSON, indent 2, trailing newline: what the daemon's JSON files hold.
+
+    A file name that is not UTF-8 is a str with surrogate escapes (``\\udce9`` for the
+    byte 0xE9); it is written as that JSON escape, which reads back to the same str,
+    hence to the same bytes (docs/design.md, "File names").  Every surrogate stands
+    inside a JSON string, so ``backslashreplace`` writes exactly JSON's escape.
+    """
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+    return text.encode("utf-8", "backslashreplace")
+
+
+def atomic_write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:
+    """:func:`atomic_write_bytes` of :func:`json_bytes` of ``obj``."""
+    atomic_write_bytes(path, json_bytes(obj), mode=mode)
 
 
 def same_entry(a: Path, b: Path) -> bool:
@@ -476,6 +493,108 @@ def move_file(src: Path, dst: Path, *, expect: FileIdentity | None = None) -> No
         fsync_dir(src.parent)
     elif src.parent != dst.parent:
         fsync_dir(src.parent)  # the rename fallback (no hard links) changed src's folder
+
+
+# --- below a root, never through a link ---------------------------------------------
+
+#: How a folder below a root is opened: a folder, and never through a link.
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _link_error(rel: str) -> OSError:
+    return OSError(errno.ELOOP, "a symbolic link; links are not followed", rel)
+
+
+def open_folder(root: Path | str, rel: str = "") -> int:
+    """A descriptor of the folder ``root/rel``, opened one component at a time, each
+    relative to the last with ``O_NOFOLLOW``: no link is followed at any depth below
+    ``root`` (docs/design.md, "Symlinks").  ``root`` itself is opened as configured.
+
+    Raises ``OSError``: ELOOP (``filename`` the link, relative to ``root``) when a
+    component is a symbolic link, ENOTDIR when one is not a folder, ENOENT.  The
+    caller closes the descriptor.
+    """
+    parts = PurePosixPath(rel).parts
+    if ".." in parts or PurePosixPath(rel).is_absolute():
+        raise ValueError(f"path {rel!r} escapes its root")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, part in enumerate(parts):
+            try:
+                inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+            except NotADirectoryError:
+                # O_DIRECTORY | O_NOFOLLOW says ENOTDIR for a link: tell the two apart.
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise _link_error("/".join(parts[: i + 1])) from None
+                raise
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _split(rel: str) -> tuple[str, str]:
+    path = PurePosixPath(rel)
+    if not path.name:
+        raise ValueError(f"{rel!r} names no file")
+    parent = str(path.parent)
+    return ("" if parent == "." else parent), path.name
+
+
+def lstat_beneath(root: Path | str, rel: str) -> os.stat_result:
+    """``lstat`` of ``root/rel`` reached through :func:`open_folder` (a link in the
+    middle of the path raises ELOOP instead of being followed)."""
+    folder, name = _split(rel)
+    fd = open_folder(root, folder)
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
+def open_beneath(root: Path | str, rel: str) -> int:
+    """Open the regular file ``root/rel`` for reading, following no link at any depth.
+
+    A link (the file itself or a folder on the way) raises ``OSError`` ELOOP naming
+    ``rel``.  The open never blocks (``O_NONBLOCK``: a FIFO swapped in under the name
+    cannot hold a worker), and anything but a regular file raises
+    :class:`~seedance_watch.errors.UnsafePath`.  The caller closes the descriptor.
+    """
+    folder, name = _split(rel)
+    dir_fd = open_folder(root, folder)
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(rel) from None
+        raise
+    finally:
+        os.close(dir_fd)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafePath(
+                f"{name} is not a regular file (a FIFO, a device or a folder); not read."
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_beneath(
+    root: Path | str, rel: str, *, max_bytes: int | None = None
+) -> tuple[bytes, os.stat_result]:
+    """The bytes of ``root/rel`` (at most ``max_bytes``) opened by :func:`open_beneath`,
+    and what ``fstat`` said of that descriptor."""
+    with os.fdopen(open_beneath(root, rel), "rb") as f:
+        st = os.fstat(f.fileno())
+        return (f.read() if max_bytes is None else f.read(max_bytes)), st
 
 
 def read_nofollow(path: Path, *, max_bytes: int | None = None) -> bytes:

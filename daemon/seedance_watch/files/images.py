@@ -8,10 +8,12 @@ within the models' limits (docs/design.md, "Image checks").  Each failure is an
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Final
 
 from PIL import Image, UnidentifiedImageError
@@ -19,7 +21,15 @@ from PIL import Image, UnidentifiedImageError
 from seedance_watch.core.names import IMAGE_TYPES
 from seedance_watch.errors import InvalidImage
 
-__all__ = ["IMAGE_CONTENT_TYPES", "MAX_IMAGE_BYTES", "PILLOW_FORMATS", "ImageInfo", "check_image"]
+__all__ = [
+    "IMAGE_CONTENT_TYPES",
+    "MAX_IMAGE_BYTES",
+    "PILLOW_FORMATS",
+    "ImageInfo",
+    "check_image",
+    "check_image_bytes",
+    "image_too_large",
+]
 
 MAX_IMAGE_BYTES: Final = 30 * 1024 * 1024
 _MIN_SHORT_SIDE: Final = 300  # exclusive
@@ -45,42 +55,78 @@ class ImageInfo:
     content_type: str
 
 
+def image_too_large(size: int) -> InvalidImage | None:
+    """The refusal of an image of ``size`` bytes over the limit (None within it): asked
+    of ``fstat`` before a byte is read, so a huge sparse file costs nothing."""
+    if size <= MAX_IMAGE_BYTES:
+        return None
+    return InvalidImage(
+        f"the image is {size / 1024 / 1024:.1f} MB ({size} bytes); "
+        f"the limit is 30 MB ({MAX_IMAGE_BYTES} bytes)",
+        hint="Compress or scale the image below 30 MB.",
+    )
+
+
 def check_image(path: Path) -> ImageInfo:
-    """Check an image against the model's limits: its header, then one full decode.
+    """:func:`check_image_bytes` of the file at ``path`` (``validate``'s way in).
 
-    Raises :class:`InvalidImage` naming the numbers involved.  An ``OSError``
-    from the file itself (gone, unreadable) propagates: it is not the image's fault.
+    The file is opened without blocking (a FIFO is refused, never waited on), its
+    size is checked with ``fstat`` before it is read, and the bytes read are the
+    ones checked.  An ``OSError`` from the file itself (gone, unreadable)
+    propagates: it is not the image's fault.
     """
-    suffix = path.suffix.lower()
-    expected = _FORMAT_OF_SUFFIX.get(suffix)
-    if expected is None:
-        allowed = ", ".join(sorted(_FORMAT_OF_SUFFIX))
-        shown = repr(path.suffix) if path.suffix else "no extension"
-        raise InvalidImage(f"{shown} is not an image extension; use one of {allowed}")
+    _check_suffix(path.name)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fp:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidImage("the file is not a regular file (a FIFO, a device or a folder)")
+        too_large = image_too_large(st.st_size)
+        if too_large is not None:
+            raise too_large
+        os.set_blocking(fd, True)
+        data = fp.read(MAX_IMAGE_BYTES + 1)
+    return check_image_bytes(path.name, data)
 
-    with open(path, "rb") as fp:
-        # fstat, not stat: the size is that of the very file that is decoded.
-        size = os.fstat(fp.fileno()).st_size
-        if size == 0:
-            raise InvalidImage("the image is empty (0 bytes)")
-        if size > MAX_IMAGE_BYTES:
-            raise InvalidImage(
-                f"the image is {size / 1024 / 1024:.1f} MB ({size} bytes); "
-                f"the limit is 30 MB ({MAX_IMAGE_BYTES} bytes)",
-                hint="Compress or scale the image below 30 MB.",
-            )
-        fmt, width, height = _read_header(fp)
 
+def check_image_bytes(name: str, data: bytes) -> ImageInfo:
+    """Check the image ``data`` (the bytes of the file ``name``) against the model's
+    limits: the extension, the size, the header, then one full decode.
+
+    Intake passes the very bytes it hashed, so what is checked is what is uploaded
+    (the upload sends only bytes of that hash).  Raises :class:`InvalidImage` naming
+    the numbers involved.
+    """
+    suffix = PurePosixPath(name).suffix
+    expected = _check_suffix(name)
+    size = len(data)
+    if size == 0:
+        raise InvalidImage("the image is empty (0 bytes)")
+    too_large = image_too_large(size)
+    if too_large is not None:
+        raise too_large
+    fmt, width, height = _read_header(io.BytesIO(data))
     if fmt != expected:
         raise InvalidImage(
-            f"the file is a {fmt} image but its extension {path.suffix} means {expected}",
+            f"the file is a {fmt} image but its extension {suffix} means {expected}",
             hint=f"Rename it with the extension of a {fmt} file, or convert it to {expected}.",
         )
     _check_dimensions(width, height)
-    _decode(path)
+    _decode(data)
     return ImageInfo(
         format=fmt, width=width, height=height, size=size, content_type=IMAGE_CONTENT_TYPES[fmt]
     )
+
+
+def _check_suffix(name: str) -> str:
+    """The Pillow format an image's extension promises, or InvalidImage."""
+    suffix = PurePosixPath(name).suffix
+    expected = _FORMAT_OF_SUFFIX.get(suffix.lower())
+    if expected is None:
+        allowed = ", ".join(sorted(_FORMAT_OF_SUFFIX))
+        shown = repr(suffix) if suffix else "no extension"
+        raise InvalidImage(f"{shown} is not an image extension; use one of {allowed}")
+    return expected
 
 
 def _read_header(fp: BinaryIO) -> tuple[str, int, int]:
@@ -111,11 +157,11 @@ def _read_header(fp: BinaryIO) -> tuple[str, int, int]:
     return ("JPEG" if fmt == "MPO" else fmt), width, height
 
 
-def _decode(path: Path) -> None:
+def _decode(data: bytes) -> None:
     """Decode the pixels once: a truncated JPEG passes ``verify()`` (which reads only
     its structure) but would be uploaded, submitted and billed as a broken image."""
     try:
-        with Image.open(path, formats=PILLOW_FORMATS) as im:
+        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as im:
             im.load()
     except OSError as exc:  # "image file is truncated", "broken data stream"
         raise InvalidImage(

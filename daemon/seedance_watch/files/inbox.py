@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -47,7 +48,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from seedance_watch.aio import wait_event
 from seedance_watch.core import names
@@ -351,8 +352,12 @@ class Inbox:
 
     def _start_observer(self, mode: Mode) -> BaseObserver:
         assert self._loop is not None
+        # The polling observer walks with the stat it is given: lstat, so it reports a
+        # linked folder as the link it is and never walks through it.
         observer: BaseObserver = (
-            Observer() if mode == "native" else PollingObserver(timeout=self._polling_interval)
+            Observer()
+            if mode == "native"
+            else PollingObserverVFS(os.lstat, os.scandir, polling_interval=self._polling_interval)
         )
         observer.daemon = True
         observer.schedule(
@@ -507,7 +512,7 @@ class Inbox:
     def _read_hint(self, rel: str) -> None:
         """Read what a sidecar that just became stable says about its drop's files."""
         try:
-            data = fsutil.read_nofollow(self.root / rel, max_bytes=SIDECAR_MAX_BYTES)
+            data, _ = fsutil.read_beneath(self._root, rel, max_bytes=SIDECAR_MAX_BYTES + 1)
         except (OSError, UnsafePath) as exc:  # gone, unreadable, or a link by now
             log.warning("inbox.read_failed", path=rel, error=str(exc))
             return  # the last hint stands; intake reads the sidecar again anyway
@@ -530,12 +535,16 @@ class Inbox:
             self._dirty.add(names.pair_stem(path))
 
     def _lstat(self, rel: str) -> os.stat_result | None:
+        """``rel``'s own stat, reached through folders opened without following links:
+        a path that runs through a link is not in the inbox (None); the link itself is
+        found under its own name."""
         try:
-            return os.lstat(f"{self._root}/{rel}")
+            return fsutil.lstat_beneath(self._root, rel)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            log.warning("inbox.stat_failed", path=rel, error=str(exc))
+            if exc.errno != errno.ELOOP:
+                log.warning("inbox.stat_failed", path=rel, error=str(exc))
             return None
 
     def _refresh(self, rel: str, now: float) -> None:
@@ -588,22 +597,37 @@ class Inbox:
             self._observe(rel, None, now)
 
     def _walk(self, folder: str, found: dict[str, FileSig]) -> bool:
-        """Collect input files and symlinks under ``folder``; False if the root is missing."""
-        stack = [folder]
-        while stack:
-            rel_dir = stack.pop()
-            abs_dir = f"{self._root}/{rel_dir}" if rel_dir else self._root
-            try:
-                with os.scandir(abs_dir) as it:
-                    entries = list(it)
-            except (FileNotFoundError, NotADirectoryError):
-                if rel_dir == "":
-                    return False
-                continue  # the folder went away: its files count as vanished
-            except OSError as exc:
-                log.warning("inbox.unreadable", folder=rel_dir or ".", error=str(exc))
-                continue
-            for entry in entries:
+        """Collect input files and symlinks under ``folder``; False if the root is missing.
+
+        Every folder is opened relative to its parent without following a link
+        (:func:`fsutil.open_folder`), whatever the observer said about it: a linked
+        folder is found as the link it is, never walked (docs/design.md, "Symlinks").
+        At most one descriptor per level of the walk is open.
+        """
+        try:
+            top = fsutil.open_folder(self._root, folder)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if folder == "":
+                return False
+            if isinstance(exc, NotADirectoryError):
+                self._found_link(folder, found)  # replaced by a link, or by a file
+            return True  # the folder went away: its files count as vanished
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and folder != "":
+                self._found_link(folder, found)
+            else:
+                log.warning("inbox.unreadable", folder=folder or ".", error=str(exc))
+            return True
+        stack: list[tuple[str, int, Iterator[os.DirEntry[str]]]] = []
+        self._enter(stack, folder, top)
+        try:
+            while stack:
+                rel_dir, fd, entries = stack[-1]
+                entry = next(entries, None)
+                if entry is None:
+                    stack.pop()
+                    os.close(fd)
+                    continue
                 rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                 try:
                     if entry.is_symlink():
@@ -612,7 +636,7 @@ class Inbox:
                             found[rel] = _sig(entry.stat(follow_symlinks=False))
                     elif entry.is_dir(follow_symlinks=False):
                         if not entry.name.startswith("."):
-                            stack.append(rel)
+                            self._descend(stack, rel, fd, entry.name, found)
                     elif (
                         _is_input_name(entry.name)
                         and rel not in self._held
@@ -621,4 +645,46 @@ class Inbox:
                         found[rel] = _sig(entry.stat(follow_symlinks=False))
                 except FileNotFoundError:
                     continue
+        finally:
+            for _, fd, _ in stack:
+                os.close(fd)
         return True
+
+    @staticmethod
+    def _enter(stack: list[tuple[str, int, Iterator[os.DirEntry[str]]]], rel: str, fd: int) -> None:
+        try:
+            with os.scandir(fd) as it:
+                entries = list(it)
+        except OSError as exc:
+            log.warning("inbox.unreadable", folder=rel or ".", error=str(exc))
+            entries = []
+        stack.append((rel, fd, iter(entries)))
+
+    def _descend(
+        self,
+        stack: list[tuple[str, int, Iterator[os.DirEntry[str]]]],
+        rel: str,
+        parent_fd: int,
+        name: str,
+        found: dict[str, FileSig],
+    ) -> None:
+        """Open the subfolder ``name`` of ``parent_fd`` (never through a link) and walk it."""
+        try:
+            fd = os.open(name, fsutil.FOLDER_FLAGS, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            self._found_link(rel, found)  # swapped for a link since it was listed
+            return
+        except OSError as exc:
+            log.warning("inbox.unreadable", folder=rel, error=str(exc))
+            return
+        self._enter(stack, rel, fd)
+
+    def _found_link(self, rel: str, found: dict[str, FileSig]) -> None:
+        """``rel`` was to be a folder: if it is a link, report the link itself."""
+        st = self._lstat(rel)
+        if st is None or rel in self._held:
+            return
+        if stat.S_ISLNK(st.st_mode) and self._accepts(rel, st.st_mode):
+            found[rel] = _sig(st)

@@ -223,17 +223,13 @@ def _same_content(a: Path, b: Path) -> bool:
                 return True
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
 def _ensure_json(path: Path, obj: Any) -> bool:
     """Make ``path`` hold ``obj`` durably; rewrite only when it differs.  True if written."""
     try:
         current: bytes | None = path.read_bytes()
     except FileNotFoundError:
         current = None
-    if current == _json_bytes(obj):
+    if current == fsutil.json_bytes(obj):
         # It may predate a crash that came before its folder's fsync.
         fsutil.fsync_file(path)
         fsutil.fsync_dir(path.parent)
@@ -316,7 +312,7 @@ def _is_own_metadata(path: Path, metadata: dict[str, Any]) -> bool:
         return False
     if "job_id" in metadata:
         return isinstance(data, dict) and data.get("job_id") == metadata["job_id"]
-    return path.read_bytes() == _json_bytes(metadata)
+    return path.read_bytes() == fsutil.json_bytes(metadata)
 
 
 def copy_for_duplicate(src_mp4: Path, staging: Path) -> tuple[str, int]:
@@ -364,7 +360,11 @@ def finish_moves(
 
     Idempotent.  ``roots`` maps ``inbox``, ``done`` and ``failed`` to folders.
     ``expect`` maps a source to the identity the job examined: a file replaced under
-    that name is not this job's and stays in the inbox (docs/design.md, "The inbox").  Per
+    that name (another device or inode, even with the same bytes) is not this job's
+    and stays in the inbox for the next drop; the examined inode touched or rewritten
+    in place moves only while its bytes still hash to what the job recorded (the hash
+    may confirm, never substitute: docs/design.md, "A job owns the files it
+    examined").  Per
     move: source only → moved; destination only → already done; neither → the
     user removed the input (warning ``outbox.input_vanished``); both → if they are
     one file or identical (a crash in the middle of a move) the source is
@@ -384,12 +384,9 @@ def finish_moves(
                 try:
                     fsutil.move_file(src, dst, expect=examined)
                 except InputReplaced:
-                    # Another inode: the same bytes (a restored or copied inbox) are
-                    # still this job's input; other bytes are a new drop of their own.
-                    sha = getattr(examined, "sha256", None)
-                    if sha is None or src.is_symlink() or sha256_file(src)[0] != sha:
+                    if examined is None:
                         raise
-                    fsutil.move_file(src, dst)
+                    _move_if_still_examined(src, dst, examined)
             except FileExistsError as exc:
                 raise OutputConflict(f"{dst_rel} appeared while moving", path=dst_rel) from exc
             except InputReplaced:
@@ -409,6 +406,20 @@ def finish_moves(
                 f"{dst_rel} already exists with other content; {src_rel} stays in the inbox",
                 path=dst_rel,
             )
+
+
+def _move_if_still_examined(src: Path, dst: Path, examined: fsutil.FileIdentity) -> None:
+    """``src`` is not quite the identity recorded: move it only if it is the very inode
+    the job examined (same device and inode) and its bytes still hash to the recorded
+    sha256 (a touched file); a new file under the name, same bytes or not, raises
+    :class:`InputReplaced` and stays in the inbox: it is a drop of its own."""
+    now = fsutil.identify(src)
+    sha = getattr(examined, "sha256", "")
+    if (now.dev, now.ino) != (examined.dev, examined.ino) or not sha:
+        raise InputReplaced(f"{src.name} is another file than the one this job examined")
+    if sha256_file(src)[0] != sha:
+        raise InputReplaced(f"{src.name} was rewritten since this job examined it")
+    fsutil.move_file(src, dst, expect=now)
 
 
 def write_error_report(

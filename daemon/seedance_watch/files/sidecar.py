@@ -89,7 +89,8 @@ MAX_REFERENCES: Final = 9
 #: What ``mode:`` takes: ``image`` (the default: an image drop, with or without a
 #: ``last_frame``) or ``text`` (the sidecar alone is the drop).
 MODES: Final = ("image", "text")
-#: How much of a sidecar is read; the rest of a larger file is never looked at.
+#: The largest sidecar: a larger one is invalid_sidecar, never cut (docs/design.md,
+#: "Keys").  Readers read one byte more, so that a larger file is seen as one.
 SIDECAR_MAX_BYTES: Final = 1 << 20
 
 PROMPT_MAX_CHARS: Final = 2000
@@ -97,6 +98,8 @@ PROMPT_MAX_CHARS: Final = 2000
 _TEXT_COMMAND = re.compile(r"--([^\W\d_][\w-]*)")
 # What YAML 1.1 (and so PyYAML's reader) counts as a line break besides \r and \n.
 _UNICODE_BREAKS = re.compile("[\x85\u2028\u2029]")
+# A lone surrogate, which a double-quoted "\ud83d" escape gives: not a character.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Every line break a prompt may hold, each to become one "\n".
 _LINE_BREAK = re.compile("\r\n|[\r\x85\u2028\u2029]")
 
@@ -261,12 +264,15 @@ def sidecar_hint(data: bytes, sidecar_name: str) -> DropHint:
     Bytes that are not a readable YAML mapping give the default hint, and intake
     reports them.
 
-    Only the first :data:`SIDECAR_MAX_BYTES` are read, as intake does.  The YAML
-    is read as a stream of parser events (libyaml's when present), never built
-    into values, so even a large sidecar costs little.
+    A sidecar over :data:`SIDECAR_MAX_BYTES` is ``alone``: intake refuses it, so its
+    drop fails at once instead of waiting for files.  The YAML is read as a stream
+    of parser events (libyaml's when present), never built into values, so even a
+    large sidecar costs little.
     """
+    if len(data) > SIDECAR_MAX_BYTES:
+        return DropHint(alone=True)
     try:
-        return _hint(data[:SIDECAR_MAX_BYTES], PurePosixPath(sidecar_name).stem)
+        return _hint(data, PurePosixPath(sidecar_name).stem)
     except Exception:  # anything a parser raises on crafted input: no hint
         return DropHint()
 
@@ -293,6 +299,14 @@ def _problem(message: str, key: str | None, hint: str | None = None) -> InvalidS
 
 
 def _validate(data: bytes, *, strict_model: bool) -> tuple[Sidecar | None, list[InvalidSidecar]]:
+    if len(data) > SIDECAR_MAX_BYTES:
+        # Cutting it would drop whatever follows the cut: a key, a fix, a typo.
+        message = (
+            f"the sidecar is over {SIDECAR_MAX_BYTES} bytes (1 MiB), the limit; "
+            "nothing in it was used"
+        )
+        hint = "A sidecar holds a prompt and a few keys: remove what it does not need."
+        return None, [_problem(message, None, hint)]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -515,6 +529,17 @@ def _unknown_key(key: str) -> InvalidSidecar:
 
 def _check_value(key: str, value: Any) -> InvalidSidecar | None:
     """The problem with one known key's value, or None when it is valid."""
+    for text in value if isinstance(value, list) else (value,):
+        found = _SURROGATE.search(text) if isinstance(text, str) else None
+        if found is not None:
+            # A "\ud83d" escape in double quotes: no character, and no UTF-8 for the
+            # gateway, the ledger or a file name.
+            return _problem(
+                f"{key}: holds U+{ord(found.group()):04X}, half of a UTF-16 surrogate pair, "
+                "which is not a character",
+                key,
+                "Write the character itself, or its \\U escape (\\U0001F600).",
+            )
     if key == "prompt":
         return _check_prompt(value)
     if key == "model":

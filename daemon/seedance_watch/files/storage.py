@@ -10,7 +10,12 @@ is translated here, at the edge, into the daemon's own tree (``errors.py``):
   would fail the same way, so the engine pauses the pipeline instead of failing
   jobs one by one;
 * ``StorageRejected`` -- S3 refuses this one object (key too long, entity too
-  large): only this job fails.
+  large, or any other refusal of an upload while the bucket itself answers a
+  ``HEAD``): only this job fails.
+
+Object keys never hold a file name: ``{prefix}{job_id}/{role}{suffix}``
+(``core/names.object_name``), so no name the inbox accepts can make S3 refuse a key
+(docs/design.md, "Storage").
 
 Messages name the bucket and the endpoint, never a credential.  All methods are
 synchronous and thread-safe (one boto3 client, which is thread-safe, created once);
@@ -62,7 +67,7 @@ from seedance_watch.errors import (
     StorageTransient,
     StorageUnavailable,
 )
-from seedance_watch.files.fsutil import FileIdentity, Identity
+from seedance_watch.files.fsutil import FileIdentity, Identity, open_beneath
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -102,10 +107,31 @@ _TRANSIENT_CODES = frozenset(
 )
 # S3 error codes about one object: only the job that owns it fails.
 _OBJECT_CODES = frozenset({"KeyTooLongError", "EntityTooLarge"})
-# Anything else S3 refuses (NoSuchBucket, AccessDenied, InvalidAccessKeyId,
-# SignatureDoesNotMatch, AllAccessDisabled, a bare 403/404 from head_bucket, a
-# redirect to another region...) is about the bucket or the credentials, so it
-# pauses the pipeline: failing each job in turn would lose nothing but the inputs.
+# S3 error codes about the bucket or who we are: every upload would meet them, so
+# they pause the pipeline (failing each job in turn would lose nothing but inputs).
+_BUCKET_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AuthorizationHeaderMalformed",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidSecurity",
+        "NotSignedUp",
+        "PermanentRedirect",
+        "Redirect",
+        "TemporaryRedirect",
+    }
+)
+# Any other refusal of an upload (a bare 404, NoSuchKey, InvalidArgument...) may
+# be about that one object or about the bucket: a HEAD of the bucket decides.
+# Without a key (head_bucket) every refusal is the bucket's.
 
 
 class StorageSettings(Protocol):
@@ -190,9 +216,10 @@ class Storage:
             max_concurrency=4,
         )
 
-    def key_for(self, job_id: str, file_name: str) -> str:
-        """The object key of a job's image: ``{prefix}{job_id}/{file_name}``."""
-        return f"{self.prefix}{job_id}/{file_name}"
+    def key_for(self, job_id: str, name: str) -> str:
+        """The object key of a job's image: ``{prefix}{job_id}/{name}``, where ``name``
+        is ``core/names.object_name``'s (never a file name from the inbox)."""
+        return f"{self.prefix}{job_id}/{name}"
 
     def upload(
         self,
@@ -202,12 +229,15 @@ class Storage:
         content_type: str,
         expect_sha256: str | None = None,
         expect: FileIdentity | None = None,
+        root: Path | None = None,
     ) -> int:
         """Upload ``path`` to ``key`` with ``content_type``; return the bytes uploaded.
 
         Files above the multipart threshold (8 MiB) go up in 8 MiB parts, four at once.
         The file is opened once (``O_NOFOLLOW``: a symlink is refused with ``OSError``
-        ELOOP, or with :class:`InputReplaced` when ``expect`` says it was a file).
+        ELOOP, or with :class:`InputReplaced` when ``expect`` says it was a file);
+        with ``root`` (the inbox), no folder between it and ``path`` is followed
+        either (:func:`~seedance_watch.files.fsutil.open_beneath`).
         With ``expect`` (intake's record), the open file must be that one (device,
         inode, size, mtime), else :class:`InputReplaced` before anything is sent.
         With ``expect_sha256``, the bytes sent are hashed on the way; if they do not
@@ -216,7 +246,10 @@ class Storage:
         """
         started = time.monotonic()
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if root is None:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            else:
+                fd = open_beneath(root, path.relative_to(root).as_posix())
         except OSError as exc:
             if exc.errno == errno.ELOOP and expect is not None:
                 # Intake examined a regular file; a symlink has taken its name since.
@@ -343,7 +376,7 @@ class Storage:
                 return self._translate(inner, action, key)
             return StorageTransient(f"S3 {action} failed for {where}: {exc}")
         if isinstance(exc, ClientError):
-            return self._translate_client_error(exc, action, where)
+            return self._translate_client_error(exc, action, where, key)
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             return StorageUnavailable(
                 f"S3 {action} impossible for {where}: no usable AWS credentials in boto3's "
@@ -362,7 +395,7 @@ class Storage:
         return StorageTransient(f"S3 {action} failed for {where}: {type(exc).__name__}: {exc}")
 
     def _translate_client_error(
-        self, exc: ClientError, action: str, where: str
+        self, exc: ClientError, action: str, where: str, key: str | None
     ) -> SeedanceWatchError:
         response: Any = exc.response
         code = _error_code(exc)
@@ -375,11 +408,26 @@ class Storage:
             return StorageTransient(text, http_status=status)
         if code in _OBJECT_CODES:
             return StorageRejected(text, http_status=status)
+        if action == "upload" and key is not None and code not in _BUCKET_CODES:
+            return self._object_or_bucket(text, status)
         if code in ("404", "NoSuchBucket"):
             text = f"S3 bucket not found: {where} ({code})"
         elif code in ("403", "AccessDenied"):
             text = f"S3 access denied: {where} ({code}" + (f": {detail})" if detail else ")")
         return StorageUnavailable(text, http_status=status)
+
+    def _object_or_bucket(self, text: str, status: int | None) -> SeedanceWatchError:
+        """An upload refused for no reason known to be the bucket's: if the bucket
+        answers a ``HEAD``, the refusal is this object's (the job fails alone, nothing
+        pauses); otherwise the bucket's own answer is the error (a pause, or a retry)."""
+        try:
+            self.check()
+        except SeedanceWatchError as bucket:
+            return bucket
+        log.warning("storage.object_refused", reason=text, bucket=self.bucket)
+        return StorageRejected(
+            f"{text}; the bucket itself answers, so only this job fails", http_status=status
+        )
 
 
 class _HashingReader(io.RawIOBase):

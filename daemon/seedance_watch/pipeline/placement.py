@@ -113,7 +113,7 @@ class Placement:
         for key in job.object_keys:
             try:
                 await asyncio.to_thread(self._bucket.delete, key)
-            except (E.StorageTransient, E.StorageUnavailable) as exc:
+            except (E.StorageTransient, E.StorageUnavailable, E.StorageRejected) as exc:
                 log.warning("storage.delete_failed", job_id=job.job_id, s3_key=key, reason=str(exc))
 
     def _release_names(self, job: Job) -> None:

@@ -1,7 +1,8 @@
 """The upload stage: a new job's images go to the bucket (``NEW → UPLOADED``).
 
-Each image of the drop (the image, and the last frame of a frames drop; a text
-drop has none) is uploaded under ``{prefix}{job_id}/{file name}`` with its
+Each image of the drop (the image, the last frame of a frames drop, the reference
+images; a text drop has none) is uploaded under ``{prefix}{job_id}/{role}{suffix}``
+(``image.jpg``, ``reference-2.png``: never the file's own name) with its
 Content-Type.  Transient S3 errors are retried a few times in this coroutine
 (stamina), then the job goes back on the timer heap; an unusable bucket pauses
 uploads (nothing fails); a vanished input fails the job.
@@ -18,7 +19,7 @@ import stamina
 
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import InputFile, Job, Stage, Uploaded
-from seedance_watch.core.names import content_type
+from seedance_watch.core.names import content_type, object_name
 from seedance_watch.core.scheduling import STAGE_POLICIES
 from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps, Wait
 
@@ -58,22 +59,26 @@ class UploadStage:
         policy = STAGE_POLICIES[self.stage]
         hook = d.retry_hook(job.job_id, self.stage, E.StorageTransient)
         try:
+            references = 0
             for role, rel, examined in images_of(job):
                 path = self.inbox / rel
-                key = d.storage.key_for(job.job_id, PurePosixPath(rel).name)
+                references += role == "reference"
+                key = d.storage.key_for(job.job_id, object_name(role, rel, references))
                 async for attempt in stamina.retry_context(
                     on=hook, attempts=policy.attempts, timeout=None
                 ):
                     with attempt, d.critical():
-                        # Only the bytes intake hashed go up (docs/design.md, "The inbox"): other
-                        # bytes under that name fail this job as input_replaced.  (The hash
-                        # decides, not the inode: a restored inbox has new inodes.)
+                        # Only the bytes intake hashed go up (docs/design.md, "A job owns the
+                        # files it examined"): other bytes under that name fail this job as
+                        # input_replaced.  Here the hash decides (the same bytes are the same
+                        # image); a move goes by the inode, which the hash only confirms.
                         total += await asyncio.to_thread(
                             d.storage.upload,
                             path,
                             key,
                             content_type=content_type(rel),
                             expect_sha256=examined.sha256 if examined else None,
+                            root=self.inbox,
                         )
                 uploads.append((role, key))
         except FileNotFoundError:
@@ -88,6 +93,9 @@ class UploadStage:
             return Pause("storage", exc)
         except E.StorageTransient as exc:
             return Retry(exc.message, exc.retry_after)
+        except E.StorageRejected as exc:
+            d.pauses.storage_ok()  # the bucket answered: this object alone was refused
+            return Fail(exc)
         except E.JobError as exc:
             return Fail(exc)
         d.pauses.storage_ok()
