@@ -157,11 +157,12 @@ def free_port() -> int:
 
 
 class Receiver:
-    """A webhook receiver on loopback: records every POST and answers it.
+    """A webhook receiver on loopback: records every POST (and GET) and answers it.
 
-    ``calls``: ``(path, headers, JSON body)`` of each POST, in order; the answer is the
-    next status of ``plan``, then ``status``.  While ``gate`` is cleared, answers wait.
-    ``url`` is its ``http://`` address, ``json_url`` the same for Apprise (``json://``).
+    ``calls``: ``(path, headers, JSON body)`` of each request, in order (a GET's body:
+    None); the answer is the next status of ``plan``, then ``status``.  While ``gate``
+    is cleared, answers wait.  ``url`` is its ``http://`` address, ``json_url`` the
+    same for Apprise (``json://``).
     """
 
     def __init__(self, status: int = 200) -> None:
@@ -175,7 +176,8 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                length = int(self.headers.get("Content-Length", 0))
+                data = json.loads(self.rfile.read(length)) if length else None
                 receiver.gate.wait(30)
                 heads = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._lock:
@@ -184,6 +186,8 @@ class Receiver:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_POST
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -196,7 +200,7 @@ class Receiver:
 
     @property
     def posts(self) -> list[Any]:
-        """The JSON body of every POST, in order."""
+        """The JSON body of every request, in order."""
         with self._lock:
             return [data for _, _, data in self.calls]
 

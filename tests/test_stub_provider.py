@@ -128,8 +128,11 @@ class FakeModelArk:
 
     def _answer_api(self, request: Request) -> tuple[int, dict[str, str], bytes]:
         self._record(request)
-        if request.headers.get("authorization") != f"Bearer {self.key}":
-            return _error(401, "AuthenticationError", "The API key is missing or invalid.")
+        presented = request.headers.get("authorization", "")
+        if presented != f"Bearer {self.key}":
+            # As some gateways do, it quotes what it was given: a provider must not.
+            given = presented.removeprefix("Bearer ")
+            return _error(401, "AuthenticationError", f"The API key {given} is invalid.")
         tasks = stub_provider.TASKS_PATH
         if request.method == "POST" and request.path == tasks:
             return self._submit(request)
