@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .conftest import make_image_bytes
+from .helpers import make_image_bytes
 
 GOOD_JPEG = make_image_bytes(640, 480)
 

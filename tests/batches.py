@@ -7,7 +7,6 @@ never the daemon's ledger or helpers.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import random
@@ -21,6 +20,8 @@ from typing import Any, Literal, Protocol
 from PIL import Image
 
 from seedance_watch.simulator.config import SubmitRecord
+
+from .helpers import sha256
 
 Kind = Literal["image", "frames", "text"]
 
@@ -146,10 +147,6 @@ class Verdict:
         }
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _all_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
@@ -194,7 +191,7 @@ def _drop_identity(drop: Drop) -> tuple[str, ...]:
     if drop.kind == "text":
         return ("text", drop.prompt)
     images = [data for rel, data in drop.files.items() if not rel.endswith(".yaml")]
-    return (drop.kind, *(_sha(data) for data in images))
+    return (drop.kind, *(sha256(data) for data in images))
 
 
 def check_batch(
@@ -232,14 +229,14 @@ def check_batch(
     for kind, root in (("done", done), ("failed", failed)):
         for path in _all_files(root):
             if path.is_file() and not path.is_symlink():
-                homes.setdefault(_sha(path.read_bytes()), []).append(
+                homes.setdefault(sha256(path.read_bytes()), []).append(
                     (kind, path.relative_to(root).as_posix())
                 )
     where: dict[str, tuple[str, str]] = {}  # source -> (done|failed, suffix)
     for source, drop in drops.items():
         places: dict[str, tuple[str, str]] = {}
         for rel, data in drop.files.items():
-            found = homes.get(_sha(data), [])
+            found = homes.get(sha256(data), [])
             if len(found) != 1:
                 v.lost_inputs.append(f"{rel}: found {len(found)} times in done/ and failed/")
             else:
@@ -318,7 +315,7 @@ def check_batch(
             v.wrong_videos.append(f"{rel}.mp4 differs from what task {task} served")
         elif owner is not None and _request_identity(by_task[task]) != _drop_identity(owner):
             v.wrong_videos.append(f"{rel}.mp4: task {task} was not submitted for {source}")
-        if meta.get("video_sha256") != _sha(video) or meta.get("video_bytes") != len(video):
+        if meta.get("video_sha256") != sha256(video) or meta.get("video_bytes") != len(video):
             v.wrong_videos.append(f"{rel}.json: video_sha256/video_bytes do not match the mp4")
         if video[4:8] != b"ftyp":
             v.wrong_videos.append(f"{rel}.mp4 has no ftyp box")
@@ -354,10 +351,10 @@ def _metadata_problems(name: str, meta: Mapping[str, Any], drop: Drop) -> list[s
     out = []
     if meta.get("kind") != drop.kind:
         out.append(f"{name}: kind {meta.get('kind')!r}, the drop is {drop.kind!r}")
-    if meta.get("source_sha256") != _sha(drop.files[drop.source]):
+    if meta.get("source_sha256") != sha256(drop.files[drop.source]):
         out.append(f"{name}: source_sha256 is not the hash of {drop.source}")
     end = drop.end_image
-    if end is not None and meta.get("last_frame_sha256") != _sha(end):
+    if end is not None and meta.get("last_frame_sha256") != sha256(end):
         out.append(f"{name}: last_frame_sha256 is not the hash of the end image")
     if end is None and meta.get("last_frame_sha256") is not None:
         out.append(f"{name}: last_frame_sha256 on a {drop.kind} drop")

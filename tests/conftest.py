@@ -1,22 +1,29 @@
-"""Shared fixtures: S3 on loopback (moto's emulator, and SeaweedFS, a real server), sample
-images; Hypothesis profiles."""
+"""Shared fixtures: S3 on loopback (moto's emulator, and SeaweedFS, a real server), the
+simulator on loopback, a pair writer, the anyio backend; Hypothesis profiles.  Their
+helpers are ``helpers.py``'s.
+
+The ``sim`` fixture is a simulator with :func:`~.simhelpers.quick_tasks`; a test (or
+a module's ``pytestmark``) marked ``@pytest.mark.sim(config=None, **knobs)`` gets
+that config, or those knobs over quick tasks.  ``sim_factory(config=None, **knobs)``
+starts more, each stopped after the test.
+"""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
-from PIL import Image
 
+from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
+from .helpers import BUCKET, WritePair
+from .helpers import write_pair as _write_pair
 from .seaweedfs import SeaweedFS, find_weed
-
-BUCKET = "test-bucket"
+from .simhelpers import SimFactory, quick_tasks
 
 # The suite is deterministic by default, in CI and in a fresh clone alike: every
 # property test draws the same examples on every run (derandomize) and no example
@@ -61,40 +68,46 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def make_image_bytes(
-    width: int = 640,
-    height: int = 480,
-    fmt: str = "JPEG",
-    color: tuple[int, int, int] = (40, 120, 200),
-) -> bytes:
-    """A decodable image with a gradient (so encoders have something to chew on)."""
-    img = Image.new("RGB", (width, height), color)
-    for x in range(0, width, 8):
-        for y in range(0, height, 8):
-            img.putpixel((x, y), ((x * 255) // width, (y * 255) // height, 128))
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
+@pytest.fixture
+def write_pair() -> WritePair:
+    """``write_pair(folder, "beach", sidecar=..., ext=..., size=...)`` writes beach.jpg and
+    beach.yaml (see :func:`.helpers.write_pair`)."""
+    return _write_pair
 
 
 @pytest.fixture
-def write_pair() -> object:
-    """``write_pair(folder, "beach", prompt=..., **options)`` writes beach.jpg + beach.yaml."""
+def anyio_backend() -> str:
+    """The anyio tests run on asyncio (the daemon's loop)."""
+    return "asyncio"
 
-    def _write(
-        folder: Path,
-        stem: str,
-        *,
-        ext: str = ".jpg",
-        fmt: str = "JPEG",
-        sidecar: str | None = None,
-        size: tuple[int, int] = (640, 480),
-    ) -> tuple[Path, Path]:
-        folder.mkdir(parents=True, exist_ok=True)
-        image = folder / f"{stem}{ext}"
-        image.write_bytes(make_image_bytes(*size, fmt=fmt))
-        side = folder / f"{stem}.yaml"
-        side.write_text(sidecar if sidecar is not None else f'prompt: "A calm scene: {stem}"\n')
-        return image, side
 
-    return _write
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sim(config=None, **knobs): the sim fixture's simulator (config, by default "
+        "quick_tasks(), with knobs over it)",
+    )
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[SimFactory]:
+    """``sim_factory(config=None, **knobs)``: a started simulator (``config``, by default
+    :func:`~.simhelpers.quick_tasks`, with ``knobs`` over it), stopped after the test."""
+    started: list[Simulator] = []
+
+    def start(config: SimulatorConfig | None = None, /, **knobs: Any) -> Simulator:
+        chosen = quick_tasks(**knobs) if config is None else config.replace(**knobs)
+        simulator = Simulator(chosen).start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()
+
+
+@pytest.fixture
+def sim(request: pytest.FixtureRequest, sim_factory: SimFactory) -> Simulator:
+    """A simulator with quick tasks, or the config and knobs of the closest ``sim`` mark."""
+    mark = request.node.get_closest_marker("sim")
+    return sim_factory() if mark is None else sim_factory(*mark.args, **mark.kwargs)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
 import subprocess
-import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import httpx
@@ -17,7 +14,7 @@ from PIL import Image, ImageStat
 from seedance_watch.core.models import MODELS, Kind
 from seedance_watch.simulator import Simulator, SimulatorConfig
 
-from .daemon_harness import wait_for
+from .helpers import wait_for
 
 SUBMIT = "/byteplus/v1/generateImage2VideoTask"
 TEXT = "/byteplus/v1/generateVideoTask"
@@ -30,7 +27,8 @@ MODEL = "seedance-1-0-pro-fast-251015"
 FAST_2 = "seedance-2-0-fast"
 
 
-FAST = {"queued_seconds": 0.05, "running_seconds": 0.1}
+#: The simulator's own tests: tasks of a fraction of a second, videos as asked.
+FAST_TASKS: dict[str, Any] = {"queued_seconds": 0.05, "running_seconds": 0.1}
 
 #: End-to-end tests' simulator: tasks of a fraction of a second, tiny videos.
 QUICK_TASKS: dict[str, Any] = {
@@ -43,8 +41,21 @@ QUICK_TASKS: dict[str, Any] = {
 
 
 def quick_tasks(**knobs: Any) -> SimulatorConfig:
-    """A :class:`SimulatorConfig` with :data:`QUICK_TASKS`, ``knobs`` over them."""
+    """A :class:`SimulatorConfig` with :data:`QUICK_TASKS`, ``knobs`` over them (the
+    ``sim`` fixture's)."""
     return SimulatorConfig(**{**QUICK_TASKS, **knobs})
+
+
+class SimFactory(Protocol):
+    """The ``sim_factory`` fixture: ``sim_factory(config=None, **knobs)`` starts a
+    simulator (``config``, by default :func:`quick_tasks`, with ``knobs`` over it)."""
+
+    def __call__(self, config: SimulatorConfig | None = None, /, **knobs: Any) -> Simulator: ...
+
+
+def fast_tasks(**knobs: Any) -> SimulatorConfig:
+    """A :class:`SimulatorConfig` with :data:`FAST_TASKS`, ``knobs`` over them."""
+    return SimulatorConfig(**{**FAST_TASKS, **knobs})
 
 
 def headers(key: str = "sim-key") -> dict[str, str]:
@@ -152,45 +163,6 @@ def mean_colour(picture: Image.Image) -> tuple[float, ...]:
 
 def close_to(actual: tuple[float, ...], expected: tuple[int, int, int], tolerance: float) -> bool:
     return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
-
-
-class Receiver:
-    """A tiny webhook receiver on loopback that records each POST and answers ``status``."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.status = status
-        self.calls: list[tuple[str, dict[str, str], Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                data = json.loads(self.rfile.read(length))
-                heads = {k.lower(): v for k, v in self.headers.items()}
-                receiver.calls.append((self.path, heads, data))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
 
 def _ready_line(proc: subprocess.Popen[str]) -> str | None:

@@ -7,9 +7,8 @@ import asyncio
 import datetime as dt
 import io
 import json
-import time
 import zoneinfo
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,13 @@ from seedance_watch.core.budget import (
 )
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, Submitted, TaskSucceeded
 from seedance_watch.errors import ConfigError
-from seedance_watch.pipeline.providers import Providers
-from seedance_watch.providers.base import GenerationRequest, TaskRef
+from seedance_watch.providers.base import GenerationRequest, Media, TaskRef
 from seedance_watch.providers.download import VideoDownloader
 from seedance_watch.simulator.video import make_video
+from seedance_watch.testing.provider import FakeProvider
 
-from .fakes import FakeProvider, make_engine
+from .fakes import make_engine
+from .helpers import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -475,11 +475,6 @@ PER_SECOND = {"prices": {"m": {"per_second": 0.24}}}
 FIVE = {"resolution": "720p", "duration": 5}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def uploaded(job_id: str, *, model: str = "m", options: Mapping[str, Any] = FIVE) -> Job:
     """A job ready to submit, with its effective options."""
     return Job(
@@ -507,20 +502,13 @@ class HeldProvider(FakeProvider):
     async def create_task(
         self,
         request: GenerationRequest,
-        media: Sequence[tuple[str, str]],
+        media: Media,
         *,
         webhook_url: str | None = None,
     ) -> TaskRef:
-        self.created.append((request, dict(media), webhook_url))
+        ref = await super().create_task(request, media, webhook_url=webhook_url)
         await self.answer.wait()
-        return TaskRef(f"t-{len(self.created)}", None, "legacy")
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10.0
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+        return ref
 
 
 def test_the_gate_counts_each_let_through_submit_at_its_own_amount(tmp_path: Path) -> None:
@@ -559,15 +547,15 @@ async def test_the_last_slot_under_a_per_second_cap_is_never_shared(tmp_path: Pa
     """Three per-second drops (1.20 each) under a cap of 2.40, every submit held in
     flight: two reach the gateway, the third never does and stays uploaded, and the
     recorded reservations are what the day counts."""
-    engine, store, _, _ = make_engine(tmp_path, budget={**PER_SECOND, "max_cost_per_day": 2.40})
     provider = HeldProvider()
-    engine.deps.providers = Providers(provider, lambda _name: provider)
+    engine, store, _, _ = make_engine(
+        tmp_path, budget={**PER_SECOND, "max_cost_per_day": 2.40}, provider=provider
+    )
     for i in range(3):
         store.put(uploaded(f"j{i}"))
-    submitter = asyncio.create_task(engine.dispatch.submitter())
     try:
-        for i in range(3):
-            engine.dispatch.route(store.get(f"j{i}"))  # type: ignore[arg-type]
+        await engine.recover()  # the three uploaded jobs line up for the submitter
+        engine.start_workers()
         await until(lambda: engine.budget.hold is not None and len(provider.created) == 2)
         assert store.get("j2").state is State.UPLOADED  # type: ignore[union-attr]
         assert {store.get(f"j{i}").state for i in range(2)} == {State.SUBMITTING}  # type: ignore[union-attr]
@@ -586,8 +574,6 @@ async def test_the_last_slot_under_a_per_second_cap_is_never_shared(tmp_path: Pa
             }
         assert engine.budget.today()["spent"] == 2.4 and engine.budget.today()["submits"] == 2
     finally:
-        submitter.cancel()
-        await asyncio.gather(submitter, return_exceptions=True)
         await engine.shutdown(1.0)
 
 
@@ -602,10 +588,10 @@ def clip_6_2_seconds() -> bytes:
 def downloaded(tmp_path: Path, video: bytes, *, options: Mapping[str, Any]) -> tuple[Any, Any]:
     """An engine with one 2.0 Fast job whose task succeeded (its intent counted), and
     a downloader that serves ``video``."""
-    engine, store, _, _ = make_engine(tmp_path)
-    engine.deps.downloader = VideoDownloader(
+    downloader = VideoDownloader(
         transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=video))
     )
+    engine, store, _, _ = make_engine(tmp_path, downloader=downloader)
     for name in ("clip.jpg", "clip.yaml"):
         (tmp_path / "inbox" / name).write_bytes(b"x")
     job = uploaded("clip", model="seedance-2-0-fast", options=options)

@@ -14,7 +14,7 @@ import pytest
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import daemon_env, files_under, fresh_bucket, run_once, write_config
+from .helpers import daemon_env, files_under, fresh_bucket, run_once, write_config
 from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from seedance_watch.simulator.config import SubmitRecord
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .batches import Verdict, check_batch, make_batch
-from .daemon_harness import DaemonProcess, daemon_env, fresh_bucket, wait_for, write_config
+from .helpers import DaemonProcess, daemon_env, fresh_bucket, wait_for, write_config
 from .simhelpers import quick_tasks
 
 #: Log events that mark the stages a kill should land in or right after.
@@ -154,22 +153,20 @@ def _tail(daemon: DaemonProcess, lines: int = 30) -> str:
 MIXED_SEED = 2
 
 
-@pytest.fixture
-def fast_sim() -> Iterator[Simulator]:
-    with Simulator(torture_simulator_config(seed=3)) as simulator:
-        yield simulator
+#: The torture tests' simulator (the ``sim`` fixture): the bench's, seeded.
+pytestmark = pytest.mark.sim(torture_simulator_config(seed=3))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_at_random_moments_loses_nothing_and_never_pays_twice(
-    tmp_path: Path, s3_server: S3Emulator, fast_sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """12 pairs, 8 SIGKILLs at seeded random stages, restarts, then ``run --once``: every
     input in done/ or failed/, one mp4 per done job with the served bytes, no staging
     leftovers or empty files, valid JSON, at most one submit per job (bar ambiguous)."""
     monkeypatch.setenv("SEEDANCE_WATCH_GATEWAY__MAX_IN_FLIGHT", "4")
-    result = torture(tmp_path, s3_server, fast_sim, pairs=12, kills=8, seed=20250910)
+    result = torture(tmp_path, s3_server, sim, pairs=12, kills=8, seed=20250910)
     verdict = result.verdict
     assert verdict.problems() == {}, (verdict, result.phases)
     assert verdict.done + verdict.failed == 12
@@ -185,7 +182,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_never_pays_twice(
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_during_a_mixed_batch_moves_every_drop_whole_and_never_pays_twice(
-    tmp_path: Path, s3_server: S3Emulator, fast_sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """12 drops of the three kinds (4 frames drops of three files, 2 text drops of a
     sidecar alone), 8 SIGKILLs at seeded random stages, then ``run --once``: each drop's
@@ -193,7 +190,7 @@ def test_sigkill_during_a_mixed_batch_moves_every_drop_whole_and_never_pays_twic
     the right kind (and end image hash) per done drop, at most one submit per drop on the
     image, frames and text endpoints alike (bar ambiguous)."""
     monkeypatch.setenv("SEEDANCE_WATCH_GATEWAY__MAX_IN_FLIGHT", "4")
-    result = torture(tmp_path, s3_server, fast_sim, pairs=12, kills=8, seed=MIXED_SEED, kinds=True)
+    result = torture(tmp_path, s3_server, sim, pairs=12, kills=8, seed=MIXED_SEED, kinds=True)
     verdict = result.verdict
     assert verdict.problems() == {}, (verdict, result.phases)
     assert verdict.done + verdict.failed == 12
@@ -205,38 +202,38 @@ def test_sigkill_during_a_mixed_batch_moves_every_drop_whole_and_never_pays_twic
 
 @pytest.mark.timeout(60)
 def test_checker_catches_a_duplicate_output_and_a_lost_input(
-    tmp_path: Path, s3_server: S3Emulator, fast_sim: Simulator, write_pair: Any
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: Any
 ) -> None:
     """The independent checker is not vacuous: it reports a second mp4 for one job,
     a staging leftover, a zero-byte file and an input that vanished."""
-    from .daemon_harness import run_once
+    from .helpers import run_once
 
-    config_path = write_config(tmp_path, s3_server, fast_sim)
+    config_path = write_config(tmp_path, s3_server, sim)
     sources = make_batch(tmp_path / "inbox", 2, seed=1)
     result, _ = run_once(config_path)
     assert result.exit_code == 0
-    assert check_batch(tmp_path, sources, fast_sim).problems() == {}
+    assert check_batch(tmp_path, sources, sim).problems() == {}
     outbox = tmp_path / "outbox"
     (outbox / "shot-000-2.mp4").write_bytes((outbox / "shot-000.mp4").read_bytes())
     (outbox / "shot-000-2.json").write_text((outbox / "shot-000.json").read_text())
     (outbox / ".seedance-x.mp4.part").write_bytes(b"half")
     (outbox / "empty.json").write_bytes(b"")
     (tmp_path / "done" / "shot-001.jpg").unlink()
-    problems = check_batch(tmp_path, sources, fast_sim).problems()
+    problems = check_batch(tmp_path, sources, sim).problems()
     assert problems.keys() >= {"duplicate_outputs", "staging_leftovers", "lost_inputs"}
     assert any("empty.json" in p for p in problems["bad_json"])
 
 
 @pytest.mark.timeout(90)
 def test_status_works_while_the_daemon_runs_and_never_blocks_it(
-    tmp_path: Path, s3_server: S3Emulator, fast_sim: Simulator
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:
     """``status --json`` (the CLI) answers during a batch, with every job once, while the
     daemon keeps going and finishes the batch; status never takes the lock."""
     config_path = write_config(
         tmp_path,
         s3_server,
-        fast_sim,
+        sim,
         settle=0.1,
         poll_interval=0.05,
         bucket=fresh_bucket(s3_server),
@@ -286,32 +283,32 @@ def test_status_works_while_the_daemon_runs_and_never_blocks_it(
     for report in reports:
         ids = [job["job_id"] for job in report["jobs"]]
         assert len(ids) == len(set(ids)) == sum(report["counts"].values())
-    assert check_batch(tmp_path, sources, fast_sim).problems() == {}
+    assert check_batch(tmp_path, sources, sim).problems() == {}
 
 
 @pytest.mark.timeout(60)
 def test_checker_catches_a_frames_drop_torn_apart_and_a_wrong_kind(
-    tmp_path: Path, s3_server: S3Emulator, fast_sim: Simulator
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:
     """The checker's rules for frames and text drops are not vacuous: an end image left
     behind in failed/, one deleted, one with another suffix than its drop, a text sidecar
     copied twice, a JSON with the wrong kind or end image hash, a video of another drop's
     task, a drop in failed/ without its report, and a second submit of a frames request
     are each reported."""
-    from .daemon_harness import run_once
+    from .helpers import run_once
 
-    config_path = write_config(tmp_path, s3_server, fast_sim)
+    config_path = write_config(tmp_path, s3_server, sim)
     sources = make_batch(tmp_path / "inbox", 10, seed=2, kinds=True)
     kinds = Counter(drop.kind for drop in sources.drops.values())
     assert kinds == {"image": 5, "frames": 3, "text": 2}
     result, _ = run_once(config_path)
     assert result.exit_code == 0
-    assert check_batch(tmp_path, sources, fast_sim).problems() == {}
+    assert check_batch(tmp_path, sources, sim).problems() == {}
     done, outbox = tmp_path / "done", tmp_path / "outbox"
     assert (done / "shot-002-end.png").is_file() and (done / "b" / "shot-004.yaml").is_file()
 
     def problems() -> dict[str, list[str]]:
-        return check_batch(tmp_path, sources, fast_sim).problems()
+        return check_batch(tmp_path, sources, sim).problems()
 
     # An end image in the wrong place: split from its drop.
     (tmp_path / "failed").mkdir(exist_ok=True)
@@ -361,8 +358,8 @@ def test_checker_catches_a_frames_drop_torn_apart_and_a_wrong_kind(
     ]
     assert "shot-002.jpg: failed, yet 1 outputs" in found["duplicate_outputs"]
     # A frames request submitted twice.
-    record = next(r for r in fast_sim.submits if r.kind == "frames")
-    assert "2 submits" in str(check_batch(tmp_path, sources, Resubmitted(fast_sim, record)))
+    record = next(r for r in sim.submits if r.kind == "frames")
+    assert "2 submits" in str(check_batch(tmp_path, sources, Resubmitted(sim, record)))
 
 
 @dataclass

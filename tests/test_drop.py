@@ -22,14 +22,11 @@ from seedance_watch.files.drop import (
     event_files,
     examine_drop,
 )
-from tests.conftest import make_image_bytes
+
+from .helpers import make_image_bytes, sha256
 
 DEFAULTS = GenerationOptions(resolution="720p", duration=5)
 NOW = 1_700_000_000.0
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def reference_drop(
@@ -76,9 +73,9 @@ def test_a_reference_drop_is_one_job_led_by_its_sidecar(tmp_path: Path) -> None:
         None,
     )
     assert [(i.role, i.path, i.sha256) for i in job.inputs] == [
-        ("sidecar", "ad.yaml", sha(side)),
-        ("reference", "shoe-2.jpg", sha(second)),
-        ("reference", "shoe.png", sha(first)),
+        ("sidecar", "ad.yaml", sha256(side)),
+        ("reference", "shoe-2.jpg", sha256(second)),
+        ("reference", "shoe.png", sha256(first)),
     ]
     st = first.stat()
     assert (job.inputs[2].size, job.inputs[2].ino) == (st.st_size, st.st_ino)
@@ -88,7 +85,7 @@ def test_a_reference_drop_is_one_job_led_by_its_sidecar(tmp_path: Path) -> None:
         "seedance-2-0-fast",
         "the shoe turns",
         kind="reference",
-        reference_sha256s=(sha(second), sha(first)),
+        reference_sha256s=(sha256(second), sha256(first)),
         body_options={"duration": 5, "resolution": "720p"},
     )
     assert job.content_key == expected
@@ -97,12 +94,12 @@ def test_a_reference_drop_is_one_job_led_by_its_sidecar(tmp_path: Path) -> None:
         "seedance-2-0-fast",
         "the shoe turns",
         kind="reference",
-        reference_sha256s=(sha(first), sha(second)),
+        reference_sha256s=(sha256(first), sha256(second)),
         body_options={"duration": 5, "resolution": "720p"},
     )
     assert swapped != expected  # the order is part of the request
-    sidecar_part = f"{sha(side)}\0{sha(second)}\0{sha(first)}"
-    assert job.job_id == make_job_id("ad.yaml", sha(side), sidecar_part, side.stat().st_ctime_ns)
+    sidecar_part = f"{sha256(side)}\0{sha256(second)}\0{sha256(first)}"
+    assert job.job_id == make_job_id("ad.yaml", sha256(side), sidecar_part, side.stat().st_ctime_ns)
 
 
 def test_the_job_id_of_an_image_or_frames_drop_is_what_it_was(tmp_path: Path) -> None:
@@ -116,14 +113,14 @@ def test_the_job_id_of_an_image_or_frames_drop_is_what_it_was(tmp_path: Path) ->
     ctime = (tmp_path / "a.jpg").stat().st_ctime_ns
     frames, error = examine(tmp_path, PairReady("a", "a.jpg", "a.yaml", "end.png"))
     assert error is None
-    part = f"{sha(tmp_path / 'a.yaml')}\0{sha(tmp_path / 'end.png')}"
-    assert frames.job_id == make_job_id("a.jpg", sha(tmp_path / "a.jpg"), part, ctime)
+    part = f"{sha256(tmp_path / 'a.yaml')}\0{sha256(tmp_path / 'end.png')}"
+    assert frames.job_id == make_job_id("a.jpg", sha256(tmp_path / "a.jpg"), part, ctime)
     assert [i.role for i in frames.inputs] == ["image", "last_frame", "sidecar"]
     image, error = examine(tmp_path, PairReady("b", "b.jpg", "b.yaml"))
     assert error is None
     ctime = (tmp_path / "b.jpg").stat().st_ctime_ns
-    b_sha = sha(tmp_path / "b.jpg")
-    assert image.job_id == make_job_id("b.jpg", b_sha, sha(tmp_path / "b.yaml"), ctime)
+    b_sha = sha256(tmp_path / "b.jpg")
+    assert image.job_id == make_job_id("b.jpg", b_sha, sha256(tmp_path / "b.yaml"), ctime)
 
 
 def test_a_bad_reference_image_fails_the_drop_naming_it(tmp_path: Path) -> None:

@@ -2,47 +2,35 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
 import pytest
 
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import make_image_bytes
-from .daemon_harness import (
+from .helpers import (
     DaemonProcess,
+    WritePair,
     daemon_env,
     files_under,
+    free_port,
     fresh_bucket,
+    make_image_bytes,
     run_once,
+    sha256,
     wait_for,
     write_config,
 )
 
-pytestmark = pytest.mark.timeout(90)
-
-WritePair = Callable[..., tuple[Path, Path]]
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(queued_seconds=0.05, running_seconds=0.2, video_seconds=0.5)
-    with Simulator(config) as simulator:
-        yield simulator
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+pytestmark = [pytest.mark.timeout(90), pytest.mark.sim(video_seconds=0.5, video_fps=8)]
 
 
 def decoded_frames(data: bytes) -> int:
@@ -226,15 +214,11 @@ def test_once_ends_when_the_gateway_stays_unreachable(
     """`run --once` against a gateway that refuses connections does not wait forever:
     after a few never-sent submits it exits 1, the job waits (uploaded) in the ledger and
     its inputs stay in the inbox; the daemon itself would keep retrying."""
-    import socket
-
     from seedance_watch.ledger.jsonl import read_jobs
     from seedance_watch.pipeline import once
 
     monkeypatch.setitem(once.ONCE_ATTEMPTS, "submit", 2)  # keep the backoff short
-    with socket.socket() as probe:  # a port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     config_path = write_config(tmp_path, s3_server, sim)
     config_path.write_text(config_path.read_text().replace(sim.base_url, dead))
     write_pair(tmp_path / "inbox", "beach")

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import ACTIVE_STATES, RESUME, Job, Stage, State, SubmitRefused
 from seedance_watch.daemon import health_check
+from seedance_watch.pipeline.dispatch import Waiting
 from seedance_watch.pipeline.engine import StageCrashed
 from seedance_watch.pipeline.poll import TASK_NOT_FOUND_LIMIT
 from seedance_watch.pipeline.stage import Advance, Done, Fail, Pause, Retry, Wait
@@ -25,11 +27,6 @@ from seedance_watch.service.http import Heartbeat
 from .fakes import make_engine, seed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def test_every_unfinished_state_routes_to_one_stage() -> None:
@@ -50,8 +47,8 @@ async def test_advance_writes_the_event_first_then_routes(tmp_path: Path) -> Non
     stored = store.get("j1")
     assert stored is not None and stored.state is State.SUBMITTED and stored.task_id == "t-9"
     assert stored.dialect == "envelope"
-    assert engine.dispatch.timers.due("j1") == clock.now + 7
-    assert "j1" in engine.dispatch.in_flight  # holds a slot until its task ends
+    # Due for its first poll, and it holds a slot until its task ends.
+    assert engine.view().waiting("j1") == Waiting(due=clock.now + 7, holds_slot=True)
 
 
 async def test_a_failing_status_file_cannot_lose_a_billed_task_id(
@@ -78,19 +75,31 @@ async def test_retry_applies_its_event_and_backs_off(tmp_path: Path) -> None:
     """Retry(SubmitRefused) puts the job back to UPLOADED and on the timer heap."""
     engine, store, _, clock = make_engine(tmp_path)
     job = seed(store, State.SUBMITTING, intent_at=5.0)
-    await engine.apply(job, Stage.SUBMIT, Retry("HTTP 503", retry_after=3.0, event=SubmitRefused()))
+    with capture_logs() as logs:
+        await engine.apply(
+            job, Stage.SUBMIT, Retry("HTTP 503", retry_after=3.0, event=SubmitRefused())
+        )
     stored = store.get("j1")
     assert stored is not None and stored.state is State.UPLOADED and stored.intent_at is None
-    assert engine.dispatch.timers.due("j1") == clock.now + 3.0
-    assert engine._attempts["j1"] == 1 and "j1" not in engine.dispatch.in_flight
+    assert engine.view().waiting("j1") == Waiting(due=clock.now + 3.0, holds_slot=False)
+    assert [(e["stage"], e["attempt"]) for e in logs if e["event"] == "job.retry"] == [
+        (Stage.SUBMIT, 1)
+    ]
 
 
 async def test_wait_schedules_without_counting_an_attempt(tmp_path: Path) -> None:
+    """Wait puts the job on the timer heap and ends a run of retries: the next
+    retry counts from 1 again."""
     engine, store, _, clock = make_engine(tmp_path)
     job = seed(store, State.SUBMITTED, task_id="t")
-    engine._attempts["j1"] = 4
-    await engine.apply(job, Stage.POLL, Wait(clock.now + 5))
-    assert engine.dispatch.timers.due("j1") == clock.now + 5 and "j1" not in engine._attempts
+    with capture_logs() as logs:
+        for _ in range(4):
+            await engine.apply(job, Stage.POLL, Retry("poll failed"))
+        await engine.apply(job, Stage.POLL, Wait(clock.now + 5))
+        waiting = engine.view().waiting("j1")
+        await engine.apply(job, Stage.POLL, Retry("poll failed"))
+    assert waiting.due == clock.now + 5
+    assert [e["attempt"] for e in logs if e["event"] == "job.retry"] == [1, 2, 3, 4, 1]
 
 
 async def test_pause_keeps_the_job_first_in_line(tmp_path: Path) -> None:
@@ -101,7 +110,7 @@ async def test_pause_keeps_the_job_first_in_line(tmp_path: Path) -> None:
     await engine.apply(job, Stage.SUBMIT, Pause("credentials", refused, event=SubmitRefused()))
     stored = store.get("j1")
     assert stored is not None and stored.state is State.UPLOADED
-    assert engine.dispatch.ready.order() == ["j1"] and engine.pauses.credentials.is_open
+    assert engine.view().submit_queue() == ("j1",) and engine.pauses.credentials.is_open
 
 
 async def test_fail_writes_the_report_and_moves_the_inputs(tmp_path: Path) -> None:
@@ -126,7 +135,7 @@ async def test_done_changes_nothing(tmp_path: Path) -> None:
     job = seed(store, State.PLACING)
     before = len(store.puts)
     await engine.apply(job, Stage.FINISH, Done())
-    assert len(store.puts) == before and "j1" not in engine.dispatch.timers
+    assert len(store.puts) == before and engine.view().waiting("j1").due is None
 
 
 async def test_task_not_found_after_the_set_number_of_404s(tmp_path: Path) -> None:
@@ -213,13 +222,13 @@ async def test_submit_sends_the_request_and_a_fresh_url_per_image(tmp_path: Path
     await engine.step(Stage.SUBMIT, "j1")
     stored = store.get("j1")
     assert stored is not None and stored.state is State.SUBMITTED and stored.task_id == "t-1"
-    request, media, webhook = provider.created[0]
-    assert request.kind == "frames"
-    assert media == {
-        "image": "https://bucket.example/k1?sig=x",
-        "last_frame": "https://bucket.example/k2?sig=x",
-    }
-    assert stored.webhook_token and webhook == (
+    (created,) = provider.created
+    assert created.request.kind == "frames"
+    assert created.media == (
+        ("image", "https://bucket.example/k1?sig=x"),
+        ("last_frame", "https://bucket.example/k2?sig=x"),
+    )
+    assert stored.webhook_token and created.webhook_url == (
         f"https://me.example/webhooks/pixazo?token={stored.webhook_token}"
     )
     assert engine.poke(stored.webhook_token) and not engine.poke("bogus")
@@ -231,10 +240,11 @@ async def test_a_burst_of_429s_slows_submits_but_never_below_a_quarter(tmp_path:
     engine, store, provider, _ = make_engine(tmp_path, requests_per_minute=60)
     for _ in range(10):
         seed_uploaded = seed(store, State.UPLOADED, uploads=(("image", "k"),))
-        provider.submit_error = E.RateLimited("slow down", retry_after=1.0, http_status=429)
+        provider.submits.append(E.RateLimited("slow down", retry_after=1.0, http_status=429))
         await engine.step(Stage.SUBMIT, seed_uploaded.job_id)
         assert store.get("j1").state is State.UPLOADED  # type: ignore[union-attr]
-    assert engine.deps.bucket.rate_per_minute == 15.0
+    assert len(provider.created) == 10 and not provider.submits
+    assert engine.view().submit_rate() == 15.0
 
 
 async def test_an_object_refused_alone_fails_its_job_and_ends_a_storage_pause(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import socket
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -30,23 +28,12 @@ from seedance_watch.errors import (
 from seedance_watch.providers.http import parse_retry_after
 from seedance_watch.providers.pixazo import Gateway, TaskStatus
 
+from .helpers import free_port, sha256
 from .loopback import IMAGE_URL, KEY, MODEL, TEXT, FakeKey, Reply, Seen, serving
 
 pytestmark = pytest.mark.anyio
 
 MP4 = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -500,7 +487,7 @@ async def test_download_writes_the_video_and_never_sends_the_key(
         )
     assert dest.read_bytes() == MP4
     assert got.size == len(MP4)
-    assert got.sha256 == hashlib.sha256(MP4).hexdigest()
+    assert got.sha256 == sha256(MP4)
     assert dest.stat().st_mode & 0o777 == 0o644 & ~_umask()
     [seen] = server.requests
     assert seen.method == "GET"

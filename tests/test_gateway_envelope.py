@@ -13,15 +13,11 @@ from seedance_watch.providers.base import GenerationRequest, TaskRef
 from seedance_watch.providers.pixazo import ENVELOPE, LEGACY
 
 from .loopback import IMAGE_URL, KEY, MODEL, TEXT, LoopbackHTTP, Reply, Seen, serving
+from .simhelpers import image_item
 
 pytestmark = pytest.mark.anyio
 
 RID = "byteplus_019d6f1e-2b7c-7a10-9c1e-4f6a8b2d3e55"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def envelope(polling_url: str | None) -> Reply:
@@ -129,10 +125,6 @@ REFS = [f"https://b/ref-{n}.jpg?X-Amz-Signature={n}" for n in range(1, 4)]
 PROMPT = "The lighthouse beam sweeps over the waves"
 OPTIONS = {"duration": "auto", "ratio": "16:9", "resolution": "720p", "generate_audio": False}
 KEYS = {"duration": -1, "ratio": "16:9", "resolution": "720p", "generate_audio": False}
-
-
-def image_item(url: str, role: str) -> dict[str, Any]:
-    return {"type": "image_url", "image_url": {"url": url}, "role": role}
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +18,10 @@ from seedance_watch.files.outbox import OutputConflict, write_error_report
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import BUCKET, files_under, run_once, write_config
 from .fakes import make_engine, seed
-from .simhelpers import quick_tasks
+from .helpers import BUCKET, WritePair, files_under, run_once, write_config
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
-
-WritePair = Callable[..., tuple[Path, Path]]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = quick_tasks()
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def test_a_report_of_another_job_is_never_replaced(tmp_path: Path) -> None:

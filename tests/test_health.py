@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,16 @@ from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.providers.pixazo import PROVIDER
 from seedance_watch.service.http import HealthServer, Heartbeat, PageSources, probe
 from seedance_watch.service.metrics import Metrics
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import DaemonProcess, wait_for, write_config
+from .helpers import DaemonProcess, WritePair, wait_for, write_config
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.sim(seed=3, error_5xx_rate=0.3, faults_on=frozenset({"poll"})),
+]
 
-WritePair = Callable[..., tuple[Path, Path]]
 POLL_PATH = "/bytedance-polling/getVideoResult"
 
 
@@ -49,20 +50,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(
-        queued_seconds=0.05,
-        running_seconds=0.2,
-        video_seconds=0.5,
-        seed=3,
-        error_5xx_rate=0.3,
-        faults_on=frozenset({"poll"}),
-    )
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def test_healthz_and_metrics_answer_during_a_run_with_true_values(

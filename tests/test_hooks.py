@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from seedance_watch.pipeline.endings import job_end
 from seedance_watch.pipeline.ports import JobEnd
 from seedance_watch.providers.pixazo import PROVIDER
 from seedance_watch.service.hooks import STDERR_TAIL_BYTES, HookRunner
+
+from .helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,14 +83,6 @@ def runner(
         scrub=PROVIDER.keys.variables,
         max_running=max_running,
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def gone(pid: int) -> bool:
@@ -239,9 +232,9 @@ def test_hanging_hook_and_its_children_are_killed_at_the_timeout(tmp_path: Path)
     (event,) = logs
     assert event["event"] == "hook.failed" and event["status"] == "timeout"
     assert "hanging now" in event["stderr"]
-    wait_for(lambda: pids.exists())
+    wait_for(lambda: pids.exists(), timeout=15)
     grandchild = int(pids.read_text())
-    wait_for(lambda: gone(grandchild))
+    wait_for(lambda: gone(grandchild), timeout=15)
 
 
 def test_cancelled_run_kills_the_hook_and_propagates(tmp_path: Path) -> None:
@@ -262,7 +255,7 @@ def test_cancelled_run_kills_the_hook_and_propagates(tmp_path: Path) -> None:
         return int(pidfile.read_text())
 
     pid = asyncio.run(main())
-    wait_for(lambda: gone(pid))
+    wait_for(lambda: gone(pid), timeout=15)
     assert hooks.running == 0
 
 

@@ -31,6 +31,8 @@ from seedance_watch.files.inbox import (
     detect_mode,
 )
 
+from .helpers import until
+
 SETTLE = 0.2
 
 
@@ -84,18 +86,6 @@ def run_inbox(
     return asyncio.run(main())
 
 
-async def until(cond: Callable[[], bool], task: asyncio.Task[None], within: float = 5.0) -> None:
-    """Wait for ``cond`` (checking that the inbox is still running), failing after ``within``."""
-    deadline = time.monotonic() + within
-    while not cond():
-        if task.done():
-            task.result()
-            raise AssertionError("the inbox stopped")
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 def ready_stems(events: list[InboxEvent]) -> list[str]:
     return [e.stem for e in events if isinstance(e, PairReady)]
 
@@ -107,9 +97,9 @@ def test_startup_scan_picks_up_existing_pairs(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path, rescan_seconds=0.1)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: len(events) >= 2, task)
+        await until(lambda: len(events) >= 2, 5.0, watching=task)
         drop(tmp_path, "sentinel")  # by the time it is emitted, several rescans have run
-        await until(lambda: "sentinel" in ready_stems(events), task)
+        await until(lambda: "sentinel" in ready_stems(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert sorted(ready_stems(events)) == ["beach", "sentinel", "sub/deeper/forest"]
@@ -128,9 +118,9 @@ def test_old_files_at_startup_do_not_wait_for_settle(tmp_path: Path) -> None:
     started = time.monotonic()
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: bool(events), task, within=1.0)
+        await until(lambda: bool(events), 1.0, watching=task)
 
-    with pytest.raises(AssertionError, match="in time"):
+    with pytest.raises(AssertionError, match=r"condition not met within 1\.0 s"):
         run_inbox(inbox, scenario)
     assert time.monotonic() - started < 5
 
@@ -141,7 +131,7 @@ def test_old_files_at_startup_do_not_wait_for_settle(tmp_path: Path) -> None:
     inbox = make_inbox(fresh_root, settle_seconds=0.5, clock=lambda: time.time() + 10)
 
     async def scenario2(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: bool(events), task, within=0.4)
+        await until(lambda: bool(events), 0.4, watching=task)
 
     assert ready_stems(run_inbox(inbox, scenario2)) == ["a"]
 
@@ -153,14 +143,14 @@ def test_pair_dropped_while_running_is_emitted_once(tmp_path: Path) -> None:
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
         await asyncio.sleep(0)  # let run() start its observer
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         drop(tmp_path, "wave")
         written = time.monotonic()
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
         emitted_at.append(time.monotonic() - written)
         (tmp_path / "wave.yaml").write_text("prompt: changed\n")  # already handed over
         drop(tmp_path, "sentinel")
-        await until(lambda: len(events) >= 2, task)
+        await until(lambda: len(events) >= 2, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert events == [
@@ -181,7 +171,7 @@ def test_slowly_written_file_is_emitted_after_its_last_write(tmp_path: Path) -> 
         seen["at"] = time.monotonic()
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         (tmp_path / "slow.yaml").write_text("prompt: slow\n")
         with image.open("wb") as f:
             for _ in range(10):
@@ -190,7 +180,7 @@ def test_slowly_written_file_is_emitted_after_its_last_write(tmp_path: Path) -> 
                 await asyncio.sleep(0.1)  # the writer's pace, not a wait for the inbox
             f.write(b"y" * 1000)
         seen["last_write"] = time.monotonic()
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario, on_event)
     assert events == [PairReady("slow", "slow.jpg", "slow.yaml")]
@@ -204,15 +194,15 @@ def test_temp_names_are_ignored_until_renamed(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         (tmp_path / ".beach.jpg.Xa12b").write_bytes(b"image")
         (tmp_path / "beach.yaml.part").write_text("prompt: x\n")
         (tmp_path / "notes.txt").write_text("not an input")
-        await until(lambda: inbox._tracker.next_deadline() is None, task)
+        await until(lambda: inbox._tracker.next_deadline() is None, 5.0, watching=task)
         assert events == []
         (tmp_path / ".beach.jpg.Xa12b").rename(tmp_path / "beach.jpg")
         (tmp_path / "beach.yaml.part").rename(tmp_path / "beach.yaml")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert events == [PairReady("beach", "beach.jpg", "beach.yaml")]
@@ -223,10 +213,10 @@ def test_polling_mode_finds_the_same_pairs(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path, mode="polling", polling_interval=0.1)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         drop(tmp_path, "one")
         drop(tmp_path / "sub", "two", ext=".webp")
-        await until(lambda: len(events) >= 2, task)
+        await until(lambda: len(events) >= 2, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert sorted(ready_stems(events)) == ["one", "sub/two"]
@@ -238,9 +228,9 @@ def test_rescan_finds_files_the_observer_missed(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path, mode="polling", polling_interval=30.0, rescan_seconds=0.2)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         drop(tmp_path, "missed")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     assert ready_stems(run_inbox(inbox, scenario)) == ["missed"]
 
@@ -251,9 +241,9 @@ def test_unicode_space_and_shell_metacharacter_names(tmp_path: Path) -> None:
     stem = "plage d'été $(x) `y` ; & 🌊"
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         drop(tmp_path / "dossier été", stem)
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert events == [
@@ -267,16 +257,16 @@ def test_deleted_subfolder_and_missing_root_do_not_crash(tmp_path: Path) -> None
     inbox = make_inbox(root, rescan_seconds=0.1, pair_timeout=0.3)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: root.exists() or inbox._root_missing, task)
+        await until(lambda: root.exists() or inbox._root_missing, 5.0, watching=task)
         root.mkdir()
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         lone = root / "gone" / "lone.jpg"
         lone.parent.mkdir()
         lone.write_bytes(b"x")
         age(lone, 3600)  # would be an orphan as soon as it settles
         shutil.rmtree(root / "gone")
         drop(root / "kept", "sentinel")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     with capture_logs() as logs:
         events = run_inbox(inbox, scenario)
@@ -296,9 +286,9 @@ def test_symlinks_are_reported_not_followed(tmp_path: Path) -> None:
     inbox = make_inbox(root)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: len(events) >= 2, task)
+        await until(lambda: len(events) >= 2, 5.0, watching=task)
         drop(root, "sentinel")
-        await until(lambda: len(events) >= 3, task)
+        await until(lambda: len(events) >= 3, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert set(events) == {
@@ -359,10 +349,10 @@ def test_claim_and_release(tmp_path: Path) -> None:
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
         drop(tmp_path, "sentinel")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
         assert ready_stems(events) == ["sentinel"]
         inbox.release(["owned.jpg", "owned.yaml"])
-        await until(lambda: len(events) >= 2, task)
+        await until(lambda: len(events) >= 2, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert ready_stems(events) == ["sentinel", "owned"]
@@ -379,7 +369,7 @@ def test_ambiguous_and_orphans_while_running(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path, pair_timeout=50)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: len(events) >= 3, task)
+        await until(lambda: len(events) >= 3, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     ambiguous = [e for e in events if isinstance(e, AmbiguousDrop)]
@@ -455,9 +445,9 @@ def test_native_watch_limit_falls_back_to_polling(
     inbox = make_inbox(tmp_path, polling_interval=0.1)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         drop(tmp_path, "fallback")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     with capture_logs() as logs:
         events = run_inbox(inbox, scenario)
@@ -507,12 +497,12 @@ def test_a_late_last_frame_completes_its_drop(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path, pair_timeout=30)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         frames_drop(tmp_path / "sub", "beach", "beach-end.png", with_frame=False)
-        await until(lambda: "sub/beach" in inbox._waiting, task)
+        await until(lambda: "sub/beach" in inbox._waiting, 5.0, watching=task)
         assert events == []
         (tmp_path / "sub" / "beach-end.png").write_bytes(b"\x89PNG last")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     with capture_logs() as logs:
         events = run_inbox(inbox, scenario)
@@ -530,12 +520,12 @@ def test_an_early_last_frame_waits_for_the_sidecar_that_names_it(tmp_path: Path)
     inbox = make_inbox(tmp_path, pair_timeout=30)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         (tmp_path / "end.png").write_bytes(b"\x89PNG last")
-        await until(lambda: "end" in inbox._waiting, task)
+        await until(lambda: "end" in inbox._waiting, 5.0, watching=task)
         frames_drop(tmp_path, "start", "end.png", with_frame=False)
-        await until(lambda: bool(events), task)
-        await until(lambda: not inbox._waiting, task)
+        await until(lambda: bool(events), 5.0, watching=task)
+        await until(lambda: not inbox._waiting, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert events == [PairReady("start", "start.jpg", "start.yaml", "end.png")]
@@ -560,9 +550,9 @@ def test_a_last_frame_that_never_comes_fails_the_drop(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path, pair_timeout=1.0)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         frames_drop(tmp_path, "beach", "gone.png", with_frame=False)
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert events == [
@@ -576,12 +566,12 @@ def test_a_sidecar_rewritten_to_name_another_end_image_takes_that_one(tmp_path: 
     inbox = make_inbox(tmp_path, pair_timeout=2.0)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         frames_drop(tmp_path, "a", "other.png", with_frame=False)
         (tmp_path / "end.png").write_bytes(b"\x89PNG")
-        await until(lambda: "a" in inbox._waiting and "end" in inbox._waiting, task)
+        await until(lambda: "a" in inbox._waiting and "end" in inbox._waiting, 5.0, watching=task)
         (tmp_path / "a.yaml").write_text("prompt: a\nlast_frame: end.png\n")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert events == [PairReady("a", "a.jpg", "a.yaml", "end.png")]
@@ -594,13 +584,13 @@ def test_a_text_sidecar_is_a_drop_alone(tmp_path: Path) -> None:
     inbox = make_inbox(tmp_path, pair_timeout=1.0)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         (tmp_path / "poem.yaml").write_text("prompt: a poem\nmode: text\n")
         (tmp_path / "both.yaml").write_text("prompt: both\nmode: text\n")
         (tmp_path / "both.jpg").write_bytes(b"\xff\xd8")
-        await until(lambda: len(events) >= 2, task)
+        await until(lambda: len(events) >= 2, 5.0, watching=task)
         (tmp_path / "poem.jpg").write_bytes(b"\xff\xd8 late")
-        await until(lambda: len(events) >= 3, task)
+        await until(lambda: len(events) >= 3, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert set(events[:2]) == {
@@ -621,17 +611,17 @@ def test_late_reference_images_complete_their_drop_in_the_sidecars_order(
     inbox = make_inbox(tmp_path, pair_timeout=30)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         (tmp_path / "sub").mkdir()
         (tmp_path / "sub" / "ad.yaml").write_text(
             "prompt: the shoe\nreferences:\n  - shoe-2.jpg\n  - 'shoe.png'\n"
         )
-        await until(lambda: "sub/ad" in inbox._waiting, task)
+        await until(lambda: "sub/ad" in inbox._waiting, 5.0, watching=task)
         (tmp_path / "sub" / "shoe.png").write_bytes(b"\x89PNG first")
-        await until(lambda: inbox._tracker.is_stable("sub/shoe.png"), task)
+        await until(lambda: inbox._tracker.is_stable("sub/shoe.png"), 5.0, watching=task)
         assert events == []  # complete but for shoe-2.jpg
         (tmp_path / "sub" / "shoe-2.jpg").write_bytes(b"\xff\xd8 second")
-        await until(lambda: bool(events), task)
+        await until(lambda: bool(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     refs = ("sub/shoe-2.jpg", "sub/shoe.png")
@@ -660,13 +650,15 @@ def test_a_sidecar_rewritten_to_list_other_images_lets_the_old_ones_go(tmp_path:
     inbox = make_inbox(tmp_path, pair_timeout=2.0)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(lambda: inbox._observer is not None, task)
+        await until(lambda: inbox._observer is not None, 5.0, watching=task)
         (tmp_path / "old.jpg").write_bytes(b"\xff\xd8")
         (tmp_path / "ad.yaml").write_text("prompt: x\nreferences: [old.jpg, new.jpg]\n")
-        await until(lambda: "ad" in inbox._waiting and "old" not in inbox._waiting, task)
+        await until(
+            lambda: "ad" in inbox._waiting and "old" not in inbox._waiting, 5.0, watching=task
+        )
         (tmp_path / "ad.yaml").write_text("prompt: x\nreferences: [new.jpg]\n")
         (tmp_path / "new.jpg").write_bytes(b"\xff\xd8")
-        await until(lambda: len(events) >= 2, task)
+        await until(lambda: len(events) >= 2, 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert set(events) == {
@@ -686,7 +678,7 @@ def test_cancelling_the_watcher_as_it_is_woken_stops_it(tmp_path: Path) -> None:
             pass
 
         task = asyncio.create_task(inbox.run(emit))
-        await until(lambda: inbox.watching.is_set(), task)
+        await until(lambda: inbox.watching.is_set(), 5.0, watching=task)
         for _ in range(5):  # let it reach its wait
             await asyncio.sleep(0)
         inbox.release([])  # wakes it ...

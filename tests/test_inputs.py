@@ -8,7 +8,6 @@ none is submitted, and the good pairs beside them finish in the same run.  The s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import signal
@@ -16,13 +15,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from seedance_watch.files.drop import job_groups
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .bad_inputs import (
@@ -30,25 +28,18 @@ from .bad_inputs import (
     GOOD_JPEG,
     drop_bad_inputs,
 )
-from .conftest import make_image_bytes
-from .daemon_harness import DaemonProcess, files_under, wait_for, write_config
+from .helpers import (
+    DaemonProcess,
+    files_under,
+    make_image_bytes,
+    sha256,
+    wait_for,
+    write_config,
+)
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.sim(queued_seconds=0.0, running_seconds=0.05)]
 
 MODES = ["native", "polling"]
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(
-        queued_seconds=0.0, running_seconds=0.05, video_seconds=0.25, video_max_side=64
-    )
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def set_gateway(config_path: Path, **keys: object) -> None:
@@ -282,9 +273,6 @@ def test_rescan_finds_a_drop_in_an_inbox_recreated_behind_the_watcher(
     finally:
         daemon.kill()
     assert [record.image_sha256 for record in sim.submits] == [sha256(GOOD_JPEG)]
-
-
-WritePair = Callable[..., tuple[Path, Path]]
 
 
 @pytest.mark.slow

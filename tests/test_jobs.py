@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from seedance_watch.core.jobs import (
@@ -26,6 +24,8 @@ from seedance_watch.core.jobs import (
     content_key,
     make_job_id,
 )
+
+from .helpers import sha256
 
 
 def new_job() -> Job:
@@ -147,7 +147,7 @@ def test_identity_helpers() -> None:
     assert content_key("a", "m", "t") != content_key("a", "m", "t2")
     assert content_key("a", "m", "t") != content_key("a", "m2", "t")
     # An image drop's key is the first release's: sha256 of "image\0model\0text\0".
-    assert content_key("a", "m", "t") == hashlib.sha256(b"a\0m\0t\0").hexdigest()
+    assert content_key("a", "m", "t") == sha256(b"a\0m\0t\0")
     # A frames drop's key covers both images; a text drop's only the model and text.
     frames = content_key("a", "m", "t", kind="frames", last_frame_sha256="z")
     assert frames != content_key("a", "m", "t", kind="frames", last_frame_sha256="y")

@@ -6,7 +6,6 @@ sidecar"."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import json
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import time
 from calendar import timegm
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from seedance_watch.simulator import Simulator, SubmitRecord
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import (
+from .helpers import (
     DaemonProcess,
     daemon_env,
     files_under,
     fresh_bucket,
     run_once,
+    sha256,
     wait_for,
     write_config,
 )
-from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,16 +47,6 @@ TEXT_ENDPOINT = "/byteplus/v1/generateVideoTask"
 IMAGE_ENDPOINT = "/byteplus/v1/generateImage2VideoTask"
 #: The commands the harness config's defaults add to every prompt.
 COMMANDS = "--resolution 720p --duration 5 --camerafixed false"
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(quick_tasks()) as simulator:
-        yield simulator
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def image(path: Path, size: tuple[int, int] = (640, 480), shade: int = 0) -> bytes:
@@ -401,28 +389,28 @@ def test_an_image_landing_while_its_text_sidecar_settles_fails_both(
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
+@pytest.mark.sim(running_seconds=1.5)
 def test_an_image_landing_after_its_text_job_was_taken_stays_apart(
-    tmp_path: Path, s3_server: S3Emulator
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:
     """poem.jpg lands after the text job of poem.yaml was taken: the text video is made
     (one text submit) and the image is never paired with it; alone, it fails as
     missing_sidecar once watch.pair_timeout (2 s) has passed from its mtime."""
-    with Simulator(quick_tasks(running_seconds=1.5)) as sim:
-        config = write_config(tmp_path, s3_server, sim, pair_timeout=2)
-        inbox, failed, outbox = tmp_path / "inbox", tmp_path / "failed", tmp_path / "outbox"
-        daemon = DaemonProcess(config)
-        try:
-            wait_for(lambda: daemon.has_event("inbox.watching"), timeout=30)
-            poem = sidecar(inbox / "poem.yaml", 'prompt: "A poem"\nmode: text\n')
-            wait_for(lambda: created(daemon, "poem.yaml"), timeout=20)
-            image(inbox / "poem.jpg", shade=1)
-            mtime = (inbox / "poem.jpg").stat().st_mtime
-            wait_for(lambda: (outbox / "poem.json").exists(), timeout=30)
-            wait_for(lambda: (failed / "poem.error.json").exists(), timeout=20)
-            wait_for(lambda: files_under(inbox) == [], timeout=10)
-        finally:
-            stop(daemon)
-        submits = sim.submits
+    config = write_config(tmp_path, s3_server, sim, pair_timeout=2)
+    inbox, failed, outbox = tmp_path / "inbox", tmp_path / "failed", tmp_path / "outbox"
+    daemon = DaemonProcess(config)
+    try:
+        wait_for(lambda: daemon.has_event("inbox.watching"), timeout=30)
+        poem = sidecar(inbox / "poem.yaml", 'prompt: "A poem"\nmode: text\n')
+        wait_for(lambda: created(daemon, "poem.yaml"), timeout=20)
+        image(inbox / "poem.jpg", shade=1)
+        mtime = (inbox / "poem.jpg").stat().st_mtime
+        wait_for(lambda: (outbox / "poem.json").exists(), timeout=30)
+        wait_for(lambda: (failed / "poem.error.json").exists(), timeout=20)
+        wait_for(lambda: files_under(inbox) == [], timeout=10)
+    finally:
+        stop(daemon)
+    submits = sim.submits
     assert [r.endpoint for r in submits] == [TEXT_ENDPOINT]
     meta = report(outbox / "poem.json")
     assert meta["kind"] == "text" and meta["source_sha256"] == sha256(poem)

@@ -11,8 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.service.metrics import Metrics
-
-from .fakes import MemoryStore
+from seedance_watch.testing.memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,13 +8,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from seedance_watch.config import load_config
+from seedance_watch.core.budget import next_day_start
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused
 from seedance_watch.daemon import RunResult, run_service
 from seedance_watch.ledger.jsonl import Ledger, read_jobs
@@ -23,30 +25,18 @@ from seedance_watch.providers.pixazo import PROVIDER
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
-from .daemon_harness import files_under, wait_for, write_config
 from .fakes import make_engine, seed
-from .receivers import Receiver
-from .simhelpers import quick_tasks
+from .helpers import Receiver, WritePair, files_under, until, wait_for, write_config
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-WritePair = Callable[..., tuple[Path, Path]]
 #: The default model of image drops: 0.20 per generation in the built-in table.
 MODEL = "seedance-1-0-pro-fast-251015"
 KEY = "sk-canary-must-never-leak-4242"
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.timeout(120),
+    pytest.mark.sim(api_key=KEY, submit_answer="envelope"),
+]
 BUDGET = "budget: {max_cost_per_day: 0.60}\n"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = quick_tasks(api_key=KEY, submit_answer="envelope")
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def budget_config(tmp_path: Path, s3: S3Emulator, sim: Simulator, extra: str) -> Path:
@@ -149,7 +139,7 @@ async def test_a_submit_the_gateway_rejected_is_not_counted(tmp_path: Path) -> N
     (tmp_path / "inbox" / "beach.jpg").write_bytes(b"x")
     (tmp_path / "inbox" / "beach.yaml").write_text("prompt: p\n")
     seed(store, State.UPLOADED, uploads=(("image", "k"),))
-    provider.submit_error = E.GatewayRejected("no such model", http_status=404)
+    provider.submits.append(E.GatewayRejected("no such model", http_status=404))
     assert engine.budget.wait(store.get("j1")) == 0  # type: ignore[arg-type]
     await engine.step(Stage.SUBMIT, "j1")
     failed = store.get("j1")
@@ -164,31 +154,23 @@ async def test_the_pause_lifts_when_the_fake_clock_crosses_midnight(tmp_path: Pa
     engine, store, provider, clock = make_engine(
         tmp_path, budget={"max_submits_per_day": 1, "timezone": "Europe/Paris"}
     )
-    spent = seed(store, State.UPLOADED, uploads=(("image", "k"),))
-    engine.put(spent, SubmitIntent())  # today's one submit
+    # Half a second before midnight in Paris: the submitter sleeps that long at the cap,
+    # then looks at the clock again.
+    clock.now = next_day_start(clock.now, ZoneInfo("Europe/Paris")) - 0.5
+    spent = seed(store, State.FAILED, intent_at=clock.now)  # today's one submit
     waiting = Job.from_dict({**spent.to_dict(), "job_id": "j2", "state": "uploaded", "seq": 0})
-    store.put(waiting)
-    submitter = asyncio.create_task(engine.dispatch.submitter())
+    store.put(replace(waiting, intent_at=None, uploads=(("image", "k"),)))
     try:
-        engine.dispatch.route(waiting)
-        await _until(lambda: engine.budget.hold is not None)
+        await engine.recover()  # j2 lines up for the submitter
+        engine.start_workers()
+        await until(lambda: engine.budget.hold is not None)
         assert provider.created == [] and store.get("j2").state is State.UPLOADED  # type: ignore[union-attr]
         clock.now = engine.budget.hold.lifts_at + 1  # type: ignore[union-attr]
-        engine.dispatch.submit_wake.set()
-        await _until(lambda: len(provider.created) == 1)
-        await _until(lambda: store.get("j2").state is State.SUBMITTED)  # type: ignore[union-attr]
+        await until(lambda: len(provider.created) == 1)
+        await until(lambda: store.get("j2").state is State.SUBMITTED)  # type: ignore[union-attr]
         assert engine.budget.hold is None
     finally:
-        submitter.cancel()
-        await asyncio.gather(submitter, return_exceptions=True)
         await engine.shutdown(1.0)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10.0
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 HOOK = """
@@ -294,7 +276,7 @@ def test_notifications_one_per_ended_job_and_per_pause(
     receiver.plan = [500]  # the first delivery fails: retried
     try:
         extra = (
-            f"notify: {{urls: ['{receiver.url}'], events: [done, failed, paused]}}\n"
+            f"notify: {{urls: ['{receiver.json_url}'], events: [done, failed, paused]}}\n"
             "budget: {max_cost_per_day: 0.38}\n"  # one 0.20 submit; two would be 0.40
         )
         config = budget_config(tmp_path, s3_server, sim, extra)

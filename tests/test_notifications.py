@@ -18,7 +18,7 @@ from seedance_watch.errors import ConfigError
 from seedance_watch.pipeline.ports import JobEnd
 from seedance_watch.service.notify import Notifications
 
-from .receivers import Receiver
+from .helpers import Receiver
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,7 +63,7 @@ def failed_end() -> JobEnd:
 
 def test_done_job_sends_one_message_saying_where_the_video_is(receiver: Receiver) -> None:
     """One ended job is one message: which file, where the video and its details are."""
-    n = notifications([receiver.url])
+    n = notifications([receiver.json_url])
     try:
         n.job_ended(done_end())
         assert drain(n)
@@ -78,7 +78,7 @@ def test_done_job_sends_one_message_saying_where_the_video_is(receiver: Receiver
 
 def test_failed_job_message_says_why_and_what_to_do(receiver: Receiver) -> None:
     """A failure names the file, the code, the reason, the hint and the retry command."""
-    n = notifications([receiver.url])
+    n = notifications([receiver.json_url])
     try:
         n.job_ended(failed_end())
         assert drain(n)
@@ -101,7 +101,7 @@ def test_failed_job_message_says_why_and_what_to_do(receiver: Receiver) -> None:
 def test_pause_and_resume_messages_follow_notify_events(receiver: Receiver) -> None:
     """A budget pause says when it lifts (local time); 'resumed' is sent only when asked for."""
     lifts = 1796166000.0  # 2026-12-02 00:00 in Paris
-    n = Notifications(NotifyConfig(urls=[receiver.url]), timezone="Europe/Paris", backoff=0.05)
+    n = Notifications(NotifyConfig(urls=[receiver.json_url]), timezone="Europe/Paris", backoff=0.05)
     try:
         n.pause_started("budget", "today's spend is 0.54 USD of 0.60", lifts)
         n.pause_ended("budget")  # not in the default events
@@ -114,7 +114,7 @@ def test_pause_and_resume_messages_follow_notify_events(receiver: Receiver) -> N
     assert "Submits resume at 2026-12-02 00:00 Europe/Paris." in post["message"]
     assert "max_cost_per_day" in post["message"]
 
-    n = notifications([receiver.url], events=["resumed"])
+    n = notifications([receiver.json_url], events=["resumed"])
     try:
         n.pause_started("credentials", "401 from the gateway")
         n.job_ended(done_end())
@@ -128,7 +128,7 @@ def test_pause_and_resume_messages_follow_notify_events(receiver: Receiver) -> N
 def test_every_url_gets_the_message_once(receiver: Receiver) -> None:
     """Two URLs: each is sent each message once, in the order they were queued."""
     other = Receiver()
-    n = notifications([receiver.url, other.url])
+    n = notifications([receiver.json_url, other.json_url])
     try:
         n.job_ended(done_end())
         n.job_ended(failed_end())
@@ -146,7 +146,7 @@ def test_every_url_gets_the_message_once(receiver: Receiver) -> None:
 def test_failing_receiver_is_retried_until_it_accepts(receiver: Receiver) -> None:
     """Two 500s then a 200: three attempts, one delivery, nothing logged as failed."""
     receiver.plan = [500, 500]
-    n = notifications([receiver.url], attempts=4)
+    n = notifications([receiver.json_url], attempts=4)
     try:
         with capture_logs() as logs:
             n.job_ended(done_end())
@@ -161,7 +161,7 @@ def test_failing_receiver_is_retried_until_it_accepts(receiver: Receiver) -> Non
 def test_receiver_that_keeps_failing_is_given_up_and_logged(receiver: Receiver) -> None:
     """Always 500: a few attempts, then notify.failed (the URL's secrets hidden); never raises."""
     receiver.plan = [500] * 10
-    secret_url = receiver.url.replace("json://", "json://user:hunter2@")
+    secret_url = receiver.json_url.replace("json://", "json://user:hunter2@")
     n = notifications([secret_url], attempts=3)
     try:
         with capture_logs() as logs:
@@ -191,7 +191,7 @@ def test_unreachable_receiver_does_not_raise_or_block() -> None:
 def test_sending_never_blocks_the_caller(receiver: Receiver) -> None:
     """job_ended returns while the receiver still holds the request open."""
     receiver.gate.clear()
-    n = notifications([receiver.url])
+    n = notifications([receiver.json_url])
     try:
         n.job_ended(done_end())  # returns although no answer can come yet
         assert not drain(n, timeout=0.05)

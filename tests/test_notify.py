@@ -12,6 +12,7 @@ import pytest
 
 from seedance_watch.service.sdnotify import Notifier, notify_address, sd_notify, watchdog_interval
 
+from .helpers import wait_for
 from .sdnotify_socket import NotifySocket
 
 pytestmark = pytest.mark.timeout(30)
@@ -33,7 +34,8 @@ def test_one_datagram_to_a_path_socket_and_to_an_abstract_socket(
         for receiver in (path_socket, abstract_socket):
             address = notify_address({"NOTIFY_SOCKET": receiver.env_value})
             assert sd_notify("READY=1\nSTATUS=hello", address)
-            msgs = _wait_messages(receiver, 1)
+            wait_for(lambda r=receiver: r.messages, timeout=5)
+            msgs = receiver.texts()
             assert msgs == ["READY=1\nSTATUS=hello"]
     finally:
         path_socket.close()
@@ -95,11 +97,3 @@ def test_notifier_without_systemd_is_a_no_op() -> None:
     notifier.status("x")
     notifier.stopping()
     asyncio.run(asyncio.wait_for(notifier.watchdog_loop(), timeout=1))
-
-
-def _wait_messages(receiver: NotifySocket, n: int) -> list[str]:
-    deadline = time.monotonic() + 5
-    while len(receiver.messages) < n:
-        assert time.monotonic() < deadline, "no datagram arrived"
-        time.sleep(0.01)
-    return receiver.texts()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -17,8 +16,10 @@ from seedance_watch.core.timestamps import iso_utc
 from seedance_watch.files import fsutil, outbox
 from seedance_watch.files.outbox import OutputConflict, StagingMissing
 
+from .helpers import sha256
+
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 400
-VIDEO_SHA = hashlib.sha256(VIDEO).hexdigest()
+VIDEO_SHA = sha256(VIDEO)
 JOB = "0123456789abcdef"
 
 

@@ -32,7 +32,7 @@ from seedance_watch.service.http import MAX_WEBHOOK_BYTES, HealthServer, PageSou
 from seedance_watch.service.metrics import Metrics
 from seedance_watch.service.web.access import COOKIE_NAME
 
-from .conftest import make_image_bytes
+from .helpers import make_image_bytes
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,13 +21,16 @@ import pytest
 
 from seedance_watch.core.jobs import State
 from seedance_watch.ledger.jsonl import read_jobs
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import make_image_bytes
-from .daemon_harness import DaemonProcess, wait_for, write_config
+from .helpers import DaemonProcess, make_image_bytes, wait_for, write_config
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.slow,
+    pytest.mark.sim(running_seconds=0.3, video_seconds=1.0, seed=5),
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -65,13 +68,6 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(queued_seconds=0.05, running_seconds=0.3, video_seconds=1.0, seed=5)
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def drop(

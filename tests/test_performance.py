@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from seedance_watch.core.scheduling import TaskTimeEstimator
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import run_once, write_config
+from .helpers import WritePair, run_once, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,26 +95,25 @@ def test_failed_tasks_and_forgotten_jobs_teach_nothing() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sim(SimulatorConfig(queued_seconds=0.0, running_seconds=0.6, video_max_side=32))
 def test_daemon_polls_a_known_task_about_once(
-    tmp_path: Path, s3_server: S3Emulator, write_pair: Callable[..., object]
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair, sim: Simulator
 ) -> None:
     """One task at a time, 0.6 s each, poll_interval 0.05 s: once the first task has
     ended, later tasks are polled about once each instead of every 0.05 s."""
-    config = SimulatorConfig(queued_seconds=0.0, running_seconds=0.6, video_max_side=32)
-    with Simulator(config) as sim:
-        config_path = write_config(
-            tmp_path,
-            s3_server,
-            sim,
-            poll_interval=0.05,
-            extra="dedupe: false\n",
-        )
-        text = config_path.read_text().replace("task_timeout: 60", "max_in_flight: 1")
-        config_path.write_text(text)
-        for i in range(6):
-            write_pair(tmp_path / "inbox", f"p{i}")
-        result, _ = run_once(config_path)
-        assert result.exit_code == 0, result.summary
-        assert len(sim.submits) == 6
-        # The first task alone takes ~12 polls (0.6 s / 0.05 s); each later one ~1-2.
-        assert sim.polls <= 12 + 2 + 5 * 2.5, sim.polls
+    config_path = write_config(
+        tmp_path,
+        s3_server,
+        sim,
+        poll_interval=0.05,
+        extra="dedupe: false\n",
+    )
+    text = config_path.read_text().replace("task_timeout: 60", "max_in_flight: 1")
+    config_path.write_text(text)
+    for i in range(6):
+        write_pair(tmp_path / "inbox", f"p{i}")
+    result, _ = run_once(config_path)
+    assert result.exit_code == 0, result.summary
+    assert len(sim.submits) == 6
+    # The first task alone takes ~12 polls (0.6 s / 0.05 s); each later one ~1-2.
+    assert sim.polls <= 12 + 2 + 5 * 2.5, sim.polls

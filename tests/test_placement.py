@@ -5,7 +5,6 @@ Job records are built directly (no intake); the files are real files in tmp_path
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -21,16 +20,12 @@ from seedance_watch.pipeline.placement import _output_metadata
 from seedance_watch.pipeline.stage import Fail
 
 from .fakes import make_engine
+from .helpers import sha256
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
-VIDEO_SHA = hashlib.sha256(VIDEO).hexdigest()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+VIDEO_SHA = sha256(VIDEO)
 
 
 def _input(role: str, path: str, sha: str) -> InputFile:
@@ -201,13 +196,13 @@ async def test_a_frames_job_is_placed_with_its_three_files_under_one_suffix(
     assert (tmp_path / "outbox/sub/beach.mp4").read_bytes() == VIDEO
     meta = json.loads((tmp_path / "outbox/sub/beach.json").read_text())
     assert meta["kind"] == "frames" and meta["last_frame"] == "sub/beach-end.png"
-    assert meta["last_frame_sha256"] == hashlib.sha256(inputs["sub/beach-end.png"]).hexdigest()
-    assert meta["source_sha256"] == hashlib.sha256(inputs["sub/beach.jpg"]).hexdigest()
+    assert meta["last_frame_sha256"] == sha256(inputs["sub/beach-end.png"])
+    assert meta["source_sha256"] == sha256(inputs["sub/beach.jpg"])
 
 
 def _real(inbox: Path, item: InputFile) -> InputFile:
     st = (inbox / item.path).stat()
-    sha = hashlib.sha256((inbox / item.path).read_bytes()).hexdigest()
+    sha = sha256((inbox / item.path).read_bytes())
     return replace(
         item, sha256=sha, size=st.st_size, dev=st.st_dev, ino=st.st_ino, mtime_ns=st.st_mtime_ns
     )
@@ -291,7 +286,7 @@ async def test_a_reference_job_is_placed_with_all_its_files_under_one_suffix(
     assert (tmp_path / "outbox/sub/ad.mp4").read_bytes() == VIDEO
     meta = json.loads((tmp_path / "outbox/sub/ad.json").read_text())
     assert meta["kind"] == "reference" and meta["source"] == "sub/ad.yaml"
-    assert meta["source_sha256"] == hashlib.sha256(inputs["sub/ad.yaml"]).hexdigest()
+    assert meta["source_sha256"] == sha256(inputs["sub/ad.yaml"])
     assert meta["reference_sha256s"] == [
-        hashlib.sha256(inputs[p]).hexdigest() for p in ("sub/shoe.jpg", "sub/heel.png")
+        sha256(inputs[p]) for p in ("sub/shoe.jpg", "sub/heel.png")
     ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,23 +23,17 @@ from seedance_watch.files import fsutil
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import BUCKET
-from .crashfs.checks import check_drops_together, sha256
+from .crashfs.checks import check_drops_together
 from .crashfs.explorer import Report, explore, lost_link_kept_unlink
 from .crashfs.recorder import FILE, DirOp, Recorder, Recording
 from .crashfs.scenario import Workload, record_jobs, simulator_config
 from .crashfs.states import CrashModel, Node
+from .helpers import BUCKET, sha256
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.sim(simulator_config())]
 
 # The quick version: every cut point, up to CAP states each, RECOVERIES daemon runs.
 CAP, SEED, RECOVERIES = 12, 1, 4
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(simulator_config()) as simulator:
-        yield simulator
 
 
 def old_move_file(src: Path, dst: Path, *, expect: object = None) -> None:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +34,10 @@ from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .batches import check_batch, make_batch
-from .daemon_harness import DaemonProcess, daemon_env, files_under, wait_for, write_config
-from .daemon_harness import run_once as _run_once
-from .simhelpers import quick_tasks
+from .helpers import DaemonProcess, WritePair, daemon_env, files_under, wait_for, write_config
+from .helpers import run_once as _run_once
 
 pytestmark = pytest.mark.timeout(90)
-
-WritePair = Callable[..., tuple[Path, Path]]
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = quick_tasks()
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def run_once(config_path: Path) -> tuple[RunResult, Config]:

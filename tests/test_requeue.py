@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,19 @@ from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import DaemonProcess, daemon_env, files_under, run_once, wait_for, write_config
-from .simhelpers import quick_tasks
+from .helpers import (
+    DaemonProcess,
+    WritePair,
+    daemon_env,
+    files_under,
+    run_once,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
-WritePair = Callable[..., tuple[Path, Path]]
 BAD_SIDECAR = "prompt: x\nresolutoin: 720p\n"
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = quick_tasks()
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def retry(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,13 @@ from structlog.testing import capture_logs
 from seedance_watch.commands.status import format_status, status_report
 from seedance_watch.ledger.jsonl import JsonlReader
 from seedance_watch.providers.pixazo import SUBMIT_PATH
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import BUCKET, DaemonProcess, files_under, run_once, wait_for, write_config
+from .helpers import BUCKET, DaemonProcess, WritePair, files_under, run_once, wait_for, write_config
+from .simhelpers import SimFactory
 
 pytestmark = pytest.mark.timeout(60)
-
-WritePair = Callable[..., tuple[Path, Path]]
-FAST = {"queued_seconds": 0.05, "running_seconds": 0.2, "video_seconds": 0.5}
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(SimulatorConfig(**FAST)) as simulator:  # type: ignore[arg-type]
-        yield simulator
 
 
 def configure(tmp_path: Path, s3: S3Emulator, sim: Simulator, **replace: str) -> Path:
@@ -61,14 +52,13 @@ def report_of(tmp_path: Path, stem: str) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(180)  # an unlucky streak of faults backs a job off for a minute
 def test_fault_mix_batch_completes_with_exact_videos(
-    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair
+    tmp_path: Path, s3_server: S3Emulator, write_pair: WritePair, sim_factory: SimFactory
 ) -> None:
     """5xx, 429 with Retry-After, slow replies (everywhere), dropped connections on polls
     and videos, and truncated videos, all at double-digit rates: every job still ends
     with the exact video, each job is submitted exactly once, and each retry is a
     `job.retry` event with its stage, attempt, delay and reason."""
-    faults = SimulatorConfig(
-        **FAST,  # type: ignore[arg-type]
+    sim = sim_factory(
         seed=11,
         # At these rates a poll or a download fails about one time in three; higher,
         # a streak of six failures (a minute of backoff) becomes a matter of luck.
@@ -81,46 +71,43 @@ def test_fault_mix_batch_completes_with_exact_videos(
         truncate_video_rate=0.15,
     )
     stems = [f"shot{i}" for i in range(8)]
-    with Simulator(faults) as sim:
-        config = configure(
-            tmp_path, s3_server, sim, **{"task_timeout: 60": "task_timeout: 60, max_in_flight: 4"}
-        )
-        for stem in stems:
-            write_pair(tmp_path / "inbox", stem)
+    config = configure(
+        tmp_path, s3_server, sim, **{"task_timeout: 60": "task_timeout: 60, max_in_flight: 4"}
+    )
+    for stem in stems:
+        write_pair(tmp_path / "inbox", stem)
 
-        def where_things_stand() -> None:  # shown if the run outlives the timeout
-            import sys
+    def where_things_stand() -> None:  # shown if the run outlives the timeout
+        import sys
 
-            from seedance_watch.ledger.jsonl import read_jobs
+        from seedance_watch.ledger.jsonl import read_jobs
 
-            jobs = {
-                j.source: (j.state.value, j.task_id) for j in read_jobs(tmp_path / "state").values()
-            }
-            print(f"STILL RUNNING: jobs {jobs}; tasks {sim.tasks_by_status()}", file=sys.stderr)
-            print(
-                f"last requests {[(r.path, r.status) for r in sim.requests[-20:]]}", file=sys.stderr
-            )
+        jobs = {
+            j.source: (j.state.value, j.task_id) for j in read_jobs(tmp_path / "state").values()
+        }
+        print(f"STILL RUNNING: jobs {jobs}; tasks {sim.tasks_by_status()}", file=sys.stderr)
+        print(f"last requests {[(r.path, r.status) for r in sim.requests[-20:]]}", file=sys.stderr)
 
-        watchdog = threading.Timer(150, where_things_stand)
-        watchdog.start()
-        try:
-            with capture_logs() as logs:
-                result, _ = run_once(config)
-        finally:
-            watchdog.cancel()
-        requests = sim.requests
-        submits = sim.submits
+    watchdog = threading.Timer(150, where_things_stand)
+    watchdog.start()
+    try:
+        with capture_logs() as logs:
+            result, _ = run_once(config)
+    finally:
+        watchdog.cancel()
+    requests = sim.requests
+    submits = sim.submits
 
-        assert result.exit_code == 0, (result.summary, files_under(tmp_path / "failed"))
-        assert len(result.summary.done) == len(stems) and not result.summary.failed
-        # No duplicate submit: one task per job, each job's text exactly once.
-        assert len(submits) == len(stems)
-        assert len({record.text for record in submits}) == len(stems)
-        for stem in stems:
-            meta = json.loads((tmp_path / "outbox" / f"{stem}.json").read_text())
-            video = (tmp_path / "outbox" / f"{stem}.mp4").read_bytes()
-            assert video == sim.video_bytes(meta["task_id"])
-        assert files_under(tmp_path / "inbox") == []
+    assert result.exit_code == 0, (result.summary, files_under(tmp_path / "failed"))
+    assert len(result.summary.done) == len(stems) and not result.summary.failed
+    # No duplicate submit: one task per job, each job's text exactly once.
+    assert len(submits) == len(stems)
+    assert len({record.text for record in submits}) == len(stems)
+    for stem in stems:
+        meta = json.loads((tmp_path / "outbox" / f"{stem}.json").read_text())
+        video = (tmp_path / "outbox" / f"{stem}.mp4").read_bytes()
+        assert video == sim.video_bytes(meta["task_id"])
+    assert files_under(tmp_path / "inbox") == []
     # The faults really happened, on every kind of request.
     statuses = {r.status for r in requests}
     assert statuses & {500, 502, 503} and 429 in statuses and None in statuses

@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from seedance_watch.providers.pixazo import PROVIDER
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import DaemonProcess, daemon_env, wait_for, write_config
+from .helpers import DaemonProcess, daemon_env, wait_for, write_config
 
 KEYS = PROVIDER.keys
 
@@ -27,7 +27,6 @@ pytestmark = pytest.mark.timeout(60)
 CANARY = "pk-canary-5e1f0c9a7b3d4e2f"
 #: A session token in boto3's chain, so that signed S3 requests carry X-Amz-Security-Token.
 SESSION_CANARY = "st-canary-0b8e2d4f6a1c3e5g"
-WritePair = Callable[..., tuple[Path, Path]]
 
 
 @dataclass
@@ -75,7 +74,7 @@ def canary_run(
 
 
 def _image() -> bytes:
-    from .conftest import make_image_bytes
+    from .helpers import make_image_bytes
 
     return make_image_bytes()
 

@@ -6,30 +6,21 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from seedance_watch.commands.status import status_report
 from seedance_watch.ledger.jsonl import JsonlReader
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import DaemonProcess, wait_for, write_config
+from .helpers import DaemonProcess, WritePair, wait_for, write_config
 from .sdnotify_socket import NotifySocket
 
 pytestmark = pytest.mark.timeout(60)
 
-WritePair = Callable[..., tuple[Path, Path]]
 SUBMITTING = re.compile(r'"state":\s*"submitting"')
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(queued_seconds=0.05, running_seconds=0.2, video_seconds=0.5)
-    with Simulator(config) as simulator:
-        yield simulator
 
 
 def _submitting(state: Path) -> bool:

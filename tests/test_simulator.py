@@ -12,21 +12,22 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import av
 import httpx
 import pytest
 
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.simulator.board import Task, TaskBoard, TokenBucket
 from seedance_watch.simulator.commands import CommandError, parse_text
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import BUCKET, make_image_bytes
-from .daemon_harness import wait_for
-from .simhelpers import FAST, MODEL, POLL, SUBMIT, _ready_line, body, headers
+from .helpers import BUCKET, free_port, make_image_bytes, wait_for
+from .simhelpers import MODEL, POLL, SUBMIT, SimFactory, _ready_line, body, fast_tasks, headers
+
+#: The ``sim`` fixture: tasks of a fraction of a second, videos as the tasks ask.
+pytestmark = pytest.mark.sim(fast_tasks())
 
 
 @pytest.fixture
@@ -39,25 +40,6 @@ def image_url(s3_server: S3Emulator) -> str:
         "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600
     )
     return url
-
-
-@pytest.fixture
-def make_sim() -> Iterator[Callable[..., Simulator]]:
-    started: list[Simulator] = []
-
-    def _make(**knobs: Any) -> Simulator:
-        sim = Simulator(SimulatorConfig(**{**FAST, **knobs})).start()
-        started.append(sim)
-        return sim
-
-    yield _make
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def sim(make_sim: Callable[..., Simulator]) -> Simulator:
-    return make_sim()
 
 
 def submit(sim: Simulator, url: str, **kw: Any) -> httpx.Response:
@@ -124,10 +106,10 @@ def test_happy_path_serves_a_decodable_h264_of_the_image(sim: Simulator, image_u
     ],
 )
 def test_credentials_refused(
-    make_sim: Callable[..., Simulator], knobs: dict[str, Any], key: str, status: int
+    sim_factory: SimFactory, knobs: dict[str, Any], key: str, status: int
 ) -> None:
     """Wrong key → 401 (APIM wording); no credit → 402; no access → 403; on submit and poll."""
-    sim = make_sim(**knobs)
+    sim = sim_factory(fast_tasks(), **knobs)
     for path, payload in ((SUBMIT, body("http://127.0.0.1:9/x.jpg")), (POLL, {"task_id": "x"})):
         r = httpx.post(sim.base_url + path, headers=headers(key), json=payload, timeout=10)
         assert r.status_code == status
@@ -184,9 +166,7 @@ def test_unfetchable_or_non_image_url_is_400(sim: Simulator, s3_server: S3Emulat
     text = client.generate_presigned_url(
         "get_object", Params={"Bucket": BUCKET, "Key": "sim/notes.txt"}
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{s.getsockname()[1]}/x.jpg"
+    closed = f"http://127.0.0.1:{free_port()}/x.jpg"  # nothing listens there
     for url in (missing, text, closed):
         r = submit(sim, url)
         assert r.status_code == 400
@@ -204,9 +184,9 @@ def test_invalid_values_are_replaced_by_defaults(sim: Simulator, image_url: str)
     assert params["camerafixed"] is True and params["seed"] == 7
 
 
-def test_pixazo_status_style(make_sim: Callable[..., Simulator], image_url: str) -> None:
+def test_pixazo_status_style(sim_factory: SimFactory, image_url: str) -> None:
     """status_style=pixazo: upper-case statuses and the video at output.media_url."""
-    sim = make_sim(status_style="pixazo")
+    sim = sim_factory(fast_tasks(), status_style="pixazo")
     task_id = submit(sim, image_url).json()["id"]
     task, seen = poll_until(sim, task_id, {"COMPLETED"})
     assert set(seen) <= {"QUEUED", "PROCESSING", "COMPLETED"}
@@ -214,11 +194,9 @@ def test_pixazo_status_style(make_sim: Callable[..., Simulator], image_url: str)
     assert httpx.get(task["output"]["media_url"], timeout=10).status_code == 200
 
 
-def test_rate_limit_answers_429_with_retry_after(
-    make_sim: Callable[..., Simulator], image_url: str
-) -> None:
+def test_rate_limit_answers_429_with_retry_after(sim_factory: SimFactory, image_url: str) -> None:
     """rate_limit_per_minute=2: the third submit in a burst gets 429 and a Retry-After."""
-    sim = make_sim(rate_limit_per_minute=2)
+    sim = sim_factory(fast_tasks(), rate_limit_per_minute=2)
     statuses = [submit(sim, image_url).status_code for _ in range(2)]
     r = submit(sim, image_url)
     assert statuses == [200, 200] and r.status_code == 429
@@ -227,10 +205,10 @@ def test_rate_limit_answers_429_with_retry_after(
 
 
 def test_concurrency_limit_keeps_extra_tasks_queued(
-    make_sim: Callable[..., Simulator], image_url: str
+    sim_factory: SimFactory, image_url: str
 ) -> None:
     """max_concurrent=1: the second task stays queued while the first runs, then runs."""
-    sim = make_sim(max_concurrent=1, queued_seconds=0.0, running_seconds=0.3)
+    sim = sim_factory(fast_tasks(), max_concurrent=1, queued_seconds=0.0, running_seconds=0.3)
     first = submit(sim, image_url).json()["id"]
     second = submit(sim, image_url).json()["id"]
     wait_for(lambda: poll(sim, first)["status"] == "running")
@@ -240,26 +218,28 @@ def test_concurrency_limit_keeps_extra_tasks_queued(
     assert task["status"] == "succeeded"
 
 
-def test_concurrency_reject_mode(make_sim: Callable[..., Simulator], image_url: str) -> None:
+def test_concurrency_reject_mode(sim_factory: SimFactory, image_url: str) -> None:
     """concurrency_mode=reject: a submit beyond the unfinished limit gets 429, Retry-After: 1."""
-    sim = make_sim(max_concurrent=1, concurrency_mode="reject", running_seconds=5.0)
+    sim = sim_factory(
+        fast_tasks(), max_concurrent=1, concurrency_mode="reject", running_seconds=5.0
+    )
     assert submit(sim, image_url).status_code == 200
     r = submit(sim, image_url)
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
     assert len(sim.submits) == 1
 
 
-def test_5xx_faults(make_sim: Callable[..., Simulator], image_url: str) -> None:
+def test_5xx_faults(sim_factory: SimFactory, image_url: str) -> None:
     """error_5xx_rate=1: every submit is a 500/502/503 and creates nothing."""
-    sim = make_sim(error_5xx_rate=1.0)
+    sim = sim_factory(fast_tasks(), error_5xx_rate=1.0)
     codes = {submit(sim, image_url).status_code for _ in range(12)}
     assert codes <= {500, 502, 503} and len(codes) >= 2
     assert sim.submits == [] and sim.submit_attempts == 12
 
 
-def test_faults_can_target_one_endpoint(make_sim: Callable[..., Simulator], image_url: str) -> None:
+def test_faults_can_target_one_endpoint(sim_factory: SimFactory, image_url: str) -> None:
     """faults_on={"poll"}: submits are clean while every poll fails."""
-    sim = make_sim(error_5xx_rate=1.0, faults_on=frozenset({"poll"}))
+    sim = sim_factory(fast_tasks(), error_5xx_rate=1.0, faults_on=frozenset({"poll"}))
     r = submit(sim, image_url)
     assert r.status_code == 200
     p = httpx.post(
@@ -268,44 +248,42 @@ def test_faults_can_target_one_endpoint(make_sim: Callable[..., Simulator], imag
     assert p.status_code >= 500 and sim.polls == 1
 
 
-def test_dropped_connection(make_sim: Callable[..., Simulator], image_url: str) -> None:
+def test_dropped_connection(sim_factory: SimFactory, image_url: str) -> None:
     """drop_connection_rate=1: the socket closes without an answer, and no task is created."""
-    sim = make_sim(drop_connection_rate=1.0)
+    sim = sim_factory(fast_tasks(), drop_connection_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
         submit(sim, image_url)
     assert sim.submits == []
     assert sim.requests[-1].status is None and sim.requests[-1].path == SUBMIT
 
 
-def test_accept_then_drop_creates_a_billed_task(
-    make_sim: Callable[..., Simulator], image_url: str
-) -> None:
+def test_accept_then_drop_creates_a_billed_task(sim_factory: SimFactory, image_url: str) -> None:
     """submit_accept_then_drop_rate=1: no answer, yet the task exists and runs."""
-    sim = make_sim(submit_accept_then_drop_rate=1.0)
+    sim = sim_factory(fast_tasks(), submit_accept_then_drop_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
         submit(sim, image_url)
     [record] = sim.submits
     assert poll_until(sim, record.task_id, {"succeeded"})[0]["id"] == record.task_id
 
 
-def test_slow_reply(make_sim: Callable[..., Simulator]) -> None:
+def test_slow_reply(sim_factory: SimFactory) -> None:
     """slow_reply_rate=1: the answer comes after slow_reply_seconds."""
-    sim = make_sim(slow_reply_rate=1.0, slow_reply_seconds=0.3)
+    sim = sim_factory(fast_tasks(), slow_reply_rate=1.0, slow_reply_seconds=0.3)
     start = time.monotonic()
     r = httpx.post(sim.base_url + POLL, headers=headers(), json={"task_id": "x"}, timeout=10)
     assert r.status_code == 404 and time.monotonic() - start >= 0.3
 
 
-def test_random_429(make_sim: Callable[..., Simulator]) -> None:
+def test_random_429(sim_factory: SimFactory) -> None:
     """rate_429=1: a 429 with Retry-After."""
-    sim = make_sim(rate_429=1.0)
+    sim = sim_factory(fast_tasks(), rate_429=1.0)
     r = httpx.post(sim.base_url + POLL, headers=headers(), json={"task_id": "x"}, timeout=10)
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
 
 
-def test_truncated_video(make_sim: Callable[..., Simulator], image_url: str) -> None:
+def test_truncated_video(sim_factory: SimFactory, image_url: str) -> None:
     """truncate_video_rate=1: the full Content-Length is announced, half the body arrives."""
-    sim = make_sim(truncate_video_rate=1.0)
+    sim = sim_factory(fast_tasks(), truncate_video_rate=1.0)
     task, _ = poll_until(sim, submit(sim, image_url).json()["id"], {"succeeded"})
     url = httpx.URL(task["content"]["video_url"])
     with socket.create_connection((url.host, url.port), timeout=10) as s:
@@ -331,10 +309,10 @@ def test_truncated_video(make_sim: Callable[..., Simulator], image_url: str) -> 
     ("knob", "status"), [("fail_task_rate", "failed"), ("expire_task_rate", "expired")]
 )
 def test_failed_and_expired_tasks(
-    make_sim: Callable[..., Simulator], image_url: str, knob: str, status: str
+    sim_factory: SimFactory, image_url: str, knob: str, status: str
 ) -> None:
     """fail/expire rates end tasks failed (with an error) or expired; there is no video."""
-    sim = make_sim(**{knob: 1.0})
+    sim = sim_factory(fast_tasks(), **{knob: 1.0})
     task, _ = poll_until(
         sim, submit(sim, image_url).json()["id"], {"succeeded", "failed", "expired"}
     )
@@ -343,9 +321,9 @@ def test_failed_and_expired_tasks(
     assert httpx.get(f"{sim.base_url}/videos/{task['id']}.mp4", timeout=10).status_code == 404
 
 
-def test_video_expires_after_ttl(make_sim: Callable[..., Simulator], image_url: str) -> None:
+def test_video_expires_after_ttl(sim_factory: SimFactory, image_url: str) -> None:
     """After video_ttl_seconds the video URL answers 403."""
-    sim = make_sim(video_ttl_seconds=0.0)
+    sim = sim_factory(fast_tasks(), video_ttl_seconds=0.0)
     task, _ = poll_until(sim, submit(sim, image_url).json()["id"], {"succeeded"})
     assert httpx.get(task["content"]["video_url"], timeout=10).status_code == 403
 

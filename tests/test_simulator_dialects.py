@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,21 +24,20 @@ from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.simulator.video import text_picture
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import BUCKET, make_image_bytes
-from .daemon_harness import wait_for
+from .helpers import BUCKET, Receiver, free_port, make_image_bytes, sha256, wait_for
 from .simhelpers import (
-    FAST,
     FAST_2,
     MODEL,
     POLL,
     STATUS,
     SUBMIT,
     TEXT,
-    Receiver,
+    SimFactory,
     _ready_line,
     body,
     container_seconds,
     decoded_frames,
+    fast_tasks,
     headers,
     post,
     status,
@@ -59,20 +56,6 @@ ENVELOPE_ID = re.compile(
 
 
 # --- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_sim() -> Iterator[Callable[..., Simulator]]:
-    started: list[Simulator] = []
-
-    def _make(**knobs: Any) -> Simulator:
-        sim = Simulator(SimulatorConfig(**{**FAST, **knobs})).start()
-        started.append(sim)
-        return sim
-
-    yield _make
-    for sim in started:
-        sim.stop()
 
 
 @pytest.fixture
@@ -101,21 +84,15 @@ def legacy_until_done(sim: Simulator, task_id: str) -> dict[str, Any]:
     return wait_for(step)  # type: ignore[no-any-return]
 
 
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/hook"
-
-
 # --- the envelope dialect -------------------------------------------------------------------
 
 
 def test_envelope_answer_and_v2_status_serve_the_video(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """submit_answer=envelope: request_id/QUEUED/polling_url; GET polling_url walks to
     COMPLETED with output.media_url; the records say how it was answered."""
-    sim = make_sim(submit_answer="envelope")
+    sim = sim_factory(fast_tasks(), submit_answer="envelope")
     data = make_image_bytes()
     url = put_image(data)
     r = post(sim, SUBMIT, body(url, text="Waves --resolution 480p"))
@@ -138,15 +115,15 @@ def test_envelope_answer_and_v2_status_serve_the_video(
     assert record.polling_url == answer["polling_url"] and record.answer_status == 200
     assert record.endpoint == SUBMIT and record.kind == "image" and record.webhook_url is None
     assert record.fetched_urls == (url,) and record.image_url == url
-    assert record.fetched_sha256s == (hashlib.sha256(data).hexdigest(),)
+    assert record.fetched_sha256s == (sha256(data),)
     assert record.image_sha256 == record.fetched_sha256s[0]
 
 
 def test_id_dialect_records_its_dialect(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """The default dialect stays {"id"}; its record says so and names no polling URL."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     r = post(sim, SUBMIT, body(put_image(make_image_bytes())))
     assert set(r.json()) == {"id"} and r.json()["id"].startswith("cgt-")
     [record] = sim.submits
@@ -154,10 +131,12 @@ def test_id_dialect_records_its_dialect(
 
 
 def test_polling_origin_names_a_foreign_origin(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """polling_origin puts another origin into polling_url; the task is still polled here."""
-    sim = make_sim(submit_answer="envelope", polling_origin="https://elsewhere.example:8443")
+    sim = sim_factory(
+        fast_tasks(), submit_answer="envelope", polling_origin="https://elsewhere.example:8443"
+    )
     answer = post(sim, SUBMIT, body(put_image(make_image_bytes()))).json()
     request_id = answer["request_id"]
     assert answer["polling_url"] == f"https://elsewhere.example:8443{STATUS}{request_id}"
@@ -165,11 +144,11 @@ def test_polling_origin_names_a_foreign_origin(
 
 
 def test_each_poll_endpoint_knows_only_its_own_dialect(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """Envelope ids are 404 on getVideoResult, cgt- ids 404 on /v2; unknown ids 404;
     the v2 endpoint checks the key and allows only GET."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     url = put_image(make_image_bytes())
     legacy_id = post(sim, SUBMIT, body(url)).json()["id"]
     sim.configure(submit_answer="envelope")
@@ -188,10 +167,10 @@ def test_each_poll_endpoint_knows_only_its_own_dialect(
 
 
 def test_media_url_as_list_or_alternating(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """media_url_style=list gives ["<url>"]; alternate gives a string, then a list."""
-    sim = make_sim(submit_answer="envelope", media_url_style="list")
+    sim = sim_factory(fast_tasks(), submit_answer="envelope", media_url_style="list")
     url = put_image(make_image_bytes())
     first = post(sim, SUBMIT, body(url)).json()["request_id"]
     task, _ = status_until_done(sim, first)
@@ -213,13 +192,13 @@ def test_media_url_as_list_or_alternating(
     ],
 )
 def test_v2_failures_carry_an_error_object(
-    make_sim: Callable[..., Simulator],
+    sim_factory: SimFactory,
     put_image: Callable[[bytes], str],
     knobs: dict[str, Any],
     code: str,
 ) -> None:
     """A failed or expired task is FAILED/ERROR (alternating) with {"code", "message"}."""
-    sim = make_sim(submit_answer="envelope", **knobs)
+    sim = sim_factory(fast_tasks(), submit_answer="envelope", **knobs)
     url = put_image(make_image_bytes())
     ids = [post(sim, SUBMIT, body(url)).json()["request_id"] for _ in range(2)]
     answers = [status_until_done(sim, rid)[0] for rid in ids]
@@ -231,10 +210,12 @@ def test_v2_failures_carry_an_error_object(
 
 
 def test_v2_error_as_string_or_alternating(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """error_style=string gives "TaskExpired: ..."; alternate mixes object and string."""
-    sim = make_sim(submit_answer="envelope", expire_task_rate=1.0, error_style="string")
+    sim = sim_factory(
+        fast_tasks(), submit_answer="envelope", expire_task_rate=1.0, error_style="string"
+    )
     url = put_image(make_image_bytes())
     first = post(sim, SUBMIT, body(url)).json()["request_id"]
     error = status_until_done(sim, first)[0]["error"]
@@ -245,11 +226,9 @@ def test_v2_error_as_string_or_alternating(
     assert kinds == {str, dict}
 
 
-def test_cancelled_tasks(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
-) -> None:
+def test_cancelled_tasks(sim_factory: SimFactory, put_image: Callable[[bytes], str]) -> None:
     """cancel_task_rate=1: v2 says CANCELLED, the legacy poll "cancelled"; no video."""
-    sim = make_sim(submit_answer="envelope", cancel_task_rate=1.0)
+    sim = sim_factory(fast_tasks(), submit_answer="envelope", cancel_task_rate=1.0)
     url = put_image(make_image_bytes())
     request_id = post(sim, SUBMIT, body(url)).json()["request_id"]
     answer, _ = status_until_done(sim, request_id)
@@ -263,10 +242,10 @@ def test_cancelled_tasks(
 # --- the frames and text endpoints ----------------------------------------------------------
 
 
-def test_text_video_decodes_in_the_ratio_asked(make_sim: Callable[..., Simulator]) -> None:
+def test_text_video_decodes_in_the_ratio_asked(sim_factory: SimFactory) -> None:
     """generateVideoTask needs no image: the clip is drawn from the prompt, in --ratio,
     and lasts the --duration asked."""
-    sim = make_sim(submit_answer="envelope")
+    sim = sim_factory(fast_tasks(), submit_answer="envelope")
     r = post(sim, TEXT, {"model": T2V, "text": "A lighthouse at night --ratio 9:16 --duration 3"})
     assert r.status_code == 200, r.text
     request_id = r.json()["request_id"]
@@ -291,10 +270,10 @@ def test_text_picture_is_a_function_of_the_prompt() -> None:
     assert one != text_picture("A harbour", 64, 36).tobytes()
 
 
-def test_text_bodies_are_checked_strictly(make_sim: Callable[..., Simulator]) -> None:
+def test_text_bodies_are_checked_strictly(sim_factory: SimFactory) -> None:
     """Extra or missing keys, non-strings, empty text, unknown commands → 400; an
     unknown model → 404; nothing is created."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     cases: list[tuple[Any, int, str]] = [
         ({"model": T2V, "text": "Sea", "content": []}, 400, "exactly"),
         ({"model": T2V}, 400, "text"),
@@ -312,11 +291,11 @@ def test_text_bodies_are_checked_strictly(make_sim: Callable[..., Simulator]) ->
 
 
 def test_the_frames_endpoint_is_gone(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """generateFrame2VideoTask answers 404 with the body of any unknown path, before
     the key is even looked at; nothing is created or counted as a submit."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     url = put_image(make_image_bytes())
     frames = {"model": MODEL, "text": "Dusk", "first_frame": url, "last_frame": url}
     gone = post(sim, FRAMES, frames)
@@ -339,11 +318,11 @@ def test_the_frames_endpoint_is_gone(
     ],
 )
 def test_a_retired_model_is_not_available(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str], model: str, date: str
+    sim_factory: SimFactory, put_image: Callable[[bytes], str], model: str, date: str
 ) -> None:
     """A model the table retired is a 400 ModelNotAvailable at both 1.0 endpoints, its
     message saying the model is not available and since when; nothing is created."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     url = put_image(make_image_bytes())
     for path, payload in ((SUBMIT, body(url, model=model)), (TEXT, {"model": model, "text": "A"})):
         r = post(sim, path, payload)
@@ -356,10 +335,10 @@ def test_a_retired_model_is_not_available(
 
 
 def test_an_unknown_model_is_404(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """A model the table does not know is 404 ModelNotFound at both 1.0 endpoints."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     url = put_image(make_image_bytes())
     for path, payload in (
         (SUBMIT, body(url, model="seedance-9")),
@@ -373,11 +352,11 @@ def test_an_unknown_model_is_404(
 
 @pytest.mark.parametrize("model", [FAST_2, "seedance-2-5"])
 def test_a_seedance_2_model_is_refused_at_the_1_0_endpoints(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str], model: str
+    sim_factory: SimFactory, put_image: Callable[[bytes], str], model: str
 ) -> None:
     """A live Seedance 2 model in a 1.0 body is a 400 naming the model and the
     endpoints it has instead."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     url = put_image(make_image_bytes())
     for path, payload in ((SUBMIT, body(url, model=model)), (TEXT, {"model": model, "text": "A"})):
         r = post(sim, path, payload)
@@ -389,10 +368,10 @@ def test_a_seedance_2_model_is_refused_at_the_1_0_endpoints(
 
 
 def test_both_1_0_pro_models_make_image_and_text(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """Seedance 1.0 Pro and Pro Fast, the live 1.0 rows, take image and text."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     url = put_image(make_image_bytes())
     for model in (MODEL, PRO):
         assert post(sim, SUBMIT, body(url, model=model)).status_code == 200
@@ -406,7 +385,7 @@ def test_both_1_0_pro_models_make_image_and_text(
 
 
 def test_a_model_must_offer_the_kind_asked_for(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """With a table whose Pro Fast makes images only, its text submit is a 400 naming
     the model and what it offers, while its image submit is accepted."""
@@ -417,7 +396,7 @@ def test_a_model_must_offer_the_kind_asked_for(
         endpoints={"image": row.endpoints["image"]},
     )
     table = ModelTable(tuple(image_only if r.model == MODEL else r for r in MODELS.values()))
-    sim = make_sim(models=table)
+    sim = sim_factory(fast_tasks(), models=table)
     r = post(sim, TEXT, {"model": MODEL, "text": "A quiet street"})
     assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
@@ -428,11 +407,11 @@ def test_a_model_must_offer_the_kind_asked_for(
 
 
 def test_a_model_retired_while_running_is_refused_from_then_on(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """configure(models=...) retires a model mid-run: the next submit is refused as not
     available, while the task submitted before still completes and serves its video."""
-    sim = make_sim(submit_answer="envelope")
+    sim = sim_factory(fast_tasks(), submit_answer="envelope")
     url = put_image(make_image_bytes())
     earlier = post(sim, SUBMIT, body(url)).json()["request_id"]
     retired = dataclasses.replace(
@@ -454,11 +433,13 @@ def test_a_model_retired_while_running_is_refused_from_then_on(
 
 @pytest.mark.parametrize("code", [502, 504])
 def test_proxy_status_loses_the_answer_of_a_created_task(
-    make_sim: Callable[..., Simulator], code: int
+    sim_factory: SimFactory, code: int
 ) -> None:
     """A 502/504 on submit comes after the task was created: it runs, is recorded with
     the status the client saw, and can be found by its id."""
-    sim = make_sim(submit_status_rate=1.0, submit_status_codes=(code,), submit_answer="envelope")
+    sim = sim_factory(
+        fast_tasks(), submit_status_rate=1.0, submit_status_codes=(code,), submit_answer="envelope"
+    )
     r = post(sim, TEXT, {"model": T2V, "text": "A storm"})
     assert r.status_code == code and r.headers["content-type"] == "text/html"
     [record] = sim.submits
@@ -469,11 +450,9 @@ def test_proxy_status_loses_the_answer_of_a_created_task(
 
 
 @pytest.mark.parametrize("code", [500, 503, 429, 400])
-def test_other_injected_statuses_create_nothing(
-    make_sim: Callable[..., Simulator], code: int
-) -> None:
+def test_other_injected_statuses_create_nothing(sim_factory: SimFactory, code: int) -> None:
     """Any other injected status is answered before a task exists (429 with Retry-After)."""
-    sim = make_sim(submit_status_rate=1.0, submit_status_codes=(code,))
+    sim = sim_factory(fast_tasks(), submit_status_rate=1.0, submit_status_codes=(code,))
     r = post(sim, TEXT, {"model": T2V, "text": "A storm"})
     assert r.status_code == code and r.json()["error"]["code"]
     if code == 429:
@@ -481,9 +460,9 @@ def test_other_injected_statuses_create_nothing(
     assert sim.submits == [] and sim.submit_attempts == 1
 
 
-def test_dropped_answer_is_recorded_as_such(make_sim: Callable[..., Simulator]) -> None:
+def test_dropped_answer_is_recorded_as_such(sim_factory: SimFactory) -> None:
     """submit_accept_then_drop: the record's answer_status is None."""
-    sim = make_sim(submit_accept_then_drop_rate=1.0)
+    sim = sim_factory(fast_tasks(), submit_accept_then_drop_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
         post(sim, TEXT, {"model": T2V, "text": "A storm"})
     [record] = sim.submits
@@ -493,10 +472,10 @@ def test_dropped_answer_is_recorded_as_such(make_sim: Callable[..., Simulator]) 
 # --- webhooks -------------------------------------------------------------------------------
 
 
-def test_webhook_is_posted_when_the_task_ends(make_sim: Callable[..., Simulator]) -> None:
+def test_webhook_is_posted_when_the_task_ends(sim_factory: SimFactory) -> None:
     """X-Webhook-URL gets one POST with the v2 answer when the task completes (no key
     sent along); the query survives; the delivery is recorded with its status."""
-    sim = make_sim(submit_answer="envelope")
+    sim = sim_factory(fast_tasks(), submit_answer="envelope")
     with Receiver(status=204) as receiver:
         hook = f"{receiver.url}/webhooks/pixazo?token=abc123"
         r = post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": hook})
@@ -515,11 +494,11 @@ def test_webhook_is_posted_when_the_task_ends(make_sim: Callable[..., Simulator]
 
 
 def test_webhook_for_a_failed_task_and_for_a_legacy_task(
-    make_sim: Callable[..., Simulator],
+    sim_factory: SimFactory,
 ) -> None:
     """A failed task's webhook says FAILED/ERROR with the error; a receiver's 500 is
     recorded; submits without the header send nothing."""
-    sim = make_sim(fail_task_rate=1.0)
+    sim = sim_factory(fast_tasks(), fail_task_rate=1.0)
     with Receiver(status=500) as receiver:
         post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": receiver.url})
         post(sim, TEXT, {"model": T2V, "text": "No hook"})
@@ -533,20 +512,20 @@ def test_webhook_for_a_failed_task_and_for_a_legacy_task(
 
 
 def test_undeliverable_webhook_is_recorded_and_harmless(
-    make_sim: Callable[..., Simulator],
+    sim_factory: SimFactory,
 ) -> None:
     """A webhook to a closed port fails: recorded with an error, the simulator serves on."""
-    sim = make_sim(submit_answer="envelope", webhook_timeout=2.0)
-    hook = closed_port_url()
+    sim = sim_factory(fast_tasks(), submit_answer="envelope", webhook_timeout=2.0)
+    hook = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     r = post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": hook})
     [record] = wait_for(lambda: sim.webhooks)
     assert record.status is None and record.error and "Connect" in record.error
     assert status(sim, r.json()["request_id"])["status"] == "COMPLETED"
 
 
-def test_webhook_url_must_be_http(make_sim: Callable[..., Simulator]) -> None:
+def test_webhook_url_must_be_http(sim_factory: SimFactory) -> None:
     """An X-Webhook-URL that is not http(s) is a 400, and creates nothing."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     r = post(sim, TEXT, {"model": T2V, "text": "A kite"}, **{"X-Webhook-URL": "file:///etc"})
     assert r.status_code == 400 and "X-Webhook-URL" in r.json()["error"]["message"]
     assert sim.submits == []

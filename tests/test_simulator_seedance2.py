@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import re
 import subprocess
@@ -23,22 +22,21 @@ from seedance_watch.core.models import MODELS, ModelTable
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import BUCKET
-from .daemon_harness import wait_for
+from .helpers import BUCKET, Receiver, sha256, wait_for
 from .simhelpers import (
-    FAST,
     FAST_2,
     MODEL,
     STATUS,
     SUBMIT,
     TEXT,
-    Receiver,
+    SimFactory,
     body,
     body_2,
     close_to,
     container_seconds,
     decoded_frames,
     endpoint_2,
+    fast_tasks,
     frames_body_2,
     image_item,
     mean_colour,
@@ -69,24 +67,10 @@ def envelope_id(prefix: str) -> re.Pattern[str]:
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def make_sim() -> Iterator[Callable[..., Simulator]]:
-    started: list[Simulator] = []
-
-    def _make(**knobs: Any) -> Simulator:
-        sim = Simulator(SimulatorConfig(**{**FAST, **knobs})).start()
-        started.append(sim)
-        return sim
-
-    yield _make
-    for sim in started:
-        sim.stop()
-
-
 @pytest.fixture(scope="module")
 def strict_sim() -> Iterator[Simulator]:
     """One simulator for the refusals (none of them creates anything)."""
-    with Simulator(SimulatorConfig(**FAST)) as sim:
+    with Simulator(fast_tasks()) as sim:
         yield sim
 
 
@@ -106,10 +90,6 @@ def put_image(s3_server: S3Emulator) -> Callable[[bytes], str]:
     return _put
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def completed_video(sim: Simulator, request_id: str) -> bytes:
     """Poll ``request_id`` to COMPLETED and download its video (checked against the record)."""
     answer, seen = status_until_done(sim, request_id)
@@ -125,12 +105,12 @@ def completed_video(sim: Simulator, request_id: str) -> bytes:
 
 
 def test_image_drop_first_frame_zooms_and_lasts_the_duration_asked(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """A first frame alone at first-last-frame-to-video: the envelope (even with
     submit_answer=id), request_id prefixed seedance-2-0-fast_, polled at
     /v2/requests/status to COMPLETED; an H.264 clip of the image, 4 s as asked."""
-    sim = make_sim(**SMALL)
+    sim = sim_factory(fast_tasks(), **SMALL)
     red = solid_png(RED)
     url = put_image(red)
     path = endpoint_2("image")
@@ -165,11 +145,11 @@ def test_image_drop_first_frame_zooms_and_lasts_the_duration_asked(
 
 
 def test_frames_drop_fades_from_the_first_frame_to_the_last(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """first_frame then last_frame: both fetched in order; the clip starts on the first
     image and ends on the last; with no duration sent it lasts the default 5 s."""
-    sim = make_sim(**SMALL)
+    sim = sim_factory(fast_tasks(), **SMALL)
     red, blue = solid_png(RED), solid_png(BLUE, size=(480, 640))
     first, last = put_image(red), put_image(blue)
     r = post(sim, endpoint_2("frames"), frames_body_2(first, last, ratio="4:3"))
@@ -191,11 +171,11 @@ def test_frames_drop_fades_from_the_first_frame_to_the_last(
 
 
 def test_text_drop_at_mini_with_auto_duration_lasts_auto_seconds(
-    make_sim: Callable[..., Simulator],
+    sim_factory: SimFactory,
 ) -> None:
     """text-to-video at seedance-2-0-mini (no /v1): the prompt picture in the ratio
     asked; duration -1 lets the "model" pick auto_seconds, and the mp4 lasts that."""
-    sim = make_sim(auto_seconds=7, **SMALL)
+    sim = sim_factory(fast_tasks(), auto_seconds=7, **SMALL)
     path = endpoint_2("text", "seedance-2-0-mini")
     assert path == "/seedance-2-0-mini/text-to-video"
     r = post(sim, path, body_2("A lighthouse at night", ratio="9:16", duration=-1))
@@ -217,12 +197,12 @@ def test_text_drop_at_mini_with_auto_duration_lasts_auto_seconds(
 
 
 def test_reference_drop_visits_the_references_in_order(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """reference-to-video at seedance-2-5 (which also takes 1080p): three references,
     fetched in body order; the clip starts on the first, passes the second and ends
     on the third."""
-    sim = make_sim(**SMALL)
+    sim = sim_factory(fast_tasks(), **SMALL)
     pictures = [solid_png(RED), solid_png(GREEN), solid_png(BLUE)]
     urls = [put_image(p) for p in pictures]
     path = endpoint_2("reference", "seedance-2-5")
@@ -245,11 +225,11 @@ def test_reference_drop_visits_the_references_in_order(
 
 
 def test_video_seconds_overrides_the_requested_length(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """A non-None video_seconds wins over the duration asked (the tests' fast path);
     the record keeps both."""
-    sim = make_sim(video_seconds=0.5, **SMALL)
+    sim = sim_factory(fast_tasks(), video_seconds=0.5, **SMALL)
     r = post(sim, endpoint_2("image"), frames_body_2(put_image(solid_png(RED)), duration=12))
     video = completed_video(sim, r.json()["request_id"])
     assert container_seconds(video) == pytest.approx(0.5)
@@ -258,10 +238,10 @@ def test_video_seconds_overrides_the_requested_length(
 
 
 def test_seedance_1_clips_last_the_duration_command(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """Seedance 1.0: the --duration command sets the clip's length; none sent, 5 s."""
-    sim = make_sim(**SMALL)
+    sim = sim_factory(fast_tasks(), **SMALL)
     url = put_image(solid_png(RED))
     asked = post(sim, SUBMIT, body(url, text="Waves --duration 3")).json()["id"]
     default = post(sim, TEXT, {"model": MODEL, "text": "Waves"}).json()["id"]
@@ -275,11 +255,11 @@ def test_seedance_1_clips_last_the_duration_command(
 
 
 def test_webhook_and_polling_origin_apply_to_seedance_2(
-    make_sim: Callable[..., Simulator],
+    sim_factory: SimFactory,
 ) -> None:
     """X-Webhook-URL gets the v2 answer when a Seedance 2 task ends; polling_origin is
     written into its polling_url."""
-    sim = make_sim(polling_origin="https://elsewhere.example:8443", **SMALL)
+    sim = sim_factory(fast_tasks(), polling_origin="https://elsewhere.example:8443", **SMALL)
     with Receiver(status=204) as receiver:
         hook = f"{receiver.url}/webhooks/pixazo?token=t1"
         r = post(sim, endpoint_2("text"), body_2(duration=4), **{"X-Webhook-URL": hook})
@@ -303,10 +283,10 @@ def test_webhook_and_polling_origin_apply_to_seedance_2(
     ids=["5xx", "429", "402", "403"],
 )
 def test_faults_refuse_seedance_2_submits_before_a_task_exists(
-    make_sim: Callable[..., Simulator], knobs: dict[str, Any], expected: set[int]
+    sim_factory: SimFactory, knobs: dict[str, Any], expected: set[int]
 ) -> None:
     """The fault knobs hit the Seedance 2 endpoints as they hit the others."""
-    sim = make_sim(**knobs)
+    sim = sim_factory(fast_tasks(), **knobs)
     codes = {post(sim, endpoint_2("text"), body_2()).status_code for _ in range(6)}
     assert codes <= expected and codes
     assert sim.submits == [] and sim.submit_attempts == 6
@@ -314,10 +294,10 @@ def test_faults_refuse_seedance_2_submits_before_a_task_exists(
 
 @pytest.mark.parametrize("code", [502, 504])
 def test_a_proxy_status_after_a_seedance_2_task_was_created(
-    make_sim: Callable[..., Simulator], code: int
+    sim_factory: SimFactory, code: int
 ) -> None:
     """submit_status_rate: the 502/504 comes after the task exists; it runs to COMPLETED."""
-    sim = make_sim(submit_status_rate=1.0, submit_status_codes=(code,), **SMALL)
+    sim = sim_factory(fast_tasks(), submit_status_rate=1.0, submit_status_codes=(code,), **SMALL)
     r = post(sim, endpoint_2("text"), body_2(duration=4))
     assert r.status_code == code
     [record] = sim.submits
@@ -325,9 +305,9 @@ def test_a_proxy_status_after_a_seedance_2_task_was_created(
     assert status_until_done(sim, record.task_id)[0]["status"] == "COMPLETED"
 
 
-def test_failed_seedance_2_tasks_fail_in_the_v2_answer(make_sim: Callable[..., Simulator]) -> None:
+def test_failed_seedance_2_tasks_fail_in_the_v2_answer(sim_factory: SimFactory) -> None:
     """fail_task_rate=1: the Seedance 2 task ends FAILED or ERROR with an error object."""
-    sim = make_sim(fail_task_rate=1.0)
+    sim = sim_factory(fast_tasks(), fail_task_rate=1.0)
     request_id = post(sim, endpoint_2("text"), body_2()).json()["request_id"]
     answer, _ = status_until_done(sim, request_id)
     assert answer["status"] in ("FAILED", "ERROR") and answer["output"] is None
@@ -335,11 +315,11 @@ def test_failed_seedance_2_tasks_fail_in_the_v2_answer(make_sim: Callable[..., S
 
 
 def test_an_unfetchable_image_is_400_naming_its_role(
-    make_sim: Callable[..., Simulator], put_image: Callable[[bytes], str]
+    sim_factory: SimFactory, put_image: Callable[[bytes], str]
 ) -> None:
     """The images are really fetched: a last frame that is not an image is a 400 that
     names the role; nothing is created."""
-    sim = make_sim()
+    sim = sim_factory(fast_tasks())
     first, notes = put_image(solid_png(RED)), put_image(b"not an image")
     r = post(sim, endpoint_2("frames"), frames_body_2(first, notes))
     assert r.status_code == 400
@@ -367,11 +347,11 @@ def test_video_seconds_knob_is_positive_or_none(value: float) -> None:
 
 
 def test_peak_unfinished_is_the_most_tasks_queued_or_running_at_once(
-    make_sim: Callable[..., Simulator],
+    sim_factory: SimFactory,
 ) -> None:
     """Three tasks at once: peak 3; once they ended, one more leaves the peak at 3;
     with max_concurrent=1 the waiting ones count too."""
-    sim = make_sim(running_seconds=0.3, video_seconds=0.5, **SMALL)
+    sim = sim_factory(fast_tasks(), running_seconds=0.3, video_seconds=0.5, **SMALL)
     assert sim.peak_unfinished == 0
     for _ in range(3):
         assert post(sim, endpoint_2("text"), body_2()).status_code == 200
@@ -379,7 +359,7 @@ def test_peak_unfinished_is_the_most_tasks_queued_or_running_at_once(
     wait_for(lambda: sim.tasks_by_status() == {"succeeded": 3})
     post(sim, endpoint_2("text"), body_2())
     assert sim.peak_unfinished == 3
-    queued = make_sim(max_concurrent=1, running_seconds=5.0, **SMALL)
+    queued = sim_factory(fast_tasks(), max_concurrent=1, running_seconds=5.0, **SMALL)
     for _ in range(4):
         post(queued, endpoint_2("text"), body_2())
     assert queued.peak_unfinished == 4 and queued.tasks_by_status()["queued"] >= 3
@@ -563,13 +543,13 @@ def test_every_option_at_its_edge_is_taken(strict_sim: Simulator) -> None:
         assert post(strict_sim, endpoint_2("text"), payload).status_code == 200
 
 
-def test_a_retired_seedance_2_model_is_not_available(make_sim: Callable[..., Simulator]) -> None:
+def test_a_retired_seedance_2_model_is_not_available(sim_factory: SimFactory) -> None:
     """A Seedance 2 row retired (endpoints kept) answers 400 ModelNotAvailable there."""
     retired = dataclasses.replace(
         MODELS["seedance-2-0"], retired_on=dt.date(2027, 3, 1), replacement=FAST_2
     )
     table = ModelTable(tuple(retired if r.model == "seedance-2-0" else r for r in MODELS.values()))
-    sim = make_sim(models=table)
+    sim = sim_factory(fast_tasks(), models=table)
     r = post(sim, endpoint_2("text", "seedance-2-0"), body_2())
     assert r.status_code == 400 and r.json()["error"] == {
         "code": "ModelNotAvailable",

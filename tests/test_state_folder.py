@@ -32,11 +32,10 @@ from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.ledger.lock import LOCK_NAME, lock_holder
 from seedance_watch.service.web.files import JobFiles
-from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import make_image_bytes
-from .daemon_harness import daemon_env, run_once, write_config
+from .helpers import daemon_env, make_image_bytes, run_once, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -203,24 +202,23 @@ def test_the_daemon_folders_are_created_durably(
 
 
 def test_start_up_sweeps_old_temp_files_from_the_inbox_and_the_state_folder(
-    tmp_path: Path, s3_server: S3Emulator
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator
 ) -> None:
     """A move into the inbox (`retry` across file systems) or an atomic write in the state
     folder killed midway leaves a hidden ``.NAME.<random>.tmp``: a `run` sweeps those
     of the inbox older than an hour (a `retry` may be writing a fresh one right now)
     and every one of the state folder (which it holds locked)."""
-    with Simulator(SimulatorConfig(api_key="sim-key")) as sim:
-        config = write_config(tmp_path, s3_server, sim)
-        inbox, state = tmp_path / "inbox", tmp_path / "state"
-        state.mkdir()
-        old = fsutil.temp_path(inbox / "sub" / "beach.jpg")
-        old.parent.mkdir()
-        fresh = fsutil.temp_path(inbox / "dune.jpg")
-        in_state = fsutil.temp_path(state / "daemon.json")
-        for path in (old, fresh, in_state):
-            path.write_bytes(b"partial")
-        os.utime(old, (1_600_000_000, 1_600_000_000))
-        result, _ = run_once(config)
+    config = write_config(tmp_path, s3_server, sim)
+    inbox, state = tmp_path / "inbox", tmp_path / "state"
+    state.mkdir()
+    old = fsutil.temp_path(inbox / "sub" / "beach.jpg")
+    old.parent.mkdir()
+    fresh = fsutil.temp_path(inbox / "dune.jpg")
+    in_state = fsutil.temp_path(state / "daemon.json")
+    for path in (old, fresh, in_state):
+        path.write_bytes(b"partial")
+    os.utime(old, (1_600_000_000, 1_600_000_000))
+    result, _ = run_once(config)
     assert result.exit_code == 0
     assert fresh.exists()
     assert not old.exists() and not in_state.exists()

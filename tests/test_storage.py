@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import random
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -30,7 +28,7 @@ from seedance_watch.files.storage import MIB, Storage, StorageRejected
 from seedance_watch.logs import redact_url
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
-from .conftest import BUCKET, make_image_bytes
+from .helpers import BUCKET, free_port, make_image_bytes, sha256
 
 
 @dataclass(frozen=True)
@@ -56,13 +54,6 @@ def storage(settings: Settings) -> Iterator[Storage]:
     store = Storage(settings)
     yield store
     store.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_upload_then_presigned_get_returns_exact_bytes_and_content_type(
@@ -192,7 +183,7 @@ def test_existing_bucket_passes_check(storage: Storage) -> None:
 
 def test_unreachable_endpoint_is_transient(aws_env: None, tmp_path: Path) -> None:
     """Nothing listening on the endpoint: check() and upload() raise StorageTransient."""
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     store = Storage(Settings(endpoint_url=endpoint), max_retries=0, connect_timeout=2)
     path = tmp_path / "x.jpg"
     path.write_bytes(make_image_bytes())
@@ -421,10 +412,6 @@ def test_transient_errors_are_retried_by_boto3_first(
 # ---------------------------------
 
 
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @pytest.mark.parametrize("size", [40_000, 9 * MIB])
 def test_upload_with_the_examined_identity_and_hash_sends_those_bytes(
     storage: Storage, s3_server: S3Emulator, tmp_path: Path, size: int
@@ -436,7 +423,7 @@ def test_upload_with_the_examined_identity_and_hash_sends_those_bytes(
     path.write_bytes(data)
     key = storage.key_for("job-own", f"{size}.png")
     sent = storage.upload(
-        path, key, content_type="image/png", expect_sha256=sha256_of(data), expect=identify(path)
+        path, key, content_type="image/png", expect_sha256=sha256(data), expect=identify(path)
     )
     assert sent == size
     body = s3_server.client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
@@ -457,7 +444,7 @@ def test_upload_of_a_file_replaced_under_the_same_name_is_refused_before_sending
     key = storage.key_for("job-replaced", "beach.jpg")
     with pytest.raises(InputReplaced) as info:
         storage.upload(
-            path, key, content_type="image/jpeg", expect_sha256=sha256_of(data), expect=examined
+            path, key, content_type="image/jpeg", expect_sha256=sha256(data), expect=examined
         )
     assert info.value.code == "input_replaced"
     assert key not in s3_server.keys(BUCKET)
@@ -481,7 +468,7 @@ def test_upload_whose_bytes_do_not_hash_as_examined_is_removed_again(
     key = storage.key_for("job-rewritten", "beach.jpg")
     with capture_logs() as logs, pytest.raises(InputReplaced, match="not those the job examined"):
         storage.upload(
-            path, key, content_type="image/jpeg", expect_sha256=sha256_of(data), expect=examined
+            path, key, content_type="image/jpeg", expect_sha256=sha256(data), expect=examined
         )
     assert [e["key"] for e in logs if e["event"] == "storage.deleted"] == [key]
     assert key not in s3_server.keys(BUCKET)
@@ -506,7 +493,7 @@ def test_upload_of_a_file_rewritten_while_it_is_sent_is_removed_again(
     storage._client.meta.events.register_first("before-send.s3.PutObject", rewrite)
     with pytest.raises(InputReplaced):
         storage.upload(
-            path, key, content_type="image/jpeg", expect_sha256=sha256_of(data), expect=examined
+            path, key, content_type="image/jpeg", expect_sha256=sha256(data), expect=examined
         )
     assert key not in s3_server.keys(BUCKET)
 

@@ -9,13 +9,11 @@ uploaded or paid (docs/design.md, "Models" and "Money")."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +30,8 @@ from seedance_watch.ledger.record import decode_record
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import daemon_env, files_under, fresh_bucket, run_once, write_config
-from .simhelpers import quick_tasks
-
-pytestmark = pytest.mark.timeout(90)
+from .helpers import daemon_env, files_under, fresh_bucket, run_once, sha256, write_config
+from .simhelpers import image_item
 
 PRO_FAST = "seedance-1-0-pro-fast-251015"
 FAST2 = "seedance-2-0-fast"
@@ -43,17 +39,10 @@ RETIRED = "seedance-1-0-lite-i2v-250428"
 #: The commands the built-in defaults add to a Seedance 1.0 prompt.
 COMMANDS = "--resolution 720p --duration 5 --camerafixed false"
 AUTO_SECONDS = 7
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    # Clips as long as each task asks (duration: auto -> AUTO_SECONDS), tiny and sparse.
-    with Simulator(quick_tasks(video_seconds=None, auto_seconds=AUTO_SECONDS)) as simulator:
-        yield simulator
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.sim(video_seconds=None, auto_seconds=AUTO_SECONDS),
+]
 
 
 def image(path: Path, shade: int) -> bytes:
@@ -76,10 +65,6 @@ def text(path: Path, content: str) -> bytes:
 def meta(outbox: Path, stem: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((outbox / f"{stem}.json").read_text())
     return data
-
-
-def image_item(url: str, role: str) -> dict[str, Any]:
-    return {"type": "image_url", "image_url": {"url": url}, "role": role}
 
 
 def costs_json(config: Path) -> dict[str, Any]:

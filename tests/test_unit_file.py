@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .daemon_harness import wait_for
+from .helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

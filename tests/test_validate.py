@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .bad_inputs import BAD_INPUTS, drop_bad_inputs
-from .conftest import make_image_bytes
+from .helpers import make_image_bytes, write_pair
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,13 +63,6 @@ def problems(stdout: str) -> list[tuple[str, str]]:
         path, code, _ = line.split(": ", 2)
         out.append((Path(path).name, code))
     return sorted(out)
-
-
-def write_pair(folder: Path, stem: str, sidecar: str = 'prompt: "fine"\n') -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{stem}.jpg").write_bytes(JPEG)
-    (folder / f"{stem}.yaml").write_text(sidecar)
-    return folder / f"{stem}.jpg"
 
 
 def test_valid_folder_exits_0_and_ignores_what_the_daemon_ignores(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ Dynamic, after ``run --once`` on a copy of the state (a sample of states):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import LedgerCorrupt, StateError
 from seedance_watch.ledger.jsonl import Ledger
 
+from ..helpers import sha256
 from .recorder import DIR, FILE, SYMLINK
 from .states import FsState, Node
 
@@ -74,10 +74,6 @@ class LedgerVerdict:
     jobs: Mapping[str, Job] | None
     refused: str | None = None
     crashed: str | None = None
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def materialize(

@@ -30,7 +30,7 @@ from seedance_watch.providers.pixazo import PROVIDER, Gateway
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from ..conftest import make_image_bytes
+from ..helpers import make_image_bytes
 from .recorder import Recorder, Recording
 
 KEYS = PROVIDER.keys

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from seedance_watch.aio import wait_event
@@ -23,10 +24,20 @@ from seedance_watch.core.jobs import RESUME, Job, Stage, State
 from seedance_watch.core.scheduling import CircuitBreaker, ReadyQueue, TimerHeap, TokenBucket
 from seedance_watch.ledger.base import JobStore
 
-__all__ = ["POKE_SPACING", "Dispatcher"]
+__all__ = ["POKE_SPACING", "Dispatcher", "Waiting"]
 
 #: A webhook callback polls its task at once, but never more than once a second.
 POKE_SPACING = 1.0
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Where one job waits in the dispatcher (:meth:`Dispatcher.waiting`)."""
+
+    #: When the timer heap sends it on (a poll, a backoff, a probe); None: not on it.
+    due: float | None
+    #: It holds a submit slot: from its submit intent until its task ends.
+    holds_slot: bool
 
 
 class Dispatcher:
@@ -77,6 +88,14 @@ class Dispatcher:
     def start(self) -> None:
         """Bind to the running loop (webhook callbacks arrive from another thread)."""
         self.loop = asyncio.get_running_loop()
+
+    def waiting(self, job_id: str) -> Waiting:
+        """Where ``job_id`` waits now: its timer and its slot."""
+        return Waiting(due=self.timers.due(job_id), holds_slot=job_id in self.in_flight)
+
+    def submit_queue(self) -> tuple[str, ...]:
+        """The uploaded jobs waiting for a submit, next first (a copy)."""
+        return tuple(self.ready.order())
 
     def know_token(self, job: Job) -> None:
         if job.webhook_token is not None:

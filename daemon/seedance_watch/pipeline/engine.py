@@ -191,6 +191,7 @@ class Engine:
             estimator=self.deps.estimator,
             budget=self.budget,
             pauses=self.pauses,
+            dispatch=self.dispatch,
             poke=self.poke,
             fatal=lambda: None if self.fatal is None else self.fatal.message,
             ready=self.inbox.watching.is_set,

@@ -15,6 +15,7 @@ from seedance_watch.core.scheduling import TaskTimeEstimator
 from seedance_watch.ledger.base import JobStore
 from seedance_watch.logs import redact_text
 from seedance_watch.pipeline.budget import BudgetGate
+from seedance_watch.pipeline.dispatch import Dispatcher, Waiting
 from seedance_watch.pipeline.pauses import Pauses
 
 __all__ = ["EngineView"]
@@ -31,11 +32,13 @@ class EngineView:
         estimator: TaskTimeEstimator,
         budget: BudgetGate,
         pauses: Pauses,
+        dispatch: Dispatcher,
         poke: Callable[[str], bool],
         fatal: Callable[[], str | None],
         ready: Callable[[], bool],
     ) -> None:
         self._store, self._estimator, self._budget, self._pauses = store, estimator, budget, pauses
+        self._dispatch = dispatch
         self.poke, self.fatal, self.ready = poke, fatal, ready
 
     def jobs(self) -> Sequence[Job]:
@@ -63,6 +66,19 @@ class EngineView:
             if breaker.reason is not None:
                 out[name] = redact_text(breaker.reason)[:160]
         return out
+
+    def waiting(self, job_id: str) -> Waiting:
+        """Where one job waits: when its timer is due, whether it holds a submit slot."""
+        return self._dispatch.waiting(job_id)
+
+    def submit_queue(self) -> tuple[str, ...]:
+        """The uploaded jobs waiting for a submit, next first."""
+        return self._dispatch.submit_queue()
+
+    def submit_rate(self) -> float:
+        """Submits a minute allowed now: ``gateway.requests_per_minute``, lowered after
+        a 429 (never below a quarter of it), raised again by each accepted submit."""
+        return self._dispatch.bucket.rate_per_minute
 
     def writable(self) -> bool:
         """The store takes a write now."""

@@ -59,6 +59,8 @@ class MemoryStore:
         self._refusing = False  # a put failed: every later one is refused
         self._holder = _this_process()
         self._daemon: dict[str, Any] | None = None
+        #: Every record a ``put`` made durable, in order (the ones it started with aside).
+        self.puts: list[Job] = []
         for job in jobs:
             self._store(job)
 
@@ -89,6 +91,7 @@ class MemoryStore:
                     f"the store refuses writes after an earlier write failure ({failure})"
                 ) from failure
             self._store(job)
+            self.puts.append(job)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
