@@ -23,8 +23,7 @@ from seedance_watch.files import fsutil
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .conftest import make_image_bytes
-from .helpers import DaemonProcess, files_under, run_once, wait_for, write_config
+from .helpers import DaemonProcess, files_under, make_image_bytes, run_once, wait_for, write_config
 from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(90)

@@ -22,8 +22,7 @@ from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .bad_inputs import GOOD_JPEG, OLD
-from .conftest import make_image_bytes
-from .helpers import DaemonProcess, files_under, wait_for, write_config
+from .helpers import DaemonProcess, files_under, make_image_bytes, wait_for, write_config
 from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(90)

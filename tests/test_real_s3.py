@@ -23,8 +23,7 @@ from seedance_watch.errors import StorageUnavailable
 from seedance_watch.files.storage import Storage
 from seedance_watch.simulator import Simulator
 
-from .conftest import make_image_bytes
-from .helpers import DaemonProcess, files_under, run_once, wait_for, write_config
+from .helpers import DaemonProcess, files_under, make_image_bytes, run_once, wait_for, write_config
 from .seaweedfs import SeaweedFS
 from .simhelpers import quick_tasks
 

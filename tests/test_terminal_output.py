@@ -19,7 +19,7 @@ from seedance_watch.ledger.jsonl import Ledger
 from seedance_watch.service.http import HealthServer, PageSources
 from seedance_watch.service.metrics import Metrics
 
-from .conftest import make_image_bytes
+from .helpers import make_image_bytes
 
 pytestmark = pytest.mark.timeout(60)
 
