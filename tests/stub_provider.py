@@ -19,7 +19,7 @@ The protocol (ModelArk's video generation API)::
              "content": {"video_url"}, "usage", "error": {"code", "message"}}
 
 A stub: Seedance 1.0 bodies only (the options travel as text commands in the text
-item, as ``GenerationRequest.text`` holds them); no task list.
+item, as ``GenerationRequest.text`` holds them); no task list, no free key check.
 """
 
 from __future__ import annotations
@@ -159,6 +159,11 @@ class ModelArk:
             error_message=message if isinstance(message, str) else None,
             error=_ended(ref.task_id, state, code, message),
         )
+
+    async def check_key(self) -> bool:
+        """The stub claims no free call to check the key with: the first submit tells
+        (a real module would GET a task id that cannot exist and read 404 as yes)."""
+        return False
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -318,7 +318,7 @@ def test_whatever_an_observer_says_a_link_is_never_walked_through(
     inbox = make_inbox(root, mode=mode)
 
     async def scenario(events: list[InboxEvent], task: asyncio.Task[None]) -> None:
-        await until(inbox.watching.is_set, task)
+        await until(inbox.watching.is_set, 5.0, watching=task)
         (root / "evil").symlink_to(outside, target_is_directory=True)
         (root / "sub" / "evil").symlink_to(outside, target_is_directory=True)
         (root / "swapped").rmdir()
@@ -328,9 +328,9 @@ def test_whatever_an_observer_says_a_link_is_never_walked_through(
                 inbox._on_fs_event(f"{root}/{folder}{rel}", True)
             for rel in ("/v.jpg", "/v.yaml", "/deep/w.jpg", "/deep/w.yaml"):
                 inbox._on_fs_event(f"{root}/{folder}{rel}", False)
-        await until(lambda: len(events) >= 3, task)
+        await until(lambda: len(events) >= 3, 5.0, watching=task)
         drop(root, "sentinel")
-        await until(lambda: "sentinel" in ready_stems(events), task)
+        await until(lambda: "sentinel" in ready_stems(events), 5.0, watching=task)
 
     events = run_inbox(inbox, scenario)
     assert set(events) == {

@@ -360,6 +360,13 @@ async def test_a_task_the_gateway_does_not_know_is_not_found(gateway: Gateway) -
     assert raised.value.task_id == "no-such-task"
 
 
+async def test_the_free_key_check_creates_nothing(gateway: Gateway) -> None:
+    """check_key answers True (the key is accepted) or False (no free call to tell),
+    and costs nothing: no task is created, nothing billed."""
+    assert await gateway.provider.check_key() in (True, False)
+    assert gateway.submits() == 0
+
+
 async def test_the_key_goes_to_the_gateway_and_nowhere_else(
     gateway: Gateway, logs: list[dict[str, Any]]
 ) -> None:
