@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 emulator on loopback and sample images; Hypothesis profiles."""
+"""Shared fixtures: a real S3 emulator and a real PostgreSQL server on loopback, sample
+images; Hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from hypothesis import settings
 from PIL import Image
 
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
+
+from .pgserver import PostgresServer, find_bindir
 
 BUCKET = "test-bucket"
 
@@ -32,6 +35,34 @@ def s3_server() -> Iterator[S3Emulator]:
             mp.setenv(key, value)
         with S3Emulator(BUCKET) as emulator:
             yield emulator
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (Debian's package), stopped at the end.
+
+    Missing binaries fail the test in CI (``.ci/run`` installs them) and skip it
+    elsewhere, naming the package.
+    """
+    bindir = find_bindir()
+    if bindir is None:
+        message = (
+            "PostgreSQL's server binaries (initdb, pg_ctl) are missing: install Debian's "
+            "postgresql package (.ci/run does)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PostgresServer(bindir) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database of the session's server, dropped after the test."""
+    url = postgres_server.fresh_database()
+    yield url
+    postgres_server.drop_database(url)
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, StateError
 from seedance_watch.files import fsutil
 from seedance_watch.files.fsutil import fsync_dir
-from seedance_watch.ledger.base import StoreHolder, status_order
+from seedance_watch.ledger.base import HostLease, StoreHolder, status_order
 from seedance_watch.ledger.daemonfile import read_daemon_file
 from seedance_watch.ledger.lock import acquire_lock, folder_error, held_by, warn_if_network_fs
 from seedance_watch.ledger.record import (
@@ -606,6 +606,13 @@ class JsonlReader:
 
     def daemon_record(self) -> dict[str, Any] | None:
         return read_daemon_file(self.state_dir)
+
+    def hosts(self) -> list[HostLease] | None:
+        """None: one host's ledger names no hosts."""
+        return None
+
+    def owners(self) -> dict[str, str]:
+        return {}
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes what it reads."""

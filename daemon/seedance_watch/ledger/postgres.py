@@ -1,0 +1,815 @@
+"""The shared store: :class:`PostgresStore` and :class:`PostgresReader` on PostgreSQL 13+.
+
+Several hosts point at one database (``cluster.database``); the schema is in
+``ledger/migrations`` (:mod:`.pgschema` applies it).  docs/design.md, "The shared
+store", tells the whole story; the rules kept here:
+
+* **A put is committed when it returns.**  One statement in autocommit mode: the
+  server commits before it answers (``synchronous_commit`` is never off in our
+  sessions).  A record that cannot be encoded is refused before anything is sent.
+* **Fencing.**  A store is one *session* of a host: opening it raises the host's
+  ``epoch`` in ``hosts``.  Every write names the host and the epoch and changes a
+  job only when, in the same statement, the job's ``owner`` is this host, its
+  ``owner_epoch`` is not newer than ours, and ``hosts`` still has our epoch; a new
+  job is written only while our epoch is current.  A write refused so changes
+  nothing and raises :class:`~seedance_watch.errors.JobFenced`: another host
+  adopted the job, or a newer session of this host (or a host declaring this one
+  dead) superseded ours.
+* **One live daemon per host name**, as ``LOCK`` is one per state folder: the
+  session holds ``pg_try_advisory_lock`` on its name on a dedicated connection
+  for its life; a second daemon under the same name is refused
+  (:class:`~seedance_watch.errors.LedgerLocked`).  A daemon killed outright loses
+  its connection and with it the lock, so a restart is never refused for long.
+* **Leases by the database's clock.**  The same connection renews the host's
+  lease every ``lease_seconds / 3`` (``renewed_at = now()``); a host is alive
+  while ``renewed_at + lease_seconds > now()`` and it has not stopped.
+* **What the writer reads** is this host's jobs, held in memory (the engine reads
+  them on every step): the jobs it owns, loaded at open and kept current by each
+  put.  Dedupe spans every host (:meth:`PostgresStore.find_done_by_content_key`
+  asks the database).  Readers see every host's jobs.
+* **Errors** are translated once (:func:`.pgschema.translate`): the database out of
+  reach is :class:`~seedance_watch.errors.StoreUnavailable` (nothing latched, a
+  put may be repeated); a write the server refused is a
+  :class:`~seedance_watch.errors.DurabilityError`, after which the store refuses
+  every write, as the JSON-lines ledger does after a failed fsync.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import ConnectionPool
+
+from seedance_watch.core.budget import (
+    BudgetPrices,
+    BudgetTally,
+    recorded_cents,
+    submit_time,
+)
+from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
+from seedance_watch.errors import (
+    DurabilityError,
+    JobFenced,
+    LedgerLocked,
+    StateError,
+    StoreUnavailable,
+)
+from seedance_watch.ledger.base import HostLease, StoreHolder, status_order
+from seedance_watch.ledger.pgschema import (
+    SCHEMA,
+    Database,
+    connect,
+    ensure_synchronous_commit,
+    migrate,
+    missing_table,
+    refuse_newer,
+    schema_version,
+    translate,
+)
+
+__all__ = ["ImportResult", "PostgresReader", "PostgresStore", "import_jobs"]
+
+log = structlog.get_logger(__name__)
+
+#: ``pg_try_advisory_lock(HOST_LOCK, hashtext(name))``: one live daemon per host name.
+HOST_LOCK = 0x5EED
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_TERMINAL = tuple(state.value for state in TERMINAL_STATES)
+
+_PUT = f"""
+INSERT INTO {SCHEMA}.jobs AS j (
+    job_id, record, state, kind, content_key, owner, owner_epoch, created_at, updated_at,
+    seq, intent_at, submit_at, cost_cents, revision, written_at)
+SELECT %(job_id)s::text, %(record)s::json, %(state)s::text, %(kind)s::text,
+    %(content_key)s::text, %(owner)s::text, %(epoch)s::bigint, %(created_at)s::float8,
+    %(updated_at)s::float8, %(seq)s::integer, %(intent_at)s::float8, %(submit_at)s::float8,
+    %(cost_cents)s::bigint, nextval('{SCHEMA}.job_revisions'), now()
+WHERE EXISTS (
+    SELECT 1 FROM {SCHEMA}.hosts AS h WHERE h.name = %(owner)s AND h.epoch = %(epoch)s)
+ON CONFLICT (job_id) DO UPDATE SET
+    record = excluded.record, state = excluded.state, kind = excluded.kind,
+    content_key = excluded.content_key, owner_epoch = excluded.owner_epoch,
+    created_at = excluded.created_at, updated_at = excluded.updated_at, seq = excluded.seq,
+    intent_at = excluded.intent_at, submit_at = excluded.submit_at,
+    cost_cents = excluded.cost_cents, revision = excluded.revision,
+    written_at = excluded.written_at
+WHERE j.owner = excluded.owner AND j.owner_epoch <= excluded.owner_epoch
+RETURNING j.revision
+"""
+
+_IMPORT = f"""
+INSERT INTO {SCHEMA}.jobs (
+    job_id, record, state, kind, content_key, owner, owner_epoch, created_at, updated_at,
+    seq, intent_at, submit_at, cost_cents, revision, written_at)
+VALUES (%(job_id)s, %(record)s::json, %(state)s, %(kind)s, %(content_key)s, %(owner)s,
+    %(epoch)s, %(created_at)s, %(updated_at)s, %(seq)s, %(intent_at)s, %(submit_at)s,
+    %(cost_cents)s, nextval('{SCHEMA}.job_revisions'), now())
+ON CONFLICT (job_id) DO NOTHING
+"""
+
+_ALIVE = "(h.stopped_at IS NULL AND h.renewed_at + h.lease_seconds * interval '1 second' > now())"
+
+
+def encode_job(job: Job) -> str:
+    """The record of ``job`` as compact JSON; ``ValueError`` for a NaN or infinity and
+    ``TypeError`` for a value JSON cannot hold (as the JSON-lines ledger refuses them)."""
+    return _ENCODER.encode(job.to_dict())
+
+
+def _row(job: Job, record: str, owner: str, epoch: int) -> dict[str, Any]:
+    """The parameters of one job's row: its record and the columns the queries need."""
+    return {
+        "job_id": job.job_id,
+        "record": record,
+        "state": job.state.value,
+        "kind": job.kind,
+        "content_key": job.content_key,
+        "owner": owner,
+        "epoch": epoch,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "seq": job.seq,
+        "intent_at": job.intent_at,
+        "submit_at": submit_time(job),
+        "cost_cents": recorded_cents(job),
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def _register_host(
+    conn: psycopg.Connection[Any],
+    host: str,
+    *,
+    lease_seconds: float,
+    pid: int | None,
+    machine: str | None,
+    running: bool,
+) -> int:
+    """Upsert ``host``'s row; a running daemon starts a new session (epoch + 1)."""
+    row = conn.execute(
+        f"""INSERT INTO {SCHEMA}.hosts AS h (name, epoch, pid, machine, lease_seconds,
+                started_at, renewed_at, stopped_at)
+            VALUES (%(name)s, %(epoch)s, %(pid)s, %(machine)s, %(lease)s, now(), now(),
+                CASE WHEN %(running)s THEN NULL ELSE now() END)
+            ON CONFLICT (name) DO UPDATE SET
+                epoch = h.epoch + 1, pid = excluded.pid, machine = excluded.machine,
+                lease_seconds = excluded.lease_seconds, started_at = now(),
+                renewed_at = now(), stopped_at = NULL
+            WHERE %(running)s
+            RETURNING epoch""",
+        {
+            "name": host,
+            "epoch": 1 if running else 0,
+            "pid": pid,
+            "machine": machine,
+            "lease": lease_seconds,
+            "running": running,
+        },
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+# --- the writer -------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """One host's session of the shared store: a :class:`~.base.JobStore`.
+
+    Open it with :meth:`PostgresStore.open`.  ``put`` may be called from any thread
+    (one at a time: it takes a lock); the reads of this host's jobs come from memory.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        host: str,
+        *,
+        session: psycopg.Connection[Any],
+        epoch: int,
+        lease_seconds: float,
+    ) -> None:
+        self.database = database
+        self.host = host
+        self.epoch = epoch
+        self.lease_seconds = lease_seconds
+        self._session: psycopg.Connection[Any] | None = session
+        self._session_lock = threading.Lock()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._mutex = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._active: dict[str, Job] = {}
+        # Jobs by (kind, state): every state of a kind once one job of it was seen.
+        self._kind_counts: dict[tuple[str, State], int] = {}
+        self._fatal: BaseException | None = None
+        self._closed = False
+        self._lost = False  # the lease renewal found our session superseded
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.database.shown} host={self.host!r} epoch={self.epoch}>"
+
+    # --- opening ---
+
+    @classmethod
+    def open(
+        cls,
+        database: Database | str,
+        *,
+        host: str,
+        lease_seconds: float = 30.0,
+        renew: bool = True,
+        pool_size: int = 4,
+    ) -> PostgresStore:
+        """Migrate the schema, start this host's session, load its jobs.
+
+        Raises :class:`StoreUnavailable` (the database cannot be reached),
+        :class:`~seedance_watch.errors.SchemaTooNew`, :class:`LedgerLocked` (a daemon
+        runs under ``host`` now), :class:`DurabilityError` (the server refused to
+        create the schema or the session).  With ``renew`` a thread renews the lease
+        every ``lease_seconds / 3``; without it the caller calls :meth:`renew`.
+        """
+        db = database if isinstance(database, Database) else Database(database)
+        started = time.perf_counter()
+        session = connect(db)
+        try:
+            migrate(session, db)
+            epoch = cls._start_session(session, db, host, lease_seconds)
+            store = cls(db, host, session=session, epoch=epoch, lease_seconds=lease_seconds)
+        except BaseException:
+            session.close()
+            raise
+        try:
+            store._load()
+            store._pool = store._open_pool(pool_size)
+        except BaseException:
+            store.close()
+            raise
+        if renew:
+            store._renewer = threading.Thread(
+                target=store._renew_loop, name="store-lease", daemon=True
+            )
+            store._renewer.start()
+        log.info(
+            "store.opened",
+            database=db.shown,
+            host=host,
+            epoch=epoch,
+            jobs=len(store._jobs),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return store
+
+    @staticmethod
+    def _start_session(
+        session: psycopg.Connection[Any], db: Database, host: str, lease_seconds: float
+    ) -> int:
+        try:
+            locked = session.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (HOST_LOCK, host)
+            ).fetchone()
+            if locked is None or not locked[0]:
+                raise LedgerLocked(
+                    f"the host name {host!r} is in use by another seedance-watch daemon on "
+                    f"{db.shown} ({_describe_running(session, host)}); stop it first, or "
+                    "give this one its own cluster.name",
+                    holder=_describe_running(session, host),
+                )
+            with session.transaction():
+                epoch = _register_host(
+                    session,
+                    host,
+                    lease_seconds=lease_seconds,
+                    pid=os.getpid(),
+                    machine=socket.gethostname(),
+                    running=True,
+                )
+                # Our unfinished jobs move to this session: a late write of an older
+                # session of this host is fenced off them.
+                session.execute(
+                    f"""UPDATE {SCHEMA}.jobs SET owner_epoch = %s
+                        WHERE owner = %s AND state <> ALL(%s) AND owner_epoch < %s""",
+                    (epoch, host, list(_TERMINAL), epoch),
+                )
+        except psycopg.Error as exc:
+            raise translate(exc, db, f"start the session of host {host!r}", write=True) from None
+        return epoch
+
+    def _load(self) -> None:
+        session = self._session
+        assert session is not None
+        try:
+            cursor = session.execute(
+                f"SELECT record FROM {SCHEMA}.jobs WHERE owner = %s", (self.host,)
+            )
+            for (record,) in cursor:
+                self._index(Job.from_dict(record))
+        except psycopg.Error as exc:
+            raise translate(exc, self.database, "load this host's jobs", write=False) from None
+
+    def _open_pool(self, size: int) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self.database.url,
+            min_size=1,
+            max_size=max(1, size),
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": 10,
+                "application_name": f"seedance-watch {self.host}",
+            },
+            configure=ensure_synchronous_commit,
+            name=f"seedance-watch-{self.host}",
+            timeout=10.0,
+            open=False,
+        )
+        try:
+            pool.open(wait=True, timeout=10.0)
+        except Exception as exc:
+            pool.close()
+            raise translate(exc, self.database, "open a connection pool", write=False) from None
+        return pool
+
+    # --- reads: this host's jobs, from memory ---
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> Mapping[str, Job]:
+        """A live read-only view of this host's jobs."""
+        return MappingProxyType(self._jobs)
+
+    def active(self) -> list[Job]:
+        return list(self._active.values())
+
+    def counts(self) -> dict[str, int]:
+        """This host's jobs by state value, every state present (zeros included)."""
+        counts = dict.fromkeys((state.value for state in State), 0)
+        for (_, state), n in self._kind_counts.copy().items():
+            counts[state.value] += n
+        return counts
+
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        return {(kind, state.value): n for (kind, state), n in self._kind_counts.copy().items()}
+
+    def snapshot(self) -> list[Job]:
+        """A copy of this host's jobs, safe to take from another thread."""
+        return sorted(self._jobs.copy().values(), key=status_order)
+
+    def find_done_by_content_key(self, content_key: str) -> Job | None:
+        """The DONE job (of any host) with this ``content_key`` updated last."""
+        try:
+            with self._connection() as conn:
+                row = conn.execute(
+                    f"""SELECT record FROM {SCHEMA}.jobs
+                        WHERE state = 'done' AND content_key = %s
+                        ORDER BY updated_at DESC, revision DESC LIMIT 1""",
+                    (content_key,),
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc, self.database, "look up a done job", write=False) from None
+        return None if row is None else Job.from_dict(row[0])
+
+    def writable(self) -> bool:
+        """For /healthz: no write failed, our session stands, the database takes writes."""
+        if self._closed or self._fatal is not None or self._lost or self._pool is None:
+            return False
+        try:
+            with self._pool.connection(timeout=5.0) as conn:
+                row = conn.execute(
+                    "SELECT NOT pg_is_in_recovery() AND "
+                    "current_setting('transaction_read_only') = 'off'"
+                ).fetchone()
+        except Exception:
+            return False
+        return bool(row and row[0])
+
+    # --- writes ---
+
+    def put(self, job: Job) -> None:
+        """Write ``job`` as its latest record, fenced; committed when this returns.
+
+        Raises :class:`JobFenced` (another host owns the job, or our session was
+        superseded: nothing changed), :class:`StoreUnavailable` (the database is out
+        of reach: the record may or may not be committed; putting it again is
+        safe), :class:`DurabilityError` (the server refused it, or an earlier write
+        failed so: the daemon must stop), :class:`StateError` once closed.
+        """
+        params = _row(job, encode_job(job), self.host, self.epoch)
+        with self._mutex:
+            if self._closed:
+                raise StateError("the store is closed")
+            if self._fatal is not None:
+                raise DurabilityError(
+                    "the store refuses writes after an earlier write failure "
+                    f"({self._fatal}); restart the daemon once the database is healthy"
+                ) from self._fatal
+            try:
+                with self._connection() as conn:
+                    row = conn.execute(_PUT, params, prepare=True).fetchone()
+            except psycopg.Error as exc:
+                error = translate(exc, self.database, f"write job {job.job_id}", write=True)
+                if not isinstance(error, StoreUnavailable):
+                    self._fatal = error
+                    log.error("store.write_failed", job_id=job.job_id, error=error.message)
+                raise error from None
+            if row is None:
+                raise self._fenced(job)
+            self._index(job)
+
+    def _fenced(self, job: Job) -> JobFenced:
+        owner, current = None, None
+        try:
+            with self._connection() as conn:
+                found = conn.execute(
+                    f"""SELECT (SELECT owner FROM {SCHEMA}.jobs WHERE job_id = %s),
+                               (SELECT epoch FROM {SCHEMA}.hosts WHERE name = %s)""",
+                    (job.job_id, self.host),
+                ).fetchone()
+            if found is not None:
+                owner, current = found
+        except (psycopg.Error, StoreUnavailable):
+            pass
+        if owner is not None and owner != self.host:
+            why = f"host {owner!r} owns it now"
+        elif current is not None and current != self.epoch:
+            why = (
+                f"this session (epoch {self.epoch}) of host {self.host!r} was superseded "
+                f"(epoch {current}): another daemon started under this name, or this host "
+                "was presumed dead and its jobs adopted"
+            )
+        else:
+            why = "a newer session of this host wrote it"
+        log.warning("store.fenced", job_id=job.job_id, host=self.host, owner=owner)
+        return JobFenced(
+            f"the write of job {job.job_id} by host {self.host!r} was refused: {why}; "
+            "nothing changed",
+            job_id=job.job_id,
+            host=self.host,
+            owner=owner,
+        )
+
+    def record_daemon(self, record: Mapping[str, Any] | None) -> None:
+        """Keep this host's daemon record (``daemon.json``'s document) in ``hosts``.
+
+        Best effort, as writing ``daemon.json`` is: a failure is logged, never raised.
+        """
+        document = None if record is None else _ENCODER.encode(dict(record))
+        try:
+            with self._connection() as conn:
+                conn.execute(
+                    f"""UPDATE {SCHEMA}.hosts SET daemon = %s::json, daemon_updated_at = now()
+                        WHERE name = %s AND epoch = %s""",
+                    (document, self.host, self.epoch),
+                )
+        except (psycopg.Error, StateError, ValueError, TypeError) as exc:
+            log.warning("store.daemon_record_failed", host=self.host, error=str(exc))
+
+    # --- the lease ---
+
+    def renew(self) -> bool:
+        """Renew this host's lease (``renewed_at = now()``, the database's clock).
+
+        False when it could not: the database is out of reach (logged; the next
+        call reconnects), or our session was superseded (logged once; every later
+        call is False, and :meth:`writable` too).
+        """
+        with self._session_lock:
+            if self._closed or self._lost:
+                return False
+            try:
+                session = self._session_connection()
+                row = session.execute(
+                    f"""UPDATE {SCHEMA}.hosts SET renewed_at = now()
+                        WHERE name = %s AND epoch = %s AND stopped_at IS NULL
+                        RETURNING renewed_at""",
+                    (self.host, self.epoch),
+                ).fetchone()
+            except (psycopg.Error, StateError) as exc:
+                self._drop_session()
+                log.warning("store.lease_renew_failed", host=self.host, error=str(exc))
+                return False
+            if row is None:
+                self._lost = True
+                log.error("store.lease_lost", host=self.host, epoch=self.epoch)
+                return False
+            return True
+
+    def _session_connection(self) -> psycopg.Connection[Any]:
+        """The session's connection; after losing it, a new one that takes the host lock
+        back (another daemon holding it means our session is over)."""
+        if self._session is not None and not self._session.closed:
+            return self._session
+        session = connect(self.database)
+        try:
+            locked = session.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (HOST_LOCK, self.host)
+            ).fetchone()
+        except BaseException:
+            session.close()
+            raise
+        if locked is None or not locked[0]:
+            session.close()
+            raise StateError(f"another daemon runs as host {self.host!r} now")
+        self._session = session
+        return session
+
+    def _drop_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            self.renew()
+
+    # --- closing ---
+
+    def close(self) -> None:
+        """Stop renewing, mark this host stopped, close the connections (the host lock
+        goes with the session's).  Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        with self._session_lock:
+            try:
+                if self._session is not None and not self._session.closed:
+                    self._session.execute(
+                        f"""UPDATE {SCHEMA}.hosts SET stopped_at = now(), renewed_at = now()
+                            WHERE name = %s AND epoch = %s""",
+                        (self.host, self.epoch),
+                    )
+            except psycopg.Error as exc:
+                log.warning("store.stop_not_recorded", host=self.host, error=str(exc))
+            self._drop_session()
+        if self._pool is not None:
+            self._pool.close()
+        log.info("store.closed", host=self.host)
+
+    # --- internals ---
+
+    def _connection(self) -> Any:
+        """A pooled connection (a context manager); :class:`StoreUnavailable` when none
+        comes in time."""
+        if self._pool is None:
+            raise StateError("the store is closed")
+        return _Borrowed(self._pool, self.database)
+
+    def _index(self, job: Job) -> None:
+        old = self._jobs.get(job.job_id)
+        if old is not None:
+            self._kind_counts[(old.kind, old.state)] -= 1
+            self._active.pop(old.job_id, None)
+        self._jobs[job.job_id] = job
+        if (job.kind, job.state) not in self._kind_counts:
+            self._kind_counts.update({(job.kind, state): 0 for state in State})
+        self._kind_counts[(job.kind, job.state)] += 1
+        if job.state not in TERMINAL_STATES:
+            self._active[job.job_id] = job
+
+
+class _Borrowed:
+    """``with`` a connection of the pool, a timeout translated to StoreUnavailable."""
+
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], db: Database) -> None:
+        self._pool, self._db = pool, db
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        try:
+            self._conn = self._pool.getconn()
+        except Exception as exc:
+            raise translate(exc, self._db, "get a connection", write=False) from None
+        return self._conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._conn is not None:
+            self._pool.putconn(self._conn)
+            self._conn = None
+
+
+def _describe_running(conn: psycopg.Connection[Any], host: str) -> str:
+    row = conn.execute(
+        f"SELECT pid, machine, started_at FROM {SCHEMA}.hosts WHERE name = %s", (host,)
+    ).fetchone()
+    if row is None:
+        return "holder unknown"
+    pid, machine, started = row
+    return f"pid {pid} on host {machine}, started {_iso(started)}"
+
+
+# --- the reader -------------------------------------------------------------------------
+
+
+class PostgresReader:
+    """A :class:`~seedance_watch.ledger.base.JobReader` of the shared store: every host's
+    jobs, aggregated by the database; ``holder`` and ``daemon_record`` are those of
+    ``host`` (this config's host).
+
+    It connects on first use and again after losing its connection; it writes
+    nothing and never migrates (a database without the store reads as empty, and
+    :meth:`exists` is False).  Calls may come from several threads (one at a time).
+    """
+
+    def __init__(self, database: Database | str, *, host: str) -> None:
+        self.database = database if isinstance(database, Database) else Database(database)
+        self.host = host
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+        self._version: int | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresReader({self.database.shown!r}, host={self.host!r})"
+
+    @property
+    def where(self) -> str:
+        return self.database.shown
+
+    def _query(self, doing: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Rows of one query ([] when there is no store yet), read in one statement."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                if self._version is None:
+                    version = schema_version(conn)
+                    refuse_newer(version, self.database)
+                    if version == 0:
+                        return []
+                    self._version = version
+                return list(conn.execute(sql, params).fetchall())
+            except psycopg.Error as exc:
+                self._drop()
+                if missing_table(exc):
+                    self._version = None
+                    return []
+                raise translate(exc, self.database, doing, write=False) from None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.database)
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def exists(self) -> bool:
+        with self._lock:
+            try:
+                version = schema_version(self._connection())
+            except psycopg.Error as exc:
+                self._drop()
+                raise translate(exc, self.database, "read the schema", write=False) from None
+        refuse_newer(version, self.database)
+        return version > 0
+
+    def snapshot(self) -> list[Job]:
+        rows = self._query("read the jobs", f"SELECT record FROM {SCHEMA}.jobs")
+        return sorted((Job.from_dict(record) for (record,) in rows), key=status_order)
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys((state.value for state in State), 0)
+        for state, n in self._query(
+            "count the jobs", f"SELECT state, count(*) FROM {SCHEMA}.jobs GROUP BY state"
+        ):
+            counts[state] = int(n)
+        return counts
+
+    def tally(self, prices: BudgetPrices) -> BudgetTally:
+        """Spend and submits per day, summed by the database in ``prices.timezone``;
+        the few records without a recorded cost are priced here."""
+        try:
+            days = self._query(
+                "sum the day's spend",
+                f"""SELECT (to_timestamp(submit_at) AT TIME ZONE %s)::date,
+                           sum(cost_cents)::bigint, count(*)
+                    FROM {SCHEMA}.jobs
+                    WHERE submit_at IS NOT NULL AND cost_cents IS NOT NULL
+                    GROUP BY 1""",
+                (prices.timezone,),
+            )
+            tally = BudgetTally.from_days(
+                prices, {day: (int(cents), int(n)) for day, cents, n in days}
+            )
+        except StoreUnavailable:
+            raise
+        except StateError:
+            # A zone the server's time zone database lacks: sum here instead.
+            tally = BudgetTally(prices)
+            for at, cents in self._query(
+                "read the submits",
+                f"""SELECT submit_at, cost_cents FROM {SCHEMA}.jobs
+                    WHERE submit_at IS NOT NULL AND cost_cents IS NOT NULL""",
+            ):
+                tally.intent(at, int(cents))
+        for (record,) in self._query(
+            "read the unpriced submits",
+            f"""SELECT record FROM {SCHEMA}.jobs
+                WHERE submit_at IS NOT NULL AND cost_cents IS NULL""",
+        ):
+            job = Job.from_dict(record)
+            at = submit_time(job)
+            if at is not None:
+                tally.intent(at, prices.cents(job))
+        return tally
+
+    def holder(self) -> StoreHolder | None:
+        """This host's daemon while its lease runs (None: it stopped, or it is dead)."""
+        rows = self._query(
+            "read the hosts",
+            f"SELECT pid, machine, started_at FROM {SCHEMA}.hosts AS h "
+            f"WHERE name = %s AND {_ALIVE}",
+            (self.host,),
+        )
+        if not rows:
+            return None
+        pid, machine, started = rows[0]
+        started_at = _iso(started)
+        named = "" if machine == self.host else f" as {self.host}"
+        return StoreHolder(
+            f"pid {pid} on host {machine}{named}, started {started_at}",
+            pid,
+            machine,
+            started_at,
+        )
+
+    def daemon_record(self) -> dict[str, Any] | None:
+        rows = self._query(
+            "read the daemon record",
+            f"SELECT daemon FROM {SCHEMA}.hosts WHERE name = %s",
+            (self.host,),
+        )
+        record = rows[0][0] if rows else None
+        return record if isinstance(record, dict) else None
+
+    def hosts(self) -> list[HostLease] | None:
+        rows = self._query(
+            "read the hosts",
+            f"""SELECT name, renewed_at, {_ALIVE}, started_at, pid, machine
+                FROM {SCHEMA}.hosts AS h ORDER BY name""",
+        )
+        return [
+            HostLease(name, _iso(renewed) or "", bool(alive), _iso(started), pid, machine)
+            for name, renewed, alive, started, pid, machine in rows
+        ]
+
+    def owners(self) -> dict[str, str]:
+        rows = self._query("read the owners", f"SELECT job_id, owner FROM {SCHEMA}.jobs")
+        return {job_id: owner for job_id, owner in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+class ImportResult:
+    """What :func:`import_jobs` did: jobs written, and jobs the database already had."""
+
+    __slots__ = ("imported", "present")
+
+    def __init__(self, imported: int, present: int) -> None:
+        self.imported, self.present = imported, present
+
+
+def import_jobs(database: Database | str, *, host: str, jobs: Iterable[Job]) -> ImportResult:
+    """Copy ``jobs`` (a JSON-lines ledger's records) into the database, owned by ``host``.
+
+    One transaction: all or nothing.  A job the database already has is left as it
+    is, so importing again changes nothing.  The jobs are owned by ``host`` with
+    epoch 0: the next daemon started as ``host`` takes the unfinished ones on.
+    Migrates the schema first; registers ``host`` (stopped) when it never joined.
+    """
+    db = database if isinstance(database, Database) else Database(database)
+    rows = [_row(job, encode_job(job), host, 0) for job in jobs]
+    with connect(db) as conn:
+        migrate(conn, db)
+        try:
+            with conn.transaction():
+                _register_host(conn, host, lease_seconds=0.0, pid=None, machine=None, running=False)
+                with conn.cursor() as cursor:
+                    cursor.executemany(_IMPORT, rows)
+                    imported = max(cursor.rowcount, 0) if rows else 0
+        except psycopg.Error as exc:
+            raise translate(exc, db, "import the ledger", write=True) from None
+    log.info("store.imported", database=db.shown, host=host, imported=imported)
+    return ImportResult(imported, len(rows) - imported)
