@@ -7,10 +7,10 @@ shared store").  Three things live here:
   message goes through :meth:`Database.scrub`, and the password is registered with
   the log redaction as soon as the URL is read).
 * :func:`migrate`: the versioned SQL files of ``ledger/migrations`` (``0001_jobs.sql``,
-  ...), applied in order inside one transaction under a transaction-level advisory
-  lock, each recorded in ``seedance_watch.schema_migrations``; idempotent (a
-  database at the code's version is left alone without taking the lock), and a
-  schema newer than the code is refused (:class:`~seedance_watch.errors.SchemaTooNew`).
+  ...), applied in order inside one transaction under an advisory lock, each
+  recorded in ``seedance_watch.schema_migrations``; idempotent (a database at the
+  code's version is left alone without taking the lock), and a schema newer than
+  the code is refused (:class:`~seedance_watch.errors.SchemaTooNew`).
 * :func:`translate`: psycopg's exceptions mapped once into our tree -- the
   database out of reach is :class:`~seedance_watch.errors.StoreUnavailable`
   (transient: nothing latched), anything else the server refused a
@@ -56,7 +56,7 @@ log = structlog.get_logger(__name__)
 
 #: Every table of the store lives in this schema (``DROP SCHEMA ... CASCADE`` resets it).
 SCHEMA = "seedance_watch"
-#: The ``pg_advisory_xact_lock`` key that serialises migrations ("seedance" in ASCII).
+#: The ``pg_advisory_lock`` key that serialises migrations ("seedance" in ASCII).
 MIGRATION_LOCK = 0x7365_6564_616E_6365
 #: Connecting gives up after this long (libpq's ``connect_timeout``, whole seconds).
 CONNECT_TIMEOUT = 10
@@ -210,7 +210,7 @@ def migrate(conn: psycopg.Connection[Any], database: Database) -> int:
     """Bring the schema to the code's version; returns it.
 
     Nothing is locked when the schema is already there (every start of every host);
-    otherwise, under ``pg_advisory_xact_lock(MIGRATION_LOCK)``, the missing files are
+    otherwise, under ``pg_advisory_lock(MIGRATION_LOCK)``, the missing files are
     applied and recorded in one transaction: a second host starting at the same
     moment waits, then finds them applied.  ``conn`` must be in autocommit mode.
     """
@@ -220,19 +220,25 @@ def migrate(conn: psycopg.Connection[Any], database: Database) -> int:
         refuse_newer(version, database)
         if version == known:
             return version
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            version = schema_version(conn)
-            refuse_newer(version, database)
-            if version == 0:
-                _create_base(conn)
-            for migration in migrations()[version:]:
-                conn.execute(migration.sql.encode())
-                conn.execute(
-                    f"INSERT INTO {SCHEMA}.schema_migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
-                log.info("store.migrated", version=migration.version, migration=migration.name)
+        # The lock is taken before the transaction begins: a transaction that began
+        # while another host migrated could read the catalogs as they were before.
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            with conn.transaction():
+                version = schema_version(conn)
+                refuse_newer(version, database)
+                if version == 0:
+                    _create_base(conn)
+                for migration in migrations()[version:]:
+                    conn.execute(migration.sql.encode())
+                    conn.execute(
+                        f"INSERT INTO {SCHEMA}.schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                    log.info("store.migrated", version=migration.version, migration=migration.name)
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     except psycopg.Error as exc:
         raise translate(exc, database, "migrate the schema", write=True) from None
     return known
