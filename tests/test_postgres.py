@@ -24,6 +24,7 @@ import pytest
 import structlog
 
 from seedance_watch import cli
+from seedance_watch.commands.status import status_report
 from seedance_watch.config import BudgetConfig, load_config
 from seedance_watch.core.budget import BudgetPrices, BudgetTally, JobCost
 from seedance_watch.core.jobs import Job, State
@@ -39,7 +40,10 @@ from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.ledger.pgschema import MIGRATION_LOCK, migrations
 from seedance_watch.ledger.postgres import PostgresReader, PostgresStore
 from seedance_watch.logs import CHATTY_LOGGERS, clear_secrets, configure_logging
+from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.s3emulator import S3Emulator
 
+from .daemon_harness import run_once, write_config
 from .pgserver import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -593,3 +597,66 @@ def test_status_json_names_each_jobs_host_and_every_host(
     assert report["daemon"]["running"] and report["daemon"]["pid"] == os.getpid()
     assert cli.main(["status", "--config", str(path)]) == 0
     assert "hosts: a (alive" in capsys.readouterr().out
+
+
+# --- the daemon on the shared store ---------------------------------------------------------
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    config = SimulatorConfig(queued_seconds=0.05, running_seconds=0.2, video_seconds=0.5)
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+def test_the_daemon_runs_on_the_shared_store(
+    tmp_path: Path,
+    postgres_url: str,
+    s3_server: S3Emulator,
+    sim: Simulator,
+    write_pair: Any,
+) -> None:
+    """`run --once` with cluster.database: the jobs are in the database (owned by this
+    host), none in paths.state; an identical drop in a later run is a duplicate found
+    in the database (one submit); `status` shows the jobs and the stopped host."""
+    extra = f"cluster: {{database: '{postgres_url}', name: alpha}}\n"
+    config_path = write_config(tmp_path, s3_server, sim, extra=extra)
+    write_pair(tmp_path / "inbox", "beach")
+    first, config = run_once(config_path)
+    write_pair(tmp_path / "inbox", "beach")
+    second, _ = run_once(config_path)
+    assert first.exit_code == second.exit_code == 0 and len(sim.submits) == 1
+    assert not list(config.paths.state.glob("*.jsonl"))
+    reader = open_reader(config)
+    try:
+        report = status_report(reader)
+    finally:
+        reader.close()
+    assert report["counts"] == {"done": 2}
+    assert {job["host"] for job in report["jobs"]} == {"alpha"}
+    assert [(h["name"], h["alive"]) for h in report["hosts"]] == [("alpha", False)]
+    duplicate = json.loads((tmp_path / "outbox" / "beach-2.json").read_text())
+    assert duplicate["duplicate_of"] == first.summary.done[0]
+
+
+def test_a_pause_is_kept_in_the_database_for_this_host(
+    tmp_path: Path,
+    postgres_url: str,
+    s3_server: S3Emulator,
+    sim: Simulator,
+    write_pair: Any,
+) -> None:
+    """A refused key on the shared store: the pause goes to this host's record in the
+    database (status shows it), not to a daemon.json beside a ledger."""
+    extra = f"cluster: {{database: '{postgres_url}', name: alpha}}\n"
+    config_path = write_config(tmp_path, s3_server, sim, extra=extra)
+    write_pair(tmp_path / "inbox", "beach")
+    result, config = run_once(config_path, key="wrong-key-123")
+    assert result.exit_code == 3
+    assert not (config.paths.state / "daemon.json").exists()
+    reader = open_reader(config)
+    try:
+        paused = status_report(reader)["daemon"]["paused"]
+    finally:
+        reader.close()
+    assert paused["credentials"]["key_source"] == "PIXAZO_API_KEY"

@@ -83,6 +83,8 @@ log = structlog.get_logger(__name__)
 
 #: ``pg_try_advisory_lock(HOST_LOCK, hashtext(name))``: one live daemon per host name.
 HOST_LOCK = 0x5EED
+_LOCK_ATTEMPTS = 10
+_LOCK_RETRY_SECONDS = 0.1
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _TERMINAL = tuple(state.value for state in TERMINAL_STATES)
 
@@ -278,10 +280,7 @@ class PostgresStore:
         session: psycopg.Connection[Any], db: Database, host: str, lease_seconds: float
     ) -> int:
         try:
-            locked = session.execute(
-                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (HOST_LOCK, host)
-            ).fetchone()
-            if locked is None or not locked[0]:
+            if not _lock_host(session, host, attempts=_LOCK_ATTEMPTS):
                 raise LedgerLocked(
                     f"the host name {host!r} is in use by another seedance-watch daemon on "
                     f"{db.shown} ({_describe_running(session, host)}); stop it first, or "
@@ -514,13 +513,11 @@ class PostgresStore:
             return self._session
         session = connect(self.database)
         try:
-            locked = session.execute(
-                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (HOST_LOCK, self.host)
-            ).fetchone()
+            locked = _lock_host(session, self.host, attempts=1)
         except BaseException:
             session.close()
             raise
-        if locked is None or not locked[0]:
+        if not locked:
             session.close()
             raise StateError(f"another daemon runs as host {self.host!r} now")
         self._session = session
@@ -554,6 +551,11 @@ class PostgresStore:
                         f"""UPDATE {SCHEMA}.hosts SET stopped_at = now(), renewed_at = now()
                             WHERE name = %s AND epoch = %s""",
                         (self.host, self.epoch),
+                    )
+                    # Released here, not when the server notices the connection closed:
+                    # the next daemon under this name may start at once.
+                    self._session.execute(
+                        "SELECT pg_advisory_unlock(%s, hashtext(%s))", (HOST_LOCK, self.host)
                     )
             except psycopg.Error as exc:
                 log.warning("store.stop_not_recorded", host=self.host, error=str(exc))
@@ -602,6 +604,21 @@ class _Borrowed:
         if self._conn is not None:
             self._pool.putconn(self._conn)
             self._conn = None
+
+
+def _lock_host(conn: psycopg.Connection[Any], host: str, *, attempts: int) -> bool:
+    """Take the lock of ``host``'s name for this connection's life; False when a live
+    session holds it.  A daemon killed a moment ago may still hold it while the
+    server notices its connection is gone: ``attempts`` spaced tries cover that."""
+    for attempt in range(attempts):
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (HOST_LOCK, host)
+        ).fetchone()
+        if row is not None and row[0]:
+            return True
+        if attempt < attempts - 1:
+            time.sleep(_LOCK_RETRY_SECONDS)
+    return False
 
 
 def _describe_running(conn: psycopg.Connection[Any], host: str) -> str:
