@@ -7,6 +7,7 @@ fresh database.  What every store does is in ``tests/test_store_contract.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import io
@@ -300,11 +301,7 @@ def test_a_lost_connection_is_unavailable_and_nothing_is_latched(
     (not a durability failure), and the next put goes through on a new connection."""
     store = open_host("a", renew=False)
     store.put(make_job(1))
-    sql(
-        postgres_url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
+    terminate_connections(postgres_url)
     with pytest.raises(StoreUnavailable, match="out of reach"):
         store.put(make_job(1, State.UPLOADED, seq=1))
     store.put(make_job(1, State.UPLOADED, seq=1))
@@ -398,6 +395,36 @@ def test_the_lease_is_renewed_while_the_store_is_open(postgres_url: str, open_ho
         wait_for(renewed_while_alive, "three renewals")
     finally:
         reader.close()
+
+
+def terminate_connections(url: str) -> None:
+    """End every connection to the test's database but the caller's (as a restarted
+    server or a network cut does)."""
+    sql(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+
+
+def test_a_renewal_after_a_lost_connection_takes_the_lease_back(
+    postgres_url: str, open_host: Any
+) -> None:
+    """The session's connection lost: one renewal fails, the next reconnects and takes
+    the host lock back.  When another daemon took the name meanwhile, this session is
+    over: no renewal succeeds and the store is no longer writable."""
+    store = open_host("a", renew=False)
+    terminate_connections(postgres_url)
+    assert not store.renew()
+    assert store.renew() and store.writable()
+    terminate_connections(postgres_url)
+    other = open_host("a")
+    assert not store.renew() and not store.renew()
+    assert not store.writable() and other.writable()
+    with pytest.raises(JobFenced, match="superseded"):
+        for _ in range(5):  # the pooled connections were cut too: each fails once
+            with contextlib.suppress(StoreUnavailable):
+                store.put(make_job(1))
 
 
 def test_the_tally_summed_by_the_database_is_the_one_from_the_jobs(open_host: Any) -> None:

@@ -385,15 +385,18 @@ class PostgresStore:
         """For /healthz: no write failed, our session stands, the database takes writes."""
         if self._closed or self._fatal is not None or self._lost or self._pool is None:
             return False
-        try:
-            with self._pool.connection(timeout=5.0) as conn:
-                row = conn.execute(
-                    "SELECT NOT pg_is_in_recovery() AND "
-                    "current_setting('transaction_read_only') = 'off'"
-                ).fetchone()
-        except Exception:
-            return False
-        return bool(row and row[0])
+        # Twice: a pooled connection the server dropped fails once, then is replaced.
+        for _ in range(2):
+            try:
+                with self._pool.connection(timeout=5.0) as conn:
+                    row = conn.execute(
+                        "SELECT NOT pg_is_in_recovery() AND "
+                        "current_setting('transaction_read_only') = 'off'"
+                    ).fetchone()
+            except Exception:
+                continue
+            return bool(row and row[0])
+        return False
 
     # --- writes ---
 
@@ -490,15 +493,18 @@ class PostgresStore:
                 return False
             try:
                 session = self._session_connection()
-                row = session.execute(
-                    f"""UPDATE {SCHEMA}.hosts SET renewed_at = now()
-                        WHERE name = %s AND epoch = %s AND stopped_at IS NULL
-                        RETURNING renewed_at""",
-                    (self.host, self.epoch),
-                ).fetchone()
+                row = None
+                if session is not None:
+                    row = session.execute(
+                        f"""UPDATE {SCHEMA}.hosts SET renewed_at = now()
+                            WHERE name = %s AND epoch = %s AND stopped_at IS NULL
+                            RETURNING renewed_at""",
+                        (self.host, self.epoch),
+                    ).fetchone()
             except (psycopg.Error, StateError) as exc:
                 self._drop_session()
-                log.warning("store.lease_renew_failed", host=self.host, error=str(exc))
+                message = self.database.scrub(str(exc))
+                log.warning("store.lease_renew_failed", host=self.host, error=message)
                 return False
             if row is None:
                 self._lost = True
@@ -506,9 +512,9 @@ class PostgresStore:
                 return False
             return True
 
-    def _session_connection(self) -> psycopg.Connection[Any]:
+    def _session_connection(self) -> psycopg.Connection[Any] | None:
         """The session's connection; after losing it, a new one that takes the host lock
-        back (another daemon holding it means our session is over)."""
+        back.  None when another daemon holds that lock now: our session is over."""
         if self._session is not None and not self._session.closed:
             return self._session
         session = connect(self.database)
@@ -519,7 +525,7 @@ class PostgresStore:
             raise
         if not locked:
             session.close()
-            raise StateError(f"another daemon runs as host {self.host!r} now")
+            return None
         self._session = session
         return session
 
