@@ -38,8 +38,8 @@ from seedance_watch.errors import (
 )
 from seedance_watch.ledger import open_reader, open_store
 from seedance_watch.ledger.jsonl import JsonlReader, Ledger
-from seedance_watch.ledger.pgschema import MIGRATION_LOCK, migrations
 from seedance_watch.ledger.postgres import PostgresReader, PostgresStore
+from seedance_watch.ledger.postgres.schema import MIGRATION_LOCK, migrations
 from seedance_watch.logs import CHATTY_LOGGERS, clear_secrets, configure_logging
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator

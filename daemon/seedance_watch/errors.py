@@ -2,7 +2,7 @@
 
 Every error the daemon can meet is translated, at the edge where it happens
 (``storage.py`` for boto3, ``gateway.py`` for httpx, ``ledger.py`` for the
-file system, ``ledger/pgschema.py`` for psycopg), into one of these classes.
+file system, ``ledger/postgres/`` for psycopg), into one of these classes.
 Each class says how far it reaches: a *transient* error is retried, a *job*
 error fails one job (its ``code`` goes into ``NAME.error.json``), a *pause*
 stops all submissions without failing anything, and a *daemon* error stops the

@@ -65,8 +65,7 @@ def import_ledger(config: StoreSettings, environ: Mapping[str, str]) -> LedgerIm
     if not JsonlReader(state).exists():
         return None
     jobs = read_jobs(state)
-    from seedance_watch.ledger.pgschema import Database
-    from seedance_watch.ledger.postgres import import_jobs
+    from seedance_watch.ledger.postgres import Database, import_jobs
 
     database = Database(url)
     host = host_name(config)

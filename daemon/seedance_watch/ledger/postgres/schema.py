@@ -1,12 +1,12 @@
 """The shared store's database: reaching it, its schema and migrations, its errors.
 
-The one place besides :mod:`.postgres` that knows psycopg (docs/design.md, "The
-shared store").  Three things live here:
+With the rest of :mod:`seedance_watch.ledger.postgres`, the only code that knows
+psycopg (docs/design.md, "The shared store").  Three things live here:
 
 * :class:`Database`: a URL and how to show it (never with its password: every
   message goes through :meth:`Database.scrub`, and the password is registered with
   the log redaction as soon as the URL is read).
-* :func:`migrate`: the versioned SQL files of ``ledger/migrations`` (``0001_jobs.sql``,
+* :func:`migrate`: the versioned SQL files of ``ledger/postgres/migrations`` (``0001_jobs.sql``,
   ...), applied in order inside one transaction under an advisory lock, each
   recorded in ``seedance_watch.schema_migrations``; idempotent (a database at the
   code's version is left alone without taking the lock), and a schema newer than
@@ -170,7 +170,7 @@ class Migration:
 @cache
 def migrations() -> tuple[Migration, ...]:
     """The migration files shipped with the code, in order (versions 1, 2, ... exactly)."""
-    folder = resources.files("seedance_watch.ledger").joinpath("migrations")
+    folder = resources.files("seedance_watch.ledger.postgres").joinpath("migrations")
     found: list[Migration] = []
     for entry in folder.iterdir():
         match = _MIGRATION_NAME.fullmatch(entry.name)

@@ -1,7 +1,7 @@
-"""The shared store: :class:`PostgresStore` and :class:`PostgresReader` on PostgreSQL 13+.
+"""The shared store's writer: :class:`PostgresStore`, one host's session.
 
 Several hosts point at one database (``cluster.database``); the schema is in
-``ledger/migrations`` (:mod:`.pgschema` applies it).  docs/design.md, "The shared
+``ledger/postgres/migrations`` (:mod:`.schema` applies it).  docs/design.md, "The shared
 store", tells the whole story; the rules kept here:
 
 * **A put is committed when it returns.**  One statement in autocommit mode: the
@@ -27,7 +27,7 @@ store", tells the whole story; the rules kept here:
   them on every step): the jobs it owns, loaded at open and kept current by each
   put.  Dedupe spans every host (:meth:`PostgresStore.find_done_by_content_key`
   asks the database).  Readers see every host's jobs.
-* **Errors** are translated once (:func:`.pgschema.translate`): the database out of
+* **Errors** are translated once (:func:`.schema.translate`): the database out of
   reach is :class:`~seedance_watch.errors.StoreUnavailable` (nothing latched, a
   put may be repeated); a write the server refused is a
   :class:`~seedance_watch.errors.DurabilityError`, after which the store refuses
@@ -36,13 +36,11 @@ store", tells the whole story; the rules kept here:
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -50,13 +48,7 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
-from seedance_watch.core.budget import (
-    BudgetPrices,
-    BudgetTally,
-    recorded_cents,
-    submit_time,
-)
-from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
+from seedance_watch.core.jobs import TERMINAL_STATES, Job
 from seedance_watch.errors import (
     DurabilityError,
     JobFenced,
@@ -64,20 +56,19 @@ from seedance_watch.errors import (
     StateError,
     StoreUnavailable,
 )
-from seedance_watch.ledger.base import HostLease, StoreHolder, status_order
-from seedance_watch.ledger.pgschema import (
+from seedance_watch.ledger.base import status_order
+from seedance_watch.ledger.index import JobIndex
+from seedance_watch.ledger.postgres.rows import ENCODER, encode_job, iso, job_row, register_host
+from seedance_watch.ledger.postgres.schema import (
     SCHEMA,
     Database,
     connect,
     ensure_synchronous_commit,
     migrate,
-    missing_table,
-    refuse_newer,
-    schema_version,
     translate,
 )
 
-__all__ = ["ImportResult", "PostgresReader", "PostgresStore", "import_jobs"]
+__all__ = ["HOST_LOCK", "PostgresStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +76,6 @@ log = structlog.get_logger(__name__)
 HOST_LOCK = 0x5EED
 _LOCK_ATTEMPTS = 10
 _LOCK_RETRY_SECONDS = 0.1
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _TERMINAL = tuple(state.value for state in TERMINAL_STATES)
 
 _PUT = f"""
@@ -108,83 +98,6 @@ ON CONFLICT (job_id) DO UPDATE SET
 WHERE j.owner = excluded.owner AND j.owner_epoch <= excluded.owner_epoch
 RETURNING j.revision
 """
-
-_IMPORT = f"""
-INSERT INTO {SCHEMA}.jobs (
-    job_id, record, state, kind, content_key, owner, owner_epoch, created_at, updated_at,
-    seq, intent_at, submit_at, cost_cents, revision, written_at)
-VALUES (%(job_id)s, %(record)s::json, %(state)s, %(kind)s, %(content_key)s, %(owner)s,
-    %(epoch)s, %(created_at)s, %(updated_at)s, %(seq)s, %(intent_at)s, %(submit_at)s,
-    %(cost_cents)s, nextval('{SCHEMA}.job_revisions'), now())
-ON CONFLICT (job_id) DO NOTHING
-"""
-
-_ALIVE = "(h.stopped_at IS NULL AND h.renewed_at + h.lease_seconds * interval '1 second' > now())"
-
-
-def encode_job(job: Job) -> str:
-    """The record of ``job`` as compact JSON; ``ValueError`` for a NaN or infinity and
-    ``TypeError`` for a value JSON cannot hold (as the JSON-lines ledger refuses them)."""
-    return _ENCODER.encode(job.to_dict())
-
-
-def _row(job: Job, record: str, owner: str, epoch: int) -> dict[str, Any]:
-    """The parameters of one job's row: its record and the columns the queries need."""
-    return {
-        "job_id": job.job_id,
-        "record": record,
-        "state": job.state.value,
-        "kind": job.kind,
-        "content_key": job.content_key,
-        "owner": owner,
-        "epoch": epoch,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "seq": job.seq,
-        "intent_at": job.intent_at,
-        "submit_at": submit_time(job),
-        "cost_cents": recorded_cents(job),
-    }
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")
-
-
-def _register_host(
-    conn: psycopg.Connection[Any],
-    host: str,
-    *,
-    lease_seconds: float,
-    pid: int | None,
-    machine: str | None,
-    running: bool,
-) -> int:
-    """Upsert ``host``'s row; a running daemon starts a new session (epoch + 1)."""
-    row = conn.execute(
-        f"""INSERT INTO {SCHEMA}.hosts AS h (name, epoch, pid, machine, lease_seconds,
-                started_at, renewed_at, stopped_at)
-            VALUES (%(name)s, %(epoch)s, %(pid)s, %(machine)s, %(lease)s, now(), now(),
-                CASE WHEN %(running)s THEN NULL ELSE now() END)
-            ON CONFLICT (name) DO UPDATE SET
-                epoch = h.epoch + 1, pid = excluded.pid, machine = excluded.machine,
-                lease_seconds = excluded.lease_seconds, started_at = now(),
-                renewed_at = now(), stopped_at = NULL
-            WHERE %(running)s
-            RETURNING epoch""",
-        {
-            "name": host,
-            "epoch": 1 if running else 0,
-            "pid": pid,
-            "machine": machine,
-            "lease": lease_seconds,
-            "running": running,
-        },
-    ).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-# --- the writer -------------------------------------------------------------------------
 
 
 class PostgresStore:
@@ -211,10 +124,7 @@ class PostgresStore:
         self._session_lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._mutex = threading.Lock()
-        self._jobs: dict[str, Job] = {}
-        self._active: dict[str, Job] = {}
-        # Jobs by (kind, state): every state of a kind once one job of it was seen.
-        self._kind_counts: dict[tuple[str, State], int] = {}
+        self._records = JobIndex()
         self._fatal: BaseException | None = None
         self._closed = False
         self._lost = False  # the lease renewal found our session superseded
@@ -270,7 +180,7 @@ class PostgresStore:
             database=db.shown,
             host=host,
             epoch=epoch,
-            jobs=len(store._jobs),
+            jobs=len(store._records.jobs),
             seconds=round(time.perf_counter() - started, 3),
         )
         return store
@@ -288,7 +198,7 @@ class PostgresStore:
                     holder=_describe_running(session, host),
                 )
             with session.transaction():
-                epoch = _register_host(
+                epoch = register_host(
                     session,
                     host,
                     lease_seconds=lease_seconds,
@@ -315,7 +225,7 @@ class PostgresStore:
                 f"SELECT record FROM {SCHEMA}.jobs WHERE owner = %s", (self.host,)
             )
             for (record,) in cursor:
-                self._index(Job.from_dict(record))
+                self._records.add(Job.from_dict(record))
         except psycopg.Error as exc:
             raise translate(exc, self.database, "load this host's jobs", write=False) from None
 
@@ -344,28 +254,25 @@ class PostgresStore:
     # --- reads: this host's jobs, from memory ---
 
     def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        return self._records.jobs.get(job_id)
 
     def jobs(self) -> Mapping[str, Job]:
         """A live read-only view of this host's jobs."""
-        return MappingProxyType(self._jobs)
+        return MappingProxyType(self._records.jobs)
 
     def active(self) -> list[Job]:
-        return list(self._active.values())
+        return list(self._records.active.values())
 
     def counts(self) -> dict[str, int]:
         """This host's jobs by state value, every state present (zeros included)."""
-        counts = dict.fromkeys((state.value for state in State), 0)
-        for (_, state), n in self._kind_counts.copy().items():
-            counts[state.value] += n
-        return counts
+        return self._records.counts()
 
     def counts_by_kind(self) -> dict[tuple[str, str], int]:
-        return {(kind, state.value): n for (kind, state), n in self._kind_counts.copy().items()}
+        return self._records.counts_by_kind()
 
     def snapshot(self) -> list[Job]:
         """A copy of this host's jobs, safe to take from another thread."""
-        return sorted(self._jobs.copy().values(), key=status_order)
+        return sorted(self._records.jobs.copy().values(), key=status_order)
 
     def find_done_by_content_key(self, content_key: str) -> Job | None:
         """The DONE job (of any host) with this ``content_key`` updated last."""
@@ -409,7 +316,7 @@ class PostgresStore:
         safe), :class:`DurabilityError` (the server refused it, or an earlier write
         failed so: the daemon must stop), :class:`StateError` once closed.
         """
-        params = _row(job, encode_job(job), self.host, self.epoch)
+        params = job_row(job, encode_job(job), self.host, self.epoch)
         with self._mutex:
             if self._closed:
                 raise StateError("the store is closed")
@@ -429,7 +336,7 @@ class PostgresStore:
                 raise error from None
             if row is None:
                 raise self._fenced(job)
-            self._index(job)
+            self._records.add(job)
 
     def _fenced(self, job: Job) -> JobFenced:
         owner, current = None, None
@@ -468,7 +375,7 @@ class PostgresStore:
 
         Best effort, as writing ``daemon.json`` is: a failure is logged, never raised.
         """
-        document = None if record is None else _ENCODER.encode(dict(record))
+        document = None if record is None else ENCODER.encode(dict(record))
         try:
             with self._connection() as conn:
                 conn.execute(
@@ -477,7 +384,8 @@ class PostgresStore:
                     (document, self.host, self.epoch),
                 )
         except (psycopg.Error, StateError, ValueError, TypeError) as exc:
-            log.warning("store.daemon_record_failed", host=self.host, error=str(exc))
+            message = self.database.scrub(str(exc))
+            log.warning("store.daemon_record_failed", host=self.host, error=message)
 
     # --- the lease ---
 
@@ -564,7 +472,8 @@ class PostgresStore:
                         "SELECT pg_advisory_unlock(%s, hashtext(%s))", (HOST_LOCK, self.host)
                     )
             except psycopg.Error as exc:
-                log.warning("store.stop_not_recorded", host=self.host, error=str(exc))
+                message = self.database.scrub(str(exc))
+                log.warning("store.stop_not_recorded", host=self.host, error=message)
             self._drop_session()
         if self._pool is not None:
             self._pool.close()
@@ -572,24 +481,12 @@ class PostgresStore:
 
     # --- internals ---
 
-    def _connection(self) -> Any:
+    def _connection(self) -> _Borrowed:
         """A pooled connection (a context manager); :class:`StoreUnavailable` when none
         comes in time."""
         if self._pool is None:
             raise StateError("the store is closed")
         return _Borrowed(self._pool, self.database)
-
-    def _index(self, job: Job) -> None:
-        old = self._jobs.get(job.job_id)
-        if old is not None:
-            self._kind_counts[(old.kind, old.state)] -= 1
-            self._active.pop(old.job_id, None)
-        self._jobs[job.job_id] = job
-        if (job.kind, job.state) not in self._kind_counts:
-            self._kind_counts.update({(job.kind, state): 0 for state in State})
-        self._kind_counts[(job.kind, job.state)] += 1
-        if job.state not in TERMINAL_STATES:
-            self._active[job.job_id] = job
 
 
 class _Borrowed:
@@ -634,205 +531,4 @@ def _describe_running(conn: psycopg.Connection[Any], host: str) -> str:
     if row is None:
         return "holder unknown"
     pid, machine, started = row
-    return f"pid {pid} on host {machine}, started {_iso(started)}"
-
-
-# --- the reader -------------------------------------------------------------------------
-
-
-class PostgresReader:
-    """A :class:`~seedance_watch.ledger.base.JobReader` of the shared store: every host's
-    jobs, aggregated by the database; ``holder`` and ``daemon_record`` are those of
-    ``host`` (this config's host).
-
-    It connects on first use and again after losing its connection; it writes
-    nothing and never migrates (a database without the store reads as empty, and
-    :meth:`exists` is False).  Calls may come from several threads (one at a time).
-    """
-
-    def __init__(self, database: Database | str, *, host: str) -> None:
-        self.database = database if isinstance(database, Database) else Database(database)
-        self.host = host
-        self._conn: psycopg.Connection[Any] | None = None
-        self._lock = threading.Lock()
-        self._version: int | None = None
-
-    def __repr__(self) -> str:
-        return f"PostgresReader({self.database.shown!r}, host={self.host!r})"
-
-    @property
-    def where(self) -> str:
-        return self.database.shown
-
-    def _query(self, doing: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        """Rows of one query ([] when there is no store yet), read in one statement."""
-        with self._lock:
-            try:
-                conn = self._connection()
-                if self._version is None:
-                    version = schema_version(conn)
-                    refuse_newer(version, self.database)
-                    if version == 0:
-                        return []
-                    self._version = version
-                return list(conn.execute(sql, params).fetchall())
-            except psycopg.Error as exc:
-                self._drop()
-                if missing_table(exc):
-                    self._version = None
-                    return []
-                raise translate(exc, self.database, doing, write=False) from None
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self.database)
-        return self._conn
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def exists(self) -> bool:
-        with self._lock:
-            try:
-                version = schema_version(self._connection())
-            except psycopg.Error as exc:
-                self._drop()
-                raise translate(exc, self.database, "read the schema", write=False) from None
-        refuse_newer(version, self.database)
-        return version > 0
-
-    def snapshot(self) -> list[Job]:
-        rows = self._query("read the jobs", f"SELECT record FROM {SCHEMA}.jobs")
-        return sorted((Job.from_dict(record) for (record,) in rows), key=status_order)
-
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((state.value for state in State), 0)
-        for state, n in self._query(
-            "count the jobs", f"SELECT state, count(*) FROM {SCHEMA}.jobs GROUP BY state"
-        ):
-            counts[state] = int(n)
-        return counts
-
-    def tally(self, prices: BudgetPrices) -> BudgetTally:
-        """Spend and submits per day, summed by the database in ``prices.timezone``;
-        the few records without a recorded cost are priced here."""
-        try:
-            days = self._query(
-                "sum the day's spend",
-                f"""SELECT (to_timestamp(submit_at) AT TIME ZONE %s)::date,
-                           sum(cost_cents)::bigint, count(*)
-                    FROM {SCHEMA}.jobs
-                    WHERE submit_at IS NOT NULL AND cost_cents IS NOT NULL
-                    GROUP BY 1""",
-                (prices.timezone,),
-            )
-            tally = BudgetTally.from_days(
-                prices, {day: (int(cents), int(n)) for day, cents, n in days}
-            )
-        except StoreUnavailable:
-            raise
-        except StateError:
-            # A zone the server's time zone database lacks: sum here instead.
-            tally = BudgetTally(prices)
-            for at, cents in self._query(
-                "read the submits",
-                f"""SELECT submit_at, cost_cents FROM {SCHEMA}.jobs
-                    WHERE submit_at IS NOT NULL AND cost_cents IS NOT NULL""",
-            ):
-                tally.intent(at, int(cents))
-        for (record,) in self._query(
-            "read the unpriced submits",
-            f"""SELECT record FROM {SCHEMA}.jobs
-                WHERE submit_at IS NOT NULL AND cost_cents IS NULL""",
-        ):
-            job = Job.from_dict(record)
-            at = submit_time(job)
-            if at is not None:
-                tally.intent(at, prices.cents(job))
-        return tally
-
-    def holder(self) -> StoreHolder | None:
-        """This host's daemon while its lease runs (None: it stopped, or it is dead)."""
-        rows = self._query(
-            "read the hosts",
-            f"SELECT pid, machine, started_at FROM {SCHEMA}.hosts AS h "
-            f"WHERE name = %s AND {_ALIVE}",
-            (self.host,),
-        )
-        if not rows:
-            return None
-        pid, machine, started = rows[0]
-        started_at = _iso(started)
-        named = "" if machine == self.host else f" as {self.host}"
-        return StoreHolder(
-            f"pid {pid} on host {machine}{named}, started {started_at}",
-            pid,
-            machine,
-            started_at,
-        )
-
-    def daemon_record(self) -> dict[str, Any] | None:
-        rows = self._query(
-            "read the daemon record",
-            f"SELECT daemon FROM {SCHEMA}.hosts WHERE name = %s",
-            (self.host,),
-        )
-        record = rows[0][0] if rows else None
-        return record if isinstance(record, dict) else None
-
-    def hosts(self) -> list[HostLease] | None:
-        rows = self._query(
-            "read the hosts",
-            f"""SELECT name, renewed_at, {_ALIVE}, started_at, pid, machine
-                FROM {SCHEMA}.hosts AS h ORDER BY name""",
-        )
-        return [
-            HostLease(name, _iso(renewed) or "", bool(alive), _iso(started), pid, machine)
-            for name, renewed, alive, started, pid, machine in rows
-        ]
-
-    def owners(self) -> dict[str, str]:
-        rows = self._query("read the owners", f"SELECT job_id, owner FROM {SCHEMA}.jobs")
-        return {job_id: owner for job_id, owner in rows}
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-
-# --- import -------------------------------------------------------------------------------
-
-
-class ImportResult:
-    """What :func:`import_jobs` did: jobs written, and jobs the database already had."""
-
-    __slots__ = ("imported", "present")
-
-    def __init__(self, imported: int, present: int) -> None:
-        self.imported, self.present = imported, present
-
-
-def import_jobs(database: Database | str, *, host: str, jobs: Iterable[Job]) -> ImportResult:
-    """Copy ``jobs`` (a JSON-lines ledger's records) into the database, owned by ``host``.
-
-    One transaction: all or nothing.  A job the database already has is left as it
-    is, so importing again changes nothing.  The jobs are owned by ``host`` with
-    epoch 0: the next daemon started as ``host`` takes the unfinished ones on.
-    Migrates the schema first; registers ``host`` (stopped) when it never joined.
-    """
-    db = database if isinstance(database, Database) else Database(database)
-    rows = [_row(job, encode_job(job), host, 0) for job in jobs]
-    with connect(db) as conn:
-        migrate(conn, db)
-        try:
-            with conn.transaction():
-                _register_host(conn, host, lease_seconds=0.0, pid=None, machine=None, running=False)
-                with conn.cursor() as cursor:
-                    cursor.executemany(_IMPORT, rows)
-                    imported = max(cursor.rowcount, 0) if rows else 0
-        except psycopg.Error as exc:
-            raise translate(exc, db, "import the ledger", write=True) from None
-    log.info("store.imported", database=db.shown, host=host, imported=imported)
-    return ImportResult(imported, len(rows) - imported)
+    return f"pid {pid} on host {machine}, started {iso(started)}"

@@ -1,6 +1,6 @@
 -- seedance-watch's shared store, version 1 (docs/design.md, "The shared store").
 --
--- Applied by ledger/postgres.py inside one transaction, under the migration
+-- Applied by ledger/postgres/schema.py inside one transaction, under the migration
 -- advisory lock, after the schema "seedance_watch" and its table
 -- schema_migrations exist; the runner records the version itself.  Never edit
 -- a migration that has shipped: add the next file (0002_...sql) instead.
