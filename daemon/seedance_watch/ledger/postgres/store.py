@@ -101,7 +101,7 @@ RETURNING j.revision
 
 
 class PostgresStore:
-    """One host's session of the shared store: a :class:`~.base.JobStore`.
+    """One host's session of the shared store: a :class:`~seedance_watch.ledger.base.JobStore`.
 
     Open it with :meth:`PostgresStore.open`.  ``put`` may be called from any thread
     (one at a time: it takes a lock); the reads of this host's jobs come from memory.
@@ -191,11 +191,12 @@ class PostgresStore:
     ) -> int:
         try:
             if not _lock_host(session, host, attempts=_LOCK_ATTEMPTS):
+                holder = _describe_running(session, host)
                 raise LedgerLocked(
                     f"the host name {host!r} is in use by another seedance-watch daemon on "
-                    f"{db.shown} ({_describe_running(session, host)}); stop it first, or "
-                    "give this one its own cluster.name",
-                    holder=_describe_running(session, host),
+                    f"{db.shown} ({holder}); stop it first, or give this one its own "
+                    "cluster.name",
+                    holder=holder,
                 )
             with session.transaction():
                 epoch = register_host(
