@@ -102,6 +102,9 @@ class FakeProvider:
             raise answer
         return answer
 
+    async def check_key(self) -> bool:
+        return False  # like a gateway without a free call: the first submit tells
+
     async def aclose(self) -> None:
         pass
 
@@ -118,6 +121,9 @@ class FakeBucket:
 
     def delete(self, key: str) -> None:
         pass
+
+    def probe(self) -> str:
+        return "p/.probe"
 
 
 class FakeInbox:

@@ -233,3 +233,11 @@ def test_one_to_nine_references_are_taken(tmp_path: Path, refs: tuple[str, ...])
     job, error = examine(tmp_path, PairReady("ad", None, "ad.yaml", references=refs))
     assert error is None
     assert [i.path for i in job.inputs if i.role == "reference"] == list(refs)
+
+
+def test_a_drops_priority_is_its_jobs(tmp_path: Path) -> None:
+    """``priority:`` in the sidecar becomes the job's priority (the ready queue's order)."""
+    (tmp_path / "rush.jpg").write_bytes(make_image_bytes())
+    (tmp_path / "rush.yaml").write_text("prompt: hurry\npriority: 7\n")
+    drop = examine_drop(tmp_path, "rush.jpg", "rush.yaml", defaults=GenerationOptions(), now=NOW)
+    assert drop.error is None and drop.job.priority == 7

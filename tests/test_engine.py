@@ -8,6 +8,7 @@ timer heap, the queues and the slots.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ async def test_pause_keeps_the_job_first_in_line(tmp_path: Path) -> None:
     await engine.apply(job, Stage.SUBMIT, Pause("credentials", refused, event=SubmitRefused()))
     stored = store.get("j1")
     assert stored is not None and stored.state is State.UPLOADED
-    assert list(engine.dispatch.ready) == ["j1"] and engine.pauses.credentials.is_open
+    assert engine.dispatch.ready.order() == ["j1"] and engine.pauses.credentials.is_open
 
 
 async def test_fail_writes_the_report_and_moves_the_inputs(tmp_path: Path) -> None:
@@ -234,3 +235,29 @@ async def test_a_burst_of_429s_slows_submits_but_never_below_a_quarter(tmp_path:
         await engine.step(Stage.SUBMIT, seed_uploaded.job_id)
         assert store.get("j1").state is State.UPLOADED  # type: ignore[union-attr]
     assert engine.deps.bucket.rate_per_minute == 15.0
+
+
+async def test_with_one_slot_free_waiting_jobs_go_by_priority(tmp_path: Path) -> None:
+    """Three uploaded jobs with priorities 0, 5 and 10, dropped together, reach the
+    gateway 10, 5, 0 when one slot frees at a time (max_in_flight 1)."""
+    engine, store, provider, _ = make_engine(tmp_path, max_in_flight=1)
+    base = seed(store, State.UPLOADED, uploads=(("image", "k/j1"),))
+    for job_id, priority in (("p0", 0), ("p5", 5), ("p10", 10)):
+        store.put(dataclasses.replace(base, job_id=job_id, priority=priority))
+    submitter = asyncio.create_task(engine.dispatch.submitter())
+    order = ("p10", "p5", "p0")
+    try:
+        for job_id in ("p0", "p5", "p10"):
+            engine.dispatch.route(store.get(job_id))  # type: ignore[arg-type]
+        for n, job_id in enumerate(order, 1):
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(provider.created) < n or store.get(job_id).task_id is None:  # type: ignore[union-attr]
+                assert asyncio.get_running_loop().time() < deadline, provider.created
+                await asyncio.sleep(0.01)
+            assert len(provider.created) == n  # one slot: the next waits for it
+            job = store.get(job_id)
+            assert job is not None and job.task_id == f"t-{n}"
+            engine.dispatch.track(dataclasses.replace(job, state=State.DONE))  # slot freed
+    finally:
+        submitter.cancel()
+        await asyncio.gather(submitter, return_exceptions=True)

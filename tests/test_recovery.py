@@ -243,8 +243,9 @@ def test_accepted_then_dropped_submit_is_ambiguous_and_retry_submits_once_more(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
 ) -> None:
     """A gateway that accepts a submit and drops the connection: the job fails as
-    submit_ambiguous with no automatic resubmission; ``retry --failed`` (the CLI) moves
-    the inputs back and the next run submits exactly once more (2 submits in all)."""
+    submit_ambiguous with no automatic resubmission; ``retry --failed`` (the CLI) leaves
+    it, saying it may be billed; with ``--include-ambiguous`` it moves the inputs back and
+    the next run submits exactly once more (2 submits in all)."""
     sim.configure(submit_accept_then_drop_rate=1.0, faults_on=frozenset({"submit"}))
     config_path = write_config(tmp_path, s3_server, sim)
     image, _ = write_pair(tmp_path / "inbox", "beach")
@@ -258,13 +259,24 @@ def test_accepted_then_dropped_submit_is_ambiguous_and_retry_submits_once_more(
     assert sim.submit_attempts == 1 and len(sim.submits) == 1
 
     sim.configure(submit_accept_then_drop_rate=0.0)
-    out = subprocess.run(
-        [sys.executable, "-m", "seedance_watch", "retry", "--failed", "--config", str(config_path)],
-        capture_output=True,
-        text=True,
-        env=daemon_env(),
-        timeout=60,
-    )
+
+    RETRY = (sys.executable, "-m", "seedance_watch", "retry", "--failed")
+
+    def retry_failed(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*RETRY, *flags, "--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            env=daemon_env(),
+            timeout=60,
+        )
+
+    skipped = retry_failed()
+    assert skipped.returncode == 0, skipped.stderr
+    assert f"{first.summary.failed[0]}: skipped: submit_ambiguous" in skipped.stdout
+    assert "may exist at the gateway and be billed" in skipped.stdout
+    assert files_under(tmp_path / "inbox") == []
+    out = retry_failed("--include-ambiguous")
     assert out.returncode == 0, out.stderr
     assert first.summary.failed[0] in out.stdout
     assert files_under(tmp_path / "inbox") == ["beach.jpg", "beach.yaml"]

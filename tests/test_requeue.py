@@ -3,6 +3,7 @@ and dedupe."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -305,6 +306,96 @@ def test_retry_failed_while_the_daemon_runs_makes_new_drops(
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=40) == 0
     assert files_under(tmp_path / "done") == ["beach.jpg", "beach.yaml"]
+
+
+def status_json(config_path: Path) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "seedance_watch", "status", "--json", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=60,
+        check=True,
+    )
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
+
+
+def test_a_retried_job_tells_one_story_with_its_rerun(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
+) -> None:
+    """retry → rerun → status: done 1, retried 1 (not failed 1); the original points at
+    its rerun (retried_as), the rerun back (retry_of); a second ``retry --failed`` finds
+    nothing to retry and ``retry OLD`` says which job its drop became."""
+    config_path = write_config(tmp_path, s3_server, sim)
+    write_pair(tmp_path / "inbox", "beach", sidecar=BAD_SIDECAR)
+    first, _ = run_once(config_path)
+    (old_id,) = first.summary.failed
+    report = json.loads((tmp_path / "failed" / "beach.error.json").read_text())
+    assert report["hint"].endswith(f"then run: seedance-watch retry {old_id}")  # this very job
+    (tmp_path / "failed" / "beach.yaml").write_text("prompt: fixed now\n")
+    assert retry(config_path, "--failed").returncode == 0
+    second, _ = run_once(config_path)
+    (new_id,) = second.summary.done
+    report = status_json(config_path)
+    assert report["counts"] == {"done": 1, "retried": 1}
+    jobs = {job["job_id"]: job for job in report["jobs"]}  # type: ignore[attr-defined]
+    assert jobs[old_id]["state"] == "retried" and jobs[old_id]["retried_as"] == new_id
+    assert jobs[new_id]["retry_of"] == old_id and jobs[new_id]["retried_as"] is None
+    again = retry(config_path, "--failed")
+    assert again.returncode == 0 and "no failed jobs to retry" in again.stdout
+    named = retry(config_path, old_id)
+    assert named.returncode == 1 and f"already retried: its drop became job {new_id}" in (
+        named.stderr
+    )
+    text = subprocess.run(
+        [sys.executable, "-m", "seedance_watch", "status", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "done 1, retried 1" in text and f"retried as {new_id}" in text
+
+
+def test_a_retry_never_moves_the_files_of_a_newer_job(tmp_path: Path) -> None:
+    """A's drop went back to the inbox by hand (no retry), became job B and failed again
+    under the same names: failed/ holds B's files now.  ``retry A`` is refused naming B,
+    and nothing moves."""
+    config = failed_drop(tmp_path, "A", {"beach.jpg": "image", "beach.yaml": "sidecar"})
+    with Ledger.open(config.paths.state) as ledger:
+        older = ledger.get("A")
+        assert older is not None
+        ledger.put(dataclasses.replace(older, created_at=0.5, seq=older.seq + 1))
+        newer = dataclasses.replace(older, job_id="B", created_at=5.0)
+        ledger.put(newer)
+    (tmp_path / "failed" / "beach.jpg").write_bytes(b"B's own image, not A's")
+    result = requeue(config, ["A"])
+    assert result.moved == {} and "belongs to job B" in result.problems["A"]
+    assert files_under(tmp_path / "inbox") == []
+    assert (tmp_path / "failed" / "beach.jpg").read_bytes() == b"B's own image, not A's"
+
+
+@pytest.mark.parametrize("code", ["submit_ambiguous", "task_timeout"])
+def test_retry_failed_skips_a_job_that_may_be_billed_unless_asked(
+    tmp_path: Path, code: str
+) -> None:
+    """A submit_ambiguous or task_timeout job may exist at the gateway and be billed:
+    ``--failed`` skips it and says why; naming it needs include_ambiguous; with it, the
+    files go back."""
+    config = failed_drop(tmp_path, "amb", {"beach.jpg": "image", "beach.yaml": "sidecar"})
+    with Ledger.open(config.paths.state) as ledger:
+        job = ledger.get("amb")
+        assert job is not None
+        ledger.put(dataclasses.replace(job, error={"code": code}, seq=job.seq + 1))
+    bulk = requeue(config, [], all_failed=True)
+    assert bulk.moved == {} and "may exist at the gateway and be billed" in bulk.skipped["amb"]
+    named = requeue(config, ["amb"])
+    assert named.moved == {} and "--include-ambiguous" in named.problems["amb"]
+    assert files_under(tmp_path / "inbox") == []
+    forced = requeue(config, ["amb"], include_ambiguous=True)
+    assert sorted(forced.moved["amb"]) == ["beach.jpg", "beach.yaml"]
 
 
 def test_retry_without_arguments_is_a_usage_error(

@@ -229,8 +229,10 @@ def test_revoked_key_pauses_submits_and_polls_then_resumes(
     tmp_path: Path, s3_server: S3Emulator, sim: Simulator, write_pair: WritePair
 ) -> None:
     """Daemon mode: the gateway starts refusing the key while tasks run.  Polls and new
-    submits pause (probing, not hammering), nothing fails, `status` shows the pause;
-    once the gateway accepts the key again everything finishes by itself."""
+    submits pause (the key probed with a free call, not hammered), a new drop is taken
+    but not uploaded while the key is refused (no image waits in the bucket), nothing
+    fails, `status` shows the pause; once the gateway accepts the key again everything
+    finishes by itself."""
     sim.configure(running_seconds=2.0)
     config = write_config(tmp_path, s3_server, sim)
     state = tmp_path / "state"
@@ -242,12 +244,23 @@ def test_revoked_key_pauses_submits_and_polls_then_resumes(
         sim.configure(api_key="rotated-elsewhere")  # the daemon's key is refused now
         write_pair(tmp_path / "inbox", "three")
         wait_for(lambda: daemon.has_event("gateway.credentials_refused"), timeout=20)
-        wait_for(
-            lambda: any(
-                e.get("event") == "job.uploaded" and "three" in e.get("s3_key", "")
-                for e in daemon.events()
+        three = wait_for(
+            lambda: next(
+                (
+                    e["job_id"]
+                    for e in daemon.events()
+                    if e.get("event") == "job.created" and e.get("source") == "three.jpg"
+                ),
+                None,
             ),
             timeout=20,
+        )
+        # Probed at least once more after three was taken: still no upload of it.
+        probes = sum(1 for r in sim.requests if r.status == 401)
+        wait_for(lambda: sum(1 for r in sim.requests if r.status == 401) > probes, timeout=20)
+        assert not any(three in key for key in s3_server.keys(BUCKET))
+        assert not any(
+            e.get("event") == "job.uploaded" and e.get("job_id") == three for e in daemon.events()
         )
         report = wait_for(
             lambda: (

@@ -194,3 +194,30 @@ def test_the_task_time_estimate_is_kept_per_model_resolution_and_duration() -> N
     )
     old = task_kind("m", None, "clouds --resolution 720p --duration 5 --camerafixed false")
     assert old == "m,resolution=720p,duration=5"
+
+
+def test_the_ready_queue_takes_the_highest_priority_first_and_fifo_within_one() -> None:
+    """Higher priority first; first come first served within a priority; a job put back
+    in front (the probe of a pause) goes before all."""
+    from seedance_watch.core.scheduling import ReadyQueue
+
+    queue = ReadyQueue()
+    for job_id, priority, since in [("a0", 0, 10.0), ("b5", 5, 11.0), ("c10", 10, 12.0)]:
+        queue.push(job_id, priority=priority, since=since)
+    queue.push("d0", priority=0, since=9.0)
+    queue.push("e5", priority=5, since=13.0)
+    assert queue.order() == ["c10", "b5", "e5", "d0", "a0"]
+    queue.push_front("probe")
+    assert [queue.pop() for _ in range(len(queue))] == ["probe", "c10", "b5", "e5", "d0", "a0"]
+
+
+def test_waiting_raises_priority_so_a_stream_of_urgent_drops_cannot_starve_the_rest() -> None:
+    """A priority-0 drop that has waited longer than 10 × AGING_SECONDS goes before a
+    priority-10 drop arriving now; one that has waited less does not."""
+    from seedance_watch.core.scheduling import AGING_SECONDS, ReadyQueue
+
+    queue = ReadyQueue()
+    queue.push("old", priority=0, since=0.0)
+    queue.push("urgent-soon", priority=10, since=10 * AGING_SECONDS - 1)
+    queue.push("urgent-late", priority=10, since=10 * AGING_SECONDS + 1)
+    assert queue.order() == ["urgent-soon", "old", "urgent-late"]

@@ -105,6 +105,9 @@ BAD_SIDECARS: list[tuple[str, str | None, list[str]]] = [
     ),
     ("prompt: x\nwatermark: 0\n", "watermark", ["watermark: 0 is not allowed; use true or false"]),
     ("prompt: x\nmodel: 42\n", "model", ["model: 42 is not allowed"]),
+    ("prompt: x\npriority: high\n", "priority", ["priority: 'high' is not allowed", "-1000"]),
+    ("prompt: x\npriority: 2000\n", "priority", ["priority: 2000 is not allowed", "1000"]),
+    ("prompt: x\npriority: true\n", "priority", ["priority: true is not allowed"]),
     ('prompt: x\nmodel: " "\n', "model", ["model: ' ' is not allowed"]),
 ]
 
@@ -280,6 +283,7 @@ def test_sidecar_keys_are_prompt_model_mode_last_frame_and_every_option() -> Non
         "mode",
         "last_frame",
         "references",
+        "priority",
         *GenerationOptions.model_fields,
     }
 
@@ -1006,3 +1010,13 @@ def test_sidecar_hint_agrees_with_parse(mode: str | None, last: str | None, styl
     assert hint.alone == (sidecar.kind == "text")
     expected = sidecar.last_frame if sidecar.last_frame != "a.png" else None
     assert hint.last_frame == expected
+
+
+def test_priority_is_read_and_carried_into_the_request() -> None:
+    """``priority:`` is a whole number (default 0) that the request carries to the job."""
+    assert parse_sidecar(b"prompt: x\n").priority == 0
+    sidecar = parse_sidecar(b"prompt: x\npriority: -5\n")
+    assert sidecar.priority == -5
+    assert (
+        build_request(parse_sidecar(b"prompt: x\npriority: 10\n"), defaults=DEFAULTS).priority == 10
+    )

@@ -44,7 +44,12 @@ def test_unit_is_type_notify_with_watchdog_restart_and_the_credential() -> None:
     assert int(d["WatchdogSec"][0]) > 0
     assert d["LoadCredential"] == ["pixazo-api-key:/etc/seedance-watch/pixazo-api-key"]
     assert d["StateDirectory"] == ["seedance-watch"]
-    assert "SEEDANCE_WATCH_PATHS__STATE=%S/seedance-watch" in d["Environment"]
+    # The state folder is named in the installed config, not only in the unit: `status
+    # --config` must read the very ledger the service writes.
+    assert not any("PATHS__STATE" in e for e in d.get("Environment", []))
+    installed = (ROOT / "systemd" / "seedance-watch.yaml").read_text()
+    assert "state: /var/lib/seedance-watch" in installed
+    assert all(d["Documentation"]) and not any("man:" in doc for doc in d["Documentation"])
     assert d["ProtectSystem"] == ["strict"] and d["ReadWritePaths"]
     assert d["CapabilityBoundingSet"] == [""] and d["NoNewPrivileges"] == ["yes"]
     assert "@system-service" in d["SystemCallFilter"] and d["UMask"]

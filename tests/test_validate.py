@@ -85,7 +85,7 @@ def test_valid_folder_exits_0_and_ignores_what_the_daemon_ignores(tmp_path: Path
     result = validate(tmp_path / "drops")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines() == ["2 pair(s) checked, 0 problem(s)"]
+    assert result.stdout.splitlines() == ["2 drop(s) checked, 0 problem(s)"]
     assert sorted(p.name for p in (tmp_path / "drops").rglob("*")) == before
 
 
@@ -106,7 +106,10 @@ def test_bad_inputs_exit_1_with_every_code(tmp_path: Path) -> None:
         codes = {code for name, code in reported if Path(name).stem == stem}
         assert codes == {case.code}, (case.id, reported)
     assert not [name for name, _ in reported if name.startswith("good")]
-    assert result.stdout.splitlines()[-1] == f"20 pair(s) checked, {len(reported)} problem(s)"
+    checked = len(BAD_INPUTS) + 1  # every drop, whole or not, and the good pair
+    assert (
+        result.stdout.splitlines()[-1] == f"{checked} drop(s) checked, {len(reported)} problem(s)"
+    )
 
 
 def test_single_files_are_checked_with_their_partner(tmp_path: Path) -> None:
@@ -120,7 +123,7 @@ def test_single_files_are_checked_with_their_partner(tmp_path: Path) -> None:
     (tmp_path / "link.yaml").symlink_to(tmp_path / "ok.yaml")
 
     good = validate("ok.yaml", "ok.jpg", cwd=tmp_path)
-    assert good.returncode == 0 and good.stdout.endswith("1 pair(s) checked, 0 problem(s)\n")
+    assert good.returncode == 0 and good.stdout.endswith("1 drop(s) checked, 0 problem(s)\n")
 
     bad = validate("typo.yaml", "alone.jpg", "notes.txt", "link.yaml", cwd=tmp_path)
     assert bad.returncode == 1
@@ -172,7 +175,7 @@ def test_frames_and_text_drops_are_checked_like_the_daemon_checks_them(tmp_path:
     (tmp_path / "poem.yaml").write_text("prompt: a poem\nmode: text\n")
     good = validate(tmp_path)
     assert good.returncode == 0, good.stdout
-    assert good.stdout.endswith("2 pair(s) checked, 0 problem(s)\n")
+    assert good.stdout.endswith("2 drop(s) checked, 0 problem(s)\n")
 
     write_pair(tmp_path, "late", sidecar="prompt: p\nlast_frame: never.png\n")
     write_pair(tmp_path, "both", sidecar="prompt: p\nmode: text\n")
@@ -205,7 +208,7 @@ def test_a_file_named_alone_is_checked_with_the_rest_of_its_drop(tmp_path: Path)
     for named in ("dusk-end.jpg", "dusk.yaml", "dusk.jpg"):
         result = validate(named, cwd=tmp_path)
         assert result.returncode == 0, (named, result.stdout)
-        assert result.stdout.endswith("1 pair(s) checked, 0 problem(s)\n"), named
+        assert result.stdout.endswith("1 drop(s) checked, 0 problem(s)\n"), named
 
 
 def reference_drop(
@@ -227,7 +230,7 @@ def test_reference_drops_are_paired_and_checked_like_the_daemon_does(tmp_path: P
     reference_drop(tmp_path, "ad", "shoe.jpg", "shoe-2.png", "heel.jpg")
     good = validate(tmp_path)
     assert good.returncode == 0, good.stdout
-    assert good.stdout.endswith("1 pair(s) checked, 0 problem(s)\n")
+    assert good.stdout.endswith("1 drop(s) checked, 0 problem(s)\n")
 
     reference_drop(
         tmp_path, "late", "late-1.jpg", "never.jpg", "late-2.jpg", present=("late-1.jpg",)
@@ -261,7 +264,7 @@ def test_a_reference_image_named_alone_is_checked_with_its_whole_drop(tmp_path: 
     for named in ("c.jpg", "ad.yaml", "a.jpg"):
         result = validate(named, cwd=tmp_path)
         assert result.returncode == 0, (named, result.stdout)
-        assert result.stdout.endswith("1 pair(s) checked, 0 problem(s)\n"), named
+        assert result.stdout.endswith("1 drop(s) checked, 0 problem(s)\n"), named
 
 
 def test_without_a_config_validate_checks_with_the_configs_own_defaults(
@@ -287,3 +290,18 @@ def test_without_a_config_validate_checks_with_the_configs_own_defaults(
         "models": unset.gateway.models,
         "strict_model": False,
     }
+
+
+def test_a_lone_sidecar_is_read_too_and_said_offline(tmp_path: Path) -> None:
+    """A sidecar with no image beside it: validate says so without a timeout (offline
+    there is no waiting), reports the bad key inside it as well, and counts one drop."""
+    (tmp_path / "alone.yaml").write_text("prompt: x\nresolutoin: 720p\n")
+    result = validate(tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any(
+        "missing_image: no image named alone.* beside the sidecar alone.yaml" in line
+        for line in lines
+    ), lines
+    assert any("invalid_sidecar: unknown key 'resolutoin'" in line for line in lines), lines
+    assert lines[-1] == "1 drop(s) checked, 2 problem(s)"

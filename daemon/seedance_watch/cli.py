@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(retry)
     retry.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     retry.add_argument("--failed", action="store_true", help="every failed job")
+    retry.add_argument(
+        "--include-ambiguous",
+        action="store_true",
+        help="also submit_ambiguous and task_timeout jobs, whose task may exist and be "
+        "billed (a retry may pay twice)",
+    )
 
     validate = sub.add_parser("validate", help="check images and sidecars offline")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -97,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
         help="copy the JSON-lines ledger (paths.state) into cluster.database, once",
     )
     with_config(ledger_import)
+
+    check = sub.add_parser(
+        "check",
+        help="what run checks before it is ready: folders, the bucket, the API key "
+        "(nothing is created, uploaded or paid)",
+    )
+    with_config(check)
 
     models = sub.add_parser(
         "models", help="the Seedance models: kinds, options, prices, live or retired"
@@ -192,6 +205,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _retry(config, args)
     if args.command == "ledger":
         return _ledger_import(config)
+    if args.command == "check":
+        from seedance_watch.commands.check import run_checks
+        from seedance_watch.logs import configure_logging
+
+        # The report is the output; the log (its requests) goes to stderr, warnings only.
+        configure_logging(fmt=config.log.format, level="warning")
+        checked = run_checks(config, os.environ)
+        print(checked.text())
+        return checked.exit_code
     raise AssertionError(args.command)
 
 
@@ -262,14 +284,18 @@ def _retry(config: object, args: argparse.Namespace) -> int:
     if not args.job_ids and not args.failed:
         print("seedance-watch retry: give JOB_ID... or --failed", file=sys.stderr)
         return EXIT_USAGE
-    result = requeue(config, args.job_ids, all_failed=args.failed)
+    result = requeue(
+        config, args.job_ids, all_failed=args.failed, include_ambiguous=args.include_ambiguous
+    )
     for job_id, paths in result.moved.items():
         print(f"{job_id}: back in the inbox as {', '.join(paths)}")
+    for job_id, why in result.skipped.items():
+        print(f"{job_id}: skipped: {why}; --include-ambiguous retries it anyway")
     for job_id, why in result.problems.items():
         print(f"{job_id}: not retried: {why}", file=sys.stderr)
-    if not result.moved and not result.problems:
+    if not result.moved and not result.problems and not result.skipped:
         print("no failed jobs to retry")
-    return 1 if result.problems and not result.moved else 0
+    return 1 if result.problems else 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -291,5 +317,5 @@ def _validate(args: argparse.Namespace) -> int:
     )
     for problem in problems:
         print(f"{problem.path}: {problem.code}: {problem.message}")
-    print(f"{pairs} pair(s) checked, {len(problems)} problem(s)")
+    print(f"{pairs} drop(s) checked, {len(problems)} problem(s)")
     return 1 if problems else 0

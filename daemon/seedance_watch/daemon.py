@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from seedance_watch.commands.check import folder_findings
 from seedance_watch.commands.requeue import requeue
 from seedance_watch.commands.status import read_daemon_status, status_report
 from seedance_watch.config import Config
@@ -87,9 +88,16 @@ class RunResult:
 def _make_dirs(config: Config) -> None:
     """Create the four folders durably (each new folder's parent fsynced).
 
-    A folder that cannot be created is a config problem naming its key (exit 2); a
-    failing disk (EIO, ENOSPC on the fsync) is a :class:`DurabilityError`.
+    A folder that had to be created is logged as a warning naming its key (a typo in
+    ``paths.inbox`` would otherwise swallow every drop silently).  A folder that cannot
+    be created is a config problem naming its key (exit 2); a failing disk (EIO,
+    ENOSPC on the fsync) is a :class:`DurabilityError`.
     """
+    for finding in folder_findings(config.paths):
+        if finding.level == "error":
+            raise ConfigError(finding.message, key=finding.key)
+        if finding.level == "warning":
+            log.warning("daemon.folder_created", key=finding.key, path=str(finding.path))
     paths = config.paths
     for key, path in (
         ("inbox", paths.inbox),

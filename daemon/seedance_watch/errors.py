@@ -222,12 +222,15 @@ class JobError(SeedanceWatchError):
 
 class InvalidSidecar(JobError):
     code = "invalid_sidecar"
-    default_hint = "Fix the sidecar YAML, then move the pair back into the inbox."
+    default_hint = "Fix the sidecar in failed/, then run: seedance-watch retry JOB_ID"
 
 
 class InvalidImage(JobError):
     code = "invalid_image"
-    default_hint = "Use a JPEG/PNG/WebP/BMP/TIFF/GIF image within the model's limits."
+    default_hint = (
+        "Replace the image in failed/ with a JPEG/PNG/WebP/BMP/TIFF/GIF within the model's "
+        "limits (same name), then run: seedance-watch retry JOB_ID"
+    )
 
 
 class MissingSidecar(JobError):
@@ -278,7 +281,10 @@ class StorageRejected(JobError):
 
 class GatewayRejected(JobError):
     code = "gateway_rejected"
-    default_hint = "Check the request parameters and the model name."
+    default_hint = (
+        "Check the parameters and the model name (`seedance-watch models`), fix the sidecar "
+        "in failed/, then run: seedance-watch retry JOB_ID"
+    )
 
 
 class OverBudget(JobError):
@@ -288,43 +294,57 @@ class OverBudget(JobError):
     code = "over_budget"
     default_hint = (
         "Raise budget.max_cost_per_day, or ask for less (a shorter duration, a lower "
-        "resolution, a cheaper model), then move the drop back into the inbox."
+        "resolution, a cheaper model: fix the sidecar in failed/), then run: "
+        "seedance-watch retry JOB_ID"
     )
 
 
 class SubmitAmbiguous(JobError):
     code = "submit_ambiguous"
     default_hint = (
-        "The submit may have reached the gateway and may be billed. Check your Pixazo "
-        "dashboard; to submit again on purpose run: seedance-watch retry JOB_ID"
+        "The submit may have reached the gateway and may be billed. Check your gateway's "
+        "dashboard; to submit again on purpose: seedance-watch retry --include-ambiguous JOB_ID"
     )
 
 
 class TaskFailed(JobError):
     code = "task_failed"
-    default_hint = "The model refused or failed the task; adjust the prompt or image and retry."
+    default_hint = (
+        "The model refused or failed the task; adjust the prompt or image in failed/, then "
+        "run: seedance-watch retry JOB_ID"
+    )
 
 
 class TaskExpired(JobError):
     code = "task_expired"
-    default_hint = "The task expired in the gateway's queue; retry it."
+    default_hint = "The task expired in the gateway's queue; run: seedance-watch retry JOB_ID"
 
 
 class TaskCancelled(JobError):
     code = "task_cancelled"
-    default_hint = "The task was cancelled at the gateway; retry it if that was not intended."
+    default_hint = (
+        "The task was cancelled at the gateway; if that was not intended, run: "
+        "seedance-watch retry JOB_ID"
+    )
 
 
 class TaskTimeout(JobError):
     code = "task_timeout"
-    default_hint = "The task did not finish within gateway.task_timeout; look it up by task_id."
+    default_hint = (
+        "The task did not finish within gateway.task_timeout and may still be billed: look it "
+        "up by task_id; to submit again on purpose: "
+        "seedance-watch retry --include-ambiguous JOB_ID"
+    )
 
 
 class TaskNotFound(JobError):
     code = "task_not_found"
-    default_hint = "The gateway no longer knows this task; retry the job."
+    default_hint = "The gateway no longer knows this task; run: seedance-watch retry JOB_ID"
 
 
 class DownloadFailed(JobError):
     code = "download_failed"
-    default_hint = "The video could not be downloaded (its URL lasts 24 hours); retry the job."
+    default_hint = (
+        "The video could not be downloaded (its URL lasts 24 hours); run: "
+        "seedance-watch retry JOB_ID"
+    )

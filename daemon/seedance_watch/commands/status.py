@@ -68,6 +68,9 @@ def status_report(reader: JobReader) -> dict[str, Any]:
             "error": job.error,
             "output": job.output,
             "duplicate_of": job.duplicate_of,
+            "priority": job.priority,
+            "retry_of": job.retry_of,
+            "retried_as": job.retried_as,
         }
         if hosts is not None:
             row["host"] = owners.get(job.job_id)
@@ -131,8 +134,15 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
         detail = job["output"] or ""
         if job["error"]:
             detail = f"{job['error'].get('code')}: {job['error'].get('message', '')}"
+        if job.get("retried_as"):
+            detail = f"retried as {job['retried_as']} ({job['error'].get('code')})"
+        elif job.get("retry_of"):
+            detail = f"{detail}  (retry of {job['retry_of']})".lstrip()
         # Image to video is the usual kind: only the others are named.
         kind = f" ({job['kind']})" if job.get("kind", "image") != "image" else ""
+        # Priority 0 is the usual one: only the others are shown.
+        if job.get("priority"):
+            kind += f" [priority {job['priority']}]"
         host = f"  [{job['host']}]" if job.get("host") else ""
         lines.append(
             f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}{host}  {detail}".rstrip()

@@ -32,6 +32,8 @@ from seedance_watch.core.stability import (
     AmbiguousDrop,
     Candidate,
     DropHint,
+    InboxEvent,
+    Orphan,
     Pairer,
     PairReady,
     claimed_files,
@@ -66,6 +68,36 @@ class Problem:
 
 def _problem(path: Path, error: E.JobError) -> Problem:
     return Problem(path, error.code, error.message, error.hint)
+
+
+def _offline(path: Path, event: InboxEvent) -> Problem:
+    """The daemon's error for a drop that is not whole, said as an offline check says it:
+    there is no waiting here (the daemon waits ``watch.pair_timeout`` from the mtime)."""
+    error = event_error(event)
+    if isinstance(event, Orphan):
+        if event.code == "missing_sidecar":
+            stem = PurePosixPath(event.path).stem
+            message = f"no sidecar ({stem}.yaml or {stem}.yml) beside {event.path}"
+        elif event.missing:
+            message = f"{event.path} names {', '.join(event.missing)}, which is not beside it"
+        else:
+            stem = PurePosixPath(event.path).stem
+            message = (
+                f"no image named {stem}.* beside the sidecar {event.path} (a sidecar alone "
+                "is a drop only with mode: text or references:)"
+            )
+        return Problem(
+            path, error.code, message + "; the daemon waits watch.pair_timeout for it", error.hint
+        )
+    return _problem(path, error)
+
+
+def _sidecar_problems(path: Path, strict_model: bool) -> list[Problem]:
+    try:
+        data = read_nofollow(path, max_bytes=SIDECAR_MAX_BYTES)
+    except OSError as exc:
+        return [Problem(path, E.InvalidSidecar.code, f"cannot be read: {exc.strerror}")]
+    return [_problem(path, error) for error in check_sidecar(data, strict_model=strict_model)[1]]
 
 
 def _stderr_warning(path: Path, message: str) -> None:
@@ -201,8 +233,12 @@ def validate_paths(
                 drops += 1
                 problems.extend(_check_drop(event, found, defaults, models, strict_model, warn))
             else:
+                drops += 1
                 lead = event.paths[0] if isinstance(event, AmbiguousDrop) else event.path
-                problems.append(_problem(found[lead], event_error(event)))
+                problems.append(_offline(found[lead], event))
+                if isinstance(event, Orphan) and is_sidecar(event.path):
+                    # A lone sidecar is still read: its own problems are reported too.
+                    problems.extend(_sidecar_problems(found[event.path], strict_model))
     problems.sort(key=lambda p: str(p.path))
     return drops, problems
 

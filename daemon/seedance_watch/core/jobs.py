@@ -13,14 +13,16 @@ each made durable in the ledger *before* the external action that follows it:
                                                       ▼
                                                     DONE
 
-    any non-terminal state ──Fail──▶ FAILING ──Finished──▶ FAILED
+    any non-terminal state ──Fail──▶ FAILING ──Finished──▶ FAILED ──Retried──▶ RETRIED
 
 * ``SUBMITTING`` is the intent to submit.  Found on restart, the outcome of the
   submit is unknown and the job fails as ``submit_ambiguous`` (never resubmitted).
 * ``PLACING`` records where the output goes and the video's hash before any file
   under a final name appears, so a restart can finish placement without writing
   a second output.  ``FAILING`` likewise records the report before inputs move.
-* ``DONE`` and ``FAILED`` are terminal.  A retry is a new drop, hence a new job.
+* ``DONE``, ``FAILED`` and ``RETRIED`` are terminal.  A retry is a new drop, hence a
+  new job; the failed job becomes ``RETRIED`` pointing to it (``retried_as``), and the
+  new one points back (``retry_of``), once the daemon takes the drop.
 
 As in h11's ``_state.py``, every legal transition is in one table and anything
 else raises :class:`IllegalTransition`.
@@ -49,6 +51,7 @@ __all__ = [
     "Job",
     "Placing",
     "Redownload",
+    "Retried",
     "Stage",
     "State",
     "SubmitIntent",
@@ -73,9 +76,10 @@ class State(enum.StrEnum):
     FAILING = "failing"
     DONE = "done"
     FAILED = "failed"
+    RETRIED = "retried"
 
 
-TERMINAL_STATES = frozenset({State.DONE, State.FAILED})
+TERMINAL_STATES = frozenset({State.DONE, State.FAILED, State.RETRIED})
 ACTIVE_STATES = frozenset(State) - TERMINAL_STATES
 
 
@@ -197,6 +201,14 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
+class Retried:
+    """The failed job's inputs, sent back by ``seedance-watch retry``, became the drop of
+    ``retried_as``: the failure's story continues there."""
+
+    retried_as: str
+
+
+@dataclass(frozen=True, slots=True)
 class HookRan:
     """The job's ``hooks.on_done``/``on_failed`` command ran (or was given up); never again."""
 
@@ -212,6 +224,7 @@ Event = (
     | Fail
     | Finished
     | HookRan
+    | Retried
 )
 
 _S = State
@@ -229,6 +242,7 @@ _TRANSITIONS: dict[tuple[State, type[Any]], State] = {
     (_S.FAILING, Finished): _S.FAILED,
     (_S.DONE, HookRan): _S.DONE,
     (_S.FAILED, HookRan): _S.FAILED,
+    (_S.FAILED, Retried): _S.RETRIED,
 }
 for _state in ACTIVE_STATES - {State.FAILING}:
     _TRANSITIONS[(_state, Fail)] = State.FAILING
@@ -300,6 +314,9 @@ class Job:
     kind: str = "image"
     #: The provider module that owns ``task_id`` (``providers/<name>.py``).
     provider: str = "pixazo"
+    #: Among waiting jobs, higher goes to the gateway first (``priority:`` in the sidecar
+    #: or a folder preset; waiting raises it, see ``core/scheduling.ReadyQueue``).
+    priority: int = 0
     #: The effective generation options (sidecar over defaults, fitted to the model):
     #: Seedance 1.0 sends them as the text commands in ``text``, Seedance 2 as body keys.
     #: None in records written before options were kept.
@@ -336,6 +353,10 @@ class Job:
     duplicate_of: str | None = None
     error: dict[str, Any] | None = None
     moved_to: tuple[tuple[str, str], ...] = field(default=())
+    #: Lineage: the failed job whose inputs ``seedance-watch retry`` sent back as this
+    #: drop, and (on that failed job, now RETRIED) the job its drop became.
+    retry_of: str | None = None
+    retried_as: str | None = None
     seq: int = 0
 
     @property
@@ -363,7 +384,7 @@ class Job:
             value = getattr(self, f.name)
             if value is None or value == () or value is False:
                 continue
-            if f.name in ("kind", "provider") and value == f.default:
+            if f.name in ("kind", "provider", "priority") and value == f.default:
                 continue
             if f.name in ("moved_to", "uploads"):
                 value = [list(pair) for pair in value]
@@ -457,6 +478,8 @@ def apply(job: Job, event: Event, now: float) -> Job:
             changes["submitted_at"] = now
         case HookRan():
             changes["hook_done"] = True
+        case Retried(retried_as=retried_as):
+            changes["retried_as"] = retried_as
         case Finished(hook_due=due):
             changes["hook_due"] = due
         case TaskSucceeded(video_url=url, usage=usage):

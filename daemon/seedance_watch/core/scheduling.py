@@ -36,14 +36,17 @@ S3 outage keeps the input waiting instead of failing it.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AGING_SECONDS",
     "STAGE_POLICIES",
     "Backoff",
     "CircuitBreaker",
+    "ReadyQueue",
     "RetryHook",
     "RetryPolicy",
     "TaskTimeEstimator",
@@ -51,6 +54,50 @@ __all__ = [
     "TokenBucket",
     "task_kind",
 ]
+
+
+#: How long a wait is worth one point of ``priority``: a drop with priority 10 goes
+#: ahead of waiting drops of priority 0 up to ten minutes older than itself, never of
+#: older ones, so a steady stream of urgent drops cannot starve the rest.
+AGING_SECONDS = 60.0
+
+
+class ReadyQueue:
+    """Uploaded jobs waiting for a submit slot: highest priority first, first come first
+    served within a priority, and waiting raises priority (:data:`AGING_SECONDS` a point).
+
+    A job's effective priority at time ``now`` is ``priority + (now - since) /
+    AGING_SECONDS``; ordering by it is ordering by ``since - priority * AGING_SECONDS``,
+    which does not change as time passes -- so one heap, O(log n) per push and pop.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str]] = []
+        self._counter = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def push(self, job_id: str, *, priority: int = 0, since: float = 0.0) -> None:
+        """Queue ``job_id``, waiting since ``since`` (its drop's time) at ``priority``."""
+        self._counter += 1
+        heapq.heappush(self._heap, (since - priority * AGING_SECONDS, self._counter, job_id))
+
+    def push_front(self, job_id: str) -> None:
+        """Queue ``job_id`` ahead of everyone (the probe a pause let through, a job put back)."""
+        self._counter += 1
+        heapq.heappush(self._heap, (-math.inf, -self._counter, job_id))
+
+    def pop(self) -> str:
+        """The job that goes next (raises IndexError when empty)."""
+        return heapq.heappop(self._heap)[2]
+
+    def order(self) -> list[str]:
+        """Every queued job, next first (for status and tests)."""
+        return [job_id for _, _, job_id in sorted(self._heap)]
 
 
 class TimerHeap:

@@ -156,6 +156,7 @@ def examine_drop(
         prompt=request.prompt,
         text=request.text,
         options=request.options.set_options(),
+        priority=request.priority,
         content_key=content_key(
             job.image_sha256,
             request.model,

@@ -73,7 +73,17 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-SIDECAR_KEYS: Final = ("prompt", "model", "mode", "last_frame", "references", *OPTION_KEYS)
+SIDECAR_KEYS: Final = (
+    "prompt",
+    "model",
+    "mode",
+    "last_frame",
+    "references",
+    "priority",
+    *OPTION_KEYS,
+)
+#: ``priority:`` takes a whole number in this range (higher goes to the gateway first).
+PRIORITY_RANGE: Final = (-1000, 1000)
 #: How many images a reference drop may list.
 MAX_REFERENCES: Final = 9
 #: What ``mode:`` takes: ``image`` (the default: an image drop, with or without a
@@ -108,6 +118,8 @@ class Sidecar:
     model: str | None
     options: GenerationOptions
     mode: str = "image"
+    #: Higher goes to the gateway first among waiting jobs (default 0).
+    priority: int = 0
     last_frame: str | None = None
     references: tuple[str, ...] = ()
 
@@ -138,6 +150,7 @@ class Request:
     options: GenerationOptions
     kind: Kind = "image"
     family: str = "1.0"
+    priority: int = 0
 
     @property
     def body_options(self) -> dict[str, Any] | None:
@@ -225,7 +238,13 @@ def build_request(
         commands = options.commands()
         text = f"{sidecar.prompt} {commands}" if commands else sidecar.prompt
     return Request(
-        model=model, prompt=sidecar.prompt, text=text, options=options, kind=kind, family=family
+        model=model,
+        prompt=sidecar.prompt,
+        text=text,
+        options=options,
+        kind=kind,
+        family=family,
+        priority=sidecar.priority,
     )
 
 
@@ -391,6 +410,7 @@ def _validate_mapping(
         mode=mode,
         last_frame=last_frame,
         references=tuple(values.get("references", ())),
+        priority=values.get("priority", 0),
     )
     # The sidecar's own model must offer its kind; the default models are checked
     # by build_request (they are the config's).
@@ -503,6 +523,15 @@ def _check_value(key: str, value: Any) -> InvalidSidecar | None:
         example = DEFAULT_MODELS["image"]
         return _problem(
             f"model: {_show(value)} is not allowed; use a model id such as {example}", key
+        )
+    if key == "priority":
+        low, high = PRIORITY_RANGE
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return None
+        return _problem(
+            f"priority: {_show(value)} is not allowed; use a whole number from {low} to {high} "
+            "(higher goes to the gateway first; the default is 0)",
+            key,
         )
     if key == "mode":
         if isinstance(value, str) and value in MODES:

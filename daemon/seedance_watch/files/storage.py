@@ -302,6 +302,20 @@ class Storage:
         with self._translated("check", None):
             self._client.head_bucket(Bucket=self.bucket)
 
+    def probe(self) -> str:
+        """Write and delete a small probe object: the bucket exists, the credentials work
+        and may write and delete (what every job needs).  Returns the probe's key.
+
+        Raises :class:`StorageUnavailable` (missing bucket, refused credentials) or
+        :class:`StorageTransient` (unreachable).
+        """
+        key = f"{self.prefix}.seedance-watch-check-{os.urandom(6).hex()}"
+        with self._translated("probe", key):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=b"seedance-watch check\n")
+        with self._translated("probe", key):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        return key
+
     def close(self) -> None:
         """Release the client's connection pool."""
         self._client.close()

@@ -1,6 +1,7 @@
 """Where jobs wait and how they reach their stage: the plumbing of the engine.
 
-* the **ready queue** of uploaded jobs and the **submitter** that takes them while a
+* the **ready queue** of uploaded jobs, highest priority first (waiting raises it),
+  and the **submitter** that takes them while a
   slot (``gateway.max_in_flight``), a token (``gateway.requests_per_minute``) and the
   credentials breaker allow;
 * the **timer heap**: one entry per waiting job (a poll interval, a backoff, a
@@ -14,13 +15,12 @@ business (``step``).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from seedance_watch.aio import wait_event
 from seedance_watch.core.jobs import RESUME, Job, Stage, State
-from seedance_watch.core.scheduling import CircuitBreaker, TimerHeap, TokenBucket
+from seedance_watch.core.scheduling import CircuitBreaker, ReadyQueue, TimerHeap, TokenBucket
 from seedance_watch.ledger.base import JobStore
 
 __all__ = ["POKE_SPACING", "Dispatcher"]
@@ -49,7 +49,7 @@ class Dispatcher:
         #: The budget: 0 to submit now, seconds to wait, or < 0 to drop the job from the
         #: queue (it stays uploaded in the ledger).
         self.gate = gate
-        self.ready: deque[str] = deque()
+        self.ready = ReadyQueue()
         self.timers = TimerHeap()
         self.queues: dict[Stage, asyncio.Queue[str]] = {s: asyncio.Queue() for s in Stage}
         self.in_flight: set[str] = set()
@@ -66,7 +66,7 @@ class Dispatcher:
 
     def first_in_line(self, job_id: str) -> None:
         """``job_id`` goes to the gateway next (the probe a pause let through)."""
-        self.ready.appendleft(job_id)
+        self.ready.push_front(job_id)
         self.submit_wake.set()
 
     def stop(self) -> None:
@@ -126,7 +126,7 @@ class Dispatcher:
             return
         stage = RESUME[job.state]
         if stage is Stage.SUBMIT and job.state is State.UPLOADED:
-            self.ready.append(job.job_id)
+            self.ready.push(job.job_id, priority=job.priority, since=job.created_at)
             self.submit_wake.set()
         elif stage is Stage.SUBMIT:  # SUBMITTING after a restart: fails at once
             self.spawn_side(self.step(Stage.SUBMIT, job.job_id))
@@ -179,7 +179,7 @@ class Dispatcher:
             if wait > 0:
                 await sleep_or_wake(self.submit_wake, wait)
                 continue
-            job_id = self.ready.popleft()
+            job_id = self.ready.pop()
             job = self.store.get(job_id)
             if job is None or job.state is not State.UPLOADED:
                 continue
@@ -187,7 +187,7 @@ class Dispatcher:
             if hold < 0:
                 continue
             if hold > 0:  # the day's budget is spent: wait for the next day (or a wake)
-                self.ready.appendleft(job_id)
+                self.ready.push_front(job_id)
                 await sleep_or_wake(self.submit_wake, hold)
                 continue
             self.in_flight.add(job_id)  # the slot is taken from now on

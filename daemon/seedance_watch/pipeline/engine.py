@@ -29,7 +29,16 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
-from seedance_watch.core.jobs import RESUME, Event, Job, Stage, State, apply, job_files
+from seedance_watch.core.jobs import (
+    RESUME,
+    Event,
+    Job,
+    Retried,
+    Stage,
+    State,
+    apply,
+    job_files,
+)
 from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
 from seedance_watch.files.drop import event_files
@@ -38,6 +47,7 @@ from seedance_watch.files.storage import Storage
 from seedance_watch.ledger.base import JobStore
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.budget import BudgetGate
+from seedance_watch.pipeline.checks import KeyWatch, preflight
 from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.endings import Endings
@@ -162,7 +172,9 @@ class Engine:
             gate=self._budget_wait,
             spawn_side=lambda coro: self.tasks.spawn(coro, "submit", side=True),
         )
+        self.key_watch = KeyWatch(self.deps, self.pauses, clock)
         self.intake = Intake(config, store, self.placement, clock)
+        self.intake.retried = self._retried
         self.intake.attach(inbox)
         self.poller = PollStage(self.deps)
         self.stages: dict[Stage, JobStage] = {
@@ -191,6 +203,7 @@ class Engine:
         """Take up every unfinished job of the store: each re-enters its stage
         (docs/design.md, "Recovery")."""
         self.dispatch.start()
+        self.deps.free_key_check = await preflight(self.deps, self.pauses, self.policy)
         active = self.store.active()
         await remove_leftovers(self.config.paths, {job.job_id for job in active})
         self.budget.load(self.store.jobs().values())
@@ -210,6 +223,8 @@ class Engine:
         """Start the timer loop, the submitter, intake and the stage pools."""
         self.tasks.spawn(self.dispatch.timer_loop(), "timers")
         self.tasks.spawn(self.dispatch.submitter(), "submitter")
+        if self.deps.free_key_check:
+            self.tasks.spawn(self.key_watch.run(), "key-watch")
         for i in range(2):
             worker = self.intake.worker(
                 self.dispatch.route, self._fail, self._guard, self.tasks.idle.set
@@ -361,6 +376,7 @@ class Engine:
         try:
             if isinstance(error, E.CredentialsRefused):
                 self.pauses.pause_credentials(error)
+                self.key_watch.wake.set()
             else:
                 self.pauses.pause_storage(error.message)
         except OSError as exc:
@@ -420,6 +436,13 @@ class Engine:
         return wait
 
     # --- finished -------------------------------------------------------------------------------
+
+    def _retried(self, failed: Job, new_id: str) -> None:
+        """A retried drop became ``new_id``: the failed job's story continues there."""
+        current = self.store.get(failed.job_id) or failed
+        if current.state is State.FAILED:
+            self.put(current, Retried(retried_as=new_id))
+            log.info("job.retried", job_id=current.job_id, retried_as=new_id)
 
     def _finished(self, job: Job) -> None:
         self.observer.finished(job.state.value, job.updated_at - job.created_at)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -17,7 +18,7 @@ import structlog
 from seedance_watch import errors as E
 from seedance_watch.config import Config
 from seedance_watch.core.budget import BudgetPrices
-from seedance_watch.core.jobs import Job, job_files
+from seedance_watch.core.jobs import Job, State, job_files
 from seedance_watch.core.stability import AmbiguousDrop, InboxEvent, PairReady
 from seedance_watch.files.drop import (
     bare_job,
@@ -26,6 +27,7 @@ from seedance_watch.files.drop import (
     job_groups,
     over_budget,
 )
+from seedance_watch.ledger.retries import RetryBook, RetryFile
 
 if TYPE_CHECKING:
     from seedance_watch.files.inbox import Inbox
@@ -51,6 +53,9 @@ class Intake:
     ) -> None:
         self.config, self.store, self.placement, self.clock = config, store, placement, clock
         self.prices = BudgetPrices.from_config(config.budget)
+        self.retries = RetryBook(config.paths.state)
+        #: Told ``(failed job, new job id)`` once a retried drop's new job is recorded.
+        self.retried: Callable[[Job, str], None] = lambda _failed, _new: None
         self.inbox: Inbox | None = None
         self.pending = 0
         self._queue: asyncio.Queue[tuple[InboxEvent, list[str]]] = asyncio.Queue()
@@ -140,11 +145,28 @@ class Intake:
         if self.store.get(job.job_id) is not None:
             log.info("job.already_known", job_id=job.job_id, source=job.source)
             return
-        log.info("job.created", job_id=job.job_id, source=job.source)
+        origin = self._retry_origin(job)
+        if origin is not None:
+            job = replace(job, retry_of=origin.job_id)
+        log.info("job.created", job_id=job.job_id, source=job.source, retry_of=job.retry_of)
+        try:
+            await self._start(job, error, route, fail)
+        finally:
+            if origin is not None and self.store.get(job.job_id) is not None:
+                self.retried(origin, job.job_id)
+
+    async def _start(
+        self,
+        job: Job,
+        error: E.JobError | None,
+        route: Callable[[Job], None],
+        fail: Callable[[Job, E.JobError], Awaitable[None]],
+    ) -> None:
+        """Record a new job: failed at once, copied from an identical one, or on its way."""
         if error is not None:
             await fail(job, error)
             return
-        if cfg.dedupe and job.content_key is not None:
+        if self.config.dedupe and job.content_key is not None:
             copied = await self.placement.dedupe(job)
             if copied:
                 return
@@ -154,3 +176,14 @@ class Intake:
             return
         self.store.put(job)
         route(job)
+
+    def _retry_origin(self, job: Job) -> Job | None:
+        """The failed job whose inputs ``seedance-watch retry`` sent back as this drop."""
+        files = [RetryFile(item.path, item.size, item.sha256) for item in job.inputs]
+
+        def failed(job_id: str) -> bool:
+            earlier = self.store.get(job_id)
+            return earlier is not None and earlier.state is State.FAILED
+
+        origin_id = self.retries.match(files, usable=failed)
+        return None if origin_id is None else self.store.get(origin_id)

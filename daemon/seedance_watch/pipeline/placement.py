@@ -253,6 +253,8 @@ class Placement:
             taken=self._planned_moves,
         )
         report = error.report()
+        if isinstance(report.get("hint"), str):  # the retry command names this very job
+            report["hint"] = report["hint"].replace("JOB_ID", job.job_id)
         if job.task_id is not None:
             report.setdefault("task_id", job.task_id)
         job = self._put(job, Fail(error=report, moved_to=moves))

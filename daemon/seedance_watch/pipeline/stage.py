@@ -128,6 +128,9 @@ class StageDeps:
     log_retry: Callable[[str, str, int, float, str], None]
     #: What a submit reserves (the budget gate's prices: the same amounts it let through).
     prices: BudgetPrices
+    #: The provider checks the key for free: while it is refused, uploads wait too
+    #: (no image sits in the bucket for a key that does not work).
+    free_key_check: bool = False
 
     def retry_hook(self, job_id: str, stage: Stage, retry_on: type[Exception]) -> RetryHook:
         """The stamina backoff hook of one in-coroutine retry loop (uploads, downloads)."""

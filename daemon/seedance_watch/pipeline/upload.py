@@ -44,6 +44,10 @@ class UploadStage:
 
     async def run(self, job: Job) -> Outcome:
         d = self.deps
+        credentials = d.pauses.credentials
+        if d.free_key_check and credentials.is_open:
+            # The key is refused: it is probed for free; nothing goes up meanwhile.
+            return Wait(max(credentials.probe_at, d.clock()) + 0.5)
         # While the bucket is unusable one upload at a time probes it; the rest wait.
         wait = d.pauses.storage.acquire(d.clock())
         if wait > 0:

@@ -115,6 +115,14 @@ class VideoProvider(Protocol):
         GatewayRejected or CredentialsRefused."""
         ...
 
+    async def check_key(self) -> bool:
+        """Ask the gateway, with a call that costs nothing, whether it accepts the key.
+
+        True: accepted.  False: this gateway offers no free call to check it with (only
+        a paid submit would tell).  Raises CredentialsRefused or GatewayUnavailable.
+        """
+        ...
+
     async def aclose(self) -> None: ...
 
 

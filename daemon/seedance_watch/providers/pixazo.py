@@ -105,6 +105,8 @@ MODELS_HINT = (
 POLL_PATH = "/bytedance-polling/getVideoResult"
 #: Where an envelope task is polled when its ``polling_url`` is not ours to call.
 STATUS_PATH = "/v2/requests/status/"
+#: The request id the free key check asks about (no task has it).
+KEY_CHECK_ID = "seedance-watch-key-check"
 LEGACY = "legacy"
 ENVELOPE = "envelope"
 
@@ -301,6 +303,18 @@ class Gateway:
                 base_url=self._base_url,
                 detail="the key goes to gateway.base_url only; polling there instead",
             )
+
+    # --- the free key check -----------------------------------------------------------
+
+    async def check_key(self) -> bool:
+        """Ask for the status of a request that does not exist: a 404 from the gateway
+        means it accepted the key (nothing is created, nothing billed); 401, 402 or 403
+        that it does not."""
+        url = self._base_url + STATUS_PATH + KEY_CHECK_ID
+        response = await self._http.send("poll", "GET", url, shown=STATUS_PATH + "{id}")
+        if response.is_success or (response.status_code == 404 and json_object(response)):
+            return True
+        raise status_error("poll", response, self._error_message(response))
 
     # --- poll ---------------------------------------------------------------------------
 
