@@ -1,6 +1,6 @@
-"""Shared fixtures: S3 on loopback (moto's emulator, and SeaweedFS, a real server), the
-simulator on loopback, a pair writer, the anyio backend; Hypothesis profiles.  Their
-helpers are ``helpers.py``'s.
+"""Shared fixtures on loopback: S3 (moto's emulator, and SeaweedFS, a real server), a
+real PostgreSQL server, the simulator; a pair writer, the anyio backend; Hypothesis
+profiles.  Their helpers are ``helpers.py``'s.
 
 The ``sim`` fixture is a simulator with :func:`~.simhelpers.quick_tasks`; a test (or
 a module's ``pytestmark``) marked ``@pytest.mark.sim(config=None, **knobs)`` gets
@@ -22,6 +22,7 @@ from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 from .helpers import BUCKET, WritePair
 from .helpers import write_pair as _write_pair
+from .pgserver import PostgresServer, find_bindir
 from .seaweedfs import SeaweedFS, find_weed
 from .simhelpers import SimFactory, quick_tasks
 
@@ -59,6 +60,34 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         pytest.skip(reason)
     with SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), weed) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (Debian's package), stopped at the end.
+
+    Missing binaries fail the test in CI (``.ci/run`` installs them) and skip it
+    elsewhere, naming the package.
+    """
+    bindir = find_bindir()
+    if bindir is None:
+        message = (
+            "PostgreSQL's server binaries (initdb, pg_ctl) are missing: install Debian's "
+            "postgresql package (.ci/run does)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PostgresServer(bindir) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database of the session's server, dropped after the test."""
+    url = postgres_server.fresh_database()
+    yield url
+    postgres_server.drop_database(url)
 
 
 @pytest.fixture

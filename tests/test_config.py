@@ -378,6 +378,75 @@ def test_env_invalid_value_names_the_variable() -> None:
     assert "SEEDANCE_WATCH_WATCH__MODE" in str(err) and "'fast'" in str(err)
 
 
+# --- cluster -------------------------------------------------------------------------------
+
+
+def test_cluster_defaults_to_one_host_on_the_json_lines_ledger() -> None:
+    """No cluster section: no database, the host's own name, a 30 s lease."""
+    cluster = load_config(None, BUCKET_ENV).cluster
+    assert (cluster.database, cluster.name, cluster.lease_seconds) == (None, None, 30.0)
+
+
+def test_cluster_database_comes_from_the_environment(tmp_path: Path) -> None:
+    """SEEDANCE_WATCH_CLUSTER__DATABASE sets cluster.database over the file."""
+    path = write(tmp_path, "storage: {bucket: b}\ncluster: {database: null, name: a}\n")
+    env = {"SEEDANCE_WATCH_CLUSTER__DATABASE": "postgresql://seedance@db.example.net/sw"}
+    cluster = load_config(path, env).cluster
+    assert cluster.database == "postgresql://seedance@db.example.net/sw"
+    assert cluster.name == "a"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("lease_seconds", "0", "greater than 0"),
+        ("lease_seconds", "-5", "greater than 0"),
+        ("lease_seconds", ".nan", "finite"),
+        ("database", "mysql://db/sw", "must be a postgresql:// URL"),
+        ("database", "db.example.net", "must be a postgresql:// URL"),
+        ("name", '"a\\tb"', "printable"),
+        ("name", '""', "at least 1 character"),
+    ],
+)
+def test_cluster_values_are_checked(key: str, value: str, needle: str) -> None:
+    """A lease of zero or less, a database that is not a postgresql:// URL, a name that
+    is empty or not printable: a ConfigError naming the key."""
+    error = config_error(None, {**BUCKET_ENV, f"SEEDANCE_WATCH_CLUSTER__{key.upper()}": value})
+    assert error.key == f"cluster.{key}"
+    assert needle in error.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://seedance:hunter2-secret@db.example.net/sw",
+        "postgres://db.example.net/sw?sslmode=require&password=hunter2-secret",
+    ],
+)
+def test_a_password_in_cluster_database_is_refused_without_being_shown(
+    tmp_path: Path, url: str
+) -> None:
+    """A password in the config's URL is refused, naming libpq's ways and the
+    credential file; the message never quotes the URL or the password."""
+    path = write(tmp_path, f"storage: {{bucket: b}}\ncluster: {{database: '{url}'}}\n")
+    for error in (
+        config_error(path, {}),
+        config_error(None, {**BUCKET_ENV, "SEEDANCE_WATCH_CLUSTER__DATABASE": url}),
+    ):
+        assert error.key == "cluster.database"
+        assert "PGPASSWORD" in error.message and "database-url" in error.message
+        assert "hunter2" not in error.message
+
+
+def test_a_wrong_type_of_cluster_database_is_not_echoed(tmp_path: Path) -> None:
+    """Even a value of the wrong type is not quoted back: it may carry a password."""
+    path = write(
+        tmp_path, "storage: {bucket: b}\ncluster: {database: [postgresql://u:pw-secret@h/d]}\n"
+    )
+    error = config_error(path, {})
+    assert error.key == "cluster.database" and "pw-secret" not in error.message
+
+
 # --- shipped files -----------------------------------------------------------------------
 
 
@@ -396,6 +465,7 @@ def test_example_config_loads_and_documents_every_key(tmp_path: Path) -> None:
         ("defaults", cfg.defaults),
         ("log", cfg.log),
         ("health", cfg.health),
+        ("cluster", cfg.cluster),
     ):
         assert f"\n{section}:" in text
         for key in type(model).model_fields:

@@ -2,10 +2,13 @@
 
 A backend is a :class:`JobStore` to write with and a :class:`JobReader` to look
 with.  Each test here states one promise of ``ledger/base.py`` and checks it on
-every entry of :data:`BACKENDS`; a new backend (the PostgreSQL one) is one more
-entry there, with a factory that says how to open it and how to make its disk fail.
+every entry of :data:`BACKENDS`: the JSON-lines ledger, the in-memory store, and the
+shared PostgreSQL store (on the session's server, a fresh database per test); a
+new backend is one more entry there, with a factory that says how to open it and
+how to make its disk fail.
 What only the JSON-lines ledger does (torn tails, compaction, damage, its lock)
-is tested in ``tests/test_ledger.py``.
+is tested in ``tests/test_ledger.py``; what only the shared store does (migrations,
+fencing, hosts) in ``tests/test_postgres.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from seedance_watch.config import BudgetConfig
@@ -29,6 +33,7 @@ from seedance_watch.errors import DurabilityError, StateError
 from seedance_watch.ledger.base import JobReader, JobStore
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.ledger.jsonl import JsonlReader, Ledger
+from seedance_watch.ledger.postgres import PostgresReader, PostgresStore
 from seedance_watch.testing.memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +64,7 @@ class Backend:
         return store
 
 
-def jsonl_backend(tmp_path: Path) -> Backend:
+def jsonl_backend(tmp_path: Path, _request: pytest.FixtureRequest) -> Backend:
     state = tmp_path / "state"
 
     def fail_writes(_store: JobStore, mp: pytest.MonkeyPatch) -> None:
@@ -78,7 +83,7 @@ def jsonl_backend(tmp_path: Path) -> Backend:
     )
 
 
-def memory_backend(_tmp_path: Path) -> Backend:
+def memory_backend(_tmp_path: Path, _request: pytest.FixtureRequest) -> Backend:
     stores: list[MemoryStore] = []
 
     def open_store() -> JobStore:
@@ -103,16 +108,55 @@ def memory_backend(_tmp_path: Path) -> Backend:
     )
 
 
+#: The server answers every write of a job as a full disk does (SQLSTATE 53100).
+DISK_FULL = """
+CREATE FUNCTION seedance_watch.disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+END $$;
+CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE ON seedance_watch.jobs
+    FOR EACH ROW EXECUTE FUNCTION seedance_watch.disk_full();
+"""
+
+
+def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    url: str = request.getfixturevalue("postgres_url")
+    stores: list[PostgresStore] = []
+    readers: list[PostgresReader] = []
+
+    def open_store() -> JobStore:
+        stores.append(PostgresStore.open(url, host="contract-host"))
+        return stores[-1]
+
+    def reader() -> JobReader:
+        readers.append(PostgresReader(url, host="contract-host"))
+        return readers[-1]
+
+    def fail_writes(_store: JobStore, _mp: pytest.MonkeyPatch) -> None:
+        # Stays for the rest of the test: its database is dropped after it.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(DISK_FULL)
+
+    def pause(reason: str, message: str) -> None:
+        # The daemon's own writer of its record, pointed at the store (daemon.py wires it).
+        status = DaemonStatusFile(tmp_path, key_source="env", write=stores[-1].record_daemon)
+        status.pause(reason, message)
+
+    request.addfinalizer(lambda: [r.close() for r in readers])
+    return Backend(open=open_store, reader=reader, pause=pause, fail_writes=fail_writes)
+
+
 #: Every store the code may run on: add a backend here (one line) and it must pass.
-BACKENDS: dict[str, Callable[[Path], Backend]] = {
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Backend]] = {
     "jsonl": jsonl_backend,
     "memory": memory_backend,
+    "postgres": postgres_backend,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](tmp_path, request)
     yield made
     for store in made.opened:
         store.close()

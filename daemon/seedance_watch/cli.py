@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         "first and last frame, a text sidecar, reference images, or all of them",
     )
 
+    ledger = sub.add_parser("ledger", help="the store of jobs: move it into a shared database")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    ledger_import = ledger_sub.add_parser(
+        "import",
+        help="copy the JSON-lines ledger (paths.state) into cluster.database, once",
+    )
+    with_config(ledger_import)
+
     check = sub.add_parser(
         "check",
         help="what run checks before it is ready: folders, the bucket, the API key "
@@ -202,6 +210,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "retry":
         return _retry(config, args)
+    if args.command == "ledger":
+        return _ledger_import(config)
     if args.command == "check":
         from seedance_watch.commands.check import run_checks
         from seedance_watch.logs import configure_logging
@@ -257,6 +267,21 @@ def _health(config: object, timeout: float) -> int:
         return 1
     _say(body)
     return 0 if status == 200 else 1
+
+
+def _ledger_import(config: object) -> int:
+    from seedance_watch.commands.ledger import import_ledger
+    from seedance_watch.config import Config
+    from seedance_watch.logs import configure_logging
+
+    assert isinstance(config, Config)
+    configure_logging(fmt=config.log.format, level=config.log.level)
+    result = import_ledger(config, os.environ)
+    if result is None:
+        print(f"no ledger at {config.paths.state}: nothing to import", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
 
 
 def _retry(config: object, args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Self
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import (
@@ -61,6 +62,7 @@ __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
     "BudgetConfig",
+    "ClusterConfig",
     "Config",
     "GatewayConfig",
     "HealthConfig",
@@ -543,6 +545,73 @@ class NotifyConfig(BaseModel):
         return list(dict.fromkeys(value))
 
 
+def _database_password(url: str) -> str | None:
+    """Where ``url`` carries a password (its user-info, or a ``password`` parameter)."""
+    parts = urlsplit(url)
+    try:
+        if parts.password is not None:
+            return "as user:PASSWORD@"
+    except ValueError:
+        return None
+    if any(name.lower() == "password" for name, _ in parse_qsl(parts.query)):
+        return "as a password= parameter"
+    return None
+
+
+class ClusterConfig(BaseModel):
+    """Several hosts sharing one PostgreSQL store (docs/design.md, "The shared store").
+
+    ``database`` null (and no ``$CREDENTIALS_DIRECTORY/database-url``): one host, the
+    JSON-lines ledger in ``paths.state``.  The password never goes here: libpq's own
+    ways (``PGPASSWORD``, ``PGPASSFILE``, ``~/.pgpass``) or the credential file, which
+    holds the whole URL.  No message ever echoes the URL (it may carry a password).
+    """
+
+    model_config = _FROZEN
+
+    database: StrictStr | None = None
+    #: This host in the store, ``status``, logs and the page; None: the host name.
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    #: A host silent this long is presumed dead (its lease runs out).
+    lease_seconds: Annotated[StrictFloat, Field(gt=0, le=86400, allow_inf_nan=False)] = 30.0
+
+    @field_validator("database", mode="after")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("postgresql", "postgres"):
+            shown = f"scheme {scheme}://" if scheme.isalnum() else "no scheme://"
+            raise PydanticCustomError(
+                "cluster_database",
+                "cluster.database ({shown}) must be a postgresql:// URL, e.g. "
+                "postgresql://seedance@db.example.net/seedance",
+                {"key": "database", "shown": shown},
+            )
+        where = _database_password(value)
+        if where is not None:
+            raise PydanticCustomError(
+                "cluster_database",
+                "cluster.database carries a password ({where}); keep it out of the "
+                "config: give it to libpq (PGPASSWORD, PGPASSFILE or ~/.pgpass), or put "
+                "the whole URL in $CREDENTIALS_DIRECTORY/database-url",
+                {"key": "database", "where": where},
+            )
+        return value
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or not value.isprintable()):
+            raise PydanticCustomError(
+                "cluster_name",
+                "cluster.name {name!r} must be printable text without surrounding spaces",
+                {"key": "name", "name": value},
+            )
+        return value
+
+
 #: The generation options of a config that sets no ``defaults:`` (a partial one adds to them).
 BUILTIN_DEFAULTS = GenerationOptions(resolution="720p", duration=5, camerafixed=False)
 
@@ -563,6 +632,7 @@ class Config(BaseModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     #: The file this came from (not a key users write).
     source: Path | None = None
 
@@ -630,6 +700,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "budget": BudgetConfig,
     "hooks": HooksConfig,
     "notify": NotifyConfig,
+    "cluster": ClusterConfig,
 }
 _SCALARS = ("dedupe",)
 _TOP_KEYS = (*_SECTIONS, *_SCALARS)
@@ -809,9 +880,13 @@ class _Loader:
                 "notify_url",
                 "model_kind",
                 "provider",
+                "cluster_",
             )
         ):
             message = first["msg"]
+        elif key == "cluster.database":
+            # Never echoed: a database URL may carry a password.
+            message = f"{key} is invalid: {first['msg']}"
         else:
             message = f"{key} = {first['input']!r} is invalid: {first['msg']}"
         if len(errors) > 1:

@@ -37,6 +37,7 @@ from seedance_watch.files.fsutil import make_dirs, path_error
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger import open_reader, open_store
+from seedance_watch.ledger.base import DaemonRecorder
 from seedance_watch.logs import configure_logging
 from seedance_watch.pipeline.engine import Engine
 from seedance_watch.pipeline.once import RunSummary
@@ -163,7 +164,7 @@ async def run_service(
     """
     env = os.environ if environ is None else environ
     _make_dirs(config)
-    store = open_store(config)
+    store = open_store(config, environ=env)
     metrics = Metrics(job_counts=store.counts, kind_counts=store.counts_by_kind)
     spec = provider_spec(config.gateway.provider)
     gw = config.gateway
@@ -200,6 +201,8 @@ async def run_service(
         key_source=api_key.source,
         hooks=hooks,
         notes=notes,
+        # A shared store keeps each host's pauses itself; the JSON-lines one, daemon.json.
+        daemon_record=store.record_daemon if isinstance(store, DaemonRecorder) else None,
     )
     log.info("daemon.starting", once=once, state=str(config.paths.state), jobs=store.counts())
     try:

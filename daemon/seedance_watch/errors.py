@@ -2,17 +2,21 @@
 
 Every error the daemon can meet is translated, at the edge where it happens
 (``storage.py`` for boto3, ``gateway.py`` for httpx, ``ledger.py`` for the
-file system), into one of these classes.  Each class says how far it reaches:
-a *transient* error is retried, a *job* error fails one job (its ``code`` goes
-into ``NAME.error.json``), a *pause* stops all submissions without failing
-anything, and a *daemon* error stops the process.
+file system, ``ledger/postgres/`` for psycopg), into one of these classes.
+Each class says how far it reaches: a *transient* error is retried, a *job*
+error fails one job (its ``code`` goes into ``NAME.error.json``), a *pause*
+stops all submissions without failing anything, and a *daemon* error stops the
+process.
 
     SeedanceWatchError
     ├── ConfigError                  daemon: bad config or missing secret (exit 2)
     ├── StateError                   daemon: the state directory cannot be trusted
     │   ├── LedgerLocked             another daemon holds the state (exit 2)
     │   ├── LedgerCorrupt            damage before the last record
-    │   └── DurabilityError          fsync/write/rename failed: data may be lost
+    │   ├── DurabilityError          fsync/write/rename failed: data may be lost
+    │   ├── StoreUnavailable         the database cannot be reached (the write's outcome unknown)
+    │   ├── SchemaTooNew             the database's schema is newer than this code
+    │   └── JobFenced                another host owns the job: the write changed nothing
     ├── TransientError               retry later (``retry_after`` when the peer said)
     │   ├── GatewayUnavailable       5xx, connection refused/reset, read errors
     │   │   └── SubmitNotSent        a submit that provably never reached the server
@@ -88,6 +92,35 @@ class LedgerCorrupt(StateError):
 
 class DurabilityError(StateError):
     """A write, fsync or rename of state failed; the kernel may have dropped data."""
+
+
+class StoreUnavailable(StateError):
+    """The shared store's database cannot be reached (refused, timed out, gone mid-call).
+
+    A write that raises it may or may not have been committed: putting the same
+    record again is safe (a put writes a job's whole latest record).  Nothing is
+    latched: the store works again once the database answers.
+    """
+
+
+class SchemaTooNew(StateError):
+    """The database holds a schema newer than this code knows: upgrade this host first."""
+
+
+class JobFenced(StateError):
+    """A write of a job this host no longer owns (or a session that is no longer the
+    host's): it changed nothing.
+
+    ``owner`` is the host that owns the job now (None: unknown, or the job's write
+    was refused because this host's own session was superseded).  The pipeline must
+    forget the job: another host drives it (docs/design.md, "The shared store").
+    """
+
+    def __init__(self, message: str, *, job_id: str, host: str, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.host = host
+        self.owner = owner
 
 
 # --- transient ------------------------------------------------------------------------

@@ -20,7 +20,10 @@ redaction step before it is written:
   of credential headers (``Authorization``, whose value names the access key and
   carries the signature, ``X-Amz-Security-Token``, cookies, API-key headers), and
   an ``AWS4-HMAC-SHA256 Credential=..., Signature=...`` value met anywhere else
-  is masked whole.
+  is masked whole;
+- a password in a URL (``postgresql://user:PASSWORD@host/db``, ``?password=...``)
+  or in a libpq connection string (``password=...``) is masked: a database URL is
+  never written with its password.
 """
 
 from __future__ import annotations
@@ -126,13 +129,17 @@ _HEADER_PAIR = re.compile(
 _HEADER_LINE = re.compile(rf"(?im)^(\s*(?:{_HEADER_NAMES})\s*:\s*)\S.*$")
 # A SigV4 authorization value anywhere (say, inside an exception message).
 _SIGV4_AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=[^'\"\r\n]*")
+# A password parameter: in a URL's query (libpq reads ?password=) or in a libpq
+# connection string, where a value with spaces is quoted ('a b', \' inside).
+_PASSWORD_PARAM = re.compile(r"""(\bpassword\s*=\s*)('(?:\\.|[^'\\])*'|[^&\s"']+)""", re.IGNORECASE)
 
 
 def redact_url(url: str, *, all_queries: bool = False) -> str:
     """The URL without its query string when that query signs it (presigned URLs),
     or, with ``all_queries``, whenever it has one.
 
-    Also masks a password in the URL's user-info part.  Other URLs are unchanged.
+    Also masks a password in the URL's user-info part or in a ``password=`` query
+    parameter (a database URL).  Other URLs are unchanged.
     """
     try:
         parts = urlsplit(url)
@@ -146,6 +153,8 @@ def redact_url(url: str, *, all_queries: bool = False) -> str:
     query, fragment = parts.query, parts.fragment
     if all_queries or _SIGNED_QUERY.search(query) or _SIGNED_QUERY.search(fragment):
         query, fragment = "", ""
+    elif "password" in query.lower():
+        query = _PASSWORD_PARAM.sub(lambda m: m.group(1) + MASK, query)
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
@@ -178,6 +187,8 @@ def redact_text(text: str, *, all_queries: bool = False) -> str:
     if "=" in text:
         text = _SIGNING_PARAM.sub(lambda m: m.group(1) + MASK, text)
     lowered = text.lower()
+    if "password" in lowered:
+        text = _PASSWORD_PARAM.sub(lambda m: m.group(1) + MASK, text)
     if any(name in lowered for name in CREDENTIAL_HEADERS):
         text = _HEADER_PAIR.sub(lambda m: f"{m['name']}{m['sep']}'{MASK}'", text)
         text = _HEADER_LINE.sub(lambda m: m.group(1) + MASK, text)

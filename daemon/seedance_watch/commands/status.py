@@ -46,31 +46,44 @@ def read_daemon_status(reader: JobReader) -> dict[str, Any] | None:
 
 def status_report(reader: JobReader) -> dict[str, Any]:
     """``{"counts": {STATE: N}, "jobs": [...], "daemon": {...} | null}`` (docs/design.md,
-    "Routes": the shape ``status --json`` and ``/api/jobs`` share)."""
+    "Routes": the shape ``status --json`` and ``/api/jobs`` share).
+
+    A shared store adds ``"host"`` (its owner) to each job and ``"hosts"``: every
+    host that ever joined, ``{"name", "renewed_at", "alive"}`` (docs/design.md, "The
+    shared store").
+    """
     jobs = reader.snapshot()
+    hosts = reader.hosts()
+    owners = reader.owners() if hosts is not None else {}
     counts = dict.fromkeys((state.value for state in State), 0)
     for job in jobs:
         counts[job.state.value] += 1
-    return {
+    rows: list[dict[str, Any]] = []
+    for job in jobs:
+        row = {
+            "job_id": job.job_id,
+            "source": job.source,
+            "kind": job.kind,
+            "state": job.state.value,
+            "task_id": job.task_id,
+            "error": job.error,
+            "output": job.output,
+            "duplicate_of": job.duplicate_of,
+            "priority": job.priority,
+            "retry_of": job.retry_of,
+            "retried_as": job.retried_as,
+        }
+        if hosts is not None:
+            row["host"] = owners.get(job.job_id)
+        rows.append(row)
+    report: dict[str, Any] = {
         "counts": {state: n for state, n in counts.items() if n},
-        "jobs": [
-            {
-                "job_id": job.job_id,
-                "source": job.source,
-                "kind": job.kind,
-                "state": job.state.value,
-                "task_id": job.task_id,
-                "error": job.error,
-                "output": job.output,
-                "duplicate_of": job.duplicate_of,
-                "priority": job.priority,
-                "retry_of": job.retry_of,
-                "retried_as": job.retried_as,
-            }
-            for job in jobs
-        ],
+        "jobs": rows,
         "daemon": read_daemon_status(reader),
     }
+    if hosts is not None:
+        report["hosts"] = [host.to_dict() for host in hosts]
+    return report
 
 
 def _format_daemon(daemon: dict[str, Any] | None) -> list[str]:
@@ -105,6 +118,15 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
     """
     counts = report["counts"]
     lines = _format_daemon(report.get("daemon"))
+    hosts = report.get("hosts")
+    if hosts:
+        lines.append(
+            "hosts: "
+            + ", ".join(
+                f"{h['name']} ({'alive' if h['alive'] else 'not alive'}, renewed {h['renewed_at']})"
+                for h in hosts
+            )
+        )
     if missing is not None:
         lines.append(f"no ledger at {missing}")
     else:
@@ -122,7 +144,8 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
         # Priority 0 is the usual one: only the others are shown.
         if job.get("priority"):
             kind += f" [priority {job['priority']}]"
+        host = f"  [{job['host']}]" if job.get("host") else ""
         lines.append(
-            f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}  {detail}".rstrip()
+            f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}{host}  {detail}".rstrip()
         )
     return "\n".join(printable(line) for line in lines)

@@ -67,6 +67,7 @@ __all__ = [
     "money",
     "next_day_start",
     "price_of",
+    "recorded_cents",
     "recorded_cost",
     "submit_time",
     "to_cents",
@@ -244,6 +245,17 @@ class JobCost:
         return out
 
 
+def recorded_cents(job: Job) -> int | None:
+    """The cents recorded on ``job`` with its intent (None: none that reads back, so
+    the job is priced from its model at read time: :meth:`BudgetPrices.cents`)."""
+    cost = job.cost
+    if cost is not None:
+        cents = cost.get("cents")
+        if type(cents) is int and cents >= 0:
+            return cents
+    return None
+
+
 def recorded_cost(job: Job) -> JobCost | None:
     """The cost recorded on ``job`` (None: none, or one that does not read back)."""
     if job.cost is None:
@@ -351,12 +363,8 @@ class BudgetPrices:
     def cents(self, job: Job) -> int:
         """What ``job`` counts for, in cents: :meth:`cost_of`'s amount, read straight
         from the record when it has one (start-up counts every job of the ledger)."""
-        cost = job.cost
-        if cost is not None:
-            cents = cost.get("cents")
-            if type(cents) is int and cents >= 0:
-                return cents
-        return self.cost_of(job).cents
+        cents = recorded_cents(job)
+        return cents if cents is not None else self.cost_of(job).cents
 
 
 def price_of(spec: float | _PerSecondSettings) -> Price:
@@ -474,6 +482,18 @@ class BudgetTally:
             at = submit_time(job)
             if at is not None:
                 tally.intent(at, prices.cents(job))
+        return tally
+
+    @classmethod
+    def from_days(
+        cls, prices: BudgetPrices, days: Mapping[dt.date, tuple[int, int]]
+    ) -> BudgetTally:
+        """A tally of ``(cents, submits)`` per day in ``prices.timezone``, summed elsewhere
+        (a database's ``GROUP BY`` day): what :meth:`from_jobs` would count."""
+        tally = cls(prices)
+        for day, (cents, submits) in days.items():
+            tally._cents[day] = tally._cents.get(day, 0) + cents
+            tally._submits[day] = tally._submits.get(day, 0) + submits
         return tally
 
     def _day_for(self, ts: float) -> dt.date:

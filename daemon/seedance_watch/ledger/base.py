@@ -17,12 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from seedance_watch.core.budget import BudgetPrices, BudgetTally
 from seedance_watch.core.jobs import Job
 
-__all__ = ["JobReader", "JobStore", "StoreHolder", "status_order"]
+__all__ = [
+    "DaemonRecorder",
+    "HostLease",
+    "JobReader",
+    "JobStore",
+    "StoreHolder",
+    "status_order",
+]
 
 
 class JobStore(Protocol):
@@ -71,7 +78,8 @@ class JobStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StoreHolder:
-    """A running daemon that holds the store now, as far as the store knows it."""
+    """A running daemon that holds the store now, as far as the store knows it (in a
+    shared store: the daemon of the reader's own host, while its lease runs)."""
 
     #: For people: ``"pid 12 on host h, started 2026-05-01T10:00:00+00:00"``.
     description: str
@@ -79,6 +87,38 @@ class StoreHolder:
     host: str | None = None
     #: ISO 8601, as the holder recorded it.
     started_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostLease:
+    """One host of a shared store, as the store's database knows it.
+
+    Times are ISO 8601 in UTC by the database's clock, never a host's
+    (docs/design.md, "The shared store").
+    """
+
+    name: str
+    #: The last renewal of its lease.
+    renewed_at: str
+    #: Its lease runs now: it renewed within its ``lease_seconds`` and did not stop.
+    alive: bool
+    started_at: str | None = None
+    pid: int | None = None
+    #: The machine its daemon ran on (``socket.gethostname()``).
+    machine: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name", "renewed_at", "alive"}``: one entry of ``status --json``'s ``hosts``."""
+        return {"name": self.name, "renewed_at": self.renewed_at, "alive": self.alive}
+
+
+@runtime_checkable
+class DaemonRecorder(Protocol):
+    """A store that keeps the daemon's record of itself (``daemon.json``'s document)
+    where its readers find it (:meth:`JobReader.daemon_record`), instead of in a file
+    beside a JSON-lines ledger."""
+
+    def record_daemon(self, record: Mapping[str, Any] | None) -> None: ...
 
 
 def status_order(job: Job) -> tuple[float, str]:
@@ -128,7 +168,20 @@ class JobReader(Protocol):
         (reason -> since, message, next probe...) and ``updated_at``.
 
         It outlives the daemon (the pauses a run ended with); None when none was
-        recorded or it cannot be read.
+        recorded or it cannot be read.  In a shared store: this host's daemon.
+        """
+        ...
+
+    def hosts(self) -> list[HostLease] | None:
+        """Every host that ever joined a shared store, by name; None for a store of one
+        host (the JSON-lines ledger), where ``status`` names no host."""
+        ...
+
+    def owners(self) -> dict[str, str]:
+        """The host that owns each job, by job id (empty for a store of one host).
+
+        Call it after :meth:`snapshot`: every job in the snapshot is then named
+        (jobs are never deleted), with its owner of this moment.
         """
         ...
 

@@ -1,7 +1,9 @@
 """``state/daemon.json``: the running daemon's pauses, for ``status`` and the page.
 
 It lives beside the JSON-lines ledger and belongs to that store: the pipeline
-writes it (:class:`DaemonStatusFile`), readers get it through
+writes it (:class:`DaemonStatusFile`; with a shared store, the same document goes
+to the store's :meth:`~seedance_watch.ledger.base.DaemonRecorder.record_daemon`
+instead of a file), readers get it through
 :meth:`~seedance_watch.ledger.base.JobReader.daemon_record` (:func:`read_daemon_file`).
 Written atomically whenever a pause starts, escalates or ends (``credentials``:
 the gateway refused the key; ``storage``: the bucket is missing or refuses us;
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,9 @@ class DaemonStatusFile:
 
     Writes happen only when something changes (a pause starts, its next probe
     moves, it ends), plus once at the first call, so that a new daemon replaces
-    what an earlier run left; the cost is nil in normal running.
+    what an earlier run left; the cost is nil in normal running.  ``write``: where
+    the document goes instead of ``daemon.json`` (a shared store's record of this
+    host).
     """
 
     def __init__(
@@ -43,8 +47,10 @@ class DaemonStatusFile:
         key_source: str,
         pid: int | None = None,
         clock: Callable[[], float] = time.time,
+        write: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.path = state_dir / DAEMON_STATUS_NAME
+        self._sink = write
         self.key_source = key_source
         self.pid = os.getpid() if pid is None else pid
         self.clock = clock
@@ -82,16 +88,16 @@ class DaemonStatusFile:
 
     def _write(self) -> None:
         self._written = True
-        atomic_write_json(
-            self.path,
-            {
-                "pid": self.pid,
-                "key_source": self.key_source,
-                "paused": self.paused,
-                "updated_at": iso_utc(self.clock()),
-            },
-            mode=file_mode(self.path.parent),
-        )
+        document = {
+            "pid": self.pid,
+            "key_source": self.key_source,
+            "paused": self.paused,
+            "updated_at": iso_utc(self.clock()),
+        }
+        if self._sink is not None:
+            self._sink(document)
+        else:
+            atomic_write_json(self.path, document, mode=file_mode(self.path.parent))
 
 
 def read_daemon_file(state_dir: Path) -> dict[str, Any] | None:

@@ -53,12 +53,13 @@ from typing import Any
 import structlog
 
 from seedance_watch.core.budget import BudgetPrices, BudgetTally
-from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
+from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, StateError
 from seedance_watch.files import fsutil
 from seedance_watch.files.fsutil import fsync_dir
-from seedance_watch.ledger.base import StoreHolder, status_order
+from seedance_watch.ledger.base import HostLease, StoreHolder, status_order
 from seedance_watch.ledger.daemonfile import DAEMON_STATUS_NAME, read_daemon_file
+from seedance_watch.ledger.index import JobIndex
 from seedance_watch.ledger.lock import (
     LOCK_NAME,
     acquire_lock,
@@ -195,11 +196,7 @@ class Ledger:
         self._mode = file_mode(state_dir)  # of every file it creates (docs: .modes)
         self._min_compact = compact_threshold or _DEFAULT_COMPACT
         self._mutex = threading.Lock()
-        self._jobs: dict[str, Job] = {}
-        self._active: dict[str, Job] = {}
-        self._done_by_key: dict[str, Job] = {}
-        # Jobs by (kind, state): every state of a kind once one job of it was seen.
-        self._kind_counts: dict[tuple[str, State], int] = {}
+        self._records = JobIndex()
         self._segment = 0
         self._fd: int | None = None
         self._lines = 0  # records appended since the last rotation (or in the replayed log)
@@ -243,7 +240,7 @@ class Ledger:
         with _gc_paused():
             latest, self._lines, torn_at = _scan_all(self._dir, layout)
             for job in decode_latest(latest):
-                self._index(job)
+                self._records.add(job)
             del latest
         # Only now, with every record read and decoded, does recovery touch the disk:
         # a refusal above leaves all the files a person could recover from.
@@ -273,7 +270,7 @@ class Ledger:
         log.info(
             "ledger.opened",
             state=str(self._dir),
-            jobs=len(self._jobs),
+            jobs=len(self._records.jobs),
             seconds=round(time.perf_counter() - started, 3),
             segments=len(layout.segments),
         )
@@ -306,11 +303,11 @@ class Ledger:
 
     def get(self, job_id: str) -> Job | None:
         """The latest record of ``job_id``, or None."""
-        return self._jobs.get(job_id)
+        return self._records.jobs.get(job_id)
 
     def jobs(self) -> Mapping[str, Job]:
         """A live read-only view of the latest record of every job."""
-        return MappingProxyType(self._jobs)
+        return MappingProxyType(self._records.jobs)
 
     def snapshot(self) -> list[Job]:
         """A copy of every record, safe to take from another thread.
@@ -318,27 +315,24 @@ class Ledger:
         ``dict.copy`` runs without releasing the GIL, so a concurrent ``put`` cannot
         change the mapping under it (records themselves are immutable).
         """
-        return list(self._jobs.copy().values())
+        return list(self._records.jobs.copy().values())
 
     def active(self) -> list[Job]:
         """The jobs not yet DONE or FAILED (from an index, not a scan)."""
-        return list(self._active.values())
+        return list(self._records.active.values())
 
     def find_done_by_content_key(self, content_key: str) -> Job | None:
         """The DONE job with this ``content_key`` updated last, or None."""
-        return self._done_by_key.get(content_key)
+        return self._records.done_by_key.get(content_key)
 
     def counts(self) -> dict[str, int]:
         """Jobs by state value, every state present (zeros included)."""
-        counts = dict.fromkeys((state.value for state in State), 0)
-        for (_, state), n in self._kind_counts.copy().items():
-            counts[state.value] += n
-        return counts
+        return self._records.counts()
 
     def counts_by_kind(self) -> dict[tuple[str, str], int]:
         """Jobs by (kind, state value): every state of each kind in the ledger."""
-        # A copy first: a dict copy is atomic, and another thread (/metrics) may ask.
-        return {(kind, state.value): n for (kind, state), n in self._kind_counts.copy().items()}
+        # Another thread (/metrics) may ask: the index copies the counts first.
+        return self._records.counts_by_kind()
 
     @property
     def compacting(self) -> bool:
@@ -389,7 +383,7 @@ class Ledger:
                     f"cannot make the record of job {job.job_id} durable in {path}: {exc}; "
                     "the kernel may have dropped data, so the daemon stops"
                 ) from exc
-            self._index(job)
+            self._records.add(job)
             self._lines += 1
             if self._lines > self._threshold() and not self.compacting:
                 self._rotate_and_compact(background=True)
@@ -433,25 +427,7 @@ class Ledger:
             self._lock_fd = None
 
     def _threshold(self) -> int:
-        return max(self._min_compact, len(self._jobs))
-
-    def _index(self, job: Job) -> None:
-        old = self._jobs.get(job.job_id)
-        if old is not None:
-            self._kind_counts[(old.kind, old.state)] -= 1
-            self._active.pop(old.job_id, None)
-            if old.content_key is not None and self._done_by_key.get(old.content_key) is old:
-                del self._done_by_key[old.content_key]
-        self._jobs[job.job_id] = job
-        if (job.kind, job.state) not in self._kind_counts:
-            self._kind_counts.update({(job.kind, state): 0 for state in State})
-        self._kind_counts[(job.kind, job.state)] += 1
-        if job.state not in TERMINAL_STATES:
-            self._active[job.job_id] = job
-        elif job.state is State.DONE and job.content_key is not None:
-            best = self._done_by_key.get(job.content_key)
-            if best is None or job.updated_at >= best.updated_at:
-                self._done_by_key[job.content_key] = job
+        return max(self._min_compact, len(self._records.jobs))
 
     def _rotate_and_compact(self, *, background: bool) -> None:
         """Move appends to a new segment, then snapshot everything before it.
@@ -478,7 +454,7 @@ class Ledger:
         self._fd = new_fd
         self._segment += 1
         self._lines = 0
-        covered, records = self._segment - 1, dict(self._jobs)
+        covered, records = self._segment - 1, dict(self._records.jobs)
         if background:
             self._compactor = threading.Thread(
                 target=self._write_snapshot, args=(covered, records), name="ledger-compactor"
@@ -622,6 +598,13 @@ class JsonlReader:
 
     def daemon_record(self) -> dict[str, Any] | None:
         return read_daemon_file(self.state_dir)
+
+    def hosts(self) -> list[HostLease] | None:
+        """None: one host's ledger names no hosts."""
+        return None
+
+    def owners(self) -> dict[str, str]:
+        return {}
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes what it reads."""

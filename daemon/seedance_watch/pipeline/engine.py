@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -104,6 +104,7 @@ class Engine:
         key_source: str = "",
         hooks: HookRunner | None = None,
         notes: Announcer | None = None,
+        daemon_record: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.config, self.store, self.inbox, self.clock = config, store, inbox, clock
         self.observer: Observer = observer or NullObserver()
@@ -114,7 +115,7 @@ class Engine:
         gw = config.gateway
         self.pauses = Pauses(
             observer=self.observer,
-            status=DaemonStatusFile(config.paths.state, key_source=key_source),
+            status=DaemonStatusFile(config.paths.state, key_source=key_source, write=daemon_record),
             clock=clock,
             key_source=key_source,
             on_credentials_accepted=lambda: self.dispatch.wake(),

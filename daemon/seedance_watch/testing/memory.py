@@ -29,7 +29,7 @@ from typing import Any
 from seedance_watch.core.budget import BudgetPrices, BudgetTally
 from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
 from seedance_watch.errors import DurabilityError, StateError
-from seedance_watch.ledger.base import StoreHolder, status_order
+from seedance_watch.ledger.base import HostLease, StoreHolder, status_order
 from seedance_watch.ledger.record import encode_record
 
 __all__ = ["MemoryStore"]
@@ -157,6 +157,13 @@ class MemoryStore:
     def daemon_record(self) -> dict[str, Any] | None:
         with self._mutex:
             return None if self._daemon is None else dict(self._daemon)
+
+    def hosts(self) -> list[HostLease] | None:
+        """None: a store of one host, like the JSON-lines ledger."""
+        return None
+
+    def owners(self) -> dict[str, str]:
+        return {}
 
     # --- for tests ---
 

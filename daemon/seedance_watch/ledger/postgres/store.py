@@ -1,0 +1,535 @@
+"""The shared store's writer: :class:`PostgresStore`, one host's session.
+
+Several hosts point at one database (``cluster.database``); the schema is in
+``ledger/postgres/migrations`` (:mod:`.schema` applies it).  docs/design.md, "The shared
+store", tells the whole story; the rules kept here:
+
+* **A put is committed when it returns.**  One statement in autocommit mode: the
+  server commits before it answers (``synchronous_commit`` is never off in our
+  sessions).  A record that cannot be encoded is refused before anything is sent.
+* **Fencing.**  A store is one *session* of a host: opening it raises the host's
+  ``epoch`` in ``hosts``.  Every write names the host and the epoch and changes a
+  job only when, in the same statement, the job's ``owner`` is this host, its
+  ``owner_epoch`` is not newer than ours, and ``hosts`` still has our epoch; a new
+  job is written only while our epoch is current.  A write refused so changes
+  nothing and raises :class:`~seedance_watch.errors.JobFenced`: another host
+  adopted the job, or a newer session of this host (or a host declaring this one
+  dead) superseded ours.
+* **One live daemon per host name**, as ``LOCK`` is one per state folder: the
+  session holds ``pg_try_advisory_lock`` on its name on a dedicated connection
+  for its life; a second daemon under the same name is refused
+  (:class:`~seedance_watch.errors.LedgerLocked`).  A daemon killed outright loses
+  its connection and with it the lock, so a restart is never refused for long.
+* **Leases by the database's clock.**  The same connection renews the host's
+  lease every ``lease_seconds / 3`` (``renewed_at = now()``); a host is alive
+  while ``renewed_at + lease_seconds > now()`` and it has not stopped.
+* **What the writer reads** is this host's jobs, held in memory (the engine reads
+  them on every step): the jobs it owns, loaded at open and kept current by each
+  put.  Dedupe spans every host (:meth:`PostgresStore.find_done_by_content_key`
+  asks the database).  Readers see every host's jobs.
+* **Errors** are translated once (:func:`.schema.translate`): the database out of
+  reach is :class:`~seedance_watch.errors.StoreUnavailable` (nothing latched, a
+  put may be repeated); a write the server refused is a
+  :class:`~seedance_watch.errors.DurabilityError`, after which the store refuses
+  every write, as the JSON-lines ledger does after a failed fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import ConnectionPool
+
+from seedance_watch.core.jobs import TERMINAL_STATES, Job
+from seedance_watch.errors import (
+    DurabilityError,
+    JobFenced,
+    LedgerLocked,
+    StateError,
+    StoreUnavailable,
+)
+from seedance_watch.ledger.base import status_order
+from seedance_watch.ledger.index import JobIndex
+from seedance_watch.ledger.postgres.rows import ENCODER, encode_job, iso, job_row, register_host
+from seedance_watch.ledger.postgres.schema import (
+    SCHEMA,
+    Database,
+    connect,
+    ensure_synchronous_commit,
+    migrate,
+    translate,
+)
+
+__all__ = ["HOST_LOCK", "PostgresStore"]
+
+log = structlog.get_logger(__name__)
+
+#: ``pg_try_advisory_lock(HOST_LOCK, hashtext(name))``: one live daemon per host name.
+HOST_LOCK = 0x5EED
+_LOCK_ATTEMPTS = 10
+_LOCK_RETRY_SECONDS = 0.1
+_TERMINAL = tuple(state.value for state in TERMINAL_STATES)
+
+_PUT = f"""
+INSERT INTO {SCHEMA}.jobs AS j (
+    job_id, record, state, kind, content_key, owner, owner_epoch, created_at, updated_at,
+    seq, intent_at, submit_at, cost_cents, revision, written_at)
+SELECT %(job_id)s::text, %(record)s::json, %(state)s::text, %(kind)s::text,
+    %(content_key)s::text, %(owner)s::text, %(epoch)s::bigint, %(created_at)s::float8,
+    %(updated_at)s::float8, %(seq)s::integer, %(intent_at)s::float8, %(submit_at)s::float8,
+    %(cost_cents)s::bigint, nextval('{SCHEMA}.job_revisions'), now()
+WHERE EXISTS (
+    SELECT 1 FROM {SCHEMA}.hosts AS h WHERE h.name = %(owner)s AND h.epoch = %(epoch)s)
+ON CONFLICT (job_id) DO UPDATE SET
+    record = excluded.record, state = excluded.state, kind = excluded.kind,
+    content_key = excluded.content_key, owner_epoch = excluded.owner_epoch,
+    created_at = excluded.created_at, updated_at = excluded.updated_at, seq = excluded.seq,
+    intent_at = excluded.intent_at, submit_at = excluded.submit_at,
+    cost_cents = excluded.cost_cents, revision = excluded.revision,
+    written_at = excluded.written_at
+WHERE j.owner = excluded.owner AND j.owner_epoch <= excluded.owner_epoch
+RETURNING j.revision
+"""
+
+
+class PostgresStore:
+    """One host's session of the shared store: a :class:`~seedance_watch.ledger.base.JobStore`.
+
+    Open it with :meth:`PostgresStore.open`.  ``put`` may be called from any thread
+    (one at a time: it takes a lock); the reads of this host's jobs come from memory.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        host: str,
+        *,
+        session: psycopg.Connection[Any],
+        epoch: int,
+        lease_seconds: float,
+    ) -> None:
+        self.database = database
+        self.host = host
+        self.epoch = epoch
+        self.lease_seconds = lease_seconds
+        self._session: psycopg.Connection[Any] | None = session
+        self._session_lock = threading.Lock()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._mutex = threading.Lock()
+        self._records = JobIndex()
+        self._fatal: BaseException | None = None
+        self._closed = False
+        self._lost = False  # the lease renewal found our session superseded
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.database.shown} host={self.host!r} epoch={self.epoch}>"
+
+    # --- opening ---
+
+    @classmethod
+    def open(
+        cls,
+        database: Database | str,
+        *,
+        host: str,
+        lease_seconds: float = 30.0,
+        renew: bool = True,
+        pool_size: int = 4,
+    ) -> PostgresStore:
+        """Migrate the schema, start this host's session, load its jobs.
+
+        Raises :class:`StoreUnavailable` (the database cannot be reached),
+        :class:`~seedance_watch.errors.SchemaTooNew`, :class:`LedgerLocked` (a daemon
+        runs under ``host`` now), :class:`DurabilityError` (the server refused to
+        create the schema or the session).  With ``renew`` a thread renews the lease
+        every ``lease_seconds / 3``; without it the caller calls :meth:`renew`.
+        """
+        db = database if isinstance(database, Database) else Database(database)
+        started = time.perf_counter()
+        session = connect(db)
+        try:
+            migrate(session, db)
+            epoch = cls._start_session(session, db, host, lease_seconds)
+            store = cls(db, host, session=session, epoch=epoch, lease_seconds=lease_seconds)
+        except BaseException:
+            session.close()
+            raise
+        try:
+            store._load()
+            store._pool = store._open_pool(pool_size)
+        except BaseException:
+            store.close()
+            raise
+        if renew:
+            store._renewer = threading.Thread(
+                target=store._renew_loop, name="store-lease", daemon=True
+            )
+            store._renewer.start()
+        log.info(
+            "store.opened",
+            database=db.shown,
+            host=host,
+            epoch=epoch,
+            jobs=len(store._records.jobs),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return store
+
+    @staticmethod
+    def _start_session(
+        session: psycopg.Connection[Any], db: Database, host: str, lease_seconds: float
+    ) -> int:
+        try:
+            if not _lock_host(session, host, attempts=_LOCK_ATTEMPTS):
+                holder = _describe_running(session, host)
+                raise LedgerLocked(
+                    f"the host name {host!r} is in use by another seedance-watch daemon on "
+                    f"{db.shown} ({holder}); stop it first, or give this one its own "
+                    "cluster.name",
+                    holder=holder,
+                )
+            with session.transaction():
+                epoch = register_host(
+                    session,
+                    host,
+                    lease_seconds=lease_seconds,
+                    pid=os.getpid(),
+                    machine=socket.gethostname(),
+                    running=True,
+                )
+                # Our unfinished jobs move to this session: a late write of an older
+                # session of this host is fenced off them.
+                session.execute(
+                    f"""UPDATE {SCHEMA}.jobs SET owner_epoch = %s
+                        WHERE owner = %s AND state <> ALL(%s) AND owner_epoch < %s""",
+                    (epoch, host, list(_TERMINAL), epoch),
+                )
+        except psycopg.Error as exc:
+            raise translate(exc, db, f"start the session of host {host!r}", write=True) from None
+        return epoch
+
+    def _load(self) -> None:
+        session = self._session
+        assert session is not None
+        try:
+            cursor = session.execute(
+                f"SELECT record FROM {SCHEMA}.jobs WHERE owner = %s", (self.host,)
+            )
+            for (record,) in cursor:
+                self._records.add(Job.from_dict(record))
+        except psycopg.Error as exc:
+            raise translate(exc, self.database, "load this host's jobs", write=False) from None
+
+    def _open_pool(self, size: int) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self.database.url,
+            min_size=1,
+            max_size=max(1, size),
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": 10,
+                "application_name": f"seedance-watch {self.host}",
+            },
+            configure=ensure_synchronous_commit,
+            name=f"seedance-watch-{self.host}",
+            timeout=10.0,
+            open=False,
+        )
+        try:
+            pool.open(wait=True, timeout=10.0)
+        except Exception as exc:
+            pool.close()
+            raise translate(exc, self.database, "open a connection pool", write=False) from None
+        return pool
+
+    # --- reads: this host's jobs, from memory ---
+
+    def get(self, job_id: str) -> Job | None:
+        return self._records.jobs.get(job_id)
+
+    def jobs(self) -> Mapping[str, Job]:
+        """A live read-only view of this host's jobs."""
+        return MappingProxyType(self._records.jobs)
+
+    def active(self) -> list[Job]:
+        return list(self._records.active.values())
+
+    def counts(self) -> dict[str, int]:
+        """This host's jobs by state value, every state present (zeros included)."""
+        return self._records.counts()
+
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        return self._records.counts_by_kind()
+
+    def snapshot(self) -> list[Job]:
+        """A copy of this host's jobs, safe to take from another thread."""
+        return sorted(self._records.jobs.copy().values(), key=status_order)
+
+    def find_done_by_content_key(self, content_key: str) -> Job | None:
+        """The DONE job (of any host) with this ``content_key`` updated last."""
+        try:
+            with self._connection() as conn:
+                row = conn.execute(
+                    f"""SELECT record FROM {SCHEMA}.jobs
+                        WHERE state = 'done' AND content_key = %s
+                        ORDER BY updated_at DESC, revision DESC LIMIT 1""",
+                    (content_key,),
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc, self.database, "look up a done job", write=False) from None
+        return None if row is None else Job.from_dict(row[0])
+
+    def writable(self) -> bool:
+        """For /healthz: no write failed, our session stands, the database takes writes."""
+        if self._closed or self._fatal is not None or self._lost or self._pool is None:
+            return False
+        # Twice: a pooled connection the server dropped fails once, then is replaced.
+        for _ in range(2):
+            try:
+                with self._pool.connection(timeout=5.0) as conn:
+                    row = conn.execute(
+                        "SELECT NOT pg_is_in_recovery() AND "
+                        "current_setting('transaction_read_only') = 'off'"
+                    ).fetchone()
+            except Exception:
+                continue
+            return bool(row and row[0])
+        return False
+
+    # --- writes ---
+
+    def put(self, job: Job) -> None:
+        """Write ``job`` as its latest record, fenced; committed when this returns.
+
+        Raises :class:`JobFenced` (another host owns the job, or our session was
+        superseded: nothing changed), :class:`StoreUnavailable` (the database is out
+        of reach: the record may or may not be committed; putting it again is
+        safe), :class:`DurabilityError` (the server refused it, or an earlier write
+        failed so: the daemon must stop), :class:`StateError` once closed.
+        """
+        params = job_row(job, encode_job(job), self.host, self.epoch)
+        with self._mutex:
+            if self._closed:
+                raise StateError("the store is closed")
+            if self._fatal is not None:
+                raise DurabilityError(
+                    "the store refuses writes after an earlier write failure "
+                    f"({self._fatal}); restart the daemon once the database is healthy"
+                ) from self._fatal
+            try:
+                with self._connection() as conn:
+                    row = conn.execute(_PUT, params, prepare=True).fetchone()
+            except psycopg.Error as exc:
+                error = translate(exc, self.database, f"write job {job.job_id}", write=True)
+                if not isinstance(error, StoreUnavailable):
+                    self._fatal = error
+                    log.error("store.write_failed", job_id=job.job_id, error=error.message)
+                raise error from None
+            if row is None:
+                raise self._fenced(job)
+            self._records.add(job)
+
+    def _fenced(self, job: Job) -> JobFenced:
+        owner, current = None, None
+        try:
+            with self._connection() as conn:
+                found = conn.execute(
+                    f"""SELECT (SELECT owner FROM {SCHEMA}.jobs WHERE job_id = %s),
+                               (SELECT epoch FROM {SCHEMA}.hosts WHERE name = %s)""",
+                    (job.job_id, self.host),
+                ).fetchone()
+            if found is not None:
+                owner, current = found
+        except (psycopg.Error, StoreUnavailable):
+            pass
+        if owner is not None and owner != self.host:
+            why = f"host {owner!r} owns it now"
+        elif current is not None and current != self.epoch:
+            why = (
+                f"this session (epoch {self.epoch}) of host {self.host!r} was superseded "
+                f"(epoch {current}): another daemon started under this name, or this host "
+                "was presumed dead and its jobs adopted"
+            )
+        else:
+            why = "a newer session of this host wrote it"
+        log.warning("store.fenced", job_id=job.job_id, host=self.host, owner=owner)
+        return JobFenced(
+            f"the write of job {job.job_id} by host {self.host!r} was refused: {why}; "
+            "nothing changed",
+            job_id=job.job_id,
+            host=self.host,
+            owner=owner,
+        )
+
+    def record_daemon(self, record: Mapping[str, Any] | None) -> None:
+        """Keep this host's daemon record (``daemon.json``'s document) in ``hosts``.
+
+        Best effort, as writing ``daemon.json`` is: a failure is logged, never raised.
+        """
+        document = None if record is None else ENCODER.encode(dict(record))
+        try:
+            with self._connection() as conn:
+                conn.execute(
+                    f"""UPDATE {SCHEMA}.hosts SET daemon = %s::json, daemon_updated_at = now()
+                        WHERE name = %s AND epoch = %s""",
+                    (document, self.host, self.epoch),
+                )
+        except (psycopg.Error, StateError, ValueError, TypeError) as exc:
+            message = self.database.scrub(str(exc))
+            log.warning("store.daemon_record_failed", host=self.host, error=message)
+
+    # --- the lease ---
+
+    def renew(self) -> bool:
+        """Renew this host's lease (``renewed_at = now()``, the database's clock).
+
+        False when it could not: the database is out of reach (logged; the next
+        call reconnects), or our session was superseded (logged once; every later
+        call is False, and :meth:`writable` too).
+        """
+        with self._session_lock:
+            if self._closed or self._lost:
+                return False
+            try:
+                session = self._session_connection()
+                row = None
+                if session is not None:
+                    row = session.execute(
+                        f"""UPDATE {SCHEMA}.hosts SET renewed_at = now()
+                            WHERE name = %s AND epoch = %s AND stopped_at IS NULL
+                            RETURNING renewed_at""",
+                        (self.host, self.epoch),
+                    ).fetchone()
+            except (psycopg.Error, StateError) as exc:
+                self._drop_session()
+                message = self.database.scrub(str(exc))
+                log.warning("store.lease_renew_failed", host=self.host, error=message)
+                return False
+            if row is None:
+                self._lost = True
+                log.error("store.lease_lost", host=self.host, epoch=self.epoch)
+                return False
+            return True
+
+    def _session_connection(self) -> psycopg.Connection[Any] | None:
+        """The session's connection; after losing it, a new one that takes the host lock
+        back.  None when another daemon holds that lock now: our session is over."""
+        if self._session is not None and not self._session.closed:
+            return self._session
+        session = connect(self.database)
+        try:
+            locked = _lock_host(session, self.host, attempts=1)
+        except BaseException:
+            session.close()
+            raise
+        if not locked:
+            session.close()
+            return None
+        self._session = session
+        return session
+
+    def _drop_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            self.renew()
+
+    # --- closing ---
+
+    def close(self) -> None:
+        """Stop renewing, mark this host stopped, close the connections (the host lock
+        goes with the session's).  Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        with self._session_lock:
+            try:
+                if self._session is not None and not self._session.closed:
+                    self._session.execute(
+                        f"""UPDATE {SCHEMA}.hosts SET stopped_at = now(), renewed_at = now()
+                            WHERE name = %s AND epoch = %s""",
+                        (self.host, self.epoch),
+                    )
+                    # Released here, not when the server notices the connection closed:
+                    # the next daemon under this name may start at once.
+                    self._session.execute(
+                        "SELECT pg_advisory_unlock(%s, hashtext(%s))", (HOST_LOCK, self.host)
+                    )
+            except psycopg.Error as exc:
+                message = self.database.scrub(str(exc))
+                log.warning("store.stop_not_recorded", host=self.host, error=message)
+            self._drop_session()
+        if self._pool is not None:
+            self._pool.close()
+        log.info("store.closed", host=self.host)
+
+    # --- internals ---
+
+    def _connection(self) -> _Borrowed:
+        """A pooled connection (a context manager); :class:`StoreUnavailable` when none
+        comes in time."""
+        if self._pool is None:
+            raise StateError("the store is closed")
+        return _Borrowed(self._pool, self.database)
+
+
+class _Borrowed:
+    """``with`` a connection of the pool, a timeout translated to StoreUnavailable."""
+
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], db: Database) -> None:
+        self._pool, self._db = pool, db
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        try:
+            self._conn = self._pool.getconn()
+        except Exception as exc:
+            raise translate(exc, self._db, "get a connection", write=False) from None
+        return self._conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._conn is not None:
+            self._pool.putconn(self._conn)
+            self._conn = None
+
+
+def _lock_host(conn: psycopg.Connection[Any], host: str, *, attempts: int) -> bool:
+    """Take the lock of ``host``'s name for this connection's life; False when a live
+    session holds it.  A daemon killed a moment ago may still hold it while the
+    server notices its connection is gone: ``attempts`` spaced tries cover that."""
+    for attempt in range(attempts):
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (HOST_LOCK, host)
+        ).fetchone()
+        if row is not None and row[0]:
+            return True
+        if attempt < attempts - 1:
+            time.sleep(_LOCK_RETRY_SECONDS)
+    return False
+
+
+def _describe_running(conn: psycopg.Connection[Any], host: str) -> str:
+    row = conn.execute(
+        f"SELECT pid, machine, started_at FROM {SCHEMA}.hosts WHERE name = %s", (host,)
+    ).fetchone()
+    if row is None:
+        return "holder unknown"
+    pid, machine, started = row
+    return f"pid {pid} on host {machine}, started {iso(started)}"
