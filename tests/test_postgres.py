@@ -44,7 +44,7 @@ from seedance_watch.logs import CHATTY_LOGGERS, clear_secrets, configure_logging
 from seedance_watch.simulator import Simulator, SimulatorConfig
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .daemon_harness import run_once, write_config
+from .helpers import run_once, write_config
 from .pgserver import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
