@@ -479,6 +479,17 @@ def test_example_config_loads_and_documents_every_key(tmp_path: Path) -> None:
 
 
 EXAMPLES = sorted(p.name for p in (REPO / "config" / "examples").glob("*.yaml"))
+PRESETS = sorted((REPO / "config" / "examples" / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_example_folder_presets_are_valid(path: Path) -> None:
+    """Each example folder preset passes the daemon's preset checks and sets something."""
+    from seedance_watch.files.sidecar import check_preset
+
+    preset, problems = check_preset(path.read_bytes(), path.name, strict_model=True)
+    assert problems == [] and preset is not None
+    assert preset.options.set_options() or preset.model or preset.priority is not None
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

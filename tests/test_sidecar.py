@@ -1032,8 +1032,10 @@ def test_sidecar_hint_agrees_with_parse(mode: str | None, last: str | None, styl
 
 
 def test_priority_is_read_and_carried_into_the_request() -> None:
-    """``priority:`` is a whole number (default 0) that the request carries to the job."""
-    assert parse_sidecar(b"prompt: x\n").priority == 0
+    """``priority:`` is a whole number (default 0) that the request carries to the job;
+    unset in the sidecar it is None there (a folder preset may set it)."""
+    assert parse_sidecar(b"prompt: x\n").priority is None
+    assert build_request(parse_sidecar(b"prompt: x\n"), defaults=DEFAULTS).priority == 0
     sidecar = parse_sidecar(b"prompt: x\npriority: -5\n")
     assert sidecar.priority == -5
     assert (

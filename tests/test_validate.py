@@ -57,12 +57,21 @@ def validate(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
 
 
 def problems(stdout: str) -> list[tuple[str, str]]:
-    """(file name, code) of each problem line (the last line is the summary)."""
+    """(file name, code) of each problem line (the last line is the summary; a drop that
+    passes is an ``ok`` line, not a problem)."""
     out = []
     for line in stdout.splitlines()[:-1]:
         path, code, _ = line.split(": ", 2)
-        out.append((Path(path).name, code))
+        if code != "ok":
+            out.append((Path(path).name, code))
     return sorted(out)
+
+
+def passed(stdout: str) -> list[str]:
+    """The file names of the drops shown as passing (``NAME: ok: ...``)."""
+    return sorted(
+        Path(line.split(": ok: ", 1)[0]).name for line in stdout.splitlines() if ": ok: " in line
+    )
 
 
 def test_valid_folder_exits_0_and_ignores_what_the_daemon_ignores(tmp_path: Path) -> None:
@@ -78,7 +87,9 @@ def test_valid_folder_exits_0_and_ignores_what_the_daemon_ignores(tmp_path: Path
     result = validate(tmp_path / "drops")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines() == ["2 drop(s) checked, 0 problem(s)"]
+    assert result.stdout.splitlines()[-1] == "2 drop(s) checked, 0 problem(s)"
+    assert passed(result.stdout) == ["one.jpg", "two $(x) 'é'.jpg"]
+    assert len(result.stdout.splitlines()) == 3
     assert sorted(p.name for p in (tmp_path / "drops").rglob("*")) == before
 
 
@@ -278,10 +289,12 @@ def test_without_a_config_validate_checks_with_the_configs_own_defaults(
     monkeypatch.setattr(validate_module, "validate_paths", capture)
     assert main(["validate", str(tmp_path)]) == 0
     unset = Config.model_validate({"storage": {"bucket": "b"}})
+    assert callable(seen.pop("passed"))
     assert seen == {
         "defaults": unset.defaults,
         "models": unset.gateway.models,
         "strict_model": False,
+        "inbox": None,  # no config: presets start at the folder given
     }
 
 

@@ -311,10 +311,12 @@ def _validate(args: argparse.Namespace) -> int:
     from seedance_watch.config import BUILTIN_DEFAULTS, GatewayConfig, load_config
 
     strict = args.strict
+    inbox: Path | None = None
     if args.config is not None:
         config = load_config(args.config, os.environ)
         defaults, gateway = config.defaults, config.gateway
         strict = strict or config.gateway.strict_model
+        inbox = config.paths.inbox
     else:
         defaults, gateway = BUILTIN_DEFAULTS, GatewayConfig()
     pairs, problems = validate_paths(
@@ -322,6 +324,8 @@ def _validate(args: argparse.Namespace) -> int:
         defaults=defaults,
         models=gateway.models,
         strict_model=strict,
+        inbox=inbox,
+        passed=lambda drop: _say(f"{drop.path}: ok: {drop.text()}"),
     )
     for problem in problems:
         _say(f"{problem.path}: {problem.code}: {problem.message}")

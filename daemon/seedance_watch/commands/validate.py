@@ -13,6 +13,12 @@ relative to the folder given, as the daemon names them relative to the inbox.
 Where the daemon stops at the first failing check of a pair (the sidecar), this
 reports the sidecar's problems one per line and the image's too.  A model the
 daemon does not know is a warning on stderr (exit 0) unless ``strict_model``.
+
+The folder presets above each drop (``.seedance-watch.yaml``) are read as the
+daemon reads them, from the inbox's top (``inbox``, when the drop is in it; else
+the folder given) down to the drop's folder.  Each drop that passes is shown with
+its effective model, options and priority, and where each came from: the sidecar,
+a preset, the config's defaults or model settings.
 """
 
 from __future__ import annotations
@@ -47,14 +53,17 @@ from seedance_watch.files.drop import (
 )
 from seedance_watch.files.fsutil import read_nofollow
 from seedance_watch.files.images import check_image
+from seedance_watch.files.presets import PRESET_NAME, read_presets
 from seedance_watch.files.sidecar import (
     SIDECAR_MAX_BYTES,
+    Request,
     build_request,
+    check_preset,
     check_sidecar,
     sidecar_hint,
 )
 
-__all__ = ["Problem", "validate_paths"]
+__all__ = ["Effective", "Problem", "validate_paths"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,28 @@ class Problem:
     code: str
     message: str
     hint: str | None = None
+
+
+@dataclass(frozen=True)
+class Effective:
+    """A drop that passes: what the daemon would send, and where each value came from."""
+
+    path: Path
+    request: Request
+
+    def text(self) -> str:
+        """``model M (origin); ratio 9:16 (origin); ...; priority 0 (origin)``."""
+        values = {
+            "model": self.request.model,
+            **self.request.options.set_options(),
+            "priority": self.request.priority,
+        }
+        parts = []
+        for key, origin in self.request.origins.items():
+            value = values[key]
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            parts.append(f"{key} {shown} ({origin})")
+        return "; ".join(parts)
 
 
 def _problem(path: Path, error: E.JobError) -> Problem:
@@ -99,6 +130,16 @@ def _sidecar_problems(path: Path, strict_model: bool) -> list[Problem]:
     except OSError as exc:
         return [Problem(path, E.InvalidSidecar.code, f"cannot be read: {exc.strerror}")]
     return [_problem(path, error) for error in check_sidecar(data, strict_model=strict_model)[1]]
+
+
+def _preset_problems(path: Path, strict_model: bool) -> list[Problem]:
+    """A folder preset named on the command line, checked alone."""
+    try:
+        data = read_nofollow(path, max_bytes=SIDECAR_MAX_BYTES + 1)
+    except OSError as exc:
+        return [Problem(path, E.InvalidSidecar.code, f"cannot be read: {exc.strerror}")]
+    errors = check_preset(data, path.name, strict_model=strict_model)[1]
+    return [_problem(path, error) for error in errors]
 
 
 def _stderr_warning(path: Path, message: str) -> None:
@@ -194,11 +235,15 @@ def validate_paths(
     models: Mapping[Kind, str] = DEFAULT_MODELS,
     strict_model: bool = False,
     warn: Callable[[Path, str], None] = _stderr_warning,
+    inbox: Path | None = None,
+    passed: Callable[[Effective], None] | None = None,
 ) -> tuple[int, list[Problem]]:
     """Check every drop under ``paths``; returns (drops checked, problems).
 
     The files are paired by the daemon's own :class:`Pairer`, as if every file were
     complete and every wait over, so a drop missing a file is reported at once.
+    ``passed`` is told each drop that passes, with its effective request.  ``inbox``
+    (the config's) is where presets start for a drop inside it.
     """
     problems: list[Problem] = []
     folders: dict[Path, dict[str, Path]] = {}
@@ -209,6 +254,9 @@ def validate_paths(
             continue
         if file.is_symlink():
             folders.setdefault(file.parent, {})[rel] = file
+            continue
+        if named and file.name == PRESET_NAME:
+            problems.extend(_preset_problems(file, strict_model))
             continue
         if not (is_image(file.name) or is_sidecar(file.name)) or not file.is_file():
             if named:
@@ -232,7 +280,12 @@ def validate_paths(
         for event in pairer.evaluate(candidates, math.inf).events:
             if isinstance(event, PairReady):
                 drops += 1
-                problems.extend(_check_drop(event, found, defaults, models, strict_model, warn))
+                checked = _check_drop(
+                    event, found, defaults, models, strict_model, warn, inbox=inbox
+                )
+                problems.extend(checked.problems)
+                if checked.effective is not None and passed is not None:
+                    passed(checked.effective)
             else:
                 drops += 1
                 lead = event.paths[0] if isinstance(event, AmbiguousDrop) else event.path
@@ -244,6 +297,28 @@ def validate_paths(
     return drops, problems
 
 
+@dataclass(frozen=True)
+class _Checked:
+    problems: list[Problem]
+    effective: Effective | None = None
+
+
+def _presets_base(sidecar: Path, rel: str, inbox: Path | None) -> tuple[Path, str]:
+    """Where a drop's presets start and its folder from there: the inbox's top when the
+    drop is in it, else the folder the check was given (``rel`` is relative to it)."""
+    folder = sidecar.parent
+    if inbox is not None:
+        top = Path(os.path.normpath(inbox.absolute()))
+        here = Path(os.path.normpath(folder.absolute()))
+        if here == top or top in here.parents:
+            return top, here.relative_to(top).as_posix()
+    depth = len(PurePosixPath(rel).parts) - 1
+    root = folder
+    for _ in range(depth):
+        root = root.parent
+    return root, PurePosixPath(rel).parent.as_posix()
+
+
 def _check_drop(
     event: PairReady,
     found: dict[str, Path],
@@ -251,25 +326,38 @@ def _check_drop(
     models: Mapping[Kind, str],
     strict_model: bool,
     warn: Callable[[Path, str], None],
-) -> list[Problem]:
+    *,
+    inbox: Path | None = None,
+) -> _Checked:
     """The daemon's checks of one drop (files/drop.examine_drop), each problem on its own."""
     problems: list[Problem] = []
+    effective: Effective | None = None
     sidecar = found[event.sidecar]
     try:
         data = read_nofollow(sidecar, max_bytes=SIDECAR_MAX_BYTES + 1)
     except OSError as exc:
-        return [Problem(sidecar, E.InvalidSidecar.code, f"cannot be read: {exc.strerror}")]
+        return _Checked(
+            [Problem(sidecar, E.InvalidSidecar.code, f"cannot be read: {exc.strerror}")]
+        )
     parsed, found_problems = check_sidecar(data, strict_model=strict_model)
     problems.extend(_problem(sidecar, error) for error in found_problems)
-    if parsed is not None:
+    base, folder = _presets_base(sidecar, event.sidecar, inbox)
+    try:
+        presets = read_presets(base, folder, strict_model=strict_model)
+    except E.JobError as exc:
+        problems.append(_problem(sidecar, exc))
+        presets = None
+    if parsed is not None and presets is not None:
         try:
             check_drop_files(parsed, event.image, event.sidecar, event.last_frame, event.references)
-            request = build_request(parsed, defaults=defaults, models=models)
+            request = build_request(parsed, defaults=defaults, models=models, presets=presets)
         except E.JobError as exc:
             problems.append(_problem(sidecar, exc))
         else:
             if request.model not in MODELS and not strict_model:
                 warn(sidecar, f"model {request.model!r} is not a model the daemon knows")
+            lead = found[event.image] if event.image is not None else sidecar
+            effective = Effective(lead, request)
     checks: list[tuple[str | None, Callable[[Path], object]]] = [
         (event.image, check_image),
         (event.last_frame, check_last_frame),
@@ -285,4 +373,4 @@ def _check_drop(
         except OSError as exc:
             message = f"cannot be read: {exc.strerror}"
             problems.append(Problem(found[rel], E.InvalidImage.code, message))
-    return problems
+    return _Checked(problems, effective if not problems else None)

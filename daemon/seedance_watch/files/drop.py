@@ -33,6 +33,7 @@ from seedance_watch.files.images import (
     check_image_bytes,
     image_too_large,
 )
+from seedance_watch.files.presets import read_presets
 from seedance_watch.files.sidecar import (
     SIDECAR_MAX_BYTES,
     Sidecar,
@@ -127,7 +128,8 @@ def examine_drop(
     drop; the sidecar alone (``image_rel`` None) for text to video; the sidecar and its
     ``references`` (in its order) for reference images.  Every file is read once,
     through the descriptor whose identity the job records; the lead (the job's
-    ``source``) is the image, else the sidecar.  With ``strict_model`` a sidecar
+    ``source``) is the image, else the sidecar.  The folder presets above the drop
+    (:mod:`.presets`) are read with it.  With ``strict_model`` a sidecar or preset
     ``model:`` the daemon does not know fails the drop (``gateway.strict_model``);
     otherwise it is logged and kept.
     """
@@ -172,8 +174,11 @@ def examine_drop(
     )
     try:
         sidecar = parse_sidecar(sidecar_bytes, strict_model=strict_model)
+        # Read now, not at start: an edited preset applies to the next drop.
+        folder = PurePosixPath(sidecar_rel).parent.as_posix()
+        presets = read_presets(inbox, folder, strict_model=strict_model)
         check_drop_files(sidecar, image_rel, sidecar_rel, last_frame, references)
-        request = build_request(sidecar, defaults=defaults, models=models)
+        request = build_request(sidecar, defaults=defaults, models=models, presets=presets)
         # The image checks ran on the bytes hashed; their verdict comes after the sidecar's.
         for image in images.values():
             if image.error is not None:

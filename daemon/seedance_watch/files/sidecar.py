@@ -28,8 +28,8 @@ from __future__ import annotations
 import difflib
 import re
 import reprlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Final
 
@@ -56,13 +56,16 @@ from seedance_watch.files.yaml12 import Yaml12Loader
 __all__ = [
     "MAX_REFERENCES",
     "MODES",
+    "PRESET_KEYS",
     "PROMPT_MAX_CHARS",
     "SIDECAR_KEYS",
     "SIDECAR_MAX_BYTES",
+    "Preset",
     "Request",
     "Sidecar",
     "bare_name_fault",
     "build_request",
+    "check_preset",
     "check_sidecar",
     "normalize_line_breaks",
     "parse_sidecar",
@@ -82,6 +85,12 @@ SIDECAR_KEYS: Final = (
     "priority",
     *OPTION_KEYS,
 )
+#: What a folder preset may hold (docs/design.md, "Folder presets"): the sidecar's keys
+#: but those of one drop -- its prompt, and what pairs its files (mode, last_frame,
+#: references), which the inbox reads from the sidecar itself.
+PRESET_KEYS: Final = ("model", "priority", *OPTION_KEYS)
+#: Where a value came from when no sidecar or preset set it (``Request.origins``).
+CONFIG_DEFAULTS: Final = "config defaults"
 #: ``priority:`` takes a whole number in this range (higher goes to the gateway first).
 PRIORITY_RANGE: Final = (-1000, 1000)
 #: How many images a reference drop may list.
@@ -121,8 +130,9 @@ class Sidecar:
     model: str | None
     options: GenerationOptions
     mode: str = "image"
-    #: Higher goes to the gateway first among waiting jobs (default 0).
-    priority: int = 0
+    #: Higher goes to the gateway first among waiting jobs (None: not set here, 0 unless
+    #: a folder preset says otherwise).
+    priority: int | None = None
     last_frame: str | None = None
     references: tuple[str, ...] = ()
 
@@ -135,6 +145,17 @@ class Sidecar:
         if self.references:
             return "reference"
         return "frames" if self.last_frame is not None else "image"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A validated folder preset (``.seedance-watch.yaml``): defaults for the drops in
+    its folder and below.  ``path`` names it in messages (relative to the inbox)."""
+
+    path: str
+    model: str | None = None
+    priority: int | None = None
+    options: GenerationOptions = field(default_factory=GenerationOptions)
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,10 @@ class Request:
     kind: Kind = "image"
     family: str = "1.0"
     priority: int = 0
+    #: Where each effective value came from, for ``validate``: ``model``, ``priority``
+    #: and each set option → ``sidecar``, a preset's path, a config key (the model) or
+    #: :data:`CONFIG_DEFAULTS`.
+    origins: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def body_options(self) -> dict[str, Any] | None:
@@ -200,21 +225,45 @@ def build_request(
     defaults: GenerationOptions,
     models: Mapping[Kind, str] = DEFAULT_MODELS,
     table: ModelTable = MODELS,
+    presets: Sequence[Preset] = (),
 ) -> Request:
-    """The effective request: the sidecar's options over the ``defaults`` the model takes.
+    """The effective request: the sidecar's keys over its folder presets' over the
+    ``defaults`` the model takes (docs/design.md, "Folder presets").
 
-    The model is the sidecar's, else ``models[kind]`` (``gateway.model``,
-    ``text_model``, ``frames_model`` or ``reference_model``).  A known model that is
-    retired, that does not offer the drop's kind, or that does not take one of the
-    sidecar's own options raises :class:`InvalidSidecar` naming the key; a default
-    it does not take is left out.  An unknown model is the gateway's to judge: it
-    is sent in the Seedance 1.0 dialect, which only image and text drops have.
+    ``presets`` run from the inbox's top folder to the drop's own; the nearest wins
+    key by key.  The model is the sidecar's, else the nearest preset's, else
+    ``models[kind]`` (``gateway.model``, ``text_model``, ``frames_model`` or
+    ``reference_model``).  A known model that is retired, that does not offer the
+    drop's kind, or that does not take one of the sidecar's own options raises
+    :class:`InvalidSidecar` naming the key (and the preset file, for a preset's
+    model or option); a config default it does not take is left out, and so is a
+    preset's option when the sidecar chose the model itself (the sidecar wins).  An
+    unknown model is the gateway's to judge: it is sent in the Seedance 1.0
+    dialect, which only image and text drops have.
     """
     kind = sidecar.kind
-    model = sidecar.model or models[kind]
+    origins: dict[str, str] = {}
+    preset_model = next((p for p in reversed(presets) if p.model is not None), None)
+    if sidecar.model is not None:
+        model, origins["model"] = sidecar.model, "sidecar"
+    elif preset_model is not None:
+        assert preset_model.model is not None
+        model, origins["model"] = preset_model.model, preset_model.path
+    else:
+        model, origins["model"] = models[kind], MODEL_SETTINGS[kind]
     problem = _kind_problem(model, kind, from_sidecar=sidecar.model is not None, table=table)
     if problem is not None:
+        if sidecar.model is None and preset_model is not None:
+            raise _in_preset(preset_model.path, problem)
         raise problem
+    # The presets' options, nearest first, each key from the nearest preset setting it.
+    layered = GenerationOptions()
+    for preset in presets:
+        layered = preset.options.over(layered)
+        for key in preset.options.set_options():
+            origins[key] = preset.path
+    for key in sidecar.options.set_options():
+        origins[key] = "sidecar"
     row = table.get(model)
     if row is None:
         if kind not in ("image", "text"):
@@ -225,7 +274,7 @@ def build_request(
                 f"one of {use}",
                 "model",
             )
-        options = sidecar.options.over(defaults)
+        options = sidecar.options.over(layered.over(defaults))
         family = "1.0"
     else:
         refusals = sidecar.options.refusals(row)
@@ -233,8 +282,26 @@ def build_request(
             first_key = refusals[0][0]
             message = "; ".join(f"{key}: {why}" for key, why in refusals)
             raise _problem(message, first_key, "Remove the line, or choose a model that takes it.")
-        options = sidecar.options.over(defaults.fitted(row))
+        from_presets = layered.model_copy(update=sidecar.options.set_options())
+        refused = [(k, why) for k, why in from_presets.refusals(row) if origins[k] != "sidecar"]
+        if refused and sidecar.model is None:
+            path = origins[refused[0][0]]  # the first preset's keys, in one message
+            mine = [(k, why) for k, why in refused if origins[k] == path]
+            message = "; ".join(f"{k}: {why}" for k, why in mine)
+            hint = "Remove the line from the preset, or set a model that takes it."
+            raise _in_preset(path, _problem(message, mine[0][0], hint))
+        options = sidecar.options.over(layered.fitted(row).over(defaults.fitted(row)))
         family = row.family
+    for key in options.set_options():
+        origins.setdefault(key, CONFIG_DEFAULTS)
+    priority = sidecar.priority
+    origins["priority"] = "sidecar"
+    if priority is None:
+        preset_priority = next((p for p in reversed(presets) if p.priority is not None), None)
+        if preset_priority is not None:
+            priority, origins["priority"] = preset_priority.priority, preset_priority.path
+        else:
+            priority, origins["priority"] = 0, "default"
     if family == "2":
         text = sidecar.prompt
     else:
@@ -247,8 +314,14 @@ def build_request(
         options=options,
         kind=kind,
         family=family,
-        priority=sidecar.priority,
+        priority=priority or 0,
+        origins={k: origins[k] for k in ("model", *options.set_options(), "priority")},
     )
+
+
+def _in_preset(path: str, problem: InvalidSidecar) -> InvalidSidecar:
+    """``problem`` of a value a folder preset set, naming the preset file."""
+    return InvalidSidecar(f"{path}: {problem.message}", key=problem.key, hint=problem.hint)
 
 
 def sidecar_hint(data: bytes, sidecar_name: str) -> DropHint:
@@ -298,14 +371,20 @@ def _problem(message: str, key: str | None, hint: str | None = None) -> InvalidS
     return InvalidSidecar(message, key=key, hint=hint)
 
 
-def _validate(data: bytes, *, strict_model: bool) -> tuple[Sidecar | None, list[InvalidSidecar]]:
+def _compose(data: bytes, what: str) -> tuple[yaml.Node | None, list[InvalidSidecar]]:
+    """The YAML document's root node, or the problem that stops the reading (``what``:
+    "sidecar" or "preset", for the messages)."""
     if len(data) > SIDECAR_MAX_BYTES:
         # Cutting it would drop whatever follows the cut: a key, a fix, a typo.
         message = (
-            f"the sidecar is over {SIDECAR_MAX_BYTES} bytes (1 MiB), the limit; "
+            f"the {what} is over {SIDECAR_MAX_BYTES} bytes (1 MiB), the limit; "
             "nothing in it was used"
         )
-        hint = "A sidecar holds a prompt and a few keys: remove what it does not need."
+        hint = (
+            "A sidecar holds a prompt and a few keys: remove what it does not need."
+            if what == "sidecar"
+            else f"A {what} holds a few keys: remove what it does not need."
+        )
         return None, [_problem(message, None, hint)]
     try:
         text = data.decode("utf-8-sig")
@@ -313,10 +392,10 @@ def _validate(data: bytes, *, strict_model: bool) -> tuple[Sidecar | None, list[
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         message = (
-            f"the sidecar is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, "
+            f"the {what} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, "
             f"column {column} cannot be decoded"
         )
-        return None, [_problem(message, None, "Save the sidecar as UTF-8 text.")]
+        return None, [_problem(message, None, f"Save the {what} as UTF-8 text.")]
 
     # One char for one, so positions in messages stay right; see the module docstring.
     text = _UNICODE_BREAKS.sub("\n", text)
@@ -324,17 +403,24 @@ def _validate(data: bytes, *, strict_model: bool) -> tuple[Sidecar | None, list[
         root = yaml.compose(text, Loader=Yaml12Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        what = exc.problem or exc.context or "invalid YAML"
-        return None, [_problem(f"YAML syntax error at {_at(mark)}: {what}", None)]
+        said = exc.problem or exc.context or "invalid YAML"
+        return None, [_problem(f"YAML syntax error at {_at(mark)}: {said}", None)]
     except yaml.reader.ReaderError as exc:
         before = text[: exc.position]
         line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        what = f"character U+{code:04X} is not allowed in YAML"
-        return None, [_problem(f"YAML syntax error at line {line}, column {column}: {what}", None)]
+        said = f"character U+{code:04X} is not allowed in YAML"
+        return None, [_problem(f"YAML syntax error at line {line}, column {column}: {said}", None)]
     except (yaml.YAMLError, RecursionError) as exc:
         return None, [_problem(f"YAML syntax error: {type(exc).__name__}", None)]
 
+    return root, []
+
+
+def _validate(data: bytes, *, strict_model: bool) -> tuple[Sidecar | None, list[InvalidSidecar]]:
+    root, problems = _compose(data, "sidecar")
+    if problems:
+        return None, problems
     if root is None:
         message = "the sidecar is empty; it needs at least a prompt: line"
         return None, [_problem(message, "prompt")]
@@ -350,9 +436,10 @@ def _construct(node: yaml.Node) -> Any:
     return Yaml12Loader("").construct_document(node)
 
 
-def _validate_mapping(
-    root: yaml.MappingNode, *, strict_model: bool
-) -> tuple[Sidecar | None, list[InvalidSidecar]]:
+def _read_keys(
+    root: yaml.MappingNode, allowed: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, yaml.Node], list[InvalidSidecar]]:
+    """Each top-level key's checked value, the key nodes seen, and every problem."""
     problems: list[InvalidSidecar] = []
     values: dict[str, Any] = {}
     seen: dict[str, yaml.Node] = {}
@@ -367,8 +454,8 @@ def _validate_mapping(
             message = f"keys must be text, not {_show(key)} (at {_at(key_node.start_mark)})"
             problems.append(_problem(message, None))
             continue
-        if key not in SIDECAR_KEYS:
-            problems.append(_unknown_key(key))
+        if key not in allowed:
+            problems.append(_unknown_key(key) if key not in SIDECAR_KEYS else _not_in_preset(key))
             continue
         if key in seen:
             first = seen[key].start_mark.line + 1
@@ -390,6 +477,48 @@ def _validate_mapping(
             # A file name is kept exactly (the check refuses spaces around it).
             strip = isinstance(value, str) and key not in ("last_frame", "references")
             values[key] = value.strip() if strip else value
+    return values, seen, problems
+
+
+def _not_in_preset(key: str) -> InvalidSidecar:
+    message = (
+        f"{key}: belongs in each drop's sidecar, not in a folder preset (a preset sets "
+        f"defaults for every drop below it; it may hold {', '.join(PRESET_KEYS)})"
+    )
+    return _problem(message, key, "Move the line into the sidecars that need it.")
+
+
+def check_preset(
+    data: bytes, path: str, *, strict_model: bool = False
+) -> tuple[Preset | None, list[InvalidSidecar]]:
+    """A folder preset's bytes checked with the sidecar's rules (docs/design.md, "Folder
+    presets"): the preset (None if invalid) and every problem.  ``path`` names the
+    file in the preset (its messages do not: the caller prefixes them)."""
+    root, problems = _compose(data, "preset")
+    if problems:
+        return None, problems
+    if root is None:
+        return Preset(path), []  # an empty preset sets nothing
+    if not isinstance(root, yaml.MappingNode):
+        kind = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
+        message = f"the preset must be a YAML mapping of keys (ratio: ...), not {kind}"
+        return None, [_problem(message, None)]
+    values, _, problems = _read_keys(root, PRESET_KEYS)
+    model = values.get("model")
+    if strict_model and model is not None and model not in MODELS:
+        problems.append(_problem(unknown_model_message(model), "model"))
+    if problems:
+        return None, problems
+    options = GenerationOptions.model_validate(
+        {k: v for k, v in values.items() if k in OPTION_KEYS}
+    )
+    return Preset(path, model=model, priority=values.get("priority"), options=options), []
+
+
+def _validate_mapping(
+    root: yaml.MappingNode, *, strict_model: bool
+) -> tuple[Sidecar | None, list[InvalidSidecar]]:
+    values, seen, problems = _read_keys(root, SIDECAR_KEYS)
     if "prompt" not in seen:
         problems.append(_problem("prompt is required and must be non-empty text", "prompt"))
 
@@ -424,7 +553,7 @@ def _validate_mapping(
         mode=mode,
         last_frame=last_frame,
         references=tuple(values.get("references", ())),
-        priority=values.get("priority", 0),
+        priority=values.get("priority"),
     )
     # The sidecar's own model must offer its kind; the default models are checked
     # by build_request (they are the config's).
