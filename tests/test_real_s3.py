@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,9 +23,18 @@ import pytest
 
 from seedance_watch.errors import StorageUnavailable
 from seedance_watch.files.storage import Storage
+from seedance_watch.ledger.jsonl import read_jobs
 from seedance_watch.simulator import Simulator
 
-from .helpers import DaemonProcess, files_under, make_image_bytes, run_once, wait_for, write_config
+from .helpers import (
+    DaemonProcess,
+    daemon_env,
+    files_under,
+    make_image_bytes,
+    run_once,
+    wait_for,
+    write_config,
+)
 from .seaweedfs import SeaweedFS
 from .simhelpers import quick_tasks
 
@@ -193,3 +204,43 @@ def test_the_daemon_with_a_wrong_secret_pauses_storage_and_says_why(
     assert files_under(tmp_path / "inbox") == ["a.jpg", "a.yaml"]
     assert files_under(tmp_path / "failed") == []
     assert seaweedfs.keys(bucket) == []
+
+
+def test_check_and_a_run_report_a_wrong_secret_before_any_drop(
+    tmp_path: Path, seaweedfs: SeaweedFS, bucket: str, sim: Simulator
+) -> None:
+    """The first hour's mistake, against a server that checks signatures: ``check`` with
+    a wrong secret exits 1 naming the bucket and the server's refusal (never the
+    secret), and ``run --once`` exits 1 at start-up, before it takes the drop waiting
+    in the inbox: nothing uploaded, nothing submitted."""
+    config_path = write_config(tmp_path, seaweedfs, sim, bucket=bucket)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "inbox" / "a.jpg").write_bytes(make_image_bytes())
+    (tmp_path / "inbox" / "a.yaml").write_text('prompt: "A quiet street"\n')
+    env = daemon_env(aws=dict(seaweedfs.credentials, AWS_SECRET_ACCESS_KEY="not-the-secret"))
+    command = [sys.executable, "-m", "seedance_watch"]
+    checked = subprocess.run(
+        [*command, "check", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    (error,) = [line for line in checked.stdout.splitlines() if line.startswith("error: ")]
+    assert bucket in error and "SignatureDoesNotMatch" in error, error
+    assert "not-the-secret" not in checked.stdout + checked.stderr
+    ran = subprocess.run(
+        [*command, "run", "--once", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 1, ran.stdout[-2000:] + ran.stderr[-2000:]
+    assert "SignatureDoesNotMatch" in ran.stdout + ran.stderr
+    assert files_under(tmp_path / "inbox") == ["a.jpg", "a.yaml"]
+    assert sim.submit_attempts == 0 and seaweedfs.keys(bucket) == []
+    assert read_jobs(tmp_path / "state") == {}  # the drop was never taken
