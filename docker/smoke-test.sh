@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The container smoke test: build the image with the Dockerfile and turn a drop into a
-# video in it.  `make container-test`; CI (.ci/run) runs it after the suite.  As root.
+# video in it.  `make container-test`; the suite runs it (tests/test_container.py).  As root.
 #
 # 1. Installs podman, runc and debootstrap when they are missing (apt-get) and, when
 #    /etc/containers/containers.conf is absent (or was written by this script), writes
