@@ -103,8 +103,8 @@ class World:
 
         paths = config.paths
 
-        def retry(job_id: str) -> tuple[list[str] | None, str]:
-            result = requeue(config, [job_id])
+        def retry(job_id: str, include_ambiguous: bool) -> tuple[list[str] | None, str]:
+            result = requeue(config, [job_id], include_ambiguous=include_ambiguous)
             return result.moved.get(job_id), result.problems.get(job_id, "")
 
         sources = PageSources(
