@@ -33,7 +33,7 @@ import structlog
 
 from seedance_watch.config import NotifyConfig
 from seedance_watch.core.failures import code_words
-from seedance_watch.core.text import printable
+from seedance_watch.core.text import printable, prose
 from seedance_watch.pipeline.ports import JobEnd
 
 __all__ = ["Message", "Notifications"]
@@ -85,9 +85,9 @@ def job_message(end: JobEnd) -> Message:
     code = end.code or ""
     lines = [f"{end.source} did not become a video: {code_words(code)} ({code})."]
     if end.message:
-        lines.append(f"Why: {end.message}")
+        lines.append(f"Why: {prose(end.message)}")
     if end.hint:
-        lines.append(f"What to do: {end.hint}")
+        lines.append(f"What to do: {prose(end.hint)}")
     lines.append(
         f"The inputs and the report are in the failed folder: {end.metadata}\n"
         f"Once fixed, `seedance-watch retry {end.job_id}` puts them back in the inbox."
