@@ -334,7 +334,8 @@ class _Routes:
         if advice.waiting and advice.fix is not None:
             return (
                 f"nothing changed in failed/ since it failed, so it would fail the same way: "
-                f"first {advice.fix}, then retry",
+                f"first {advice.fix}, then retry (if the config changed instead: "
+                f"seedance-watch retry {job.job_id})",
                 False,
             )
         if advice.ambiguous and not confirmed:

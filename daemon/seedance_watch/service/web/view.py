@@ -281,7 +281,8 @@ def _failed(rows: _Rows, job: Job, advice: RetryAdvice, thumbnailed: bool) -> di
     if advice.waiting and advice.fix is not None:
         fix = (
             f"Nothing changed in failed/ since it failed, so a retry would fail the same "
-            f"way: first {advice.fix}, then Retry."
+            f"way: first {advice.fix}, then Retry. (Changed the config instead? "
+            f"seedance-watch retry {job.job_id})"
         )
     return {
         **rows.card(job),
