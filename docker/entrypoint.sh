@@ -19,6 +19,12 @@
 # a token is set (SEEDANCE_WATCH_HEALTH__TOKEN, or the file named by HEALTH_TOKEN_FILE,
 # default /run/secrets/health-token) and on 127.0.0.1:9464 without one, where only
 # the HEALTHCHECK (which runs this script too) can reach them.
+#
+# The shared database's password (compose's cluster profile): DATABASE_PASSWORD_FILE
+# names a file holding it (a Docker secret, like the key); it is handed to libpq as a
+# private PGPASSFILE (mode 0600, in $TMPDIR), never put in the URL or the
+# environment.  A path that is not a regular file (compose mounts /dev/null there
+# without the profile), or a PGPASSFILE already set, leaves everything as it is.
 set -eu
 
 say() {
@@ -76,6 +82,34 @@ if [ -z "${SEEDANCE_WATCH_HEALTH__TOKEN:-}" ]; then
     elif [ -n "${HEALTH_TOKEN_FILE:-}" ]; then
         say "HEALTH_TOKEN_FILE names $HEALTH_TOKEN_FILE, which is not a file"
         exit 2
+    fi
+fi
+
+db_password_file=${DATABASE_PASSWORD_FILE:-}
+if [ -n "$db_password_file" ] && [ -z "${PGPASSFILE:-}" ]; then
+    if [ ! -e "$db_password_file" ]; then
+        say "DATABASE_PASSWORD_FILE names $db_password_file, which does not exist"
+        exit 2
+    fi
+    if [ -f "$db_password_file" ]; then
+        if ! password=$(cat "$db_password_file" 2>/dev/null); then
+            unreadable_secret "$db_password_file" "the database's password, DATABASE_PASSWORD_FILE"
+            exit 2
+        fi
+        password=$(printf '%s' "$password" | tr -d '\r\n')
+        if [ -n "$password" ]; then
+            passfile="${TMPDIR:-/tmp}/seedance-watch-$(id -u).pgpass"
+            # mktemp makes it 0600; the rename replaces an older one in one step.
+            if ! tmp=$(mktemp "$passfile.XXXXXX" 2>/dev/null); then
+                say "cannot write the database's password file in ${TMPDIR:-/tmp} (a read-only container needs a writable TMPDIR, e.g. --tmpfs /tmp)"
+                exit 2
+            fi
+            # libpq's format, host:port:database:user:password; ':' and '\' escaped.
+            printf '*:*:*:*:%s\n' "$(printf '%s' "$password" | sed 's/[\\:]/\\&/g')" >"$tmp"
+            mv -f "$tmp" "$passfile"
+            export PGPASSFILE="$passfile"
+        fi
+        unset password
     fi
 fi
 

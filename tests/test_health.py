@@ -135,6 +135,30 @@ class StoreOnlyView:
         return {}
 
 
+def test_healthz_names_every_recorded_pause_with_its_message(tmp_path: Path) -> None:
+    """/healthz's ``paused`` holds the engine's pauses and every other pause the daemon
+    records (the budget, the database, any reason), each with its message."""
+
+    class Paused(StoreOnlyView):
+        def pauses(self) -> dict[str, str]:
+            return {"storage": "the bucket b does not exist"}
+
+    recorded = {
+        "storage": {"message": "older words for the same pause"},
+        "database": {"message": "the database db.example.net is out of reach", "since": "x"},
+        "budget": {"message": "USD 5.00 of 5.00 spent today"},
+    }
+    with Ledger.open(tmp_path / "state") as ledger:
+        check = health_check(Heartbeat(), Paused(ledger), lambda: recorded)  # type: ignore[arg-type]
+        assert check()[1]["paused"] == {
+            "storage": "the bucket b does not exist",
+            "database": "the database db.example.net is out of reach",
+            "budget": "USD 5.00 of 5.00 spent today",
+        }
+        unpaused = health_check(Heartbeat(), StoreOnlyView(ledger))  # type: ignore[arg-type]
+        assert unpaused()[1]["paused"] == {}
+
+
 def test_healthz_is_503_when_the_loop_is_stuck_or_the_ledger_cannot_be_written(
     tmp_path: Path,
 ) -> None:

@@ -92,3 +92,42 @@ def test_metrics_without_a_store_have_no_kind_series() -> None:
     """A bare ``Metrics()`` (tests, the page) renders without job gauges to refresh."""
     names = {name for name, _ in samples(Metrics().render())}
     assert "seedance_jobs_by_kind" not in names and "seedance_submits_total" in names
+
+
+def test_a_host_in_a_shared_store_names_itself_and_the_clusters_hosts() -> None:
+    """Every daemon has ``seedance_build_info{version}``; on a shared store,
+    ``seedance_host_info{host}`` names this host and the cluster series (read at each
+    scrape) count the hosts, the alive ones, and give each host's lease; while the
+    hosts cannot be read those series are absent, never stale, and the rest renders."""
+    from seedance_watch import __version__
+    from seedance_watch.errors import StoreUnavailable
+    from seedance_watch.ledger.base import HostLease
+
+    plain = samples(Metrics().render())
+    assert plain[("seedance_build_info", (("version", __version__),))] == 1
+    assert not any(name.startswith(("seedance_host_info", "seedance_cluster")) for name, _ in plain)
+
+    leases: list[HostLease] | Exception = [
+        HostLease("a", "2026-12-01T10:00:00Z", True),
+        HostLease("b", "2026-12-01T09:00:00+00:00", False),
+    ]
+
+    def hosts() -> list[HostLease]:
+        if isinstance(leases, Exception):
+            raise leases
+        return leases
+
+    metrics = Metrics()
+    metrics.cluster("a", hosts)
+    m = samples(metrics.render())
+    assert m[("seedance_host_info", (("host", "a"),))] == 1
+    assert m[("seedance_cluster_hosts", ())] == 2
+    assert m[("seedance_cluster_hosts_alive", ())] == 1
+    assert m[("seedance_cluster_host_alive", (("host", "a"),))] == 1
+    assert m[("seedance_cluster_host_alive", (("host", "b"),))] == 0
+    renewed = ("seedance_cluster_host_renewed_timestamp_seconds", (("host", "b"),))
+    assert m[renewed] == 1_796_115_600  # 2026-12-01T09:00:00Z
+    leases = StoreUnavailable("the database is out of reach")
+    down = samples(metrics.render())
+    assert not any(name.startswith("seedance_cluster") for name, _ in down)
+    assert down[("seedance_host_info", (("host", "a"),))] == 1

@@ -226,3 +226,40 @@ def test_config_refuses_an_unknown_url_without_echoing_it(tmp_path: Path) -> Non
     assert "tok3n-s3cret" not in info.value.message
     ok = load_config(path, {"SEEDANCE_WATCH_NOTIFY__URLS": '["ntfy://ntfy.example.com/videos"]'})
     assert ok.notify.urls == ["ntfy://ntfy.example.com/videos"]
+
+
+def test_a_name_that_is_not_utf8_is_sent_with_its_bytes_shown() -> None:
+    """A file name that is not UTF-8 (``b\\udce9ach.jpg``) and a message with a line
+    break and a terminal escape still make a message a service can encode: the name
+    shows as ``b\\xe9ach.jpg``, the message stays one line of the body, and the failure
+    is in words beside its code."""
+    sent: list[tuple[str, str]] = []
+
+    def strict_sender(url: str, message: Any) -> bool:
+        # What a mail or chat service does with the text: encode it as UTF-8.
+        sent.append((message.title.encode("utf-8").decode(), message.body.encode("utf-8").decode()))
+        return True
+
+    n = notifications(["json://localhost"], sender=strict_sender)
+    try:
+        n.job_ended(
+            JobEnd(
+                "failed",
+                "job-3",
+                "sub/b\udce9ach.jpg",
+                Path("/srv/failed/sub/b\udce9ach.error.json"),
+                code="invalid_image",
+                message="b\udce9ach.jpg:\nnot an image \x1b[2J",
+                hint="Replace it",
+            )
+        )
+        n.job_ended(done_end())
+        assert drain(n)
+    finally:
+        n.close()
+    (title, body), (done_title, _) = sent
+    assert title == "Video failed: sub/b\\xe9ach.jpg" and done_title.startswith("Video ready")
+    assert "sub/b\\xe9ach.jpg did not become a video: the image could not be read" in body
+    assert "(invalid_image)" in body and "b\\xe9ach.error.json" in body
+    assert "\\x1b[2J" in body and "\x1b" not in body
+    assert "Why: b\\xe9ach.jpg: not an image" in body  # a message is one line

@@ -25,7 +25,7 @@ from PIL import Image
 from seedance_watch.commands.requeue import requeue
 from seedance_watch.commands.status import read_daemon_status, status_report
 from seedance_watch.config import Config, load_config
-from seedance_watch.core.jobs import Job, State
+from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.service.http import MAX_WEBHOOK_BYTES, HealthServer, PageSources
@@ -103,8 +103,8 @@ class World:
 
         paths = config.paths
 
-        def retry(job_id: str) -> tuple[list[str] | None, str]:
-            result = requeue(config, [job_id])
+        def retry(job_id: str, include_ambiguous: bool) -> tuple[list[str] | None, str]:
+            result = requeue(config, [job_id], include_ambiguous=include_ambiguous)
             return result.moved.get(job_id), result.problems.get(job_id, "")
 
         sources = PageSources(
@@ -680,3 +680,332 @@ def test_the_page_files_are_declared_package_data() -> None:
     assert {"templates/page.html", "static/page.js", "static/page.css"} <= set(files)
     for name in files:
         assert any(fnmatch.fnmatch(name, g) for g in globs), name
+
+
+# --- the daily routine: lineage, confirmations, what to fix, words, times ---------------
+
+
+def _failed_files(
+    world: World, job_id: str, code: str, names: dict[str, bytes], **fields: Any
+) -> Job:
+    """A failed job whose files wait in failed/, each recorded as intake examined it."""
+    inputs = []
+    for name, data in names.items():
+        path = world.root / "failed" / name
+        path.write_bytes(data)
+        st = path.stat()
+        role = "sidecar" if name.endswith(".yaml") else "image"
+        sha = hashlib.sha256(data).hexdigest()
+        inputs.append(InputFile(role, name, sha, st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns))
+    job = _job(
+        job_id,
+        State.FAILED,
+        next(iter(names)),
+        error={"code": code, "message": "it failed", "hint": "", "stage": "new"},
+        inputs=tuple(inputs),
+        moved_to=tuple((name, f"failed/{name}") for name in names),
+        **fields,
+    )
+    world.ledger.put(job)
+    return job
+
+
+def _card(page: str, job_id: str) -> str:
+    """The server-rendered markup of one job's card (its <li> in a list)."""
+    start = page.index(f'<li data-key="{job_id}" class="card')
+    return page[start : page.index("</li>", start)]
+
+
+def test_a_retried_job_points_at_its_rerun_and_the_rerun_back(world: World) -> None:
+    """A ``retried`` job's row links to its rerun's card ("retried as job ..."), and the
+    rerun's card and row say "retry of job ...", linking back to the retried job's row."""
+    old, new = "7777777777777777", "8888888888888888"
+    world.ledger.put(
+        _job(
+            old,
+            State.RETRIED,
+            "tide.jpg",
+            created_at=NOW - 45,
+            retried_as=new,
+            error={"code": "task_failed", "message": "no", "stage": "poll"},
+        )
+    )
+    world.ledger.put(
+        _job(new, State.DONE, "tide.jpg", created_at=NOW - 15, retry_of=old, output="tide.mp4")
+    )
+    client = world.serve()
+    view = client.get("/api/view", headers=bearer()).json()
+    rows = {r["job_id"]: r for r in view["recent"]}
+    assert rows[old]["state_text"] == "Retried" and rows[old]["state"] == "retried"
+    assert rows[old]["retried_as_text"] == f"retried as job {new}"
+    assert rows[old]["retried_as_url"] == f"#job-{new}"  # the rerun's done card
+    done = {c["job_id"]: c for c in view["done"]}[new]
+    assert done["card_id"] == f"job-{new}"
+    assert done["retry_of_text"] == f"retry of job {old}"
+    assert done["retry_of_url"] == f"#row-{old}"  # a retried job has no card: its row
+    page = client.get("/", headers=bearer()).text
+    assert f'id="job-{new}"' in page and f'id="row-{old}"' in page
+    assert f'href="#job-{new}">retried as job {new}</a>' in page
+    assert f'href="#row-{old}">retry of job {old}</a>' in _card(page, new)
+
+
+@pytest.mark.parametrize("code", ["submit_ambiguous", "task_timeout"])
+def test_retrying_a_task_that_may_be_billed_needs_a_confirmation(world: World, code: str) -> None:
+    """The card of a job whose task may exist and be billed has no plain Retry but a
+    second step ("Retry anyway -- may be billed twice", a form with ``confirm=yes``,
+    inside <details>: no JavaScript needed); the server refuses a retry without the
+    field (409, nothing moved, the answer is that second step) and does it with it."""
+    job_id = "9999999999999999"
+    _failed_files(
+        world,
+        job_id,
+        code,
+        {"reef.jpg": b"jpeg?", "reef.yaml": b"prompt: reef\n"},
+        task_id="task-reef",
+    )
+    client = world.serve()
+    card = {c["job_id"]: c for c in client.get("/api/view", headers=bearer()).json()["failed"]}[
+        job_id
+    ]
+    assert card["retry_url"] == "" and card["confirm_url"] == f"/jobs/{job_id}/retry"
+    assert "task-reef" in card["confirm_text"] and "billed" in card["confirm_text"]
+    page = client.get("/", headers=bearer()).text
+    html_card = _card(page, job_id)
+    assert '<input type="hidden" name="confirm" value="yes">' in html_card
+    assert "Retry anyway — may be billed twice" in html_card and "<details" in html_card
+    origin = str(client.base_url).rstrip("/")
+    url = f"/jobs/{job_id}/retry"
+    failed = world.root / "failed"
+    refused = client.post(url, headers={**bearer(), "Origin": origin})
+    assert refused.status_code == 409
+    assert "may exist at the gateway and be billed" in refused.text
+    assert 'name="confirm" value="yes"' in refused.text  # the second step, without JS
+    as_json = client.post(
+        url,
+        headers={**bearer(), "Origin": origin, "Accept": "application/json"},
+        data={"confirm": "no"},
+    )
+    assert as_json.status_code == 409 and "confirm=yes" in as_json.json()["error"]
+    assert (failed / "reef.jpg").exists() and not (world.root / "inbox" / "reef.jpg").exists()
+    done = client.post(url, headers={**bearer(), "Origin": origin}, data={"confirm": "yes"})
+    assert done.status_code == 303
+    assert sorted(p.name for p in (world.root / "inbox").iterdir()) == ["reef.jpg", "reef.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("code", "changed", "fix"),
+    [
+        ("invalid_image", "dusk.jpg", "replace the image in failed/"),
+        ("invalid_sidecar", "dusk.yaml", "fix the sidecar in failed/"),
+    ],
+)
+def test_no_retry_for_a_failure_that_would_repeat_until_its_file_changes(
+    world: World, code: str, changed: str, fix: str
+) -> None:
+    """An ``invalid_image`` or ``invalid_sidecar`` job whose files in failed/ are as
+    intake recorded them gets no Retry but what to fix; the server refuses its retry
+    with the same words (409, nothing moved).  Once the file changed, Retry is there
+    and works.  Another failure (``task_failed``) keeps its Retry unchanged."""
+    job_id = "abababababababab"
+    _failed_files(world, job_id, code, {"dusk.jpg": b"not an image", "dusk.yaml": b"prompt: [\n"})
+    other = _failed_files(world, "cdcdcdcdcdcdcdcd", "task_failed", {"moon.jpg": b"x"})
+    client = world.serve()
+    origin = str(client.base_url).rstrip("/")
+
+    def card() -> dict[str, Any]:
+        cards = client.get("/api/view", headers=bearer()).json()["failed"]
+        return {c["job_id"]: c for c in cards}
+
+    first = card()
+    assert first[job_id]["retry_url"] == "" and first[job_id]["confirm_url"] == ""
+    assert fix in first[job_id]["fix"] and "then Retry" in first[job_id]["fix"]
+    assert first[other.job_id]["retry_url"] and first[other.job_id]["fix"] == ""
+    page = client.get("/", headers=bearer()).text
+    assert fix in _card(page, job_id)
+    assert f'action="/jobs/{job_id}/retry"' not in page
+    refused = client.post(
+        f"/jobs/{job_id}/retry",
+        headers={**bearer(), "Origin": origin, "Accept": "application/json"},
+    )
+    assert refused.status_code == 409 and fix in refused.json()["error"]
+    assert (world.root / "failed" / "dusk.jpg").exists()
+    assert list((world.root / "inbox").iterdir()) == []
+
+    (world.root / "failed" / changed).write_bytes(b"fixed, at last\n")
+    after = card()[job_id]
+    assert after["retry_url"] == f"/jobs/{job_id}/retry" and after["fix"] == ""
+    moved = client.post(f"/jobs/{job_id}/retry", headers={**bearer(), "Origin": origin})
+    assert moved.status_code == 303
+    assert sorted(p.name for p in (world.root / "inbox").iterdir()) == ["dusk.jpg", "dusk.yaml"]
+
+
+def test_no_image_element_without_an_image(world: World) -> None:
+    """A text drop's card and a drop refused as ``invalid_image`` have no <img> at all
+    (not a broken one), and no video poster; a checked image keeps its thumbnail."""
+    text_id, bad_id = "1212121212121212", "3434343434343434"
+    world.ledger.put(
+        replace(
+            _job(text_id, State.DONE, "poem.yaml", output="poem.mp4", prompt="A poem"),
+            kind="text",
+            sidecar="poem.yaml",
+        )
+    )
+    _failed_files(world, bad_id, "invalid_image", {"bad.jpg": b"GIF89a?"})
+    client = world.serve()
+    page = client.get("/", headers=bearer()).text
+    for job_id in (text_id, bad_id):
+        assert "<img" not in _card(page, job_id), job_id
+        assert "poster=" not in _card(page, job_id)
+    assert '<img class="thumb"' in _card(page, DONE_ID)
+    view = client.get("/api/view", headers=bearer()).json()
+    cards = {c["job_id"]: c for c in view["done"] + view["failed"]}
+    assert cards[text_id]["thumbnail_url"] == "" and cards[bad_id]["thumbnail_url"] == ""
+
+
+def test_cards_show_the_prompt_model_options_and_priority(world: World) -> None:
+    """A card shows the prompt (escaped, on one line, cut with an ellipsis and whole in
+    its title when long), the model, the main options in words and a priority that is
+    not 0; a job with priority 0 shows none."""
+    long_id, short_id = "5656565656565656", "7878787878787878"
+    prompt = "A calm <sea>\nat dusk, " + "waves " * 60
+    world.ledger.put(
+        _job(
+            long_id,
+            State.DONE,
+            "sea.jpg",
+            output="sea.mp4",
+            prompt=prompt,
+            model="seedance-1-5-pro",
+            options={
+                "ratio": "9:16",
+                "resolution": "1080p",
+                "duration": 10,
+                "generate_audio": True,
+            },
+            priority=5,
+        )
+    )
+    world.ledger.put(
+        _job(
+            short_id,
+            State.SUBMITTED,
+            "hill.jpg",
+            prompt="A hill",
+            model="seedance-1-0-lite-i2v",
+            options={"duration": "auto", "camerafixed": True, "seed": 7},
+            task_id="task-hill",
+            submitted_at=NOW - 5,
+        )
+    )
+    client = world.serve()
+    view = client.get("/api/view", headers=bearer()).json()
+    card = {c["job_id"]: c for c in view["done"]}[long_id]
+    assert card["prompt"].startswith("A calm <sea> at dusk, waves") and card["prompt"].endswith("…")
+    assert len(card["prompt"]) <= 160 and card["prompt_title"].startswith("A calm <sea> at dusk")
+    assert card["model"] == "seedance-1-5-pro"
+    assert card["options_text"] == "9:16 · 1080p · 10 s · with audio"
+    assert card["priority_text"] == "priority 5"
+    flight = {c["job_id"]: c for c in view["in_flight"]}[short_id]
+    assert flight["options_text"] == "length chosen by the model · fixed camera · seed 7"
+    assert flight["priority_text"] == "" and flight["prompt"] == "A hill"
+    page = client.get("/", headers=bearer()).text
+    html_card = _card(page, long_id)
+    assert "A calm &lt;sea&gt; at dusk" in html_card and "<sea>" not in page
+    assert "9:16 · 1080p · 10 s · with audio" in html_card and "priority 5" in html_card
+    recent = {r["job_id"]: r for r in view["recent"]}
+    assert recent[long_id]["priority_text"] == "priority 5"
+
+
+def test_states_and_failures_are_in_words_with_the_code_at_hand(world: World) -> None:
+    """Counts, rows and cards say what a state means ("Being made at the gateway",
+    "Failed: the sidecar is not valid"), with the state and code in a title or a detail
+    line, never "invalid_sidecar in intake" as the headline."""
+    world.ledger.put(_job("9090909090909090", State.UPLOADED, "wait.jpg"))
+    client = world.serve()
+    view = client.get("/api/view", headers=bearer()).json()
+    counts = {c["state"]: c["state_text"] for c in view["counts"]}
+    assert counts["uploaded"] == "Waiting for a slot"
+    assert counts["submitted"] == "Being made at the gateway"
+    rows = {r["job_id"]: r for r in view["recent"]}
+    assert rows[FAILED_ID]["state_text"] == "Failed: the sidecar is not valid"
+    assert rows[FAILED_ID]["state_title"] == "state failed, code invalid_sidecar"
+    assert rows["9090909090909090"]["state_text"] == "Waiting for a slot"
+    failed = {c["job_id"]: c for c in view["failed"]}[FAILED_ID]
+    assert failed["failure_text"] == "Failed: the sidecar is not valid"
+    assert failed["code"] == "invalid_sidecar"
+    page = client.get("/", headers=bearer()).text
+    card = _card(page, FAILED_ID)
+    assert "Failed: the sidecar is not valid" in card
+    assert 'code <code data-bind="code">invalid_sidecar</code>' in card
+    assert "invalid_sidecar</code> in" not in page
+    assert 'title="state failed, code invalid_sidecar"' in page
+
+
+def test_times_are_time_elements_in_utc_for_the_script_to_localise(world: World) -> None:
+    """Every absolute time is a <time datetime="...Z"> whose text the server writes in
+    UTC (the page works without JavaScript); relative ages carry the UTC time as a
+    title; the script converts both to the viewer's zone (the browser test checks)."""
+    DaemonStatusFile(world.config.paths.state, key_source="file").pause(
+        "storage", "the bucket b does not exist", since=NOW - 100, next_probe_at=NOW + 60
+    )
+    client = world.serve()
+    page = client.get("/", headers=bearer()).text
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(NOW))
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+    assert f'datetime="{iso}">{stamp}</time>' in page  # "updated ..."
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 100))
+    assert f'data-attr="datetime:since" datetime="{since}">' in page
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(NOW - 60))
+    assert f'title="{created}">60 s</time>' in page
+    assert page.count("data-local") >= 3
+    script = client.get("/static/page.js", headers=bearer()).text
+    assert "toLocaleString" in script and "data-local" in page
+
+
+def test_a_name_that_is_not_utf8_shows_its_bytes_everywhere(world: World) -> None:
+    """A job whose source is ``b\\udce9ach.jpg`` (the byte 0xE9 of a name that is not
+    UTF-8) renders as ``b\\xe9ach.jpg`` on the page and in /api/view, /api/jobs keeps
+    the name as status --json does (an escape), and nothing answers 500."""
+    name = "b\udce9ach.jpg"
+    world.ledger.put(_job("4545454545454545", State.DONE, name, output="b\udce9ach.mp4"))
+    world.ledger.put(
+        _job(
+            "6767676767676767",
+            State.FAILED,
+            "x\udcffy.jpg",
+            error={"code": "invalid_image", "message": f"{name} \udcff is not an image"},
+            moved_to=(("x\udcffy.jpg", "failed/x\udcffy.jpg"),),
+        )
+    )
+    client = world.serve()
+    page = client.get("/", headers=bearer())
+    assert page.status_code == 200 and "b\\xe9ach.jpg" in page.text
+    assert "b\\xe9ach.jpg \\xff is not an image" in page.text and "x\\xffy.jpg" in page.text
+    view = client.get("/api/view", headers=bearer())
+    assert view.status_code == 200
+    assert "b\\xe9ach.jpg" in {r["source"] for r in view.json()["recent"]}
+    jobs = client.get("/api/jobs", headers=bearer())
+    assert jobs.status_code == 200 and b"\\udce9" in jobs.content
+    assert name in {j["source"] for j in jobs.json()["jobs"]}
+    origin = str(client.base_url).rstrip("/")
+    refused = client.post("/jobs/6767676767676767/retry", headers={**bearer(), "Origin": origin})
+    assert refused.status_code == 409  # its file is not in failed/: refused, not a 500
+
+
+def test_every_pause_shows_with_its_message_whatever_its_reason(world: World) -> None:
+    """A database pause (and any reason the page has no words for) shows with its
+    message and since when, as the known ones do; the budget's says when it lifts."""
+    status = DaemonStatusFile(world.config.paths.state, key_source="file")
+    status.pause("database", "the database db.example.net is out of reach", since=NOW - 30)
+    status.pause("budget", "USD 5.00 of 5.00 spent today", next_probe_at=NOW + 3600)
+    status.pause("tape", "the tape <drive> is full")
+    client = world.serve()
+    pauses = {p["reason"]: p for p in client.get("/api/view", headers=bearer()).json()["pauses"]}
+    assert pauses["database"]["reason_text"] == "The database cannot be reached"
+    assert pauses["database"]["message"] == "the database db.example.net is out of reach"
+    assert pauses["budget"]["next_label"] == "lifts"
+    assert pauses["tape"]["reason_text"] == "Paused: tape"
+    page = client.get("/", headers=bearer()).text
+    assert "The database cannot be reached" in page
+    assert "the database db.example.net is out of reach" in page
+    assert "the tape &lt;drive&gt; is full" in page

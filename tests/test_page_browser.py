@@ -8,10 +8,12 @@ failure, never a skip.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
 import signal
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TOKEN = "browser-test-token-0123456789"
+#: The browser's zone and locale: the page shows times there, not in UTC.
+ZONE = "Pacific/Auckland"
+#: A name that is not UTF-8 (Latin-1's é): the file system's bytes, kept as they are.
+LATIN1_STEM = os.fsdecode(b"r\xe9cif")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "status-page.png"
 BROWSER_WAIT_MS = 30_000
 
@@ -93,9 +99,13 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
     browser: Any,
 ) -> None:
     """With good and bad drops: protected routes refuse a request without the token;
-    the page lists each job with its state (names shown as written), its thumbnails
-    load, a video plays from an mp4, a new drop appears without a reload, and a retry
-    click brings a fixed failed job back until it is done."""
+    the page lists each job with its state in words (names shown as written, a name
+    that is not UTF-8 as its bytes), its thumbnails load (a text drop and a refused
+    image have no image element at all), cards show the prompt, model, options and
+    priority, times show in the browser's zone, a video plays from an mp4, a new drop
+    appears without a reload; a failed drop whose sidecar is unchanged offers no Retry
+    but what to fix, and once fixed in failed/ its Retry appears, brings it back until
+    it is done, and the failed job's row then points at its rerun."""
     extra = f"health: {{listen: '127.0.0.1:0', token: '{TOKEN}'}}\n"
     config = write_config(tmp_path, s3_server, sim, extra=extra)
     inbox, state = tmp_path / "inbox", tmp_path / "state"
@@ -107,23 +117,37 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
         )
         base = f"http://127.0.0.1:{listening[0]['port']}"
         wait_for(lambda: daemon.has_event("daemon.ready"), timeout=30)
-        drop(inbox, "beach", (30, 110, 190))
+        beach = (
+            'prompt: "Waves roll onto a quiet beach"\nresolution: 720p\nduration: 5\npriority: 3\n'
+        )
+        drop(inbox, "beach", (30, 110, 190), sidecar=beach)
         drop(inbox / "<b>x<", "b>", (200, 90, 40))  # the drop <b>x</b>.jpg (a folder, a file)
         drop(inbox, "dune", (190, 150, 60), sidecar="prompt: [not yaml\n")
+        drop(inbox, LATIN1_STEM, (120, 60, 160), sidecar='prompt: "A recife at noon"\n')
+        (inbox / "lighthouse.yaml").write_text(
+            'mode: text\nprompt: "A lighthouse at night, its beam sweeping the fog"\n'
+        )
+        (inbox / "broken.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
+        (inbox / "broken.yaml").write_text('prompt: "Never a video"\n')
+        latin1 = f"{LATIN1_STEM}.jpg"
+        expected = {
+            "beach.jpg": State.DONE,
+            "<b>x</b>.jpg": State.DONE,
+            "dune.jpg": State.FAILED,
+            latin1: State.DONE,
+            "lighthouse.yaml": State.DONE,
+            "broken.jpg": State.FAILED,
+        }
         jobs = wait_for(
             lambda: (
                 (found := {source: js[0] for source, js in jobs_by_source(state).items()})
-                and len(found) == 3
+                and len(found) == len(expected)
                 and all(j.terminal for j in found.values())
                 and found
             ),
             timeout=60,
         )
-        assert {s: j.state for s, j in jobs.items()} == {
-            "beach.jpg": State.DONE,
-            "<b>x</b>.jpg": State.DONE,
-            "dune.jpg": State.FAILED,
-        }
+        assert {s: j.state for s, j in jobs.items()} == expected
         done_id = jobs["beach.jpg"].job_id
 
         # Without the token nothing but /healthz answers.
@@ -131,7 +155,10 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
             assert httpx.get(base + path, timeout=10).status_code == 401, path
         assert httpx.get(base + "/healthz", timeout=10).status_code == 200
 
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        context = browser.new_context(
+            viewport={"width": 1100, "height": 900}, timezone_id=ZONE, locale="en-GB"
+        )
+        page = context.new_page()
         refused = page.goto(base + "/")
         assert refused is not None and refused.status == 401
         page.goto(base + "/?token=" + TOKEN)
@@ -140,17 +167,54 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
         # expression with eval(), which the page's CSP (no 'unsafe-eval') refuses.
         page.wait_for_function("() => document.documentElement.dataset.live === 'on'")
 
+        words = {
+            "beach.jpg": "Done",
+            "<b>x</b>.jpg": "Done",
+            latin1: "Done",
+            "lighthouse.yaml": "Done",
+            "dune.jpg": "Failed: the sidecar is not valid",
+            "broken.jpg": "Failed: the image could not be read",
+        }
         for source, job in jobs.items():
             row = page.locator(f"tbody[data-list=recent] tr[data-key='{job.job_id}']")
-            assert row.locator("th").inner_text() == source
-            assert row.locator(".state").inner_text() == job.state.value
+            shown = "r\\xe9cif.jpg" if source == latin1 else source
+            assert row.locator("th").inner_text() == shown
+            assert row.locator(".state").inner_text() == words[source]
+            assert row.locator(".state").get_attribute("data-state") == job.state.value
         assert page.locator("tbody b").count() == 0  # <b>x</b>.jpg was not markup
         failed_card = page.locator(f"[data-list=failed] li[data-key='{jobs['dune.jpg'].job_id}']")
         assert failed_card.locator("code[data-bind=code]").inner_text() == "invalid_sidecar"
+        # Unchanged since it failed: no Retry, but what to fix.
+        assert failed_card.get_by_role("button").count() == 0
+        assert "fix the sidecar in failed/" in failed_card.locator(".fix").inner_text()
+        broken_card = page.locator(f"[data-list=failed] li[data-key='{jobs['broken.jpg'].job_id}']")
+        assert (
+            broken_card.locator("img").count() == 0
+            and broken_card.get_by_role("button").count() == 0
+        )
+        text_card = page.locator(
+            f"[data-list=done] li[data-key='{jobs['lighthouse.yaml'].job_id}']"
+        )
+        assert text_card.locator("img").count() == 0
+        assert text_card.locator(".prompt").inner_text().startswith("A lighthouse at night")
+        beach_card = page.locator(f"[data-list=done] li[data-key='{jobs['beach.jpg'].job_id}']")
+        assert beach_card.locator(".prompt").inner_text() == "Waves roll onto a quiet beach"
+        request = beach_card.locator(".request").inner_text()
+        assert "720p" in request and "5 s" in request and "priority 3" in request
+        assert jobs["beach.jpg"].model and jobs["beach.jpg"].model in request
+
+        # Times in the browser's zone: the server wrote UTC, the script rewrote it.
+        updated = page.locator("#live time")
+        iso = updated.get_attribute("datetime")
+        assert iso is not None
+        local = dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(
+            zoneinfo.ZoneInfo(ZONE)
+        )
+        assert f"{local:%H:%M:%S}" in updated.inner_text() and "UTC" not in updated.inner_text()
 
         # Thumbnails really load, and a video plays from an mp4.
         thumbs = page.locator("[data-list=done] img.thumb")
-        assert thumbs.count() == 2
+        assert thumbs.count() == 3
         page.wait_for_function(
             """() => [...document.querySelectorAll('[data-list=done] img.thumb')]
                  .every((img) => img.complete && img.naturalWidth > 0)""",
@@ -207,7 +271,7 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
             timeout=BROWSER_WAIT_MS,
         )
         page.wait_for_function(
-            """() => document.querySelectorAll('[data-list=done] li').length === 3""",
+            """() => document.querySelectorAll('[data-list=done] li').length === 5""",
             timeout=BROWSER_WAIT_MS,
         )
         assert page.evaluate("window.__sameDocument") is True
@@ -218,22 +282,36 @@ def test_the_page_in_chromium_shows_plays_updates_and_retries(
             timeout=BROWSER_WAIT_MS,
         )
 
-        # Fix the failed drop's sidecar where it waits, then press its retry button.
+        # Fix the failed drop's sidecar where it waits: its Retry appears (no reload);
+        # press it.
         (tmp_path / "failed" / "dune.yaml").write_text('prompt: "A dune at dusk"\n')
         with page.expect_navigation():
-            page.get_by_role("button", name="Retry dune.jpg").click()
+            page.get_by_role("button", name="Retry dune.jpg").click(timeout=BROWSER_WAIT_MS)
         assert page.url == base + "/"
         retried = wait_for(lambda: len(jobs_by_source(state).get("dune.jpg", [])) == 2, timeout=30)
         assert retried
-        again = jobs_by_source(state)["dune.jpg"][1]
+        first, again = jobs_by_source(state)["dune.jpg"]
         page.wait_for_function(
             f"""() => {{
                  const row = document.querySelector("tbody tr[data-key='{again.job_id}']");
-                 return row !== null && row.querySelector('.state').textContent === 'done';
+                 return row !== null && row.querySelector('.state').dataset.state === 'done';
                }}""",
             timeout=BROWSER_WAIT_MS,
         )
         assert page.get_by_role("button", name="Retry dune.jpg").count() == 0
+        # The failed job's row points at its rerun's card, and the link lands there.
+        pointer = page.locator(f"tr[data-key='{first.job_id}'] a", has_text="retried as job")
+        page.wait_for_function(
+            f"""() => {{
+                 const a = document.querySelector("tr[data-key='{first.job_id}'] a[href]");
+                 return a !== null && a.getAttribute('href') === '#job-{again.job_id}';
+               }}""",
+            timeout=BROWSER_WAIT_MS,
+        )
+        pointer.click()
+        assert page.url.endswith(f"#job-{again.job_id}")
+        rerun = page.locator(f"#job-{again.job_id}")
+        assert f"retry of job {first.job_id}" in rerun.inner_text()
         view = page.evaluate("fetch('/api/jobs').then((r) => r.json())")
         assert json.dumps(view)  # the cookie opens the API for the page's own requests
         assert {j["state"] for j in view["jobs"] if j["source"] == "dune.jpg"} == {

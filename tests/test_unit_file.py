@@ -331,13 +331,87 @@ def test_compose_runs_the_daemon_beside_minio_with_the_key_as_a_secret() -> None
     assert env["SEEDANCE_WATCH_STORAGE__ENDPOINT_URL"] == "http://minio:9000"
     assert env["PIXAZO_API_KEY_FILE"] == "/run/secrets/pixazo-api-key"
     assert env["HEALTH_TOKEN_FILE"] == "/run/secrets/health-token"
-    assert daemon["secrets"] == ["pixazo-api-key", "health-token"]
-    assert set(compose["secrets"]) == {"pixazo-api-key", "health-token"}
+    assert daemon["secrets"][:2] == ["pixazo-api-key", "health-token"]
+    assert set(compose["secrets"]) == {"pixazo-api-key", "health-token", "postgres-password"}
     for name, service in compose["services"].items():
         if "build" not in service:
-            assert re.fullmatch(r"\S+:RELEASE\.\S+", service["image"]), name
+            assert re.fullmatch(r"\S+:(RELEASE\.\S+|\d+\.\d+-\w+)", service["image"]), name
     mounts = {v.split(":")[1] for v in daemon["volumes"]}
     assert mounts == {f"/data/{n}" for n in FIVE}
     assert int(daemon["stop_grace_period"].rstrip("s")) > 20
     assert "minio" in compose["services"]
-    assert all(str(v).startswith("${") for k, v in env.items() if "SECRET" in k or "PASSWORD" in k)
+    # A password is a ${variable} from .env, or a file under /run/secrets (a secret).
+    for key, value in env.items():
+        if "SECRET" in key or "PASSWORD" in key:
+            literal = str(value)
+            assert literal.startswith("${") or (
+                key.endswith("_FILE") and literal.startswith("/run/secrets/")
+            ), key
+
+
+def test_compose_cluster_profile_adds_postgres_with_the_password_as_a_secret() -> None:
+    """The ``cluster`` profile adds a pinned PostgreSQL whose password is a secret file;
+    the daemon reaches it by a URL without a password (from .env: empty, one host),
+    gets the password through the same secret (``DATABASE_PASSWORD_FILE``, which the
+    entrypoint turns into a PGPASSFILE) and waits for it only when the profile runs."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    postgres = compose["services"]["postgres"]
+    assert postgres["profiles"] == ["cluster"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]
+    assert postgres["secrets"] == ["postgres-password"]
+    assert "ports" not in postgres  # other hosts only where the operator publishes it
+    assert any("pg_isready" in part for part in postgres["healthcheck"]["test"])
+    daemon = compose["services"]["seedance-watch"]
+    env = daemon["environment"]
+    assert env["SEEDANCE_WATCH_CLUSTER__DATABASE"] == "${SEEDANCE_WATCH_CLUSTER__DATABASE:-}"
+    assert env["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+    assert "postgres-password" in daemon["secrets"]
+    assert daemon["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
+    assert (
+        compose["secrets"]["postgres-password"]["file"] == "${DATABASE_PASSWORD_SECRET:-/dev/null}"
+    )
+    header = (ROOT / "compose.yaml").read_text().split("services:")[0]
+    url = re.search(r"SEEDANCE_WATCH_CLUSTER__DATABASE=(\S+)", header)
+    assert url is not None and url.group(1) == "postgresql://seedance@postgres:5432/seedance"
+
+
+def test_entrypoint_hands_the_database_password_to_libpq_as_a_private_passfile(
+    tmp_path: Path,
+) -> None:
+    """``DATABASE_PASSWORD_FILE`` (a secret) becomes a PGPASSFILE of mode 0600 in TMPDIR
+    with the password escaped as libpq reads it, never an environment variable; a path
+    that is not a regular file (compose's /dev/null) or a PGPASSFILE already set is
+    left alone, and a path that does not exist stops the container (exit 2)."""
+    secret = tmp_path / "postgres-password"
+    secret.write_text("pa:ss\\word\n")
+    show = ("sh", "-c", 'echo "${PGPASSFILE-unset}"; env | grep -c "pa:ss" || true')
+    made = run_entrypoint(*show, DATABASE_PASSWORD_FILE=str(secret), TMPDIR=str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    path, leaked = made.stdout.split()
+    assert leaked == "0"  # the password is in no variable
+    passfile = Path(path)
+    assert passfile.parent == tmp_path and passfile.read_text() == "*:*:*:*:pa\\:ss\\\\word\n"
+    assert passfile.stat().st_mode & 0o777 == 0o600
+    again = run_entrypoint(*show, DATABASE_PASSWORD_FILE=str(secret), TMPDIR=str(tmp_path))
+    assert again.stdout.split()[0] == path  # replaced in place, no pile of files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([secret.name, passfile.name])
+    none = run_entrypoint(*show, DATABASE_PASSWORD_FILE="/dev/null", TMPDIR=str(tmp_path))
+    assert none.stdout.split()[0] == "unset"
+    kept = run_entrypoint(*show, DATABASE_PASSWORD_FILE=str(secret), PGPASSFILE="/x/pgpass")
+    assert kept.stdout.split()[0] == "/x/pgpass"
+    missing = run_entrypoint(*show, DATABASE_PASSWORD_FILE=str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_unit_documents_the_optional_database_credential() -> None:
+    """The unit shows, commented out, the credential that turns the shared store on
+    (the whole URL in a root-only file), and its README says how to use it."""
+    text = UNIT.read_text()
+    assert "#LoadCredential=database-url:/etc/seedance-watch/database-url" in text
+    assert directives(text)["LoadCredential"] == [
+        "pixazo-api-key:/etc/seedance-watch/pixazo-api-key"
+    ]
+    readme = (ROOT / "systemd" / "README.md").read_text()
+    assert "LoadCredential=database-url:/etc/seedance-watch/database-url" in readme
+    assert "install -m 0600 /dev/null /etc/seedance-watch/database-url" in readme

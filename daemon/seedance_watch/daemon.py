@@ -30,13 +30,13 @@ import structlog
 
 from seedance_watch.commands.check import folder_findings
 from seedance_watch.commands.requeue import requeue
-from seedance_watch.commands.status import read_daemon_status, status_report
+from seedance_watch.commands.status import status_report
 from seedance_watch.config import Config
 from seedance_watch.errors import ConfigError
 from seedance_watch.files.fsutil import make_dirs, path_error
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
-from seedance_watch.ledger import open_reader, open_store
+from seedance_watch.ledger import database_url, host_name, open_reader, open_store
 from seedance_watch.ledger.base import DaemonRecorder
 from seedance_watch.logs import configure_logging
 from seedance_watch.pipeline.engine import Engine
@@ -212,7 +212,11 @@ async def run_service(
             finally:
                 await engine.shutdown(DRAIN_SECONDS)
             return RunResult(_once_exit_code(summary), summary)
-        code = await _run_until_signalled(engine, config, spec, metrics, Notifier(env), reload)
+        # This host's name in a shared store; None on the JSON-lines ledger of one host.
+        host = host_name(config) if database_url(config, env) is not None else None
+        code = await _run_until_signalled(
+            engine, config, spec, metrics, Notifier(env), reload, host=host
+        )
         return RunResult(code, engine.summary)
     finally:
         if notes is not None:
@@ -231,6 +235,8 @@ async def _run_until_signalled(
     metrics: Metrics,
     notifier: Notifier,
     reload: Callable[[], Config] | None,
+    *,
+    host: str | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -251,7 +257,17 @@ async def _run_until_signalled(
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     heartbeat = Heartbeat()
     view = engine.view()
-    server = _start_health(config, spec, view, metrics, heartbeat)
+    server = _start_health(
+        config,
+        spec,
+        view,
+        metrics,
+        heartbeat,
+        # The pauses this daemon records, whatever their reason, as it holds them (no
+        # store read: a database pause shows while the database is out of reach).
+        paused=lambda: dict(engine.pauses.status.paused),
+        host=host,
+    )
     helpers = [
         asyncio.create_task(heartbeat.run(), name="heartbeat"),
         asyncio.create_task(notifier.watchdog_loop(lambda: status_line(view)), name="watchdog"),
@@ -301,26 +317,50 @@ def status_line(view: EngineView) -> str:
 
 
 def _start_health(
-    config: Config, spec: ProviderSpec, view: EngineView, metrics: Metrics, heartbeat: Heartbeat
+    config: Config,
+    spec: ProviderSpec,
+    view: EngineView,
+    metrics: Metrics,
+    heartbeat: Heartbeat,
+    *,
+    paused: Callable[[], Mapping[str, Any]],
+    host: str | None,
 ) -> HealthServer | None:
+    """The ``health.listen`` server, or None without one.
+
+    ``host``: this host's name in a shared store (None: the JSON-lines ledger).  On a
+    shared store the page shows every host's jobs, read through the store's reader
+    (this host's own, from the engine, while the database is out of reach), its hosts
+    and their health, and ``/metrics`` the cluster's hosts.
+    """
     if config.health.address is None:
         return None
 
-    def retry(job_id: str) -> tuple[list[str] | None, str]:
-        result = requeue(config, [job_id], reader=reader)
+    def retry(job_id: str, include_ambiguous: bool) -> tuple[list[str] | None, str]:
+        result = requeue(config, [job_id], reader=reader, include_ambiguous=include_ambiguous)
         return result.moved.get(job_id), result.problems.get(job_id, "")
 
+    def daemon() -> dict[str, Any]:
+        return {"paused": paused(), "running": True, "pid": os.getpid()}
+
     reader = open_reader(config)
+    shared = host is not None
+    if host is not None:
+        metrics.cluster(host, reader.hosts)
     sources = PageSources(
-        check=health_check(heartbeat, view),
+        check=health_check(heartbeat, view, paused),
         metrics=metrics.render,
-        jobs=view.jobs,
+        jobs=reader.snapshot if shared else view.jobs,
         report=lambda: status_report(reader),
-        daemon=lambda: read_daemon_status(reader),
+        daemon=daemon,
         retry=retry,
         task_eta=view.task_eta,
         budget=view.budget,
         poke=view.poke,
+        hosts=reader.hosts,
+        owners=reader.owners,
+        host=host,
+        local_jobs=view.jobs if shared else None,
     )
     try:
         server = HealthServer(config, sources, webhook_path=spec.webhook_path)
@@ -333,10 +373,23 @@ def _start_health(
 
 
 def health_check(
-    heartbeat: Heartbeat, view: EngineView
+    heartbeat: Heartbeat,
+    view: EngineView,
+    paused: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Callable[[], tuple[bool, dict[str, Any]]]:
     """``/healthz``: healthy when the loop beats, the store takes a write now and no
-    stage has stopped the engine."""
+    stage has stopped the engine.
+
+    ``paused``: every pause the daemon records (reason → its entry), shown beside the
+    engine's own (credentials, storage), whatever the reason: the budget, the database.
+    """
+
+    def pauses() -> dict[str, str]:
+        reasons = dict(view.pauses())
+        for reason, entry in (paused() if paused is not None else {}).items():
+            if reason not in reasons and isinstance(entry, Mapping):
+                reasons[str(reason)] = str(entry.get("message") or reason)[:160]
+        return reasons
 
     def check() -> tuple[bool, dict[str, Any]]:
         alive = heartbeat.alive()
@@ -349,7 +402,7 @@ def health_check(
             "ledger_writable": writable,
             "ready": view.ready(),
             "jobs": view.counts(),
-            "paused": view.pauses(),
+            "paused": pauses(),
         }
 
     return check

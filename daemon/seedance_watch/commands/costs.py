@@ -8,7 +8,9 @@ counts on the day its submit intent was recorded, at the cost recorded on it
 (reserved with the intent, settled when a ``duration: auto`` video was
 downloaded; records written before costs were kept: at their model's price in the
 current config), and ``done``/``failed`` say what became of that day's submits.
-Amounts are whole cents until they are printed.
+Amounts are whole cents until they are printed.  On a shared store the report covers
+every host's jobs (the reader's snapshot is the whole database), and each day also
+says what each host submitted (``"hosts"``, by the host that owns the job now).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from seedance_watch.core.budget import (
     day_of,
     from_cents,
 )
+from seedance_watch.core.jobs import Job
 from seedance_watch.ledger.base import JobReader
 
 __all__ = ["DEFAULT_DAYS", "costs_report", "format_costs"]
@@ -51,15 +54,40 @@ def costs_report(
     except OverflowError:  # --days 99999999: every day there is
         since = dt.date.min
     today = reader.tally(prices).today(now)
+    report_days = [day.to_dict() for day in daily_costs(prices, jobs, since=since)]
+    if reader.hosts() is not None:
+        _by_host(report_days, prices, jobs, reader.owners(), since)
     return {
         "currency": prices.currency,
-        "days": [day.to_dict() for day in daily_costs(prices, jobs, since=since)],
+        "days": report_days,
         "today": {
             "spent": today["spent"],
             "cap": today["cap"],
             "remaining": today["remaining"],
         },
     }
+
+
+def _by_host(
+    days: list[dict[str, Any]],
+    prices: BudgetPrices,
+    jobs: list[Job],
+    owners: dict[str, str],
+    since: dt.date,
+) -> None:
+    """Add ``"hosts": {HOST: {"submits", "done", "failed", "cost"}}`` to each day."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(owners.get(job.job_id) or "-", []).append(job)
+    index = {day["date"]: day for day in days}
+    for day in days:
+        day["hosts"] = {}
+    for host in sorted(groups):
+        for cost in daily_costs(prices, groups[host], since=since):
+            entry = cost.to_dict()
+            index[entry["date"]]["hosts"][host] = {
+                key: entry[key] for key in ("submits", "done", "failed", "cost")
+            }
 
 
 def _amount(value: float | None) -> str:
@@ -88,6 +116,11 @@ def format_costs(report: dict[str, Any]) -> str:
         for name, model in day["models"].items():
             lines.append(
                 f"{'':<12}{name:<32}{model['submits']:>8}{'':>6}{'':>8}{_amount(model['cost']):>10}"
+            )
+        for name, host in day.get("hosts", {}).items():
+            lines.append(
+                f"{'':<12}{'on ' + name:<32}{host['submits']:>8}{host['done']:>6}"
+                f"{host['failed']:>8}{_amount(host['cost']):>10}"
             )
     lines.append(f"{'total':<12}{'':<32}{'':>8}{'':>6}{'':>8}{_amount(from_cents(total)):>10}")
     lines.append(f"(amounts in {currency}: what each submit reserved or settled at)")

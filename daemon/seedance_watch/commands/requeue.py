@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from seedance_watch.config import Config
+from seedance_watch.core.failures import AMBIGUOUS_CODES
 from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.core.stability import CLAIM_ROLES
 from seedance_watch.files.fsutil import Identity, identify, move_file, next_free_suffix
@@ -40,9 +41,6 @@ from seedance_watch.ledger.base import JobReader
 from seedance_watch.ledger.retries import RetryBook, RetryFile
 
 __all__ = ["AMBIGUOUS_CODES", "RequeueResult", "requeue"]
-
-#: Failures whose task may exist at the gateway, and be billed: not retried in bulk.
-AMBIGUOUS_CODES = frozenset({"submit_ambiguous", "task_timeout"})
 
 
 @dataclass

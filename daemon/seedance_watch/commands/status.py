@@ -111,7 +111,8 @@ def _format_daemon(daemon: dict[str, Any] | None) -> list[str]:
 
 
 def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | None = None) -> str:
-    """A short human summary: the daemon's pauses, counts, then the latest jobs.
+    """A short human summary: the daemon's pauses, the hosts of a shared store, counts,
+    then the latest jobs (with their host's name when there are several hosts).
 
     ``missing``: where the store was looked for when there is none (instead of
     "jobs: none", which would say that an empty store was found).
@@ -131,7 +132,11 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
         lines.append(f"no ledger at {missing}")
     else:
         lines.append("jobs: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
-    for job in report["jobs"][-limit:]:
+    jobs = report["jobs"][-limit:]
+    # A host column when there is more than one host to tell apart.
+    width = max((len(job.get("host") or "-") for job in jobs), default=0)
+    show_host = len(hosts or []) > 1
+    for job in jobs:
         detail = job["output"] or ""
         if job["error"]:
             detail = f"{job['error'].get('code')}: {job['error'].get('message', '')}"
@@ -144,8 +149,8 @@ def format_status(report: dict[str, Any], *, limit: int = 50, missing: str | Non
         # Priority 0 is the usual one: only the others are shown.
         if job.get("priority"):
             kind += f" [priority {job['priority']}]"
-        host = f"  [{job['host']}]" if job.get("host") else ""
+        host = f"{job.get('host') or '-':<{width}}  " if show_host else ""
         lines.append(
-            f"  {job['job_id']}  {job['state']:<10}  {job['source']}{kind}{host}  {detail}".rstrip()
+            f"  {job['job_id']}  {host}{job['state']:<10}  {job['source']}{kind}  {detail}".rstrip()
         )
     return "\n".join(printable(line) for line in lines)

@@ -1,16 +1,84 @@
-"""Prometheus metrics of one daemon (its own registry, so tests can run several)."""
+"""Prometheus metrics of one daemon (its own registry, so tests can run several).
+
+Every series describes this daemon: Prometheus adds the host through the scrape
+target's labels (``instance``), so the daemon's own series carry no ``host`` label.
+Two additions say which host a target is and what the cluster looks like
+(docs/design.md, "Metrics"):
+
+* ``seedance_build_info{version}`` (always) and, on a shared store,
+  ``seedance_host_info{host}``: constant 1, to join on (``* on(instance)
+  group_left(host) seedance_host_info``) when a dashboard wants the cluster's
+  host names rather than addresses;
+* on a shared store, what is the same from every host, read from the database at
+  each scrape: ``seedance_cluster_hosts`` (every host that ever joined),
+  ``seedance_cluster_hosts_alive``, and per host ``seedance_cluster_host_alive{host}``
+  and ``seedance_cluster_host_renewed_timestamp_seconds{host}`` -- so that any host's
+  ``/metrics`` can alert on a dead one.  While the database is out of reach these
+  are absent rather than stale.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
+from seedance_watch import __version__
 from seedance_watch.core.budget import TodaySpend
+from seedance_watch.errors import StateError
+from seedance_watch.ledger.base import HostLease
 
 __all__ = ["Metrics"]
+
+log = structlog.get_logger(__name__)
+
+
+class _ClusterCollector:
+    """The shared store's hosts, read at each scrape (nothing when they cannot be read)."""
+
+    def __init__(self, hosts: Callable[[], Sequence[HostLease] | None]) -> None:
+        self.hosts = hosts
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            hosts = self.hosts()
+        except StateError as exc:  # the database out of reach: absent, not stale
+            log.debug("metrics.hosts_unreadable", error=exc.message)
+            return
+        if hosts is None:
+            return
+        known = GaugeMetricFamily(
+            "seedance_cluster_hosts", "Hosts that ever joined the shared store."
+        )
+        known.add_metric([], len(hosts))
+        alive = GaugeMetricFamily(
+            "seedance_cluster_hosts_alive", "Hosts of the shared store whose lease runs."
+        )
+        alive.add_metric([], sum(1 for h in hosts if h.alive))
+        each = GaugeMetricFamily(
+            "seedance_cluster_host_alive",
+            "1 while the host's lease runs (by the database's clock), else 0.",
+            labels=["host"],
+        )
+        renewed = GaugeMetricFamily(
+            "seedance_cluster_host_renewed_timestamp_seconds",
+            "Unix time of the host's last lease renewal (the database's clock).",
+            labels=["host"],
+        )
+        for host in hosts:
+            each.add_metric([host.name], 1 if host.alive else 0)
+            try:
+                at = dt.datetime.fromisoformat(host.renewed_at.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            renewed.add_metric([host.name], at.timestamp())
+        yield from (known, alive, each, renewed)
 
 
 class Metrics:
@@ -93,6 +161,21 @@ class Metrics:
         )
         self._job_counts = job_counts
         self._kind_counts = kind_counts
+        self.build_info = Gauge(
+            "seedance_build_info", "Constant 1: this daemon's version.", ["version"], registry=r
+        )
+        self.build_info.labels(version=__version__).set(1)
+        self.host_info = Gauge(
+            "seedance_host_info",
+            "Constant 1: this daemon's host name in the shared store (cluster.name).",
+            ["host"],
+            registry=r,
+        )
+
+    def cluster(self, host: str, hosts: Callable[[], Sequence[HostLease] | None]) -> None:
+        """On a shared store: this daemon is ``host``; ``hosts`` reads every host's lease."""
+        self.host_info.labels(host=host).set(1)
+        self.registry.register(_ClusterCollector(hosts))
 
     # --- the pipeline's Observer (pipeline/ports.py) -----------------------------------
 

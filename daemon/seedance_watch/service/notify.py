@@ -6,6 +6,11 @@ webhooks...); ``notify.events`` chooses which of ``done``, ``failed``, ``paused`
 and ``resumed`` are sent.  Each message says what happened, to which file, why,
 and what to do about it.
 
+Names and messages are shown by :func:`seedance_watch.core.text.printable`, each
+line of a message on its own: a file name that is not UTF-8 shows its bytes
+(``b\\xe9ach.jpg``) rather than making the message impossible to encode, and a
+name cannot forge a line.
+
 Sending never blocks or fails a job: the methods only queue a message (O(1), from
 any thread); one worker thread sends it to each URL, retrying a URL that fails a
 few times with backoff, and logs ``notify.failed`` when it gives up.  Nothing here
@@ -27,6 +32,8 @@ from typing import Any
 import structlog
 
 from seedance_watch.config import NotifyConfig
+from seedance_watch.core.failures import code_words
+from seedance_watch.core.text import printable, prose
 from seedance_watch.pipeline.ports import JobEnd
 
 __all__ = ["Message", "Notifications"]
@@ -75,16 +82,27 @@ def job_message(end: JobEnd) -> Message:
             f"Details (prompt, task, hashes): {end.metadata}\n"
             f"Job {end.job_id}.",
         )
-    lines = [f"{end.source} did not become a video: {end.code}."]
+    code = end.code or ""
+    lines = [f"{end.source} did not become a video: {code_words(code)} ({code})."]
     if end.message:
-        lines.append(f"Why: {end.message}")
+        lines.append(f"Why: {prose(end.message)}")
     if end.hint:
-        lines.append(f"What to do: {end.hint}")
+        lines.append(f"What to do: {prose(end.hint)}")
     lines.append(
         f"The inputs and the report are in the failed folder: {end.metadata}\n"
         f"Once fixed, `seedance-watch retry {end.job_id}` puts them back in the inbox."
     )
     return Message("failed", "failure", f"Video failed: {end.source}", "\n".join(lines))
+
+
+def _shown(message: Message) -> Message:
+    """``message`` with its title and each line of its body :func:`printable`."""
+    return Message(
+        message.event,
+        message.kind,
+        printable(message.title),
+        "\n".join(printable(line) for line in message.body.split("\n")),
+    )
 
 
 class Notifications:
@@ -183,6 +201,7 @@ class Notifications:
     def _enqueue(self, message: Message) -> None:
         if not self._urls or message.event not in self._events or self._closed.is_set():
             return
+        message = _shown(message)
         with self._cond:
             if len(self._queue) >= MAX_QUEUED:
                 dropped = self._queue.popleft()

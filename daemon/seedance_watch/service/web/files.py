@@ -28,10 +28,12 @@ import structlog
 from PIL import Image, ImageOps
 
 from seedance_watch.config import PathsConfig
+from seedance_watch.core.failures import AMBIGUOUS_CODES, failure_code, unchanged_since_failure
 from seedance_watch.core.jobs import Job, State
 from seedance_watch.files.fsutil import atomic_write_bytes, make_dirs
 from seedance_watch.files.images import MAX_IMAGE_BYTES, PILLOW_FORMATS
 from seedance_watch.ledger.modes import file_mode, folder_mode, tighten
+from seedance_watch.service.web.view import RetryAdvice
 
 __all__ = ["THUMBNAIL_SIZE", "JobFiles", "checked_image", "contained"]
 
@@ -122,6 +124,30 @@ class JobFiles:
         return any(
             dst.startswith("failed/") and contained(failed, dst.partition("/")[2]) is not None
             for _, dst in job.moved_to
+        )
+
+    def failed_stat(self, dst: str) -> tuple[int, int] | None:
+        """``(size, mtime_ns)`` of the file a job moved to ``failed/...`` (None: gone)."""
+        kind, _, rel = dst.partition("/")
+        path = contained(self.roots["failed"], rel) if kind == "failed" else None
+        if path is None:
+            return None
+        try:
+            st = path.lstat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def retry_advice(self, job: Job) -> RetryAdvice:
+        """What the page offers a failed job: Retry, Retry after a confirmation (its task
+        may be billed), or what to fix first (a retry would fail the same way: the rule
+        of :func:`~seedance_watch.core.failures.unchanged_since_failure`)."""
+        if not self.retryable(job):
+            return RetryAdvice(waiting=False)
+        return RetryAdvice(
+            waiting=True,
+            fix=unchanged_since_failure(job, self.failed_stat),
+            ambiguous=failure_code(job) in AMBIGUOUS_CODES,
         )
 
     def thumbnailed(self, job: Job) -> bool:

@@ -6,11 +6,35 @@
 (() => {
   const POLL_MS = 2000;
   const ATTRIBUTES = new Set([
-    "src", "poster", "action", "aria-label", "datetime", "max", "value", "data-state",
+    "src", "poster", "action", "href", "id", "title", "aria-label", "datetime", "max",
+    "value", "data-state", "data-health",
   ]);
-  const URL_ATTRIBUTES = new Set(["src", "poster", "action"]);
+  const URL_ATTRIBUTES = new Set(["src", "poster", "action", "href"]);
 
   const present = (value) => value !== undefined && value !== null && value !== "";
+
+  // Our own URLs only ("/jobs/...", "#job-..."): never javascript:, never another host.
+  const ownUrl = (text) => text.startsWith("#") || (text.startsWith("/") && !text.startsWith("//"));
+
+  // A time the server wrote in UTC, in the viewer's time zone ("" when unreadable).
+  function localTime(iso) {
+    if (!present(iso)) return "";
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "";
+    return date.toLocaleString(undefined, {
+      year: "numeric", month: "short", day: "numeric",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+    });
+  }
+
+  // <time data-local>: the text; <time data-local-title>: the title.
+  function localize(el) {
+    const iso = el.getAttribute("datetime");
+    const local = localTime(iso);
+    if (!local) return;
+    if (el.dataset.local !== undefined && el.textContent !== local) el.textContent = local;
+    if (el.dataset.localTitle !== undefined && el.title !== local) el.title = local;
+  }
 
   function setAttribute(el, name, value) {
     if (!ATTRIBUTES.has(name)) return;
@@ -19,8 +43,7 @@
       return;
     }
     const text = String(value);
-    // Our own URLs only ("/jobs/..."): never javascript:, never another host.
-    if (URL_ATTRIBUTES.has(name) && !(text.startsWith("/") && !text.startsWith("//"))) return;
+    if (URL_ATTRIBUTES.has(name) && !ownUrl(text)) return;
     // Setting a media element's src again, even to the same value, reloads it.
     if (el.getAttribute(name) !== text) el.setAttribute(name, text);
   }
@@ -29,7 +52,8 @@
     const nodes = [root, ...root.querySelectorAll("[data-bind],[data-attr],[data-show]")];
     for (const el of nodes) {
       const field = el.dataset.bind;
-      if (field !== undefined) {
+      // A local time's text is its datetime, converted below (not the server's UTC text).
+      if (field !== undefined && el.dataset.local === undefined) {
         const text = present(data[field]) ? String(data[field]) : "";
         if (el.textContent !== text) el.textContent = text;
       }
@@ -40,6 +64,7 @@
         }
       }
       if (el.dataset.show !== undefined) el.hidden = !present(data[el.dataset.show]);
+      if (el.dataset.local !== undefined || el.dataset.localTitle !== undefined) localize(el);
     }
   }
 
@@ -59,6 +84,10 @@
       } else {
         el = template.content.firstElementChild.cloneNode(true);
         el.dataset.key = key;
+        // No image, no element (a text drop's card has no thumbnail at all).
+        for (const optional of el.querySelectorAll("[data-if]")) {
+          if (!present(row[optional.dataset.if])) optional.remove();
+        }
       }
       bind(el, row);
       const slot = previous ? previous.nextElementSibling : container.firstElementChild;
@@ -70,6 +99,7 @@
 
   function render(view) {
     bind(document.getElementById("live"), view);
+    bind(document.getElementById("store-problem"), view);
     for (const container of document.querySelectorAll("[data-list]")) {
       renderList(container, view[container.dataset.list] || []);
     }
@@ -108,6 +138,9 @@
     window.setTimeout(poll, POLL_MS);
   }
 
+  for (const el of document.querySelectorAll("time[data-local],time[data-local-title]")) {
+    localize(el);
+  }
   document.documentElement.dataset.live = "starting";
   poll().then(() => {
     document.documentElement.dataset.live = "on";
