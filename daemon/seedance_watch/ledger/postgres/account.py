@@ -328,7 +328,7 @@ async def watch_slots(
         except psycopg.Error as exc:
             log.debug("store.listen_lost", error=database.scrub(str(exc)), retry_in=delay)
         await asyncio.sleep(delay)
-        delay = min(10.0, delay * 2)
+        delay = min(5.0, delay * 2)
 
 
 def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:

@@ -598,6 +598,8 @@ class PostgresStore:
                 return False
             if self._healthy_since is None:
                 self._healthy_since = time.monotonic()
+                if self._pool is not None:  # back after an outage: drop dead connections
+                    self._pool.check()
             return True
 
     def _session_connection(self) -> psycopg.Connection[Any] | None:
