@@ -120,18 +120,7 @@ class PostgresServer:
         )
         self.timings["initdb"] = time.perf_counter() - started
         self.port = _free_port()
-        options = " ".join(
-            [
-                f"-p {self.port}",
-                "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={self.folder}",
-                "-c fsync=off",
-                "-c full_page_writes=off",
-                "-c synchronous_commit=off",
-                "-c max_connections=200",
-                "-c shared_buffers=32MB",
-            ]
-        )
+        options = self._options()
         begun = time.perf_counter()
         self._run(
             str(self.bindir / "pg_ctl"),
@@ -149,6 +138,42 @@ class PostgresServer:
         self._started = True
         self.timings["start"] = time.perf_counter() - begun
         return self
+
+    def _options(self) -> str:
+        return " ".join(
+            [
+                f"-p {self.port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.folder}",
+                "-c fsync=off",
+                "-c full_page_writes=off",
+                "-c synchronous_commit=off",
+                "-c max_connections=200",
+                "-c shared_buffers=32MB",
+            ]
+        )
+
+    def pause(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data (``mode``: ``fast``, a clean stop that ends
+        every connection; ``immediate``, a crash): the database is out of reach until
+        :meth:`resume`."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the stopped server again on the same port (a crash is recovered first)."""
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            self._options(),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop the server (fast: the data is thrown away) and remove its folder."""

@@ -30,6 +30,12 @@ def test_intake_takes_a_ready_reference_drop_with_its_images(tmp_path: Path) -> 
         def put(self, job: Job) -> None:
             self[job.job_id] = job
 
+        def claim(self, job: Job) -> None:  # one host: nothing is anyone else's
+            return None
+
+        def find(self, job_id: str) -> Job | None:
+            return self.get(job_id)
+
     store = Store()
     routed: list[Job] = []
     intake = Intake(config, store, placement=None, clock=lambda: NOW)  # type: ignore[arg-type]

@@ -365,6 +365,24 @@ def test_peak_unfinished_is_the_most_tasks_queued_or_running_at_once(
     assert queued.peak_unfinished == 4 and queued.tasks_by_status()["queued"] >= 3
 
 
+def test_task_spans_say_when_each_task_was_accepted_and_finished(
+    sim_factory: SimFactory,
+) -> None:
+    """Each task's span starts at its submit and ends when a client sees it finished
+    (its video made): unfinished ones have no end yet, and no span ends before it
+    starts."""
+    sim = sim_factory(fast_tasks(), running_seconds=0.3, video_seconds=0.5, **SMALL)
+    for _ in range(2):
+        assert post(sim, endpoint_2("text"), body_2()).status_code == 200
+    spans = sim.task_spans()
+    assert len(spans) == 2 and all(end is None for _, end in spans)
+    assert spans[0][0] <= spans[1][0]
+    wait_for(lambda: sim.tasks_by_status() == {"succeeded": 2})
+    ended = sim.task_spans()
+    assert [start for start, _ in ended] == [start for start, _ in spans]
+    assert all(end is not None and end >= start + 0.3 for start, end in ended)
+
+
 # --- refusals: one rule each ----------------------------------------------------------------
 
 

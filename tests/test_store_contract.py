@@ -28,9 +28,9 @@ import pytest
 
 from seedance_watch.config import BudgetConfig
 from seedance_watch.core.budget import BudgetPrices, BudgetTally, JobCost
-from seedance_watch.core.jobs import Job, State
+from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.errors import DurabilityError, StateError
-from seedance_watch.ledger.base import JobReader, JobStore
+from seedance_watch.ledger.base import JobReader, JobStore, SubmitLimits
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.ledger.jsonl import JsonlReader, Ledger
 from seedance_watch.ledger.postgres import PostgresReader, PostgresStore
@@ -331,6 +331,28 @@ def test_find_done_by_content_key_is_the_newest_done_job(backend: Backend) -> No
     assert store.find_done_by_content_key("k1") == newer
     assert store.find_done_by_content_key("k2") is None
     assert store.find_done_by_content_key("nope") is None
+
+
+def test_a_lone_host_owns_its_drops_and_its_submits(backend: Backend) -> None:
+    """One host alone (the only meaning a JSON-lines or memory store has): every drop's
+    claim is granted, a submit intent with room to spare is written as a put is, find
+    is get, the lease renews and there is no one to adopt from."""
+    store = backend.open_store()
+    job = make_job(1, inputs=(InputFile("image", "sub/image-1.jpg", "ab", 3, 1, 2, 3),))
+    assert store.claim(job) is None
+    store.put(job)
+    uploaded = make_job(1, State.UPLOADED, seq=1, inputs=job.inputs)
+    store.put(uploaded)
+    cost = JobCost.of("generation", Decimal("0.10")).to_dict()
+    intent = dataclasses.replace(
+        uploaded, state=State.SUBMITTING, seq=2, intent_at=1_700_000_100.0, cost=cost
+    )
+    prices = BudgetPrices.from_config(BudgetConfig())
+    limits = SubmitLimits(10, 60.0, 10.0, prices, cents=10, at=1_700_000_100.0)
+    assert store.put_intent(intent, limits) is None
+    assert store.get(job.job_id) == intent == store.find(job.job_id)
+    assert store.find("nothing") is None
+    assert store.renew() and not store.lost and store.adopt() == []
 
 
 def test_a_snapshot_is_a_copy_that_later_puts_do_not_change(backend: Backend) -> None:

@@ -36,7 +36,7 @@ from seedance_watch.errors import ConfigError
 from seedance_watch.files.fsutil import make_dirs, path_error
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
-from seedance_watch.ledger import database_url, host_name, open_reader, open_store
+from seedance_watch.ledger import database_url, host_name, open_reader, open_retries, open_store
 from seedance_watch.ledger.base import DaemonRecorder
 from seedance_watch.logs import configure_logging
 from seedance_watch.pipeline.engine import Engine
@@ -175,6 +175,7 @@ async def run_service(
     )
     providers = _providers(config, spec, api_key, env, metrics, downloader)
     storage = Storage(config.storage)
+    retries = open_retries(config, environ=env)
     hooks = None
     if config.hooks.on_done or config.hooks.on_failed:
         secrets = [api_key.reveal(), config.health.token or ""]
@@ -203,6 +204,7 @@ async def run_service(
         notes=notes,
         # A shared store keeps each host's pauses itself; the JSON-lines one, daemon.json.
         daemon_record=store.record_daemon if isinstance(store, DaemonRecorder) else None,
+        retries=retries,
     )
     log.info("daemon.starting", once=once, state=str(config.paths.state), jobs=store.counts())
     try:
@@ -224,6 +226,7 @@ async def run_service(
         await providers.aclose()
         await downloader.aclose()
         storage.close()
+        retries.close()
         store.close()
         log.info("daemon.stopped")
 
@@ -453,7 +456,11 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 def _once_exit_code(summary: RunSummary) -> int:
     if summary.credentials_refused is not None:
         return EXIT_CREDENTIALS
-    if summary.storage_unavailable is not None or summary.unfinished is not None:
+    if (
+        summary.storage_unavailable is not None
+        or summary.database_unavailable is not None
+        or summary.unfinished is not None
+    ):
         return EXIT_STORAGE
     if summary.failed:
         return EXIT_FAILED_JOBS

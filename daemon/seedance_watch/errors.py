@@ -16,7 +16,8 @@ process.
     │   ├── DurabilityError          fsync/write/rename failed: data may be lost
     │   ├── StoreUnavailable         the database cannot be reached (the write's outcome unknown)
     │   ├── SchemaTooNew             the database's schema is newer than this code
-    │   └── JobFenced                another host owns the job: the write changed nothing
+    │   ├── JobFenced                another host owns the job: the write changed nothing
+    │   └── LeaseLost                this host was presumed dead: its jobs are another's
     ├── TransientError               retry later (``retry_after`` when the peer said)
     │   ├── GatewayUnavailable       5xx, connection refused/reset, read errors
     │   │   └── SubmitNotSent        a submit that provably never reached the server
@@ -121,6 +122,13 @@ class JobFenced(StateError):
         self.job_id = job_id
         self.host = host
         self.owner = owner
+
+
+class LeaseLost(StateError):
+    """This host's session of the shared store is over: it was presumed dead (its lease
+    ran out) and its jobs were adopted, or another daemon took its name.  The daemon
+    stops at once, touching nothing more, and exits 1; started again, it is a new
+    session (docs/design.md, "Leases and failover")."""
 
 
 # --- transient ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Works whether or not the daemon runs: it reads the store through a
 :class:`~seedance_watch.ledger.base.JobReader` (which takes nothing from a running
-daemon), records a retry request (``ledger/retries.py``), moves the files (failed/ →
+daemon), records a retry request (``ledger/retries.py``; on a shared store, its
+table, so that whichever host takes the drop knows it), moves the files (failed/ →
 inbox/) and removes the error report; the daemon sees the files as a new drop, with a
 new job id that points back to the failed job (``retry_of``), and the failed job
 becomes ``retried``, pointing to it (``retried_as``): docs/design.md, "Retry".
@@ -36,9 +37,9 @@ from seedance_watch.core.jobs import InputFile, Job, State
 from seedance_watch.core.stability import CLAIM_ROLES
 from seedance_watch.files.fsutil import Identity, identify, move_file, next_free_suffix
 from seedance_watch.files.outbox import error_report_rel, sha256_file
-from seedance_watch.ledger import open_reader
-from seedance_watch.ledger.base import JobReader
-from seedance_watch.ledger.retries import RetryBook, RetryFile
+from seedance_watch.ledger import open_reader, open_retries
+from seedance_watch.ledger.base import JobReader, RetryRequests
+from seedance_watch.ledger.retries import RetryFile
 
 __all__ = ["AMBIGUOUS_CODES", "RequeueResult", "requeue"]
 
@@ -69,8 +70,19 @@ def requeue(
             jobs = {job.job_id: job for job in own.snapshot()}
     else:
         jobs = {job.job_id: job for job in reader.snapshot()}
+    with contextlib.closing(open_retries(config)) as book:
+        return _requeue(config, jobs, job_ids, all_failed, include_ambiguous, book)
+
+
+def _requeue(
+    config: Config,
+    jobs: dict[str, Job],
+    job_ids: Iterable[str],
+    all_failed: bool,
+    include_ambiguous: bool,
+    book: RetryRequests,
+) -> RequeueResult:
     result = RequeueResult()
-    book = RetryBook(config.paths.state)
     sent_back = book.pending()
     wanted = [j.job_id for j in jobs.values() if j.state is State.FAILED] if all_failed else []
     for job_id in wanted:
@@ -119,7 +131,7 @@ def _roots(config: Config) -> dict[str, Path]:
 
 
 def _requeue_job(
-    config: Config, job: Job, jobs: dict[str, Job], book: RetryBook, result: RequeueResult
+    config: Config, job: Job, jobs: dict[str, Job], book: RetryRequests, result: RequeueResult
 ) -> None:
     roots = _roots(config)
     present = [(src, dst) for src, dst in job.moved_to if _resolve(roots, dst).exists()]

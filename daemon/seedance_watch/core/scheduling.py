@@ -52,6 +52,7 @@ __all__ = [
     "TaskTimeEstimator",
     "TimerHeap",
     "TokenBucket",
+    "take_token",
     "task_kind",
 ]
 
@@ -183,6 +184,24 @@ class TokenBucket:
     def recover(self, ceiling_per_minute: float, step: float = 1.1) -> None:
         """Raise the rate again after a success, up to the configured ceiling."""
         self.rate_per_minute = min(ceiling_per_minute, self.rate_per_minute * step)
+
+
+def take_token(
+    tokens: float | None, elapsed: float, per_minute: float, burst: float
+) -> tuple[float, float]:
+    """One token of a bucket kept elsewhere (the account's, in a shared store): the
+    bucket held ``tokens`` (None: full) ``elapsed`` seconds ago.
+
+    Returns ``(tokens left, 0.0)`` when a token was taken, else ``(tokens now, seconds
+    until one is there)``: unlike :meth:`TokenBucket.reserve` it never books a token
+    ahead, since the caller decides now or not at all.
+    """
+    rate = per_minute / 60.0
+    held = burst if tokens is None else tokens
+    now = min(burst, held + max(0.0, elapsed) * rate)
+    if now >= 1.0:
+        return now - 1.0, 0.0
+    return now, (1.0 - now) / rate
 
 
 @dataclass(frozen=True)

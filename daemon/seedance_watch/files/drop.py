@@ -53,6 +53,7 @@ __all__ = [
     "event_files",
     "examine_drop",
     "input_file",
+    "inputs_in_place",
     "job_groups",
     "over_budget",
 ]
@@ -367,6 +368,20 @@ def bare_inputs(inbox: Path, files: Iterable[tuple[str, str]]) -> tuple[InputFil
             continue
         out.append(input_file(role, rel, "", st))
     return tuple(out)
+
+
+def inputs_in_place(inbox: Path, inputs: Iterable[InputFile]) -> bool:
+    """Whether every input is still in the inbox as it was examined (the same device,
+    inode, size and mtime), reached below the inbox without following a link."""
+    for item in inputs:
+        try:
+            st = lstat_beneath(inbox, item.path)
+        except OSError:
+            return False
+        seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if seen != (item.dev, item.ino, item.size, item.mtime_ns):
+            return False
+    return True
 
 
 def bare_job_id(files: list[str], now: float) -> str:

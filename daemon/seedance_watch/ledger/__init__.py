@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from seedance_watch.errors import ConfigError
-from seedance_watch.ledger.base import JobReader, JobStore
+from seedance_watch.ledger.base import JobReader, JobStore, RetryRequests
 
 __all__ = [
     "DATABASE_CREDENTIAL",
@@ -28,6 +28,7 @@ __all__ = [
     "database_url",
     "host_name",
     "open_reader",
+    "open_retries",
     "open_store",
 ]
 
@@ -114,8 +115,10 @@ def open_store(
     if url is not None:
         from seedance_watch.ledger.postgres import PostgresStore
 
+        # The daemon renews the lease from its event loop (pipeline/lease.py), so that
+        # a stuck loop loses it too.
         return PostgresStore.open(
-            url, host=host_name(config), lease_seconds=config.cluster.lease_seconds
+            url, host=host_name(config), lease_seconds=config.cluster.lease_seconds, renew=False
         )
     from seedance_watch.ledger.jsonl import Ledger
 
@@ -132,3 +135,17 @@ def open_reader(config: StoreSettings, *, environ: Mapping[str, str] | None = No
     from seedance_watch.ledger.jsonl import JsonlReader
 
     return JsonlReader(config.paths.state)
+
+
+def open_retries(
+    config: StoreSettings, *, environ: Mapping[str, str] | None = None
+) -> RetryRequests:
+    """Where retry requests go: ``state/retries.jsonl``, or the shared store's table."""
+    url = database_url(config, os.environ if environ is None else environ)
+    if url is not None:
+        from seedance_watch.ledger.postgres import PostgresRetryBook
+
+        return PostgresRetryBook(url)
+    from seedance_watch.ledger.retries import RetryBook
+
+    return RetryBook(config.paths.state)

@@ -11,25 +11,97 @@ snapshot.  :mod:`seedance_watch.ledger` opens the configured backend;
 :mod:`seedance_watch.testing.memory` is an in-memory one for tests, and
 ``tests/test_store_contract.py`` the suite every backend passes
 (docs/design.md, "Writers and readers").
+
+Several hosts on one shared store act as one account: a :class:`JobStore` also
+claims drops (:meth:`JobStore.claim`), decides submits for the whole account
+(:meth:`JobStore.put_intent`), keeps this host's lease (:meth:`JobStore.renew`)
+and adopts the jobs of dead hosts (:meth:`JobStore.adopt`).  A store of one host
+gives each its single-host meaning (:class:`OneHost`: nothing to claim from anyone,
+the engine's own slots, token bucket and budget decide, no lease), so the pipeline
+calls them without asking which store it has (docs/design.md, "Several hosts, one
+account").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from seedance_watch.core.budget import BudgetPrices, BudgetTally
+from seedance_watch.core.budget import BudgetHold, BudgetPrices, BudgetTally
 from seedance_watch.core.jobs import Job
+
+if TYPE_CHECKING:
+    from seedance_watch.ledger.retries import RetryFile
 
 __all__ = [
     "DaemonRecorder",
     "HostLease",
     "JobReader",
     "JobStore",
+    "OneHost",
+    "RetryRequests",
     "StoreHolder",
+    "SubmitLimits",
+    "SubmitRefusal",
+    "Taken",
     "status_order",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The files of a drop are claimed by another job: leave them alone.
+
+    ``finished``: that job has ended (done, failed or retried), so its files left the
+    inbox then; files found there again with the same identity were put back (a
+    retry, a copy keeping the mtime) and are a new drop once checked to be there.
+    """
+
+    job_id: str
+    host: str
+    finished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitLimits:
+    """What the account allows, for a shared store's submit decision: the engine's own
+    limits (``gateway.max_in_flight``, ``requests_per_minute`` with its burst, the
+    budget's prices and caps), and what this submit reserves (``cents``, at ``at``,
+    its intent's time)."""
+
+    max_in_flight: int
+    per_minute: float
+    burst: float
+    prices: BudgetPrices
+    cents: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRefusal:
+    """The account cannot take this submit now; nothing was written.
+
+    ``slots``: ``max_in_flight`` tasks are in flight across the hosts (wait for one to
+    end); ``rate``: the account's token bucket is empty for ``retry_in`` seconds;
+    ``budget``: a daily cap (``hold``) is reached across the hosts; ``busy``: the
+    decision could not be taken in time (another host held it): try again soon.
+    """
+
+    reason: Literal["slots", "rate", "budget", "busy"]
+    retry_in: float = 0.0
+    hold: BudgetHold | None = None
+    in_flight: int = 0
+
+    @property
+    def message(self) -> str:
+        if self.reason == "slots":
+            return f"{self.in_flight} tasks in flight across the hosts (gateway.max_in_flight)"
+        if self.reason == "rate":
+            return f"the account's requests_per_minute: next submit in {self.retry_in:.1f} s"
+        if self.reason == "budget" and self.hold is not None:
+            return self.hold.message
+        return "another host held the submit decision"
 
 
 class JobStore(Protocol):
@@ -75,6 +147,102 @@ class JobStore(Protocol):
 
     def close(self) -> None: ...
 
+    # --- several hosts, one account (OneHost: the meaning for one host) ---
+
+    @property
+    def lease_seconds(self) -> float | None:
+        """How long this host's lease runs after a renewal; None: no lease (one host)."""
+        ...
+
+    @property
+    def lost(self) -> bool:
+        """This host's session is over: its jobs were adopted (it was presumed dead), or
+        another daemon took its name.  Nothing it writes goes through any more."""
+        ...
+
+    def renew(self) -> bool:
+        """Renew this host's lease; False when it could not (:attr:`lost`, or the
+        database out of reach).  Call it every ``lease_seconds / 3``."""
+        ...
+
+    def adopt(self) -> list[Job]:
+        """Take over the unfinished jobs of every host whose lease ran out; returns them
+        (now this host's, to resume as after a restart)."""
+        ...
+
+    def claim(self, job: Job, *, replace_finished: bool = False) -> Taken | None:
+        """Claim the files of a new drop for ``job`` before anything is done with them.
+
+        None: the drop is this host's (a shared store records ``job`` with its claim,
+        in one transaction).  :class:`Taken`: another job holds one of its files,
+        nothing written.  ``replace_finished``: take over files claimed by jobs that
+        ended (after checking the files are still in the inbox).
+        """
+        ...
+
+    def put_intent(self, job: Job, limits: SubmitLimits) -> SubmitRefusal | None:
+        """Write ``job``'s submit intent if the account allows it now (a slot, a token,
+        the day's caps), deciding and writing in one transaction; else write nothing
+        and say why.  One host: a plain :meth:`put` (the engine decided)."""
+        ...
+
+    def put_finished(self, job: Job) -> None:
+        """Write ``job``, which had ended (``FAILED → RETRIED``), whichever host drove it."""
+        ...
+
+    def find(self, job_id: str) -> Job | None:
+        """Any host's job by id (:meth:`get`: this host's)."""
+        ...
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job this host no longer owns (fenced) from what it reads."""
+        ...
+
+    async def watch_account(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever a task of any host ends (a slot frees), until
+        cancelled; one host: returns at once (its own engine knows)."""
+        ...
+
+
+class OneHost:
+    """The several-hosts methods of :class:`JobStore` for a store of one host: nothing is
+    claimed by anyone else, the engine's own slots, token bucket and budget decide each
+    submit, there is no lease to keep and no dead host to adopt from."""
+
+    lease_seconds: float | None = None
+    lost = False
+
+    def put(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def get(self, job_id: str) -> Job | None:
+        raise NotImplementedError
+
+    def renew(self) -> bool:
+        return True
+
+    def adopt(self) -> list[Job]:
+        return []
+
+    def claim(self, job: Job, *, replace_finished: bool = False) -> Taken | None:
+        return None
+
+    def put_intent(self, job: Job, limits: SubmitLimits) -> SubmitRefusal | None:
+        self.put(job)
+        return None
+
+    def put_finished(self, job: Job) -> None:
+        self.put(job)
+
+    def find(self, job_id: str) -> Job | None:
+        return self.get(job_id)
+
+    def forget(self, job_id: str) -> None:
+        pass
+
+    async def watch_account(self, changed: Callable[[], None]) -> None:
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class StoreHolder:
@@ -110,6 +278,30 @@ class HostLease:
     def to_dict(self) -> dict[str, Any]:
         """``{"name", "renewed_at", "alive"}``: one entry of ``status --json``'s ``hosts``."""
         return {"name": self.name, "renewed_at": self.renewed_at, "alive": self.alive}
+
+
+class RetryRequests(Protocol):
+    """Which failed job sent which files back to the inbox (``seedance-watch retry``):
+    ``state/retries.jsonl`` for one host (:class:`~.retries.RetryBook`), a table of the
+    shared store for several, so that whichever host takes the drop knows it
+    (docs/design.md, "Retry")."""
+
+    def request(self, job_id: str, files: Iterable[RetryFile]) -> None:
+        """Record that ``job_id``'s ``files`` go back to the inbox (before they move)."""
+        ...
+
+    def match(
+        self, files: Iterable[RetryFile], *, usable: Callable[[str], bool] = ...
+    ) -> str | None:
+        """The failed job that sent back any of ``files``, newest request first, among
+        the jobs ``usable`` accepts."""
+        ...
+
+    def pending(self) -> set[str]:
+        """The jobs with a request (spent or not)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable

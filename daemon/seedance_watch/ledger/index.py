@@ -51,6 +51,16 @@ class JobIndex:
             if best is None or job.updated_at >= best.updated_at:
                 self.done_by_key[job.content_key] = job
 
+    def remove(self, job_id: str) -> None:
+        """``job_id`` leaves the index (another host owns it now)."""
+        old = self.jobs.pop(job_id, None)
+        if old is None:
+            return
+        self.kind_counts[(old.kind, old.state)] -= 1
+        self.active.pop(job_id, None)
+        if old.content_key is not None and self.done_by_key.get(old.content_key) is old:
+            del self.done_by_key[old.content_key]
+
     def counts(self) -> dict[str, int]:
         """Jobs by state value, every state present (zeros included)."""
         counts = dict.fromkeys((state.value for state in State), 0)

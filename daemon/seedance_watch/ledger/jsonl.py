@@ -57,7 +57,7 @@ from seedance_watch.core.jobs import Job, State
 from seedance_watch.errors import DurabilityError, LedgerCorrupt, StateError
 from seedance_watch.files import fsutil
 from seedance_watch.files.fsutil import fsync_dir
-from seedance_watch.ledger.base import HostLease, StoreHolder, status_order
+from seedance_watch.ledger.base import HostLease, OneHost, StoreHolder, status_order
 from seedance_watch.ledger.daemonfile import DAEMON_STATUS_NAME, read_daemon_file
 from seedance_watch.ledger.index import JobIndex
 from seedance_watch.ledger.lock import (
@@ -183,7 +183,7 @@ def _write_once(fd: int, data: bytes) -> None:
 # --- the ledger -------------------------------------------------------------------------
 
 
-class Ledger:
+class Ledger(OneHost):
     """The latest record of every job, durable on disk, indexed in memory.
 
     Open it with :meth:`Ledger.open`.  ``put`` may be called from any one thread

@@ -112,6 +112,9 @@ class RetryBook:
         )
         self._seen = None
 
+    def close(self) -> None:
+        """Nothing to release (a file is opened for each request)."""
+
     def _current(self) -> dict[str, list[tuple[RetryFile, str]]]:
         try:
             st = self.path.stat()

@@ -55,6 +55,9 @@ class BudgetGate:
         # cannot pass one last slot.  job id -> (when, cents).
         self._reserved: dict[str, tuple[float, int]] = {}
         self._view: TodaySpend = self.tally.today(clock())
+        # A cap reached across the hosts of a shared store (its submit decision said
+        # so): held until the day ends, whatever this host's own tally says.
+        self._account_hold: BudgetHold | None = None
 
     def load(self, jobs: Iterable[Job]) -> None:
         """Count every submit the ledger holds (start-up)."""
@@ -96,6 +99,11 @@ class BudgetGate:
         """0 when ``job`` may be submitted now (what it reserves is counted from now
         on); else the seconds until the day ends."""
         now = self._clock()
+        account = self._account_hold
+        if account is not None:
+            if now < account.lifts_at:
+                return max(0.001, account.lifts_at - now)
+            self._account_hold = None
         cents = self.prices.reserve(job.model, job.options).cents
         hold = self.tally.check(now, cents)
         self._view = self.tally.today(now)  # a new day shows as one
@@ -109,6 +117,15 @@ class BudgetGate:
             self._reached(hold)
         self.hold = hold
         return max(0.001, hold.lifts_at - now)
+
+    def account_held(self, hold: BudgetHold) -> None:
+        """A shared store refused a submit: ``hold``'s cap is reached across the hosts
+        (this host's own tally counts only its own submits).  Submits wait until the
+        day ends, the pause reported as for this host's own cap."""
+        self._account_hold = hold
+        if self.hold is None or (hold.day, hold.cap) != (self.hold.day, self.hold.cap):
+            self._reached(hold)
+        self.hold = hold
 
     def today(self) -> TodaySpend:
         return self.tally.today(self._clock())

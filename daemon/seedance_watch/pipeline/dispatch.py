@@ -24,10 +24,15 @@ from seedance_watch.core.jobs import RESUME, Job, Stage, State
 from seedance_watch.core.scheduling import CircuitBreaker, ReadyQueue, TimerHeap, TokenBucket
 from seedance_watch.ledger.base import JobStore
 
-__all__ = ["POKE_SPACING", "Dispatcher", "Waiting"]
+__all__ = ["ACCOUNT_RECHECK", "POKE_SPACING", "Dispatcher", "Waiting"]
 
 #: A webhook callback polls its task at once, but never more than once a second.
 POKE_SPACING = 1.0
+#: With every slot of the account taken on other hosts, the submitter asks again after
+#: this long even if no notification came (a lost one, a restarting listener).
+ACCOUNT_RECHECK = 5.0
+#: While the database is out of reach the submitter sleeps until woken (its return).
+_UNTIL_WOKEN = 3600.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Dispatcher:
         store: JobStore,
         clock: Callable[[], float],
         credentials: CircuitBreaker,
+        database: CircuitBreaker,
         bucket: TokenBucket,
         max_in_flight: int,
         step: Callable[[Stage, str], Coroutine[Any, Any, None]],
@@ -56,6 +62,9 @@ class Dispatcher:
         spawn_side: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.store, self.clock, self.credentials, self.bucket = store, clock, credentials, bucket
+        self.database = database
+        #: The account has no room (a shared store's decision) until then, or a wake.
+        self.held_until = 0.0
         self.max_in_flight, self.step, self.spawn_side = max_in_flight, step, spawn_side
         #: The budget: 0 to submit now, seconds to wait, or < 0 to drop the job from the
         #: queue (it stays uploaded in the ledger).
@@ -78,6 +87,18 @@ class Dispatcher:
     def first_in_line(self, job_id: str) -> None:
         """``job_id`` goes to the gateway next (the probe a pause let through)."""
         self.ready.push_front(job_id)
+        self.submit_wake.set()
+
+    def hold_account(self, job_id: str, until: float) -> None:
+        """The account had no room for ``job_id``: it goes first in line again, and the
+        submitter waits until ``until`` (or :meth:`account_changed`)."""
+        self.ready.push_front(job_id)
+        self.held_until = max(self.held_until, until)
+
+    def account_changed(self) -> None:
+        """A task ended on some host (any thread: the store's listener runs on this
+        loop): the account may have room again."""
+        self.held_until = 0.0
         self.submit_wake.set()
 
     def stop(self) -> None:
@@ -202,7 +223,10 @@ class Dispatcher:
             while self.stopping or not self.ready or len(self.in_flight) >= max_in_flight:
                 self.submit_wake.clear()
                 await self.submit_wake.wait()
-            wait = self.credentials.wait(self.clock())
+            now = self.clock()
+            wait = max(self.credentials.wait(now), self.held_until - now)
+            if self.database.is_open:
+                wait = _UNTIL_WOKEN
             if wait > 0:
                 await sleep_or_wake(self.submit_wake, wait)
                 continue

@@ -15,6 +15,15 @@ ends is its :class:`~seedance_watch.pipeline.once.RunPolicy`'s::
 What the engine needs from outside comes in through the constructor, wired by
 ``daemon.py``: the store, the bucket, the providers, the inbox, and the pipeline's
 ports (:mod:`seedance_watch.pipeline.ports`) for metrics, notifications and hooks.
+
+On a shared store (several hosts, one account: docs/design.md, "Several hosts, one
+account") the engine also keeps this host's lease (:class:`LeaseKeeper`), resumes the
+jobs it adopts from dead hosts as after a restart, listens for tasks ending on any
+host, and meets three store errors no single host sees: a write another host fenced
+(``JobFenced``: the job is dropped from this host's view, no file touched), the
+session lost (``LeaseLost``: the daemon stops at once), the database out of reach
+(``StoreUnavailable``: a pause of intake and submits; the step whose write failed is
+done again once the database answers).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
+from seedance_watch.core.budget import recorded_cents
 from seedance_watch.core.jobs import (
     RESUME,
     Event,
@@ -36,6 +46,7 @@ from seedance_watch.core.jobs import (
     Retried,
     Stage,
     State,
+    SubmitIntent,
     apply,
     job_files,
 )
@@ -44,15 +55,17 @@ from seedance_watch.core.stability import InboxEvent
 from seedance_watch.files.drop import event_files
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
-from seedance_watch.ledger.base import JobStore
+from seedance_watch.ledger import host_name
+from seedance_watch.ledger.base import JobStore, RetryRequests, SubmitLimits, SubmitRefusal
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.budget import BudgetGate
 from seedance_watch.pipeline.checks import KeyWatch, preflight
-from seedance_watch.pipeline.dispatch import Dispatcher
+from seedance_watch.pipeline.dispatch import ACCOUNT_RECHECK, Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.endings import Endings
 from seedance_watch.pipeline.finish import FinishStage
 from seedance_watch.pipeline.intake import Intake
+from seedance_watch.pipeline.lease import LeaseKeeper, lease_lost_error
 from seedance_watch.pipeline.leftovers import remove_leftovers
 from seedance_watch.pipeline.once import OncePolicy, RunPolicy, RunSummary
 from seedance_watch.pipeline.pauses import Pauses
@@ -64,6 +77,7 @@ from seedance_watch.pipeline.stage import (
     Advance,
     Done,
     Fail,
+    Hold,
     JobStage,
     Outcome,
     Pause,
@@ -105,6 +119,7 @@ class Engine:
         hooks: HookRunner | None = None,
         notes: Announcer | None = None,
         daemon_record: Callable[[Mapping[str, Any]], None] | None = None,
+        retries: RetryRequests | None = None,
     ) -> None:
         self.config, self.store, self.inbox, self.clock = config, store, inbox, clock
         self.observer: Observer = observer or NullObserver()
@@ -112,7 +127,13 @@ class Engine:
         self.policy = RunPolicy(self.summary)
         self.tasks = Supervisor(on_fatal=lambda: self.dispatch.stop())
         self._attempts: dict[str, int] = {}
+        # Work to do again once the store answers and this host's lease runs (a write
+        # the database did not take; a step the lease did not allow), and a signal of
+        # each renewal for whoever waits for one.
+        self._after_renewal: list[Callable[[], None]] = []
+        self._renewal = asyncio.Event()
         gw = config.gateway
+        self._burst = min(10.0, gw.max_in_flight)
         self.pauses = Pauses(
             observer=self.observer,
             status=DaemonStatusFile(config.paths.state, key_source=key_source, write=daemon_record),
@@ -133,7 +154,7 @@ class Engine:
             hooks=hooks,
             notes=notes,
             get=store.get,
-            put=self.put,
+            put=self._put_after_hook,
             spawn=lambda coro: self.tasks.spawn(coro, "hook", side=True),
         )
         self.placement = Placement(
@@ -153,11 +174,12 @@ class Engine:
             storage=storage,
             observer=self.observer,
             pauses=self.pauses,
-            bucket=TokenBucket(gw.requests_per_minute, burst=min(10.0, gw.max_in_flight)),
+            bucket=TokenBucket(gw.requests_per_minute, burst=self._burst),
             estimator=TaskTimeEstimator(),
             clock=clock,
             rng=rng or random.Random(),
             put=self.put,
+            intent=self.intent,
             critical=self.tasks.critical,
             log_retry=self._log_retry,
             prices=self.budget.prices,
@@ -166,6 +188,7 @@ class Engine:
             store=store,
             clock=clock,
             credentials=self.pauses.credentials,
+            database=self.pauses.database,
             bucket=self.deps.bucket,
             max_in_flight=gw.max_in_flight,
             step=self.step,
@@ -173,9 +196,22 @@ class Engine:
             spawn_side=lambda coro: self.tasks.spawn(coro, "submit", side=True),
         )
         self.key_watch = KeyWatch(self.deps, self.pauses, clock)
-        self.intake = Intake(config, store, self.placement, clock)
+        self.intake = Intake(config, store, self.placement, clock, retries)
         self.intake.retried = self._retried
+        self.intake.ready = self._store_ready
+        self.intake.store_down = self._intake_store_down
+        self.intake.fenced = lambda exc: self._fenced(exc.job_id, exc)
         self.intake.attach(inbox)
+        self.lease = LeaseKeeper(
+            store,
+            renewed=self._renewed,
+            unreachable=lambda: self._database_down(
+                "the shared store's database does not answer: this host's lease could not "
+                "be renewed"
+            ),
+            adopted=self._adopted,
+            lost=lambda: self.tasks.die(lease_lost_error(host_name(config))),
+        )
         self.poller = PollStage(self.deps)
         self.stages: dict[Stage, JobStage] = {
             Stage.UPLOAD: UploadStage(self.deps),
@@ -202,8 +238,12 @@ class Engine:
 
     async def recover(self) -> None:
         """Take up every unfinished job of the store: each re-enters its stage
-        (docs/design.md, "Recovery")."""
+        (docs/design.md, "Recovery").  On a shared store, the lease is kept from here
+        on, and tasks ending on any host are listened for."""
         self.dispatch.start()
+        if self.store.lease_seconds is not None:
+            self.tasks.spawn(self.lease.run(), "lease")
+            self.tasks.spawn(self.store.watch_account(self.dispatch.account_changed), "listen")
         self.deps.free_key_check = await preflight(self.deps, self.pauses, self.policy)
         active = self.store.active()
         await remove_leftovers(self.config.paths, {job.job_id for job in active})
@@ -277,8 +317,14 @@ class Engine:
         return any(not self.policy.parked(job.job_id) for job in self.store.active())
 
     async def shutdown(self, grace: float = 20.0) -> None:
-        """Stop taking work, let running uploads/submits/downloads finish (bounded), stop."""
+        """Stop taking work, let running uploads/submits/downloads finish (bounded), stop.
+
+        A host whose session is over (:class:`~seedance_watch.errors.LeaseLost`) lets
+        nothing finish: its jobs are another host's now.
+        """
         self.dispatch.stop()
+        if isinstance(self.fatal, E.LeaseLost):
+            grace = 0.0
         await self.tasks.drain(grace)
 
     @property
@@ -311,6 +357,9 @@ class Engine:
             job = self.store.get(job_id)
             if job is None or job.terminal or RESUME[job.state] is not stage:
                 return  # stale: the job moved on meanwhile
+            if not self.lease.valid():  # frozen past its lease, maybe: touch nothing yet
+                self._when_renewed(lambda: self.dispatch.route(job))
+                return
             if stage is Stage.POLL:
                 if self.dispatch.stopping:
                     return
@@ -319,10 +368,47 @@ class Engine:
                 outcome = await self.stages[stage].run(job)
             except OSError as exc:  # a file step (disk full, a folder gone): retried
                 outcome = Retry(f"file error: {exc}")
+            except E.JobFenced as exc:
+                self._fenced(job_id, exc)
+                return
+            except E.StoreUnavailable as exc:  # the step again, from what is durable
+                self._database_down(exc.message)
+                self._when_renewed(lambda: self._route_again(job_id))
+                return
         finally:
             if stage is Stage.SUBMIT:
                 self.budget.release(job_id)  # its intent is counted, or there was none
-        await self.apply(self.store.get(job_id) or job, stage, outcome)
+        await self._apply_or_defer(self.store.get(job_id) or job, stage, outcome)
+
+    async def _apply_or_defer(self, job: Job, stage: Stage, outcome: Outcome) -> None:
+        """:meth:`apply`; a write the store could not take is done again once it
+        answers: the same outcome when nothing of it was written (a task reference
+        must not be lost), else the job's stage from what was (recovery's rule)."""
+        try:
+            await self.apply(job, stage, outcome)
+        except E.JobFenced as exc:
+            self._fenced(job.job_id, exc)
+        except E.StoreUnavailable as exc:
+            self._database_down(exc.message)
+            job_id = job.job_id
+            if self.store.get(job_id) is job:
+                self._when_renewed(
+                    lambda: self.tasks.spawn(
+                        self._apply_again(job_id, stage, outcome), "apply", side=True
+                    )
+                )
+            else:
+                self._when_renewed(lambda: self._route_again(job_id))
+
+    async def _apply_again(self, job_id: str, stage: Stage, outcome: Outcome) -> None:
+        job = self.store.get(job_id)
+        if job is not None and not job.terminal:
+            await self._apply_or_defer(job, stage, outcome)
+
+    def _route_again(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is not None and not job.terminal:
+            self.dispatch.route(job)
 
     async def apply(self, job: Job, stage: Stage, outcome: Outcome) -> None:
         """Apply a stage's outcome: the store first, then the follow-up (route, timer, fail)."""
@@ -344,6 +430,9 @@ class Engine:
                 if event is not None:
                     job = self.put(job, event)
                 self._pause(job, reason, error)
+            case Hold(refusal=refusal):
+                self._attempts.pop(job.job_id, None)
+                self._hold(job, refusal)
             case Fail(error=error):
                 await self._fail(job, error)
             case Place(sha256=sha, size=size, length=length):
@@ -359,6 +448,120 @@ class Engine:
         self.budget.recorded(job, new, event)
         self.dispatch.know_token(new)
         return new
+
+    def intent(self, job: Job, event: SubmitIntent) -> Job | SubmitRefusal:
+        """Write ``job``'s submit intent if the account has room for it: the store
+        decides with this engine's limits (one host: its own slots, bucket and budget
+        decided already, and the intent is a plain write)."""
+        new = apply(job, event, self.clock())
+        gw = self.config.gateway
+        limits = SubmitLimits(
+            max_in_flight=gw.max_in_flight,
+            per_minute=gw.requests_per_minute,
+            burst=self._burst,
+            prices=self.budget.prices,
+            cents=recorded_cents(new) or 0,
+            at=new.intent_at if new.intent_at is not None else self.clock(),
+        )
+        refused = self.store.put_intent(new, limits)
+        if refused is not None:
+            return refused
+        self.budget.recorded(job, new, event)
+        self.dispatch.know_token(new)
+        return new
+
+    def _hold(self, job: Job, refusal: SubmitRefusal) -> None:
+        """The account had no room for the submit: the job waits first in line until a
+        task ends on some host (or the account's next token, or the next day)."""
+        now = self.clock()
+        if refusal.hold is not None:
+            self.budget.account_held(refusal.hold)
+            until = now
+        elif refusal.reason == "slots":
+            until = now + ACCOUNT_RECHECK
+        else:
+            until = now + refusal.retry_in
+        log.debug("job.held", job_id=job.job_id, reason=refusal.reason, why=refusal.message)
+        self.dispatch.hold_account(job.job_id, until)
+
+    # --- several hosts: the lease, adoption, fencing, the database ------------------------------
+
+    def _renewed(self) -> None:
+        """The lease was renewed: the database answers, this host may act."""
+        if self.pauses.database.is_open:
+            self.pauses.database_ok()
+            self.dispatch.wake()
+        waiting, self._after_renewal = self._after_renewal, []
+        for again in waiting:
+            again()
+        self._renewal.set()
+        self._renewal = asyncio.Event()
+
+    def _when_renewed(self, again: Callable[[], None]) -> None:
+        self._after_renewal.append(again)
+
+    async def _store_ready(self) -> None:
+        """Wait until the store may be written: its database answers, the lease runs."""
+        while self.pauses.database.is_open or not self.lease.valid():
+            await self._renewal.wait()
+
+    def _database_down(self, message: str) -> None:
+        """The shared store's database is out of reach: pause intake and submits."""
+        try:
+            self.pauses.pause_database(message)
+        except OSError as exc:
+            log.warning("status.write_failed", error=str(exc))
+        self.policy.paused("database", message)
+
+    def _intake_store_down(
+        self,
+        exc: E.StoreUnavailable,
+        finish: Callable[[], Coroutine[Any, Any, None]] | None,
+    ) -> None:
+        self._database_down(exc.message)
+        if finish is not None:
+            self._when_renewed(lambda: self.tasks.spawn(self._finish_intake(finish), "intake"))
+
+    async def _finish_intake(self, finish: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await finish()
+        except E.StoreUnavailable as exc:
+            self._intake_store_down(exc, finish)
+        except E.JobFenced as exc:
+            self._fenced(exc.job_id, exc)
+
+    def _fenced(self, job_id: str, exc: E.JobFenced) -> None:
+        """Another host owns the job now (it adopted it), or this host's session is
+        over: the job leaves this host's view, and no file of it is touched again."""
+        job = self.store.get(job_id)
+        self.store.forget(job_id)
+        self.dispatch.in_flight.discard(job_id)
+        if job is not None and not job.terminal:
+            self.intake.release(job_files(job))
+        log.warning("job.fenced", job_id=job_id, owner=exc.owner, reason=exc.message)
+        self.lease.check_now()
+
+    def _adopted(self, jobs: list[Job]) -> None:
+        """Jobs of a dead host are this host's now: each resumes as after a restart
+        (a submit whose outcome was never recorded fails as submit_ambiguous)."""
+        for job in jobs:
+            self.placement.reserve(job)
+        self.dispatch.know_tokens(jobs)
+        for job in jobs:
+            self.intake.claim(job)
+            log.info("job.adopted", job_id=job.job_id, state=job.state.value)
+            self.dispatch.track(job)
+            self.dispatch.route(job)
+        self.dispatch.wake()
+
+    def _put_after_hook(self, job: Job, event: Event) -> Job:
+        """A hook ran: recorded when the store takes it (else it runs again after a
+        restart, as after a crash)."""
+        try:
+            return self.put(job, event)
+        except (E.JobFenced, E.StoreUnavailable) as exc:
+            log.warning("hook.not_recorded", job_id=job.job_id, error=exc.message)
+            return job
 
     def _advanced(self, job: Job, stage: Stage) -> None:
         """Reporting after a durable step (best effort: never undoes the step)."""
@@ -441,10 +644,15 @@ class Engine:
     # --- finished -------------------------------------------------------------------------------
 
     def _retried(self, failed: Job, new_id: str) -> None:
-        """A retried drop became ``new_id``: the failed job's story continues there."""
+        """A retried drop became ``new_id``: the failed job's story continues there
+        (on a shared store, whichever host's the failed job was)."""
         current = self.store.get(failed.job_id) or failed
         if current.state is State.FAILED:
-            self.put(current, Retried(retried_as=new_id))
+            try:
+                self.store.put_finished(apply(current, Retried(retried_as=new_id), self.clock()))
+            except (E.JobFenced, E.StoreUnavailable) as exc:
+                log.warning("job.retry_not_recorded", job_id=current.job_id, error=exc.message)
+                return
             log.info("job.retried", job_id=current.job_id, retried_as=new_id)
 
     def _finished(self, job: Job) -> None:

@@ -2,13 +2,19 @@
 
 The rules of a drop (reading, hashing, checking, the job it makes) are
 :mod:`seedance_watch.files.drop`'s; this stage runs them in a worker thread, holds
-the files of each event until its job ends, dedupes, refuses a drop that alone
-would go over the daily cap, and records the job.
+the files of each event until its job ends, claims the drop in the store before
+anything is done with it (hosts sharing an inbox: one job per drop), dedupes,
+refuses a drop that alone would go over the daily cap, and records the job.
+
+A drop another host claimed is left alone: its files stay held here (not emitted
+again) for ``watch.rescan_seconds``, then are released, so that a drop still there
+then is looked at again (docs/design.md, "Claims").
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -24,6 +30,7 @@ from seedance_watch.files.drop import (
     bare_job,
     event_error,
     examine_drop,
+    inputs_in_place,
     job_groups,
     over_budget,
 )
@@ -31,12 +38,15 @@ from seedance_watch.ledger.retries import RetryBook, RetryFile
 
 if TYPE_CHECKING:
     from seedance_watch.files.inbox import Inbox
-    from seedance_watch.ledger.base import JobStore
+    from seedance_watch.ledger.base import JobStore, RetryRequests
     from seedance_watch.pipeline.placement import Placement
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Intake"]
+__all__ = ["PARKED", "Intake"]
+
+#: The holder of files another host's job claimed (held here until looked at again).
+PARKED = "-"
 
 
 class Intake:
@@ -49,13 +59,29 @@ class Intake:
     """
 
     def __init__(
-        self, config: Config, store: JobStore, placement: Placement, clock: Callable[[], float]
+        self,
+        config: Config,
+        store: JobStore,
+        placement: Placement,
+        clock: Callable[[], float],
+        retries: RetryRequests | None = None,
     ) -> None:
         self.config, self.store, self.placement, self.clock = config, store, placement, clock
         self.prices = BudgetPrices.from_config(config.budget)
-        self.retries = RetryBook(config.paths.state)
+        self.retries: RetryRequests = retries or RetryBook(config.paths.state)
         #: Told ``(failed job, new job id)`` once a retried drop's new job is recorded.
         self.retried: Callable[[Job, str], None] = lambda _failed, _new: None
+        #: Before each drop: wait until the store may be written (its database answers,
+        #: this host's lease runs).
+        self.ready: Callable[[], Awaitable[None]] = _at_once
+        #: A store error after the drop's job was recorded: ``(error, job, finish)``,
+        #: ``finish`` to be run again once the store is back (``None`` when the job
+        #: was not recorded: its files are released, a rescan finds them again).
+        self.store_down: Callable[
+            [E.StoreUnavailable, Callable[[], Coroutine[Any, Any, None]] | None], None
+        ] = _reraise
+        #: A write of the drop's job was fenced (this host's session is over).
+        self.fenced: Callable[[E.JobFenced], None] = _reraise_fenced
         self.inbox: Inbox | None = None
         self.pending = 0
         self._queue: asyncio.Queue[tuple[InboxEvent, list[str]]] = asyncio.Queue()
@@ -98,14 +124,35 @@ class Intake:
         while True:
             event, files = await self._queue.get()
             try:
+                await self.ready()
                 await self._take(event, files, route, fail, guard)
             except OSError:
                 log.exception("engine.intake_error", files=files)
-                if not any(self.store.get(j) for j in set(self._claims.get(f, "?") for f in files)):
+                if not self._recorded(files):
                     self.release(files)
+            except E.StoreUnavailable as exc:
+                recorded = self._recorded(files)
+                if recorded is None:
+                    self.release(files)
+                    self.store_down(exc, None)
+                else:
+                    self.store_down(
+                        exc, functools.partial(self._start, recorded, None, route, fail)
+                    )
+            except E.JobFenced as exc:
+                self.release(files)
+                self.fenced(exc)
             finally:
                 self.pending -= 1
                 idle()
+
+    def _recorded(self, files: list[str]) -> Job | None:
+        """The job recorded for these files, if one was."""
+        for job_id in {self._claims.get(path, "?") for path in files}:
+            job = self.store.get(job_id)
+            if job is not None:
+                return job
+        return None
 
     async def _take(
         self,
@@ -148,6 +195,8 @@ class Intake:
         origin = self._retry_origin(job)
         if origin is not None:
             job = replace(job, retry_of=origin.job_id)
+        if not await self._claim(job, files):
+            return
         log.info("job.created", job_id=job.job_id, source=job.source, retry_of=job.retry_of)
         try:
             await self._start(job, error, route, fail)
@@ -174,16 +223,65 @@ class Intake:
         if over is not None:
             await fail(job, over)
             return
-        self.store.put(job)
+        if self.store.get(job.job_id) is not job:  # a shared store recorded it with its claim
+            self.store.put(job)
         route(job)
+
+    async def _claim(self, job: Job, files: list[str]) -> bool:
+        """Claim the drop for ``job`` before anything is done with its files; False
+        (its files parked) when another host's job holds them.
+
+        Files claimed by a job that ended went back into the inbox (a retry, a copy
+        keeping the mtime): once they are seen there still, as examined, they are this
+        drop's.  (Checked after the store said the other job ended: it moves its
+        files before it ends, so a file that it was moving is gone by then.)
+        """
+        taken = self.store.claim(job)
+        if taken is not None and taken.finished and taken.job_id != job.job_id:
+            inbox = self.config.paths.inbox
+            if await asyncio.to_thread(inputs_in_place, inbox, job.inputs):
+                taken = self.store.claim(job, replace_finished=True)
+        if taken is None:
+            return True
+        log.info(
+            "job.claimed_elsewhere",
+            job_id=job.job_id,
+            source=job.source,
+            claimed_by=taken.job_id,
+            host=taken.host,
+        )
+        self._park(files)
+        return False
+
+    def _park(self, files: list[str]) -> None:
+        """Hold files another host's job claimed until they are worth a look again."""
+        for path in files:
+            self._claims[path] = PARKED
+        delay = self.config.watch.rescan_seconds
+        asyncio.get_running_loop().call_later(delay, self._unpark, files)
+
+    def _unpark(self, files: list[str]) -> None:
+        self.release([path for path in files if self._claims.get(path) == PARKED])
 
     def _retry_origin(self, job: Job) -> Job | None:
         """The failed job whose inputs ``seedance-watch retry`` sent back as this drop."""
         files = [RetryFile(item.path, item.size, item.sha256) for item in job.inputs]
 
         def failed(job_id: str) -> bool:
-            earlier = self.store.get(job_id)
+            earlier = self.store.find(job_id)
             return earlier is not None and earlier.state is State.FAILED
 
         origin_id = self.retries.match(files, usable=failed)
-        return None if origin_id is None else self.store.get(origin_id)
+        return None if origin_id is None else self.store.find(origin_id)
+
+
+async def _at_once() -> None:
+    return None
+
+
+def _reraise(exc: E.StoreUnavailable, _finish: object) -> None:
+    raise exc
+
+
+def _reraise_fenced(exc: E.JobFenced) -> None:
+    raise exc

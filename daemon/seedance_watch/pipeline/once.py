@@ -3,8 +3,9 @@
 The engine applies the same outcomes in both modes; where they differ, it asks its
 :class:`RunPolicy`:
 
-* a **pause** (the key refused, the bucket unusable) cannot resolve itself in a pass
-  that must end: ``--once`` stops the run (exit 3 or 1), nothing lost;
+* a **pause** (the key refused, the bucket unusable, the shared store's database out
+  of reach) cannot resolve itself in a pass that must end: ``--once`` stops the run
+  (exit 3 or 1), nothing lost;
 * a step that **keeps failing** transiently (an upload, a submit that provably never
   left) ends a ``--once`` run after :data:`ONCE_ATTEMPTS` tries, where the daemon
   would keep retrying;
@@ -38,6 +39,7 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)
     credentials_refused: str | None = None
     storage_unavailable: str | None = None
+    database_unavailable: str | None = None
     unfinished: str | None = None
     budget_held: str | None = None
 
@@ -80,6 +82,9 @@ class OncePolicy(RunPolicy):
         if reason == "credentials":
             self.summary.credentials_refused = message
             self._stop("credentials_refused")
+        elif reason == "database":
+            self.summary.database_unavailable = message
+            self._stop("database_unavailable")
         else:
             self.summary.storage_unavailable = message
             self._stop("storage_unavailable")

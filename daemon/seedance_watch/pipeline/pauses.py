@@ -1,9 +1,12 @@
-"""The daemon's two pauses: the gateway refused the key, or the bucket is unusable.
+"""The daemon's pauses: the gateway refused the key, the bucket is unusable, or the
+shared store's database is out of reach.
 
 A pause fails nothing: submits and polls (credentials) or uploads (storage) wait
 behind a :class:`~seedance_watch.core.scheduling.CircuitBreaker` that lets one probe
-through with backoff.  The breakers decide; this module reports: a log event when
-a pause starts, escalates or ends, the ``seedance_paused`` gauge, and
+through with backoff; intake and submits (database) wait until the lease's next
+renewal reaches the database again (docs/design.md, "The database out of reach").
+The breakers decide; this module reports: a log event when a pause starts,
+escalates or ends, the ``seedance_paused`` gauge, and
 ``state/daemon.json`` (:class:`~seedance_watch.ledger.daemonfile.DaemonStatusFile`) for
 ``status``.  What a pause means for a ``--once`` run is the engine's business.
 A reason quoting a URL keeps no query string there (a presigned URL is a credential).
@@ -45,6 +48,7 @@ class Pauses:
     ) -> None:
         self.credentials = CircuitBreaker()
         self.storage = CircuitBreaker()
+        self.database = CircuitBreaker()
         self.status = status
         self._observer = observer
         self._clock = clock
@@ -110,3 +114,31 @@ class Pauses:
                 self._notes.pause_ended("credentials")
             self._on_credentials_accepted()
         self.status.resume("credentials")
+
+    def pause_database(self, reason: str) -> None:
+        """The shared store's database is out of reach: intake and submits wait (nothing
+        fails); the lease's renewals probe it."""
+        reason = redact_text(reason, all_queries=True)
+        was_open = self.database.is_open
+        self.database.trip(reason, self._clock())
+        if not was_open:
+            log.error("database.paused", reason=reason)
+            if self._notes is not None:
+                self._notes.pause_started("database", reason, None)
+        self._observer.paused("database", True)
+        try:
+            self.status.pause("database", reason, since=self.database.since)
+        except OSError as exc:  # the status record is best effort
+            log.warning("status.write_failed", error=str(exc))
+
+    def database_ok(self) -> None:
+        """The database answered (a renewal of the lease): end the database pause."""
+        if self.database.success():
+            log.info("database.resumed")
+            if self._notes is not None:
+                self._notes.pause_ended("database")
+            self._observer.paused("database", False)
+            try:
+                self.status.resume("database")
+            except OSError as exc:
+                log.warning("status.write_failed", error=str(exc))

@@ -16,6 +16,9 @@ The outcomes, a closed union:
   not an error;
 * :class:`Pause` -- the gateway refused the key or the bucket is unusable: nothing
   fails, the pipeline waits for the breaker's probe;
+* :class:`Hold` -- the account has no room for this submit now (a shared store's
+  decision: every slot taken on some host, the account's rate, a daily cap across
+  the hosts): nothing was written, the job waits first in line;
 * :class:`Fail` -- the job fails with ``error``;
 * :class:`Place` -- the video is staged and checked: place it (``length``: its
   seconds as its header says, read when a reservation waits to settle on it);
@@ -34,7 +37,7 @@ from typing import Literal, Protocol
 from seedance_watch import errors as E
 from seedance_watch.config import Config
 from seedance_watch.core.budget import BudgetPrices
-from seedance_watch.core.jobs import Event, Job, Stage
+from seedance_watch.core.jobs import Event, Job, Stage, SubmitIntent
 from seedance_watch.core.scheduling import (
     STAGE_POLICIES,
     RetryHook,
@@ -42,6 +45,7 @@ from seedance_watch.core.scheduling import (
     TokenBucket,
 )
 from seedance_watch.files.storage import Storage
+from seedance_watch.ledger.base import SubmitRefusal
 from seedance_watch.pipeline.pauses import Pauses
 from seedance_watch.pipeline.ports import Observer
 from seedance_watch.pipeline.providers import Providers
@@ -51,6 +55,7 @@ __all__ = [
     "Advance",
     "Done",
     "Fail",
+    "Hold",
     "JobStage",
     "Outcome",
     "Pause",
@@ -87,6 +92,11 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Hold:
+    refusal: SubmitRefusal
+
+
+@dataclass(frozen=True)
 class Fail:
     error: E.JobError
 
@@ -103,7 +113,7 @@ class Done:
     pass
 
 
-Outcome = Advance | Retry | Wait | Pause | Fail | Place | Done
+Outcome = Advance | Retry | Wait | Pause | Hold | Fail | Place | Done
 
 
 @dataclass
@@ -122,6 +132,9 @@ class StageDeps:
     rng: random.Random
     #: Apply an event and write the job durably (returns the new record).
     put: Callable[[Job, Event], Job]
+    #: Write a submit intent if the account has room for it now (the new record), or
+    #: say why not (nothing written): the store decides, with the engine's limits.
+    intent: Callable[[Job, SubmitIntent], Job | SubmitRefusal]
     #: Marks a step that a shutdown lets finish (an upload, a submit, a download).
     critical: Callable[[], contextlib.AbstractContextManager[None]]
     #: ``job.retry`` bookkeeping of an in-coroutine retry loop (stage, attempt, delay, why).

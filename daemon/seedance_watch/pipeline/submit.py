@@ -1,11 +1,14 @@
 """The submit stage: one billed call per job (``UPLOADED → SUBMITTING → SUBMITTED``).
 
 Every created task is billed, so the intent is made durable before the call and the task reference
-returned as :class:`Advance` -- the engine writes it before any other side effect.  A submit that
-provably never reached the gateway (or that it refused with 429/500/503) goes back to ``UPLOADED``
-and waits; 401/402/403 pause submits; anything else that may have reached the gateway is
-``submit_ambiguous`` and never resent (docs/design.md, "The gateway protocol").  A job found in
-``SUBMITTING`` was cut off mid-submit by a crash: its outcome is unknown, so it fails the same way.
+returned as :class:`Advance` -- the engine writes it before any other side effect.  On a shared
+store the intent is written only if the whole account has room for it (a slot, a token, the
+day's caps across the hosts), decided in the same transaction; else the job is held
+(:class:`Hold`).  A submit that provably never reached the gateway (or that it refused with
+429/500/503) goes back to ``UPLOADED`` and waits; 401/402/403 pause submits; anything else that
+may have reached the gateway is ``submit_ambiguous`` and never resent (docs/design.md, "The
+gateway protocol").  A job found in ``SUBMITTING`` was cut off mid-submit by a crash: its
+outcome is unknown, so it fails the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import structlog
 from seedance_watch import errors as E
 from seedance_watch.core.jobs import Job, Stage, State, SubmitIntent, SubmitRefused, Submitted
 from seedance_watch.core.scheduling import task_kind
-from seedance_watch.pipeline.stage import Advance, Fail, Outcome, Pause, Retry, StageDeps
+from seedance_watch.ledger.base import SubmitRefusal
+from seedance_watch.pipeline.stage import Advance, Fail, Hold, Outcome, Pause, Retry, StageDeps
 from seedance_watch.providers.base import GenerationRequest
 
 __all__ = ["SubmitStage", "new_webhook_token", "webhook_url_for"]
@@ -85,7 +89,10 @@ class SubmitStage:
                 token = new_webhook_token()
             cost = d.prices.reserve(model, job.options)
             intent = SubmitIntent(webhook_token=token, cost=cost.to_dict(), provider=provider.name)
-            job = d.put(job, intent)
+            admitted = d.intent(job, intent)
+            if isinstance(admitted, SubmitRefusal):
+                return Hold(admitted)  # nothing written: the account has no room now
+            job = admitted
             d.observer.submit_attempted()
             request = GenerationRequest(
                 kind=job.kind,  # type: ignore[arg-type]

@@ -57,11 +57,13 @@ class EngineView:
         return self._budget.view()
 
     def pauses(self) -> dict[str, str]:
-        """Why submissions (credentials) or uploads (storage) are paused, if they are."""
+        """Why submissions (credentials), uploads (storage) or intake and submissions
+        (database: the shared store's) are paused, if they are."""
         out: dict[str, str] = {}
         for name, breaker in (
             ("credentials", self._pauses.credentials),
             ("storage", self._pauses.storage),
+            ("database", self._pauses.database),
         ):
             if breaker.reason is not None:
                 out[name] = redact_text(breaker.reason)[:160]

@@ -123,6 +123,9 @@ class GatewayApp:
         self._config = config
         self._endpoints = submit_endpoints(config.models)
         self._peak_unfinished = 0
+        # Tasks accepted and not yet finished as a client sees them (queued, running, or
+        # ended but its video still encoding), pruned at each submit: the peak counter.
+        self._unfinished: set[Task] = set()
         self._rng = random.Random(config.seed)
         self._ids = random.Random(f"{config.seed}-ids")
         self._bucket: TokenBucket | None = None
@@ -191,10 +194,24 @@ class GatewayApp:
 
     @property
     def peak_unfinished(self) -> int:
-        """The most tasks ever unfinished (queued or running) at once: the gateway's
-        peak concurrency, as a client's submits drove it."""
+        """The most tasks ever unfinished at once: accepted and not yet finished as a
+        client polling them would see (queued, running, or ended but its video still
+        being made).  The gateway's peak concurrency, as its clients' submits drove it:
+        counted at each accepted submit, the only moment it can grow."""
         with self._lock:
             return self._peak_unfinished
+
+    def task_spans(self) -> list[tuple[float, float | None]]:
+        """Each task's ``(accepted, finished)`` in the simulator's clock (monotonic
+        seconds), in submit order; ``finished`` None while it is not (a client sees
+        it finished from then on)."""
+        with self._lock:
+            now = self._advance()
+            out = []
+            for task in self._board.tasks.values():
+                finished = task.updated(now) if task.status(now) in TERMINAL else None
+                out.append((task.created, finished))
+            return out
 
     def video_bytes(self, task_id: str) -> bytes:
         """The full mp4 served for ``task_id``; ``KeyError`` if it has no video (yet)."""
@@ -439,7 +456,9 @@ class GatewayApp:
                     self._images.setdefault(sha, image)
                     self._image_refs[sha] = self._image_refs.get(sha, 0) + 1
             self._board.add(task)
-            self._peak_unfinished = max(self._peak_unfinished, self._board.unfinished())
+            self._unfinished = {t for t in self._unfinished if t.status(now) not in TERMINAL}
+            self._unfinished.add(task)
+            self._peak_unfinished = max(self._peak_unfinished, len(self._unfinished))
             if webhook_url is not None:
                 self._webhook_due[task.id] = task
             polling_url = None

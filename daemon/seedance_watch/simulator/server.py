@@ -273,8 +273,12 @@ class Simulator:
 
     @property
     def peak_unfinished(self) -> int:
-        """The most tasks ever unfinished (queued or running) at once."""
+        """The most tasks ever unfinished (accepted and not yet finished) at once."""
         return self.app.peak_unfinished
+
+    def task_spans(self) -> list[tuple[float, float | None]]:
+        """Each task's ``(accepted, finished)``, monotonic seconds (None: not yet)."""
+        return self.app.task_spans()
 
     def video_bytes(self, task_id: str) -> bytes:
         """The complete mp4 served for ``task_id`` (a ``cgt-`` id or an envelope's

@@ -29,7 +29,7 @@ from typing import Any
 from seedance_watch.core.budget import BudgetPrices, BudgetTally
 from seedance_watch.core.jobs import TERMINAL_STATES, Job, State
 from seedance_watch.errors import DurabilityError, StateError
-from seedance_watch.ledger.base import HostLease, StoreHolder, status_order
+from seedance_watch.ledger.base import HostLease, OneHost, StoreHolder, status_order
 from seedance_watch.ledger.record import encode_record
 
 __all__ = ["MemoryStore"]
@@ -41,7 +41,7 @@ def _this_process() -> StoreHolder:
     return StoreHolder(f"pid {pid} on host {host}, started {started}", pid, host, started)
 
 
-class MemoryStore:
+class MemoryStore(OneHost):
     """Every job's latest record, in a dict; holds itself (this process) until closed.
 
     ``jobs``: the records it starts with (a restarted store: ``MemoryStore(old.snapshot())``).

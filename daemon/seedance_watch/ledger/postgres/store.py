@@ -32,6 +32,12 @@ store", tells the whole story; the rules kept here:
   put may be repeated); a write the server refused is a
   :class:`~seedance_watch.errors.DurabilityError`, after which the store refuses
   every write, as the JSON-lines ledger does after a failed fsync.
+* **One account** (:mod:`.account`): a new drop is claimed with its job, a submit's
+  intent is written only when the account has a slot, a token and budget left, and
+  the jobs of dead hosts are adopted -- each one transaction.  Adoption waits until
+  this host has renewed its own lease for a whole ``lease_seconds`` without a
+  failure, so that after an outage of the database every host gets the time to
+  renew before any is presumed dead.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -48,6 +54,7 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
+from seedance_watch.core.budget import BudgetPrices
 from seedance_watch.core.jobs import TERMINAL_STATES, Job
 from seedance_watch.errors import (
     DurabilityError,
@@ -56,8 +63,16 @@ from seedance_watch.errors import (
     StateError,
     StoreUnavailable,
 )
-from seedance_watch.ledger.base import status_order
+from seedance_watch.ledger.base import SubmitLimits, SubmitRefusal, Taken, status_order
 from seedance_watch.ledger.index import JobIndex
+from seedance_watch.ledger.postgres.account import (
+    Fenced,
+    adopt_dead,
+    claim_drop,
+    claim_params,
+    decide_submit,
+    watch_slots,
+)
 from seedance_watch.ledger.postgres.rows import ENCODER, encode_job, iso, job_row, register_host
 from seedance_watch.ledger.postgres.schema import (
     SCHEMA,
@@ -77,6 +92,7 @@ HOST_LOCK = 0x5EED
 _LOCK_ATTEMPTS = 10
 _LOCK_RETRY_SECONDS = 0.1
 _TERMINAL = tuple(state.value for state in TERMINAL_STATES)
+_TERMINAL_LIST = list(_TERMINAL)
 
 _PUT = f"""
 INSERT INTO {SCHEMA}.jobs AS j (
@@ -96,6 +112,21 @@ ON CONFLICT (job_id) DO UPDATE SET
     cost_cents = excluded.cost_cents, revision = excluded.revision,
     written_at = excluded.written_at
 WHERE j.owner = excluded.owner AND j.owner_epoch <= excluded.owner_epoch
+RETURNING j.revision
+"""
+
+# A job that had ended, written by whichever host retries it (FAILED -> RETRIED): it
+# becomes this host's; only while our session stands, and never a job still running.
+_PUT_FINISHED = f"""
+UPDATE {SCHEMA}.jobs AS j SET
+    record = %(record)s::json, state = %(state)s, kind = %(kind)s,
+    content_key = %(content_key)s, owner = %(owner)s, owner_epoch = %(epoch)s,
+    created_at = %(created_at)s, updated_at = %(updated_at)s, seq = %(seq)s,
+    intent_at = %(intent_at)s, submit_at = %(submit_at)s, cost_cents = %(cost_cents)s,
+    revision = nextval('{SCHEMA}.job_revisions'), written_at = now()
+WHERE j.job_id = %(job_id)s AND j.state = ANY(%(terminal)s)
+  AND EXISTS (
+    SELECT 1 FROM {SCHEMA}.hosts AS h WHERE h.name = %(owner)s AND h.epoch = %(epoch)s)
 RETURNING j.revision
 """
 
@@ -130,6 +161,10 @@ class PostgresStore:
         self._lost = False  # the lease renewal found our session superseded
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        #: Since when (monotonic) every renewal succeeded: adoption waits a whole lease.
+        self._healthy_since: float | None = time.monotonic()
+        #: Round trips to the database, counted where they are made (bench/cluster.py).
+        self.round_trips = 0
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.database.shown} host={self.host!r} epoch={self.epoch}>"
@@ -240,7 +275,7 @@ class PostgresStore:
                 "connect_timeout": 10,
                 "application_name": f"seedance-watch {self.host}",
             },
-            configure=ensure_synchronous_commit,
+            configure=self._configure,
             name=f"seedance-watch-{self.host}",
             timeout=10.0,
             open=False,
@@ -251,6 +286,14 @@ class PostgresStore:
             pool.close()
             raise translate(exc, self.database, "open a connection pool", write=False) from None
         return pool
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Each pooled connection: commits durable when they return; a transaction left
+        open (a host frozen inside a submit decision, holding the account's lock) is
+        ended by the server once this host's lease would have run out."""
+        ensure_synchronous_commit(conn)
+        timeout = max(1000, int(self.lease_seconds * 1000))
+        conn.execute(f"SET idle_in_transaction_session_timeout = {timeout}")
 
     # --- reads: this host's jobs, from memory ---
 
@@ -285,6 +328,7 @@ class PostgresStore:
                         ORDER BY updated_at DESC, revision DESC LIMIT 1""",
                     (content_key,),
                 ).fetchone()
+                self.round_trips += 1
         except psycopg.Error as exc:
             raise translate(exc, self.database, "look up a done job", write=False) from None
         return None if row is None else Job.from_dict(row[0])
@@ -319,22 +363,13 @@ class PostgresStore:
         """
         params = job_row(job, encode_job(job), self.host, self.epoch)
         with self._mutex:
-            if self._closed:
-                raise StateError("the store is closed")
-            if self._fatal is not None:
-                raise DurabilityError(
-                    "the store refuses writes after an earlier write failure "
-                    f"({self._fatal}); restart the daemon once the database is healthy"
-                ) from self._fatal
+            self._check_writable()
             try:
                 with self._connection() as conn:
+                    self.round_trips += 1
                     row = conn.execute(_PUT, params, prepare=True).fetchone()
             except psycopg.Error as exc:
-                error = translate(exc, self.database, f"write job {job.job_id}", write=True)
-                if not isinstance(error, StoreUnavailable):
-                    self._fatal = error
-                    log.error("store.write_failed", job_id=job.job_id, error=error.message)
-                raise error from None
+                raise self._write_error(exc, f"write job {job.job_id}") from None
             if row is None:
                 raise self._fenced(job)
             self._records.add(job)
@@ -371,6 +406,146 @@ class PostgresStore:
             owner=owner,
         )
 
+    # --- one account across the hosts (docs/design.md, "Several hosts, one account") ---
+
+    def claim(self, job: Job, *, replace_finished: bool = False) -> Taken | None:
+        """Record the new ``job`` and claim its files (each by path, size, mtime and
+        sha256) in one transaction; :class:`Taken` (nothing written) when another job
+        holds one.  ``replace_finished``: files claimed by jobs that ended are taken
+        over (the caller checked that they are in the inbox again).
+
+        Raises :class:`JobFenced` when our session is over, :class:`StoreUnavailable`,
+        :class:`DurabilityError` as :meth:`put` does.
+        """
+        params = claim_params(job_row(job, encode_job(job), self.host, self.epoch), job.inputs)
+        with self._mutex:
+            self._check_writable()
+            try:
+                with self._connection() as conn:
+                    taken, trips = claim_drop(conn, params, replace_finished=replace_finished)
+                    self.round_trips += trips
+            except Fenced:
+                raise self._fenced(job) from None
+            except psycopg.Error as exc:
+                raise self._write_error(exc, f"claim the files of job {job.job_id}") from None
+            if taken is None:
+                self._records.add(job)
+            return taken
+
+    def put_intent(self, job: Job, limits: SubmitLimits) -> SubmitRefusal | None:
+        """Write ``job``'s submit intent when the whole account allows it now: fewer than
+        ``max_in_flight`` tasks in flight on every host, a token in the account's
+        bucket, the day's caps not passed (counting every host's submits); decided and
+        written in one transaction under the ``account`` row's lock.  Else nothing is
+        written and :class:`SubmitRefusal` says why.  Errors as :meth:`put`.
+        """
+        params = job_row(job, encode_job(job), self.host, self.epoch)
+        prices = limits.prices
+        with self._mutex:
+            self._check_writable()
+            try:
+                with self._connection() as conn:
+                    refusal, trips = decide_submit(
+                        conn, _PUT, params, limits, lambda rows: _priced(prices, rows)
+                    )
+                    self.round_trips += trips
+            except Fenced:
+                raise self._fenced(job) from None
+            except psycopg.Error as exc:
+                raise self._write_error(exc, f"write the submit intent of {job.job_id}") from None
+            if refusal is None:
+                self._records.add(job)
+            return refusal
+
+    def put_finished(self, job: Job) -> None:
+        """Write ``job``, a job that had ended, whichever host drove it (a retry of
+        another host's failed job): it becomes this host's.  :class:`JobFenced` when it
+        had not ended (or our session is over)."""
+        params = job_row(job, encode_job(job), self.host, self.epoch)
+        params["terminal"] = _TERMINAL_LIST
+        with self._mutex:
+            self._check_writable()
+            try:
+                with self._connection() as conn:
+                    self.round_trips += 1
+                    row = conn.execute(_PUT_FINISHED, params).fetchone()
+            except psycopg.Error as exc:
+                raise self._write_error(exc, f"write job {job.job_id}") from None
+            if row is None:
+                raise self._fenced(job)
+            self._records.add(job)
+
+    def find(self, job_id: str) -> Job | None:
+        """Any host's job: this host's from memory, another's from the database."""
+        job = self._records.jobs.get(job_id)
+        if job is not None:
+            return job
+        try:
+            with self._connection() as conn:
+                self.round_trips += 1
+                row = conn.execute(
+                    f"SELECT record FROM {SCHEMA}.jobs WHERE job_id = %s", (job_id,)
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc, self.database, f"read job {job_id}", write=False) from None
+        return None if row is None else Job.from_dict(row[0])
+
+    def forget(self, job_id: str) -> None:
+        """A job another host owns now leaves this host's view (it was fenced)."""
+        with self._mutex:
+            self._records.remove(job_id)
+
+    def adopt(self) -> list[Job]:
+        """Take over the unfinished jobs of every host whose lease ran out, in one
+        transaction that also moves those hosts' epochs on (their late writes are
+        fenced).  Nothing until this host has renewed its own lease without a failure
+        for a whole ``lease_seconds``.  Returns the jobs adopted (now this host's)."""
+        healthy = self._healthy_since
+        if healthy is None or time.monotonic() - healthy < self.lease_seconds:
+            return []
+        with self._mutex:
+            self._check_writable()
+            try:
+                with self._connection() as conn:
+                    dead, records, trips = adopt_dead(conn, self.host, self.epoch)
+                    self.round_trips += trips
+            except psycopg.Error as exc:
+                raise self._write_error(exc, "adopt the jobs of dead hosts") from None
+            jobs = [Job.from_dict(record) for record in records]
+            for job in jobs:
+                self._records.add(job)
+        if dead:
+            log.warning("store.adopted", host=self.host, dead=dead, jobs=len(jobs))
+        return jobs
+
+    @property
+    def lost(self) -> bool:
+        """Our session is over: this host was presumed dead (its epoch moved on), or
+        another daemon took its name."""
+        return self._lost
+
+    async def watch_account(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` each time a task of any host ends (``LISTEN``), until
+        cancelled (docs/design.md, "Waiting for a slot")."""
+        await watch_slots(self.database, f"seedance-watch {self.host} listen", changed)
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StateError("the store is closed")
+        if self._fatal is not None:
+            raise DurabilityError(
+                "the store refuses writes after an earlier write failure "
+                f"({self._fatal}); restart the daemon once the database is healthy"
+            ) from self._fatal
+
+    def _write_error(self, exc: BaseException, doing: str) -> StateError:
+        """A failed write translated; latched unless the database was out of reach."""
+        error = translate(exc, self.database, doing, write=True)
+        if not isinstance(error, StoreUnavailable):
+            self._fatal = error
+            log.error("store.write_failed", doing=doing, error=error.message)
+        return error
+
     def record_daemon(self, record: Mapping[str, Any] | None) -> None:
         """Keep this host's daemon record (``daemon.json``'s document) in ``hosts``.
 
@@ -404,6 +579,7 @@ class PostgresStore:
                 session = self._session_connection()
                 row = None
                 if session is not None:
+                    self.round_trips += 1
                     row = session.execute(
                         f"""UPDATE {SCHEMA}.hosts SET renewed_at = now()
                             WHERE name = %s AND epoch = %s AND stopped_at IS NULL
@@ -412,6 +588,7 @@ class PostgresStore:
                     ).fetchone()
             except (psycopg.Error, StateError) as exc:
                 self._drop_session()
+                self._healthy_since = None
                 message = self.database.scrub(str(exc))
                 log.warning("store.lease_renew_failed", host=self.host, error=message)
                 return False
@@ -419,6 +596,10 @@ class PostgresStore:
                 self._lost = True
                 log.error("store.lease_lost", host=self.host, epoch=self.epoch)
                 return False
+            if self._healthy_since is None:
+                self._healthy_since = time.monotonic()
+                if self._pool is not None:  # back after an outage: drop dead connections
+                    self._pool.check()
             return True
 
     def _session_connection(self) -> psycopg.Connection[Any] | None:
@@ -478,7 +659,7 @@ class PostgresStore:
             self._drop_session()
         if self._pool is not None:
             self._pool.close()
-        log.info("store.closed", host=self.host)
+        log.info("store.closed", host=self.host, round_trips=self.round_trips)
 
     # --- internals ---
 
@@ -508,6 +689,12 @@ class _Borrowed:
         if self._conn is not None:
             self._pool.putconn(self._conn)
             self._conn = None
+
+
+def _priced(prices: BudgetPrices, records: list[dict[str, Any]]) -> int:
+    """The cents of submits recorded without a cost, priced from their models (as the
+    reader prices them)."""
+    return sum(prices.cents(Job.from_dict(record)) for record in records)
 
 
 def _lock_host(conn: psycopg.Connection[Any], host: str, *, attempts: int) -> bool:
