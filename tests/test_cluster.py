@@ -17,18 +17,30 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
-from .helpers import DaemonProcess, daemon_env, files_under, fresh_bucket, wait_for, write_pair
+from .helpers import (
+    DaemonProcess,
+    WritePair,
+    daemon_env,
+    files_under,
+    free_port,
+    fresh_bucket,
+    wait_for,
+    write_pair,
+)
+from .pgserver import PostgresServer
 from .simhelpers import SimFactory
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,6 +59,8 @@ class Cluster:
     sim: Simulator
     bucket: str
     max_in_flight: int = 4
+    requests_per_minute: int = 600
+    lease: float = LEASE
     extra: str = ""
     hosts: dict[str, DaemonProcess] = field(default_factory=dict)
 
@@ -57,12 +71,13 @@ class Cluster:
             f"paths: {{inbox: {root}/inbox, outbox: {root}/outbox, done: {root}/done, "
             f"failed: {root}/failed, state: {root}/state-{host}}}\n"
             f"gateway: {{base_url: '{self.sim.base_url}', poll_interval: 0.1, "
-            f"task_timeout: 60, request_timeout: 5, max_in_flight: {self.max_in_flight}}}\n"
+            f"task_timeout: 60, request_timeout: 5, max_in_flight: {self.max_in_flight}, "
+            f"requests_per_minute: {self.requests_per_minute}}}\n"
             f"storage: {{bucket: {self.bucket}, endpoint_url: '{self.s3.endpoint_url}', "
             "region: us-east-1}\n"
             "watch: {settle_seconds: 0.2, rescan_seconds: 1, pair_timeout: 300}\n"
             "log: {format: json, level: debug}\n"
-            f"cluster: {{database: '{self.url}', name: {host}, lease_seconds: {LEASE}}}\n"
+            f"cluster: {{database: '{self.url}', name: {host}, lease_seconds: {self.lease}}}\n"
             + self.extra,
             encoding="utf-8",
         )
@@ -164,14 +179,16 @@ def test_three_hosts_one_killed_mid_batch_end_every_drop_once(cluster: Cluster) 
     cluster.start("alpha", "beta", "gamma")
     stems = cluster.drop(18)
 
-    def victim_busy() -> bool:
+    def busy_host() -> str | None:
+        """A host with two tasks in flight (which one gets them is the race's)."""
         owners = [o for _, state, o in cluster.jobs().values() if state == "submitted"]
-        return owners.count("gamma") >= 2
+        return next((o for o in sorted(set(owners)) if owners.count(o) >= 2), None)
 
-    wait_for(victim_busy, timeout=40, interval=0.02)
-    cluster.hosts["gamma"].kill()
+    victim = wait_for(busy_host, timeout=40, interval=0.02)
+    survivors = sorted(set(cluster.hosts) - {victim})
+    cluster.hosts[victim].kill()
     killed = cluster.jobs()
-    gammas = {j for j, (_, state, o) in killed.items() if o == "gamma" and state != "done"}
+    orphans = {j for j, (_, state, o) in killed.items() if o == victim and state != "done"}
     wait_for(lambda: cluster.ended(len(stems)), timeout=60, interval=0.1)
 
     jobs = cluster.jobs()
@@ -185,27 +202,170 @@ def test_three_hosts_one_killed_mid_batch_end_every_drop_once(cluster: Cluster) 
     assert set(codes.values()) <= {"submit_ambiguous"}
     adopted_submitting = {
         e["job_id"]
-        for name in ("alpha", "beta")
+        for name in survivors
         for e in cluster.events(name, "job.adopted")
         if e["state"] == "submitting"
     }
     assert failed <= adopted_submitting
-    adopted = {e["job_id"] for n in ("alpha", "beta") for e in cluster.events(n, "job.adopted")}
-    assert adopted == gammas and adopted
-    assert {o for j, (_, _, o) in jobs.items() if j in adopted} <= {"alpha", "beta"}
+    adopted = {e["job_id"] for n in survivors for e in cluster.events(n, "job.adopted")}
+    assert adopted == orphans and adopted
+    assert {o for j, (_, _, o) in jobs.items() if j in adopted} <= set(survivors)
     images = submitted_images(cluster.sim)
     assert len(images) == len(set(images))
     assert cluster.sim.peak_unfinished <= cluster.max_in_flight
-    assert len(files_under(cluster.root / "outbox")) == 2 * (len(stems) - len(failed))
+    videos = [f for f in files_under(cluster.root / "outbox") if f.endswith(".mp4")]
+    assert len(videos) == len(stems) - len(failed)
     assert not [f for f in files_under(cluster.root / "inbox") if not f.startswith(".")]
 
-    for host in ("alpha", "beta"):
+    for host in survivors:
         report = status_json(cluster, host)
         assert {job["job_id"]: job["host"] for job in report["jobs"]} == {
             j: o for j, (_, _, o) in jobs.items()
         }
-        assert {h["name"]: h["alive"] for h in report["hosts"]} == {
-            "alpha": True,
-            "beta": True,
-            "gamma": False,
-        }
+        alive = {h["name"]: h["alive"] for h in report["hosts"]}
+        assert alive == {name: name != victim for name in cluster.hosts}
+
+
+def test_a_daily_cap_holds_across_hosts_under_concurrency(cluster: Cluster) -> None:
+    """max_submits_per_day: 5 across three hosts racing for twelve drops: exactly five
+    submits, none of the other drops fails (they wait for the next day), and each host
+    that reached the cap says so in status."""
+    cluster.extra = "budget: {max_submits_per_day: 5}\n"
+    cluster.start("alpha", "beta", "gamma")
+    stems = cluster.drop(12)
+
+    def five_done() -> bool:
+        return [s for _, s, _ in cluster.jobs().values()].count("done") == 5
+
+    wait_for(five_done, timeout=40, interval=0.1)
+
+    # Every host has seen every drop (rescan_seconds: 1); each one holding a waiting
+    # job finds the cap reached.
+    def reached() -> list[str]:
+        return [n for n in cluster.hosts if cluster.events(n, "budget.reached")]
+
+    def waiting_owners() -> set[str]:
+        return {owner for _, state, owner in cluster.jobs().values() if state != "done"}
+
+    wait_for(lambda: reached() and waiting_owners() <= set(reached()), timeout=20)
+    time.sleep(1.0)
+    jobs = cluster.jobs()
+    assert len(cluster.sim.submits) == 5
+    assert len(jobs) == len(stems)
+    states = sorted(state for _, state, _ in jobs.values())
+    assert states.count("done") == 5
+    assert "failed" not in states and "submitted" not in states
+    report = status_json(cluster, reached()[0])
+    assert "max_submits_per_day" in json.dumps(report["daemon"]["paused"]["budget"])
+
+
+def test_the_database_restarted_mid_batch_loses_nothing(
+    cluster: Cluster, postgres_server: PostgresServer
+) -> None:
+    """The database stopped while two hosts have tasks in flight: intake and submits
+    pause (/healthz names the database), nothing fails; started again, every drop ends
+    done, one job each, no image submitted twice."""
+    port = free_port()
+    cluster.lease = 9.0  # longer than the outage: no host is presumed dead
+    cluster.extra = f"health: {{listen: '127.0.0.1:{port}'}}\n"
+    cluster.start("alpha")
+    cluster.extra = ""
+    cluster.start("beta")
+    stems = cluster.drop(10)
+
+    def some_in_flight() -> bool:
+        return any(state == "submitted" for _, state, _ in cluster.jobs().values())
+
+    wait_for(some_in_flight, timeout=30, interval=0.05)
+    postgres_server.pause("fast")
+    try:
+        wait_for(lambda: cluster.events("alpha", "database.paused"), timeout=20)
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        assert health["status"] == "unhealthy" and "database" in health["paused"]
+        more = cluster.drop(2, start=len(stems))  # dropped while the database is away
+    finally:
+        postgres_server.resume()
+    wait_for(lambda: cluster.events("alpha", "database.resumed"), timeout=30)
+    wait_for(lambda: cluster.ended(len(stems) + len(more)), timeout=60, interval=0.1)
+
+    jobs = cluster.jobs()
+    assert {state for _, state, _ in jobs.values()} == {"done"}
+    assert sorted(s for s, _, _ in jobs.values()) == [f"{s}.jpg" for s in stems + more]
+    images = submitted_images(cluster.sim)
+    assert len(images) == len(set(images)) == len(stems) + len(more)
+    assert cluster.sim.peak_unfinished <= cluster.max_in_flight
+    assert all(d.proc.poll() is None for d in cluster.hosts.values())
+
+
+def test_a_host_frozen_past_its_lease_touches_none_of_its_adopted_jobs(
+    cluster: Cluster, sim_factory: SimFactory
+) -> None:
+    """alpha is frozen (SIGSTOP) with tasks in flight; beta adopts them after the lease
+    and finishes them; alpha, woken (SIGCONT), stops without writing any of them, and
+    no task is submitted or downloaded twice."""
+    cluster.sim = sim_factory(running_seconds=3.0)  # still running when beta adopts them
+    cluster.start("alpha")
+    stems = cluster.drop(4)
+
+    def alpha_in_flight() -> bool:
+        jobs = cluster.jobs().values()
+        return len(jobs) == len(stems) and all(s == "submitted" for _, s, _ in jobs)
+
+    wait_for(alpha_in_flight, timeout=30, interval=0.05)
+    alpha = cluster.hosts["alpha"]
+    alpha.signal(signal.SIGSTOP)
+    frozen = {
+        j: json.loads(r) for j, r in cluster.sql(f"SELECT job_id, record::text FROM {SCHEMA}.jobs")
+    }
+    cluster.start("beta")
+    wait_for(lambda: len(cluster.events("beta", "job.adopted")) == len(stems), timeout=30)
+    alpha.signal(signal.SIGCONT)
+    assert alpha.wait(timeout=30) != 0
+    wait_for(lambda: cluster.ended(len(stems)), timeout=60, interval=0.1)
+
+    jobs = cluster.jobs()
+    assert set(jobs) == set(frozen)
+    assert {(state, owner) for _, state, owner in jobs.values()} == {("done", "beta")}
+    assert len(cluster.sim.submits) == len(stems)
+    alpha_writes = [
+        e for e in alpha.events() if e.get("event") in ("job.done", "job.failed", "job.downloaded")
+    ]
+    assert alpha_writes == []
+    assert alpha.has_event("lease.lost")
+    assert len(files_under(cluster.root / "outbox")) == 2 * len(stems)
+
+
+def test_run_once_exits_1_when_the_database_is_out_of_reach(
+    tmp_path: Path, s3_server: S3Emulator, sim_factory: SimFactory, write_pair: WritePair
+) -> None:
+    """run --once with a database nobody answers at: exit 1, the drop untouched."""
+    sim = sim_factory()
+    cluster = Cluster(
+        tmp_path,
+        f"postgresql://seedance@127.0.0.1:{free_port()}/none",
+        s3_server,
+        sim,
+        fresh_bucket(s3_server),
+    )
+    for folder in ("inbox", "outbox", "done", "failed"):
+        (tmp_path / folder).mkdir()
+    write_pair(tmp_path / "inbox", "beach")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seedance_watch",
+            "run",
+            "--once",
+            "--config",
+            str(cluster.config("solo")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=daemon_env(aws=EMULATOR_CREDENTIALS),
+    )
+    assert done.returncode == 1, done.stderr
+    assert "database" in done.stderr
+    assert sorted(files_under(tmp_path / "inbox")) == ["beach.jpg", "beach.yaml"]
+    assert sim.submits == []

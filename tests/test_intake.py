@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from seedance_watch import errors as E
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Job
@@ -67,3 +69,58 @@ def test_intake_takes_a_ready_reference_drop_with_its_images(tmp_path: Path) -> 
         ("reference", "b.jpg"),
         ("reference", "a.jpg"),
     ]
+
+
+def test_a_drop_whose_files_all_left_before_intake_makes_no_job(tmp_path: Path) -> None:
+    """A pair that left the inbox before it was examined (taken back, or finished by
+    another host of a shared store) makes no job and no failure; a pair of which one
+    file is still there fails as input_vanished, so that file moves to failed/."""
+    config = Config.model_validate(
+        {
+            "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
+            "storage": {"bucket": "b"},
+            "dedupe": False,
+        }
+    )
+    inbox = config.paths.inbox
+    inbox.mkdir(parents=True)
+    (inbox / "half.yaml").write_text("prompt: a calm sea\n")  # half.jpg is gone already
+
+    class Store(dict[str, Job]):
+        def claim(self, job: Job) -> None:
+            self[job.job_id] = job
+
+        def find(self, job_id: str) -> Job | None:
+            return self.get(job_id)
+
+    store = Store()
+    failed: list[tuple[str, str]] = []
+    intake = Intake(config, store, placement=None, clock=lambda: NOW)  # type: ignore[arg-type]
+
+    def route(job: Job) -> None:
+        raise AssertionError(f"{job.source} was routed")
+
+    async def fail(job: Job, error: E.JobError) -> None:
+        failed.append((job.source, error.code))
+
+    async def main() -> None:
+        for stem in ("gone", "half"):
+            event = PairReady(stem, f"{stem}.jpg", f"{stem}.yaml")
+            intake.submit(event, event_files(event))
+        idle = asyncio.Event()
+        worker = asyncio.create_task(
+            intake.worker(route, fail, guard=None, idle=lambda: idle.set())  # type: ignore[arg-type]
+        )
+        try:
+            async with asyncio.timeout(10):
+                while intake.pending:
+                    idle.clear()
+                    await idle.wait()
+        finally:
+            worker.cancel()
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    assert failed == [("half.jpg", "input_vanished")]
+    vanished = [e["files"] for e in logs if e["event"] == "inbox.drop_vanished"]
+    assert vanished == [["gone.jpg", "gone.yaml"]]

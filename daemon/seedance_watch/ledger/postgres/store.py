@@ -337,10 +337,14 @@ class PostgresStore:
         """For /healthz: no write failed, our session stands, the database takes writes."""
         if self._closed or self._fatal is not None or self._lost or self._pool is None:
             return False
+        if self._healthy_since is None:
+            # The last renewal of the lease failed: the database is out of reach (a
+            # probe must answer at once, not wait for the pool's connections).
+            return False
         # Twice: a pooled connection the server dropped fails once, then is replaced.
         for _ in range(2):
             try:
-                with self._pool.connection(timeout=5.0) as conn:
+                with self._pool.connection(timeout=2.0) as conn:
                     row = conn.execute(
                         "SELECT NOT pg_is_in_recovery() AND "
                         "current_setting('transaction_read_only') = 'off'"
