@@ -9,12 +9,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from seedance_watch.simulator import Simulator
 from seedance_watch.testing.s3emulator import S3Emulator
 
-from .helpers import daemon_env, files_under, fresh_bucket, run_once, write_config
+from .helpers import daemon_env, files_under, free_port, fresh_bucket, run_once, write_config
 from .simhelpers import quick_tasks
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,3 +126,33 @@ def test_a_folder_run_has_to_create_is_logged_as_a_warning(
         ("paths.inbox", str(tmp_path / "in" / "box"), "warning")
     ]
     assert (tmp_path / "in" / "box").is_dir()
+
+
+def test_check_asks_the_shared_database_and_names_what_it_found(
+    tmp_path: Path, s3_server: S3Emulator, sim: Simulator, postgres_url: str
+) -> None:
+    """With cluster.database, check connects once and reports the server and the
+    schema (none yet: check creates nothing); a newer schema than this version knows
+    and a database nobody answers at exit 1 naming cluster.database."""
+    extra = f"cluster: {{database: '{postgres_url}', name: alpha}}\n"
+    config = write_config(tmp_path, s3_server, sim, bucket=fresh_bucket(s3_server), extra=extra)
+    (tmp_path / "state").mkdir()
+    done = check(config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (said,) = [line for line in done.stdout.splitlines() if "the database" in line]
+    assert said.startswith("ok: the database postgresql://") and "answers: PostgreSQL 1" in said
+    assert "no seedance-watch tables yet" in said
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace('seedance_watch')").fetchone() == (None,)
+        conn.execute("CREATE SCHEMA seedance_watch")
+        conn.execute("CREATE TABLE seedance_watch.schema_migrations (version int, name text)")
+        conn.execute("INSERT INTO seedance_watch.schema_migrations VALUES (99, 'future')")
+    newer = check(config)
+    assert newer.returncode == 1, newer.stdout
+    assert "error: " in newer.stdout and "schema version 99" in newer.stdout
+
+    away = f"postgresql://seedance@127.0.0.1:{free_port()}/none"
+    config.write_text(config.read_text().replace(postgres_url, away))
+    gone = check(config)
+    assert gone.returncode == 1, gone.stdout
+    assert "error: cannot connect to the database" in gone.stdout

@@ -5,11 +5,13 @@
 * the bucket exists and takes a write and a delete of a probe object (the
   credentials work);
 * the gateway accepts the API key, asked with a call that costs nothing where the
-  provider offers one (where it does not, the report says so plainly).
+  provider offers one (where it does not, the report says so plainly);
+* on a shared store (``cluster.database``), the database answers, runs PostgreSQL 13
+  or newer and holds no schema newer than this version knows.
 
 Exit codes are ``run``'s (docs/design.md, "Exit codes"): 0 all good (warnings
-allowed), 1 the bucket refuses us or cannot be reached, 2 a config or folder
-problem, 3 the gateway refused the key.  Nothing is created, uploaded or paid.
+allowed), 1 the bucket or the database refuses us or cannot be reached, 2 a config or
+folder problem, 3 the gateway refused the key.  Nothing is created, uploaded or paid.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Literal, Protocol
 from seedance_watch import errors as E
 from seedance_watch.config import Config, PathsConfig
 from seedance_watch.files.storage import Storage
+from seedance_watch.ledger import probe_database
 from seedance_watch.providers.keys import load_api_key
 from seedance_watch.providers.registry import provider_spec
 
@@ -136,6 +139,16 @@ async def _key_findings(config: Config, environ: Mapping[str, str]) -> list[Find
     return [Finding("ok", f"{gw.base_url} accepts the {spec.name} key (from {key.source})")]
 
 
+def _database_findings(config: Config, environ: Mapping[str, str]) -> list[Finding]:
+    try:
+        said = probe_database(config, environ)
+    except E.ConfigError as exc:  # an unreadable $CREDENTIALS_DIRECTORY/database-url
+        return [Finding("error", exc.message, exc.key, exit_code=EXIT_USAGE)]
+    except E.StateError as exc:  # out of reach, refusing us, too old, a newer schema
+        return [Finding("error", exc.message, "cluster.database", exit_code=EXIT_STORAGE)]
+    return [] if said is None else [Finding("ok", said, "cluster.database")]
+
+
 def run_checks(config: Config, environ: Mapping[str, str]) -> CheckReport:
     """Every check, in order; none stops the others (one run shows every problem)."""
     findings = folder_findings(config.paths)
@@ -146,6 +159,7 @@ def run_checks(config: Config, environ: Mapping[str, str]) -> CheckReport:
         findings += _storage_findings(Storage(config.storage), where)
     except E.ConfigError as exc:  # the storage settings themselves
         findings.append(Finding("error", exc.message, exc.key, exit_code=EXIT_USAGE))
+    findings += _database_findings(config, environ)
     try:
         findings += asyncio.run(_key_findings(config, environ))
     except E.ConfigError as exc:  # no key found

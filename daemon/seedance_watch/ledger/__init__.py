@@ -30,6 +30,7 @@ __all__ = [
     "open_reader",
     "open_retries",
     "open_store",
+    "probe_database",
 ]
 
 #: The systemd credential (``LoadCredential=``) holding the whole database URL.
@@ -123,6 +124,17 @@ def open_store(
     from seedance_watch.ledger.jsonl import Ledger
 
     return Ledger.open(config.paths.state, compact_threshold=compact_threshold)
+
+
+def probe_database(config: StoreSettings, environ: Mapping[str, str]) -> str | None:
+    """For ``check``: what the shared store's database says when asked (see
+    :func:`.postgres.schema.probe`), or None on the JSON-lines ledger of one host."""
+    url = database_url(config, environ)
+    if url is None:
+        return None
+    from seedance_watch.ledger.postgres.schema import Database, probe
+
+    return probe(Database(url))
 
 
 def open_reader(config: StoreSettings, *, environ: Mapping[str, str] | None = None) -> JobReader:

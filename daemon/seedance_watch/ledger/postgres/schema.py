@@ -48,6 +48,7 @@ __all__ = [
     "connect",
     "migrate",
     "migrations",
+    "probe",
     "schema_version",
     "translate",
 ]
@@ -192,6 +193,40 @@ def schema_version(conn: psycopg.Connection[Any]) -> int:
     found = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations")
     version = found.fetchone()
     return int(version[0]) if version is not None else 0
+
+
+#: The oldest server the store runs on (``server_version_num``).
+OLDEST_SERVER = 130000
+
+
+def probe(database: Database) -> str:
+    """What ``seedance-watch check`` says of the database, after one connection and
+    two reads: the server's version and the schema's.  Raises
+    :class:`StoreUnavailable` (out of reach, or refusing us), :class:`SchemaTooNew`,
+    or :class:`StateError` for a server older than PostgreSQL 13."""
+    conn = connect(database)
+    try:
+        server = conn.info.server_version
+        version = schema_version(conn)
+    except psycopg.Error as exc:
+        raise translate(exc, database, "read the schema version", write=False) from None
+    finally:
+        conn.close()
+    shown = f"{server // 10000}.{server % 10000}"
+    if server < OLDEST_SERVER:
+        raise StateError(
+            f"the database {database.shown} runs PostgreSQL {shown}; seedance-watch needs 13 "
+            "or newer"
+        )
+    refuse_newer(version, database)
+    known = len(migrations())
+    schema = (
+        "no seedance-watch tables yet (the first daemon creates them)"
+        if version == 0
+        else f"schema version {version}"
+        + ("" if version == known else f" (the daemon migrates it to {known})")
+    )
+    return f"the database {database.shown} answers: PostgreSQL {shown}, {schema}"
 
 
 def refuse_newer(version: int, database: Database) -> None:
