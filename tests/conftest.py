@@ -18,11 +18,11 @@ import pytest
 from hypothesis import settings
 
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.pgserver import PostgresServer, find_bindir
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 from .helpers import BUCKET, WritePair
 from .helpers import write_pair as _write_pair
-from .pgserver import PostgresServer, find_bindir
 from .seaweedfs import SeaweedFS, find_weed
 from .simhelpers import SimFactory, quick_tasks
 

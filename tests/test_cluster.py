@@ -28,6 +28,7 @@ import psycopg
 import pytest
 
 from seedance_watch.simulator import Simulator
+from seedance_watch.testing.pgserver import PostgresServer
 from seedance_watch.testing.s3emulator import EMULATOR_CREDENTIALS, S3Emulator
 
 from .helpers import (
@@ -40,7 +41,6 @@ from .helpers import (
     wait_for,
     write_pair,
 )
-from .pgserver import PostgresServer
 from .simhelpers import SimFactory
 
 pytestmark = pytest.mark.timeout(120)

@@ -42,10 +42,10 @@ from seedance_watch.ledger.postgres import PostgresReader, PostgresStore
 from seedance_watch.ledger.postgres.schema import MIGRATION_LOCK, migrations
 from seedance_watch.logs import CHATTY_LOGGERS, clear_secrets, configure_logging
 from seedance_watch.simulator import Simulator, SimulatorConfig
+from seedance_watch.testing.pgserver import PostgresServer
 from seedance_watch.testing.s3emulator import S3Emulator
 
 from .helpers import run_once, write_config
-from .pgserver import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
 

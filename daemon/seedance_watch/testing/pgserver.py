@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for the suite: Debian's binaries on a temporary folder.
+"""A throwaway PostgreSQL server for the suite and the benchmarks: Debian's binaries on a
+temporary folder.
 
 :class:`PostgresServer` runs ``initdb`` and ``pg_ctl`` on a fresh folder, listens on
 a free loopback port (and a unix socket in the same folder), trusts local
