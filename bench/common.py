@@ -142,6 +142,8 @@ def _serve_simulator(conn: Connection, knobs: dict[str, Any]) -> None:
             )
         elif command == "counts":
             conn.send(sim.tasks_by_status())
+        elif command == "spans":
+            conn.send({"spans": sim.task_spans(), "peak": sim.peak_unfinished})
 
 
 class SimulatorProcess:
@@ -165,6 +167,12 @@ class SimulatorProcess:
     def counts(self) -> dict[str, int]:
         """Tasks by status now."""
         return self._ask("counts")  # type: ignore[no-any-return]
+
+    def spans(self) -> tuple[list[tuple[float, float | None]], int]:
+        """Each task's (accepted, finished) in the simulator's monotonic clock, and the
+        most tasks ever unfinished at once."""
+        answer = self._ask("spans")
+        return answer["spans"], answer["peak"]
 
     def configure(self, **changes: Any) -> None:
         self._ask("configure", changes)
