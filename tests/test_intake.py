@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -124,3 +125,63 @@ def test_a_drop_whose_files_all_left_before_intake_makes_no_job(tmp_path: Path) 
     assert failed == [("half.jpg", "input_vanished")]
     vanished = [e["files"] for e in logs if e["event"] == "inbox.drop_vanished"]
     assert vanished == [["gone.jpg", "gone.yaml"]]
+
+
+def test_a_failing_drop_whose_store_went_away_after_its_claim_still_fails(
+    tmp_path: Path,
+) -> None:
+    """A shared store claims the drop, then goes away before its failure is written:
+    once it answers again, the drop fails with its own error -- it is never started
+    as if it were valid (it would be uploaded and submitted)."""
+    config = Config.model_validate(
+        {
+            "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
+            "storage": {"bucket": "b"},
+            "dedupe": False,
+        }
+    )
+    inbox = config.paths.inbox
+    inbox.mkdir(parents=True)
+    (inbox / "bad.jpg").write_bytes(b"not an image at all")
+    (inbox / "bad.yaml").write_text("prompt: a calm sea\n")
+
+    class Store(dict[str, Job]):
+        def claim(self, job: Job) -> None:
+            self[job.job_id] = job
+
+        def find(self, job_id: str) -> Job | None:
+            return self.get(job_id)
+
+    store = Store()
+    failed: list[str] = []
+    later: list[Any] = []
+    intake = Intake(config, store, placement=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    intake.store_down = lambda exc, finish: later.append(finish)
+
+    def route(job: Job) -> None:
+        raise AssertionError(f"{job.source} was routed to an upload")
+
+    async def fail(job: Job, error: E.JobError) -> None:
+        if not later:
+            raise E.StoreUnavailable("the database is out of reach")
+        failed.append(error.code)
+
+    async def main() -> None:
+        event = PairReady("bad", "bad.jpg", "bad.yaml")
+        intake.submit(event, event_files(event))
+        idle = asyncio.Event()
+        worker = asyncio.create_task(
+            intake.worker(route, fail, guard=None, idle=lambda: idle.set())  # type: ignore[arg-type]
+        )
+        try:
+            async with asyncio.timeout(10):
+                while intake.pending:
+                    idle.clear()
+                    await idle.wait()
+            (finish,) = later
+            await finish()  # the database answers again
+        finally:
+            worker.cancel()
+
+    asyncio.run(main())
+    assert failed == ["invalid_image"]

@@ -525,7 +525,7 @@ def content_key(
     An image drop of a Seedance 1.0 model keeps the first release's key (earlier
     ledgers still dedupe): its options are text commands inside ``text``.  Other
     kinds cover every image in order; a Seedance 2 request adds ``body_options``,
-    the options it sends as keys (docs/design.md, "Identity").
+    the options it sends as keys (docs/design.md, "Content key").
     """
     parts: tuple[str, ...] = (image_sha256 or "", model, text)
     if kind != "image" or body_options is not None:

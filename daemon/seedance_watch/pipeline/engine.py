@@ -65,7 +65,7 @@ from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.endings import Endings
 from seedance_watch.pipeline.finish import FinishStage
 from seedance_watch.pipeline.intake import Intake
-from seedance_watch.pipeline.lease import LeaseKeeper, lease_lost_error
+from seedance_watch.pipeline.lease import HostSession
 from seedance_watch.pipeline.leftovers import remove_leftovers
 from seedance_watch.pipeline.once import OncePolicy, RunPolicy, RunSummary
 from seedance_watch.pipeline.pauses import Pauses
@@ -127,11 +127,6 @@ class Engine:
         self.policy = RunPolicy(self.summary)
         self.tasks = Supervisor(on_fatal=lambda: self.dispatch.stop())
         self._attempts: dict[str, int] = {}
-        # Work to do again once the store answers and this host's lease runs (a write
-        # the database did not take; a step the lease did not allow), and a signal of
-        # each renewal for whoever waits for one.
-        self._after_renewal: list[Callable[[], None]] = []
-        self._renewal = asyncio.Event()
         gw = config.gateway
         self._burst = min(10.0, gw.max_in_flight)
         self.pauses = Pauses(
@@ -198,19 +193,16 @@ class Engine:
         self.key_watch = KeyWatch(self.deps, self.pauses, clock)
         self.intake = Intake(config, store, self.placement, clock, retries)
         self.intake.retried = self._retried
-        self.intake.ready = self._store_ready
-        self.intake.store_down = self._intake_store_down
-        self.intake.fenced = lambda exc: self._fenced(exc.job_id, exc)
         self.intake.attach(inbox)
-        self.lease = LeaseKeeper(
+        self.session = HostSession(
             store,
-            renewed=self._renewed,
-            unreachable=lambda: self._database_down(
-                "the shared store's database does not answer: this host's lease could not "
-                "be renewed"
-            ),
-            adopted=self._adopted,
-            lost=lambda: self.tasks.die(lease_lost_error(host_name(config))),
+            host=host_name(config),
+            pauses=self.pauses,
+            dispatch=self.dispatch,
+            intake=self.intake,
+            tasks=self.tasks,
+            paused=lambda message: self.policy.paused("database", message),
+            resume=self._resume,
         )
         self.poller = PollStage(self.deps)
         self.stages: dict[Stage, JobStage] = {
@@ -241,9 +233,7 @@ class Engine:
         (docs/design.md, "Recovery").  On a shared store, the lease is kept from here
         on, and tasks ending on any host are listened for."""
         self.dispatch.start()
-        if self.store.lease_seconds is not None:
-            self.tasks.spawn(self.lease.run(), "lease")
-            self.tasks.spawn(self.store.watch_account(self.dispatch.account_changed), "listen")
+        self.session.start()
         self.deps.free_key_check = await preflight(self.deps, self.pauses, self.policy)
         active = self.store.active()
         await remove_leftovers(self.config.paths, {job.job_id for job in active})
@@ -253,11 +243,18 @@ class Engine:
         # Every job's webhook token, finished ones too: a late callback answers 204 after
         # a restart as it did before (one dict update, no I/O: cheap over 100,000s).
         self.dispatch.know_tokens(self.store.jobs().values())
-        for job in active:
+        self._resume(active, "job.recovered")
+
+    def _resume(self, jobs: list[Job], event: str) -> None:
+        """Each job re-enters its stage as after a restart: this host's unfinished jobs
+        at start (``job.recovered``), a dead host's (``job.adopted``; a submit whose
+        outcome was never recorded fails as submit_ambiguous)."""
+        for job in jobs:
             self.placement.reserve(job)
-        for job in active:
+        self.dispatch.know_tokens(jobs)
+        for job in jobs:
             self.intake.claim(job)
-            log.info("job.recovered", job_id=job.job_id, state=job.state.value)
+            log.info(event, job_id=job.job_id, state=job.state.value)
             self.dispatch.track(job)
             self.dispatch.route(job)
         self.dispatch.wake()
@@ -357,8 +354,8 @@ class Engine:
             job = self.store.get(job_id)
             if job is None or job.terminal or RESUME[job.state] is not stage:
                 return  # stale: the job moved on meanwhile
-            if not self.lease.valid():  # frozen past its lease, maybe: touch nothing yet
-                self._when_renewed(lambda: self.dispatch.route(job))
+            if not self.session.valid():  # frozen past its lease, maybe: touch nothing yet
+                self.session.when_renewed(lambda: self.dispatch.route(job))
                 return
             if stage is Stage.POLL:
                 if self.dispatch.stopping:
@@ -369,11 +366,11 @@ class Engine:
             except OSError as exc:  # a file step (disk full, a folder gone): retried
                 outcome = Retry(f"file error: {exc}")
             except E.JobFenced as exc:
-                self._fenced(job_id, exc)
+                self.session.fenced(job_id, exc)
                 return
             except E.StoreUnavailable as exc:  # the step again, from what is durable
-                self._database_down(exc.message)
-                self._when_renewed(lambda: self._route_again(job_id))
+                self.session.database_down(exc.message)
+                self.session.when_renewed(lambda: self._route_again(job_id))
                 return
         finally:
             if stage is Stage.SUBMIT:
@@ -387,18 +384,18 @@ class Engine:
         try:
             await self.apply(job, stage, outcome)
         except E.JobFenced as exc:
-            self._fenced(job.job_id, exc)
+            self.session.fenced(job.job_id, exc)
         except E.StoreUnavailable as exc:
-            self._database_down(exc.message)
+            self.session.database_down(exc.message)
             job_id = job.job_id
             if self.store.get(job_id) is job:
-                self._when_renewed(
+                self.session.when_renewed(
                     lambda: self.tasks.spawn(
                         self._apply_again(job_id, stage, outcome), "apply", side=True
                     )
                 )
             else:
-                self._when_renewed(lambda: self._route_again(job_id))
+                self.session.when_renewed(lambda: self._route_again(job_id))
 
     async def _apply_again(self, job_id: str, stage: Stage, outcome: Outcome) -> None:
         job = self.store.get(job_id)
@@ -483,76 +480,6 @@ class Engine:
             until = now + refusal.retry_in
         log.debug("job.held", job_id=job.job_id, reason=refusal.reason, why=refusal.message)
         self.dispatch.hold_account(job.job_id, until)
-
-    # --- several hosts: the lease, adoption, fencing, the database ------------------------------
-
-    def _renewed(self) -> None:
-        """The lease was renewed: the database answers, this host may act."""
-        if self.pauses.database.is_open:
-            self.pauses.database_ok()
-            self.dispatch.wake()
-        waiting, self._after_renewal = self._after_renewal, []
-        for again in waiting:
-            again()
-        self._renewal.set()
-        self._renewal = asyncio.Event()
-
-    def _when_renewed(self, again: Callable[[], None]) -> None:
-        self._after_renewal.append(again)
-
-    async def _store_ready(self) -> None:
-        """Wait until the store may be written: its database answers, the lease runs."""
-        while self.pauses.database.is_open or not self.lease.valid():
-            await self._renewal.wait()
-
-    def _database_down(self, message: str) -> None:
-        """The shared store's database is out of reach: pause intake and submits."""
-        try:
-            self.pauses.pause_database(message)
-        except OSError as exc:
-            log.warning("status.write_failed", error=str(exc))
-        self.policy.paused("database", message)
-
-    def _intake_store_down(
-        self,
-        exc: E.StoreUnavailable,
-        finish: Callable[[], Coroutine[Any, Any, None]] | None,
-    ) -> None:
-        self._database_down(exc.message)
-        if finish is not None:
-            self._when_renewed(lambda: self.tasks.spawn(self._finish_intake(finish), "intake"))
-
-    async def _finish_intake(self, finish: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        try:
-            await finish()
-        except E.StoreUnavailable as exc:
-            self._intake_store_down(exc, finish)
-        except E.JobFenced as exc:
-            self._fenced(exc.job_id, exc)
-
-    def _fenced(self, job_id: str, exc: E.JobFenced) -> None:
-        """Another host owns the job now (it adopted it), or this host's session is
-        over: the job leaves this host's view, and no file of it is touched again."""
-        job = self.store.get(job_id)
-        self.store.forget(job_id)
-        self.dispatch.in_flight.discard(job_id)
-        if job is not None and not job.terminal:
-            self.intake.release(job_files(job))
-        log.warning("job.fenced", job_id=job_id, owner=exc.owner, reason=exc.message)
-        self.lease.check_now()
-
-    def _adopted(self, jobs: list[Job]) -> None:
-        """Jobs of a dead host are this host's now: each resumes as after a restart
-        (a submit whose outcome was never recorded fails as submit_ambiguous)."""
-        for job in jobs:
-            self.placement.reserve(job)
-        self.dispatch.know_tokens(jobs)
-        for job in jobs:
-            self.intake.claim(job)
-            log.info("job.adopted", job_id=job.job_id, state=job.state.value)
-            self.dispatch.track(job)
-            self.dispatch.route(job)
-        self.dispatch.wake()
 
     def _put_after_hook(self, job: Job, event: Event) -> Job:
         """A hook ran: recorded when the store takes it (else it runs again after a

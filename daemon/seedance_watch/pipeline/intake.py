@@ -86,6 +86,9 @@ class Intake:
         self.pending = 0
         self._queue: asyncio.Queue[tuple[InboxEvent, list[str]]] = asyncio.Queue()
         self._claims: dict[str, str] = {}
+        # Why a claimed drop fails, until its failure is recorded (a store that went
+        # away in between must not lose it: the drop would go up instead).
+        self._errors: dict[str, E.JobError] = {}
 
     def attach(self, inbox: Inbox) -> None:
         self.inbox = inbox
@@ -136,8 +139,9 @@ class Intake:
                     self.release(files)
                     self.store_down(exc, None)
                 else:
+                    error = self._errors.pop(recorded.job_id, None)
                     self.store_down(
-                        exc, functools.partial(self._start, recorded, None, route, fail)
+                        exc, functools.partial(self._start, recorded, error, route, fail)
                     )
             except E.JobFenced as exc:
                 self.release(files)
@@ -205,8 +209,11 @@ class Intake:
         if not await self._claim(job, files):
             return
         log.info("job.created", job_id=job.job_id, source=job.source, retry_of=job.retry_of)
+        if error is not None:
+            self._errors[job.job_id] = error
         try:
             await self._start(job, error, route, fail)
+            self._errors.pop(job.job_id, None)
         finally:
             if origin is not None and self.store.get(job.job_id) is not None:
                 self.retried(origin, job.job_id)

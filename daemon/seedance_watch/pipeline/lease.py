@@ -23,16 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from seedance_watch.aio import wait_event
-from seedance_watch.core.jobs import Job
-from seedance_watch.errors import LeaseLost, StoreUnavailable
+from seedance_watch.core.jobs import Job, job_files
+from seedance_watch.errors import JobFenced, LeaseLost, StoreUnavailable
 from seedance_watch.ledger.base import JobStore
 
-__all__ = ["TRUST", "LeaseKeeper", "lease_lost_error"]
+if TYPE_CHECKING:
+    from seedance_watch.pipeline.dispatch import Dispatcher
+    from seedance_watch.pipeline.intake import Intake
+    from seedance_watch.pipeline.pauses import Pauses
+    from seedance_watch.pipeline.tasks import Supervisor
+
+__all__ = ["TRUST", "HostSession", "LeaseKeeper", "lease_lost_error"]
 
 log = structlog.get_logger(__name__)
 
@@ -107,3 +114,111 @@ def lease_lost_error(host: str) -> LeaseLost:
         "or another daemon took its name); it stopped without touching them: start it "
         "again to join as a new session"
     )
+
+
+class HostSession:
+    """This host's standing in a shared store, as the engine meets it: the lease (kept
+    by a :class:`LeaseKeeper`), the work to do again once it is renewed, the database
+    pause, fenced writes and adopted jobs.  On the JSON-lines ledger of one host none
+    of it ever happens: the lease is always valid and the store never out of reach.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        host: str,
+        pauses: Pauses,
+        dispatch: Dispatcher,
+        intake: Intake,
+        tasks: Supervisor,
+        paused: Callable[[str], object],
+        resume: Callable[[list[Job], str], None],
+    ) -> None:
+        self.store, self.pauses, self.dispatch = store, pauses, dispatch
+        self.intake, self.tasks = intake, tasks
+        self._paused, self._resume = paused, resume
+        # Work to do again once the store answers and this host's lease runs (a write
+        # the database did not take; a step the lease did not allow), and a signal of
+        # each renewal for whoever waits for one.
+        self._after_renewal: list[Callable[[], None]] = []
+        self._renewal = asyncio.Event()
+        self.keeper = LeaseKeeper(
+            store,
+            renewed=self._renewed,
+            unreachable=lambda: self.database_down(
+                "the shared store's database does not answer: this host's lease could not "
+                "be renewed"
+            ),
+            adopted=lambda jobs: self._resume(jobs, "job.adopted"),
+            lost=lambda: self.tasks.die(lease_lost_error(host)),
+        )
+        intake.ready = self.ready
+        intake.store_down = self.intake_store_down
+        intake.fenced = lambda exc: self.fenced(exc.job_id, exc)
+
+    def start(self) -> None:
+        """Keep the lease and listen for tasks ending on any host (a shared store only)."""
+        if self.store.lease_seconds is not None:
+            self.tasks.spawn(self.keeper.run(), "lease")
+            self.tasks.spawn(self.store.watch_account(self.dispatch.account_changed), "listen")
+
+    def valid(self) -> bool:
+        """Whether this host may act on its jobs now (see :meth:`LeaseKeeper.valid`)."""
+        return self.keeper.valid()
+
+    def when_renewed(self, again: Callable[[], None]) -> None:
+        """Do ``again`` once the lease is renewed next (the database answers again)."""
+        self._after_renewal.append(again)
+
+    async def ready(self) -> None:
+        """Wait until the store may be written: its database answers, the lease runs."""
+        while self.pauses.database.is_open or not self.keeper.valid():
+            await self._renewal.wait()
+
+    def database_down(self, message: str) -> None:
+        """The shared store's database is out of reach: pause intake and submits."""
+        try:
+            self.pauses.pause_database(message)
+        except OSError as exc:
+            log.warning("status.write_failed", error=str(exc))
+        self._paused(message)
+
+    def intake_store_down(
+        self, exc: StoreUnavailable, finish: Callable[[], Coroutine[Any, Any, None]] | None
+    ) -> None:
+        """Intake could not write: ``finish`` (what is left of the drop) runs again once
+        the database answers."""
+        self.database_down(exc.message)
+        if finish is not None:
+            self.when_renewed(lambda: self.tasks.spawn(self._finish_intake(finish), "intake"))
+
+    async def _finish_intake(self, finish: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await finish()
+        except StoreUnavailable as exc:
+            self.intake_store_down(exc, finish)
+        except JobFenced as exc:
+            self.fenced(exc.job_id, exc)
+
+    def fenced(self, job_id: str, exc: JobFenced) -> None:
+        """Another host owns the job now (it adopted it), or this host's session is
+        over: the job leaves this host's view, and no file of it is touched again."""
+        job = self.store.get(job_id)
+        self.store.forget(job_id)
+        self.dispatch.in_flight.discard(job_id)
+        if job is not None and not job.terminal:
+            self.intake.release(job_files(job))
+        log.warning("job.fenced", job_id=job_id, owner=exc.owner, reason=exc.message)
+        self.keeper.check_now()
+
+    def _renewed(self) -> None:
+        """The lease was renewed: the database answers, this host may act."""
+        if self.pauses.database.is_open:
+            self.pauses.database_ok()
+            self.dispatch.wake()
+        waiting, self._after_renewal = self._after_renewal, []
+        for again in waiting:
+            again()
+        self._renewal.set()
+        self._renewal = asyncio.Event()
