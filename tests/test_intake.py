@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from seedance_watch import errors as E
 from seedance_watch.config import Config
 from seedance_watch.core.jobs import Job
-from seedance_watch.core.stability import PairReady
+from seedance_watch.core.stability import Orphan, PairReady
 from seedance_watch.files.drop import event_files
 from seedance_watch.pipeline.intake import Intake
 from tests.test_drop import NOW, reference_drop
@@ -73,8 +73,8 @@ def test_intake_takes_a_ready_reference_drop_with_its_images(tmp_path: Path) -> 
 
 
 def test_a_drop_whose_files_all_left_before_intake_makes_no_job(tmp_path: Path) -> None:
-    """A pair that left the inbox before it was examined (taken back, or finished by
-    another host of a shared store) makes no job and no failure; a pair of which one
+    """A pair (or an orphan) that left the inbox before it was examined (taken back, or
+    ended by another host of a shared store) makes no job and no failure; a pair of which one
     file is still there fails as input_vanished, so that file moves to failed/."""
     config = Config.model_validate(
         {
@@ -108,6 +108,8 @@ def test_a_drop_whose_files_all_left_before_intake_makes_no_job(tmp_path: Path) 
         for stem in ("gone", "half"):
             event = PairReady(stem, f"{stem}.jpg", f"{stem}.yaml")
             intake.submit(event, event_files(event))
+        orphan = Orphan("lone.jpg", "missing_sidecar")  # failed elsewhere meanwhile
+        intake.submit(orphan, event_files(orphan))
         idle = asyncio.Event()
         worker = asyncio.create_task(
             intake.worker(route, fail, guard=None, idle=lambda: idle.set())  # type: ignore[arg-type]
@@ -124,7 +126,7 @@ def test_a_drop_whose_files_all_left_before_intake_makes_no_job(tmp_path: Path) 
         asyncio.run(main())
     assert failed == [("half.jpg", "input_vanished")]
     vanished = [e["files"] for e in logs if e["event"] == "inbox.drop_vanished"]
-    assert vanished == [["gone.jpg", "gone.yaml"]]
+    assert vanished == [["gone.jpg", "gone.yaml"], ["lone.jpg"]]
 
 
 def test_a_failing_drop_whose_store_went_away_after_its_claim_still_fails(

@@ -189,15 +189,15 @@ class Intake:
                 strict_model=cfg.gateway.strict_model,
             )
             job, error = drop.job, drop.error
-            if isinstance(error, E.InputVanished) and not job.inputs:
-                # Every file left before it was examined: the person took the drop
-                # back, or another host of a shared store finished it.  Nothing is
-                # left to fail or to report.
-                log.info("inbox.drop_vanished", files=files)
-                self.release(files)
-                return
         else:
             job, error = bare_job(event, now, cfg.paths.inbox), event_error(event)
+        if not job.inputs:
+            # Every file left before it was examined: the person took the drop back,
+            # or another host of a shared store ended it.  Nothing is left to fail or
+            # to report.
+            log.info("inbox.drop_vanished", files=files)
+            self.release(files)
+            return
         for path in files:
             self._claims[path] = job.job_id
         if self.store.get(job.job_id) is not None:
