@@ -12,11 +12,12 @@ whose lease ran out.  It tells the engine what it learnt:
 * ``lost()`` -- this host's session is over (it was presumed dead): the engine stops.
 
 :meth:`LeaseKeeper.valid` says whether this host may act on its jobs now, by its own
-monotonic clock: until :data:`TRUST` of ``lease_seconds`` after the start of the last
-renewal that succeeded.  After a freeze (SIGSTOP, a suspended machine, a stuck loop)
-it is False at once, before any other host can have adopted anything, and stays so
-until a renewal succeeds -- or the session turns out lost.  A store of one host has
-no lease: the keeper is never started and ``valid`` is always True.
+clock (:func:`awake_clock`, which runs during a suspend too): until :data:`TRUST` of
+``lease_seconds`` after the start of the last renewal that succeeded.  After a freeze
+(SIGSTOP, a suspended machine, a stuck loop) it is False at once, before any other
+host can have adopted anything, and stays so until a renewal succeeds -- or the
+session turns out lost.  A store of one host has no lease: the keeper is never
+started and ``valid`` is always True.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ log = structlog.get_logger(__name__)
 TRUST = 0.8
 
 
+def awake_clock() -> float:
+    """Seconds on a clock that also runs while the machine is suspended (Linux's
+    ``CLOCK_BOOTTIME``; ``time.monotonic`` stops meanwhile, which would let a host
+    that slept past its lease trust it on waking), else ``time.monotonic``."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
 class LeaseKeeper:
     """Renews this host's lease and adopts dead hosts' jobs, from the event loop."""
 
@@ -60,7 +71,7 @@ class LeaseKeeper:
         unreachable: Callable[[], None],
         adopted: Callable[[list[Job]], None],
         lost: Callable[[], None],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = awake_clock,
     ) -> None:
         self.store = store
         self.lease = store.lease_seconds
