@@ -1,9 +1,9 @@
-"""The asyncio orchestrator: applies every stage's outcome, ledger first.
+"""The asyncio orchestrator: runs the stages and has their outcomes applied, ledger first.
 
 Policy lives in the stages (``upload``, ``submit``, ``poll``, ``download``,
 ``finish``: :mod:`seedance_watch.pipeline.stage`), each returning an ``Outcome``;
-the engine applies every outcome in :meth:`Engine.apply`, ledger first, then
-routes the job by ``RESUME`` (its state says which stage it enters next).  The
+:class:`~seedance_watch.pipeline.outcomes.Outcomes` applies every outcome, ledger
+first, then routes the job by ``RESUME`` (its state says which stage it enters next).  The
 plumbing -- queues, slots, the timer heap -- is the :class:`Dispatcher`'s; how a run
 ends is its :class:`~seedance_watch.pipeline.once.RunPolicy`'s::
 
@@ -17,9 +17,10 @@ What the engine needs from outside comes in through the constructor, wired by
 ports (:mod:`seedance_watch.pipeline.ports`) for metrics, notifications and hooks.
 
 On a shared store (several hosts, one account: docs/design.md, "Several hosts, one
-account") the engine also keeps this host's lease (:class:`LeaseKeeper`), resumes the
-jobs it adopts from dead hosts as after a restart, listens for tasks ending on any
-host, and meets three store errors no single host sees: a write another host fenced
+account") the engine's :class:`~seedance_watch.pipeline.lease.HostSession` keeps this
+host's lease and listens for tasks ending on any host; the engine resumes the jobs it
+adopts from dead hosts as after a restart, and meets three store errors no single host
+sees: a write another host fenced
 (``JobFenced``: the job is dropped from this host's view, no file touched), the
 session lost (``LeaseLost``: the daemon stops at once), the database out of reach
 (``StoreUnavailable``: a pause of intake and submits; the step whose write failed is
@@ -31,36 +32,29 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
-from seedance_watch.core.budget import recorded_cents
 from seedance_watch.core.jobs import (
     RESUME,
-    Event,
     Job,
-    Retried,
     Stage,
-    State,
-    SubmitIntent,
-    apply,
-    job_files,
 )
-from seedance_watch.core.scheduling import STAGE_POLICIES, TaskTimeEstimator, TokenBucket
+from seedance_watch.core.scheduling import TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
 from seedance_watch.files.drop import event_files
 from seedance_watch.files.inbox import Inbox
 from seedance_watch.files.storage import Storage
 from seedance_watch.ledger import host_name
-from seedance_watch.ledger.base import JobStore, RetryRequests, SubmitLimits, SubmitRefusal
+from seedance_watch.ledger.base import JobStore, RetryRequests
 from seedance_watch.ledger.daemonfile import DaemonStatusFile
 from seedance_watch.pipeline.budget import BudgetGate
 from seedance_watch.pipeline.checks import KeyWatch, preflight
-from seedance_watch.pipeline.dispatch import ACCOUNT_RECHECK, Dispatcher
+from seedance_watch.pipeline.dispatch import Dispatcher
 from seedance_watch.pipeline.download import DownloadStage
 from seedance_watch.pipeline.endings import Endings
 from seedance_watch.pipeline.finish import FinishStage
@@ -68,23 +62,17 @@ from seedance_watch.pipeline.intake import Intake
 from seedance_watch.pipeline.lease import HostSession
 from seedance_watch.pipeline.leftovers import remove_leftovers
 from seedance_watch.pipeline.once import OncePolicy, RunPolicy, RunSummary
+from seedance_watch.pipeline.outcomes import Outcomes
 from seedance_watch.pipeline.pauses import Pauses
 from seedance_watch.pipeline.placement import Placement
 from seedance_watch.pipeline.poll import PollStage
 from seedance_watch.pipeline.ports import Announcer, HookRunner, NullObserver, Observer
 from seedance_watch.pipeline.providers import Providers
 from seedance_watch.pipeline.stage import (
-    Advance,
-    Done,
-    Fail,
-    Hold,
     JobStage,
     Outcome,
-    Pause,
-    Place,
     Retry,
     StageDeps,
-    Wait,
 )
 from seedance_watch.pipeline.submit import SubmitStage
 from seedance_watch.pipeline.tasks import StageCrashed, Supervisor
@@ -124,11 +112,18 @@ class Engine:
         self.config, self.store, self.inbox, self.clock = config, store, inbox, clock
         self.observer: Observer = observer or NullObserver()
         self.summary = RunSummary()
-        self.policy = RunPolicy(self.summary)
         self.tasks = Supervisor(on_fatal=lambda: self.dispatch.stop())
-        self._attempts: dict[str, int] = {}
         gw = config.gateway
-        self._burst = min(10.0, gw.max_in_flight)
+        out = self.outcomes = Outcomes(
+            config,
+            store=store,
+            clock=clock,
+            observer=self.observer,
+            tasks=self.tasks,
+            summary=self.summary,
+            rng=rng or random.Random(),
+        )
+        self.apply, self.put = out.apply, out.put
         self.pauses = Pauses(
             observer=self.observer,
             status=DaemonStatusFile(config.paths.state, key_source=key_source, write=daemon_record),
@@ -149,14 +144,14 @@ class Engine:
             hooks=hooks,
             notes=notes,
             get=store.get,
-            put=self._put_after_hook,
+            put=out.put_after_hook,
             spawn=lambda coro: self.tasks.spawn(coro, "hook", side=True),
         )
         self.placement = Placement(
             store=store,
-            put=self.put,
+            put=out.put,
             paths=config.paths,
-            on_finished=self._finished,
+            on_finished=out.finished,
             download_again=lambda job_id: self.dispatch.route_id(job_id),
             bucket=storage if config.storage.delete_after else None,
             hook_due=self.endings.hook_due,
@@ -169,14 +164,14 @@ class Engine:
             storage=storage,
             observer=self.observer,
             pauses=self.pauses,
-            bucket=TokenBucket(gw.requests_per_minute, burst=self._burst),
+            bucket=TokenBucket(gw.requests_per_minute, burst=out.burst),
             estimator=TaskTimeEstimator(),
             clock=clock,
-            rng=rng or random.Random(),
-            put=self.put,
-            intent=self.intent,
+            rng=out.rng,
+            put=out.put,
+            intent=out.intent,
             critical=self.tasks.critical,
-            log_retry=self._log_retry,
+            log_retry=out.log_retry,
             prices=self.budget.prices,
         )
         self.dispatch = Dispatcher(
@@ -187,12 +182,12 @@ class Engine:
             bucket=self.deps.bucket,
             max_in_flight=gw.max_in_flight,
             step=self.step,
-            gate=self._budget_wait,
+            gate=out.budget_wait,
             spawn_side=lambda coro: self.tasks.spawn(coro, "submit", side=True),
         )
         self.key_watch = KeyWatch(self.deps, self.pauses, clock)
         self.intake = Intake(config, store, self.placement, clock, retries)
-        self.intake.retried = self._retried
+        self.intake.retried = out.retried
         self.intake.attach(inbox)
         self.session = HostSession(
             store,
@@ -201,7 +196,7 @@ class Engine:
             dispatch=self.dispatch,
             intake=self.intake,
             tasks=self.tasks,
-            paused=lambda message: self.policy.paused("database", message),
+            paused=lambda message: out.policy.paused("database", message),
             resume=self._resume,
         )
         self.poller = PollStage(self.deps)
@@ -212,6 +207,23 @@ class Engine:
             Stage.DOWNLOAD: DownloadStage(self.deps, self.placement),
             Stage.FINISH: FinishStage(self.placement),
         }
+        out.connect(
+            dispatch=self.dispatch,
+            budget=self.budget,
+            pauses=self.pauses,
+            placement=self.placement,
+            endings=self.endings,
+            intake=self.intake,
+            poller=self.poller,
+            key_watch=self.key_watch,
+            bucket=self.deps.bucket,
+            forget_estimate=self.deps.estimator.forget,
+        )
+
+    @property
+    def policy(self) -> RunPolicy:
+        """How this run ends (``run`` or ``run --once``): the outcomes apply it."""
+        return self.outcomes.policy
 
     def view(self) -> EngineView:
         """What the status page and ``/healthz`` read (safe from another thread)."""
@@ -267,7 +279,7 @@ class Engine:
             self.tasks.spawn(self.key_watch.run(), "key-watch")
         for i in range(2):
             worker = self.intake.worker(
-                self.dispatch.route, self._fail, self._guard, self.tasks.idle.set
+                self.dispatch.route, self.outcomes.fail, self.outcomes.guard, self.tasks.idle.set
             )
             self.tasks.spawn(worker, f"intake-{i}")
         sizes = {**POOL_SIZES, Stage.POLL: min(64, max(4, self.config.gateway.max_in_flight))}
@@ -297,7 +309,7 @@ class Engine:
 
     async def run_once(self) -> RunSummary:
         """``run --once``: everything in the inbox and the store, then return."""
-        self.policy = OncePolicy(self.summary, self._stop_for)
+        self.outcomes.policy = OncePolicy(self.summary, self._stop_for)
         await self.recover()
         self.start_workers()
         for event in await self.inbox.scan_once():
@@ -406,188 +418,3 @@ class Engine:
         job = self.store.get(job_id)
         if job is not None and not job.terminal:
             self.dispatch.route(job)
-
-    async def apply(self, job: Job, stage: Stage, outcome: Outcome) -> None:
-        """Apply a stage's outcome: the store first, then the follow-up (route, timer, fail)."""
-        match outcome:
-            case Advance(event=event, at=at):
-                self._attempts.pop(job.job_id, None)
-                if event is not None:
-                    job = self.put(job, event)
-                    self._advanced(job, stage)
-                self.dispatch.route(job, at)
-            case Retry(reason=reason, retry_after=retry_after, event=event):
-                if event is not None:
-                    job = self.put(job, event)
-                self._retry(job, stage, reason, retry_after)
-            case Wait(at=at):
-                self._attempts.pop(job.job_id, None)
-                self.dispatch.schedule(job.job_id, at)
-            case Pause(reason=reason, error=error, event=event):
-                if event is not None:
-                    job = self.put(job, event)
-                self._pause(job, reason, error)
-            case Hold(refusal=refusal):
-                self._attempts.pop(job.job_id, None)
-                self._hold(job, refusal)
-            case Fail(error=error):
-                await self._fail(job, error)
-            case Place(sha256=sha, size=size, length=length):
-                await self._guard(job, self.placement.place(job, sha, size, length=length))
-            case Done():
-                pass
-        self.dispatch.track(self.store.get(job.job_id) or job)
-
-    def put(self, job: Job, event: Event) -> Job:
-        """Apply ``event`` and make it durable (returns only once it is)."""
-        new = apply(job, event, self.clock())
-        self.store.put(new)
-        self.budget.recorded(job, new, event)
-        self.dispatch.know_token(new)
-        return new
-
-    def intent(self, job: Job, event: SubmitIntent) -> Job | SubmitRefusal:
-        """Write ``job``'s submit intent if the account has room for it: the store
-        decides with this engine's limits (one host: its own slots, bucket and budget
-        decided already, and the intent is a plain write)."""
-        new = apply(job, event, self.clock())
-        gw = self.config.gateway
-        limits = SubmitLimits(
-            max_in_flight=gw.max_in_flight,
-            per_minute=gw.requests_per_minute,
-            burst=self._burst,
-            prices=self.budget.prices,
-            cents=recorded_cents(new) or 0,
-            at=new.intent_at if new.intent_at is not None else self.clock(),
-        )
-        refused = self.store.put_intent(new, limits)
-        if refused is not None:
-            return refused
-        self.budget.recorded(job, new, event)
-        self.dispatch.know_token(new)
-        return new
-
-    def _hold(self, job: Job, refusal: SubmitRefusal) -> None:
-        """The account had no room for the submit: the job waits first in line until a
-        task ends on some host (or the account's next token, or the next day)."""
-        now = self.clock()
-        if refusal.hold is not None:
-            self.budget.account_held(refusal.hold)
-            until = now
-        elif refusal.reason == "slots":
-            until = now + ACCOUNT_RECHECK
-        else:
-            until = now + refusal.retry_in
-        log.debug("job.held", job_id=job.job_id, reason=refusal.reason, why=refusal.message)
-        self.dispatch.hold_account(job.job_id, until)
-
-    def _put_after_hook(self, job: Job, event: Event) -> Job:
-        """A hook ran: recorded when the store takes it (else it runs again after a
-        restart, as after a crash)."""
-        try:
-            return self.put(job, event)
-        except (E.JobFenced, E.StoreUnavailable) as exc:
-            log.warning("hook.not_recorded", job_id=job.job_id, error=exc.message)
-            return job
-
-    def _advanced(self, job: Job, stage: Stage) -> None:
-        """Reporting after a durable step (best effort: never undoes the step)."""
-        if stage is Stage.UPLOAD:
-            keys = [key for _, key in job.uploads]
-            log.info("job.uploaded", job_id=job.job_id, s3_key=keys[0] if keys else None)
-        elif stage is Stage.SUBMIT:
-            self.observer.submitted()
-            self.deps.bucket.recover(self.config.gateway.requests_per_minute)
-            log.info("job.submitted", job_id=job.job_id, task_id=job.task_id, dialect=job.dialect)
-            self.observer.gateway_ok()
-            try:
-                self.pauses.credentials_ok()
-            except OSError as exc:  # the status file is best effort
-                log.warning("status.write_failed", error=str(exc))
-
-    def _pause(self, job: Job, reason: str, error: E.PipelinePaused) -> None:
-        try:
-            if isinstance(error, E.CredentialsRefused):
-                self.pauses.pause_credentials(error)
-                self.key_watch.wake.set()
-            else:
-                self.pauses.pause_storage(error.message)
-        except OSError as exc:
-            log.warning("status.write_failed", error=str(exc))
-        self.policy.paused(reason, error.message)
-        if job.state is State.UPLOADED:
-            self.dispatch.first_in_line(job.job_id)  # the probe when the pause lifts
-        else:
-            breaker = self.pauses.credentials if reason == "credentials" else self.pauses.storage
-            self.dispatch.schedule(job.job_id, breaker.probe_at)
-            self.dispatch.wake()
-
-    async def _fail(self, job: Job, error: E.JobError) -> None:
-        self.deps.estimator.forget(job.job_id)
-        self.poller.forget(job.job_id)
-        await self._guard(self.store.get(job.job_id) or job, self.placement.fail(job, error))
-
-    async def _guard(self, job: Job, step: Coroutine[Any, Any, None]) -> None:
-        """Run a placement step; a file error is retried from the recorded plan (finish)."""
-        try:
-            with self.tasks.critical():  # a shutdown lets a placement finish (bounded)
-                await step
-        except OSError as exc:
-            current = self.store.get(job.job_id)
-            if current is None or current.terminal:
-                raise
-            self._retry(current, Stage.FINISH, f"file error: {exc}", None)
-
-    def _retry(self, job: Job, stage: Stage, reason: str, retry_after: float | None) -> None:
-        """Back on the timer heap after the stage's backoff (or the peer's Retry-After)."""
-        attempt = self._attempts[job.job_id] = self._attempts.get(job.job_id, 0) + 1
-        if self.policy.retries_exhausted(stage, attempt, reason):
-            return
-        delay = STAGE_POLICIES[stage].backoff.delay(attempt, self.deps.rng, retry_after)
-        self._log_retry(job.job_id, stage, attempt, delay, reason)
-        self.dispatch.schedule(job.job_id, self.clock() + delay)
-        self.dispatch.wake()
-
-    def _log_retry(self, job_id: str, stage: str, attempt: int, delay: float, reason: str) -> None:
-        self.observer.retried(stage)
-        log.info(
-            "job.retry",
-            job_id=job_id,
-            stage=stage,
-            attempt=attempt,
-            delay=round(delay, 2),
-            reason=reason,
-        )
-
-    def _budget_wait(self, job: Job) -> float:
-        """The submitter's budget check: seconds to wait; -1: the run set the job aside."""
-        wait = self.budget.wait(job)
-        hold = self.budget.hold
-        if wait > 0 and self.policy.park(job.job_id, hold.message if hold else "budget reached"):
-            self.tasks.idle.set()
-            return -1.0
-        return wait
-
-    # --- finished -------------------------------------------------------------------------------
-
-    def _retried(self, failed: Job, new_id: str) -> None:
-        """A retried drop became ``new_id``: the failed job's story continues there
-        (on a shared store, whichever host's the failed job was)."""
-        current = self.store.get(failed.job_id) or failed
-        if current.state is State.FAILED:
-            try:
-                self.store.put_finished(apply(current, Retried(retried_as=new_id), self.clock()))
-            except (E.JobFenced, E.StoreUnavailable) as exc:
-                log.warning("job.retry_not_recorded", job_id=current.job_id, error=exc.message)
-                return
-            log.info("job.retried", job_id=current.job_id, retried_as=new_id)
-
-    def _finished(self, job: Job) -> None:
-        self.observer.finished(job.state.value, job.updated_at - job.created_at)
-        (self.summary.done if job.state is State.DONE else self.summary.failed).append(job.job_id)
-        self.intake.release(job_files(job))
-        self._attempts.pop(job.job_id, None)
-        self.dispatch.forget(job)
-        self.dispatch.track(job)
-        self.endings.ended(job)
-        self.tasks.idle.set()

@@ -2,7 +2,7 @@
 
 A stage (``upload``, ``submit``, ``poll``, ``download``, ``finish``) decides what
 happened; the engine applies the outcome in one place, ledger first
-(:meth:`~seedance_watch.pipeline.engine.Engine.apply`).  A stage writes to the
+(:meth:`~seedance_watch.pipeline.outcomes.Outcomes.apply`).  A stage writes to the
 ledger itself only for an *intent* that must be durable before its own external
 action (the submit intent), through :attr:`StageDeps.put`.
 
