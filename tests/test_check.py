@@ -156,3 +156,5 @@ def test_check_asks_the_shared_database_and_names_what_it_found(
     gone = check(config)
     assert gone.returncode == 1, gone.stdout
     assert "error: cannot connect to the database" in gone.stdout
+    (line,) = [line for line in gone.stdout.splitlines() if "cannot connect" in line]
+    assert "Is the server running" in line  # libpq's lines, joined as one

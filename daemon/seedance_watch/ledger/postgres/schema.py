@@ -95,10 +95,11 @@ class Database:
         return redact_url(self.url)
 
     def scrub(self, text: str) -> str:
-        """``text`` (a driver's message) without the password, whatever quotes it."""
+        """``text`` (a driver's message) without the password, whatever quotes it, on
+        one line (libpq's messages run over several, indented with tabs)."""
         for secret in self._passwords():
             text = text.replace(secret, "***")
-        return redact_text(text)
+        return redact_text(" ".join(text.split()))
 
 
 def connect(database: Database, *, autocommit: bool = True) -> psycopg.Connection[Any]:
