@@ -353,3 +353,17 @@ def test_a_drops_priority_is_its_jobs(tmp_path: Path) -> None:
     (tmp_path / "rush.yaml").write_text("prompt: hurry\npriority: 7\n")
     drop = examine_drop(tmp_path, "rush.jpg", "rush.yaml", defaults=GenerationOptions(), now=NOW)
     assert drop.error is None and drop.job.priority == 7
+
+
+def test_a_drop_found_partly_gone_records_the_rest_by_hash(tmp_path: Path) -> None:
+    """The image left before it was read (another host moving the drop away as its job
+    ends): the drop fails as input_vanished, and the sidecar still there is recorded
+    with its hash, the identity the other host's job claimed it by, so that a shared
+    store refuses this second claim of it."""
+    sidecar = b"prompt: a calm sea\n"
+    (tmp_path / "sea.yaml").write_bytes(sidecar)
+    job, error = examine(tmp_path, PairReady("sea", "sea.jpg", "sea.yaml"))
+    assert isinstance(error, E.InputVanished) and "sea.jpg left the inbox" in error.message
+    assert [(i.role, i.path, i.sha256, i.size) for i in job.inputs] == [
+        ("sidecar", "sea.yaml", sha256(sidecar), len(sidecar))
+    ]

@@ -147,7 +147,7 @@ def examine_drop(
         return Drop(_bare(inbox, files, kind, now), exc)
     except FileNotFoundError as exc:
         gone = E.InputVanished(f"{Path(exc.filename or '').name} left the inbox.")
-        return Drop(_bare(inbox, files, kind, now), gone)
+        return Drop(replace(_bare(inbox, files, kind, now), inputs=_hashed(inbox, files)), gone)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a link appeared under an examined name, or above it
             name = exc.filename or image_rel or sidecar_rel
@@ -354,6 +354,22 @@ def _bare(inbox: Path, files: list[tuple[str, str]], kind: str, now: float) -> J
         ),
         inputs=bare_inputs(inbox, files),
     )
+
+
+def _hashed(inbox: Path, files: Iterable[tuple[str, str]]) -> tuple[InputFile, ...]:
+    """The identities of a drop's files still there, hashed as an examined drop's are.
+
+    A drop found partly gone is most often one that another host of a shared store is
+    moving away as it ends: its files' claims carry their hashes, and so must this
+    drop's, to meet them (an unhashed identity would claim the same file anew)."""
+    out = []
+    for role, rel in files:
+        try:
+            data, st = read_beneath(inbox, rel, max_bytes=MAX_IMAGE_BYTES + 1)
+        except OSError:
+            continue
+        out.append(input_file(role, rel, hashlib.sha256(data).hexdigest(), st))
+    return tuple(out)
 
 
 def bare_inputs(inbox: Path, files: Iterable[tuple[str, str]]) -> tuple[InputFile, ...]:
