@@ -211,12 +211,9 @@ class OneHost:
 
     lease_seconds: float | None = None
     lost = False
-
-    def put(self, job: Job) -> None:
-        raise NotImplementedError
-
-    def get(self, job_id: str) -> Job | None:
-        raise NotImplementedError
+    # The store this mixes into writes and reads its jobs.
+    put: Callable[[Job], None]
+    get: Callable[[str], Job | None]
 
     def renew(self) -> bool:
         return True
