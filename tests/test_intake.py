@@ -17,27 +17,36 @@ from seedance_watch.pipeline.intake import Intake
 from tests.test_drop import NOW, reference_drop
 
 
-def test_intake_takes_a_ready_reference_drop_with_its_images(tmp_path: Path) -> None:
-    """The intake stage hands the event's references to the examination: the job routed
-    on holds them, in order."""
-    config = Config.model_validate(
+def folders_config(tmp_path: Path) -> Config:
+    """A config whose five folders are below ``tmp_path`` (none created)."""
+    return Config.model_validate(
         {
             "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
             "storage": {"bucket": "b"},
             "dedupe": False,
         }
     )
+
+
+class Store(dict[str, Job]):
+    """The store intake needs, of one host: a claim records the job (nothing is anyone
+    else's)."""
+
+    def put(self, job: Job) -> None:
+        self[job.job_id] = job
+
+    def claim(self, job: Job) -> None:
+        self[job.job_id] = job
+
+    def find(self, job_id: str) -> Job | None:
+        return self.get(job_id)
+
+
+def test_intake_takes_a_ready_reference_drop_with_its_images(tmp_path: Path) -> None:
+    """The intake stage hands the event's references to the examination: the job routed
+    on holds them, in order."""
+    config = folders_config(tmp_path)
     reference_drop(config.paths.inbox, refs=("b.jpg", "a.jpg"))
-
-    class Store(dict[str, Job]):
-        def put(self, job: Job) -> None:
-            self[job.job_id] = job
-
-        def claim(self, job: Job) -> None:  # one host: nothing is anyone else's
-            return None
-
-        def find(self, job_id: str) -> Job | None:
-            return self.get(job_id)
 
     store = Store()
     routed: list[Job] = []
@@ -76,24 +85,10 @@ def test_a_drop_whose_files_all_left_before_intake_makes_no_job(tmp_path: Path) 
     """A pair (or an orphan) that left the inbox before it was examined (taken back, or
     ended by another host of a shared store) makes no job and no failure; a pair of which one
     file is still there fails as input_vanished, so that file moves to failed/."""
-    config = Config.model_validate(
-        {
-            "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
-            "storage": {"bucket": "b"},
-            "dedupe": False,
-        }
-    )
+    config = folders_config(tmp_path)
     inbox = config.paths.inbox
     inbox.mkdir(parents=True)
     (inbox / "half.yaml").write_text("prompt: a calm sea\n")  # half.jpg is gone already
-
-    class Store(dict[str, Job]):
-        def claim(self, job: Job) -> None:
-            self[job.job_id] = job
-
-        def find(self, job_id: str) -> Job | None:
-            return self.get(job_id)
-
     store = Store()
     failed: list[tuple[str, str]] = []
     intake = Intake(config, store, placement=None, clock=lambda: NOW)  # type: ignore[arg-type]
@@ -135,25 +130,11 @@ def test_a_failing_drop_whose_store_went_away_after_its_claim_still_fails(
     """A shared store claims the drop, then goes away before its failure is written:
     once it answers again, the drop fails with its own error -- it is never started
     as if it were valid (it would be uploaded and submitted)."""
-    config = Config.model_validate(
-        {
-            "paths": {k: str(tmp_path / k) for k in ("inbox", "outbox", "done", "failed", "state")},
-            "storage": {"bucket": "b"},
-            "dedupe": False,
-        }
-    )
+    config = folders_config(tmp_path)
     inbox = config.paths.inbox
     inbox.mkdir(parents=True)
     (inbox / "bad.jpg").write_bytes(b"not an image at all")
     (inbox / "bad.yaml").write_text("prompt: a calm sea\n")
-
-    class Store(dict[str, Job]):
-        def claim(self, job: Job) -> None:
-            self[job.job_id] = job
-
-        def find(self, job_id: str) -> Job | None:
-            return self.get(job_id)
-
     store = Store()
     failed: list[str] = []
     later: list[Any] = []
