@@ -385,3 +385,35 @@ async def test_a_late_callback_of_a_finished_job_is_known_after_a_restart(
     assert live is not None
     await engine.apply(live, Stage.POLL, Fail(E.TaskFailed("it failed", task_id="t-1")))
     assert store.get("j3").state is State.FAILED and engine.poke("live-token")  # type: ignore[union-attr]
+
+
+async def test_a_submit_that_wrote_no_intent_frees_its_slot(tmp_path: Path) -> None:
+    """The submitter takes a slot before the submit step runs; when the step writes no
+    intent (the shared store's database away, or this host's lease not valid), the slot
+    is free again, so that with max_in_flight 1 the host still submits after the
+    renewal (it stalled for good)."""
+    engine, store, provider, _ = make_engine(tmp_path, max_in_flight=1)
+    seed(store, State.UPLOADED, uploads=(("image", "k"),))
+    real_put_intent = store.put_intent
+
+    def away(*_: Any, **__: Any) -> None:
+        raise E.StoreUnavailable("the database is out of reach")
+
+    store.put_intent = away  # type: ignore[method-assign]
+    engine.dispatch.in_flight.add("j1")  # as the submitter does
+    with capture_logs():
+        await engine.step(Stage.SUBMIT, "j1")
+    assert "j1" not in engine.dispatch.in_flight
+    assert provider.created == [] and store.get("j1").state is State.UPLOADED  # type: ignore[union-attr]
+
+    store.put_intent = real_put_intent  # type: ignore[method-assign]
+    engine.session.valid = lambda: False  # type: ignore[method-assign]
+    engine.dispatch.in_flight.add("j1")
+    await engine.step(Stage.SUBMIT, "j1")
+    assert "j1" not in engine.dispatch.in_flight and provider.created == []
+
+    engine.session.valid = lambda: True  # type: ignore[method-assign]
+    engine.dispatch.in_flight.add("j1")
+    await engine.step(Stage.SUBMIT, "j1")  # renewed: the one slot takes the submit
+    assert len(provider.created) == 1 and engine.dispatch.in_flight == {"j1"}
+    assert store.get("j1").state is State.SUBMITTED  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from structlog.testing import capture_logs
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
-from seedance_watch.core.jobs import Job
+from seedance_watch.core.jobs import Job, State
 from seedance_watch.core.stability import Orphan, PairReady
 from seedance_watch.files.drop import event_files
 from seedance_watch.pipeline.intake import Intake
@@ -168,3 +169,49 @@ def test_a_failing_drop_whose_store_went_away_after_its_claim_still_fails(
 
     asyncio.run(main())
     assert failed == ["invalid_image"]
+
+
+def test_a_drop_whose_failure_was_written_before_the_store_went_away_ends_from_it(
+    tmp_path: Path,
+) -> None:
+    """The failure of a drop is recorded, then the store goes away before its end is:
+    once it answers, the job goes on from its record (the finish stage, as at
+    recovery) -- failing it a second time was an illegal transition that stopped the
+    daemon."""
+    config = folders_config(tmp_path)
+    inbox = config.paths.inbox
+    inbox.mkdir(parents=True)
+    (inbox / "bad.jpg").write_bytes(b"not an image at all")
+    (inbox / "bad.yaml").write_text("prompt: a calm sea\n")
+    store = Store()
+    fails: list[str] = []
+    routed: list[Job] = []
+    later: list[Any] = []
+    intake = Intake(config, store, placement=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    intake.store_down = lambda exc, finish: later.append(finish)
+
+    async def fail(job: Job, error: E.JobError) -> None:
+        fails.append(error.code)
+        store[job.job_id] = dataclasses.replace(job, state=State.FAILING)  # written...
+        raise E.StoreUnavailable("the database is out of reach")  # ...its end is not
+
+    async def main() -> None:
+        event = PairReady("bad", "bad.jpg", "bad.yaml")
+        intake.submit(event, event_files(event))
+        idle = asyncio.Event()
+        worker = asyncio.create_task(
+            intake.worker(routed.append, fail, guard=None, idle=lambda: idle.set())  # type: ignore[arg-type]
+        )
+        try:
+            async with asyncio.timeout(10):
+                while intake.pending:
+                    idle.clear()
+                    await idle.wait()
+            (finish,) = later
+            await finish()  # the database answers again
+        finally:
+            worker.cancel()
+
+    asyncio.run(main())
+    assert fails == ["invalid_image"]
+    assert [(job.source, job.state) for job in routed] == [("bad.jpg", State.FAILING)]

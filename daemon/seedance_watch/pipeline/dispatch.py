@@ -161,8 +161,14 @@ class Dispatcher:
         """Slots: a job holds one from its submit intent until its task ends."""
         if job.state in (State.SUBMITTING, State.SUBMITTED):
             self.in_flight.add(job.job_id)
-        elif job.job_id in self.in_flight:
-            self.in_flight.discard(job.job_id)
+        else:
+            self.free(job.job_id)
+
+    def free(self, job_id: str) -> None:
+        """The job holds no slot (it ended, or its submit wrote no intent): the
+        submitter may use it."""
+        if job_id in self.in_flight:
+            self.in_flight.discard(job_id)
             self.submit_wake.set()
 
     def route(self, job: Job, at: float | None = None) -> None:

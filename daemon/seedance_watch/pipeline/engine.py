@@ -39,11 +39,7 @@ import structlog
 
 from seedance_watch import errors as E
 from seedance_watch.config import Config
-from seedance_watch.core.jobs import (
-    RESUME,
-    Job,
-    Stage,
-)
+from seedance_watch.core.jobs import RESUME, Job, Stage, State
 from seedance_watch.core.scheduling import TaskTimeEstimator, TokenBucket
 from seedance_watch.core.stability import InboxEvent
 from seedance_watch.files.drop import event_files
@@ -387,6 +383,11 @@ class Engine:
         finally:
             if stage is Stage.SUBMIT:
                 self.budget.release(job_id)  # its intent is counted, or there was none
+                current = self.store.get(job_id)
+                if current is None or current.state not in (State.SUBMITTING, State.SUBMITTED):
+                    # No intent written (a stale job, the lease or the database away, a
+                    # write fenced): the slot the submitter took is free again.
+                    self.dispatch.free(job_id)
         await self._apply_or_defer(self.store.get(job_id) or job, stage, outcome)
 
     async def _apply_or_defer(self, job: Job, stage: Stage, outcome: Outcome) -> None:

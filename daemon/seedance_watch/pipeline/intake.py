@@ -138,17 +138,26 @@ class Intake:
                 if recorded is None:
                     self.release(files)
                     self.store_down(exc, None)
-                else:
+                elif recorded.state is State.NEW:  # nothing but the job written yet
                     error = self._errors.pop(recorded.job_id, None)
                     self.store_down(
                         exc, functools.partial(self._start, recorded, error, route, fail)
                     )
+                else:  # its failure or its copy was written: finished from that, as at
+                    # recovery (starting it again would fail or place it twice)
+                    self._errors.pop(recorded.job_id, None)
+                    self.store_down(exc, functools.partial(self._resume, recorded.job_id, route))
             except E.JobFenced as exc:
                 self.release(files)
                 self.fenced(exc)
             finally:
                 self.pending -= 1
                 idle()
+
+    async def _resume(self, job_id: str, route: Callable[[Job], None]) -> None:
+        job = self.store.get(job_id)
+        if job is not None and not job.terminal:
+            route(job)
 
     def _recorded(self, files: list[str]) -> Job | None:
         """The job recorded for these files, if one was."""
