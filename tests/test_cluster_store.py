@@ -120,6 +120,21 @@ def test_a_drop_is_claimed_with_its_job_and_another_host_leaves_it(
     assert b.claim(make_job(3, inputs=files("x.jpg", mtime=2))) is None
 
 
+def test_a_claim_whose_answer_was_lost_is_the_hosts_own_when_made_again(
+    open_host: Any,
+) -> None:
+    """Host a's claim committed but its answer never came back (the store went away):
+    claiming the same job again finds a's own job and gives the drop to a, as
+    recorded then, instead of parking it for ever as another's."""
+    a = open_host("a")
+    mine = make_job(1, inputs=files("x.jpg", "x.yaml"))
+    assert a.claim(mine) is None
+    a.forget("job00001")  # as if the answer had been lost: the job is not in a's view
+    assert a.get("job00001") is None
+    assert a.claim(mine) is None and a.get("job00001") == mine
+    assert open_host("b").claim(make_job(2, inputs=files("x.jpg"))) == Taken("job00001", "a", False)
+
+
 def test_files_of_a_finished_job_are_taken_over_only_when_asked(open_host: Any) -> None:
     """Files claimed by a job that ended are Taken(finished=True); with
     replace_finished (the caller saw them in the inbox again: a retry) the new job
@@ -158,6 +173,38 @@ def test_hosts_claiming_the_same_drops_at_once_get_one_job_each(open_host: Any) 
             job = make_job(1000 * index + n, inputs=files(f"drop-{n}.jpg", f"drop-{n}.yaml"))
             if store.claim(job) is None:
                 won[n].append(store.host)
+
+    threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate(hosts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(len(winners) == 1 for winners in won.values()), won
+
+
+def test_hosts_taking_over_the_same_put_back_drops_at_once_get_one_job_each(
+    open_host: Any,
+) -> None:
+    """30 drops whose jobs failed are put back into the inbox (a retry); three hosts
+    see them in place and race to take them over (replace_finished, each under its
+    own job id): every drop goes to exactly one of them, the others told who won."""
+    first = open_host("first")
+    for n in range(30):
+        first.claim(make_job(n, inputs=files(f"drop-{n}.jpg")))
+        first.put(make_job(n, State.FAILED, seq=3, inputs=files(f"drop-{n}.jpg")))
+    hosts = [open_host(name) for name in ("a", "b", "c")]
+    won: dict[int, list[str]] = {n: [] for n in range(30)}
+    start = threading.Barrier(len(hosts))
+
+    def race(index: int, store: PostgresStore) -> None:
+        start.wait()
+        for n in range(30):
+            job = make_job(1000 * (index + 1) + n, inputs=files(f"drop-{n}.jpg"))
+            taken = store.claim(job, replace_finished=True)
+            if taken is None:
+                won[n].append(store.host)
+            else:
+                assert taken.host in ("a", "b", "c") and not taken.finished
 
     threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate(hosts)]
     for thread in threads:

@@ -114,6 +114,14 @@ WHERE j.job_id = c.job_id AND j.state = ANY(%(terminal)s) AND c.job_id <> %(job_
 RETURNING 1
 """
 
+# How many files the job holds now (after a take-over: all of them, or a race was lost).
+_HELD = f"""
+SELECT count(*) FROM {SCHEMA}.claims AS c
+WHERE c.job_id = %(job_id)s AND (c.path, c.size, c.mtime_ns, c.sha256) IN (
+    SELECT * FROM unnest(%(paths)s::text[], %(sizes)s::bigint[], %(mtimes)s::bigint[],
+                         %(shas)s::text[]))
+"""
+
 _CLAIM_REST = f"""
 INSERT INTO {SCHEMA}.claims AS c (path, size, mtime_ns, sha256, job_id, host)
 SELECT f.path, f.size, f.mtime_ns, f.sha256, %(job_id)s, %(owner)s
@@ -162,10 +170,19 @@ def claim_drop(
             others = [(j, o, s) for j, o, s in holders if j != params["job_id"]]
             finished = bool(others) and all(s in _TERMINAL for _, _, s in others)
             if replace_finished and finished:
-                trips += 1
+                trips += 2
                 conn.execute(_TAKE_OVER, params).fetchall()
                 conn.execute(_CLAIM_REST, params).fetchall()
-                return None, trips
+                (held,) = _one(conn.execute(_HELD, params))
+                if held == files:
+                    return None, trips
+                # Another host took them over first (its job is running now): its own.
+                trips += 1
+                holders = conn.execute(_HOLDERS, params).fetchall()
+                others = [(j, o, s) for j, o, s in holders if j != params["job_id"]]
+                job_id, owner, state = others[0] if others else (params["job_id"], "", "")
+                taken = Taken(job_id, owner, state in _TERMINAL)
+                raise _Rollback
             job_id, owner, _ = others[0] if others else (params["job_id"], "", "")
             taken = Taken(job_id, owner, finished)
             raise _Rollback

@@ -432,6 +432,10 @@ class PostgresStore:
                 raise self._fenced(job) from None
             except psycopg.Error as exc:
                 raise self._write_error(exc, f"claim the files of job {job.job_id}") from None
+            if taken is not None and (taken.job_id, taken.host) == (job.job_id, self.host):
+                # This very claim committed earlier, its answer lost on the way back (the
+                # store went away): the drop is ours, as recorded then.
+                taken = None
             if taken is None:
                 self._records.add(job)
             return taken
