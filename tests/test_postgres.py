@@ -311,6 +311,23 @@ def test_a_lost_connection_is_unavailable_and_nothing_is_latched(
     assert store.writable()
 
 
+def test_after_a_failed_renewal_writes_wait_for_the_next_one(
+    postgres_url: str, open_host: Any
+) -> None:
+    """A renewal of the lease that did not reach the database makes every write fail at
+    once as StoreUnavailable (the daemon's loop never waits for a pooled connection to
+    a database that is away); the next renewal that reaches it lets them through."""
+    store = open_host("a", renew=False)
+    terminate_connections(postgres_url)
+    assert not store.renew()
+    with pytest.raises(StoreUnavailable, match="the last renewal of the lease failed"):
+        store.put(make_job(1))
+    assert store.get("job00001") is None and not store.writable()
+    assert store.renew()
+    store.put(make_job(1))
+    assert store.get("job00001") == make_job(1) and store.writable()
+
+
 def test_a_write_the_server_refuses_is_a_durability_error(
     postgres_url: str, open_host: Any
 ) -> None:

@@ -545,6 +545,14 @@ class PostgresStore:
                 "the store refuses writes after an earlier write failure "
                 f"({self._fatal}); restart the daemon once the database is healthy"
             ) from self._fatal
+        if self._healthy_since is None and not self._lost:
+            # The last renewal of the lease found the database out of reach: writes
+            # wait for the next one to find it back, rather than each waiting for a
+            # pooled connection (up to 10 s, on the daemon's loop).
+            raise StoreUnavailable(
+                f"the database {self.database.shown} is out of reach (the last renewal "
+                "of the lease failed; the next one asks again)"
+            )
 
     def _write_error(self, exc: BaseException, doing: str) -> StateError:
         """A failed write translated; latched unless the database was out of reach."""
