@@ -74,7 +74,7 @@ class Intake:
         #: Before each drop: wait until the store may be written (its database answers,
         #: this host's lease runs).
         self.ready: Callable[[], Awaitable[None]] = _at_once
-        #: A store error after the drop's job was recorded: ``(error, job, finish)``,
+        #: A store error while taking a drop: ``(error, finish)``,
         #: ``finish`` to be run again once the store is back (``None`` when the job
         #: was not recorded: its files are released, a rescan finds them again).
         self.store_down: Callable[
