@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -160,26 +160,45 @@ def test_files_of_a_finished_job_are_taken_over_only_when_asked(open_host: Any) 
     ]
 
 
-def test_hosts_claiming_the_same_drops_at_once_get_one_job_each(open_host: Any) -> None:
-    """Three hosts race for the same 30 drops (each under its own job id): every drop
-    is claimed exactly once."""
-    hosts = [open_host(name) for name in ("a", "b", "c")]
+def race(
+    hosts: list[PostgresStore], claim: Callable[[int, PostgresStore, int], Taken | None]
+) -> tuple[dict[int, list[str]], list[Taken]]:
+    """Every host calls ``claim(index, store, n)`` for drops 0..29 at once (each in a
+    thread, started together): the hosts that won each drop, and every Taken the
+    others got."""
     won: dict[int, list[str]] = {n: [] for n in range(30)}
+    lost: list[Taken] = []
     start = threading.Barrier(len(hosts))
 
-    def race(index: int, store: PostgresStore) -> None:
+    def run(index: int, store: PostgresStore) -> None:
         start.wait()
         for n in range(30):
-            job = make_job(1000 * index + n, inputs=files(f"drop-{n}.jpg", f"drop-{n}.yaml"))
-            if store.claim(job) is None:
+            taken = claim(index, store, n)
+            if taken is None:
                 won[n].append(store.host)
+            else:
+                lost.append(taken)
 
-    threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate(hosts)]
+    threads = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(hosts)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return won, lost
+
+
+def test_hosts_claiming_the_same_drops_at_once_get_one_job_each(open_host: Any) -> None:
+    """Three hosts race for the same 30 drops (each under its own job id): every drop
+    is claimed exactly once."""
+    hosts = [open_host(name) for name in ("a", "b", "c")]
+
+    def claim(index: int, store: PostgresStore, n: int) -> Taken | None:
+        files_n = files(f"drop-{n}.jpg", f"drop-{n}.yaml")
+        return store.claim(make_job(1000 * index + n, inputs=files_n))
+
+    won, lost = race(hosts, claim)
     assert all(len(winners) == 1 for winners in won.values()), won
+    assert len(lost) == 60
 
 
 def test_hosts_taking_over_the_same_put_back_drops_at_once_get_one_job_each(
@@ -193,25 +212,15 @@ def test_hosts_taking_over_the_same_put_back_drops_at_once_get_one_job_each(
         first.claim(make_job(n, inputs=files(f"drop-{n}.jpg")))
         first.put(make_job(n, State.FAILED, seq=3, inputs=files(f"drop-{n}.jpg")))
     hosts = [open_host(name) for name in ("a", "b", "c")]
-    won: dict[int, list[str]] = {n: [] for n in range(30)}
-    start = threading.Barrier(len(hosts))
 
-    def race(index: int, store: PostgresStore) -> None:
-        start.wait()
-        for n in range(30):
-            job = make_job(1000 * (index + 1) + n, inputs=files(f"drop-{n}.jpg"))
-            taken = store.claim(job, replace_finished=True)
-            if taken is None:
-                won[n].append(store.host)
-            else:
-                assert taken.host in ("a", "b", "c") and not taken.finished
+    def claim(index: int, store: PostgresStore, n: int) -> Taken | None:
+        job = make_job(1000 * (index + 1) + n, inputs=files(f"drop-{n}.jpg"))
+        return store.claim(job, replace_finished=True)
 
-    threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate(hosts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    won, lost = race(hosts, claim)
     assert all(len(winners) == 1 for winners in won.values()), won
+    assert len(lost) == 60
+    assert all(t.host in ("a", "b", "c") and not t.finished for t in lost), lost
 
 
 # --- the submit decision --------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,44 @@ class Store(dict[str, Job]):
 
     def find(self, job_id: str) -> Job | None:
         return self.get(job_id)
+
+
+def drain(
+    intake: Intake,
+    events: list[Any],
+    route: Callable[[Job], None],
+    fail: Callable[[Job, E.JobError], Awaitable[None]],
+    later: list[Any] | None = None,
+) -> None:
+    """Submit ``events``, run one intake worker until none is pending, then run each
+    ``finish`` the store left for later (the database answering again)."""
+
+    async def main() -> None:
+        for event in events:
+            intake.submit(event, event_files(event))
+        idle = asyncio.Event()
+        worker = asyncio.create_task(
+            intake.worker(route, fail, guard=None, idle=idle.set)  # type: ignore[arg-type]
+        )
+        try:
+            async with asyncio.timeout(10):
+                while intake.pending:
+                    idle.clear()
+                    await idle.wait()
+                for finish in later or []:
+                    await finish()
+        finally:
+            worker.cancel()
+
+    asyncio.run(main())
+
+
+def bad_drop(inbox: Path) -> PairReady:
+    """bad.jpg (not an image) and its sidecar in ``inbox``: a drop that fails."""
+    inbox.mkdir(parents=True)
+    (inbox / "bad.jpg").write_bytes(b"not an image at all")
+    (inbox / "bad.yaml").write_text("prompt: a calm sea\n")
+    return PairReady("bad", "bad.jpg", "bad.yaml")
 
 
 def test_intake_takes_a_ready_reference_drop_with_its_images(tmp_path: Path) -> None:
@@ -100,26 +139,10 @@ def test_a_drop_whose_files_all_left_before_intake_makes_no_job(tmp_path: Path) 
     async def fail(job: Job, error: E.JobError) -> None:
         failed.append((job.source, error.code))
 
-    async def main() -> None:
-        for stem in ("gone", "half"):
-            event = PairReady(stem, f"{stem}.jpg", f"{stem}.yaml")
-            intake.submit(event, event_files(event))
-        orphan = Orphan("lone.jpg", "missing_sidecar")  # failed elsewhere meanwhile
-        intake.submit(orphan, event_files(orphan))
-        idle = asyncio.Event()
-        worker = asyncio.create_task(
-            intake.worker(route, fail, guard=None, idle=lambda: idle.set())  # type: ignore[arg-type]
-        )
-        try:
-            async with asyncio.timeout(10):
-                while intake.pending:
-                    idle.clear()
-                    await idle.wait()
-        finally:
-            worker.cancel()
-
+    pairs = [PairReady(stem, f"{stem}.jpg", f"{stem}.yaml") for stem in ("gone", "half")]
+    orphan = Orphan("lone.jpg", "missing_sidecar")  # failed elsewhere meanwhile
     with capture_logs() as logs:
-        asyncio.run(main())
+        drain(intake, [*pairs, orphan], route, fail)
     assert failed == [("half.jpg", "input_vanished")]
     vanished = [e["files"] for e in logs if e["event"] == "inbox.drop_vanished"]
     assert vanished == [["gone.jpg", "gone.yaml"], ["lone.jpg"]]
@@ -132,10 +155,7 @@ def test_a_failing_drop_whose_store_went_away_after_its_claim_still_fails(
     once it answers again, the drop fails with its own error -- it is never started
     as if it were valid (it would be uploaded and submitted)."""
     config = folders_config(tmp_path)
-    inbox = config.paths.inbox
-    inbox.mkdir(parents=True)
-    (inbox / "bad.jpg").write_bytes(b"not an image at all")
-    (inbox / "bad.yaml").write_text("prompt: a calm sea\n")
+    event = bad_drop(config.paths.inbox)
     store = Store()
     failed: list[str] = []
     later: list[Any] = []
@@ -150,25 +170,8 @@ def test_a_failing_drop_whose_store_went_away_after_its_claim_still_fails(
             raise E.StoreUnavailable("the database is out of reach")
         failed.append(error.code)
 
-    async def main() -> None:
-        event = PairReady("bad", "bad.jpg", "bad.yaml")
-        intake.submit(event, event_files(event))
-        idle = asyncio.Event()
-        worker = asyncio.create_task(
-            intake.worker(route, fail, guard=None, idle=lambda: idle.set())  # type: ignore[arg-type]
-        )
-        try:
-            async with asyncio.timeout(10):
-                while intake.pending:
-                    idle.clear()
-                    await idle.wait()
-            (finish,) = later
-            await finish()  # the database answers again
-        finally:
-            worker.cancel()
-
-    asyncio.run(main())
-    assert failed == ["invalid_image"]
+    drain(intake, [event], route, fail, later)
+    assert len(later) == 1 and failed == ["invalid_image"]
 
 
 def test_a_drop_whose_failure_was_written_before_the_store_went_away_ends_from_it(
@@ -179,10 +182,7 @@ def test_a_drop_whose_failure_was_written_before_the_store_went_away_ends_from_i
     recovery) -- failing it a second time was an illegal transition that stopped the
     daemon."""
     config = folders_config(tmp_path)
-    inbox = config.paths.inbox
-    inbox.mkdir(parents=True)
-    (inbox / "bad.jpg").write_bytes(b"not an image at all")
-    (inbox / "bad.yaml").write_text("prompt: a calm sea\n")
+    event = bad_drop(config.paths.inbox)
     store = Store()
     fails: list[str] = []
     routed: list[Job] = []
@@ -195,23 +195,6 @@ def test_a_drop_whose_failure_was_written_before_the_store_went_away_ends_from_i
         store[job.job_id] = dataclasses.replace(job, state=State.FAILING)  # written...
         raise E.StoreUnavailable("the database is out of reach")  # ...its end is not
 
-    async def main() -> None:
-        event = PairReady("bad", "bad.jpg", "bad.yaml")
-        intake.submit(event, event_files(event))
-        idle = asyncio.Event()
-        worker = asyncio.create_task(
-            intake.worker(routed.append, fail, guard=None, idle=lambda: idle.set())  # type: ignore[arg-type]
-        )
-        try:
-            async with asyncio.timeout(10):
-                while intake.pending:
-                    idle.clear()
-                    await idle.wait()
-            (finish,) = later
-            await finish()  # the database answers again
-        finally:
-            worker.cancel()
-
-    asyncio.run(main())
-    assert fails == ["invalid_image"]
+    drain(intake, [event], routed.append, fail, later)
+    assert len(later) == 1 and fails == ["invalid_image"]
     assert [(job.source, job.state) for job in routed] == [("bad.jpg", State.FAILING)]

@@ -121,27 +121,15 @@ class PostgresServer:
         )
         self.timings["initdb"] = time.perf_counter() - started
         self.port = _free_port()
-        options = self._options()
         begun = time.perf_counter()
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_start()
         self._started = True
         self.timings["start"] = time.perf_counter() - begun
         return self
 
-    def _options(self) -> str:
-        return " ".join(
+    def _pg_start(self) -> None:
+        """``pg_ctl start`` on the data folder, on :attr:`port`, waiting until it answers."""
+        options = " ".join(
             [
                 f"-p {self.port}",
                 "-c listen_addresses=127.0.0.1",
@@ -153,6 +141,20 @@ class PostgresServer:
                 "-c shared_buffers=32MB",
             ]
         )
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._run(
+            pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def pause(self, mode: str = "fast") -> None:
         """Stop the server, keeping its data (``mode``: ``fast``, a clean stop that ends
@@ -162,19 +164,7 @@ class PostgresServer:
 
     def resume(self) -> None:
         """Start the stopped server again on the same port (a crash is recovered first)."""
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-o",
-            self._options(),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_start()
 
     def stop(self) -> None:
         """Stop the server (fast: the data is thrown away) and remove its folder."""
